@@ -1,0 +1,330 @@
+//! Model specifications: what the simulator pretends to have on disk.
+//!
+//! A model is given on the command line as `NAME[,key=value|flag]...`, for example
+//! `llama3.2:3b,load=2s,tps=60,size=2GB,tools` or `nomic-embed-text,embed,load=300ms`.
+//! Everything the simulator reports about a model (its listing, its load time, its
+//! token rate, its capabilities) comes from this one struct.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// One model the simulator serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// The name as given, e.g. `llama3.2:3b`.
+    pub name: String,
+    /// How long loading the model into (simulated) GPU memory takes.
+    pub load: Duration,
+    /// Generated tokens per second; `f64::INFINITY` means no pacing at all.
+    pub tps: f64,
+    /// Size in bytes, reported as `size` and `size_vram`.
+    pub size: u64,
+    /// An embedding-only model: it embeds but cannot chat or generate.
+    pub embed: bool,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Context length reported by `/api/ps` and `/api/show`.
+    pub ctx: u32,
+    /// Model family, e.g. `llama`.
+    pub family: String,
+    /// Parameter size label, e.g. `3.2B`.
+    pub parameter_size: String,
+    /// Quantization label, e.g. `Q4_K_M`.
+    pub quantization: String,
+    /// Accepts `tools` and answers with tool calls.
+    pub tools: bool,
+    /// Thinks before answering (fills `thinking`), by default when `think` is absent.
+    pub thinking: bool,
+    /// Accepts images.
+    pub vision: bool,
+}
+
+/// Why a model specification could not be read.
+#[derive(Debug, Error, PartialEq)]
+pub enum SpecError {
+    #[error("model spec is empty")]
+    Empty,
+    #[error(
+        "model spec {spec:?}: unknown option {option:?} (known: load, tps, size, dim, ctx, family, params, quant, embed, tools, thinking, vision)"
+    )]
+    UnknownOption { spec: String, option: String },
+    #[error("model spec {spec:?}: bad value for {key}: {reason}")]
+    BadValue {
+        spec: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl ModelSpec {
+    /// A chat model with the simulator's defaults: 2 s load, 50 tokens/s, 2 GB.
+    pub fn chat(name: &str) -> ModelSpec {
+        ModelSpec {
+            name: name.to_string(),
+            load: Duration::from_secs(2),
+            tps: 50.0,
+            size: 2_000_000_000,
+            embed: false,
+            dim: 3072,
+            ctx: 4096,
+            family: family_from_name(name),
+            parameter_size: parameter_size_from_name(name),
+            quantization: "Q4_K_M".to_string(),
+            tools: false,
+            thinking: false,
+            vision: false,
+        }
+    }
+
+    /// An embedding model with the simulator's defaults: 300 ms load, 274 MB, 768 dimensions.
+    pub fn embedding(name: &str) -> ModelSpec {
+        ModelSpec {
+            load: Duration::from_millis(300),
+            size: 274_000_000,
+            embed: true,
+            dim: 768,
+            ctx: 2048,
+            family: "nomic-bert".to_string(),
+            parameter_size: "137M".to_string(),
+            quantization: "F16".to_string(),
+            ..ModelSpec::chat(name)
+        }
+    }
+
+    /// Parses `NAME[,option]...`; see the module documentation.
+    pub fn parse(text: &str) -> Result<ModelSpec, SpecError> {
+        let mut parts = text.split(',').map(str::trim);
+        let name = parts
+            .next()
+            .filter(|n| !n.is_empty())
+            .ok_or(SpecError::Empty)?;
+        let options: Vec<&str> = parts.filter(|p| !p.is_empty()).collect();
+        let mut spec = if options.contains(&"embed") {
+            ModelSpec::embedding(name)
+        } else {
+            ModelSpec::chat(name)
+        };
+        let bad = |key: &str, reason: String| SpecError::BadValue {
+            spec: text.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        for option in options {
+            let (key, value) = match option.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim())),
+                None => (option, None),
+            };
+            match (key, value) {
+                ("embed", None) => spec.embed = true,
+                ("tools", None) => spec.tools = true,
+                ("thinking", None) => spec.thinking = true,
+                ("vision", None) => spec.vision = true,
+                ("load", Some(v)) => {
+                    spec.load = humantime::parse_duration(v).map_err(|e| bad(key, e.to_string()))?
+                }
+                ("tps", Some(v)) => {
+                    spec.tps = match v {
+                        "inf" | "max" => f64::INFINITY,
+                        _ => v.parse::<f64>().ok().filter(|t| *t > 0.0).ok_or_else(|| {
+                            bad(key, "expected a positive number or `inf`".into())
+                        })?,
+                    }
+                }
+                ("size", Some(v)) => spec.size = parse_size(v).map_err(|r| bad(key, r))?,
+                ("dim", Some(v)) => {
+                    spec.dim = v
+                        .parse()
+                        .ok()
+                        .filter(|d| *d > 0)
+                        .ok_or_else(|| bad(key, "expected a positive integer".into()))?
+                }
+                ("ctx", Some(v)) => {
+                    spec.ctx = v
+                        .parse()
+                        .ok()
+                        .filter(|c| *c > 0)
+                        .ok_or_else(|| bad(key, "expected a positive integer".into()))?
+                }
+                ("family", Some(v)) => spec.family = v.to_string(),
+                ("params", Some(v)) => spec.parameter_size = v.to_string(),
+                ("quant", Some(v)) => spec.quantization = v.to_string(),
+                _ => {
+                    return Err(SpecError::UnknownOption {
+                        spec: text.to_string(),
+                        option: option.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The name as Ollama lists it: with an explicit tag (`:latest` when none was given).
+    pub fn display_name(&self) -> String {
+        canonical_name(&self.name)
+    }
+
+    /// Ollama's capability list for `/api/show` and `/api/tags`.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        if self.embed {
+            return vec!["embedding"];
+        }
+        let mut caps = vec!["completion"];
+        if self.tools {
+            caps.push("tools");
+        }
+        if self.thinking {
+            caps.push("thinking");
+        }
+        if self.vision {
+            caps.push("vision");
+        }
+        caps
+    }
+}
+
+/// The realistic set served when no `--model` is given: two chat models that take
+/// seconds to load and one embedding model.
+pub fn default_models() -> Vec<ModelSpec> {
+    vec![
+        ModelSpec {
+            load: Duration::from_secs(3),
+            tps: 60.0,
+            size: 2_019_393_189,
+            tools: true,
+            ..ModelSpec::chat("llama3.2:3b")
+        },
+        ModelSpec {
+            load: Duration::from_secs(5),
+            tps: 35.0,
+            size: 4_683_087_332,
+            tools: true,
+            ..ModelSpec::chat("qwen2.5:7b")
+        },
+        ModelSpec::embedding("nomic-embed-text"),
+    ]
+}
+
+/// Lower-cases a model name and adds `:latest` when it has no tag, so that
+/// `Llama3.2` and `llama3.2:latest` name the same model, as in Ollama.
+pub fn canonical_name(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    let base_start = lower.rfind('/').map_or(0, |i| i + 1);
+    if lower[base_start..].contains(':') {
+        lower
+    } else {
+        format!("{lower}:latest")
+    }
+}
+
+fn family_from_name(name: &str) -> String {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let base = base.split(':').next().unwrap_or(base);
+    let family: String = base
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    if family.is_empty() {
+        "llama".to_string()
+    } else {
+        family.to_ascii_lowercase()
+    }
+}
+
+fn parameter_size_from_name(name: &str) -> String {
+    match name.rsplit_once(':') {
+        Some((_, tag))
+            if tag.ends_with(['b', 'B']) && tag[..tag.len() - 1].parse::<f64>().is_ok() =>
+        {
+            tag.to_ascii_uppercase()
+        }
+        _ => "3.2B".to_string(),
+    }
+}
+
+/// Parses `2GB`, `500MB`, `2GiB`, `1.5G` or a plain byte count.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let split = upper
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(upper.len());
+    let (number, unit) = upper.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 2GB or 500MB"))?;
+    let factor: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "K" | "KB" => 1e3,
+        "M" | "MB" => 1e6,
+        "G" | "GB" => 1e9,
+        "T" | "TB" => 1e12,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    Ok((number * factor).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options_and_flags() {
+        let spec = ModelSpec::parse("llama3.2:3b,load=2s,tps=60,size=2GB,tools").unwrap();
+        assert_eq!(spec.name, "llama3.2:3b");
+        assert_eq!(spec.load, Duration::from_secs(2));
+        assert_eq!(spec.tps, 60.0);
+        assert_eq!(spec.size, 2_000_000_000);
+        assert!(spec.tools && !spec.embed);
+        assert_eq!(spec.parameter_size, "3B");
+        assert_eq!(spec.family, "llama");
+        assert_eq!(spec.capabilities(), vec!["completion", "tools"]);
+    }
+
+    #[test]
+    fn embed_flag_switches_defaults() {
+        let spec = ModelSpec::parse("nomic-embed-text,embed,load=300ms").unwrap();
+        assert!(spec.embed);
+        assert_eq!(spec.dim, 768);
+        assert_eq!(spec.load, Duration::from_millis(300));
+        assert_eq!(spec.display_name(), "nomic-embed-text:latest");
+        assert_eq!(spec.capabilities(), vec!["embedding"]);
+    }
+
+    #[test]
+    fn rejects_unknown_options_and_bad_values() {
+        assert!(matches!(
+            ModelSpec::parse("m,speed=3"),
+            Err(SpecError::UnknownOption { .. })
+        ));
+        assert!(matches!(
+            ModelSpec::parse("m,load=fast"),
+            Err(SpecError::BadValue { .. })
+        ));
+        assert!(matches!(
+            ModelSpec::parse("m,tps=0"),
+            Err(SpecError::BadValue { .. })
+        ));
+        assert!(matches!(
+            ModelSpec::parse("m,size=3XB"),
+            Err(SpecError::BadValue { .. })
+        ));
+        assert_eq!(ModelSpec::parse(""), Err(SpecError::Empty));
+    }
+
+    #[test]
+    fn canonical_names_match_like_ollama() {
+        assert_eq!(canonical_name("Llama3.2"), "llama3.2:latest");
+        assert_eq!(canonical_name("llama3.2:3b"), "llama3.2:3b");
+        assert_eq!(
+            canonical_name("host:5000/user/m"),
+            "host:5000/user/m:latest"
+        );
+        assert_eq!(parse_size("2GiB").unwrap(), 2 * 1024 * 1024 * 1024);
+        assert_eq!(parse_size("1.5G").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("123").unwrap(), 123);
+    }
+}

@@ -1,0 +1,192 @@
+//! Counters for tests and benchmarks: requests, loads, unloads, swaps, load time,
+//! busy rejections and in-flight requests, in total and per model, plus a bounded log
+//! of residency events (which model was loaded when).
+//!
+//! `GET /sim/stats` serves a [`StatsSnapshot`]; `POST /sim/reset` zeroes the counters
+//! (residency and in-flight figures describe the present, so they are kept).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+const EVENT_LOG_CAPACITY: usize = 20_000;
+
+/// Per-model counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ModelStats {
+    pub requests: u64,
+    pub loads: u64,
+    pub unloads: u64,
+    /// Loads that had to evict another model first.
+    pub swaps: u64,
+    pub load_time_ms: u64,
+    pub busy_rejections: u64,
+    pub faults_injected: u64,
+    pub in_flight: u64,
+}
+
+/// A residency change, timed from the simulator's start.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResidencyEvent {
+    pub at_ms: u64,
+    pub model: String,
+    /// `load_start`, `loaded` or `unloaded`.
+    pub event: &'static str,
+}
+
+/// What `GET /sim/stats` returns.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatsSnapshot {
+    pub requests_total: u64,
+    pub loads_total: u64,
+    pub unloads_total: u64,
+    pub swaps_total: u64,
+    pub load_time_ms_total: u64,
+    pub busy_rejections_total: u64,
+    pub faults_injected_total: u64,
+    pub in_flight: u64,
+    /// Requests waiting right now for a load or a slot.
+    pub waiting: u64,
+    /// Models resident right now, by display name.
+    pub loaded: Vec<String>,
+    pub models: BTreeMap<String, ModelStats>,
+}
+
+/// The simulator's counters; cheap to update from any task.
+pub struct Stats {
+    started: Instant,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    models: BTreeMap<String, ModelStats>,
+    events: VecDeque<ResidencyEvent>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            started: Instant::now(),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+}
+
+impl Stats {
+    fn with_model(&self, model: &str, update: impl FnOnce(&mut ModelStats)) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        update(inner.models.entry(model.to_string()).or_default());
+    }
+
+    pub fn request(&self, model: &str) {
+        self.with_model(model, |m| m.requests += 1);
+    }
+
+    pub fn busy(&self, model: &str) {
+        self.with_model(model, |m| m.busy_rejections += 1);
+    }
+
+    pub fn fault(&self, model: &str) {
+        self.with_model(model, |m| m.faults_injected += 1);
+    }
+
+    pub fn in_flight_delta(&self, model: &str, delta: i64) {
+        self.with_model(model, |m| {
+            m.in_flight = m.in_flight.saturating_add_signed(delta)
+        });
+    }
+
+    pub fn loaded(&self, model: &str, took: Duration, evicted_another: bool) {
+        self.with_model(model, |m| {
+            m.loads += 1;
+            m.load_time_ms += took.as_millis() as u64;
+            if evicted_another {
+                m.swaps += 1;
+            }
+        });
+        self.event(model, "loaded");
+    }
+
+    pub fn unloaded(&self, model: &str) {
+        self.with_model(model, |m| m.unloads += 1);
+        self.event(model, "unloaded");
+    }
+
+    pub fn event(&self, model: &str, event: &'static str) {
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.events.len() == EVENT_LOG_CAPACITY {
+            inner.events.pop_front();
+        }
+        inner.events.push_back(ResidencyEvent {
+            at_ms,
+            model: model.to_string(),
+            event,
+        });
+    }
+
+    /// Zeroes every counter and the event log; in-flight counts are kept.
+    pub fn reset(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for model in inner.models.values_mut() {
+            *model = ModelStats {
+                in_flight: model.in_flight,
+                ..ModelStats::default()
+            };
+        }
+        inner.events.clear();
+    }
+
+    pub fn snapshot(&self, loaded: Vec<String>, waiting: u64) -> StatsSnapshot {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let sum = |f: fn(&ModelStats) -> u64| inner.models.values().map(f).sum();
+        StatsSnapshot {
+            requests_total: sum(|m| m.requests),
+            loads_total: sum(|m| m.loads),
+            unloads_total: sum(|m| m.unloads),
+            swaps_total: sum(|m| m.swaps),
+            load_time_ms_total: sum(|m| m.load_time_ms),
+            busy_rejections_total: sum(|m| m.busy_rejections),
+            faults_injected_total: sum(|m| m.faults_injected),
+            in_flight: sum(|m| m.in_flight),
+            waiting,
+            loaded,
+            models: inner.models.clone(),
+        }
+    }
+
+    pub fn events(&self) -> Vec<ResidencyEvent> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.events.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_models_and_reset_keeps_in_flight() {
+        let stats = Stats::default();
+        stats.request("a");
+        stats.request("b");
+        stats.loaded("a", Duration::from_millis(20), false);
+        stats.loaded("b", Duration::from_millis(30), true);
+        stats.in_flight_delta("a", 1);
+        let snap = stats.snapshot(vec!["b".into()], 0);
+        assert_eq!(snap.requests_total, 2);
+        assert_eq!(snap.loads_total, 2);
+        assert_eq!(snap.swaps_total, 1);
+        assert_eq!(snap.load_time_ms_total, 50);
+        assert_eq!(snap.in_flight, 1);
+        assert_eq!(stats.events().len(), 2);
+        stats.reset();
+        let snap = stats.snapshot(vec![], 0);
+        assert_eq!(snap.requests_total, 0);
+        assert_eq!(snap.in_flight, 1);
+        assert!(stats.events().is_empty());
+    }
+}

@@ -1,0 +1,228 @@
+//! Every fault mode, set at start, over `POST /sim/faults`, and through the handle.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use ollama_sim::{Faults, FaultsUpdate};
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn chat_body(stream: bool) -> Value {
+    json!({"model": CHAT, "messages": [{"role":"user","content":"hi"}], "stream": stream})
+}
+
+#[tokio::test]
+async fn fail_rate_gives_500_and_busy_rate_gives_503() {
+    let mut config = fast_config();
+    config.faults = Faults {
+        fail_rate: 1.0,
+        ..Faults::default()
+    };
+    let sim = start(config).await;
+    let client = client();
+    let (status, _, body) =
+        post(&client, format!("{}/api/chat", sim.url()), chat_body(false)).await;
+    assert_eq!(status, 500);
+    assert!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("simulated fault")
+    );
+    let faults: Value = client
+        .post(format!("{}/sim/faults", sim.url()))
+        .json(&json!({"fail_rate": 0, "busy_rate": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(faults["busy_rate"], 1.0);
+    let (status, _, _) = post(
+        &client,
+        format!("{}/api/generate", sim.url()),
+        json!({"model": CHAT, "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(sim.stats().faults_injected_total, 2);
+    let (status, _, _) = post(
+        &client,
+        format!("{}/api/tags", sim.url()).replace("/api/tags", "/sim/faults"),
+        json!({"clear": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = post(&client, format!("{}/api/chat", sim.url()), chat_body(false)).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = post(
+        &client,
+        format!("{}/sim/faults", sim.url()),
+        json!({"fail_rate": 3}),
+    )
+    .await;
+    assert_eq!(status, 400, "rates are probabilities");
+}
+
+#[tokio::test]
+async fn drop_rate_cuts_streams_and_bodies_midway() {
+    let sim = start(fast_config()).await;
+    sim.set_faults(&FaultsUpdate {
+        drop_rate: Some(1.0),
+        ..FaultsUpdate::default()
+    })
+    .unwrap();
+    let client = client();
+    let response = client
+        .post(format!("{}/api/chat", sim.url()))
+        .json(&chat_body(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut received = Vec::new();
+    let mut failed = false;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(bytes) => received.extend_from_slice(&bytes),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "the stream ends with a transport error");
+    let text = String::from_utf8(received).unwrap();
+    assert!(
+        !text.is_empty() && !text.contains("\"done\":true"),
+        "some chunks arrived, never the final one"
+    );
+    let response = client
+        .post(format!("{}/api/chat", sim.url()))
+        .json(&chat_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.text().await.is_err(),
+        "a non-streamed body is cut too"
+    );
+}
+
+#[tokio::test]
+async fn stall_rate_never_answers() {
+    let sim = start(fast_config()).await;
+    sim.set_faults(&FaultsUpdate {
+        stall_rate: Some(1.0),
+        ..FaultsUpdate::default()
+    })
+    .unwrap();
+    let client = client();
+    let outcome = client
+        .post(format!("{}/api/chat", sim.url()))
+        .json(&chat_body(false))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(outcome.unwrap_err().is_timeout());
+    let tags = client
+        .get(format!("{}/api/tags", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), 200, "listings are never faulted");
+}
+
+#[tokio::test]
+async fn refusing_connections_takes_the_port_down_and_back() {
+    let sim = start(fast_config()).await;
+    let client = client();
+    sim.refuse_connections(true);
+    eventually("connections to be refused", async || {
+        match client.get(sim.url()).send().await {
+            Err(error) => error.is_connect(),
+            Ok(_) => false,
+        }
+    })
+    .await;
+    sim.refuse_connections(false);
+    eventually("connections to be accepted again", async || {
+        client.get(sim.url()).send().await.is_ok()
+    })
+    .await;
+    let (status, _, _) = post(
+        &client,
+        format!("{}/sim/faults", sim.url()),
+        json!({"refuse_connections": true, "refuse_for": "300ms"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually("a timed refusal to start", async || {
+        client.get(sim.url()).send().await.is_err()
+    })
+    .await;
+    eventually("a timed refusal to end by itself", async || {
+        client.get(sim.url()).send().await.is_ok()
+    })
+    .await;
+    assert!(!sim.stats().loaded.iter().any(|m| m == "x"));
+}
+
+#[tokio::test]
+async fn the_control_listener_stays_up_while_refusing() {
+    let sim = ollama_sim::server::spawn_with_control(
+        "127.0.0.1:0".parse().unwrap(),
+        Some("127.0.0.1:0".parse().unwrap()),
+        fast_config(),
+    )
+    .await
+    .unwrap();
+    let control = format!("http://{}", sim.control_addr().unwrap());
+    let client = client();
+    let (status, _, _) = post(
+        &client,
+        format!("{control}/sim/faults"),
+        json!({"refuse_connections": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually("refused", async || {
+        client.get(sim.url()).send().await.is_err()
+    })
+    .await;
+    let stats = client
+        .get(format!("{control}/sim/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), 200);
+    let missing = client
+        .get(format!("{control}/api/tags"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status(),
+        404,
+        "the control listener serves only /sim"
+    );
+    post(
+        &client,
+        format!("{control}/sim/faults"),
+        json!({"refuse_connections": false}),
+    )
+    .await;
+    eventually("accepted again", async || {
+        client.get(sim.url()).send().await.is_ok()
+    })
+    .await;
+    let reset = client
+        .post(format!("{control}/sim/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.json::<Value>().await.unwrap()["requests_total"], 0);
+}

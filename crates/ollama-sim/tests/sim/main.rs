@@ -1,0 +1,10 @@
+//! End-to-end tests of the simulator over real HTTP on loopback: the wire contract,
+//! residency and swaps, faults, and the `ollama-sim` binary itself.
+
+mod binary;
+mod common;
+mod contract;
+mod errors;
+mod faults;
+mod openai;
+mod residency;

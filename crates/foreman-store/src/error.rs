@@ -1,0 +1,43 @@
+//! `store::Error`: every way a `Store` call can fail, typed so callers can tell a bad
+//! configuration (fail fast at startup) from bad input and from a database fault.
+
+/// A failure of a `Store` call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL names a backend this build knows of but does not have yet.
+    #[error("{0}")]
+    UnsupportedBackend(String),
+
+    /// The URL could not be understood; the message lists the accepted forms.
+    #[error("invalid database url: {reason}; use a file path, sqlite://PATH or sqlite:PATH")]
+    InvalidUrl { reason: String },
+
+    /// The database was written by a newer foreman whose schema this build does not know.
+    #[error(
+        "database schema version {found} is newer than this build understands (at most {known})"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+
+    /// A setting the store's guarantees depend on is not in force.
+    #[error("sqlite setting {name} is {actual}, expected {expected}")]
+    Pragma {
+        name: &'static str,
+        expected: String,
+        actual: String,
+    },
+
+    /// The caller passed a value the store refuses to record.
+    #[error("invalid job: {0}")]
+    InvalidInput(String),
+
+    /// A stored row does not decode into the domain types.
+    #[error("stored job {id} is corrupt: {reason}")]
+    CorruptRow { id: String, reason: String },
+
+    /// The database driver failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Shorthand for results of store calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,372 @@
+//! foreman's durable job queue: every generation request becomes a job row here before the
+//! client gets an answer, and every state change of a job is one guarded statement here.
+//!
+//! Callers hold a [`Store`], an enum over the backends, chosen at startup from the database
+//! URL by [`Store::open`]. Today SQLite is the only backend; a PostgreSQL variant slots into
+//! the enum later without changing any caller. Each backend owns its own SQL and migrations.
+//!
+//! Invariants every backend keeps:
+//! - the store has no clock: every method that needs "now" takes it (unix milliseconds);
+//! - a job leaves `running` only through a call that presents the current attempt number, so
+//!   a worker that lost its lease cannot overwrite the next attempt's outcome;
+//! - a job is in a terminal state exactly when it has `finished_at`.
+//!
+//! The `testing` feature exposes [`testsuite`], the behaviours every backend must pass.
+
+mod error;
+mod job;
+mod ops;
+pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testsuite;
+
+use std::path::PathBuf;
+
+pub use error::{Error, Result};
+pub use job::{Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueHead};
+pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
+pub use sqlite::SqliteStore;
+
+/// The accepted database URL forms, for error messages.
+const VALID_FORMS: &str = "a file path, sqlite://PATH or sqlite:PATH";
+
+/// A job store on one of the supported backends.
+///
+/// Cheap to clone: clones share the same connection pools.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+/// Where `Store::open` was told to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    SqliteFile(PathBuf),
+}
+
+impl Store {
+    /// Opens the store named by `url`, creating the database if missing and applying
+    /// migrations.
+    ///
+    /// Accepts a plain file path, `sqlite://PATH` or `sqlite:PATH`. A `postgres://` or
+    /// `postgresql://` URL gives [`Error::UnsupportedBackend`]; anything else
+    /// [`Error::InvalidUrl`].
+    pub async fn open(url: &str) -> Result<Store> {
+        match parse_location(url)? {
+            Location::SqliteFile(path) => Ok(Store::Sqlite(SqliteStore::open(&path).await?)),
+        }
+    }
+
+    /// Closes the store's connections; calls made afterwards fail.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(store) => store.close().await,
+        }
+    }
+
+    /// Records a new queued job, eligible at once (`run_after = now`).
+    ///
+    /// With an idempotency key that is already taken, nothing is inserted and the existing
+    /// job comes back with `created: false`, also under concurrent duplicate submits.
+    pub async fn enqueue(&self, new_job: NewJob, now: i64) -> Result<Enqueued> {
+        match self {
+            Store::Sqlite(store) => store.enqueue(new_job, now).await,
+        }
+    }
+
+    /// One entry per model that has eligible jobs (queued, `run_after <= now`), ordered by
+    /// model name.
+    pub async fn queue_heads(&self, now: i64) -> Result<Vec<QueueHead>> {
+        match self {
+            Store::Sqlite(store) => store.queue_heads(now).await,
+        }
+    }
+
+    /// How many jobs are queued, eligible or not.
+    pub async fn queue_depth(&self) -> Result<u64> {
+        match self {
+            Store::Sqlite(store) => store.queue_depth().await,
+        }
+    }
+
+    /// How many queued jobs would run before this one in plain priority-then-age order
+    /// (0 = next); `None` if the job is not queued.
+    pub async fn queue_position(&self, id: JobId) -> Result<Option<u64>> {
+        match self {
+            Store::Sqlite(store) => store.queue_position(id).await,
+        }
+    }
+
+    /// `queued → running` if the job is still queued and eligible: counts an attempt, sets the
+    /// lease and, on the first attempt, `started_at`. `None` if another worker got it first,
+    /// it was cancelled, or it is not eligible yet.
+    pub async fn claim(&self, params: ClaimParams) -> Result<Option<Job>> {
+        match self {
+            Store::Sqlite(store) => store.claim(params).await,
+        }
+    }
+
+    /// Extends the lease to `now + lease_for_ms` iff the job is still running this attempt
+    /// for this owner. False means the worker has lost the job and must stop.
+    pub async fn heartbeat(
+        &self,
+        id: JobId,
+        attempt: u32,
+        owner: &str,
+        now: i64,
+        lease_for_ms: i64,
+    ) -> Result<bool> {
+        match self {
+            Store::Sqlite(store) => store.heartbeat(id, attempt, owner, now, lease_for_ms).await,
+        }
+    }
+
+    /// `running(attempt) → succeeded` with the final response body. `None` (and no change)
+    /// for a stale attempt.
+    pub async fn complete(
+        &self,
+        id: JobId,
+        attempt: u32,
+        result: String,
+        now: i64,
+    ) -> Result<Option<Job>> {
+        match self {
+            Store::Sqlite(store) => store.complete(id, attempt, result, now).await,
+        }
+    }
+
+    /// `running(attempt) → failed`, terminally. `None` for a stale attempt.
+    pub async fn fail(
+        &self,
+        id: JobId,
+        attempt: u32,
+        failure: JobFailure,
+        now: i64,
+    ) -> Result<Option<Job>> {
+        match self {
+            Store::Sqlite(store) => store.fail(id, attempt, failure, now).await,
+        }
+    }
+
+    /// `running(attempt) → queued` at `run_after` if attempts remain, else `failed`. The
+    /// failure is recorded either way (on a queued job, as the previous attempt's error). If a
+    /// cancel was requested meanwhile, the job is cancelled instead. `None` for a stale attempt.
+    pub async fn retry_or_fail(
+        &self,
+        id: JobId,
+        attempt: u32,
+        failure: JobFailure,
+        run_after: i64,
+        now: i64,
+    ) -> Result<Option<Job>> {
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .retry_or_fail(id, attempt, failure, run_after, now)
+                    .await
+            }
+        }
+    }
+
+    /// `running(attempt) → queued` without consuming the attempt, for a graceful shutdown.
+    /// The next claim reuses this attempt number, so the caller must drop the job afterwards.
+    /// Cancelled instead if a cancel was requested. `None` for a stale attempt.
+    pub async fn requeue(&self, id: JobId, attempt: u32, now: i64) -> Result<Option<Job>> {
+        match self {
+            Store::Sqlite(store) => store.requeue(id, attempt, now).await,
+        }
+    }
+
+    /// Cancels a queued job outright, or asks the worker of a running one to abort it.
+    /// Atomic with respect to claims: a job is never both claimed and reported cancelled.
+    pub async fn cancel(&self, id: JobId, now: i64) -> Result<CancelOutcome> {
+        match self {
+            Store::Sqlite(store) => store.cancel(id, now).await,
+        }
+    }
+
+    /// `running(attempt) → cancelled`, after the worker aborted the attempt. `None` for a
+    /// stale attempt.
+    pub async fn finish_cancelled(&self, id: JobId, attempt: u32, now: i64) -> Result<Option<Job>> {
+        match self {
+            Store::Sqlite(store) => store.finish_cancelled(id, attempt, now).await,
+        }
+    }
+
+    /// At startup of a single instance, every running job belongs to a dead process: each goes
+    /// back to queued (the crashed attempt counts), or to failed (status 500) if its attempts
+    /// are used up, or to cancelled if a cancel was requested. Returns how many were touched.
+    pub async fn recover_running(&self, now: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(store) => store.recover_running(now).await,
+        }
+    }
+
+    /// The same treatment as [`Store::recover_running`] for running jobs whose lease expired
+    /// before `now`. Returns how many were touched.
+    pub async fn rescue_expired(&self, now: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(store) => store.rescue_expired(now).await,
+        }
+    }
+
+    /// Deletes at most `limit` terminal jobs with `finished_at < before`, oldest first.
+    /// Returns how many were deleted; call again while it returns `limit`.
+    pub async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64> {
+        match self {
+            Store::Sqlite(store) => store.prune_finished(before, limit).await,
+        }
+    }
+
+    /// The job with this id, if it exists (pruned jobs do not).
+    pub async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        match self {
+            Store::Sqlite(store) => store.get(id).await,
+        }
+    }
+
+    /// Jobs matching every given filter, newest (highest id) first, at most `limit`.
+    pub async fn list(&self, params: ListParams) -> Result<Vec<Job>> {
+        match self {
+            Store::Sqlite(store) => store.list(params).await,
+        }
+    }
+}
+
+/// Splits `url` into a backend and its address without touching the file system.
+fn parse_location(url: &str) -> Result<Location> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(Error::InvalidUrl {
+            reason: "it is empty".to_owned(),
+        });
+    }
+    let path = if let Some((scheme, rest)) = split_scheme(url) {
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => rest,
+            "postgres" | "postgresql" => return Err(postgres_not_built()),
+            // The scheme only: the rest may hold a password.
+            other => {
+                return Err(Error::InvalidUrl {
+                    reason: format!("unknown scheme {other:?}"),
+                });
+            }
+        }
+    } else if let Some(rest) = strip_prefix_ignore_case(url, "sqlite:") {
+        rest
+    } else if strip_prefix_ignore_case(url, "postgres:").is_some()
+        || strip_prefix_ignore_case(url, "postgresql:").is_some()
+    {
+        return Err(postgres_not_built());
+    } else {
+        url
+    };
+
+    if path.is_empty() {
+        return Err(Error::InvalidUrl {
+            reason: "it names no file".to_owned(),
+        });
+    }
+    if path == ":memory:" || path.starts_with("file::memory:") {
+        return Err(Error::InvalidUrl {
+            reason: "an in-memory database is not durable".to_owned(),
+        });
+    }
+    if path != url && path.contains('?') {
+        return Err(Error::InvalidUrl {
+            reason: "sqlite url parameters are not supported; settings are fixed by foreman"
+                .to_owned(),
+        });
+    }
+    Ok(Location::SqliteFile(PathBuf::from(path)))
+}
+
+fn postgres_not_built() -> Error {
+    Error::UnsupportedBackend(format!(
+        "the PostgreSQL backend is not built yet; use SQLite: {VALID_FORMS}"
+    ))
+}
+
+/// `scheme://rest` → `(scheme, rest)` when `scheme` is a well-formed URL scheme.
+fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    well_formed.then_some((scheme, rest))
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(path: &str) -> Location {
+        Location::SqliteFile(PathBuf::from(path))
+    }
+
+    #[test]
+    fn sqlite_forms_name_the_same_file() {
+        assert_eq!(parse_location("jobs.db").ok(), Some(sqlite("jobs.db")));
+        assert_eq!(
+            parse_location("/var/lib/foreman/jobs.db").ok(),
+            Some(sqlite("/var/lib/foreman/jobs.db"))
+        );
+        assert_eq!(
+            parse_location("sqlite://jobs.db").ok(),
+            Some(sqlite("jobs.db"))
+        );
+        assert_eq!(
+            parse_location("sqlite:///var/jobs.db").ok(),
+            Some(sqlite("/var/jobs.db"))
+        );
+        assert_eq!(
+            parse_location("sqlite:jobs.db").ok(),
+            Some(sqlite("jobs.db"))
+        );
+        assert_eq!(
+            parse_location("SQLITE:jobs.db").ok(),
+            Some(sqlite("jobs.db"))
+        );
+    }
+
+    #[test]
+    fn postgres_urls_are_known_but_not_built() {
+        for url in [
+            "postgres://foreman:secret@db/foreman",
+            "postgresql://db/foreman",
+            "postgres:foreman",
+        ] {
+            let error = parse_location(url).unwrap_err();
+            assert!(matches!(error, Error::UnsupportedBackend(_)), "{url}");
+            let message = error.to_string();
+            assert!(message.contains("PostgreSQL backend is not built yet"));
+            assert!(!message.contains("secret"));
+        }
+    }
+
+    #[test]
+    fn other_inputs_are_refused_with_the_valid_forms() {
+        for url in [
+            "",
+            "  ",
+            "mysql://root:secret@x/db",
+            "sqlite://",
+            "sqlite:",
+            ":memory:",
+            "sqlite::memory:",
+            "sqlite://jobs.db?mode=rwc",
+        ] {
+            let error = parse_location(url).unwrap_err();
+            assert!(matches!(error, Error::InvalidUrl { .. }), "{url:?}");
+            let message = error.to_string();
+            assert!(message.contains("sqlite://PATH"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Inputs and outcomes of `Store` operations that carry more than a job: parameter structs
+//! for calls with many arguments, and the enums that say which way a call went.
+
+use crate::job::{Job, JobId, JobState};
+
+/// The result of `Store::enqueue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub job: Job,
+    /// False when the idempotency key matched an existing job, which is returned unchanged.
+    pub created: bool,
+}
+
+/// Arguments of `Store::claim`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimParams {
+    pub id: JobId,
+    /// Who takes the lease: a worker's name, checked again by `heartbeat`.
+    pub owner: String,
+    pub now: i64,
+    /// How long the lease lasts from `now` unless heartbeated.
+    pub lease_for_ms: i64,
+}
+
+/// Arguments of `Store::list`. Results come newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListParams {
+    pub state: Option<JobState>,
+    pub model: Option<String>,
+    /// Only jobs with `created_at < created_before`.
+    pub created_before: Option<i64>,
+    /// Only jobs with `created_at > created_after`.
+    pub created_after: Option<i64>,
+    /// Only jobs with an id below this one: pass the last id of the previous page.
+    pub cursor: Option<JobId>,
+    pub limit: u32,
+}
+
+/// The result of `Store::cancel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was queued and is now cancelled.
+    Cancelled(Job),
+    /// The job is running: `cancel_requested` is now set, and the worker aborts the attempt
+    /// and then calls `finish_cancelled`.
+    Requested(Job),
+    /// The job had already reached a terminal state; nothing changed.
+    AlreadyFinished(Job),
+    NotFound,
+}

@@ -1,0 +1,222 @@
+//! The SQLite dialect's SQL, one constant per statement.
+//!
+//! Every state change is a single UPDATE guarded by the state it expects (and, for a running
+//! job, the attempt number that fences out stale workers), so the row count or the RETURNING
+//! row tells the caller whether the change happened. Parameters are numbered (`?1`) so one
+//! value can appear several times.
+
+/// Inserts a queued job; with an idempotency key already present it inserts nothing and
+/// returns no row. ?1 id, ?2 kind, ?3 model, ?4 payload, ?5 priority, ?6 max_attempts,
+/// ?7 now, ?8 idempotency_key, ?9 webhook_url, ?10 metadata.
+pub(super) const INSERT_JOB: &str = "
+    INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
+                      run_after, idempotency_key, webhook_url, metadata, created_at)
+    VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 0, ?6, ?7, ?8, ?9, ?10, ?7)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING *";
+
+pub(super) const SELECT_BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM jobs WHERE idempotency_key = ?1";
+
+pub(super) const SELECT_BY_ID: &str = "SELECT * FROM jobs WHERE id = ?1";
+
+/// One row per model with eligible jobs (?1 now): the best job by priority then age, the
+/// oldest creation time and the count. One pass over the covering partial queue index, whose
+/// order is the window's, so nothing is sorted but the final handful of rows; the planner
+/// would otherwise prefer the state index and sort every queued job.
+pub(super) const QUEUE_HEADS: &str = "
+    SELECT model, id, priority, created_at, oldest_created_at, depth
+    FROM (
+        SELECT model, id, priority, created_at,
+               row_number() OVER by_rank AS rank,
+               min(created_at) OVER by_rank AS oldest_created_at,
+               count(*) OVER by_rank AS depth
+        FROM jobs INDEXED BY jobs_queued_by_model
+        WHERE state = 'queued' AND run_after <= ?1
+        WINDOW by_rank AS (
+            PARTITION BY model
+            ORDER BY priority DESC, created_at, id
+            ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+        )
+    )
+    WHERE rank = 1
+    ORDER BY model";
+
+pub(super) const QUEUE_DEPTH: &str = "SELECT count(*) FROM jobs WHERE state = 'queued'";
+
+/// How many queued jobs rank before ?1 in plain priority-then-age order; no row if ?1 is not
+/// queued. Split into three counts so each is one range of the queue-order index.
+pub(super) const QUEUE_POSITION: &str = "
+    SELECT (
+        SELECT count(*) FROM jobs INDEXED BY jobs_queued_order
+        WHERE state = 'queued' AND priority > target.priority
+    ) + (
+        SELECT count(*) FROM jobs INDEXED BY jobs_queued_order
+        WHERE state = 'queued' AND priority = target.priority
+          AND created_at < target.created_at
+    ) + (
+        SELECT count(*) FROM jobs INDEXED BY jobs_queued_order
+        WHERE state = 'queued' AND priority = target.priority
+          AND created_at = target.created_at AND id < target.id
+    )
+    FROM jobs AS target
+    WHERE target.id = ?1 AND target.state = 'queued'";
+
+/// queued → running. ?1 id, ?2 owner, ?3 lease expiry, ?4 now.
+pub(super) const CLAIM: &str = "
+    UPDATE jobs
+    SET state = 'running',
+        attempts = attempts + 1,
+        lease_owner = ?2,
+        lease_expires_at = ?3,
+        started_at = coalesce(started_at, ?4)
+    WHERE id = ?1 AND state = 'queued' AND run_after <= ?4
+    RETURNING *";
+
+/// Extends a lease, never shortening it (a late heartbeat may carry an older `now`).
+/// ?1 id, ?2 attempt, ?3 owner, ?4 new expiry.
+pub(super) const HEARTBEAT: &str = "
+    UPDATE jobs
+    SET lease_expires_at = max(lease_expires_at, ?4)
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3";
+
+/// running(attempt) → succeeded. ?1 id, ?2 attempt, ?3 result, ?4 now.
+pub(super) const COMPLETE: &str = "
+    UPDATE jobs
+    SET state = 'succeeded',
+        result = ?3,
+        failure_status = NULL,
+        failure_message = NULL,
+        finished_at = ?4,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    RETURNING *";
+
+/// running(attempt) → failed. ?1 id, ?2 attempt, ?3 status, ?4 message, ?5 now.
+pub(super) const FAIL: &str = "
+    UPDATE jobs
+    SET state = 'failed',
+        failure_status = ?3,
+        failure_message = ?4,
+        finished_at = ?5,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    RETURNING *";
+
+/// running(attempt) → queued at ?5 if attempts remain, else failed; cancelled instead if a
+/// cancel was requested meanwhile. The failure is kept either way, as the last error.
+/// ?1 id, ?2 attempt, ?3 status, ?4 message, ?5 run_after, ?6 now.
+pub(super) const RETRY_OR_FAIL: &str = "
+    UPDATE jobs
+    SET state = CASE
+            WHEN cancel_requested = 1 THEN 'cancelled'
+            WHEN attempts < max_attempts THEN 'queued'
+            ELSE 'failed'
+        END,
+        run_after = CASE
+            WHEN cancel_requested = 0 AND attempts < max_attempts THEN ?5
+            ELSE run_after
+        END,
+        finished_at = CASE
+            WHEN cancel_requested = 0 AND attempts < max_attempts THEN NULL
+            ELSE ?6
+        END,
+        failure_status = ?3,
+        failure_message = ?4,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    RETURNING *";
+
+/// running(attempt) → queued, giving the attempt back; cancelled instead if a cancel was
+/// requested. ?1 id, ?2 attempt, ?3 now.
+pub(super) const REQUEUE: &str = "
+    UPDATE jobs
+    SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END,
+        attempts = CASE WHEN cancel_requested = 1 THEN attempts ELSE attempts - 1 END,
+        finished_at = CASE WHEN cancel_requested = 1 THEN ?3 ELSE NULL END,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    RETURNING *";
+
+/// queued → cancelled. ?1 id, ?2 now.
+pub(super) const CANCEL_QUEUED: &str = "
+    UPDATE jobs
+    SET state = 'cancelled', finished_at = ?2
+    WHERE id = ?1 AND state = 'queued'
+    RETURNING *";
+
+/// Marks a running job for cancellation. ?1 id.
+pub(super) const CANCEL_RUNNING: &str = "
+    UPDATE jobs
+    SET cancel_requested = 1
+    WHERE id = ?1 AND state = 'running'
+    RETURNING *";
+
+/// running(attempt) → cancelled. ?1 id, ?2 attempt, ?3 now.
+pub(super) const FINISH_CANCELLED: &str = "
+    UPDATE jobs
+    SET state = 'cancelled',
+        finished_at = ?3,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    RETURNING *";
+
+/// The SET part shared by startup recovery and lease rescue: takes a running job away from its
+/// (dead) worker. Cancelled if a cancel was requested, failed with ?2 if its attempts are used
+/// up, else queued at once (?1 now) with ?3 as the last error.
+macro_rules! take_back_running {
+    () => {
+        "
+    UPDATE jobs
+    SET state = CASE
+            WHEN cancel_requested = 1 THEN 'cancelled'
+            WHEN attempts >= max_attempts THEN 'failed'
+            ELSE 'queued'
+        END,
+        finished_at = CASE
+            WHEN cancel_requested = 1 OR attempts >= max_attempts THEN ?1
+            ELSE NULL
+        END,
+        run_after = CASE
+            WHEN cancel_requested = 1 OR attempts >= max_attempts THEN run_after
+            ELSE ?1
+        END,
+        failure_status = CASE WHEN cancel_requested = 1 THEN failure_status ELSE 500 END,
+        failure_message = CASE
+            WHEN cancel_requested = 1 THEN failure_message
+            WHEN attempts >= max_attempts THEN ?2
+            ELSE ?3
+        END,
+        lease_owner = NULL,
+        lease_expires_at = NULL"
+    };
+}
+
+/// Every running job (startup of a single instance). ?1 now, ?2 and ?3 messages.
+pub(super) const RECOVER_RUNNING: &str = concat!(
+    take_back_running!(),
+    "
+    WHERE state = 'running'"
+);
+
+/// Running jobs whose lease lapsed before ?1 now. ?2 and ?3 messages.
+pub(super) const RESCUE_EXPIRED: &str = concat!(
+    take_back_running!(),
+    "
+    WHERE state = 'running' AND lease_expires_at < ?1"
+);
+
+/// Deletes up to ?2 terminal jobs that finished before ?1, oldest first. The schema allows
+/// `finished_at` only on terminal jobs, so it alone selects them, along its own index.
+pub(super) const PRUNE_FINISHED: &str = "
+    DELETE FROM jobs
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE finished_at < ?1
+        ORDER BY finished_at
+        LIMIT ?2
+    )";

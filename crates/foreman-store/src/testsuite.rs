@@ -1,0 +1,1330 @@
+//! The backend conformance suite: one async function per behaviour every `Store` backend must
+//! show, run by each backend's test harness on a fresh, empty database.
+//!
+//! A harness lists no cases itself: it defines a macro that turns case names into tests and
+//! hands it to [`store_cases!`](crate::store_cases), so a case added here runs on every backend.
+//! Cases that need to reopen the database take its URL instead of a store and are listed by
+//! [`store_url_cases!`](crate::store_url_cases).
+//!
+//! Time is always passed in, so no case sleeps or measures time. Failures panic.
+
+use std::collections::HashSet;
+
+use crate::{
+    CancelOutcome, ClaimParams, Enqueued, Job, JobFailure, JobId, JobKind, JobState, ListParams,
+    NewJob, QueueHead, Store,
+};
+
+/// Calls `$harness! { case, ... }` with every case that takes `&Store`.
+#[macro_export]
+macro_rules! store_cases {
+    ($harness:ident) => {
+        $harness! {
+            case_enqueue_get_round_trip,
+            case_enqueue_rejects_zero_max_attempts,
+            case_enqueue_keeps_a_caller_chosen_id,
+            case_idempotency_key_returns_existing_job,
+            case_concurrent_idempotent_enqueues_make_one_row,
+            case_queue_heads_pick_best_per_model,
+            case_queue_heads_respect_run_after,
+            case_queue_depth_and_position,
+            case_claim_takes_a_lease_once,
+            case_concurrent_claims_have_one_winner,
+            case_heartbeat_is_fenced,
+            case_stale_attempt_is_fenced_after_reclaim,
+            case_complete_and_fail_are_terminal,
+            case_retry_or_fail_until_exhausted,
+            case_requeue_gives_the_attempt_back,
+            case_cancel_in_each_state,
+            case_cancel_requested_wins_over_retry_and_requeue,
+            case_concurrent_cancel_and_claim_agree,
+            case_recover_running,
+            case_rescue_expired_touches_only_expired_leases,
+            case_prune_respects_limit_and_cutoff,
+            case_list_filters,
+            case_list_cursor_pagination,
+        }
+    };
+}
+
+/// Calls `$harness! { case, ... }` with every case that takes a database URL.
+#[macro_export]
+macro_rules! store_url_cases {
+    ($harness:ident) => {
+        $harness! {
+            case_jobs_survive_reopen,
+        }
+    };
+}
+
+/// An arbitrary fixed epoch for the suite's clock.
+pub const T0: i64 = 1_700_000_000_000;
+const LEASE_MS: i64 = 30_000;
+
+/// A job for `model` with the given priority and otherwise plain settings.
+pub fn new_job(model: &str, priority: i32) -> NewJob {
+    NewJob {
+        id: None,
+        kind: JobKind::Chat,
+        model: model.to_owned(),
+        payload: format!(r#"{{"model":"{model}","messages":[]}}"#),
+        priority,
+        max_attempts: 3,
+        idempotency_key: None,
+        webhook_url: None,
+        metadata: None,
+    }
+}
+
+async fn enqueue(store: &Store, new_job: NewJob, now: i64) -> Job {
+    let enqueued = store.enqueue(new_job, now).await.expect("enqueue");
+    assert!(enqueued.created);
+    enqueued.job
+}
+
+async fn claim(store: &Store, id: JobId, owner: &str, now: i64) -> Job {
+    store
+        .claim(ClaimParams {
+            id,
+            owner: owner.to_owned(),
+            now,
+            lease_for_ms: LEASE_MS,
+        })
+        .await
+        .expect("claim")
+        .expect("job should be claimable")
+}
+
+async fn try_claim(store: &Store, id: JobId, owner: &str, now: i64) -> Option<Job> {
+    store
+        .claim(ClaimParams {
+            id,
+            owner: owner.to_owned(),
+            now,
+            lease_for_ms: LEASE_MS,
+        })
+        .await
+        .expect("claim")
+}
+
+async fn get(store: &Store, id: JobId) -> Job {
+    store.get(id).await.expect("get").expect("job should exist")
+}
+
+fn failure(status: u16, message: &str) -> JobFailure {
+    JobFailure {
+        status,
+        message: message.to_owned(),
+    }
+}
+
+fn ids(jobs: &[Job]) -> Vec<JobId> {
+    jobs.iter().map(|job| job.id).collect()
+}
+
+fn all(limit: u32) -> ListParams {
+    ListParams {
+        limit,
+        ..ListParams::default()
+    }
+}
+
+pub async fn case_enqueue_get_round_trip(store: &Store) {
+    // Key order, spacing, escapes and non-ASCII text must come back exactly as sent.
+    let payload = "{ \"stream\":false,\"model\" : \"llama3\",\n\t\"messages\":[{\"role\":\"user\",\
+                   \"content\":\"h\\u00e9llo \u{1F600} 日本語 \\\"q\\\"\"}],\"a\":1 }";
+    let submitted = NewJob {
+        id: None,
+        kind: JobKind::OpenAiChat,
+        model: "llama3".to_owned(),
+        payload: payload.to_owned(),
+        priority: -7,
+        max_attempts: 5,
+        idempotency_key: Some("key-ü".to_owned()),
+        webhook_url: Some("https://hooks.example/foreman".to_owned()),
+        metadata: Some(r#"{"z":1,"a":[true,null]}"#.to_owned()),
+    };
+    let Enqueued { job, created } = store.enqueue(submitted, T0).await.expect("enqueue");
+    assert!(created);
+    assert_eq!(job.kind, JobKind::OpenAiChat);
+    assert_eq!(job.model, "llama3");
+    assert_eq!(job.payload.as_bytes(), payload.as_bytes());
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.priority, -7);
+    assert_eq!(job.attempts, 0);
+    assert_eq!(job.max_attempts, 5);
+    assert_eq!(job.lease_owner, None);
+    assert_eq!(job.lease_expires_at, None);
+    assert_eq!(job.run_after, T0);
+    assert!(!job.cancel_requested);
+    assert_eq!(job.result, None);
+    assert_eq!(job.failure, None);
+    assert_eq!(job.idempotency_key.as_deref(), Some("key-ü"));
+    assert_eq!(
+        job.webhook_url.as_deref(),
+        Some("https://hooks.example/foreman")
+    );
+    assert_eq!(job.metadata.as_deref(), Some(r#"{"z":1,"a":[true,null]}"#));
+    assert_eq!(job.created_at, T0);
+    assert_eq!(job.started_at, None);
+    assert_eq!(job.finished_at, None);
+
+    assert_eq!(get(store, job.id).await, job);
+    let by_text: JobId = job.id.to_string().parse().expect("id text");
+    assert_eq!(get(store, by_text).await, job);
+    assert_eq!(store.get(JobId::generate()).await.expect("get"), None);
+
+    // Every kind survives the trip.
+    for kind in JobKind::ALL {
+        let stored = enqueue(
+            store,
+            NewJob {
+                kind,
+                ..new_job("kinds", 0)
+            },
+            T0,
+        )
+        .await;
+        assert_eq!(get(store, stored.id).await.kind, kind);
+    }
+}
+
+/// A caller may choose the id (to wait on the job before it exists); it is kept.
+pub async fn case_enqueue_keeps_a_caller_chosen_id(store: &Store) {
+    let id = JobId::generate();
+    let job = enqueue(
+        store,
+        NewJob {
+            id: Some(id),
+            ..new_job("m", 0)
+        },
+        T0,
+    )
+    .await;
+    assert_eq!(job.id, id);
+    assert_eq!(store.get(id).await.expect("get").expect("stored").id, id);
+}
+
+pub async fn case_enqueue_rejects_zero_max_attempts(store: &Store) {
+    let new_job = NewJob {
+        max_attempts: 0,
+        ..new_job("m", 0)
+    };
+    let error = store.enqueue(new_job, T0).await.unwrap_err();
+    assert!(matches!(error, crate::Error::InvalidInput(_)), "{error}");
+    assert_eq!(store.queue_depth().await.expect("depth"), 0);
+}
+
+pub async fn case_idempotency_key_returns_existing_job(store: &Store) {
+    let first = store
+        .enqueue(
+            NewJob {
+                idempotency_key: Some("order-1".to_owned()),
+                ..new_job("m", 0)
+            },
+            T0,
+        )
+        .await
+        .expect("first enqueue");
+    assert!(first.created);
+
+    let second = store
+        .enqueue(
+            NewJob {
+                idempotency_key: Some("order-1".to_owned()),
+                payload: r#"{"different":true}"#.to_owned(),
+                priority: 9,
+                ..new_job("other-model", 0)
+            },
+            T0 + 5,
+        )
+        .await
+        .expect("second enqueue");
+    assert!(!second.created);
+    assert_eq!(second.job, first.job);
+
+    // The key still points at the job after it moves on.
+    claim(store, first.job.id, "w", T0 + 10).await;
+    let third = store
+        .enqueue(
+            NewJob {
+                idempotency_key: Some("order-1".to_owned()),
+                ..new_job("m", 0)
+            },
+            T0 + 20,
+        )
+        .await
+        .expect("third enqueue");
+    assert!(!third.created);
+    assert_eq!(third.job.id, first.job.id);
+    assert_eq!(third.job.state, JobState::Running);
+
+    // Other keys and absent keys make new jobs.
+    let other = store
+        .enqueue(
+            NewJob {
+                idempotency_key: Some("order-2".to_owned()),
+                ..new_job("m", 0)
+            },
+            T0,
+        )
+        .await
+        .expect("other key");
+    assert!(other.created);
+    let keyless_a = enqueue(store, new_job("m", 0), T0).await;
+    let keyless_b = enqueue(store, new_job("m", 0), T0).await;
+    assert_ne!(keyless_a.id, keyless_b.id);
+    assert_eq!(store.list(all(100)).await.expect("list").len(), 4);
+}
+
+pub async fn case_concurrent_idempotent_enqueues_make_one_row(store: &Store) {
+    const SUBMITS: usize = 16;
+    let mut tasks = Vec::new();
+    for submit_idx in 0..SUBMITS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let new_job = NewJob {
+                idempotency_key: Some("same-key".to_owned()),
+                payload: format!(r#"{{"submit":{submit_idx}}}"#),
+                ..new_job("m", 0)
+            };
+            store.enqueue(new_job, T0).await.expect("enqueue")
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("task"));
+    }
+    let n_created = results.iter().filter(|result| result.created).count();
+    assert_eq!(n_created, 1);
+    let distinct: HashSet<JobId> = results.iter().map(|result| result.job.id).collect();
+    assert_eq!(distinct.len(), 1);
+    let winner = results
+        .iter()
+        .find(|result| result.created)
+        .expect("one created");
+    assert!(
+        results
+            .iter()
+            .all(|result| result.job.payload == winner.job.payload)
+    );
+    assert_eq!(store.list(all(100)).await.expect("list").len(), 1);
+    assert_eq!(store.queue_depth().await.expect("depth"), 1);
+}
+
+pub async fn case_queue_heads_pick_best_per_model(store: &Store) {
+    assert_eq!(store.queue_heads(T0).await.expect("heads"), []);
+
+    let a_old_low = enqueue(store, new_job("a", 0), T0).await;
+    let a_new_high = enqueue(store, new_job("a", 5), T0 + 10).await;
+    let a_newer_high = enqueue(store, new_job("a", 5), T0 + 20).await;
+    let a_low = enqueue(store, new_job("a", -1), T0 + 30).await;
+    // Same priority and time in model b: the lower id (enqueued first) wins.
+    let b_first = enqueue(store, new_job("b", 1), T0 + 40).await;
+    let b_second = enqueue(store, new_job("b", 1), T0 + 40).await;
+    assert!(b_first.id < b_second.id);
+    // A model whose only job is running has no head.
+    let c_running = enqueue(store, new_job("c", 100), T0).await;
+    claim(store, c_running.id, "w", T0 + 1).await;
+    // A model whose only job finished has no head either.
+    let d_done = enqueue(store, new_job("d", 100), T0).await;
+    store
+        .cancel(d_done.id, T0 + 1)
+        .await
+        .expect("cancel queued job");
+
+    let heads = store.queue_heads(T0 + 100).await.expect("heads");
+    assert_eq!(
+        heads,
+        vec![
+            QueueHead {
+                model: "a".to_owned(),
+                best: crate::JobRef {
+                    id: a_new_high.id,
+                    priority: 5,
+                    created_at: T0 + 10,
+                },
+                oldest_created_at: T0,
+                depth: 4,
+            },
+            QueueHead {
+                model: "b".to_owned(),
+                best: crate::JobRef {
+                    id: b_first.id,
+                    priority: 1,
+                    created_at: T0 + 40,
+                },
+                oldest_created_at: T0 + 40,
+                depth: 2,
+            },
+        ]
+    );
+
+    // Once the best job runs, the next one by priority then age takes its place.
+    claim(store, a_new_high.id, "w", T0 + 100).await;
+    let heads = store.queue_heads(T0 + 100).await.expect("heads");
+    assert_eq!(heads[0].best.id, a_newer_high.id);
+    assert_eq!(heads[0].depth, 3);
+    assert_eq!(heads[0].oldest_created_at, T0);
+    claim(store, a_newer_high.id, "w", T0 + 100).await;
+    claim(store, a_old_low.id, "w", T0 + 100).await;
+    let heads = store.queue_heads(T0 + 100).await.expect("heads");
+    assert_eq!(heads[0].best.id, a_low.id);
+    assert_eq!(heads[0].oldest_created_at, T0 + 30);
+    assert_eq!(heads[0].depth, 1);
+}
+
+pub async fn case_queue_heads_respect_run_after(store: &Store) {
+    let backing_off = enqueue(store, new_job("a", 10), T0).await;
+    let plain = enqueue(store, new_job("a", 0), T0 + 5).await;
+    let only_b = enqueue(store, new_job("b", 0), T0 + 6).await;
+    claim(store, backing_off.id, "w", T0 + 10).await;
+    store
+        .retry_or_fail(backing_off.id, 1, failure(503, "busy"), T0 + 1_000, T0 + 20)
+        .await
+        .expect("retry")
+        .expect("attempt current");
+    claim(store, only_b.id, "w", T0 + 10).await;
+    store
+        .retry_or_fail(only_b.id, 1, failure(503, "busy"), T0 + 2_000, T0 + 20)
+        .await
+        .expect("retry")
+        .expect("attempt current");
+
+    // Before the backoff ends, only the plain job is eligible, and model b has none.
+    let heads = store.queue_heads(T0 + 999).await.expect("heads");
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[0].model, "a");
+    assert_eq!(heads[0].best.id, plain.id);
+    assert_eq!(heads[0].depth, 1);
+    assert_eq!(heads[0].oldest_created_at, T0 + 5);
+    // Not eligible means not claimable either.
+    assert_eq!(try_claim(store, backing_off.id, "w", T0 + 999).await, None);
+    // All queued jobs still count towards the depth.
+    assert_eq!(store.queue_depth().await.expect("depth"), 3);
+
+    // At run_after the retried job is back, and outranks the plain one.
+    let heads = store.queue_heads(T0 + 1_000).await.expect("heads");
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[0].best.id, backing_off.id);
+    assert_eq!(heads[0].depth, 2);
+    assert_eq!(heads[0].oldest_created_at, T0);
+
+    let heads = store.queue_heads(T0 + 2_000).await.expect("heads");
+    let models: Vec<&str> = heads.iter().map(|head| head.model.as_str()).collect();
+    assert_eq!(models, ["a", "b"]);
+}
+
+pub async fn case_queue_depth_and_position(store: &Store) {
+    assert_eq!(store.queue_depth().await.expect("depth"), 0);
+    let low = enqueue(store, new_job("a", 0), T0).await;
+    let high_late = enqueue(store, new_job("b", 9), T0 + 50).await;
+    let high_early = enqueue(store, new_job("a", 9), T0 + 10).await;
+    let low_same_time = enqueue(store, new_job("c", 0), T0).await;
+    assert_eq!(store.queue_depth().await.expect("depth"), 4);
+
+    let position = |id| async move { store.queue_position(id).await.expect("position") };
+    assert_eq!(position(high_early.id).await, Some(0));
+    assert_eq!(position(high_late.id).await, Some(1));
+    assert_eq!(position(low.id).await, Some(2));
+    assert_eq!(position(low_same_time.id).await, Some(3));
+
+    claim(store, high_early.id, "w", T0 + 100).await;
+    assert_eq!(position(high_early.id).await, None);
+    assert_eq!(position(high_late.id).await, Some(0));
+    assert_eq!(position(low_same_time.id).await, Some(2));
+    assert_eq!(store.queue_depth().await.expect("depth"), 3);
+    assert_eq!(position(JobId::generate()).await, None);
+}
+
+pub async fn case_claim_takes_a_lease_once(store: &Store) {
+    let job = enqueue(store, new_job("m", 0), T0).await;
+    assert_eq!(try_claim(store, JobId::generate(), "w", T0).await, None);
+
+    let claimed = claim(store, job.id, "worker-1", T0 + 7).await;
+    assert_eq!(claimed.state, JobState::Running);
+    assert_eq!(claimed.attempts, 1);
+    assert_eq!(claimed.lease_owner.as_deref(), Some("worker-1"));
+    assert_eq!(claimed.lease_expires_at, Some(T0 + 7 + LEASE_MS));
+    assert_eq!(claimed.started_at, Some(T0 + 7));
+    assert_eq!(claimed.finished_at, None);
+    assert_eq!(get(store, job.id).await, claimed);
+
+    assert_eq!(try_claim(store, job.id, "worker-2", T0 + 8).await, None);
+
+    // started_at keeps the first attempt's start.
+    store
+        .retry_or_fail(job.id, 1, failure(503, "busy"), T0 + 9, T0 + 9)
+        .await
+        .expect("retry")
+        .expect("attempt current");
+    let second = claim(store, job.id, "worker-2", T0 + 20).await;
+    assert_eq!(second.attempts, 2);
+    assert_eq!(second.started_at, Some(T0 + 7));
+    assert_eq!(second.lease_owner.as_deref(), Some("worker-2"));
+
+    let bad_lease = store
+        .claim(ClaimParams {
+            id: job.id,
+            owner: "w".to_owned(),
+            now: T0,
+            lease_for_ms: 0,
+        })
+        .await;
+    assert!(matches!(bad_lease, Err(crate::Error::InvalidInput(_))));
+}
+
+pub async fn case_concurrent_claims_have_one_winner(store: &Store) {
+    const JOBS: usize = 10;
+    const CLAIMERS: usize = 4;
+    for _ in 0..JOBS {
+        let job = enqueue(store, new_job("m", 0), T0).await;
+        let mut tasks = Vec::new();
+        for claimer_idx in 0..CLAIMERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .claim(ClaimParams {
+                        id: job.id,
+                        owner: format!("worker-{claimer_idx}"),
+                        now: T0 + 1,
+                        lease_for_ms: LEASE_MS,
+                    })
+                    .await
+                    .expect("claim")
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            if let Some(claimed) = task.await.expect("task") {
+                winners.push(claimed);
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        let stored = get(store, job.id).await;
+        assert_eq!(stored.attempts, 1);
+        assert_eq!(stored.lease_owner, winners[0].lease_owner);
+    }
+}
+
+pub async fn case_heartbeat_is_fenced(store: &Store) {
+    let job = enqueue(store, new_job("m", 0), T0).await;
+    assert!(
+        !store
+            .heartbeat(job.id, 0, "w", T0, LEASE_MS)
+            .await
+            .expect("heartbeat")
+    );
+    claim(store, job.id, "w", T0).await;
+
+    assert!(
+        store
+            .heartbeat(job.id, 1, "w", T0 + 10_000, LEASE_MS)
+            .await
+            .expect("heartbeat")
+    );
+    assert_eq!(
+        get(store, job.id).await.lease_expires_at,
+        Some(T0 + 10_000 + LEASE_MS)
+    );
+    // A late heartbeat carrying an older time never shortens the lease.
+    assert!(
+        store
+            .heartbeat(job.id, 1, "w", T0 + 5_000, LEASE_MS)
+            .await
+            .expect("heartbeat")
+    );
+    assert_eq!(
+        get(store, job.id).await.lease_expires_at,
+        Some(T0 + 10_000 + LEASE_MS)
+    );
+    // Wrong owner or wrong attempt: refused, unchanged.
+    assert!(
+        !store
+            .heartbeat(job.id, 1, "other", T0 + 20_000, LEASE_MS)
+            .await
+            .expect("heartbeat")
+    );
+    assert!(
+        !store
+            .heartbeat(job.id, 2, "w", T0 + 20_000, LEASE_MS)
+            .await
+            .expect("heartbeat")
+    );
+    assert_eq!(
+        get(store, job.id).await.lease_expires_at,
+        Some(T0 + 10_000 + LEASE_MS)
+    );
+    // Not running any more: refused.
+    store
+        .complete(job.id, 1, "{}".to_owned(), T0 + 30_000)
+        .await
+        .expect("complete")
+        .expect("attempt current");
+    assert!(
+        !store
+            .heartbeat(job.id, 1, "w", T0 + 31_000, LEASE_MS)
+            .await
+            .expect("heartbeat")
+    );
+    assert!(
+        !store
+            .heartbeat(JobId::generate(), 1, "w", T0, LEASE_MS)
+            .await
+            .expect("heartbeat")
+    );
+}
+
+pub async fn case_stale_attempt_is_fenced_after_reclaim(store: &Store) {
+    let job = enqueue(store, new_job("m", 0), T0).await;
+    let first = claim(store, job.id, "worker-a", T0).await;
+    assert_eq!(first.attempts, 1);
+
+    // worker-a goes silent; its lease lapses and worker-b takes the job.
+    let lapsed = T0 + LEASE_MS + 1;
+    assert_eq!(store.rescue_expired(lapsed).await.expect("rescue"), 1);
+    let second = claim(store, job.id, "worker-b", lapsed).await;
+    assert_eq!(second.attempts, 2);
+
+    // Everything worker-a still tries with attempt 1 is refused and changes nothing.
+    let now = lapsed + 1;
+    assert!(
+        !store
+            .heartbeat(job.id, 1, "worker-a", now, LEASE_MS)
+            .await
+            .expect("heartbeat")
+    );
+    assert_eq!(
+        store
+            .complete(job.id, 1, r#"{"stale":true}"#.to_owned(), now)
+            .await
+            .expect("complete"),
+        None
+    );
+    assert_eq!(
+        store
+            .fail(job.id, 1, failure(500, "stale"), now)
+            .await
+            .expect("fail"),
+        None
+    );
+    assert_eq!(
+        store
+            .retry_or_fail(job.id, 1, failure(503, "stale"), now, now)
+            .await
+            .expect("retry"),
+        None
+    );
+    assert_eq!(store.requeue(job.id, 1, now).await.expect("requeue"), None);
+    assert_eq!(
+        store
+            .finish_cancelled(job.id, 1, now)
+            .await
+            .expect("finish_cancelled"),
+        None
+    );
+    assert_eq!(get(store, job.id).await, second);
+
+    // worker-b's attempt is the one that counts.
+    let done = store
+        .complete(job.id, 2, r#"{"done":true}"#.to_owned(), now)
+        .await
+        .expect("complete")
+        .expect("attempt current");
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result.as_deref(), Some(r#"{"done":true}"#));
+    // A finished job refuses every attempt number.
+    assert_eq!(
+        store
+            .fail(job.id, 2, failure(500, "late"), now)
+            .await
+            .expect("fail"),
+        None
+    );
+    assert_eq!(get(store, job.id).await, done);
+}
+
+pub async fn case_complete_and_fail_are_terminal(store: &Store) {
+    let succeeding = enqueue(store, new_job("m", 0), T0).await;
+    claim(store, succeeding.id, "w", T0 + 1).await;
+    // A previous attempt's error does not stick to a success.
+    store
+        .retry_or_fail(succeeding.id, 1, failure(503, "busy"), T0 + 2, T0 + 2)
+        .await
+        .expect("retry")
+        .expect("attempt current");
+    claim(store, succeeding.id, "w", T0 + 3).await;
+    let body = r#"{"message":{"role":"assistant","content":"hé"},"done":true}"#;
+    let done = store
+        .complete(succeeding.id, 2, body.to_owned(), T0 + 4)
+        .await
+        .expect("complete")
+        .expect("attempt current");
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result.as_deref(), Some(body));
+    assert_eq!(done.failure, None);
+    assert_eq!(done.finished_at, Some(T0 + 4));
+    assert_eq!(done.lease_owner, None);
+    assert_eq!(done.lease_expires_at, None);
+    assert_eq!(get(store, succeeding.id).await, done);
+    assert_eq!(
+        store
+            .complete(succeeding.id, 2, "{}".to_owned(), T0 + 5)
+            .await
+            .expect("complete"),
+        None
+    );
+
+    let failing = enqueue(store, new_job("m", 0), T0).await;
+    // A queued job cannot be finished: it has no current attempt.
+    assert_eq!(
+        store
+            .fail(failing.id, 0, failure(400, "bad"), T0)
+            .await
+            .expect("fail"),
+        None
+    );
+    claim(store, failing.id, "w", T0 + 1).await;
+    let failed = store
+        .fail(failing.id, 1, failure(404, "model \"x\" not found"), T0 + 2)
+        .await
+        .expect("fail")
+        .expect("attempt current");
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.failure, Some(failure(404, "model \"x\" not found")));
+    assert_eq!(failed.finished_at, Some(T0 + 2));
+    assert_eq!(failed.lease_owner, None);
+    assert_eq!(failed.result, None);
+    // Terminal: not claimable, not retryable.
+    assert_eq!(try_claim(store, failing.id, "w", T0 + 3).await, None);
+    assert_eq!(
+        store
+            .retry_or_fail(failing.id, 1, failure(503, "x"), T0, T0 + 3)
+            .await
+            .expect("retry"),
+        None
+    );
+    assert_eq!(get(store, failing.id).await, failed);
+}
+
+pub async fn case_retry_or_fail_until_exhausted(store: &Store) {
+    let job = enqueue(store, new_job("m", 0), T0).await;
+    assert_eq!(job.max_attempts, 3);
+    let mut now = T0;
+    for attempt in 1..=2u32 {
+        now += 100;
+        let running = claim(store, job.id, "w", now).await;
+        assert_eq!(running.attempts, attempt);
+        let backoff_until = now + 1_000 * i64::from(attempt);
+        let retried = store
+            .retry_or_fail(
+                job.id,
+                attempt,
+                failure(503, "upstream busy"),
+                backoff_until,
+                now + 1,
+            )
+            .await
+            .expect("retry")
+            .expect("attempt current");
+        assert_eq!(retried.state, JobState::Queued);
+        assert_eq!(retried.attempts, attempt);
+        assert_eq!(retried.run_after, backoff_until);
+        assert_eq!(retried.failure, Some(failure(503, "upstream busy")));
+        assert_eq!(retried.finished_at, None);
+        assert_eq!(retried.lease_owner, None);
+        assert_eq!(retried.lease_expires_at, None);
+        now = backoff_until;
+    }
+    now += 100;
+    let last = claim(store, job.id, "w", now).await;
+    assert_eq!(last.attempts, 3);
+    let failed = store
+        .retry_or_fail(
+            job.id,
+            3,
+            failure(502, "connection reset"),
+            now + 5_000,
+            now + 1,
+        )
+        .await
+        .expect("retry")
+        .expect("attempt current");
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.attempts, 3);
+    assert_eq!(failed.failure, Some(failure(502, "connection reset")));
+    assert_eq!(failed.finished_at, Some(now + 1));
+    assert_eq!(failed.lease_owner, None);
+    assert_eq!(try_claim(store, job.id, "w", now + 10_000).await, None);
+}
+
+pub async fn case_requeue_gives_the_attempt_back(store: &Store) {
+    let job = enqueue(
+        store,
+        NewJob {
+            max_attempts: 1,
+            ..new_job("m", 0)
+        },
+        T0,
+    )
+    .await;
+    for round in 0..3 {
+        let now = T0 + 10 * round;
+        claim(store, job.id, "w", now).await;
+        let requeued = store
+            .requeue(job.id, 1, now + 1)
+            .await
+            .expect("requeue")
+            .expect("attempt current");
+        assert_eq!(requeued.state, JobState::Queued);
+        assert_eq!(requeued.attempts, 0);
+        assert_eq!(requeued.lease_owner, None);
+        assert_eq!(requeued.lease_expires_at, None);
+        assert_eq!(requeued.finished_at, None);
+        assert_eq!(requeued.failure, None);
+    }
+    // The single allowed attempt is still available and can succeed.
+    let running = claim(store, job.id, "w", T0 + 100).await;
+    assert_eq!(running.attempts, 1);
+    assert_eq!(running.started_at, Some(T0));
+    let done = store
+        .complete(job.id, 1, "{}".to_owned(), T0 + 101)
+        .await
+        .expect("complete")
+        .expect("attempt current");
+    assert_eq!(done.state, JobState::Succeeded);
+}
+
+pub async fn case_cancel_in_each_state(store: &Store) {
+    assert_eq!(
+        store
+            .cancel(JobId::generate(), T0)
+            .await
+            .expect("cancel unknown"),
+        CancelOutcome::NotFound
+    );
+
+    // Queued: cancelled at once, and no longer claimable or counted.
+    let queued = enqueue(store, new_job("m", 0), T0).await;
+    let CancelOutcome::Cancelled(cancelled) =
+        store.cancel(queued.id, T0 + 1).await.expect("cancel")
+    else {
+        panic!("a queued job is cancelled outright");
+    };
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(cancelled.finished_at, Some(T0 + 1));
+    assert!(!cancelled.cancel_requested);
+    assert_eq!(get(store, queued.id).await, cancelled);
+    assert_eq!(try_claim(store, queued.id, "w", T0 + 2).await, None);
+    assert_eq!(store.queue_depth().await.expect("depth"), 0);
+
+    // Cancelling again reports the finished job unchanged.
+    assert_eq!(
+        store.cancel(queued.id, T0 + 3).await.expect("cancel"),
+        CancelOutcome::AlreadyFinished(cancelled.clone())
+    );
+
+    // Running: only marked; the worker finishes the cancellation.
+    let running = enqueue(store, new_job("m", 0), T0).await;
+    claim(store, running.id, "w", T0 + 1).await;
+    let CancelOutcome::Requested(requested) =
+        store.cancel(running.id, T0 + 2).await.expect("cancel")
+    else {
+        panic!("a running job gets a cancel request");
+    };
+    assert_eq!(requested.state, JobState::Running);
+    assert!(requested.cancel_requested);
+    assert_eq!(requested.finished_at, None);
+    assert_eq!(requested.lease_owner.as_deref(), Some("w"));
+    // Asking twice is harmless.
+    assert_eq!(
+        store.cancel(running.id, T0 + 3).await.expect("cancel"),
+        CancelOutcome::Requested(requested.clone())
+    );
+    assert_eq!(
+        store
+            .finish_cancelled(running.id, 2, T0 + 4)
+            .await
+            .expect("finish_cancelled"),
+        None
+    );
+    let finished = store
+        .finish_cancelled(running.id, 1, T0 + 4)
+        .await
+        .expect("finish_cancelled")
+        .expect("attempt current");
+    assert_eq!(finished.state, JobState::Cancelled);
+    assert_eq!(finished.finished_at, Some(T0 + 4));
+    assert_eq!(finished.lease_owner, None);
+    assert_eq!(finished.lease_expires_at, None);
+
+    // Succeeded and failed jobs stay as they are.
+    let succeeded = enqueue(store, new_job("m", 0), T0).await;
+    claim(store, succeeded.id, "w", T0).await;
+    let succeeded = store
+        .complete(succeeded.id, 1, "{}".to_owned(), T0 + 1)
+        .await
+        .expect("complete")
+        .expect("attempt current");
+    assert_eq!(
+        store.cancel(succeeded.id, T0 + 2).await.expect("cancel"),
+        CancelOutcome::AlreadyFinished(succeeded.clone())
+    );
+    assert_eq!(get(store, succeeded.id).await, succeeded);
+
+    let failed = enqueue(store, new_job("m", 0), T0).await;
+    claim(store, failed.id, "w", T0).await;
+    let failed = store
+        .fail(failed.id, 1, failure(400, "bad request"), T0 + 1)
+        .await
+        .expect("fail")
+        .expect("attempt current");
+    assert_eq!(
+        store.cancel(failed.id, T0 + 2).await.expect("cancel"),
+        CancelOutcome::AlreadyFinished(failed.clone())
+    );
+}
+
+pub async fn case_cancel_requested_wins_over_retry_and_requeue(store: &Store) {
+    let retried = enqueue(store, new_job("m", 0), T0).await;
+    claim(store, retried.id, "w", T0).await;
+    store.cancel(retried.id, T0 + 1).await.expect("cancel");
+    let after_retry = store
+        .retry_or_fail(retried.id, 1, failure(503, "busy"), T0 + 500, T0 + 2)
+        .await
+        .expect("retry")
+        .expect("attempt current");
+    assert_eq!(after_retry.state, JobState::Cancelled);
+    assert_eq!(after_retry.finished_at, Some(T0 + 2));
+    assert_eq!(after_retry.lease_owner, None);
+
+    let requeued = enqueue(store, new_job("m", 0), T0).await;
+    claim(store, requeued.id, "w", T0).await;
+    store.cancel(requeued.id, T0 + 1).await.expect("cancel");
+    let after_requeue = store
+        .requeue(requeued.id, 1, T0 + 2)
+        .await
+        .expect("requeue")
+        .expect("attempt current");
+    assert_eq!(after_requeue.state, JobState::Cancelled);
+    assert_eq!(after_requeue.finished_at, Some(T0 + 2));
+    assert_eq!(store.queue_depth().await.expect("depth"), 0);
+}
+
+pub async fn case_concurrent_cancel_and_claim_agree(store: &Store) {
+    const JOBS: usize = 12;
+    for _ in 0..JOBS {
+        let job = enqueue(store, new_job("m", 0), T0).await;
+        let claimer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim(ClaimParams {
+                        id: job.id,
+                        owner: "w".to_owned(),
+                        now: T0 + 1,
+                        lease_for_ms: LEASE_MS,
+                    })
+                    .await
+                    .expect("claim")
+            })
+        };
+        let canceller = {
+            let store = store.clone();
+            tokio::spawn(async move { store.cancel(job.id, T0 + 1).await.expect("cancel") })
+        };
+        let claimed = claimer.await.expect("claim task");
+        let outcome = canceller.await.expect("cancel task");
+        let stored = get(store, job.id).await;
+        match (claimed, outcome) {
+            (Some(_), CancelOutcome::Requested(_)) => {
+                assert_eq!(stored.state, JobState::Running);
+                assert!(stored.cancel_requested);
+            }
+            (None, CancelOutcome::Cancelled(_)) => {
+                assert_eq!(stored.state, JobState::Cancelled);
+                assert_eq!(stored.attempts, 0);
+            }
+            (claimed, outcome) => {
+                panic!("claim and cancel disagree: {claimed:?} vs {outcome:?}")
+            }
+        }
+    }
+}
+
+pub async fn case_recover_running(store: &Store) {
+    let requeued = enqueue(store, new_job("m", 0), T0).await;
+    let exhausted = enqueue(
+        store,
+        NewJob {
+            max_attempts: 1,
+            ..new_job("m", 0)
+        },
+        T0,
+    )
+    .await;
+    let cancelling = enqueue(store, new_job("m", 0), T0).await;
+    let queued = enqueue(store, new_job("m", 0), T0).await;
+    let finished = enqueue(store, new_job("m", 0), T0).await;
+    for job in [&requeued, &exhausted, &cancelling, &finished] {
+        claim(store, job.id, "old-process", T0 + 1).await;
+    }
+    store.cancel(cancelling.id, T0 + 2).await.expect("cancel");
+    let finished = store
+        .complete(finished.id, 1, "{}".to_owned(), T0 + 3)
+        .await
+        .expect("complete")
+        .expect("attempt current");
+
+    // Leases have not expired: the restart alone makes the rows orphans.
+    let now = T0 + 10;
+    assert_eq!(store.recover_running(now).await.expect("recover"), 3);
+
+    let requeued = get(store, requeued.id).await;
+    assert_eq!(requeued.state, JobState::Queued);
+    assert_eq!(requeued.attempts, 1);
+    assert_eq!(requeued.run_after, now);
+    assert_eq!(requeued.lease_owner, None);
+    assert_eq!(requeued.lease_expires_at, None);
+    assert_eq!(requeued.finished_at, None);
+    assert_eq!(
+        requeued.failure.as_ref().map(|failure| failure.status),
+        Some(500)
+    );
+
+    let exhausted = get(store, exhausted.id).await;
+    assert_eq!(exhausted.state, JobState::Failed);
+    assert_eq!(
+        exhausted.failure,
+        Some(failure(500, "job interrupted by a restart too many times"))
+    );
+    assert_eq!(exhausted.finished_at, Some(now));
+    assert_eq!(exhausted.lease_owner, None);
+
+    let cancelling = get(store, cancelling.id).await;
+    assert_eq!(cancelling.state, JobState::Cancelled);
+    assert_eq!(cancelling.finished_at, Some(now));
+    assert_eq!(cancelling.failure, None);
+
+    assert_eq!(get(store, queued.id).await, queued);
+    assert_eq!(get(store, finished.id).await, finished);
+
+    // The requeued job runs again as its second attempt.
+    assert_eq!(claim(store, requeued.id, "w", now).await.attempts, 2);
+    // Nothing else is left to recover but the job just claimed.
+    assert_eq!(store.recover_running(now + 1).await.expect("recover"), 1);
+    assert_eq!(store.recover_running(now + 2).await.expect("recover"), 0);
+}
+
+pub async fn case_rescue_expired_touches_only_expired_leases(store: &Store) {
+    let expired = enqueue(store, new_job("m", 0), T0).await;
+    let at_boundary = enqueue(store, new_job("m", 0), T0).await;
+    let alive = enqueue(store, new_job("m", 0), T0).await;
+    let expired_exhausted = enqueue(
+        store,
+        NewJob {
+            max_attempts: 1,
+            ..new_job("m", 0)
+        },
+        T0,
+    )
+    .await;
+    let expired_cancelling = enqueue(store, new_job("m", 0), T0).await;
+    let queued = enqueue(store, new_job("m", 0), T0).await;
+
+    claim(store, expired.id, "w", T0).await;
+    claim(store, expired_exhausted.id, "w", T0).await;
+    claim(store, expired_cancelling.id, "w", T0).await;
+    store
+        .cancel(expired_cancelling.id, T0 + 1)
+        .await
+        .expect("cancel");
+    claim(store, at_boundary.id, "w", T0 + 1_000).await;
+    claim(store, alive.id, "w", T0 + 5_000).await;
+    let at_boundary = get(store, at_boundary.id).await;
+    let alive = get(store, alive.id).await;
+
+    // Leases: expired ones end at T0 + LEASE_MS, the boundary one exactly at `now`.
+    let now = T0 + 1_000 + LEASE_MS;
+    assert_eq!(store.rescue_expired(now).await.expect("rescue"), 3);
+
+    let expired = get(store, expired.id).await;
+    assert_eq!(expired.state, JobState::Queued);
+    assert_eq!(expired.attempts, 1);
+    assert_eq!(expired.run_after, now);
+    assert_eq!(expired.lease_owner, None);
+    assert_eq!(expired.failure.map(|failure| failure.status), Some(500));
+
+    let expired_exhausted = get(store, expired_exhausted.id).await;
+    assert_eq!(expired_exhausted.state, JobState::Failed);
+    assert_eq!(expired_exhausted.finished_at, Some(now));
+    assert_eq!(expired_exhausted.failure.map(|f| f.status), Some(500));
+
+    let expired_cancelling = get(store, expired_cancelling.id).await;
+    assert_eq!(expired_cancelling.state, JobState::Cancelled);
+    assert_eq!(expired_cancelling.finished_at, Some(now));
+
+    assert_eq!(get(store, at_boundary.id).await, at_boundary);
+    assert_eq!(get(store, alive.id).await, alive);
+    assert_eq!(get(store, queued.id).await, queued);
+
+    // A heartbeat keeps a lease out of reach of the rescuer.
+    assert!(
+        store
+            .heartbeat(alive.id, 1, "w", now, LEASE_MS)
+            .await
+            .expect("heartbeat")
+    );
+    assert_eq!(
+        store
+            .rescue_expired(now + LEASE_MS - 1)
+            .await
+            .expect("rescue"),
+        1
+    );
+    assert_eq!(get(store, alive.id).await.state, JobState::Running);
+    assert_eq!(get(store, at_boundary.id).await.state, JobState::Queued);
+}
+
+pub async fn case_prune_respects_limit_and_cutoff(store: &Store) {
+    // Five cancelled jobs finished at T0+1..=T0+5, one succeeded and one failed at T0+6.
+    let mut cancelled = Vec::new();
+    for offset in 1..=5 {
+        let job = enqueue(store, new_job("m", 0), T0).await;
+        store.cancel(job.id, T0 + offset).await.expect("cancel");
+        cancelled.push(job.id);
+    }
+    let succeeded = enqueue(store, new_job("m", 0), T0).await;
+    claim(store, succeeded.id, "w", T0).await;
+    store
+        .complete(succeeded.id, 1, "{}".to_owned(), T0 + 6)
+        .await
+        .expect("complete")
+        .expect("attempt current");
+    let failed = enqueue(store, new_job("m", 0), T0).await;
+    claim(store, failed.id, "w", T0).await;
+    store
+        .fail(failed.id, 1, failure(400, "bad"), T0 + 6)
+        .await
+        .expect("fail")
+        .expect("attempt current");
+    // Old but unfinished jobs are never pruned.
+    let queued = enqueue(store, new_job("m", 0), T0 - 1_000_000).await;
+    let running = enqueue(store, new_job("m", 0), T0 - 1_000_000).await;
+    claim(store, running.id, "w", T0).await;
+
+    assert_eq!(store.prune_finished(T0 + 1, 10).await.expect("prune"), 0);
+    // Cutoff T0+5 covers the four oldest; the limit takes the two oldest first.
+    assert_eq!(store.prune_finished(T0 + 5, 2).await.expect("prune"), 2);
+    for id in &cancelled[..2] {
+        assert_eq!(store.get(*id).await.expect("get"), None);
+    }
+    for id in &cancelled[2..] {
+        assert!(store.get(*id).await.expect("get").is_some());
+    }
+    assert_eq!(store.prune_finished(T0 + 5, 10).await.expect("prune"), 2);
+    assert!(store.get(cancelled[4]).await.expect("get").is_some());
+    assert_eq!(store.prune_finished(T0 + 5, 10).await.expect("prune"), 0);
+    assert_eq!(store.prune_finished(T0 + 7, 0).await.expect("prune"), 0);
+
+    assert_eq!(store.prune_finished(i64::MAX, 100).await.expect("prune"), 3);
+    let left: HashSet<JobId> = ids(&store.list(all(100)).await.expect("list"))
+        .into_iter()
+        .collect();
+    assert_eq!(left, HashSet::from([queued.id, running.id]));
+}
+
+pub async fn case_list_filters(store: &Store) {
+    let a_queued = enqueue(store, new_job("a", 0), T0).await;
+    let b_queued = enqueue(store, new_job("b", 0), T0 + 10).await;
+    let a_running = enqueue(store, new_job("a", 0), T0 + 20).await;
+    claim(store, a_running.id, "w", T0 + 21).await;
+    let b_cancelled = enqueue(store, new_job("b", 0), T0 + 30).await;
+    store.cancel(b_cancelled.id, T0 + 31).await.expect("cancel");
+
+    let listed = |params: ListParams| async move { ids(&store.list(params).await.expect("list")) };
+
+    // Newest first.
+    assert_eq!(
+        listed(all(10)).await,
+        [b_cancelled.id, a_running.id, b_queued.id, a_queued.id]
+    );
+    assert_eq!(listed(all(2)).await, [b_cancelled.id, a_running.id]);
+    assert_eq!(listed(all(0)).await, []);
+    assert_eq!(
+        listed(ListParams {
+            state: Some(JobState::Queued),
+            ..all(10)
+        })
+        .await,
+        [b_queued.id, a_queued.id]
+    );
+    assert_eq!(
+        listed(ListParams {
+            state: Some(JobState::Running),
+            ..all(10)
+        })
+        .await,
+        [a_running.id]
+    );
+    assert_eq!(
+        listed(ListParams {
+            state: Some(JobState::Failed),
+            ..all(10)
+        })
+        .await,
+        []
+    );
+    assert_eq!(
+        listed(ListParams {
+            model: Some("b".to_owned()),
+            ..all(10)
+        })
+        .await,
+        [b_cancelled.id, b_queued.id]
+    );
+    assert_eq!(
+        listed(ListParams {
+            model: Some("a".to_owned()),
+            state: Some(JobState::Queued),
+            ..all(10)
+        })
+        .await,
+        [a_queued.id]
+    );
+    // Time bounds are exclusive.
+    assert_eq!(
+        listed(ListParams {
+            created_before: Some(T0 + 20),
+            ..all(10)
+        })
+        .await,
+        [b_queued.id, a_queued.id]
+    );
+    assert_eq!(
+        listed(ListParams {
+            created_after: Some(T0 + 10),
+            ..all(10)
+        })
+        .await,
+        [b_cancelled.id, a_running.id]
+    );
+    assert_eq!(
+        listed(ListParams {
+            created_after: Some(T0),
+            created_before: Some(T0 + 30),
+            ..all(10)
+        })
+        .await,
+        [a_running.id, b_queued.id]
+    );
+    assert_eq!(
+        listed(ListParams {
+            model: Some("nope".to_owned()),
+            ..all(10)
+        })
+        .await,
+        []
+    );
+}
+
+pub async fn case_list_cursor_pagination(store: &Store) {
+    const N_JOBS: usize = 23;
+    let mut enqueued = Vec::new();
+    for job_idx in 0..N_JOBS {
+        let model = if job_idx % 2 == 0 { "even" } else { "odd" };
+        // Several jobs share a millisecond; the order must still be total and stable.
+        let now = T0 + i64::try_from(job_idx / 4).expect("small");
+        enqueued.push(enqueue(store, new_job(model, 0), now).await.id);
+    }
+    let newest_first: Vec<JobId> = enqueued.iter().rev().copied().collect();
+
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(ListParams { cursor, ..all(5) })
+            .await
+            .expect("list");
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 5);
+        cursor = page.last().map(|job| job.id);
+        pages.push(ids(&page));
+    }
+    assert_eq!(pages.len(), 5);
+    assert_eq!(pages.concat(), newest_first);
+
+    // The cursor combines with filters.
+    let odd_first_page = store
+        .list(ListParams {
+            model: Some("odd".to_owned()),
+            ..all(3)
+        })
+        .await
+        .expect("list");
+    let odd_next_page = store
+        .list(ListParams {
+            model: Some("odd".to_owned()),
+            cursor: odd_first_page.last().map(|job| job.id),
+            ..all(100)
+        })
+        .await
+        .expect("list");
+    let odd: Vec<JobId> = newest_first
+        .iter()
+        .copied()
+        .filter(|id| enqueued.iter().position(|e| e == id).expect("known") % 2 == 1)
+        .collect();
+    assert_eq!([ids(&odd_first_page), ids(&odd_next_page)].concat(), odd);
+}
+
+/// Jobs in every state are there, unchanged, after the store is closed and opened again.
+pub async fn case_jobs_survive_reopen(url: &str) {
+    let store = Store::open(url).await.expect("open");
+    let queued = store
+        .enqueue(
+            NewJob {
+                idempotency_key: Some("durable".to_owned()),
+                payload: r#"{"prompt":"über ✓","z":0,"a":1}"#.to_owned(),
+                ..new_job("m", 3)
+            },
+            T0,
+        )
+        .await
+        .expect("enqueue")
+        .job;
+    let running = enqueue(&store, new_job("m", 0), T0).await;
+    let running = claim(&store, running.id, "w", T0 + 1).await;
+    let done = enqueue(&store, new_job("m", 0), T0).await;
+    claim(&store, done.id, "w", T0 + 1).await;
+    let done = store
+        .complete(done.id, 1, r#"{"done":true}"#.to_owned(), T0 + 2)
+        .await
+        .expect("complete")
+        .expect("attempt current");
+    store.close().await;
+
+    let reopened = Store::open(url).await.expect("reopen");
+    assert_eq!(get(&reopened, queued.id).await, queued);
+    assert_eq!(get(&reopened, running.id).await, running);
+    assert_eq!(get(&reopened, done.id).await, done);
+    // The idempotency key is still enforced after the restart.
+    let again = reopened
+        .enqueue(
+            NewJob {
+                idempotency_key: Some("durable".to_owned()),
+                ..new_job("m", 0)
+            },
+            T0 + 5,
+        )
+        .await
+        .expect("enqueue");
+    assert!(!again.created);
+    assert_eq!(again.job.id, queued.id);
+    // New ids keep sorting after the old ones.
+    let newer = enqueue(&reopened, new_job("m", 0), T0 + 10).await;
+    assert_eq!(ids(&reopened.list(all(1)).await.expect("list")), [newer.id]);
+    reopened.close().await;
+}

@@ -1,0 +1,367 @@
+//! Runs the backend conformance suite against SQLite (a fresh file in a temp dir per test), and
+//! checks what only the SQLite backend has: its URL forms, its connection settings, its schema
+//! constraints and migration bookkeeping, and the queue-head query at realistic depth.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use foreman_store::testsuite::{self, T0, new_job};
+use foreman_store::{Error, JobId, JobRef, JobState, QueueHead, Store};
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use tempfile::TempDir;
+
+/// A temp dir holding the database file; the dir is removed when this is dropped.
+struct TempDb {
+    _dir: TempDir,
+    path: PathBuf,
+}
+
+impl TempDb {
+    fn new() -> TempDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("foreman.db");
+        TempDb { _dir: dir, path }
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.url()).await.expect("open store")
+    }
+}
+
+/// A connection of its own to the file, as another process would have.
+async fn raw_connection(path: &Path) -> SqliteConnection {
+    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
+        .await
+        .expect("raw connection")
+}
+
+macro_rules! sqlite_store_tests {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let db = TempDb::new();
+                let store = db.open().await;
+                testsuite::$case(&store).await;
+                store.close().await;
+            }
+        )*
+    };
+}
+
+macro_rules! sqlite_url_tests {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let db = TempDb::new();
+                testsuite::$case(&db.url()).await;
+            }
+        )*
+    };
+}
+
+foreman_store::store_cases!(sqlite_store_tests);
+foreman_store::store_url_cases!(sqlite_url_tests);
+
+#[tokio::test]
+async fn open_refuses_postgres_and_unknown_schemes() {
+    let error = Store::open("postgres://foreman:hunter2@localhost/foreman")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::UnsupportedBackend(_)), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("PostgreSQL backend is not built yet"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+
+    let error = Store::open("postgresql://localhost/foreman")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::UnsupportedBackend(_)), "{error}");
+
+    let error = Store::open("mysql://x").await.unwrap_err();
+    assert!(matches!(error, Error::InvalidUrl { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("\"mysql\""), "{message}");
+    assert!(message.contains("a file path"), "{message}");
+    assert!(message.contains("sqlite://PATH"), "{message}");
+    assert!(message.contains("sqlite:PATH"), "{message}");
+}
+
+#[tokio::test]
+async fn every_url_form_opens_the_same_file() {
+    let db = TempDb::new();
+    let plain = db.path.to_str().expect("utf-8 temp path").to_owned();
+
+    let store = Store::open(&plain).await.expect("open plain path");
+    let job = store
+        .enqueue(new_job("m", 0), T0)
+        .await
+        .expect("enqueue")
+        .job;
+    store.close().await;
+
+    for url in [format!("sqlite://{plain}"), format!("sqlite:{plain}")] {
+        let store = Store::open(&url).await.expect("open url");
+        let found = store.get(job.id).await.expect("get");
+        assert_eq!(found.as_ref(), Some(&job), "{url}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn open_creates_missing_file_but_not_missing_dirs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fresh = dir.path().join("fresh.db");
+    let store = Store::open(fresh.to_str().expect("utf-8"))
+        .await
+        .expect("open");
+    assert!(fresh.exists());
+    store.close().await;
+
+    let nested = dir.path().join("no-such-dir").join("jobs.db");
+    let error = Store::open(nested.to_str().expect("utf-8"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Database(_)), "{error}");
+}
+
+#[tokio::test]
+async fn durability_pragmas_are_in_force() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let Store::Sqlite(sqlite) = &store;
+    let pragmas = sqlite.pragmas().await.expect("pragmas");
+    assert_eq!(pragmas.journal_mode, "wal");
+    assert_eq!(pragmas.synchronous, 2);
+    assert!(pragmas.foreign_keys);
+    assert_eq!(pragmas.busy_timeout_ms, 5_000);
+    assert_eq!(sqlite.path(), db.path.as_path());
+
+    // WAL is a property of the file: a connection of its own sees it too.
+    let mut raw = raw_connection(&db.path).await;
+    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .expect("journal_mode");
+    assert_eq!(journal_mode.to_lowercase(), "wal");
+    raw.close().await.expect("close raw");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_once() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let Store::Sqlite(sqlite) = &store;
+    assert_eq!(sqlite.schema_version().await.expect("version"), 1);
+    store.close().await;
+
+    let store = db.open().await;
+    store.close().await;
+    let mut raw = raw_connection(&db.path).await;
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM foreman_schema_migrations ORDER BY version")
+            .fetch_all(&mut raw)
+            .await
+            .expect("versions");
+    assert_eq!(versions, [1]);
+    raw.close().await.expect("close raw");
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let db = TempDb::new();
+    db.open().await.close().await;
+    let mut raw = raw_connection(&db.path).await;
+    sqlx::query(
+        "INSERT INTO foreman_schema_migrations (version, name, applied_at) VALUES (99, 'x', 0)",
+    )
+    .execute(&mut raw)
+    .await
+    .expect("insert future version");
+    raw.close().await.expect("close raw");
+
+    let error = Store::open(&db.url()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::SchemaTooNew {
+                found: 99,
+                known: 1
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn schema_ties_terminal_states_to_finished_at() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let mut raw = raw_connection(&db.path).await;
+
+    let insert = |state: &'static str, finished_at: Option<i64>| {
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts,
+                               run_after, created_at, finished_at)
+             VALUES (?1, 'chat', 'm', '{}', ?2, 0, 1, 0, 0, ?3)",
+        )
+        .bind(JobId::generate().to_string())
+        .bind(state)
+        .bind(finished_at)
+    };
+    for state in ["succeeded", "failed", "cancelled"] {
+        let missing = insert(state, None).execute(&mut raw).await;
+        assert!(missing.is_err(), "{state} without finished_at was accepted");
+        insert(state, Some(1))
+            .execute(&mut raw)
+            .await
+            .expect("terminal with finished_at");
+    }
+    let finished_but_queued = insert("queued", Some(1)).execute(&mut raw).await;
+    assert!(finished_but_queued.is_err());
+    insert("queued", None)
+        .execute(&mut raw)
+        .await
+        .expect("queued without finished_at");
+    raw.close().await.expect("close raw");
+
+    // The rows written behind the store's back decode like its own.
+    let queued = store
+        .list(foreman_store::ListParams {
+            state: Some(JobState::Queued),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(queued.len(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_row_the_domain_cannot_read_is_reported_corrupt() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let job = store
+        .enqueue(new_job("m", 0), T0)
+        .await
+        .expect("enqueue")
+        .job;
+    let mut raw = raw_connection(&db.path).await;
+    // Passes the schema's checks but not the domain's: an attempt count beyond u32.
+    sqlx::query("UPDATE jobs SET max_attempts = 1 << 40 WHERE id = ?1")
+        .bind(job.id.to_string())
+        .execute(&mut raw)
+        .await
+        .expect("update");
+    raw.close().await.expect("close raw");
+
+    let error = store.get(job.id).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::CorruptRow { id, .. } if *id == job.id.to_string()),
+        "{error}"
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_heads_at_ten_thousand_queued_jobs() {
+    const MODELS: [&str; 7] = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta"];
+    const N_JOBS: usize = 10_000;
+    let db = TempDb::new();
+    let store = db.open().await;
+
+    // Bulk-load in one transaction behind the store's back: enqueueing one by one would pay
+    // one fsync per job. Priorities, ages and run_after vary deterministically.
+    let mut raw = raw_connection(&db.path).await;
+    let mut tx = raw.begin().await.expect("begin");
+    let now = T0 + 1_000_000;
+    let mut queued: Vec<JobRef> = Vec::new();
+    let mut eligible: Vec<(&str, JobRef)> = Vec::new();
+    for job_idx in 0..N_JOBS {
+        let model = MODELS[job_idx % MODELS.len()];
+        let job = JobRef {
+            id: JobId::generate(),
+            priority: i32::try_from((job_idx * 7919) % 11).expect("small") - 5,
+            created_at: T0 + i64::try_from((job_idx * 104_729) % 900_000).expect("small"),
+        };
+        // Every tenth job is backing off past `now`.
+        let run_after = if job_idx % 10 == 0 {
+            now + 1
+        } else {
+            job.created_at
+        };
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts,
+                               run_after, created_at)
+             VALUES (?1, 'generate', ?2, '{}', 'queued', ?3, 3, ?4, ?5)",
+        )
+        .bind(job.id.to_string())
+        .bind(model)
+        .bind(job.priority)
+        .bind(run_after)
+        .bind(job.created_at)
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+        queued.push(job);
+        if run_after <= now {
+            eligible.push((model, job));
+        }
+    }
+    tx.commit().await.expect("commit");
+    raw.close().await.expect("close raw");
+
+    // The same answer computed the plain way.
+    let rank = |job: &JobRef| (Reverse(job.priority), job.created_at, job.id);
+    let mut expected: BTreeMap<&str, QueueHead> = BTreeMap::new();
+    for (model, job) in &eligible {
+        let head = expected.entry(model).or_insert_with(|| QueueHead {
+            model: (*model).to_owned(),
+            best: *job,
+            oldest_created_at: job.created_at,
+            depth: 0,
+        });
+        if rank(job) < rank(&head.best) {
+            head.best = *job;
+        }
+        head.oldest_created_at = head.oldest_created_at.min(job.created_at);
+        head.depth += 1;
+    }
+    let expected: Vec<QueueHead> = expected.into_values().collect();
+
+    assert_eq!(
+        store.queue_depth().await.expect("depth"),
+        u64::try_from(N_JOBS).expect("fits")
+    );
+    let heads = store.queue_heads(now).await.expect("heads");
+    assert_eq!(heads, expected);
+    assert_eq!(heads.len(), MODELS.len());
+
+    // Queue position counts every queued job that outranks, eligible or not.
+    let mut queue_order: Vec<JobRef> = queued.clone();
+    queue_order.sort_by_key(rank);
+    for job_idx in (0..N_JOBS).step_by(997) {
+        let job = queued[job_idx];
+        let expected_position = queue_order
+            .iter()
+            .position(|other| other.id == job.id)
+            .expect("queued");
+        assert_eq!(
+            store.queue_position(job.id).await.expect("position"),
+            Some(u64::try_from(expected_position).expect("fits"))
+        );
+    }
+    store.close().await;
+}

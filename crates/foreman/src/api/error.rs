@@ -1,0 +1,101 @@
+//! The one place where failures become HTTP answers.
+//!
+//! Every route returns `Result<_, ApiError>`; this module picks the status and writes
+//! Ollama's `{"error":"..."}` body with `application/json; charset=utf-8`, which both
+//! official clients parse. Internal failures are logged here once and shown to the
+//! client only as a short message.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+use thiserror::Error;
+
+pub const JSON_UTF8: &str = "application/json; charset=utf-8";
+
+/// Seconds a client is asked to wait when the queue is full.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("model '{0}' not found")]
+    ModelNotFound(String),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("request body too large: the limit is {0} bytes")]
+    TooLarge(usize),
+    /// Ollama's own text for a full queue (two spaces after `again.`).
+    #[error("server busy, please try again.  maximum pending requests exceeded")]
+    QueueFull,
+    #[error("foreman is shutting down; retry shortly")]
+    ShuttingDown,
+    #[error("request canceled")]
+    Cancelled,
+    #[error("{0}")]
+    TargetUnavailable(String),
+    #[error("internal error: the job store failed")]
+    Store(#[from] foreman_store::Error),
+    /// The target's own answer, replayed as it came.
+    #[error("the target answered {status}")]
+    Passthrough {
+        status: u16,
+        content_type: String,
+        body: Bytes,
+    },
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::QueueFull | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
+            ApiError::TargetUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Passthrough { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Passthrough {
+            content_type, body, ..
+        } = self
+        {
+            let mut response = (status, body).into_response();
+            if let Ok(value) = HeaderValue::from_str(&content_type) {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            return response;
+        }
+        if let ApiError::Store(error) = &self {
+            tracing::error!(%error, "store failure");
+        }
+        let mut response =
+            (status, json!({ "error": self.to_string() }).to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+        match self {
+            ApiError::QueueFull | ApiError::ShuttingDown => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                );
+            }
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,91 @@
+//! HTTP: routing, authentication and the handlers, speaking Ollama's API.
+//!
+//! Invariant: this is the only module that knows Ollama's JSON and status codes; the
+//! queue, scheduler and worker below it see jobs, not requests. Handlers hold no
+//! business logic beyond validating and translating.
+//!
+//! Routes:
+//! - queued: `POST /api/chat`, `POST /api/generate` ([`queued`]);
+//! - direct to the target, concurrent: `POST /api/embed`, `POST /api/embeddings`,
+//!   `POST /api/show` ([`direct`]);
+//! - from the inventory cache: `GET /api/tags`, `GET /api/ps`; plus `/`, `/api/version`
+//!   and the public `GET /healthz` ([`listing`]).
+
+mod auth;
+mod body;
+mod direct;
+mod error;
+mod listing;
+mod queued;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use foreman_store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::inventory::Inventory;
+use crate::upstream::Upstream;
+use crate::worker::RunningJobs;
+
+/// Everything a handler may touch; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub inventory: Arc<Inventory>,
+    pub upstream: Upstream,
+    pub running: Arc<RunningJobs>,
+    /// Rung after every enqueue, to wake the worker.
+    pub wake: Arc<Notify>,
+    pub shutdown: CancellationToken,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(listing::healthz))
+        .route("/", get(listing::root))
+        .route("/api/version", get(listing::version))
+        .route("/api/tags", get(listing::tags))
+        .route("/api/ps", get(listing::ps))
+        .route("/api/chat", post(queued::chat))
+        .route("/api/generate", post(queued::generate))
+        .route("/api/embed", post(direct::embed))
+        .route("/api/embeddings", post(direct::embeddings))
+        .route("/api/show", post(direct::show))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outermost, so that no answer (not even a 404 or 405) escapes auth.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(state.config.max_body))
+        .with_state(state)
+}
+
+async fn not_found() -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+    (
+        StatusCode::NOT_FOUND,
+        [("content-type", "text/plain")],
+        "404 page not found",
+    )
+}
+
+async fn method_not_allowed() -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [("content-type", "text/plain")],
+        "405 method not allowed",
+    )
+}

@@ -1,0 +1,237 @@
+//! Queued generation: `POST /api/chat` and `POST /api/generate`.
+//!
+//! A request is validated, checked against the inventory, committed to the queue as
+//! a job (durably, before anything is answered), and then answered exactly as Ollama
+//! would answer it, from what the worker relays: an NDJSON stream forwarded chunk by
+//! chunk when `stream` is true or absent, one JSON object with `"stream": false`, or
+//! the target's own error. Headers go out only with the first chunk, as Ollama does.
+//! Every answer carries `X-Foreman-Job-Id`.
+//!
+//! A caller that disconnects cancels its job: a queued job never reaches the GPU, a
+//! running one has its upstream request dropped.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use foreman_store::{CancelOutcome, JobId, JobKind, NewJob};
+
+use super::body::JsonBody;
+use super::{ApiError, AppState};
+use crate::clock::now_ms;
+use crate::hub::{FeedEvent, Outcome, Subscription};
+use crate::inventory::ModelCheck;
+use crate::model_name::model_key;
+
+/// Priority of interactive requests; async jobs (later) default lower.
+pub const SYNC_PRIORITY: i32 = 10;
+
+pub const JOB_ID_HEADER: &str = "x-foreman-job-id";
+
+pub async fn chat(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = JsonBody::parse(body, state.config.max_body, "ChatRequest")?;
+    let model = body.string("model")?.to_string();
+    if model.is_empty() {
+        return Err(ApiError::BadRequest("model is required".into()));
+    }
+    body.expect_array("messages", "[]api.Message")?;
+    run_queued(state, JobKind::Chat, body, model).await
+}
+
+pub async fn generate(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = JsonBody::parse(body, state.config.max_body, "GenerateRequest")?;
+    let model = body.string("model")?.to_string();
+    if model.is_empty() {
+        return Err(ApiError::ModelNotFound(String::new()));
+    }
+    body.string("prompt")?;
+    run_queued(state, JobKind::Generate, body, model).await
+}
+
+async fn run_queued(
+    state: AppState,
+    kind: JobKind,
+    body: JsonBody,
+    model: String,
+) -> Result<Response, ApiError> {
+    body.bool("stream")?;
+    if state.inventory.check_model(&model).await == ModelCheck::Unknown {
+        return Err(ApiError::ModelNotFound(model));
+    }
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::ShuttingDown);
+    }
+    if state.store.queue_depth().await? >= state.config.max_queue {
+        return Err(ApiError::QueueFull);
+    }
+    let payload = String::from_utf8(body.raw.to_vec())
+        .map_err(|_| ApiError::BadRequest("request body is not UTF-8".into()))?;
+    let id = JobId::generate();
+    let mut subscription = state.hub.open(id);
+    state
+        .store
+        .enqueue(
+            NewJob {
+                id: Some(id),
+                kind,
+                model: model_key(&model),
+                payload,
+                priority: SYNC_PRIORITY,
+                max_attempts: state.config.max_attempts,
+                idempotency_key: None,
+                webhook_url: None,
+                metadata: None,
+            },
+            now_ms(),
+        )
+        .await?;
+    state.wake.notify_one();
+    let mut guard = CancelOnDrop {
+        state: state.clone(),
+        id,
+        armed: true,
+    };
+    let first = next_event(&state, &mut subscription).await;
+    let response = match first {
+        None => {
+            guard.armed = false;
+            ApiError::ShuttingDown.into_response()
+        }
+        Some(FeedEvent::End(outcome)) => {
+            guard.armed = false;
+            outcome_response(outcome)
+        }
+        Some(FeedEvent::Chunk(chunk)) => {
+            let content_type = subscription
+                .content_type()
+                .unwrap_or_else(|| "application/x-ndjson".to_string());
+            let body = relay(state, subscription, guard, chunk);
+            let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
+            if let Ok(value) = HeaderValue::from_str(&content_type) {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            response
+        }
+    };
+    Ok(with_job_id(response, id))
+}
+
+/// The rest of an answer after its first chunk, ending at the job's outcome. A
+/// failure after output was sent can only be told in band, as Ollama does: one more
+/// `{"error"}` line.
+fn relay(
+    state: AppState,
+    mut subscription: Subscription,
+    guard: CancelOnDrop,
+    first: Bytes,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    async_stream::stream! {
+        // Bind the whole guard: the stream owns it, so dropping the stream (the
+        // caller went away) is what cancels the job.
+        let mut guard = guard;
+        yield Ok(first);
+        loop {
+            match next_event(&state, &mut subscription).await {
+                Some(FeedEvent::Chunk(chunk)) => yield Ok(chunk),
+                Some(FeedEvent::End(outcome)) => {
+                    guard.armed = false;
+                    if let Outcome::Failed { body, .. } = outcome {
+                        let mut line = body.to_vec();
+                        line.retain(|b| *b != b'\n');
+                        line.push(b'\n');
+                        yield Ok(Bytes::from(line));
+                    }
+                    break;
+                }
+                None => {
+                    guard.armed = false;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The next feed event; `None` when foreman is shutting down and this job is not
+/// running (it stays queued for the next start).
+async fn next_event(state: &AppState, subscription: &mut Subscription) -> Option<FeedEvent> {
+    tokio::select! {
+        event = subscription.next() => Some(event),
+        _ = state.shutdown.cancelled() => {
+            if state.running.contains(subscription.id()) {
+                // The worker finishes or requeues it within the grace period.
+                Some(subscription.next().await)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn outcome_response(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Failed {
+            status,
+            content_type,
+            body,
+        } => ApiError::Passthrough {
+            status,
+            content_type,
+            body,
+        }
+        .into_response(),
+        Outcome::Cancelled => ApiError::Cancelled.into_response(),
+        // Success or an in-band failure always come after at least one chunk.
+        Outcome::Succeeded | Outcome::FailedInStream => {
+            ApiError::TargetUnavailable("the target ended the answer without output".into())
+                .into_response()
+        }
+    }
+}
+
+fn with_job_id(mut response: Response, id: JobId) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(JOB_ID_HEADER, value);
+    }
+    response
+}
+
+/// Cancels the job when the caller goes away before it ended.
+struct CancelOnDrop {
+    state: AppState,
+    id: JobId,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        // On shutdown a waiting caller is let go, but its job stays queued.
+        if !self.armed || self.state.shutdown.is_cancelled() {
+            return;
+        }
+        let (state, id) = (self.state.clone(), self.id);
+        tokio::spawn(async move {
+            match state.store.cancel(id, now_ms()).await {
+                Ok(CancelOutcome::Requested(_)) => {
+                    state.running.cancel(id);
+                    tracing::info!(job = %id, "caller left; running job aborted");
+                }
+                Ok(CancelOutcome::Cancelled(_)) => {
+                    tracing::info!(job = %id, "caller left; queued job cancelled");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, job = %id, "cannot cancel"),
+            }
+        });
+    }
+}

@@ -1,0 +1,264 @@
+//! Every setting of `foreman serve`, from `FOREMAN_*` environment variables or the
+//! same-named flags, validated once at start into typed values.
+//!
+//! `--help` lists each setting with its default. A bad value fails at start with one
+//! line that names the flag and the variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use thiserror::Error;
+
+/// The flags of `foreman serve`; each also reads its `FOREMAN_*` variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address foreman listens on.
+    #[arg(long, env = "FOREMAN_ADDR", default_value = "127.0.0.1:11435")]
+    pub addr: String,
+    /// Base URL of the Ollama server foreman schedules work for.
+    #[arg(
+        long,
+        env = "FOREMAN_OLLAMA_URL",
+        default_value = "http://127.0.0.1:11434"
+    )]
+    pub ollama_url: String,
+    /// Run the built-in Ollama simulator as the upstream (no Ollama needed); overrides --ollama-url.
+    #[arg(long, env = "FOREMAN_SIMULATE")]
+    pub simulate: bool,
+    /// The job queue: a SQLite file path (or sqlite://PATH).
+    #[arg(long, env = "FOREMAN_DATABASE", default_value = "foreman.db")]
+    pub database: String,
+    /// Bearer token required on every route but /healthz; unset means no auth.
+    #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Attempts per job before it fails (retryable errors only: connection, timeout, 503).
+    #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// How long finished jobs are kept before the janitor prunes them.
+    #[arg(long, env = "FOREMAN_JOB_TTL", default_value = "24h")]
+    pub job_ttl: String,
+    /// How often the model inventory (/api/tags, /api/ps) is polled.
+    #[arg(long, env = "FOREMAN_POLL_INTERVAL", default_value = "5s")]
+    pub poll_interval: String,
+    /// Longest a queued job may wait because the worker drains another model.
+    #[arg(long, env = "FOREMAN_MAX_WAIT", default_value = "60s")]
+    pub max_wait: String,
+    /// Queued jobs before new requests get 503.
+    #[arg(long, env = "FOREMAN_MAX_QUEUE", default_value_t = 10_000)]
+    pub max_queue: u64,
+    /// Largest request body accepted, in bytes (images travel inside JSON).
+    #[arg(long, env = "FOREMAN_MAX_BODY", default_value_t = 64 * 1024 * 1024)]
+    pub max_body: usize,
+    /// First retry delay; each further retry doubles it (with jitter), up to 60s.
+    #[arg(long, env = "FOREMAN_RETRY_BASE", default_value = "1s")]
+    pub retry_base: String,
+    /// How long a running job may finish after SIGTERM before it is requeued.
+    #[arg(long, env = "FOREMAN_SHUTDOWN_GRACE", default_value = "30s")]
+    pub shutdown_grace: String,
+    /// Longest silence from the target while a job runs (model loads count) before it is retried.
+    #[arg(long, env = "FOREMAN_UPSTREAM_TIMEOUT", default_value = "10m")]
+    pub upstream_timeout: String,
+    /// Log filter, e.g. info or foreman=debug.
+    #[arg(long, env = "FOREMAN_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    /// Upstream base URL without a trailing slash (replaced by the simulator's with
+    /// `--simulate`).
+    pub ollama_url: String,
+    pub simulate: bool,
+    pub database: String,
+    pub token: Option<String>,
+    pub max_attempts: u32,
+    pub job_ttl: Duration,
+    pub poll_interval: Duration,
+    pub max_wait: Duration,
+    pub max_queue: u64,
+    pub max_body: usize,
+    pub retry_base: Duration,
+    pub shutdown_grace: Duration,
+    pub upstream_timeout: Duration,
+    pub log: String,
+}
+
+/// A setting that cannot be used, named by flag and variable.
+#[derive(Debug, Error, PartialEq)]
+#[error("invalid --{flag} (FOREMAN_{env}): {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub reason: String,
+}
+
+fn invalid(flag: &'static str, env: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        env,
+        reason: reason.into(),
+    }
+}
+
+fn duration(
+    text: &str,
+    flag: &'static str,
+    env: &'static str,
+    allow_zero: bool,
+) -> Result<Duration, ConfigError> {
+    let value = humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(
+            flag,
+            env,
+            format!("{text:?} is not a duration like 30s or 24h ({e})"),
+        )
+    })?;
+    if value.is_zero() && !allow_zero {
+        return Err(invalid(flag, env, "must be greater than zero"));
+    }
+    Ok(value)
+}
+
+impl ServeArgs {
+    /// Checks every setting and converts it to its typed form.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let addr = self
+            .addr
+            .parse()
+            .map_err(|_| invalid("addr", "ADDR", format!("{:?} is not HOST:PORT", self.addr)))?;
+        let ollama_url = self.ollama_url.trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&ollama_url).map_err(|e| {
+            invalid(
+                "ollama-url",
+                "OLLAMA_URL",
+                format!("{:?}: {e}", self.ollama_url),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid(
+                "ollama-url",
+                "OLLAMA_URL",
+                "the scheme must be http or https",
+            ));
+        }
+        if self.database.trim().is_empty() {
+            return Err(invalid("database", "DATABASE", "must not be empty"));
+        }
+        if let Some(token) = &self.token
+            && token.trim().is_empty()
+        {
+            return Err(invalid("token", "TOKEN", "must not be empty when set"));
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(invalid(
+                "max-attempts",
+                "MAX_ATTEMPTS",
+                "must be between 1 and 100",
+            ));
+        }
+        if self.max_queue == 0 {
+            return Err(invalid("max-queue", "MAX_QUEUE", "must be at least 1"));
+        }
+        if self.max_body < 1024 {
+            return Err(invalid(
+                "max-body",
+                "MAX_BODY",
+                "must be at least 1024 bytes",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .map_err(|e| invalid("log", "LOG", e.to_string()))?;
+        Ok(Config {
+            addr,
+            ollama_url,
+            simulate: self.simulate,
+            database: self.database.clone(),
+            token: self.token.clone(),
+            max_attempts: self.max_attempts,
+            job_ttl: duration(&self.job_ttl, "job-ttl", "JOB_TTL", false)?,
+            poll_interval: duration(&self.poll_interval, "poll-interval", "POLL_INTERVAL", false)?,
+            max_wait: duration(&self.max_wait, "max-wait", "MAX_WAIT", true)?,
+            max_queue: self.max_queue,
+            max_body: self.max_body,
+            retry_base: duration(&self.retry_base, "retry-base", "RETRY_BASE", true)?,
+            shutdown_grace: duration(
+                &self.shutdown_grace,
+                "shutdown-grace",
+                "SHUTDOWN_GRACE",
+                true,
+            )?,
+            upstream_timeout: duration(
+                &self.upstream_timeout,
+                "upstream-timeout",
+                "UPSTREAM_TIMEOUT",
+                false,
+            )?,
+            log: self.log.clone(),
+        })
+    }
+}
+
+impl Config {
+    /// Settings for tests and embedding: defaults, with the given upstream and database.
+    pub fn for_upstream(ollama_url: &str, database: &str) -> Config {
+        let mut config = ServeArgs::defaults()
+            .validate()
+            .expect("the defaults are valid");
+        config.ollama_url = ollama_url.trim_end_matches('/').to_string();
+        config.database = database.to_string();
+        config
+    }
+}
+
+impl ServeArgs {
+    /// The settings `foreman serve` sees with no flags (`FOREMAN_*` variables still apply).
+    pub fn defaults() -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let wrapper =
+            <Wrapper as clap::Parser>::try_parse_from(["foreman"]).expect("defaults parse");
+        wrapper.args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::for_upstream("http://127.0.0.1:1/", "x.db");
+        assert_eq!(config.ollama_url, "http://127.0.0.1:1");
+        assert_eq!(config.max_attempts, 3);
+        assert_eq!(config.job_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(config.poll_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let mut args = ServeArgs::defaults();
+        args.job_ttl = "soon".into();
+        let error = args.validate().unwrap_err();
+        assert_eq!(error.flag, "job-ttl");
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid --job-ttl (FOREMAN_JOB_TTL): ")
+        );
+        let mut args = ServeArgs::defaults();
+        args.ollama_url = "ftp://x".into();
+        assert_eq!(args.validate().unwrap_err().flag, "ollama-url");
+        let mut args = ServeArgs::defaults();
+        args.addr = "nowhere".into();
+        assert_eq!(args.validate().unwrap_err().flag, "addr");
+        let mut args = ServeArgs::defaults();
+        args.max_attempts = 0;
+        assert_eq!(args.validate().unwrap_err().flag, "max-attempts");
+    }
+}

@@ -1,0 +1,184 @@
+//! The cached model inventory of the target: `/api/tags` and `/api/ps`, polled.
+//!
+//! Listing routes are served from this cache so that clients polling them never
+//! touch the GPU box. A poll that fails marks the inventory degraded (shown on
+//! `/healthz`) and keeps the last good answers. A request naming a model the cache
+//! does not know forces one fresh poll before it is refused, so a model pulled a
+//! moment ago is found.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::model_name::model_key;
+use crate::upstream::{Upstream, UpstreamError};
+
+const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the target has a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelCheck {
+    Known,
+    Unknown,
+    /// The target could not be asked; the caller decides (foreman accepts the job).
+    Unreachable,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    tags: Option<Bytes>,
+    ps: Option<Bytes>,
+    models: HashSet<String>,
+    resident: Vec<String>,
+    reachable: bool,
+    polled_once: bool,
+}
+
+/// The cache and its poller.
+pub struct Inventory {
+    upstream: Upstream,
+    poll_interval: Duration,
+    snapshot: RwLock<Snapshot>,
+    /// Serialises polls, so a burst of misses costs one poll.
+    polling: Mutex<()>,
+}
+
+impl Inventory {
+    pub fn new(upstream: Upstream, poll_interval: Duration) -> Arc<Inventory> {
+        Arc::new(Inventory {
+            upstream,
+            poll_interval,
+            snapshot: RwLock::new(Snapshot::default()),
+            polling: Mutex::new(()),
+        })
+    }
+
+    /// Polls both listings now and updates the cache.
+    pub async fn poll(&self) -> Result<(), UpstreamError> {
+        let _one_at_a_time = self.polling.lock().await;
+        let result = async {
+            let tags = self.upstream.get("/api/tags", POLL_TIMEOUT).await?;
+            let ps = self.upstream.get("/api/ps", POLL_TIMEOUT).await?;
+            Ok::<_, UpstreamError>((tags, ps))
+        }
+        .await;
+        let mut snapshot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        snapshot.polled_once = true;
+        match result {
+            Ok((tags, ps)) => {
+                snapshot.models = model_names(&tags).into_iter().collect();
+                snapshot.resident = model_names(&ps);
+                snapshot.tags = Some(tags);
+                snapshot.ps = Some(ps);
+                snapshot.reachable = true;
+                Ok(())
+            }
+            Err(error) => {
+                if snapshot.reachable {
+                    tracing::warn!(%error, "target unreachable; inventory degraded");
+                }
+                snapshot.reachable = false;
+                Err(error)
+            }
+        }
+    }
+
+    /// Polls every interval until shutdown.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let _ = self.poll().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Looks a model up, polling once more on a miss.
+    pub async fn check_model(&self, name: &str) -> ModelCheck {
+        let key = model_key(name);
+        if self.knows(&key) {
+            return ModelCheck::Known;
+        }
+        match self.poll().await {
+            Ok(()) if self.knows(&key) => ModelCheck::Known,
+            Ok(()) => ModelCheck::Unknown,
+            Err(_) => ModelCheck::Unreachable,
+        }
+    }
+
+    fn knows(&self, key: &str) -> bool {
+        self.read().models.contains(key)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last good `/api/tags` body.
+    pub fn tags(&self) -> Option<Bytes> {
+        self.read().tags.clone()
+    }
+
+    /// The last good `/api/ps` body.
+    pub fn ps(&self) -> Option<Bytes> {
+        self.read().ps.clone()
+    }
+
+    /// Model keys the target had loaded at the last poll.
+    pub fn resident(&self) -> Vec<String> {
+        self.read().resident.clone()
+    }
+
+    /// True when the last poll failed (or none has succeeded yet).
+    pub fn degraded(&self) -> bool {
+        let snapshot = self.read();
+        snapshot.polled_once && !snapshot.reachable
+    }
+
+    pub fn reachable(&self) -> bool {
+        self.read().reachable
+    }
+}
+
+/// Model keys from a `/api/tags` or `/api/ps` body.
+fn model_names(body: &[u8]) -> Vec<String> {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    value
+        .get("models")
+        .and_then(Value::as_array)
+        .map(|models| {
+            models
+                .iter()
+                .filter_map(|m| m.get("model").or_else(|| m.get("name")))
+                .filter_map(Value::as_str)
+                .map(model_key)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_names;
+
+    #[test]
+    fn names_come_from_model_or_name() {
+        let body = br#"{"models":[{"model":"Llama3.2:3b"},{"name":"nomic-embed-text"},{"x":1}]}"#;
+        assert_eq!(
+            model_names(body),
+            vec![
+                "llama3.2:3b".to_string(),
+                "nomic-embed-text:latest".to_string()
+            ]
+        );
+        assert!(model_names(b"not json").is_empty());
+    }
+}

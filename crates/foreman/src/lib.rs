@@ -1,0 +1,113 @@
+//! foreman: a durable, model-draining job queue in front of Ollama.
+//!
+//! Clients speak Ollama's API to foreman. Every generation request becomes a job in
+//! a durable queue ([`foreman_store`]); one [`worker`] per GPU target runs jobs one at
+//! a time, draining the loaded model before switching ([`scheduler`]), and relays the
+//! answer back through the [`hub`]. Embeddings go straight through; listings come
+//! from the polled [`inventory`]. See ARCHITECTURE.md for the map.
+
+pub mod aggregate;
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod hub;
+pub mod inventory;
+pub mod janitor;
+pub mod model_name;
+pub mod scheduler;
+pub mod upstream;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use foreman_store::Store;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AppState;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::inventory::Inventory;
+use crate::upstream::Upstream;
+use crate::worker::{RunningJobs, Worker, WorkerSettings};
+
+/// How long a claimed job's lease lasts without a heartbeat.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often the janitor sweeps.
+const JANITOR_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why foreman could not run.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("cannot open the job store: {0}")]
+    Store(#[from] foreman_store::Error),
+    #[error("the HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs foreman on `listener` until `shutdown` is cancelled, then drains: no new
+/// requests, the running job gets its grace period, queued jobs stay in the store.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let store = Store::open(&config.database).await?;
+    let recovered = store.recover_running(clock::now_ms()).await?;
+    if recovered > 0 {
+        tracing::warn!(jobs = recovered, "requeued jobs the last run left running");
+    }
+    let upstream = Upstream::new(&config.ollama_url, config.upstream_timeout);
+    let inventory = Inventory::new(upstream.clone(), config.poll_interval);
+    if let Err(error) = inventory.poll().await {
+        tracing::warn!(%error, url = %config.ollama_url, "target unreachable at start; jobs wait for it");
+    }
+    let hub = Arc::new(Hub::default());
+    let running = Arc::new(RunningJobs::default());
+    let wake = Arc::new(Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(inventory.clone().run(shutdown.clone()));
+    tasks.spawn(janitor::run(
+        store.clone(),
+        config.job_ttl,
+        JANITOR_INTERVAL,
+        shutdown.clone(),
+    ));
+    let worker = Worker {
+        store: store.clone(),
+        upstream: upstream.clone(),
+        hub: hub.clone(),
+        inventory: inventory.clone(),
+        running: running.clone(),
+        wake: wake.clone(),
+        settings: WorkerSettings {
+            name: format!("worker-{}", std::process::id()),
+            max_wait: config.max_wait,
+            lease: LEASE,
+            retry_base: config.retry_base,
+            shutdown_grace: config.shutdown_grace,
+        },
+    };
+    tasks.spawn(worker.run(shutdown.clone()));
+    let state = AppState {
+        config: Arc::new(config),
+        store: store.clone(),
+        hub,
+        inventory,
+        upstream,
+        running,
+        wake,
+        shutdown: shutdown.clone(),
+    };
+    tracing::info!(addr = %listener.local_addr()?, "foreman listening");
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    store.close().await;
+    served.map_err(ServeError::from)
+}

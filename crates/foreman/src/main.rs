@@ -1,0 +1,103 @@
+//! The `foreman` binary: parses the command line, sets up logging, binds the
+//! listener, optionally starts the built-in simulator, and runs [`foreman::serve`]
+//! until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use foreman::config::ServeArgs;
+use tokio_util::sync::CancellationToken;
+
+/// A durable, model-draining job queue in front of Ollama.
+#[derive(Debug, Parser)]
+#[command(name = "foreman", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    let mut config = match args.validate() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("foreman: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.addr).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!(
+                    "foreman: cannot listen on {} (FOREMAN_ADDR): {error}",
+                    config.addr
+                );
+                return ExitCode::from(2);
+            }
+        };
+        let _simulator = if config.simulate {
+            let simulator = match ollama_sim::spawn(
+                "127.0.0.1:0".parse().expect("a valid address"),
+                ollama_sim::SimConfig::default(),
+            )
+            .await
+            {
+                Ok(simulator) => simulator,
+                Err(error) => {
+                    eprintln!("foreman: cannot start the simulator: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            config.ollama_url = simulator.url();
+            tracing::info!(url = %config.ollama_url, "simulated Ollama upstream started");
+            Some(simulator)
+        } else {
+            None
+        };
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!(
+            "foreman listening on http://{address} in front of {}",
+            config.ollama_url
+        );
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            signal.cancel();
+        });
+        match foreman::serve(listener, config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("foreman: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,408 @@
+//! The worker: one per GPU target, running jobs one at a time.
+//!
+//! Each turn it asks the store for the queue's heads, lets the pure [`scheduler`]
+//! pick a job (draining the resident model first), claims it with a lease, sends the
+//! client's body to the target untouched, relays the answer to the waiting caller
+//! through the [`hub`], and records the outcome:
+//! - success: the result (the `stream:false`-equivalent object) is stored;
+//! - a retryable failure (target unreachable, timeout, broken connection, 503) before
+//!   any output reached a caller: back to the queue with exponential backoff and
+//!   jitter, until `max_attempts`;
+//! - any other failure: failed at once, with the target's status and error;
+//! - a cancel (client gone, or a cancel call): the upstream request is dropped, which
+//!   makes the target stop, and the job ends cancelled;
+//! - shutdown: the running job gets a grace period, then is requeued.
+//!
+//! [`scheduler`]: crate::scheduler
+//! [`hub`]: crate::hub
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use foreman_store::{ClaimParams, Job, JobFailure, JobId, JobKind, JobState, Store};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::Aggregator;
+use crate::clock::now_ms;
+use crate::hub::{Hub, Outcome};
+use crate::inventory::Inventory;
+use crate::scheduler::{self, Decision};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Longest pause between two retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often an idle worker looks at the queue even without a wake-up (jobs waiting
+/// out a retry backoff become eligible this way).
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// The cancel switches of running jobs, so that a cancel call or a disconnecting
+/// client can stop one.
+#[derive(Default)]
+pub struct RunningJobs {
+    jobs: Mutex<HashMap<JobId, CancellationToken>>,
+}
+
+impl RunningJobs {
+    fn insert(&self, id: JobId) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock().insert(id, token.clone());
+        token
+    }
+
+    fn remove(&self, id: JobId) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, CancellationToken>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops a running job; returns false when it is not running here.
+    pub fn cancel(&self, id: JobId) -> bool {
+        match self.lock().get(&id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn contains(&self, id: JobId) -> bool {
+        self.lock().contains_key(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Settings the worker needs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Lease owner name.
+    pub name: String,
+    pub max_wait: Duration,
+    pub lease: Duration,
+    pub retry_base: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// The worker for one target.
+pub struct Worker {
+    pub store: Store,
+    pub upstream: Upstream,
+    pub hub: Arc<Hub>,
+    pub inventory: Arc<Inventory>,
+    pub running: Arc<RunningJobs>,
+    /// Rung by every enqueue.
+    pub wake: Arc<Notify>,
+    pub settings: WorkerSettings,
+}
+
+/// How one attempt went.
+enum Attempt {
+    Succeeded(String),
+    Failed {
+        error: UpstreamError,
+        /// Some output already reached a caller, so the job cannot be replayed.
+        delivered: bool,
+    },
+    /// The stream carried an `{"error"}` line: the target gave up mid-answer.
+    FailedInBand(String),
+    Cancelled,
+    Interrupted,
+}
+
+impl Worker {
+    /// Runs jobs until `shutdown`; a running job then gets the grace period.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut resident: Option<String> = self.inventory.resident().into_iter().next();
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let now = now_ms();
+            let heads = match self.store.queue_heads(now).await {
+                Ok(heads) => heads,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the queue");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            let max_wait = self.settings.max_wait.as_millis() as i64;
+            match scheduler::decide(&heads, resident.as_deref(), now, max_wait) {
+                Some(decision) => {
+                    if let Some(model) = self.run_one(decision, &shutdown).await {
+                        resident = Some(model);
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = &mut woken => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claims and runs one job; returns the model the target now has loaded, if the
+    /// target answered.
+    async fn run_one(&self, decision: Decision, shutdown: &CancellationToken) -> Option<String> {
+        let cancel = self.running.insert(decision.job);
+        let claimed = self
+            .store
+            .claim(ClaimParams {
+                id: decision.job,
+                owner: self.settings.name.clone(),
+                now: now_ms(),
+                lease_for_ms: self.settings.lease.as_millis() as i64,
+            })
+            .await;
+        let job = match claimed {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                self.running.remove(decision.job);
+                return None;
+            }
+            Err(error) => {
+                tracing::error!(%error, job = %decision.job, "claim failed");
+                self.running.remove(decision.job);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return None;
+            }
+        };
+        tracing::debug!(job = %job.id, model = %job.model, reason = ?decision.reason, attempt = job.attempts, "running");
+        let heartbeat = self.spawn_heartbeat(&job);
+        let grace_over = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(self.settings.shutdown_grace).await;
+        };
+        let attempt = tokio::select! {
+            attempt = self.execute(&job) => attempt,
+            _ = cancel.cancelled() => Attempt::Cancelled,
+            _ = grace_over => Attempt::Interrupted,
+        };
+        heartbeat.abort();
+        let target_answered = matches!(
+            attempt,
+            Attempt::Succeeded(_) | Attempt::FailedInBand(_) | Attempt::Cancelled
+        );
+        self.record(&job, attempt).await;
+        self.running.remove(job.id);
+        target_answered.then(|| job.model.clone())
+    }
+
+    fn spawn_heartbeat(&self, job: &Job) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let (id, attempt, owner) = (job.id, job.attempts, self.settings.name.clone());
+        let lease = self.settings.lease;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match store
+                    .heartbeat(id, attempt, &owner, now_ms(), lease.as_millis() as i64)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(error) => tracing::warn!(%error, job = %id, "heartbeat failed"),
+                }
+            }
+        })
+    }
+
+    /// One attempt against the target.
+    async fn execute(&self, job: &Job) -> Attempt {
+        let path = match job.kind {
+            JobKind::Chat => "/api/chat",
+            JobKind::Generate => "/api/generate",
+            JobKind::OpenAiChat => "/v1/chat/completions",
+            JobKind::OpenAiCompletion => "/v1/completions",
+        };
+        let mut answer = match self
+            .upstream
+            .start(path, Bytes::from(job.payload.clone()))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => {
+                return Attempt::Failed {
+                    error,
+                    delivered: false,
+                };
+            }
+        };
+        let streaming = answer.content_type.starts_with("application/x-ndjson");
+        self.hub.start(job.id, &answer.content_type);
+        let mut aggregator = Aggregator::default();
+        let mut whole = Vec::new();
+        let mut delivered = false;
+        while let Some(chunk) = answer.body.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => return Attempt::Failed { error, delivered },
+            };
+            if streaming {
+                aggregator.push(&chunk);
+                delivered |= self.hub.chunk(job.id, chunk);
+            } else {
+                // A single JSON object is passed on only once complete, so a broken
+                // connection mid-body can still be retried.
+                whole.extend_from_slice(&chunk);
+            }
+        }
+        if !streaming {
+            let body = Bytes::from(whole);
+            self.hub.chunk(job.id, body.clone());
+            return Attempt::Succeeded(String::from_utf8_lossy(&body).into_owned());
+        }
+        if let Some(error) = aggregator.error() {
+            return Attempt::FailedInBand(error.to_string());
+        }
+        match aggregator.finish() {
+            Some(result) => Attempt::Succeeded(result),
+            None => Attempt::Failed {
+                error: UpstreamError::Broken("the target sent an empty stream".into()),
+                delivered,
+            },
+        }
+    }
+
+    async fn record(&self, job: &Job, attempt: Attempt) {
+        let (id, number, now) = (job.id, job.attempts, now_ms());
+        let stored = match attempt {
+            Attempt::Succeeded(result) => {
+                let stored = self.store.complete(id, number, result, now).await;
+                self.hub.finish(id, Outcome::Succeeded);
+                stored
+            }
+            Attempt::FailedInBand(message) => {
+                let failure = JobFailure {
+                    status: 500,
+                    message,
+                };
+                let stored = self.store.fail(id, number, failure, now).await;
+                // The caller already has a 200 stream; its error line came with it.
+                self.hub.finish(id, Outcome::FailedInStream);
+                stored
+            }
+            Attempt::Failed { error, delivered } => {
+                let failure = JobFailure {
+                    status: error.status(),
+                    message: error.message(),
+                };
+                let passthrough = match &error {
+                    UpstreamError::Status {
+                        content_type, body, ..
+                    } => Some((content_type.clone(), body.clone())),
+                    _ => None,
+                };
+                if error.is_retryable() && !delivered {
+                    let run_after =
+                        now + backoff(self.settings.retry_base, number).as_millis() as i64;
+                    tracing::info!(job = %id, attempt = number, %error, "retrying");
+                    let stored = self
+                        .store
+                        .retry_or_fail(id, number, failure.clone(), run_after, now)
+                        .await;
+                    if let Ok(Some(job)) = &stored
+                        && job.state == JobState::Failed
+                    {
+                        self.hub.finish(id, failed(&failure, passthrough));
+                    }
+                    stored
+                } else {
+                    tracing::info!(job = %id, %error, "job failed");
+                    let stored = self.store.fail(id, number, failure.clone(), now).await;
+                    self.hub.finish(id, failed(&failure, passthrough));
+                    stored
+                }
+            }
+            Attempt::Cancelled => {
+                let stored = self.store.finish_cancelled(id, number, now).await;
+                self.hub.finish(id, Outcome::Cancelled);
+                stored
+            }
+            Attempt::Interrupted => {
+                tracing::info!(job = %id, "shutdown grace over; job requeued");
+                let stored = self.store.requeue(id, number, now).await;
+                self.hub.finish(
+                    id,
+                    failed(
+                        &JobFailure {
+                            status: 503,
+                            message: "foreman is shutting down; the job was requeued".into(),
+                        },
+                        None,
+                    ),
+                );
+                stored
+            }
+        };
+        match stored {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(job = %id, "the job changed hands; outcome dropped"),
+            Err(error) => tracing::error!(%error, job = %id, "cannot record the outcome"),
+        }
+    }
+}
+
+/// The caller-facing form of a failure: the target's own body when it sent one,
+/// otherwise an Ollama-shaped error.
+fn failed(failure: &JobFailure, passthrough: Option<(String, Bytes)>) -> Outcome {
+    let (content_type, body) = passthrough.unwrap_or_else(|| {
+        (
+            "application/json; charset=utf-8".to_string(),
+            Bytes::from(json!({ "error": failure.message }).to_string()),
+        )
+    });
+    Outcome::Failed {
+        status: failure.status,
+        content_type,
+        body,
+    }
+}
+
+/// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped, scaled by a
+/// random factor in [0.5, 1].
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(16);
+    let full = base.saturating_mul(1 << exponent).min(MAX_BACKOFF);
+    let jitter = 0.5 + 0.5 * (ulid::Ulid::generate().random() as f64 / (1u128 << 80) as f64);
+    full.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            let full = base * (1 << (attempt - 1));
+            let got = backoff(base, attempt);
+            assert!(got >= full / 2 && got <= full, "attempt {attempt}: {got:?}");
+        }
+        assert!(backoff(base, 40) <= MAX_BACKOFF);
+        assert_eq!(backoff(Duration::ZERO, 3), Duration::ZERO);
+    }
+}

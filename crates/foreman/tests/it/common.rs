@@ -1,0 +1,124 @@
+//! The harness: a simulator, foreman in-process in front of it, a client, and
+//! polling helpers with deadlines (no bare sleeps).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use foreman::config::Config;
+use foreman_store::Store;
+use ollama_sim::{ModelSpec, SimConfig, SimHandle};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const CHAT: &str = "llama3.2:3b";
+pub const CHAT2: &str = "qwen2.5:0.5b";
+pub const EMBED: &str = "nomic-embed-text";
+
+/// Fast models; two chat models and an embedder, all resident at once.
+pub fn fast_sim() -> SimConfig {
+    SimConfig {
+        models: vec![
+            ModelSpec::parse("llama3.2:3b,load=20ms,tps=4000,tools").unwrap(),
+            ModelSpec::parse("qwen2.5:0.5b,load=20ms,tps=4000").unwrap(),
+            ModelSpec::parse("nomic-embed-text,embed,load=10ms").unwrap(),
+        ],
+        max_loaded: 3,
+        ..SimConfig::default()
+    }
+}
+
+pub struct TestForeman {
+    pub url: String,
+    pub sim: SimHandle,
+    pub db_path: PathBuf,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), foreman::ServeError>>,
+    _dir: TempDir,
+}
+
+/// Foreman settings for tests: quick polls and retries.
+pub fn test_config(sim_url: &str, db: &str) -> Config {
+    let mut config = Config::for_upstream(sim_url, db);
+    config.poll_interval = Duration::from_millis(100);
+    config.retry_base = Duration::from_millis(50);
+    config.shutdown_grace = Duration::from_secs(2);
+    config
+}
+
+impl TestForeman {
+    pub async fn start(sim: SimConfig) -> TestForeman {
+        TestForeman::start_with(sim, |_| {}).await
+    }
+
+    pub async fn start_with(sim: SimConfig, adjust: impl FnOnce(&mut Config)) -> TestForeman {
+        let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), sim)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("foreman.db");
+        let mut config = test_config(&sim.url(), db_path.to_str().unwrap());
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(foreman::serve(listener, config, shutdown.clone()));
+        TestForeman {
+            url,
+            sim,
+            db_path,
+            shutdown,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// A second handle on foreman's job store, for looking at job rows.
+    pub async fn store(&self) -> Store {
+        Store::open(self.db_path.to_str().unwrap()).await.unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        self.sim.shutdown().await;
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+pub fn chat_body(model: &str, text: &str, stream: bool) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}], "stream": stream})
+}
+
+/// Posts and returns status, headers and body text.
+pub async fn post(
+    client: &reqwest::Client,
+    url: String,
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let response = client.post(url).json(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+/// Polls `check` until it holds or twenty seconds pass.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

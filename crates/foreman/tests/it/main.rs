@@ -1,0 +1,8 @@
+//! foreman end to end: a real simulator upstream on loopback, foreman on port 0 with
+//! a real SQLite file, and real HTTP between them.
+
+mod common;
+mod crash;
+mod reliability;
+mod routes;
+mod scheduling;

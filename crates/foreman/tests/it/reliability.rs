@@ -1,0 +1,207 @@
+//! Retries, terminal failures and cancellation when callers go away.
+
+use foreman_store::{JobId, JobState, ListParams};
+use ollama_sim::{FaultsUpdate, ModelSpec};
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn only_job(foreman: &TestForeman) -> Option<foreman_store::Job> {
+    let store = foreman.store().await;
+    let jobs = store
+        .list(ListParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    jobs.into_iter().next()
+}
+
+#[tokio::test]
+async fn a_target_that_refuses_connections_is_retried_until_it_returns() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| config.max_attempts = 50).await;
+    let client = client();
+    foreman.sim.refuse_connections(true);
+    let request = tokio::spawn({
+        let (client, url) = (client.clone(), foreman.url.clone());
+        async move {
+            post(
+                &client,
+                format!("{url}/api/chat"),
+                &chat_body(CHAT, "are you there", false),
+            )
+            .await
+        }
+    });
+    eventually("a failed attempt waiting for its retry", async || {
+        only_job(&foreman)
+            .await
+            .is_some_and(|job| job.attempts >= 2 && job.state == JobState::Queued)
+    })
+    .await;
+    foreman.sim.refuse_connections(false);
+    let (status, _, body) = request.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let job = only_job(&foreman).await.unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert!(job.attempts >= 3);
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn busy_answers_are_retried_and_exhaustion_fails_with_the_last_error() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| config.max_attempts = 3).await;
+    let client = client();
+    foreman
+        .sim
+        .set_faults(&FaultsUpdate {
+            busy_rate: Some(1.0),
+            ..Default::default()
+        })
+        .unwrap();
+    let (status, _, body) = post(
+        &client,
+        format!("{}/api/chat", foreman.url),
+        &chat_body(CHAT, "busy?", false),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"error": "server busy, please try again.  maximum pending requests exceeded"})
+    );
+    let job = only_job(&foreman).await.unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Failed, 3));
+    assert_eq!(
+        foreman.sim.stats().faults_injected_total,
+        3,
+        "three attempts reached the target"
+    );
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn a_terminal_upstream_error_passes_through_unchanged_at_once() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    foreman
+        .sim
+        .set_faults(&FaultsUpdate {
+            fail_rate: Some(1.0),
+            ..Default::default()
+        })
+        .unwrap();
+    let request = chat_body(CHAT, "crash", true);
+    let (direct_status, direct_headers, direct_body) =
+        post(&client, format!("{}/api/chat", foreman.sim.url()), &request).await;
+    let (status, headers, body) =
+        post(&client, format!("{}/api/chat", foreman.url), &request).await;
+    assert_eq!(status, direct_status);
+    assert_eq!(status, 500);
+    assert_eq!(body, direct_body, "the target's error body, byte for byte");
+    assert_eq!(headers["content-type"], direct_headers["content-type"]);
+    assert!(headers.contains_key("x-foreman-job-id"));
+    let job = only_job(&foreman).await.unwrap();
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Failed, 1),
+        "not retried"
+    );
+    assert_eq!(job.failure.unwrap().status, 500);
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn a_caller_that_leaves_cancels_its_queued_job() {
+    let mut sim = fast_sim();
+    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=25").unwrap();
+    let foreman = TestForeman::start(sim).await;
+    let client = client();
+    let blocker = tokio::spawn({
+        let (client, url) = (client.clone(), foreman.url.clone());
+        async move {
+            post(
+                &client,
+                format!("{url}/api/chat"),
+                &chat_body(CHAT, "hold the worker", false),
+            )
+            .await
+            .0
+        }
+    });
+    eventually("the blocker to run", async || {
+        foreman.sim.stats().in_flight == 1
+    })
+    .await;
+    let leaving = tokio::spawn({
+        let (client, url) = (client.clone(), foreman.url.clone());
+        async move {
+            post(
+                &client,
+                format!("{url}/api/chat"),
+                &chat_body(CHAT2, "never mind", false),
+            )
+            .await
+        }
+    });
+    let store = foreman.store().await;
+    eventually("the second job to be queued", async || {
+        store.queue_depth().await.unwrap() == 1
+    })
+    .await;
+    leaving.abort();
+    eventually("the queued job to be cancelled", async || {
+        let cancelled = store
+            .list(ListParams {
+                state: Some(JobState::Cancelled),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        cancelled.len() == 1
+    })
+    .await;
+    assert_eq!(blocker.await.unwrap(), 200);
+    let stats = foreman.sim.stats();
+    assert!(
+        !stats.models.contains_key(CHAT2),
+        "the cancelled job never reached the target"
+    );
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn a_caller_that_leaves_mid_stream_aborts_the_upstream_request() {
+    let mut sim = fast_sim();
+    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=20").unwrap();
+    let foreman = TestForeman::start(sim).await;
+    let client = client();
+    let mut response = client
+        .post(format!("{}/api/chat", foreman.url))
+        .json(&chat_body(CHAT, "tell me everything", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id: JobId = response.headers()["x-foreman-job-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(response);
+    eventually("the target to stop generating", async || {
+        foreman.sim.stats().in_flight == 0
+    })
+    .await;
+    let store = foreman.store().await;
+    eventually("the job to end cancelled", async || {
+        store.get(id).await.unwrap().unwrap().state == JobState::Cancelled
+    })
+    .await;
+    foreman.stop().await;
+}

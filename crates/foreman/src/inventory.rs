@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::model_name::model_key;
@@ -46,6 +46,8 @@ pub struct Inventory {
     snapshot: RwLock<Snapshot>,
     /// Serialises polls, so a burst of misses costs one poll.
     polling: Mutex<()>,
+    /// Rung when residency has probably changed (a job ran), to poll early.
+    nudge: Notify,
 }
 
 impl Inventory {
@@ -55,6 +57,7 @@ impl Inventory {
             poll_interval,
             snapshot: RwLock::new(Snapshot::default()),
             polling: Mutex::new(()),
+            nudge: Notify::new(),
         })
     }
 
@@ -88,15 +91,22 @@ impl Inventory {
         }
     }
 
-    /// Polls every interval until shutdown.
+    /// Polls every interval, and soon after a nudge, until shutdown.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let _ = self.poll().await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = self.nudge.notified() => {}
             }
         }
+    }
+
+    /// Asks for an early poll: the target's residency has probably changed, and
+    /// `/api/ps` should show it without waiting a whole interval.
+    pub fn refresh_soon(&self) {
+        self.nudge.notify_one();
     }
 
     /// Looks a model up, polling once more on a miss.

@@ -207,6 +207,9 @@ impl Worker {
         );
         self.record(&job, attempt).await;
         self.running.remove(job.id);
+        if target_answered {
+            self.inventory.refresh_soon();
+        }
         target_answered.then(|| job.model.clone())
     }
 

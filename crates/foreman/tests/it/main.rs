@@ -3,6 +3,7 @@
 
 mod common;
 mod crash;
+mod official_clients;
 mod reliability;
 mod routes;
 mod scheduling;

@@ -1,0 +1,33 @@
+//! The official `ollama` Python client, unmodified, against foreman in front of the
+//! simulator: the same suite that passes against the simulator directly.
+
+#[path = "../../../../tests/support/pytest.rs"]
+mod pytest;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn the_official_python_client_works_against_foreman() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    pytest::run_python_suite(
+        env!("CARGO_MANIFEST_DIR"),
+        &foreman.url,
+        [CHAT, CHAT2, EMBED],
+        None,
+    )
+    .await;
+    let store = foreman.store().await;
+    let jobs = store
+        .list(foreman_store::ListParams {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        jobs.len() >= 8,
+        "chat and generate went through the queue ({} jobs)",
+        jobs.len()
+    );
+    foreman.stop().await;
+}

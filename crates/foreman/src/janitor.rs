@@ -52,3 +52,65 @@ pub async fn sweep(store: &Store, ttl: Duration) -> u64 {
     }
     pruned
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foreman_store::{ClaimParams, JobId, JobKind, JobState, NewJob};
+
+    async fn finished_job(store: &Store, finished_at: i64) -> JobId {
+        let job = store
+            .enqueue(
+                NewJob {
+                    id: None,
+                    kind: JobKind::Chat,
+                    model: "m:latest".into(),
+                    payload: "{}".into(),
+                    priority: 0,
+                    max_attempts: 1,
+                    idempotency_key: None,
+                    webhook_url: None,
+                    metadata: None,
+                },
+                finished_at - 10,
+            )
+            .await
+            .unwrap()
+            .job;
+        store
+            .claim(ClaimParams {
+                id: job.id,
+                owner: "test".into(),
+                now: finished_at - 5,
+                lease_for_ms: 30_000,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .complete(job.id, 1, "{}".into(), finished_at)
+            .await
+            .unwrap()
+            .unwrap();
+        job.id
+    }
+
+    #[tokio::test]
+    async fn sweep_prunes_only_jobs_past_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("q.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(3600);
+        let now = now_ms();
+        let old = finished_job(&store, now - 2 * 3_600_000).await;
+        let recent = finished_job(&store, now - 60_000).await;
+        assert_eq!(sweep(&store, ttl).await, 1);
+        assert!(store.get(old).await.unwrap().is_none());
+        assert_eq!(
+            store.get(recent).await.unwrap().unwrap().state,
+            JobState::Succeeded
+        );
+        store.close().await;
+    }
+}

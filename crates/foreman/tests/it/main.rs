@@ -2,8 +2,10 @@
 //! a real SQLite file, and real HTTP between them.
 
 mod common;
+mod config;
 mod crash;
 mod official_clients;
 mod reliability;
 mod routes;
 mod scheduling;
+mod shutdown;

@@ -205,3 +205,102 @@ async fn a_caller_that_leaves_mid_stream_aborts_the_upstream_request() {
     .await;
     foreman.stop().await;
 }
+
+#[tokio::test]
+async fn a_stalled_target_times_out_and_is_retried_then_fails_with_504() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.upstream_timeout = std::time::Duration::from_millis(300);
+        config.max_attempts = 2;
+    })
+    .await;
+    foreman
+        .sim
+        .set_faults(&FaultsUpdate {
+            stall_rate: Some(1.0),
+            ..Default::default()
+        })
+        .unwrap();
+    let (status, _, body) = post(
+        &client(),
+        format!("{}/api/chat", foreman.url),
+        &chat_body(CHAT, "hello?", false),
+    )
+    .await;
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer in time")
+    );
+    let job = only_job(&foreman).await.unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Failed, 2));
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_stream_ends_the_stream_with_an_error_line() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    foreman
+        .sim
+        .set_faults(&FaultsUpdate {
+            drop_rate: Some(1.0),
+            ..Default::default()
+        })
+        .unwrap();
+    let (status, _, body) = post(
+        &client(),
+        format!("{}/api/chat", foreman.url),
+        &chat_body(CHAT, "cut me", true),
+    )
+    .await;
+    assert_eq!(status, 200, "the stream had started");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() > 2, "some chunks arrived first");
+    assert!(lines[..lines.len() - 1].iter().all(|l| l["done"] == false));
+    let last = lines.last().unwrap();
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection to the target broke"),
+        "{last}"
+    );
+    let job = only_job(&foreman).await.unwrap();
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Failed, 1),
+        "output went out, so no replay"
+    );
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_cut_before_any_output_is_retried() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| config.max_attempts = 2).await;
+    foreman
+        .sim
+        .set_faults(&FaultsUpdate {
+            drop_rate: Some(1.0),
+            ..Default::default()
+        })
+        .unwrap();
+    let (status, _, body) = post(
+        &client(),
+        format!("{}/api/chat", foreman.url),
+        &chat_body(CHAT, "cut me", false),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    let job = only_job(&foreman).await.unwrap();
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Failed, 2),
+        "a one-object answer is replayable"
+    );
+    assert_eq!(foreman.sim.stats().faults_injected_total, 2);
+    foreman.stop().await;
+}

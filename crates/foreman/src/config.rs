@@ -59,10 +59,30 @@ pub struct ServeArgs {
     /// Longest silence from the target while a job runs (model loads count) before it is retried.
     #[arg(long, env = "FOREMAN_UPSTREAM_TIMEOUT", default_value = "10m")]
     pub upstream_timeout: String,
+    /// Lowest priority a client may ask for with X-Foreman-Priority.
+    #[arg(
+        long,
+        env = "FOREMAN_PRIORITY_MIN",
+        default_value_t = -20,
+        allow_negative_numbers = true
+    )]
+    pub priority_min: i32,
+    /// Highest priority a client may ask for with X-Foreman-Priority (higher runs first).
+    #[arg(
+        long,
+        env = "FOREMAN_PRIORITY_MAX",
+        default_value_t = 20,
+        allow_negative_numbers = true
+    )]
+    pub priority_max: i32,
     /// Log filter, e.g. info or foreman=debug.
     #[arg(long, env = "FOREMAN_LOG", default_value = "info")]
     pub log: String,
 }
+
+/// Priority of a queued request that sends no X-Foreman-Priority header; the
+/// configured priority range must contain it.
+pub const SYNC_PRIORITY: i32 = 10;
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -83,6 +103,10 @@ pub struct Config {
     pub retry_base: Duration,
     pub shutdown_grace: Duration,
     pub upstream_timeout: Duration,
+    /// The range a client's X-Foreman-Priority must fall in (inclusive); it holds
+    /// [`SYNC_PRIORITY`].
+    pub priority_min: i32,
+    pub priority_max: i32,
     pub log: String,
 }
 
@@ -169,6 +193,34 @@ impl ServeArgs {
                 "must be at least 1024 bytes",
             ));
         }
+        if self.priority_min > self.priority_max {
+            return Err(invalid(
+                "priority-min",
+                "PRIORITY_MIN",
+                format!(
+                    "{} is above --priority-max (FOREMAN_PRIORITY_MAX), {}",
+                    self.priority_min, self.priority_max
+                ),
+            ));
+        }
+        if self.priority_min > SYNC_PRIORITY {
+            return Err(invalid(
+                "priority-min",
+                "PRIORITY_MIN",
+                format!(
+                    "must be at most {SYNC_PRIORITY}, the priority of requests without X-Foreman-Priority"
+                ),
+            ));
+        }
+        if self.priority_max < SYNC_PRIORITY {
+            return Err(invalid(
+                "priority-max",
+                "PRIORITY_MAX",
+                format!(
+                    "must be at least {SYNC_PRIORITY}, the priority of requests without X-Foreman-Priority"
+                ),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| invalid("log", "LOG", e.to_string()))?;
         Ok(Config {
@@ -196,6 +248,8 @@ impl ServeArgs {
                 "UPSTREAM_TIMEOUT",
                 false,
             )?,
+            priority_min: self.priority_min,
+            priority_max: self.priority_max,
             log: self.log.clone(),
         })
     }
@@ -238,6 +292,51 @@ mod tests {
         assert_eq!(config.max_attempts, 3);
         assert_eq!(config.job_ttl, Duration::from_secs(24 * 3600));
         assert_eq!(config.poll_interval, Duration::from_secs(5));
+        assert_eq!((config.priority_min, config.priority_max), (-20, 20));
+    }
+
+    #[test]
+    fn the_priority_range_is_ordered_and_holds_the_sync_default() {
+        let check = |min: i32, max: i32| {
+            let mut args = ServeArgs::defaults();
+            args.priority_min = min;
+            args.priority_max = max;
+            args.validate()
+                .map(|config| (config.priority_min, config.priority_max))
+        };
+        assert_eq!(check(-5, 50), Ok((-5, 50)));
+        assert_eq!(check(SYNC_PRIORITY, SYNC_PRIORITY), Ok((10, 10)));
+        let error = check(5, 3).unwrap_err();
+        assert_eq!(error.flag, "priority-min");
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid --priority-min (FOREMAN_PRIORITY_MIN): 5 is above"),
+            "{error}"
+        );
+        assert_eq!(check(11, 30).unwrap_err().flag, "priority-min");
+        let error = check(-20, 9).unwrap_err();
+        assert_eq!(error.env, "PRIORITY_MAX");
+        assert!(error.to_string().contains("at least 10"), "{error}");
+    }
+
+    #[test]
+    fn negative_priorities_parse_from_flags() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let wrapper = <Wrapper as clap::Parser>::try_parse_from([
+            "foreman",
+            "--priority-min",
+            "-3",
+            "--priority-max",
+            "12",
+        ])
+        .unwrap();
+        let config = wrapper.args.validate().unwrap();
+        assert_eq!((config.priority_min, config.priority_max), (-3, 12));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use foreman_store::Store;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -103,6 +104,11 @@ pub async fn serve(
         shutdown: shutdown.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "foreman listening");
+    // Without TCP_NODELAY, a streamed answer's small writes wait on the client's
+    // delayed ACK (about 40 ms each).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

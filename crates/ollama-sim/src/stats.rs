@@ -158,6 +158,11 @@ impl Stats {
         }
     }
 
+    /// Milliseconds since the simulator started, the clock of [`ResidencyEvent::at_ms`].
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     pub fn events(&self) -> Vec<ResidencyEvent> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.events.iter().cloned().collect()

@@ -22,6 +22,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("model '{0}' not found")]
     ModelNotFound(String),
+    /// An `X-Foreman-Priority` header that is not one integer within the configured range.
+    #[error("invalid X-Foreman-Priority header {value}: expected one integer from {min} to {max}")]
+    InvalidPriority { value: String, min: i32, max: i32 },
     #[error("unauthorized")]
     Unauthorized,
     #[error("request body too large: the limit is {0} bytes")]
@@ -49,7 +52,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::InvalidPriority { .. } => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

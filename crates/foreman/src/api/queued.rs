@@ -9,13 +9,21 @@
 //!
 //! A caller that disconnects cancels its job: a queued job never reaches the GPU, a
 //! running one has its upstream request dropped.
+//!
+//! Priority: a request may send `X-Foreman-Priority: <integer>` within
+//! `--priority-min`..=`--priority-max` (`FOREMAN_PRIORITY_MIN`/`_MAX`, -20..=20 by
+//! default); anything else, or the header sent twice, is a 400. Without the header a
+//! request gets [`SYNC_PRIORITY`] (10). Higher runs first: the store and the scheduler
+//! order by priority, then age, though draining the resident model and the
+//! starvation bound still come first. Async jobs (a later feature) will default lower
+//! than sync ones, because nobody holds a connection open waiting for them.
 
 use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use foreman_store::{CancelOutcome, JobId, JobKind, NewJob};
@@ -23,17 +31,22 @@ use foreman_store::{CancelOutcome, JobId, JobKind, NewJob};
 use super::body::JsonBody;
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
+use crate::config::Config;
 use crate::hub::{FeedEvent, Outcome, Subscription};
 use crate::inventory::ModelCheck;
 use crate::model_name::model_key;
 
-/// Priority of interactive requests; async jobs (later) default lower.
-pub const SYNC_PRIORITY: i32 = 10;
+/// Priority of interactive requests without `X-Foreman-Priority`; async jobs
+/// (later) default lower. Defined with the settings, which check that the
+/// configured range holds it.
+pub use crate::config::SYNC_PRIORITY;
 
 pub const JOB_ID_HEADER: &str = "x-foreman-job-id";
+pub const PRIORITY_HEADER: &str = "x-foreman-priority";
 
 pub async fn chat(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, "ChatRequest")?;
@@ -42,11 +55,12 @@ pub async fn chat(
         return Err(ApiError::BadRequest("model is required".into()));
     }
     body.expect_array("messages", "[]api.Message")?;
-    run_queued(state, JobKind::Chat, body, model).await
+    run_queued(state, &headers, JobKind::Chat, body, model).await
 }
 
 pub async fn generate(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, "GenerateRequest")?;
@@ -55,16 +69,18 @@ pub async fn generate(
         return Err(ApiError::ModelNotFound(String::new()));
     }
     body.string("prompt")?;
-    run_queued(state, JobKind::Generate, body, model).await
+    run_queued(state, &headers, JobKind::Generate, body, model).await
 }
 
 async fn run_queued(
     state: AppState,
+    headers: &HeaderMap,
     kind: JobKind,
     body: JsonBody,
     model: String,
 ) -> Result<Response, ApiError> {
     body.bool("stream")?;
+    let priority = requested_priority(headers, &state.config)?;
     if state.inventory.check_model(&model).await == ModelCheck::Unknown {
         return Err(ApiError::ModelNotFound(model));
     }
@@ -86,7 +102,7 @@ async fn run_queued(
                 kind,
                 model: model_key(&model),
                 payload,
-                priority: SYNC_PRIORITY,
+                priority,
                 max_attempts: state.config.max_attempts,
                 idempotency_key: None,
                 webhook_url: None,
@@ -124,6 +140,30 @@ async fn run_queued(
         }
     };
     Ok(with_job_id(response, id))
+}
+
+/// The priority asked for with `X-Foreman-Priority`, or [`SYNC_PRIORITY`] without it.
+fn requested_priority(headers: &HeaderMap, config: &Config) -> Result<i32, ApiError> {
+    let invalid = |value: String| ApiError::InvalidPriority {
+        value,
+        min: config.priority_min,
+        max: config.priority_max,
+    };
+    let mut values = headers.get_all(PRIORITY_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(SYNC_PRIORITY);
+    };
+    let count = 1 + values.count();
+    if count > 1 {
+        return Err(invalid(format!("(sent {count} times)")));
+    }
+    let text = String::from_utf8_lossy(value.as_bytes());
+    match text.trim().parse::<i32>() {
+        Ok(priority) if (config.priority_min..=config.priority_max).contains(&priority) => {
+            Ok(priority)
+        }
+        _ => Err(invalid(format!("{text:?}"))),
+    }
 }
 
 /// The rest of an answer after its first chunk, ending at the job's outcome. A
@@ -233,5 +273,49 @@ impl Drop for CancelOnDrop {
                 Err(error) => tracing::error!(%error, job = %id, "cannot cancel"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn priority_of(values: &[&[u8]]) -> Result<i32, String> {
+        let mut config = Config::for_upstream("http://127.0.0.1:1", "x.db");
+        (config.priority_min, config.priority_max) = (-20, 20);
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(PRIORITY_HEADER, HeaderValue::from_bytes(value).unwrap());
+        }
+        requested_priority(&headers, &config).map_err(|error| {
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+            error.to_string()
+        })
+    }
+
+    #[test]
+    fn the_priority_header_is_one_integer_within_the_range() {
+        assert_eq!(priority_of(&[]), Ok(SYNC_PRIORITY));
+        assert_eq!(priority_of(&[b"-20"]), Ok(-20));
+        assert_eq!(priority_of(&[b"20"]), Ok(20));
+        assert_eq!(priority_of(&[b" 7 "]), Ok(7));
+        assert_eq!(
+            priority_of(&[b"21"]),
+            Err(
+                "invalid X-Foreman-Priority header \"21\": expected one integer from -20 to 20"
+                    .into()
+            )
+        );
+        for bad in [&b"-21"[..], b"high", b"1.5", b"", b"99999999999", b"\xff"] {
+            let error = priority_of(&[bad]).unwrap_err();
+            assert!(error.contains("from -20 to 20"), "{error}");
+        }
+        assert_eq!(
+            priority_of(&[b"1", b"2"]),
+            Err(
+                "invalid X-Foreman-Priority header (sent 2 times): expected one integer from -20 to 20"
+                    .into()
+            )
+        );
     }
 }

@@ -1,10 +1,12 @@
-//! Drain-by-model and the starvation bound, measured by the simulator's swap counter.
+//! Drain-by-model and the starvation bound, measured by the simulator's swap counter;
+//! request priorities, read from the job rows.
 
 use std::time::Duration;
 
+use foreman_store::{JobId, JobState, ListParams};
 use futures::future::join_all;
 use ollama_sim::{ModelSpec, SimConfig};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::*;
 
@@ -129,5 +131,148 @@ async fn no_job_waits_past_the_bound_for_draining() {
     );
     let reply: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["done"], true);
+    foreman.stop().await;
+}
+
+const BLOCKER: &str = "blocker:1b";
+
+/// A slow model to hold the worker with (24 tokens at 2 per second), beside a fast one.
+fn blocker_sim() -> SimConfig {
+    SimConfig {
+        models: vec![
+            ModelSpec::parse("blocker:1b,load=10ms,tps=2").unwrap(),
+            ModelSpec::parse("llama3.2:3b,load=20ms,tps=1000").unwrap(),
+        ],
+        max_loaded: 2,
+        ..SimConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn higher_priority_runs_first_within_a_model() {
+    let foreman = TestForeman::start(blocker_sim()).await;
+    let client = client();
+    let store = foreman.store().await;
+    let blocker = tokio::spawn({
+        let (client, url) = (client.clone(), foreman.url.clone());
+        async move {
+            post(
+                &client,
+                format!("{url}/api/chat"),
+                &chat_body(BLOCKER, "hold the worker", false),
+            )
+            .await
+        }
+    });
+    eventually("the blocker to run", async || {
+        foreman.sim.stats().in_flight == 1
+    })
+    .await;
+    // Queued one after another while the worker is held, so their ages are known;
+    // no header means the sync default, 10, which ties with the explicit 10 below
+    // and, being older, goes first.
+    let headers = [Some("-5"), None, Some("20"), Some("3"), Some("10")];
+    let mut answers = Vec::new();
+    for (i, priority) in headers.into_iter().enumerate() {
+        let mut request = client
+            .post(format!("{}/api/chat", foreman.url))
+            .json(&chat_body(CHAT, &format!("job {i}"), false));
+        if let Some(priority) = priority {
+            request = request.header("X-Foreman-Priority", priority);
+        }
+        answers.push(tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let id: JobId = response.headers()["x-foreman-job-id"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (status, id)
+        }));
+        let depth = i as u64 + 1;
+        eventually(
+            &format!("job {i} to be queued behind the blocker"),
+            async || store.queue_depth().await.unwrap() == depth,
+        )
+        .await;
+    }
+    // Release the worker: a caller that hangs up cancels its running job.
+    blocker.abort();
+    let mut jobs = Vec::new();
+    for answer in answers {
+        let (status, id) = answer.await.unwrap();
+        assert_eq!(status, 200);
+        let job = store.get(id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Succeeded);
+        jobs.push(job);
+    }
+    let priorities: Vec<i32> = jobs.iter().map(|job| job.priority).collect();
+    assert_eq!(priorities, [-5, 10, 20, 3, 10]);
+    let mut by_start: Vec<usize> = (0..jobs.len()).collect();
+    by_start.sort_by_key(|&i| jobs[i].started_at.unwrap());
+    assert_eq!(
+        by_start,
+        [2, 1, 4, 3, 0],
+        "started in order of priority, then age"
+    );
+    for pair in by_start.windows(2) {
+        assert!(
+            jobs[pair[0]].started_at < jobs[pair[1]].started_at,
+            "one job at a time"
+        );
+    }
+    store.close().await;
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_priority_header_is_refused_without_a_job() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let generate = json!({"model": CHAT, "prompt": "hi", "stream": false});
+    let chat = chat_body(CHAT, "hi", false);
+    let cases = [
+        ("/api/chat", &chat, "high"),
+        ("/api/chat", &chat, "2.5"),
+        ("/api/chat", &chat, "21"),
+        ("/api/generate", &generate, "-21"),
+        ("/api/generate", &generate, "99999999999"),
+    ];
+    for (route, body, priority) in cases {
+        let response = client
+            .post(format!("{}{route}", foreman.url))
+            .header("X-Foreman-Priority", priority)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{route} {priority}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json; charset=utf-8"
+        );
+        let reply: Value = response.json().await.unwrap();
+        let object = reply.as_object().unwrap();
+        assert_eq!(object.len(), 1, "{reply}");
+        let message = object["error"].as_str().unwrap();
+        assert!(
+            message.contains("X-Foreman-Priority")
+                && message.contains(priority)
+                && message.contains("from -20 to 20"),
+            "{message}"
+        );
+    }
+    let store = foreman.store().await;
+    let jobs = store
+        .list(ListParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(jobs.is_empty(), "{jobs:?}");
+    assert_eq!(foreman.sim.stats().requests_total, 0);
+    store.close().await;
     foreman.stop().await;
 }

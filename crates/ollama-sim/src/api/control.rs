@@ -2,7 +2,8 @@
 //!
 //! - `GET /sim/stats`: totals and per-model counters ([`crate::StatsSnapshot`]).
 //! - `POST /sim/reset`: zero the counters.
-//! - `GET /sim/events`: residency events (`load_start`, `loaded`, `unloaded`).
+//! - `GET /sim/events`: residency events (`load_start`, `loaded`, `unloaded`), timed in
+//!   ms since start, with `now_ms` on the same clock to align them with a client's.
 //! - `GET /sim/faults`, `POST /sim/faults`: read or partially update the faults.
 
 use std::sync::Arc;
@@ -41,7 +42,10 @@ async fn reset(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 async fn events(State(sim): State<Arc<Sim>>) -> Response {
-    json_response(StatusCode::OK, &json!({ "events": sim.stats.events() }))
+    json_response(
+        StatusCode::OK,
+        &json!({ "now_ms": sim.stats.now_ms(), "events": sim.stats.events() }),
+    )
 }
 
 async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {

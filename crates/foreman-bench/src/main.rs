@@ -1,0 +1,95 @@
+//! `foreman-bench`: replays named workloads straight to the Ollama simulator and
+//! through foreman, as real processes on loopback, and reports both side by side.
+//!
+//! It writes `report.md`, `results.json` and one timeline SVG per scheduling
+//! workload into the output folder. `--quick` scales every workload down so the
+//! suite finishes in under two minutes; CI runs it that way and checks only that it
+//! completes and that the report is well formed.
+
+mod chart;
+mod driver;
+mod metrics;
+mod procs;
+mod report;
+mod workloads;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::json;
+
+use crate::procs::Binaries;
+use crate::workloads::{Bench, NAMES};
+
+/// Benchmarks foreman against sending the same traffic straight to the target.
+#[derive(Debug, Parser)]
+#[command(name = "foreman-bench", version)]
+struct Args {
+    /// Scale every workload down (the whole suite in under two minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Workloads to run (overhead, interleaved, bursty, stream, memory); all by default.
+    #[arg(long = "workload")]
+    workloads: Vec<String>,
+    /// Where report.md, results.json and the charts go.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Folder holding the `ollama-sim` and `foreman` binaries (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let names: Vec<String> = if args.workloads.is_empty() {
+        NAMES.iter().map(|n| n.to_string()).collect()
+    } else {
+        args.workloads.clone()
+    };
+    for name in &names {
+        anyhow::ensure!(
+            NAMES.contains(&name.as_str()),
+            "unknown workload {name:?}; known: {}",
+            NAMES.join(", ")
+        );
+    }
+    let bench = Bench {
+        binaries: Binaries::find(args.bin_dir.as_deref())?,
+        quick: args.quick,
+        scratch: tempfile::tempdir()?,
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut reports = Vec::new();
+    for name in &names {
+        let report = bench
+            .run(name)
+            .await
+            .with_context(|| format!("workload {name}"))?;
+        if let Some(svg) = &report.svg {
+            std::fs::write(args.out.join(format!("{name}.svg")), svg)?;
+        }
+        reports.push(report);
+    }
+    let markdown = report::markdown(&reports);
+    let header = format!(
+        "## foreman-bench{}\n\nMachine: {} cores, {}. Command: `foreman-bench{}`.\n\n",
+        if args.quick { " (quick)" } else { "" },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        std::env::consts::ARCH,
+        if args.quick { " --quick" } else { "" },
+    );
+    std::fs::write(args.out.join("report.md"), format!("{header}{markdown}"))?;
+    let results = json!({"quick": args.quick, "workloads": reports});
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )?;
+    println!("{header}{markdown}");
+    println!("written to {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The systems under test as real processes on loopback: `ollama-sim` and
+//! `foreman`, found next to this binary (or in `--bin-dir`), each started on port 0
+//! and found by the address its first output line names.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A started process and the base URL it serves.
+pub struct Running {
+    pub url: String,
+    child: Child,
+}
+
+impl Running {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops the process (SIGKILL: nothing of it is measured after the pass).
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Where the two binaries live.
+pub struct Binaries {
+    pub sim: PathBuf,
+    pub foreman: PathBuf,
+}
+
+impl Binaries {
+    pub fn find(dir: Option<&Path>) -> Result<Binaries> {
+        let dir = match dir {
+            Some(dir) => dir.to_path_buf(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("the bench binary has no folder")?
+                .to_path_buf(),
+        };
+        let binaries = Binaries {
+            sim: dir.join("ollama-sim"),
+            foreman: dir.join("foreman"),
+        };
+        for path in [&binaries.sim, &binaries.foreman] {
+            if !path.exists() {
+                bail!(
+                    "{} is missing: build the binaries first (scripts/bench does: cargo build --release --bins)",
+                    path.display()
+                );
+            }
+        }
+        Ok(binaries)
+    }
+
+    /// Starts the simulator with these flags on a free port.
+    pub async fn start_sim(&self, args: &[String]) -> Result<Running> {
+        let mut command = Command::new(&self.sim);
+        command
+            .args(["--addr", "127.0.0.1:0", "--log", "warn"])
+            .args(args);
+        start(command).await.context("starting ollama-sim")
+    }
+
+    /// Starts foreman in front of `upstream` with these extra variables.
+    pub async fn start_foreman(
+        &self,
+        upstream: &str,
+        database: &Path,
+        env: &[(String, String)],
+    ) -> Result<Running> {
+        let mut command = Command::new(&self.foreman);
+        command
+            .arg("serve")
+            .env("FOREMAN_ADDR", "127.0.0.1:0")
+            .env("FOREMAN_OLLAMA_URL", upstream)
+            .env("FOREMAN_DATABASE", database)
+            .env("FOREMAN_LOG", "warn")
+            .env("FOREMAN_MAX_QUEUE", "1000000");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        start(command).await.context("starting foreman")
+    }
+}
+
+async fn start(mut command: Command) -> Result<Running> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .context("no start-up line within 30 s")??
+        .context("the process exited before it listened")?;
+    let url = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .with_context(|| format!("no address in {banner:?}"))?
+        .to_string();
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Running { url, child })
+}
+
+/// Resident memory of a process in bytes (Linux `/proc`).
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,75 @@
+//! The report: one markdown table per workload (both passes and their ratio), the
+//! findings with their targets, and the files written to the output folder.
+
+use std::fmt::Write;
+
+use crate::metrics::PassSummary;
+use crate::workloads::WorkloadReport;
+
+fn row(summary: &PassSummary) -> String {
+    format!(
+        "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0}% |",
+        summary.pass,
+        summary.requests,
+        summary.errors,
+        summary.makespan_s,
+        summary.throughput_per_s,
+        summary.p50_ms,
+        summary.p95_ms,
+        summary.p99_ms,
+        summary.first_chunk_p50_ms,
+        summary.swaps,
+        summary.gpu_busy * 100.0
+    )
+}
+
+fn ratio(direct: &PassSummary, through: &PassSummary) -> String {
+    let r = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}x", a / b)
+        } else {
+            "-".into()
+        }
+    };
+    format!(
+        "| foreman / direct | | | {} | {} | {} | {} | {} | {} | {} | |",
+        r(through.makespan_s, direct.makespan_s),
+        r(through.throughput_per_s, direct.throughput_per_s),
+        r(through.p50_ms, direct.p50_ms),
+        r(through.p95_ms, direct.p95_ms),
+        r(through.p99_ms, direct.p99_ms),
+        r(through.first_chunk_p50_ms, direct.first_chunk_p50_ms),
+        r(through.swaps as f64, direct.swaps as f64),
+    )
+}
+
+/// Renders all workloads as markdown.
+pub fn markdown(reports: &[WorkloadReport]) -> String {
+    let mut out = String::new();
+    for report in reports {
+        let _ = writeln!(out, "### {}\n", report.name);
+        let _ = writeln!(
+            out,
+            "{}. Parameters: `{}`\n",
+            report.description, report.parameters
+        );
+        if !report.rows.is_empty() {
+            out.push_str("| pass | requests | errors | makespan s | req/s | p50 ms | p95 ms | p99 ms | first chunk p50 ms | swaps | GPU busy |\n");
+            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+            for pair in report.rows.chunks(2) {
+                for summary in pair {
+                    let _ = writeln!(out, "{}", row(summary));
+                }
+                if let [direct, through] = pair {
+                    let _ = writeln!(out, "{}", ratio(direct, through));
+                }
+            }
+            out.push('\n');
+        }
+        for finding in &report.findings {
+            let _ = writeln!(out, "- {finding}");
+        }
+        out.push('\n');
+    }
+    out
+}

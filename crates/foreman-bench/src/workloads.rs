@@ -1,0 +1,517 @@
+//! The named workloads. Each replays the same requests twice, straight to a fresh
+//! simulator and through foreman in front of another fresh one, and reports both
+//! passes side by side with what the workload is about.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use foreman_store::{JobKind, NewJob, Store};
+use ollama_sim::text::Rng;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::chart::{self, PassTimeline};
+use crate::driver::{Driver, Planned, Record, progress};
+use crate::metrics::{PassSummary, percentile};
+use crate::procs::{Binaries, resident_bytes};
+
+/// The names, in the order `--all` runs them.
+pub const NAMES: [&str; 5] = ["overhead", "interleaved", "bursty", "stream", "memory"];
+
+/// Everything a workload produced.
+#[derive(Debug, Serialize)]
+pub struct WorkloadReport {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+    pub rows: Vec<PassSummary>,
+    /// Workload-specific results, one sentence each, targets included.
+    pub findings: Vec<String>,
+    #[serde(skip)]
+    pub svg: Option<String>,
+    pub raw: Value,
+}
+
+/// Shared by all workloads of a run.
+pub struct Bench {
+    pub binaries: Binaries,
+    pub quick: bool,
+    pub scratch: tempfile::TempDir,
+}
+
+/// How a pass sends its requests.
+#[derive(Clone)]
+enum Plan {
+    /// One list per client, each sent in order.
+    Closed(Vec<Vec<Planned>>),
+    /// Each request at its own time.
+    Open(Vec<Planned>),
+}
+
+impl Plan {
+    fn len(&self) -> usize {
+        match self {
+            Plan::Closed(lists) => lists.iter().map(Vec::len).sum(),
+            Plan::Open(list) => list.len(),
+        }
+    }
+}
+
+struct Pass {
+    summary: PassSummary,
+    records: Vec<Record>,
+    events: Vec<Value>,
+}
+
+fn chat(model: &str, prompt: String, stream: bool) -> Planned {
+    Planned {
+        model: model.to_string(),
+        prompt,
+        stream,
+        at: None,
+    }
+}
+
+impl Bench {
+    pub async fn run(&self, name: &str) -> Result<WorkloadReport> {
+        match name {
+            "overhead" => self.overhead().await,
+            "interleaved" => self.interleaved().await,
+            "bursty" => self.bursty().await,
+            "stream" => self.stream().await,
+            "memory" => self.memory().await,
+            other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
+        }
+    }
+
+    /// Runs one pass on a fresh simulator, through foreman when `foreman_env` is given.
+    async fn pass(
+        &self,
+        label: &str,
+        sim_args: &[String],
+        foreman_env: Option<&[(String, String)]>,
+        warmup: &[Planned],
+        plan: Plan,
+    ) -> Result<Pass> {
+        let sim = self.binaries.start_sim(sim_args).await?;
+        let mut foreman = None;
+        let url = match foreman_env {
+            Some(env) => {
+                let database = self.scratch.path().join(format!("{label}-{}.db", unique()));
+                let running = self
+                    .binaries
+                    .start_foreman(&sim.url, &database, env)
+                    .await?;
+                let url = running.url.clone();
+                foreman = Some(running);
+                url
+            }
+            None => sim.url.clone(),
+        };
+        if !warmup.is_empty() {
+            let warm = Driver::new(&url, indicatif::ProgressBar::hidden());
+            warm.closed_loop(vec![warmup.to_vec()]).await;
+        }
+        let bar = progress(label, plan.len() as u64);
+        let driver = Driver::new(&url, bar.clone());
+        let records = match plan {
+            Plan::Closed(lists) => driver.closed_loop(lists).await,
+            Plan::Open(list) => driver.open_loop(list).await,
+        };
+        bar.finish();
+        let (stats, events) = driver.sim_report(&sim.url).await?;
+        if let Some(foreman) = foreman {
+            foreman.stop().await;
+        }
+        sim.stop().await;
+        let summary = PassSummary::new(label, &records, &stats);
+        Ok(Pass {
+            summary,
+            records,
+            events,
+        })
+    }
+
+    /// Runs the plan straight to the target, then through foreman.
+    async fn both(
+        &self,
+        label: &str,
+        sim_args: &[String],
+        foreman_env: &[(String, String)],
+        warmup: &[Planned],
+        plan: Plan,
+    ) -> Result<(Pass, Pass)> {
+        let direct = self
+            .pass(
+                &format!("{label} direct"),
+                sim_args,
+                None,
+                warmup,
+                plan.clone(),
+            )
+            .await?;
+        let through = self
+            .pass(
+                &format!("{label} foreman"),
+                sim_args,
+                Some(foreman_env),
+                warmup,
+                plan,
+            )
+            .await?;
+        Ok((direct, through))
+    }
+
+    async fn overhead(&self) -> Result<WorkloadReport> {
+        let (sequential, clients, per_client) = if self.quick {
+            (100, 64, 5)
+        } else {
+            (1000, 64, 40)
+        };
+        let model = "tiny:1b";
+        let sim_args = args(&["--model", "tiny:1b,load=0s,tps=inf", "--reply-tokens", "4"]);
+        let warmup = vec![chat(model, "warm up".into(), false)];
+        let seq_plan = Plan::Closed(vec![
+            (0..sequential)
+                .map(|i| chat(model, format!("q{i}"), false))
+                .collect(),
+        ]);
+        let (seq_direct, seq_foreman) = self
+            .both("overhead seq", &sim_args, &[], &warmup, seq_plan)
+            .await?;
+        let conc_plan = Plan::Closed(
+            (0..clients)
+                .map(|c| {
+                    (0..per_client)
+                        .map(|i| chat(model, format!("c{c} q{i}"), false))
+                        .collect()
+                })
+                .collect(),
+        );
+        let (conc_direct, conc_foreman) = self
+            .both("overhead x64", &sim_args, &[], &warmup, conc_plan)
+            .await?;
+        let added_p50 = seq_foreman.summary.p50_ms - seq_direct.summary.p50_ms;
+        let added_p99 = seq_foreman.summary.p99_ms - seq_direct.summary.p99_ms;
+        let findings = vec![
+            format!(
+                "latency added by foreman, sequential: p50 {added_p50:.2} ms, p99 {added_p99:.2} ms (target: at most 1 ms and 5 ms), every job durably committed"
+            ),
+            format!(
+                "jobs/s through foreman's queue with {clients} clients: {:.0} (target: at least 1000); straight to the target: {:.0}",
+                conc_foreman.summary.throughput_per_s, conc_direct.summary.throughput_per_s
+            ),
+        ];
+        Ok(WorkloadReport {
+            name: "overhead".into(),
+            description: "one model, no load time, 4-token replies: sequential requests, then 64 concurrent clients".into(),
+            parameters: json!({"sequential_requests": sequential, "clients": clients, "requests_per_client": per_client, "model": "tiny:1b,load=0s,tps=inf", "reply_tokens": 4}),
+            rows: vec![seq_direct.summary.clone(), seq_foreman.summary.clone(), conc_direct.summary.clone(), conc_foreman.summary.clone()],
+            findings,
+            svg: None,
+            raw: json!({"sequential": raw(&seq_direct, &seq_foreman), "concurrent": raw(&conc_direct, &conc_foreman)}),
+        })
+    }
+
+    async fn interleaved(&self) -> Result<WorkloadReport> {
+        let (loads, tps, clients, per_client) = if self.quick {
+            (["300ms", "400ms", "200ms"], 300, 12, 3)
+        } else {
+            (["3s", "4s", "2s"], 60, 24, 5)
+        };
+        let models = ["alpha:7b", "beta:7b", "gamma:7b"];
+        let mut sim_args = args(&["--max-loaded", "1"]);
+        for (model, load) in models.iter().zip(loads) {
+            sim_args.push("--model".into());
+            sim_args.push(format!("{model},load={load},tps={tps}"));
+        }
+        let plan = Plan::Closed(
+            (0..clients)
+                .map(|c| {
+                    (0..per_client)
+                        .map(|k| {
+                            chat(
+                                models[(c + k) % models.len()],
+                                format!("client {c} turn {k}"),
+                                false,
+                            )
+                        })
+                        .collect()
+                })
+                .collect(),
+        );
+        let (direct, through) = self.both("interleaved", &sim_args, &[], &[], plan).await?;
+        let load_sum: f64 = loads.iter().map(|l| parse_ms(l)).sum();
+        let generation: f64 = through
+            .records
+            .iter()
+            .filter(|r| r.ok())
+            .map(|r| r.target_eval_ms)
+            .sum();
+        let lower_bound_s = (generation + load_sum) / 1000.0;
+        let swaps_ratio = direct.summary.swaps as f64 / through.summary.swaps.max(1) as f64;
+        let makespan_ratio = direct.summary.makespan_s / through.summary.makespan_s.max(1e-9);
+        let findings = vec![
+            format!(
+                "swaps: {} straight, {} through foreman ({swaps_ratio:.1}x fewer; target: at least 4x)",
+                direct.summary.swaps, through.summary.swaps
+            ),
+            format!(
+                "makespan: {:.1} s straight, {:.1} s through foreman ({makespan_ratio:.2}x shorter; target: at least 2x)",
+                direct.summary.makespan_s, through.summary.makespan_s
+            ),
+            format!(
+                "lower bound (all generation + one load per model): {lower_bound_s:.1} s; foreman's makespan is {:.2}x of it (target: at most 1.25x)",
+                through.summary.makespan_s / lower_bound_s.max(1e-9)
+            ),
+        ];
+        let svg = chart::render(
+            "interleaved",
+            &[
+                PassTimeline {
+                    label: "straight to the target",
+                    records: &direct.records,
+                    events: &direct.events,
+                },
+                PassTimeline {
+                    label: "through foreman",
+                    records: &through.records,
+                    events: &through.events,
+                },
+            ],
+        );
+        Ok(WorkloadReport {
+            name: "interleaved".into(),
+            description:
+                "3 chat models, one resident at a time, clients cycling through the models".into(),
+            parameters: json!({"models": models, "load": loads, "tokens_per_s": tps, "clients": clients, "requests": clients * per_client, "max_loaded": 1}),
+            rows: vec![direct.summary.clone(), through.summary.clone()],
+            findings,
+            svg: Some(svg),
+            raw: raw(&direct, &through),
+        })
+    }
+
+    async fn bursty(&self) -> Result<WorkloadReport> {
+        let (load, tps, rate, count, max_wait) = if self.quick {
+            ("200ms", 400, 8.0, 60, "1s")
+        } else {
+            ("1500ms", 80, 2.0, 160, "5s")
+        };
+        let models = ["main:7b", "rare1:3b", "rare2:3b"];
+        let mut sim_args = args(&["--max-loaded", "1"]);
+        for model in models {
+            sim_args.push("--model".into());
+            sim_args.push(format!("{model},load={load},tps={tps}"));
+        }
+        let mut rng = Rng::new(7);
+        let mut at = 0.0;
+        let plan: Vec<Planned> = (0..count)
+            .map(|i| {
+                at += -(1.0 - rng.next_f64()).ln() / rate;
+                let draw = rng.next_f64();
+                let model = if draw < 0.9 {
+                    models[0]
+                } else if draw < 0.95 {
+                    models[1]
+                } else {
+                    models[2]
+                };
+                Planned {
+                    at: Some(Duration::from_secs_f64(at)),
+                    ..chat(model, format!("burst {i}"), false)
+                }
+            })
+            .collect();
+        let env = vec![("FOREMAN_MAX_WAIT".to_string(), max_wait.to_string())];
+        let (direct, through) = self
+            .both("bursty", &sim_args, &env, &[], Plan::Open(plan))
+            .await?;
+        let queue_wait = |r: &Record| (r.latency_ms() - r.target_total_ms).max(0.0);
+        let rare = |r: &&Record| r.ok() && r.model != models[0];
+        let worst_rare = through
+            .records
+            .iter()
+            .filter(rare)
+            .map(queue_wait)
+            .fold(0.0, f64::max);
+        let longest_job = through
+            .records
+            .iter()
+            .map(|r| r.target_total_ms)
+            .fold(0.0, f64::max);
+        let bound_ms = parse_ms(max_wait) + longest_job;
+        let findings = vec![
+            format!(
+                "worst wait in foreman's queue of a rare-model request: {worst_rare:.0} ms; bound FOREMAN_MAX_WAIT + one job = {bound_ms:.0} ms ({})",
+                if worst_rare <= bound_ms {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            ),
+            format!(
+                "rare-model p99 latency: {:.0} ms straight, {:.0} ms through foreman",
+                percentile(
+                    &direct
+                        .records
+                        .iter()
+                        .filter(rare)
+                        .map(Record::latency_ms)
+                        .collect::<Vec<_>>(),
+                    99.0
+                ),
+                percentile(
+                    &through
+                        .records
+                        .iter()
+                        .filter(rare)
+                        .map(Record::latency_ms)
+                        .collect::<Vec<_>>(),
+                    99.0
+                )
+            ),
+        ];
+        let svg = chart::render(
+            "bursty",
+            &[
+                PassTimeline {
+                    label: "straight to the target",
+                    records: &direct.records,
+                    events: &direct.events,
+                },
+                PassTimeline {
+                    label: "through foreman",
+                    records: &through.records,
+                    events: &through.events,
+                },
+            ],
+        );
+        Ok(WorkloadReport {
+            name: "bursty".into(),
+            description: "Poisson arrivals, 90% one dominant model, 10% two rare ones".into(),
+            parameters: json!({"models": models, "load": load, "tokens_per_s": tps, "arrivals_per_s": rate, "requests": count, "FOREMAN_MAX_WAIT": max_wait}),
+            rows: vec![direct.summary.clone(), through.summary.clone()],
+            findings,
+            svg: Some(svg),
+            raw: raw(&direct, &through),
+        })
+    }
+
+    async fn stream(&self) -> Result<WorkloadReport> {
+        let count = if self.quick { 60 } else { 300 };
+        let model = "chat:3b";
+        let sim_args = args(&["--model", "chat:3b,load=0s,tps=2000"]);
+        let warmup = vec![chat(model, "warm up".into(), true)];
+        let plan = Plan::Closed(vec![
+            (0..count)
+                .map(|i| chat(model, format!("s{i}"), true))
+                .collect(),
+        ]);
+        let (direct, through) = self.both("stream", &sim_args, &[], &warmup, plan).await?;
+        let added = through.summary.first_chunk_p50_ms - direct.summary.first_chunk_p50_ms;
+        Ok(WorkloadReport {
+            name: "stream".into(),
+            description: "sequential streaming chats on a warm model".into(),
+            parameters: json!({"requests": count, "model": "chat:3b,load=0s,tps=2000"}),
+            rows: vec![direct.summary.clone(), through.summary.clone()],
+            findings: vec![format!(
+                "time to first chunk added by foreman: p50 {added:.2} ms (target: at most 2 ms)"
+            )],
+            svg: None,
+            raw: raw(&direct, &through),
+        })
+    }
+
+    async fn memory(&self) -> Result<WorkloadReport> {
+        let queued = if self.quick { 2_000 } else { 10_000 };
+        let database = self.scratch.path().join(format!("memory-{}.db", unique()));
+        let store = Store::open(database.to_str().context("a UTF-8 path")?).await?;
+        let started = Instant::now();
+        for i in 0..queued {
+            store
+                .enqueue(
+                    NewJob {
+                        id: None,
+                        kind: JobKind::Chat,
+                        model: "tiny:latest".into(),
+                        payload: format!(r#"{{"model":"tiny","messages":[{{"role":"user","content":"job {i}"}}],"stream":false}}"#),
+                        priority: 0,
+                        max_attempts: 3,
+                        idempotency_key: None,
+                        webhook_url: None,
+                        metadata: None,
+                    },
+                    now_ms(),
+                )
+                .await?;
+        }
+        let enqueue_rate = queued as f64 / started.elapsed().as_secs_f64();
+        store.close().await;
+        // The target stalls, so one job runs forever and the rest stay queued.
+        let sim = self
+            .binaries
+            .start_sim(&args(&["--model", "tiny,load=0s", "--stall-rate", "1"]))
+            .await?;
+        let foreman = self
+            .binaries
+            .start_foreman(&sim.url, &database, &[])
+            .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss = foreman.pid().and_then(resident_bytes).unwrap_or(0);
+        foreman.stop().await;
+        sim.stop().await;
+        let rss_mb = rss as f64 / 1_048_576.0;
+        Ok(WorkloadReport {
+            name: "memory".into(),
+            description: "foreman's resident memory with a deep queue".into(),
+            parameters: json!({"queued_jobs": queued}),
+            rows: vec![],
+            findings: vec![
+                format!(
+                    "foreman's resident memory with {queued} queued jobs: {rss_mb:.1} MB (target: under 50 MB with 10,000)"
+                ),
+                format!(
+                    "durable enqueue straight into the store (one commit each, synchronous=FULL): {enqueue_rate:.0} jobs/s"
+                ),
+            ],
+            svg: None,
+            raw: json!({"rss_bytes": rss, "queued_jobs": queued, "enqueue_per_s": enqueue_rate}),
+        })
+    }
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn raw(direct: &Pass, through: &Pass) -> Value {
+    json!({
+        "direct": {"summary": direct.summary, "records": direct.records, "events": direct.events},
+        "foreman": {"summary": through.summary, "records": through.records, "events": through.events},
+    })
+}
+
+fn parse_ms(text: &str) -> f64 {
+    if let Some(ms) = text.strip_suffix("ms") {
+        ms.parse().unwrap_or(0.0)
+    } else if let Some(s) = text.strip_suffix('s') {
+        s.parse::<f64>().unwrap_or(0.0) * 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}

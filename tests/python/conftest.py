@@ -1,8 +1,12 @@
 """Shared fixtures: the server under test and the model names.
 
-The suite asserts Ollama's contract through the official `ollama` client, so it runs
-unchanged against ollama-sim and against foreman in front of it. The Rust tests start
-the server and set OLLAMA_HOST and the model variables.
+The suite drives the server only through the official `ollama` client and asserts
+Ollama's API contract, so it runs unchanged against ollama-sim and against foreman in
+front of it. The Rust integration tests start the server and set:
+
+- OLLAMA_HOST: the server's base URL, e.g. http://127.0.0.1:45678 (required)
+- TEST_CHAT_MODEL, TEST_CHAT_MODEL_2: two chat models (defaults llama3.2:3b, qwen2.5:0.5b)
+- TEST_EMBED_MODEL: an embedding model (default nomic-embed-text)
 """
 
 import os
@@ -13,32 +17,28 @@ import pytest
 
 @pytest.fixture(scope="session")
 def host() -> str:
-    value = os.environ.get("OLLAMA_HOST")
+    value = os.environ.get("OLLAMA_HOST", "").strip()
     if not value:
-        pytest.fail("OLLAMA_HOST must name the server under test")
+        pytest.fail("OLLAMA_HOST must name the server under test, e.g. http://127.0.0.1:11434")
     return value
 
 
 @pytest.fixture(scope="session")
 def chat_model() -> str:
-    return os.environ.get("TEST_CHAT_MODEL", "llama3.2:3b")
+    return os.environ.get("TEST_CHAT_MODEL") or "llama3.2:3b"
 
 
 @pytest.fixture(scope="session")
 def chat_model_2() -> str:
-    return os.environ.get("TEST_CHAT_MODEL_2", "qwen2.5:0.5b")
+    return os.environ.get("TEST_CHAT_MODEL_2") or "qwen2.5:0.5b"
 
 
 @pytest.fixture(scope="session")
 def embed_model() -> str:
-    return os.environ.get("TEST_EMBED_MODEL", "nomic-embed-text")
+    return os.environ.get("TEST_EMBED_MODEL") or "nomic-embed-text"
 
 
 @pytest.fixture()
-def client(host: str) -> ollama.Client:
-    return ollama.Client(host=host)
-
-
-@pytest.fixture()
-def async_client(host: str) -> ollama.AsyncClient:
-    return ollama.AsyncClient(host=host)
+def client(host: str):
+    with ollama.Client(host=host) as value:
+        yield value

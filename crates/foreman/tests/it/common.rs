@@ -111,6 +111,18 @@ pub async fn post(
     (status, headers, response.text().await.unwrap())
 }
 
+/// Sends a non-streaming chat in the background; resolves to its status.
+pub fn spawn_chat(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    text: &str,
+) -> tokio::task::JoinHandle<u16> {
+    let (client, url) = (client.clone(), url.to_string());
+    let body = chat_body(model, text, false);
+    tokio::spawn(async move { post(&client, format!("{url}/api/chat"), &body).await.0 })
+}
+
 /// Polls `check` until it holds or twenty seconds pass.
 pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -119,18 +119,7 @@ async fn a_caller_that_leaves_cancels_its_queued_job() {
     sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=25").unwrap();
     let foreman = TestForeman::start(sim).await;
     let client = client();
-    let blocker = tokio::spawn({
-        let (client, url) = (client.clone(), foreman.url.clone());
-        async move {
-            post(
-                &client,
-                format!("{url}/api/chat"),
-                &chat_body(CHAT, "hold the worker", false),
-            )
-            .await
-            .0
-        }
-    });
+    let blocker = spawn_chat(&client, &foreman.url, CHAT, "hold the worker");
     eventually("the blocker to run", async || {
         foreman.sim.stats().in_flight == 1
     })

@@ -442,34 +442,12 @@ async fn a_full_queue_answers_503_with_retry_after() {
     let foreman = TestForeman::start_with(sim, |config| config.max_queue = 1).await;
     let client = client();
     let url = foreman.url.clone();
-    let running = tokio::spawn({
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            post(
-                &client,
-                format!("{url}/api/chat"),
-                &chat_body(CHAT, "long", false),
-            )
-            .await
-            .0
-        }
-    });
+    let running = spawn_chat(&client, &url, CHAT, "long");
     eventually("the first job to run", async || {
         foreman.sim.stats().in_flight == 1
     })
     .await;
-    let queued = tokio::spawn({
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            post(
-                &client,
-                format!("{url}/api/chat"),
-                &chat_body(CHAT, "queued", false),
-            )
-            .await
-            .0
-        }
-    });
+    let queued = spawn_chat(&client, &url, CHAT, "queued");
     eventually("one job queued", async || {
         let health: Value = client
             .get(format!("{url}/healthz"))

@@ -17,34 +17,12 @@ async fn shutdown_requeues_a_job_that_outlives_the_grace_period() {
     })
     .await;
     let client = client();
-    let slow = tokio::spawn({
-        let (client, url) = (client.clone(), foreman.url.clone());
-        async move {
-            post(
-                &client,
-                format!("{url}/api/chat"),
-                &chat_body(CHAT, "slow", false),
-            )
-            .await
-            .0
-        }
-    });
+    let slow = spawn_chat(&client, &foreman.url, CHAT, "slow");
     eventually("the slow job to run", async || {
         foreman.sim.stats().in_flight == 1
     })
     .await;
-    let queued = tokio::spawn({
-        let (client, url) = (client.clone(), foreman.url.clone());
-        async move {
-            post(
-                &client,
-                format!("{url}/api/chat"),
-                &chat_body(CHAT2, "waiting", false),
-            )
-            .await
-            .0
-        }
-    });
+    let queued = spawn_chat(&client, &foreman.url, CHAT2, "waiting");
     let store = foreman.store().await;
     eventually("the second job to be queued", async || {
         store.queue_depth().await.unwrap() == 1
@@ -89,18 +67,7 @@ async fn shutdown_lets_a_short_job_finish() {
     })
     .await;
     let client = client();
-    let job = tokio::spawn({
-        let (client, url) = (client.clone(), foreman.url.clone());
-        async move {
-            post(
-                &client,
-                format!("{url}/api/chat"),
-                &chat_body(CHAT, "quick", false),
-            )
-            .await
-            .0
-        }
-    });
+    let job = spawn_chat(&client, &foreman.url, CHAT, "quick");
     eventually("the job to run", async || {
         foreman.sim.stats().in_flight == 1
     })

@@ -40,14 +40,16 @@ pub async fn run_python_suite(
         .env("TEST_CHAT_MODEL", models[0])
         .env("TEST_CHAT_MODEL_2", models[1])
         .env("TEST_EMBED_MODEL", models[2])
+        // No __pycache__ left in the work tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .kill_on_drop(true);
     if let Some(filter) = filter {
         command.args(["-k", filter]);
     }
     let output = tokio::time::timeout(Duration::from_secs(300), command.output())
         .await
-        .expect("the Python suite finishes within five minutes")
-        .expect("python runs");
+        .expect("the Python suite finishes within five minutes (pytest was killed)")
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -294,9 +294,9 @@ impl Bench {
 
     async fn bursty(&self) -> Result<WorkloadReport> {
         let (load, tps, rate, count, max_wait) = if self.quick {
-            ("200ms", 400, 8.0, 60, "1s")
+            ("200ms", 400, 5.0, 60, "1s")
         } else {
-            ("1500ms", 80, 2.0, 160, "5s")
+            ("1500ms", 80, 1.0, 160, "5s")
         };
         let models = ["main:7b", "rare1:3b", "rare2:3b"];
         let mut sim_args = args(&["--max-loaded", "1"]);

@@ -34,6 +34,10 @@ pub enum Error {
     #[error("stored job {id} is corrupt: {reason}")]
     CorruptRow { id: String, reason: String },
 
+    /// A shared write (a group commit or a relaxed write) failed or could not run.
+    #[error("database write failed: {0}")]
+    GroupCommit(String),
+
     /// The database driver failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

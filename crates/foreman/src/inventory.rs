@@ -19,6 +19,8 @@ use crate::model_name::model_key;
 use crate::upstream::{Upstream, UpstreamError};
 
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest time between two polls when jobs keep nudging.
+const NUDGED_POLL_GAP: Duration = Duration::from_millis(250);
 
 /// Whether the target has a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,14 +93,22 @@ impl Inventory {
         }
     }
 
-    /// Polls every interval, and soon after a nudge, until shutdown.
+    /// Polls every interval, and soon after a nudge (but not more often than
+    /// [`NUDGED_POLL_GAP`], so a busy worker does not turn into a poll per job),
+    /// until shutdown.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let _ = self.poll().await;
+            let polled = tokio::time::Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = tokio::time::sleep(self.poll_interval) => continue,
                 _ = self.nudge.notified() => {}
+            }
+            let gap = NUDGED_POLL_GAP.min(self.poll_interval);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(polled + gap) => {}
             }
         }
     }

@@ -101,6 +101,7 @@ pub async fn serve(
         upstream,
         running,
         wake,
+        depth: Arc::default(),
         shutdown: shutdown.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "foreman listening");

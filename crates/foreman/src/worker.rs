@@ -135,6 +135,7 @@ impl Worker {
             tokio::pin!(woken);
             woken.as_mut().enable();
             let now = now_ms();
+            let turn = tokio::time::Instant::now();
             let heads = match self.store.queue_heads(now).await {
                 Ok(heads) => heads,
                 Err(error) => {
@@ -148,6 +149,7 @@ impl Worker {
             let max_wait = self.settings.max_wait.as_millis() as i64;
             match scheduler::decide(&heads, resident.as_deref(), now, max_wait) {
                 Some(decision) => {
+                    tracing::trace!(heads_us = turn.elapsed().as_micros() as u64, "queue read");
                     if let Some(model) = self.run_one(decision, &shutdown).await {
                         resident = Some(model);
                     }
@@ -166,6 +168,7 @@ impl Worker {
     /// Claims and runs one job; returns the model the target now has loaded, if the
     /// target answered.
     async fn run_one(&self, decision: Decision, shutdown: &CancellationToken) -> Option<String> {
+        let started = tokio::time::Instant::now();
         let cancel = self.running.insert(decision.job);
         let claimed = self
             .store
@@ -190,6 +193,7 @@ impl Worker {
             }
         };
         tracing::debug!(job = %job.id, model = %job.model, reason = ?decision.reason, attempt = job.attempts, "running");
+        let claimed_at = started.elapsed();
         let heartbeat = self.spawn_heartbeat(&job);
         let grace_over = async {
             shutdown.cancelled().await;
@@ -201,12 +205,20 @@ impl Worker {
             _ = grace_over => Attempt::Interrupted,
         };
         heartbeat.abort();
+        let ran_at = started.elapsed();
         let target_answered = matches!(
             attempt,
             Attempt::Succeeded(_) | Attempt::FailedInBand(_) | Attempt::Cancelled
         );
         self.record(&job, attempt).await;
         self.running.remove(job.id);
+        tracing::trace!(
+            job = %job.id,
+            claim_us = claimed_at.as_micros() as u64,
+            run_us = (ran_at - claimed_at).as_micros() as u64,
+            record_us = (started.elapsed() - ran_at).as_micros() as u64,
+            "job timings"
+        );
         if target_answered {
             self.inventory.refresh_soon();
         }

@@ -7,13 +7,16 @@
 //! process holding the file makes them wait (`busy_timeout`) instead of failing. Reads use a
 //! separate read-only pool and never block the writer.
 
+mod group_commit;
 mod migrate;
 mod queries;
 mod row;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -49,6 +52,8 @@ pub struct SqliteStore {
     /// Mints ids from the caller's `now`, strictly increasing within this store, so ids sort
     /// in enqueue order even within one millisecond.
     ids: Arc<Mutex<ulid::Generator>>,
+    /// Enqueues go through group commit (see `group_commit`).
+    enqueues: mpsc::UnboundedSender<group_commit::EnqueueRequest>,
 }
 
 /// The connection settings the store depends on, as SQLite reports them on the writer.
@@ -105,9 +110,10 @@ impl SqliteStore {
             .await?;
         let store = SqliteStore {
             path: path.to_owned(),
-            writer,
             readers,
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
+            enqueues: group_commit::spawn(writer.clone()),
+            writer,
         };
         if let Err(error) = store.check_pragmas().await {
             store.readers.close().await;
@@ -211,41 +217,21 @@ impl SqliteStore {
             )));
         }
         let id = new_job.id.unwrap_or_else(|| self.next_id(now));
-
-        // Insert and the fallback read share one write transaction, so the existing row a
-        // duplicate key points at cannot be pruned in between.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let inserted = sqlx::query(queries::INSERT_JOB)
-            .bind(id.to_string())
-            .bind(new_job.kind.as_str())
-            .bind(&new_job.model)
-            .bind(&new_job.payload)
-            .bind(new_job.priority)
-            .bind(i64::from(new_job.max_attempts))
-            .bind(now)
-            .bind(&new_job.idempotency_key)
-            .bind(&new_job.webhook_url)
-            .bind(&new_job.metadata)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let enqueued = match inserted {
-            Some(row) => Enqueued {
-                job: job_from_row(&row)?,
-                created: true,
-            },
-            None => {
-                let row = sqlx::query(queries::SELECT_BY_IDEMPOTENCY_KEY)
-                    .bind(&new_job.idempotency_key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                Enqueued {
-                    job: job_from_row(&row)?,
-                    created: false,
-                }
-            }
-        };
-        tx.commit().await?;
-        Ok(enqueued)
+        // Insert and the fallback read of a duplicate key share one write transaction
+        // (with whatever other enqueues are waiting), so the existing row a duplicate key
+        // points at cannot be pruned in between.
+        let (reply, answer) = oneshot::channel();
+        self.enqueues
+            .send(group_commit::EnqueueRequest {
+                new_job,
+                id,
+                now,
+                reply,
+            })
+            .map_err(|_| Error::GroupCommit("the store is closed".to_owned()))?;
+        answer
+            .await
+            .map_err(|_| Error::GroupCommit("the store is closed".to_owned()))?
     }
 
     /// See [`Store::queue_heads`](crate::Store::queue_heads).
@@ -277,14 +263,43 @@ impl SqliteStore {
     /// See [`Store::claim`](crate::Store::claim).
     pub async fn claim(&self, params: ClaimParams) -> Result<Option<Job>> {
         let lease_expires_at = lease_expiry(params.now, params.lease_for_ms)?;
-        let row = sqlx::query(queries::CLAIM)
+        let query = sqlx::query(queries::CLAIM)
             .bind(params.id.to_string())
-            .bind(&params.owner)
+            .bind(params.owner)
             .bind(lease_expires_at)
-            .bind(params.now)
-            .fetch_optional(&self.writer)
-            .await?;
+            .bind(params.now);
+        let row = self.relaxed(query).await?;
         row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Runs one write without waiting for its fsync: for claims and heartbeats, whose
+    /// loss on power failure is harmless (a lost claim leaves the job queued, which is
+    /// what recovery makes of a claimed job anyway). The next durable commit syncs the
+    /// write-ahead log, this write included, so order is kept. The write runs in its own
+    /// task, so the connection always goes back to `synchronous=FULL`, even when the
+    /// caller gives up half way; a connection that cannot be switched back is closed.
+    async fn relaxed(
+        &self,
+        query: sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<Option<sqlx::sqlite::SqliteRow>> {
+        let writer = self.writer.clone();
+        let task = tokio::spawn(async move {
+            let mut conn = writer.acquire().await?;
+            sqlx::raw_sql("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+            let outcome = query.fetch_optional(&mut *conn).await;
+            if let Err(error) = sqlx::raw_sql("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await
+            {
+                let _ = conn.close().await;
+                return Err(Error::Database(error));
+            }
+            Ok(outcome?)
+        });
+        task.await
+            .map_err(|e| Error::GroupCommit(format!("a relaxed write stopped: {e}")))?
     }
 
     /// See [`Store::heartbeat`](crate::Store::heartbeat).
@@ -297,14 +312,12 @@ impl SqliteStore {
         lease_for_ms: i64,
     ) -> Result<bool> {
         let lease_expires_at = lease_expiry(now, lease_for_ms)?;
-        let done = sqlx::query(queries::HEARTBEAT)
+        let query = sqlx::query(queries::HEARTBEAT)
             .bind(id.to_string())
             .bind(i64::from(attempt))
-            .bind(owner)
-            .bind(lease_expires_at)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+            .bind(owner.to_owned())
+            .bind(lease_expires_at);
+        Ok(self.relaxed(query).await?.is_some())
     }
 
     /// See [`Store::complete`](crate::Store::complete).

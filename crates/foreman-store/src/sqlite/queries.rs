@@ -77,7 +77,8 @@ pub(super) const CLAIM: &str = "
 pub(super) const HEARTBEAT: &str = "
     UPDATE jobs
     SET lease_expires_at = max(lease_expires_at, ?4)
-    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3";
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3
+    RETURNING id";
 
 /// running(attempt) → succeeded. ?1 id, ?2 attempt, ?3 result, ?4 now.
 pub(super) const COMPLETE: &str = "

@@ -13,6 +13,7 @@
 
 mod auth;
 mod body;
+mod depth;
 mod direct;
 mod error;
 mod listing;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub running: Arc<RunningJobs>,
     /// Rung after every enqueue, to wake the worker.
     pub wake: Arc<Notify>,
+    /// The queue depth for admission, briefly cached.
+    pub depth: Arc<depth::DepthGauge>,
     pub shutdown: CancellationToken,
 }
 

@@ -87,7 +87,12 @@ async fn run_queued(
     if state.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
     }
-    if state.store.queue_depth().await? >= state.config.max_queue {
+    if state
+        .depth
+        .read(&state.store, state.config.max_queue)
+        .await?
+        >= state.config.max_queue
+    {
         return Err(ApiError::QueueFull);
     }
     let payload = String::from_utf8(body.raw.to_vec())
@@ -111,6 +116,7 @@ async fn run_queued(
             now_ms(),
         )
         .await?;
+    state.depth.note_enqueued();
     state.wake.notify_one();
     let mut guard = CancelOnDrop {
         state: state.clone(),

@@ -365,3 +365,70 @@ async fn queue_heads_at_ten_thousand_queued_jobs() {
     }
     store.close().await;
 }
+
+/// Relaxed writes (claims, heartbeats) switch the writer off `synchronous=FULL` only
+/// for themselves: durable writes after them are synced again.
+#[tokio::test]
+async fn relaxed_writes_give_full_sync_back() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let Store::Sqlite(sqlite) = &store;
+    let job = store
+        .enqueue(new_job("m", 0), T0)
+        .await
+        .expect("enqueue")
+        .job;
+    let claimed = store
+        .claim(foreman_store::ClaimParams {
+            id: job.id,
+            owner: "w".to_owned(),
+            now: T0 + 1,
+            lease_for_ms: 30_000,
+        })
+        .await
+        .expect("claim")
+        .expect("claimed");
+    assert!(
+        store
+            .heartbeat(job.id, claimed.attempts, "w", T0 + 2, 30_000)
+            .await
+            .expect("heartbeat")
+    );
+    assert!(
+        !store
+            .heartbeat(job.id, claimed.attempts, "someone else", T0 + 2, 30_000)
+            .await
+            .expect("heartbeat")
+    );
+    assert_eq!(sqlite.pragmas().await.expect("pragmas").synchronous, 2);
+    store.close().await;
+}
+
+/// Many concurrent enqueues share commits, and each still gets its own job back.
+#[tokio::test]
+async fn concurrent_enqueues_each_get_their_job() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut job = new_job("m", 0);
+                job.payload = format!("{{\"n\":{i}}}");
+                store.enqueue(job, T0 + i).await.expect("enqueue").job
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let job = task.await.expect("task");
+        assert_eq!(
+            job.payload,
+            format!("{{\"n\":{i}}}"),
+            "each caller gets its own job"
+        );
+        assert!(ids.insert(job.id));
+    }
+    assert_eq!(store.queue_depth().await.expect("depth"), 200);
+    store.close().await;
+}

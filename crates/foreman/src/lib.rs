@@ -69,6 +69,7 @@ pub async fn serve(
     let hub = Arc::new(Hub::default());
     let running = Arc::new(RunningJobs::default());
     let wake = Arc::new(Notify::new());
+    let finished = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(inventory.clone().run(shutdown.clone()));
     tasks.spawn(janitor::run(
@@ -84,6 +85,7 @@ pub async fn serve(
         inventory: inventory.clone(),
         running: running.clone(),
         wake: wake.clone(),
+        finished: finished.clone(),
         settings: WorkerSettings {
             name: format!("worker-{}", std::process::id()),
             max_wait: config.max_wait,
@@ -101,6 +103,7 @@ pub async fn serve(
         upstream,
         running,
         wake,
+        finished,
         depth: Arc::default(),
         shutdown: shutdown.clone(),
     };

@@ -106,6 +106,8 @@ pub struct Worker {
     pub running: Arc<RunningJobs>,
     /// Rung by every enqueue.
     pub wake: Arc<Notify>,
+    /// Rung (all waiters) after every recorded outcome.
+    pub finished: Arc<Notify>,
     pub settings: WorkerSettings,
 }
 
@@ -372,6 +374,7 @@ impl Worker {
                 stored
             }
         };
+        self.finished.notify_waiters();
         match stored {
             Ok(Some(_)) => {}
             Ok(None) => tracing::warn!(job = %id, "the job changed hands; outcome dropped"),

@@ -25,6 +25,12 @@ pub enum ApiError {
     /// An `X-Foreman-Priority` header that is not one integer within the configured range.
     #[error("invalid X-Foreman-Priority header {value}: expected one integer from {min} to {max}")]
     InvalidPriority { value: String, min: i32, max: i32 },
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    #[error("Idempotency-Key was already used for a different request")]
+    IdempotencyMismatch,
+    #[error("job {id} is already {state}")]
+    AlreadyFinished { id: String, state: &'static str },
     #[error("unauthorized")]
     Unauthorized,
     #[error("request body too large: the limit is {0} bytes")]
@@ -53,7 +59,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::InvalidPriority { .. } => StatusCode::BAD_REQUEST,
-            ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound(_) | ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::IdempotencyMismatch | ApiError::AlreadyFinished { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

@@ -9,13 +9,15 @@
 //! - direct to the target, concurrent: `POST /api/embed`, `POST /api/embeddings`,
 //!   `POST /api/show` ([`direct`]);
 //! - from the inventory cache: `GET /api/tags`, `GET /api/ps`; plus `/`, `/api/version`
-//!   and the public `GET /healthz` ([`listing`]).
+//!   and the public `GET /healthz` ([`listing`]);
+//! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, cancel ([`jobs`]).
 
 mod auth;
 mod body;
 mod depth;
 mod direct;
 mod error;
+mod jobs;
 mod listing;
 mod queued;
 
@@ -48,6 +50,8 @@ pub struct AppState {
     pub running: Arc<RunningJobs>,
     /// Rung after every enqueue, to wake the worker.
     pub wake: Arc<Notify>,
+    /// Woken whenever the worker records a job's outcome (long polls wait on it).
+    pub finished: Arc<Notify>,
     /// The queue depth for admission, briefly cached.
     pub depth: Arc<depth::DepthGauge>,
     pub shutdown: CancellationToken,
@@ -66,6 +70,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/embed", post(direct::embed))
         .route("/api/embeddings", post(direct::embeddings))
         .route("/api/show", post(direct::show))
+        .route("/jobs", post(jobs::submit).get(jobs::list))
+        .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Outermost, so that no answer (not even a 404 or 405) escapes auth.

@@ -267,9 +267,8 @@ impl Drop for CancelOnDrop {
         }
         let (state, id) = (self.state.clone(), self.id);
         tokio::spawn(async move {
-            match state.store.cancel(id, now_ms()).await {
+            match super::jobs::cancel_job(&state, id).await {
                 Ok(CancelOutcome::Requested(_)) => {
-                    state.running.cancel(id);
                     tracing::info!(job = %id, "caller left; running job aborted");
                 }
                 Ok(CancelOutcome::Cancelled(_)) => {

@@ -4,6 +4,7 @@
 mod common;
 mod config;
 mod crash;
+mod jobs;
 mod official_clients;
 mod reliability;
 mod routes;

@@ -1,0 +1,398 @@
+//! The async jobs API, for work nobody should hold a connection open for:
+//!
+//! - `POST /jobs` submits `{"kind":"chat"|"generate","request":{...Ollama body...},
+//!   "priority":n?,"metadata":any?}` and answers `202` with the job at once
+//!   (`200` with the existing job when an `Idempotency-Key` header was used before);
+//! - `GET /jobs/{id}` shows it (`?wait=30s` long-polls until it finishes);
+//! - `GET /jobs` lists jobs newest first, filtered by `state`, `model`,
+//!   `created_after`/`created_before` (RFC 3339), a page at a time (`limit`, `cursor`);
+//! - `POST /jobs/{id}/cancel` and `DELETE /jobs/{id}` cancel it.
+//!
+//! The job's request goes to the target streamed, so the stored result is the object
+//! Ollama returns with `"stream": false`, assembled by the worker. Async jobs default
+//! to [`ASYNC_PRIORITY`], below interactive requests.
+//!
+//! `JobView` is the wire form of a job; the domain `Job` stays free of serialisation.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use foreman_store::{CancelOutcome, Job, JobId, JobKind, JobState, ListParams, NewJob};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::body::JsonBody;
+use super::{ApiError, AppState};
+use crate::clock::now_ms;
+use crate::inventory::ModelCheck;
+use crate::model_name::model_key;
+
+/// Priority of async jobs that do not ask for one: below interactive requests.
+pub const ASYNC_PRIORITY: i32 = 0;
+/// Longest `?wait=` honoured.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+const MAX_KEY_LEN: usize = 255;
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub kind: &'static str,
+    pub state: &'static str,
+    pub model: String,
+    pub priority: i32,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Milliseconds from creation to the first start (so far, while queued).
+    pub wait_ms: i64,
+    /// Milliseconds from the first start to the end (so far, while running).
+    pub run_ms: Option<i64>,
+    /// Jobs ahead of this one in priority-then-age order, while queued.
+    pub queue_position: Option<u64>,
+    pub error: Option<JobErrorView>,
+    /// The body Ollama would have returned with `"stream": false`.
+    pub result: Option<Value>,
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobErrorView {
+    pub status: u16,
+    pub message: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+impl JobView {
+    pub fn new(job: &Job, queue_position: Option<u64>, now: i64) -> JobView {
+        let parse = |text: &Option<String>| {
+            text.as_deref()
+                .map(|t| serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string())))
+        };
+        JobView {
+            id: job.id.to_string(),
+            kind: job.kind.as_str(),
+            state: job.state.as_str(),
+            model: job.model.clone(),
+            priority: job.priority,
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            created_at: rfc3339(job.created_at),
+            started_at: job.started_at.map(rfc3339),
+            finished_at: job.finished_at.map(rfc3339),
+            wait_ms: job.started_at.unwrap_or(now).max(job.created_at) - job.created_at,
+            run_ms: job
+                .started_at
+                .map(|start| job.finished_at.unwrap_or(now).max(start) - start),
+            queue_position,
+            error: job.failure.as_ref().map(|f| JobErrorView {
+                status: f.status,
+                message: f.message.clone(),
+            }),
+            result: parse(&job.result),
+            metadata: parse(&job.metadata),
+        }
+    }
+}
+
+async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
+    let position = match job.state {
+        JobState::Queued => state.store.queue_position(job.id).await?,
+        _ => None,
+    };
+    Ok(JobView::new(job, position, now_ms()))
+}
+
+fn parse_id(text: &str) -> Result<JobId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid job id {text:?}")))
+}
+
+async fn find(state: &AppState, id: JobId) -> Result<Job, ApiError> {
+    state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = JsonBody::parse(body, state.config.max_body, "JobRequest")?;
+    let kind = match body.string("kind")? {
+        "chat" => JobKind::Chat,
+        "generate" => JobKind::Generate,
+        "" => {
+            return Err(ApiError::BadRequest(
+                "kind is required (chat or generate)".into(),
+            ));
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown kind {other:?}: use chat or generate"
+            )));
+        }
+    };
+    let Some(Value::Object(request)) = body.fields.get("request") else {
+        return Err(ApiError::BadRequest(
+            "request is required: the Ollama request body, as an object".into(),
+        ));
+    };
+    if body.fields.contains_key("webhook") {
+        return Err(ApiError::BadRequest(
+            "webhook delivery is not available yet; poll GET /jobs/{id}?wait=30s instead".into(),
+        ));
+    }
+    let model = match request.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => model.clone(),
+        _ => return Err(ApiError::BadRequest("request.model is required".into())),
+    };
+    let priority = match body.fields.get("priority") {
+        None | Some(Value::Null) => ASYNC_PRIORITY,
+        Some(value) => value
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| (state.config.priority_min..=state.config.priority_max).contains(p))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "priority must be an integer from {} to {}",
+                    state.config.priority_min, state.config.priority_max
+                ))
+            })?,
+    };
+    let metadata = body
+        .fields
+        .get("metadata")
+        .filter(|v| !v.is_null())
+        .map(Value::to_string);
+    let idempotency_key = idempotency_key(&headers)?;
+    if state.inventory.check_model(&model).await == ModelCheck::Unknown {
+        return Err(ApiError::ModelNotFound(model));
+    }
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::ShuttingDown);
+    }
+    if state
+        .depth
+        .read(&state.store, state.config.max_queue)
+        .await?
+        >= state.config.max_queue
+    {
+        return Err(ApiError::QueueFull);
+    }
+    let payload = streamed_payload(request);
+    let enqueued = state
+        .store
+        .enqueue(
+            NewJob {
+                id: None,
+                kind,
+                model: model_key(&model),
+                payload: payload.clone(),
+                priority,
+                max_attempts: state.config.max_attempts,
+                idempotency_key,
+                webhook_url: None,
+                metadata,
+            },
+            now_ms(),
+        )
+        .await?;
+    if !enqueued.created {
+        if enqueued.job.payload != payload || enqueued.job.kind != kind {
+            return Err(ApiError::IdempotencyMismatch);
+        }
+        return Ok((StatusCode::OK, Json(view(&state, &enqueued.job).await?)).into_response());
+    }
+    state.depth.note_enqueued();
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(view(&state, &enqueued.job).await?),
+    )
+        .into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_KEY_LEN => Ok(Some(key.to_string())),
+        _ => Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+        ))),
+    }
+}
+
+/// The client's request with `"stream": true`, so the worker relays and assembles it.
+fn streamed_payload(request: &Map<String, Value>) -> String {
+    let mut request = request.clone();
+    request.insert("stream".into(), Value::Bool(true));
+    Value::Object(request).to_string()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    wait: Option<String>,
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let wait = match query.wait.as_deref() {
+        None | Some("") => Duration::ZERO,
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| ApiError::BadRequest(format!("wait: {e} (use a duration like 30s)")))?
+            .min(MAX_WAIT),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let finished = state.finished.notified();
+        tokio::pin!(finished);
+        finished.as_mut().enable();
+        let job = find(&state, id).await?;
+        if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(view(&state, &job).await?).into_response());
+        }
+        tokio::select! {
+            _ = finished => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = state.shutdown.cancelled() => {
+                return Ok(Json(view(&state, &job).await?).into_response());
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    model: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+fn time_filter(name: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
+    text.map(|text| {
+        humantime::parse_rfc3339_weak(text)
+            .map(|at| {
+                at.duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0)
+            })
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "{name}: {e} (use RFC 3339, e.g. 2026-01-31T12:00:00Z)"
+                ))
+            })
+    })
+    .transpose()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let job_state = query
+        .state
+        .as_deref()
+        .map(|s| {
+            s.parse::<JobState>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "unknown state {s:?}: use queued, running, succeeded, failed or cancelled"
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be from 1 to {MAX_PAGE}"
+        )));
+    }
+    let jobs = state
+        .store
+        .list(ListParams {
+            state: job_state,
+            model: query.model.as_deref().map(model_key),
+            created_after: time_filter("created_after", query.created_after.as_deref())?,
+            created_before: time_filter("created_before", query.created_before.as_deref())?,
+            cursor: query.cursor.as_deref().map(parse_id).transpose()?,
+            limit: limit + 1,
+        })
+        .await?;
+    let more = jobs.len() > limit as usize;
+    let now = now_ms();
+    let page: Vec<JobView> = jobs
+        .iter()
+        .take(limit as usize)
+        .map(|job| JobView::new(job, None, now))
+        .collect();
+    let next_cursor = more.then(|| page.last().map(|j| j.id.clone())).flatten();
+    Ok(Json(JobPage {
+        jobs: page,
+        next_cursor,
+    })
+    .into_response())
+}
+
+/// Cancels a job in any state: a queued one at once, a running one by aborting its
+/// upstream request. Shared with the sync routes, whose callers cancel by leaving.
+pub async fn cancel_job(
+    state: &AppState,
+    id: JobId,
+) -> Result<CancelOutcome, foreman_store::Error> {
+    let outcome = state.store.cancel(id, now_ms()).await?;
+    if let CancelOutcome::Requested(_) = &outcome {
+        state.running.cancel(id);
+    }
+    Ok(outcome)
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    match cancel_job(&state, id).await? {
+        CancelOutcome::Cancelled(job) => Ok(Json(view(&state, &job).await?).into_response()),
+        CancelOutcome::Requested(job) => {
+            Ok((StatusCode::ACCEPTED, Json(view(&state, &job).await?)).into_response())
+        }
+        CancelOutcome::AlreadyFinished(job) => Err(ApiError::AlreadyFinished {
+            id: job.id.to_string(),
+            state: job.state.as_str(),
+        }),
+        CancelOutcome::NotFound => Err(ApiError::JobNotFound(id.to_string())),
+    }
+}

@@ -1,0 +1,281 @@
+//! The async jobs API over real HTTP: submit, poll, long-poll, list, cancel and
+//! idempotency.
+
+use foreman_store::JobState;
+use futures::future::join_all;
+use ollama_sim::ModelSpec;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn job_request(model: &str, text: &str) -> Value {
+    json!({"kind": "chat", "request": {"model": model, "messages": [{"role": "user", "content": text}]}})
+}
+
+async fn submit(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut request = client.post(format!("{url}/jobs")).json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> (u16, Value) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_job_is_submitted_long_polled_and_listed() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let mut body = job_request(CHAT, "summarise the news");
+    body["metadata"] = json!({"batch": 7});
+    let (status, job) = submit(&client, &foreman.url, &body, None).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["kind"], "chat");
+    assert_eq!(job["model"], CHAT);
+    assert_eq!(
+        job["priority"], 0,
+        "async jobs default below interactive ones"
+    );
+    assert_eq!(job["metadata"], json!({"batch": 7}));
+    let id = job["id"].as_str().unwrap().to_string();
+    let (status, done) = get_json(&client, format!("{}/jobs/{id}?wait=20s", foreman.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["done"], true);
+    assert_eq!(done["result"]["message"]["role"], "assistant");
+    assert!(
+        !done["result"]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(done["started_at"].is_string() && done["finished_at"].is_string());
+    assert!(done["run_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(done["queue_position"], Value::Null);
+
+    // The stored result equals what the target answers with "stream": false.
+    let (_, _, direct) = post(
+        &client,
+        format!("{}/api/chat", foreman.sim.url()),
+        &chat_body(CHAT, "summarise the news", false),
+    )
+    .await;
+    let direct: Value = serde_json::from_str(&direct).unwrap();
+    assert_eq!(
+        done["result"]["message"]["content"],
+        direct["message"]["content"]
+    );
+
+    for i in 0..3 {
+        let (status, _) = submit(
+            &client,
+            &foreman.url,
+            &job_request(CHAT2, &format!("more {i}")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let (_, page) = get_json(&client, format!("{}/jobs?limit=2", foreman.url)).await;
+    let jobs = page["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(
+        jobs[0]["id"].as_str().unwrap() > jobs[1]["id"].as_str().unwrap(),
+        "newest first"
+    );
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = get_json(
+        &client,
+        format!("{}/jobs?limit=2&cursor={cursor}", foreman.url),
+    )
+    .await;
+    assert_eq!(rest["jobs"].as_array().unwrap().len(), 2);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let (_, only) = get_json(&client, format!("{}/jobs?model={CHAT}", foreman.url)).await;
+    assert_eq!(only["jobs"].as_array().unwrap().len(), 1);
+    let (status, error) = get_json(&client, format!("{}/jobs?state=lost", foreman.url)).await;
+    assert_eq!(status, 400);
+    assert!(error["error"].as_str().unwrap().contains("unknown state"));
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn one_idempotency_key_makes_one_job_even_under_concurrent_submits() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let body = job_request(CHAT, "exactly once");
+    let submits = (0..12).map(|_| {
+        let (client, url, body) = (client.clone(), foreman.url.clone(), body.clone());
+        async move { submit(&client, &url, &body, Some("order-42")).await }
+    });
+    let answers = join_all(submits).await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|(_, job)| job["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "one job for one key");
+    assert_eq!(
+        answers.iter().filter(|(status, _)| *status == 202).count(),
+        1
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _)| *status == 202 || *status == 200)
+    );
+    let (status, error) = submit(
+        &client,
+        &foreman.url,
+        &job_request(CHAT, "something else"),
+        Some("order-42"),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(error["error"].as_str().unwrap().contains("Idempotency-Key"));
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_in_each_state() {
+    let mut sim = fast_sim();
+    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=10").unwrap();
+    let foreman = TestForeman::start(sim).await;
+    let client = client();
+    let (_, running) = submit(&client, &foreman.url, &job_request(CHAT, "slow"), None).await;
+    let running_id = running["id"].as_str().unwrap().to_string();
+    eventually("the first job to run", async || {
+        foreman.sim.stats().in_flight == 1
+    })
+    .await;
+    let (_, queued) = submit(&client, &foreman.url, &job_request(CHAT2, "waiting"), None).await;
+    let queued_id = queued["id"].as_str().unwrap().to_string();
+    let (_, polled) = get_json(
+        &client,
+        format!("{}/jobs/{queued_id}?wait=100ms", foreman.url),
+    )
+    .await;
+    assert_eq!(
+        polled["state"], "queued",
+        "a long poll that times out shows the job as it is"
+    );
+    assert_eq!(polled["queue_position"], 0);
+
+    let cancelled = client
+        .post(format!("{}/jobs/{queued_id}/cancel", foreman.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(
+        cancelled.json::<Value>().await.unwrap()["state"],
+        "cancelled"
+    );
+
+    let aborting = client
+        .delete(format!("{}/jobs/{running_id}", foreman.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(aborting.status(), 202, "a running job is being aborted");
+    let (_, ended) = get_json(
+        &client,
+        format!("{}/jobs/{running_id}?wait=20s", foreman.url),
+    )
+    .await;
+    assert_eq!(ended["state"], "cancelled");
+    eventually("the target to stop", async || {
+        foreman.sim.stats().in_flight == 0
+    })
+    .await;
+
+    let again = client
+        .post(format!("{}/jobs/{running_id}/cancel", foreman.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        format!("job {running_id} is already cancelled")
+    );
+    let store = foreman.store().await;
+    assert_eq!(
+        store
+            .get(queued_id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Cancelled
+    );
+    assert!(
+        !foreman.sim.stats().models.contains_key(CHAT2),
+        "the cancelled queued job never ran"
+    );
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn bad_submissions_and_unknown_jobs_get_clear_errors() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let cases = [
+        (json!({"request": {"model": CHAT}}), 400, "kind is required"),
+        (
+            json!({"kind": "embed", "request": {"model": CHAT}}),
+            400,
+            "unknown kind",
+        ),
+        (json!({"kind": "chat"}), 400, "request is required"),
+        (
+            json!({"kind": "chat", "request": {"messages": []}}),
+            400,
+            "request.model is required",
+        ),
+        (
+            json!({"kind": "chat", "request": {"model": "nope"}}),
+            404,
+            "model 'nope' not found",
+        ),
+        (
+            json!({"kind": "chat", "request": {"model": CHAT}, "priority": 99}),
+            400,
+            "priority must be",
+        ),
+        (
+            json!({"kind": "chat", "request": {"model": CHAT}, "webhook": "http://example.com/hook"}),
+            400,
+            "webhook delivery is not available yet",
+        ),
+    ];
+    for (body, status, message) in cases {
+        let (got, error) = submit(&client, &foreman.url, &body, None).await;
+        assert_eq!(got, status, "{body}");
+        assert!(
+            error["error"].as_str().unwrap().contains(message),
+            "{body}: {error}"
+        );
+    }
+    let (status, error) = get_json(&client, format!("{}/jobs/not-a-ulid", foreman.url)).await;
+    assert_eq!(status, 400, "{error}");
+    let missing = foreman_store::JobId::generate();
+    let (status, error) = get_json(&client, format!("{}/jobs/{missing}", foreman.url)).await;
+    assert_eq!(
+        (status, error),
+        (404, json!({"error": format!("job {missing} not found")}))
+    );
+    let (status, _) = get_json(&client, format!("{}/jobs/{missing}?wait=soon", foreman.url)).await;
+    assert_eq!(status, 400);
+    foreman.stop().await;
+}

@@ -432,3 +432,17 @@ async fn concurrent_enqueues_each_get_their_job() {
     assert_eq!(store.queue_depth().await.expect("depth"), 200);
     store.close().await;
 }
+
+/// Two processes starting on one new file at once (foreman and a tool, or a test)
+/// both open it: the loser of the race waits for the lock instead of failing.
+#[tokio::test]
+async fn concurrent_opens_of_a_new_file_both_succeed() {
+    for _ in 0..20 {
+        let db = TempDb::new();
+        let url = db.url();
+        let (a, b) = tokio::join!(Store::open(&url), Store::open(&url));
+        let (a, b) = (a.expect("first open"), b.expect("second open"));
+        a.close().await;
+        b.close().await;
+    }
+}

@@ -2,9 +2,11 @@
 //!
 //! A synchronous caller opens a feed for its job before the job is enqueued; the
 //! worker appends the target's body chunks to that feed as they arrive and finally
-//! an [`Outcome`]. Chunks are kept until the feed is closed, so a reader that falls
-//! behind, or arrives late, still sees everything in order. With no feed open (an
-//! async job nobody is waiting on) publishing costs nothing.
+//! an [`Outcome`]. Chunks are kept until the last reader closes the feed, so a reader
+//! that falls behind still sees everything in order; a reader that joins a running
+//! job (`/jobs/{id}/events`) sees what was generated since it opened its own feed
+//! and onwards. With no feed open (an async job nobody is watching) publishing costs
+//! nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,13 +57,19 @@ impl Feed {
     }
 }
 
-/// The registry of open feeds, one per waited-on job.
-#[derive(Default)]
-pub struct Hub {
-    feeds: Mutex<HashMap<JobId, Arc<Feed>>>,
+/// An open feed and how many readers hold it.
+struct Entry {
+    feed: Arc<Feed>,
+    readers: usize,
 }
 
-/// A reader of one job's feed; closing it (dropping) removes the feed.
+/// The registry of open feeds, one per watched job.
+#[derive(Default)]
+pub struct Hub {
+    feeds: Mutex<HashMap<JobId, Entry>>,
+}
+
+/// A reader of one job's feed; the feed goes when its last reader is dropped.
 pub struct Subscription {
     hub: Arc<Hub>,
     id: JobId,
@@ -75,18 +83,20 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
-            .cloned()
+            .map(|entry| entry.feed.clone())
     }
 
-    /// Opens the feed of job `id` (before it is enqueued, so nothing is missed).
+    /// Opens (or joins) the feed of job `id`; a caller that opens it before the job
+    /// is enqueued misses nothing.
     pub fn open(self: &Arc<Self>, id: JobId) -> Subscription {
-        let feed = self
-            .feeds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-            .or_default()
-            .clone();
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = feeds.entry(id).or_insert_with(|| Entry {
+            feed: Arc::default(),
+            readers: 0,
+        });
+        entry.readers += 1;
+        let feed = entry.feed.clone();
+        drop(feeds);
         Subscription {
             hub: self.clone(),
             id,
@@ -167,11 +177,13 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub
-            .feeds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        let mut feeds = self.hub.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = feeds.get_mut(&self.id) {
+            entry.readers -= 1;
+            if entry.readers == 0 {
+                feeds.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -218,6 +230,22 @@ mod tests {
         );
         assert_eq!(hub.open_feeds(), 1);
         drop(subscription);
+        assert_eq!(hub.open_feeds(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_feed_lives_until_its_last_reader_goes() {
+        let hub = Arc::new(Hub::default());
+        let id = JobId::generate();
+        let first = hub.open(id);
+        let mut second = hub.open(id);
+        drop(first);
+        assert!(hub.chunk(id, Bytes::from_static(b"x")), "still watched");
+        assert_eq!(
+            second.next().await,
+            FeedEvent::Chunk(Bytes::from_static(b"x"))
+        );
+        drop(second);
         assert_eq!(hub.open_feeds(), 0);
     }
 }

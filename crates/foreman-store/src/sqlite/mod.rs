@@ -70,6 +70,21 @@ impl SqliteStore {
     /// Opens (creating if missing) the database file at `path`, applies pending migrations
     /// and checks that the durability settings are in force.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        // Switching a new file to WAL and migrating it take locks that SQLite's busy
+        // handler does not always wait for; another process opening the same file at
+        // the same moment (foreman and a tool) makes one of them retry.
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open_once(path).await {
+                Err(error) if is_locked(&error) && started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn open_once(path: &Path) -> Result<SqliteStore> {
         let base = SqliteConnectOptions::new()
             .filename(path)
             .busy_timeout(BUSY_TIMEOUT)
@@ -502,6 +517,17 @@ impl SqliteStore {
 }
 
 /// `now + lease_for_ms`, refusing leases that are already over or overflow.
+/// SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock.
+fn is_locked(error: &Error) -> bool {
+    match error {
+        Error::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("5" | "6"))
+                || db.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
 fn lease_expiry(now: i64, lease_for_ms: i64) -> Result<i64> {
     if lease_for_ms <= 0 {
         return Err(Error::InvalidInput(format!(

@@ -6,6 +6,10 @@
 //! - `GET /jobs/{id}` shows it (`?wait=30s` long-polls until it finishes);
 //! - `GET /jobs` lists jobs newest first, filtered by `state`, `model`,
 //!   `created_after`/`created_before` (RFC 3339), a page at a time (`limit`, `cursor`);
+//! - `GET /jobs/{id}/events` streams it as NDJSON: a running (or queued) job's chunks
+//!   as the target generates them from the moment of the call, in Ollama's streaming
+//!   shape, ending with the `done` chunk; a finished job replays its result as one
+//!   line (an `{"error"}` line for a failed or cancelled one);
 //! - `POST /jobs/{id}/cancel` and `DELETE /jobs/{id}` cancel it.
 //!
 //! The job's request goes to the target streamed, so the stored result is the object
@@ -14,9 +18,11 @@
 //!
 //! `JobView` is the wire form of a job; the domain `Job` stays free of serialisation.
 
+use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -29,6 +35,7 @@ use serde_json::{Map, Value};
 use super::body::JsonBody;
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
+use crate::hub::{FeedEvent, Outcome};
 use crate::inventory::ModelCheck;
 use crate::model_name::model_key;
 
@@ -364,6 +371,56 @@ pub async fn list(
         next_cursor,
     })
     .into_response())
+}
+
+/// The line a finished job's events end with: its result, or its error.
+fn final_line(job: &Job) -> Bytes {
+    let value = match (&job.result, &job.failure, job.state) {
+        (Some(result), _, JobState::Succeeded) => {
+            serde_json::from_str(result).unwrap_or_else(|_| Value::String(result.clone()))
+        }
+        (_, Some(failure), _) => serde_json::json!({ "error": failure.message }),
+        (_, None, state) => serde_json::json!({ "error": format!("job {}", state.as_str()) }),
+    };
+    let mut line = value.to_string().into_bytes();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    // Open the feed first, then look: a job that ends in between is seen as ended.
+    let mut subscription = state.hub.open(id);
+    let job = find(&state, id).await?;
+    let body: std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, Infallible>> + Send>> =
+        if job.state.is_terminal() {
+            Box::pin(futures::stream::once(async move { Ok(final_line(&job)) }))
+        } else {
+            Box::pin(async_stream::stream! {
+                loop {
+                    match super::queued::next_event(&state, &mut subscription).await {
+                        Some(FeedEvent::Chunk(chunk)) => yield Ok(chunk),
+                        Some(FeedEvent::End(Outcome::Succeeded | Outcome::FailedInStream)) | None => break,
+                        Some(FeedEvent::End(_)) => {
+                            // Failed or cancelled: say so in the job's own words.
+                            if let Ok(Some(job)) = state.store.get(id).await {
+                                yield Ok(final_line(&job));
+                            }
+                            break;
+                        }
+                    }
+                }
+            })
+        };
+    let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
 }
 
 /// Cancels a job in any state: a queued one at once, a running one by aborting its

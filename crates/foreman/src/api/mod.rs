@@ -10,7 +10,7 @@
 //!   `POST /api/show` ([`direct`]);
 //! - from the inventory cache: `GET /api/tags`, `GET /api/ps`; plus `/`, `/api/version`
 //!   and the public `GET /healthz` ([`listing`]);
-//! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, cancel ([`jobs`]).
+//! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, events, cancel ([`jobs`]).
 
 mod auth;
 mod body;
@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/events", get(jobs::events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Outermost, so that no answer (not even a 404 or 405) escapes auth.

@@ -210,7 +210,10 @@ fn relay(
 
 /// The next feed event; `None` when foreman is shutting down and this job is not
 /// running (it stays queued for the next start).
-async fn next_event(state: &AppState, subscription: &mut Subscription) -> Option<FeedEvent> {
+pub(super) async fn next_event(
+    state: &AppState,
+    subscription: &mut Subscription,
+) -> Option<FeedEvent> {
     tokio::select! {
         event = subscription.next() => Some(event),
         _ = state.shutdown.cancelled() => {

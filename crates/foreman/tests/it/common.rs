@@ -64,6 +64,17 @@ impl TestForeman {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(foreman::serve(listener, config, shutdown.clone()));
+        // Ready once the store is open and /healthz answers: a test's own handle on
+        // the database must not race foreman's start-up (migrations, WAL switch).
+        let probe = client();
+        eventually("foreman to be ready", async || {
+            probe
+                .get(format!("{url}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
         TestForeman {
             url,
             sim,

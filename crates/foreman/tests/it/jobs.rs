@@ -279,3 +279,89 @@ async fn bad_submissions_and_unknown_jobs_get_clear_errors() {
     assert_eq!(status, 400);
     foreman.stop().await;
 }
+
+async fn event_lines(client: &reqwest::Client, url: String) -> Vec<Value> {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let body = response.text().await.unwrap();
+    body.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn events_stream_a_waiting_job_live_and_replay_a_finished_one() {
+    let mut sim = fast_sim();
+    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=40").unwrap();
+    let foreman = TestForeman::start(sim).await;
+    let client = client();
+    let (_, blocker) = submit(&client, &foreman.url, &job_request(CHAT, "hold"), None).await;
+    eventually("the blocker to run", async || {
+        foreman.sim.stats().in_flight == 1
+    })
+    .await;
+    let (_, waiting) = submit(&client, &foreman.url, &job_request(CHAT2, "tell me"), None).await;
+    let waiting_id = waiting["id"].as_str().unwrap().to_string();
+    // Watched from before it starts, the stream carries every chunk.
+    let lines = event_lines(&client, format!("{}/jobs/{waiting_id}/events", foreman.url)).await;
+    assert!(lines.len() > 2);
+    let last = lines.last().unwrap();
+    assert_eq!(last["done"], true);
+    let streamed: String = lines
+        .iter()
+        .map(|l| l["message"]["content"].as_str().unwrap())
+        .collect();
+    let (_, done) = get_json(&client, format!("{}/jobs/{waiting_id}", foreman.url)).await;
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(
+        done["result"]["message"]["content"].as_str().unwrap(),
+        streamed
+    );
+
+    let replay = event_lines(&client, format!("{}/jobs/{waiting_id}/events", foreman.url)).await;
+    assert_eq!(
+        replay,
+        vec![done["result"].clone()],
+        "a finished job replays its result"
+    );
+
+    let blocker_id = blocker["id"].as_str().unwrap();
+    let (_, blocker_done) = get_json(
+        &client,
+        format!("{}/jobs/{blocker_id}?wait=20s", foreman.url),
+    )
+    .await;
+    assert_eq!(blocker_done["state"], "succeeded");
+
+    let (_, doomed) = submit(
+        &client,
+        &foreman.url,
+        &job_request(CHAT, "long story"),
+        None,
+    )
+    .await;
+    let doomed_id = doomed["id"].as_str().unwrap().to_string();
+    eventually("the job to run", async || {
+        foreman.sim.stats().in_flight == 1
+    })
+    .await;
+    let watcher = tokio::spawn({
+        let (client, url) = (
+            client.clone(),
+            format!("{}/jobs/{doomed_id}/events", foreman.url),
+        );
+        async move { event_lines(&client, url).await }
+    });
+    let cancel = client
+        .post(format!("{}/jobs/{doomed_id}/cancel", foreman.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(cancel.status() == 200 || cancel.status() == 202);
+    let lines = watcher.await.unwrap();
+    assert_eq!(lines.last().unwrap(), &json!({"error": "job cancelled"}));
+    let replay = event_lines(&client, format!("{}/jobs/{doomed_id}/events", foreman.url)).await;
+    assert_eq!(replay, vec![json!({"error": "job cancelled"})]);
+    foreman.stop().await;
+}

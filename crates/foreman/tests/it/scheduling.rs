@@ -188,6 +188,8 @@ async fn higher_priority_runs_first_within_a_model() {
                 .unwrap()
                 .parse()
                 .unwrap();
+            // The answer ends only once the outcome is recorded; headers come earlier.
+            response.bytes().await.unwrap();
             (status, id)
         }));
         let depth = i as u64 + 1;

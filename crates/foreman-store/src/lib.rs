@@ -19,6 +19,7 @@ mod ops;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testsuite;
+mod webhook;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,7 @@ pub use error::{Error, Result};
 pub use job::{Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueHead};
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 pub use sqlite::SqliteStore;
+pub use webhook::{AttemptOutcome, DeliveryState, WebhookAttempt, WebhookDelivery};
 
 /// The accepted database URL forms, for error messages.
 const VALID_FORMS: &str = "a file path, sqlite://PATH or sqlite:PATH";
@@ -229,6 +231,38 @@ impl Store {
     pub async fn list(&self, params: ListParams) -> Result<Vec<Job>> {
         match self {
             Store::Sqlite(store) => store.list(params).await,
+        }
+    }
+
+    /// Webhook deliveries waiting to be sent by `now`, oldest first, at most `limit`.
+    pub async fn due_webhooks(&self, now: i64, limit: u32) -> Result<Vec<WebhookDelivery>> {
+        match self {
+            Store::Sqlite(store) => store.due_webhooks(now, limit).await,
+        }
+    }
+
+    /// Records attempt number `attempt.attempt` of a pending delivery and moves it on
+    /// (delivered, failed, or due again later), in one transaction. False when the
+    /// delivery was not pending at the previous attempt number (a stale dispatcher).
+    pub async fn record_webhook_attempt(
+        &self,
+        delivery_id: &str,
+        attempt: &WebhookAttempt,
+        outcome: AttemptOutcome,
+    ) -> Result<bool> {
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .record_webhook_attempt(delivery_id, attempt, outcome)
+                    .await
+            }
+        }
+    }
+
+    /// A job's webhook deliveries with their attempt logs.
+    pub async fn webhooks_for_job(&self, job_id: JobId) -> Result<Vec<WebhookDelivery>> {
+        match self {
+            Store::Sqlite(store) => store.webhooks_for_job(job_id).await,
         }
     }
 }

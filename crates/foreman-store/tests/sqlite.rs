@@ -163,7 +163,7 @@ async fn migrations_are_recorded_once() {
     let db = TempDb::new();
     let store = db.open().await;
     let Store::Sqlite(sqlite) = &store;
-    assert_eq!(sqlite.schema_version().await.expect("version"), 1);
+    assert_eq!(sqlite.schema_version().await.expect("version"), 2);
     store.close().await;
 
     let store = db.open().await;
@@ -174,7 +174,7 @@ async fn migrations_are_recorded_once() {
             .fetch_all(&mut raw)
             .await
             .expect("versions");
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     raw.close().await.expect("close raw");
 }
 
@@ -197,7 +197,7 @@ async fn a_newer_schema_is_refused() {
             error,
             Error::SchemaTooNew {
                 found: 99,
-                known: 1
+                known: 2
             }
         ),
         "{error}"
@@ -445,4 +445,137 @@ async fn concurrent_opens_of_a_new_file_both_succeed() {
         a.close().await;
         b.close().await;
     }
+}
+
+/// A job with a webhook URL leaves a delivery in the outbox when it finishes, in the
+/// same transaction; attempts are logged and fenced.
+#[tokio::test]
+async fn finished_jobs_with_a_webhook_fill_the_outbox() {
+    use foreman_store::{AttemptOutcome, ClaimParams, DeliveryState, WebhookAttempt};
+    let db = TempDb::new();
+    let store = db.open().await;
+    let mut hooked = new_job("m", 0);
+    hooked.webhook_url = Some("http://hooks.example/in".to_owned());
+    hooked.metadata = Some("{\"batch\":7}".to_owned());
+    let job = store.enqueue(hooked, T0).await.expect("enqueue").job;
+    let plain = store
+        .enqueue(new_job("m", 0), T0)
+        .await
+        .expect("enqueue")
+        .job;
+    for (id, at) in [(job.id, T0 + 1), (plain.id, T0 + 2)] {
+        store
+            .claim(ClaimParams {
+                id,
+                owner: "w".into(),
+                now: at,
+                lease_for_ms: 30_000,
+            })
+            .await
+            .expect("claim")
+            .expect("claimed");
+        store
+            .complete(id, 1, "{}".into(), at + 1)
+            .await
+            .expect("complete")
+            .expect("completed");
+    }
+    assert!(
+        store.due_webhooks(T0, 10).await.expect("due").is_empty(),
+        "not due before the job ended"
+    );
+    let due = store.due_webhooks(T0 + 10, 10).await.expect("due");
+    assert_eq!(due.len(), 1, "only the job with a webhook");
+    let delivery = &due[0];
+    assert!(delivery.id.starts_with("msg_"));
+    assert_eq!(
+        (delivery.job_id, delivery.state, delivery.attempts),
+        (job.id, DeliveryState::Pending, 0)
+    );
+    let payload: serde_json::Value = serde_json::from_str(&delivery.payload).expect("json payload");
+    assert_eq!(payload["type"], "job.succeeded");
+    assert_eq!(payload["data"]["id"], job.id.to_string());
+    assert_eq!(payload["data"]["metadata"]["batch"], 7);
+    assert!(
+        payload["timestamp"]
+            .as_str()
+            .expect("timestamp")
+            .ends_with('Z')
+    );
+
+    let first = WebhookAttempt {
+        attempt: 1,
+        at: T0 + 20,
+        status: Some(500),
+        latency_ms: 3,
+        error: Some("HTTP 500".into()),
+    };
+    assert!(
+        store
+            .record_webhook_attempt(&delivery.id, &first, AttemptOutcome::RetryAt(T0 + 1_000))
+            .await
+            .expect("record")
+    );
+    assert!(
+        !store
+            .record_webhook_attempt(&delivery.id, &first, AttemptOutcome::Delivered)
+            .await
+            .expect("record"),
+        "a stale attempt is fenced"
+    );
+    assert!(
+        store
+            .due_webhooks(T0 + 999, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(
+        store.due_webhooks(T0 + 1_000, 10).await.expect("due").len(),
+        1
+    );
+    let second = WebhookAttempt {
+        attempt: 2,
+        at: T0 + 1_000,
+        status: Some(204),
+        latency_ms: 2,
+        error: None,
+    };
+    assert!(
+        store
+            .record_webhook_attempt(&delivery.id, &second, AttemptOutcome::Delivered)
+            .await
+            .expect("record")
+    );
+    assert!(
+        store
+            .due_webhooks(T0 + 100_000, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    let recorded = store.webhooks_for_job(job.id).await.expect("webhooks");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].state, DeliveryState::Delivered);
+    assert_eq!(recorded[0].log, vec![first, second]);
+    assert!(
+        store
+            .webhooks_for_job(plain.id)
+            .await
+            .expect("webhooks")
+            .is_empty()
+    );
+
+    // Cancelling a queued job notifies too.
+    let mut cancelled = new_job("m", 0);
+    cancelled.webhook_url = Some("http://hooks.example/in".to_owned());
+    let cancelled = store.enqueue(cancelled, T0).await.expect("enqueue").job;
+    store.cancel(cancelled.id, T0 + 5).await.expect("cancel");
+    let deliveries = store
+        .webhooks_for_job(cancelled.id)
+        .await
+        .expect("webhooks");
+    let payload: serde_json::Value = serde_json::from_str(&deliveries[0].payload).expect("json");
+    assert_eq!(payload["type"], "job.cancelled");
+    store.close().await;
 }

@@ -75,6 +75,21 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub priority_max: i32,
+    /// Webhook signing secret, `whsec_` + base64 of 16-64 random bytes (Standard Webhooks);
+    /// jobs may ask for a webhook only when it is set.
+    #[arg(long, env = "FOREMAN_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Private networks webhooks may reach anyway (CIDRs, comma-separated, e.g.
+    /// 192.168.1.0/24); loopback, private, link-local and other internal addresses are
+    /// refused unless listed here.
+    #[arg(long, env = "FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS", default_value = "")]
+    pub webhook_allow_private_nets: String,
+    /// First webhook retry delay; each further retry doubles it (with jitter), up to 4h.
+    #[arg(long, env = "FOREMAN_WEBHOOK_RETRY_BASE", default_value = "30s")]
+    pub webhook_retry_base: String,
+    /// Attempts per webhook delivery before it is marked failed.
+    #[arg(long, env = "FOREMAN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
+    pub webhook_max_attempts: u32,
     /// Log filter, e.g. info or foreman=debug.
     #[arg(long, env = "FOREMAN_LOG", default_value = "info")]
     pub log: String,
@@ -107,6 +122,11 @@ pub struct Config {
     /// [`SYNC_PRIORITY`].
     pub priority_min: i32,
     pub priority_max: i32,
+    /// The decoded webhook signing key; `None` means webhooks are off.
+    pub webhook_key: Option<Vec<u8>>,
+    pub webhook_allow_private_nets: Vec<crate::webhook::Cidr>,
+    pub webhook_retry_base: Duration,
+    pub webhook_max_attempts: u32,
     pub log: String,
 }
 
@@ -250,6 +270,40 @@ impl ServeArgs {
             )?,
             priority_min: self.priority_min,
             priority_max: self.priority_max,
+            webhook_key: self
+                .webhook_secret
+                .as_deref()
+                .map(|secret| {
+                    crate::webhook::decode_secret(secret)
+                        .map_err(|reason| invalid("webhook-secret", "WEBHOOK_SECRET", reason))
+                })
+                .transpose()?,
+            webhook_allow_private_nets: crate::webhook::parse_cidrs(
+                &self.webhook_allow_private_nets,
+            )
+            .map_err(|reason| {
+                invalid(
+                    "webhook-allow-private-nets",
+                    "WEBHOOK_ALLOW_PRIVATE_NETS",
+                    reason,
+                )
+            })?,
+            webhook_retry_base: duration(
+                &self.webhook_retry_base,
+                "webhook-retry-base",
+                "WEBHOOK_RETRY_BASE",
+                true,
+            )?,
+            webhook_max_attempts: match self.webhook_max_attempts {
+                1..=100 => self.webhook_max_attempts,
+                _ => {
+                    return Err(invalid(
+                        "webhook-max-attempts",
+                        "WEBHOOK_MAX_ATTEMPTS",
+                        "must be between 1 and 100",
+                    ));
+                }
+            },
             log: self.log.clone(),
         })
     }

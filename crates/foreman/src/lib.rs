@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod hub;
@@ -16,6 +17,7 @@ pub mod janitor;
 pub mod model_name;
 pub mod scheduler;
 pub mod upstream;
+pub mod webhook;
 pub mod worker;
 
 use std::sync::Arc;
@@ -95,6 +97,19 @@ pub async fn serve(
         },
     };
     tasks.spawn(worker.run(shutdown.clone()));
+    if let Some(key) = config.webhook_key.clone() {
+        let dispatcher = webhook::Dispatcher {
+            store: store.clone(),
+            key,
+            policy: webhook::AddressPolicy {
+                allowed_private: config.webhook_allow_private_nets.clone(),
+            },
+            retry_base: config.webhook_retry_base,
+            max_attempts: config.webhook_max_attempts,
+            wake: finished.clone(),
+        };
+        tasks.spawn(dispatcher.run(shutdown.clone()));
+    }
     let state = AppState {
         config: Arc::new(config),
         store: store.clone(),

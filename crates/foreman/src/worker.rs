@@ -333,8 +333,9 @@ impl Worker {
                     _ => None,
                 };
                 if error.is_retryable() && !delivered {
-                    let run_after =
-                        now + backoff(self.settings.retry_base, number).as_millis() as i64;
+                    let run_after = now
+                        + crate::backoff::exponential(self.settings.retry_base, number, MAX_BACKOFF)
+                            .as_millis() as i64;
                     tracing::info!(job = %id, attempt = number, %error, "retrying");
                     let stored = self
                         .store
@@ -396,31 +397,5 @@ fn failed(failure: &JobFailure, passthrough: Option<(String, Bytes)>) -> Outcome
         status: failure.status,
         content_type,
         body,
-    }
-}
-
-/// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped, scaled by a
-/// random factor in [0.5, 1].
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(16);
-    let full = base.saturating_mul(1 << exponent).min(MAX_BACKOFF);
-    let jitter = 0.5 + 0.5 * (ulid::Ulid::generate().random() as f64 / (1u128 << 80) as f64);
-    full.mul_f64(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_within_jitter_and_caps() {
-        let base = Duration::from_millis(100);
-        for attempt in 1..=4 {
-            let full = base * (1 << (attempt - 1));
-            let got = backoff(base, attempt);
-            assert!(got >= full / 2 && got <= full, "attempt {attempt}: {got:?}");
-        }
-        assert!(backoff(base, 40) <= MAX_BACKOFF);
-        assert_eq!(backoff(Duration::ZERO, 3), Duration::ZERO);
     }
 }

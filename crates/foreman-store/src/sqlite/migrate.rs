@@ -18,11 +18,18 @@ struct Migration {
 }
 
 /// Every migration, in version order. Append only: a released migration never changes.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "jobs",
-    sql: include_str!("migrations/0001_jobs.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "jobs",
+        sql: include_str!("migrations/0001_jobs.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "webhooks",
+        sql: include_str!("migrations/0002_webhooks.sql"),
+    },
+];
 
 /// The schema version this build writes.
 pub(crate) fn latest_version() -> i64 {

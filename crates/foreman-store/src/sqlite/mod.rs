@@ -26,7 +26,9 @@ use sqlx::{QueryBuilder, Sqlite};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobFailure, JobId, NewJob, QueueHead};
 use crate::ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
-use row::{count, job_from_row, queue_head_from_row};
+use row::{attempt_from_row, count, delivery_from_row, job_from_row, queue_head_from_row};
+
+use crate::webhook::{AttemptOutcome, WebhookAttempt, WebhookDelivery};
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -513,6 +515,75 @@ impl SqliteStore {
             .push_bind(i64::from(params.limit));
         let rows = query.build().fetch_all(&self.readers).await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// See [`Store::due_webhooks`](crate::Store::due_webhooks).
+    pub async fn due_webhooks(&self, now: i64, limit: u32) -> Result<Vec<WebhookDelivery>> {
+        let rows = sqlx::query(queries::DUE_WEBHOOKS)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    /// See [`Store::record_webhook_attempt`](crate::Store::record_webhook_attempt).
+    pub async fn record_webhook_attempt(
+        &self,
+        delivery_id: &str,
+        attempt: &WebhookAttempt,
+        outcome: AttemptOutcome,
+    ) -> Result<bool> {
+        let (state, next_attempt_at, finished_at) = match outcome {
+            AttemptOutcome::Delivered => ("delivered", attempt.at, Some(attempt.at)),
+            AttemptOutcome::Failed => ("failed", attempt.at, Some(attempt.at)),
+            AttemptOutcome::RetryAt(at) => ("pending", at, None),
+        };
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let advanced = sqlx::query(queries::ADVANCE_WEBHOOK)
+            .bind(delivery_id)
+            .bind(i64::from(attempt.attempt))
+            .bind(state)
+            .bind(next_attempt_at)
+            .bind(finished_at)
+            .execute(&mut *tx)
+            .await?;
+        if advanced.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(queries::INSERT_WEBHOOK_ATTEMPT)
+            .bind(delivery_id)
+            .bind(i64::from(attempt.attempt))
+            .bind(attempt.at)
+            .bind(attempt.status.map(i64::from))
+            .bind(attempt.latency_ms)
+            .bind(&attempt.error)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// See [`Store::webhooks_for_job`](crate::Store::webhooks_for_job).
+    pub async fn webhooks_for_job(&self, job_id: JobId) -> Result<Vec<WebhookDelivery>> {
+        let rows = sqlx::query(queries::WEBHOOKS_FOR_JOB)
+            .bind(job_id.to_string())
+            .fetch_all(&self.readers)
+            .await?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut delivery = delivery_from_row(row)?;
+            let attempts = sqlx::query(queries::WEBHOOK_ATTEMPTS)
+                .bind(&delivery.id)
+                .fetch_all(&self.readers)
+                .await?;
+            delivery.log = attempts
+                .iter()
+                .map(attempt_from_row)
+                .collect::<Result<_>>()?;
+            deliveries.push(delivery);
+        }
+        Ok(deliveries)
     }
 }
 

@@ -221,3 +221,28 @@ pub(super) const PRUNE_FINISHED: &str = "
         ORDER BY finished_at
         LIMIT ?2
     )";
+
+/// Pending deliveries due by ?1, oldest due first, at most ?2.
+pub(super) const DUE_WEBHOOKS: &str = "
+    SELECT * FROM webhook_deliveries INDEXED BY webhook_deliveries_due
+    WHERE state = 'pending' AND next_attempt_at <= ?1
+    ORDER BY next_attempt_at, id
+    LIMIT ?2";
+
+/// Appends one attempt. ?1 delivery, ?2 attempt, ?3 at, ?4 status, ?5 latency, ?6 error.
+pub(super) const INSERT_WEBHOOK_ATTEMPT: &str = "
+    INSERT INTO webhook_attempts (delivery_id, attempt, at, status, latency_ms, error)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Moves a pending delivery on after attempt ?2 (fenced: only the next attempt counts).
+/// ?1 id, ?2 attempt, ?3 new state, ?4 next attempt time, ?5 finished_at (NULL while pending).
+pub(super) const ADVANCE_WEBHOOK: &str = "
+    UPDATE webhook_deliveries
+    SET attempts = ?2, state = ?3, next_attempt_at = ?4, finished_at = ?5
+    WHERE id = ?1 AND state = 'pending' AND attempts = ?2 - 1";
+
+pub(super) const WEBHOOKS_FOR_JOB: &str =
+    "SELECT * FROM webhook_deliveries WHERE job_id = ?1 ORDER BY created_at, id";
+
+pub(super) const WEBHOOK_ATTEMPTS: &str =
+    "SELECT * FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY attempt";

@@ -6,6 +6,7 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::error::{Error, Result};
 use crate::job::{Job, JobFailure, JobId, JobKind, JobRef, JobState, QueueHead};
+use crate::webhook::{DeliveryState, WebhookAttempt, WebhookDelivery};
 
 /// Reads one `jobs` row.
 pub(super) fn job_from_row(row: &SqliteRow) -> Result<Job> {
@@ -94,4 +95,41 @@ pub(super) fn count(value: i64) -> u64 {
 
 fn to_u32(value: i64, column: &str) -> Result<u32, String> {
     u32::try_from(value).map_err(|_| format!("{column} {value} is out of range"))
+}
+
+/// Reads one `webhook_deliveries` row (its attempt log is read separately).
+pub(super) fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |reason: String| Error::CorruptRow {
+        id: id.clone(),
+        reason,
+    };
+    let job_id: String = row.try_get("job_id")?;
+    let state: String = row.try_get("state")?;
+    let finished_at: Option<i64> = row.try_get("finished_at")?;
+    Ok(WebhookDelivery {
+        job_id: job_id.parse().map_err(|e| corrupt(format!("{e}")))?,
+        url: row.try_get("url")?,
+        payload: row.try_get("payload")?,
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| corrupt(format!("unknown delivery state {state:?}")))?,
+        attempts: to_u32(row.try_get("attempts")?, "attempts").map_err(&corrupt)?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        finished_at,
+        log: Vec::new(),
+        id,
+    })
+}
+
+/// Reads one `webhook_attempts` row.
+pub(super) fn attempt_from_row(row: &SqliteRow) -> Result<WebhookAttempt> {
+    let status: Option<i64> = row.try_get("status")?;
+    Ok(WebhookAttempt {
+        attempt: count(row.try_get("attempt")?) as u32,
+        at: row.try_get("at")?,
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        latency_ms: row.try_get("latency_ms")?,
+        error: row.try_get("error")?,
+    })
 }

@@ -1,7 +1,7 @@
 //! The async jobs API, for work nobody should hold a connection open for:
 //!
 //! - `POST /jobs` submits `{"kind":"chat"|"generate","request":{...Ollama body...},
-//!   "priority":n?,"metadata":any?}` and answers `202` with the job at once
+//!   "priority":n?,"metadata":any?,"webhook":"https://..."?}` and answers `202` with the job at once
 //!   (`200` with the existing job when an `Idempotency-Key` header was used before);
 //! - `GET /jobs/{id}` shows it (`?wait=30s` long-polls until it finishes);
 //! - `GET /jobs` lists jobs newest first, filtered by `state`, `model`,
@@ -28,7 +28,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use foreman_store::{CancelOutcome, Job, JobId, JobKind, JobState, ListParams, NewJob};
+use foreman_store::{
+    CancelOutcome, DeliveryState, Job, JobId, JobKind, JobState, ListParams, NewJob,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -38,6 +40,7 @@ use crate::clock::now_ms;
 use crate::hub::{FeedEvent, Outcome};
 use crate::inventory::ModelCheck;
 use crate::model_name::model_key;
+use crate::webhook::AddressPolicy;
 
 /// Priority of async jobs that do not ask for one: below interactive requests.
 pub const ASYNC_PRIORITY: i32 = 0;
@@ -71,6 +74,32 @@ pub struct JobView {
     /// The body Ollama would have returned with `"stream": false`.
     pub result: Option<Value>,
     pub metadata: Option<Value>,
+    /// The webhook URL and, on a single job, its deliveries with every attempt.
+    pub webhook: Option<WebhookView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebhookView {
+    pub url: String,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    /// The `webhook-id` every attempt carried.
+    pub id: String,
+    pub state: &'static str,
+    pub attempts: Vec<AttemptView>,
+    pub next_attempt_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub at: String,
+    pub status: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +141,10 @@ impl JobView {
             }),
             result: parse(&job.result),
             metadata: parse(&job.metadata),
+            webhook: job.webhook_url.as_ref().map(|url| WebhookView {
+                url: url.clone(),
+                deliveries: Vec::new(),
+            }),
         }
     }
 }
@@ -121,7 +154,33 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
         JobState::Queued => state.store.queue_position(job.id).await?,
         _ => None,
     };
-    Ok(JobView::new(job, position, now_ms()))
+    let mut view = JobView::new(job, position, now_ms());
+    if let Some(webhook) = view.webhook.as_mut() {
+        webhook.deliveries = state
+            .store
+            .webhooks_for_job(job.id)
+            .await?
+            .into_iter()
+            .map(|delivery| DeliveryView {
+                id: delivery.id,
+                state: delivery.state.as_str(),
+                next_attempt_at: (delivery.state == DeliveryState::Pending)
+                    .then(|| rfc3339(delivery.next_attempt_at)),
+                attempts: delivery
+                    .log
+                    .into_iter()
+                    .map(|a| AttemptView {
+                        attempt: a.attempt,
+                        at: rfc3339(a.at),
+                        status: a.status,
+                        latency_ms: a.latency_ms,
+                        error: a.error,
+                    })
+                    .collect(),
+            })
+            .collect();
+    }
+    Ok(view)
 }
 
 fn parse_id(text: &str) -> Result<JobId, ApiError> {
@@ -162,11 +221,22 @@ pub async fn submit(
             "request is required: the Ollama request body, as an object".into(),
         ));
     };
-    if body.fields.contains_key("webhook") {
-        return Err(ApiError::BadRequest(
-            "webhook delivery is not available yet; poll GET /jobs/{id}?wait=30s instead".into(),
-        ));
-    }
+    let webhook_url = match body.fields.get("webhook") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(url)) => {
+            if state.config.webhook_key.is_none() {
+                return Err(ApiError::BadRequest(
+                    "webhooks are off: foreman needs FOREMAN_WEBHOOK_SECRET to sign them".into(),
+                ));
+            }
+            let policy = AddressPolicy {
+                allowed_private: state.config.webhook_allow_private_nets.clone(),
+            };
+            policy.check(url).await.map_err(ApiError::BadRequest)?;
+            Some(url.clone())
+        }
+        Some(_) => return Err(ApiError::BadRequest("webhook must be a URL string".into())),
+    };
     let model = match request.get("model") {
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
         _ => return Err(ApiError::BadRequest("request.model is required".into())),
@@ -216,7 +286,7 @@ pub async fn submit(
                 priority,
                 max_attempts: state.config.max_attempts,
                 idempotency_key,
-                webhook_url: None,
+                webhook_url,
                 metadata,
             },
             now_ms(),

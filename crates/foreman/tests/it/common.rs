@@ -33,9 +33,32 @@ pub struct TestForeman {
     pub url: String,
     pub sim: SimHandle,
     pub db_path: PathBuf,
+    config: Config,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), foreman::ServeError>>,
+    task: ServeTask,
     _dir: TempDir,
+}
+
+type ServeTask = JoinHandle<Result<(), foreman::ServeError>>;
+
+/// Starts foreman on a free port and waits until it answers.
+async fn launch(config: &Config) -> (String, CancellationToken, ServeTask) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(foreman::serve(listener, config.clone(), shutdown.clone()));
+    // Ready once the store is open and /healthz answers: a test's own handle on
+    // the database must not race foreman's start-up (migrations, WAL switch).
+    let probe = client();
+    eventually("foreman to be ready", async || {
+        probe
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    (url, shutdown, task)
 }
 
 /// Foreman settings for tests: quick polls and retries.
@@ -60,29 +83,25 @@ impl TestForeman {
         let db_path = dir.path().join("foreman.db");
         let mut config = test_config(&sim.url(), db_path.to_str().unwrap());
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(foreman::serve(listener, config, shutdown.clone()));
-        // Ready once the store is open and /healthz answers: a test's own handle on
-        // the database must not race foreman's start-up (migrations, WAL switch).
-        let probe = client();
-        eventually("foreman to be ready", async || {
-            probe
-                .get(format!("{url}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        let (url, shutdown, task) = launch(&config).await;
         TestForeman {
             url,
             sim,
             db_path,
+            config,
             shutdown,
             task,
             _dir: dir,
         }
+    }
+
+    /// Stops foreman gracefully and starts it again on the same database (and a new
+    /// port), as an operator's restart would.
+    pub async fn restart(&mut self) {
+        self.shutdown.cancel();
+        (&mut self.task).await.unwrap().unwrap();
+        let (url, shutdown, task) = launch(&self.config).await;
+        (self.url, self.shutdown, self.task) = (url, shutdown, task);
     }
 
     /// A second handle on foreman's job store, for looking at job rows.

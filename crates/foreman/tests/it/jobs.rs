@@ -256,7 +256,7 @@ async fn bad_submissions_and_unknown_jobs_get_clear_errors() {
         (
             json!({"kind": "chat", "request": {"model": CHAT}, "webhook": "http://example.com/hook"}),
             400,
-            "webhook delivery is not available yet",
+            "webhooks are off",
         ),
     ];
     for (body, status, message) in cases {

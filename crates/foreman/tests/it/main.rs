@@ -10,3 +10,4 @@ mod reliability;
 mod routes;
 mod scheduling;
 mod shutdown;
+mod webhooks;

@@ -1,0 +1,449 @@
+//! Webhooks that receivers can trust: the dispatcher that sends the store's outbox,
+//! Standard Webhooks signatures, and the address policy that keeps webhook URLs
+//! from reaching internal services.
+//!
+//! - **Durable:** the store writes a delivery in the same transaction that finishes
+//!   the job, so a restart never drops one; the dispatcher sends whatever is due.
+//! - **Signed:** every attempt carries `webhook-id` (the same on every attempt, the
+//!   receiver's dedupe key), `webhook-timestamp` and `webhook-signature` =
+//!   `v1,` + base64 HMAC-SHA256 of `id.timestamp.body` under `FOREMAN_WEBHOOK_SECRET`.
+//! - **Retried:** timeouts, refused connections and non-2xx answers are retried with
+//!   exponential backoff and jitter until `FOREMAN_WEBHOOK_MAX_ATTEMPTS`; `410 Gone`
+//!   and refused addresses stop at once. Every attempt is logged on the job.
+//! - **Contained:** only http(s); loopback, private, link-local, multicast and other
+//!   internal addresses are refused (also behind a DNS name, and IPv4 wrapped in
+//!   IPv6) unless `FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS` lists them. The checked address
+//!   is the one connected to, and redirects are not followed.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use foreman_store::{AttemptOutcome, Store, WebhookAttempt, WebhookDelivery};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+
+const SECRET_PREFIX: &str = "whsec_";
+/// A receiver has this long to answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(4 * 3600);
+/// How often the dispatcher looks for due deliveries without a wake-up.
+const POLL: Duration = Duration::from_millis(250);
+const BATCH: u32 = 32;
+
+/// An IP network in CIDR form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Parses `10.0.0.0/8, 192.168.1.0/24, fd00::/8` (an empty list is fine).
+pub fn parse_cidrs(text: &str) -> Result<Vec<Cidr>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (address, prefix) = part.split_once('/').unwrap_or((part, ""));
+            let network: IpAddr = address
+                .parse()
+                .map_err(|_| format!("{part:?} is not a CIDR like 192.168.1.0/24"))?;
+            let width = if network.is_ipv4() { 32 } else { 128 };
+            let prefix = if prefix.is_empty() {
+                width
+            } else {
+                prefix
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= width)
+                    .ok_or_else(|| format!("{part:?} has a bad prefix length"))?
+            };
+            Ok(Cidr { network, prefix })
+        })
+        .collect()
+}
+
+/// Decodes `whsec_<base64>` into the signing key.
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret.trim().strip_prefix(SECRET_PREFIX).ok_or_else(|| {
+        format!("must start with {SECRET_PREFIX} followed by base64 (e.g. {SECRET_PREFIX}$(head -c32 /dev/urandom | base64))")
+    })?;
+    let key = STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("the part after {SECRET_PREFIX} is not base64: {e}"))?;
+    if !(16..=64).contains(&key.len()) {
+        return Err(format!("the key must be 16 to 64 bytes, got {}", key.len()));
+    }
+    Ok(key)
+}
+
+/// The `webhook-signature` value for one attempt.
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// True for addresses on the public internet.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => is_public_v4(ip),
+        IpAddr::V6(ip) => is_public_v6(ip),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0
+        || a == 10
+        || a == 127
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 169 && b == 254)
+        || (a == 172 && (16..32).contains(&b))
+        || (a == 192 && b == 0 && (c == 0 || c == 2))
+        || (a == 192 && b == 168)
+        || (a == 198 && (b == 18 || b == 19))
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113)
+        || a >= 224)
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let segments = ip.segments();
+    let embedded_v4 = |ip: Ipv6Addr| {
+        let o = ip.octets();
+        Ipv4Addr::new(o[12], o[13], o[14], o[15])
+    };
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4 address inside.
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return is_public_v4(embedded_v4(ip));
+    }
+    if segments[0] == 0x2002 {
+        let [a, b] = segments[1].to_be_bytes();
+        let [c, d] = segments[2].to_be_bytes();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (segments[0] & 0xffc0) == 0xfe80
+        || (segments[0] & 0xfe00) == 0xfc00
+        || (segments[0] == 0x2001 && segments[1] == 0x0db8)
+        || segments[..6] == [0, 0, 0, 0, 0, 0])
+}
+
+/// Which webhook addresses may be used.
+#[derive(Debug, Clone, Default)]
+pub struct AddressPolicy {
+    pub allowed_private: Vec<Cidr>,
+}
+
+impl AddressPolicy {
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        is_public(ip) || self.allowed_private.iter().any(|net| net.contains(ip))
+    }
+
+    /// Checks a URL and resolves its host; every address it resolves to must be
+    /// allowed. Returns the host and the address to connect to.
+    pub async fn check(&self, url: &str) -> Result<(reqwest::Url, SocketAddr), String> {
+        let url =
+            reqwest::Url::parse(url).map_err(|e| format!("webhook {url:?} is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "webhook scheme {:?} is not allowed: use http or https",
+                url.scheme()
+            ));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| "webhook URL has no host".to_string())?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| format!("webhook host {host:?} does not resolve: {e}"))?
+                .collect(),
+        };
+        if addresses.is_empty() {
+            return Err(format!("webhook host {host:?} has no address"));
+        }
+        if let Some(blocked) = addresses.iter().find(|a| !self.allows(a.ip())) {
+            return Err(format!(
+                "webhook address {} is not allowed: internal addresses need FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS",
+                blocked.ip()
+            ));
+        }
+        Ok((url, addresses[0]))
+    }
+}
+
+/// Sends due deliveries until shutdown.
+pub struct Dispatcher {
+    pub store: Store,
+    pub key: Vec<u8>,
+    pub policy: AddressPolicy,
+    pub retry_base: Duration,
+    pub max_attempts: u32,
+    /// Rung when jobs finish (their deliveries may be due now).
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let due = match self.store.due_webhooks(now_ms(), BATCH).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the webhook outbox");
+                    Vec::new()
+                }
+            };
+            let idle = due.is_empty();
+            for delivery in due {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                self.attempt(delivery).await;
+            }
+            if idle {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, delivery: WebhookDelivery) {
+        let number = delivery.attempts + 1;
+        let at = now_ms();
+        let started = Instant::now();
+        let (status, error, retryable) = match self.send(&delivery).await {
+            Ok(status) if (200..300).contains(&status) => (Some(status), None, false),
+            Ok(410) => (
+                Some(410),
+                Some("the receiver answered 410 Gone".to_string()),
+                false,
+            ),
+            Ok(status) => (
+                Some(status),
+                Some(format!("the receiver answered {status}")),
+                true,
+            ),
+            Err(SendError::Refused(reason)) => (None, Some(reason), false),
+            Err(SendError::Failed(reason)) => (None, Some(reason), true),
+        };
+        let outcome = match (&error, retryable) {
+            (None, _) => AttemptOutcome::Delivered,
+            (Some(_), true) if number < self.max_attempts => {
+                let pause = crate::backoff::exponential(self.retry_base, number, MAX_BACKOFF);
+                AttemptOutcome::RetryAt(now_ms() + pause.as_millis() as i64)
+            }
+            _ => AttemptOutcome::Failed,
+        };
+        let attempt = WebhookAttempt {
+            attempt: number,
+            at,
+            status,
+            latency_ms: started.elapsed().as_millis() as i64,
+            error: error.clone(),
+        };
+        tracing::info!(delivery = %delivery.id, job = %delivery.job_id, attempt = number, ?status, ?outcome, "webhook attempt");
+        match self
+            .store
+            .record_webhook_attempt(&delivery.id, &attempt, outcome)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(delivery = %delivery.id, "delivery moved on elsewhere; attempt not recorded")
+            }
+            Err(error) => {
+                tracing::error!(%error, delivery = %delivery.id, "cannot record a webhook attempt")
+            }
+        }
+    }
+
+    async fn send(&self, delivery: &WebhookDelivery) -> Result<u16, SendError> {
+        let (url, address) = self
+            .policy
+            .check(&delivery.url)
+            .await
+            .map_err(SendError::Refused)?;
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
+        // Connect to the checked address only, so DNS cannot swap in another one.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(ATTEMPT_TIMEOUT)
+            .resolve(&host, address)
+            .build()
+            .map_err(|e| SendError::Failed(e.to_string()))?;
+        let timestamp = now_ms() / 1000;
+        let response = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &delivery.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                sign(&self.key, &delivery.id, timestamp, &delivery.payload),
+            )
+            .body(delivery.payload.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                SendError::Failed(if e.is_timeout() {
+                    "the receiver timed out".into()
+                } else {
+                    e.to_string()
+                })
+            })?;
+        Ok(response.status().as_u16())
+    }
+}
+
+enum SendError {
+    /// The URL may not be used: no retry.
+    Refused(String),
+    /// The attempt failed in transit: retry.
+    Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_refused_unless_allowed() {
+        for blocked in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:c0a8:0101::1",
+            "ff02::1",
+        ] {
+            assert!(
+                !is_public(blocked.parse().unwrap()),
+                "{blocked} must be refused"
+            );
+        }
+        for public in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:93.184.216.34",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public} is public");
+        }
+        let policy = AddressPolicy {
+            allowed_private: parse_cidrs("127.0.0.0/8, 192.168.1.0/24").unwrap(),
+        };
+        assert!(policy.allows("127.0.0.1".parse().unwrap()));
+        assert!(policy.allows("192.168.1.77".parse().unwrap()));
+        assert!(!policy.allows("192.168.2.1".parse().unwrap()));
+        assert!(!policy.allows("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn cidrs_and_secrets_parse_or_say_why_not() {
+        assert_eq!(parse_cidrs("").unwrap(), vec![]);
+        assert!(parse_cidrs("10.0.0.0/33").is_err());
+        assert!(parse_cidrs("nowhere/8").is_err());
+        let single = parse_cidrs("10.0.0.5").unwrap();
+        assert!(single[0].contains("10.0.0.5".parse().unwrap()));
+        assert!(!single[0].contains("10.0.0.6".parse().unwrap()));
+        assert!(decode_secret("nope").is_err());
+        assert!(decode_secret("whsec_!!!").is_err());
+        assert!(decode_secret(&format!("whsec_{}", STANDARD.encode([1u8; 8]))).is_err());
+        assert_eq!(
+            decode_secret(&format!("whsec_{}", STANDARD.encode([7u8; 32]))).unwrap(),
+            vec![7u8; 32]
+        );
+    }
+
+    #[test]
+    fn signatures_follow_the_standard_webhooks_example() {
+        // The reference example of the Standard Webhooks specification.
+        let key = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = r#"{"test": 2432232314}"#;
+        assert_eq!(
+            sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[tokio::test]
+    async fn urls_are_checked_before_use() {
+        let strict = AddressPolicy::default();
+        for url in [
+            "ftp://93.184.216.34/x",
+            "http://127.0.0.1:9/x",
+            "http://[::1]/x",
+            "http://169.254.169.254/latest",
+            "not a url",
+        ] {
+            assert!(strict.check(url).await.is_err(), "{url}");
+        }
+        let (_, address) = strict.check("https://93.184.216.34/hook").await.unwrap();
+        assert_eq!(address, "93.184.216.34:443".parse().unwrap());
+        assert!(
+            strict.check("http://localhost:9/x").await.is_err(),
+            "names are resolved and checked"
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! Signed webhooks end to end: a receiver on loopback that answers 500 first, the
+//! signatures checked by the official `standardwebhooks` Python package (an
+//! implementation independent of foreman's), retries, a restart before delivery,
+//! and the address policy.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// A webhook receiver on a free loopback port; it answers 500 to its first
+/// `failures` requests, then 204.
+struct Receiver {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    async fn start(failures: usize) -> Receiver {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(AtomicUsize::new(failures));
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post({
+                let (received, failures) = (received.clone(), failures.clone());
+                move |headers: HeaderMap, body: String| async move {
+                    let header =
+                        |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+                    received.lock().unwrap().push(Received {
+                        id: header("webhook-id").unwrap_or_default(),
+                        headers: [
+                            "webhook-id",
+                            "webhook-timestamp",
+                            "webhook-signature",
+                            "content-type",
+                        ]
+                        .iter()
+                        .filter_map(|name| header(name).map(|v| (name.to_string(), v)))
+                        .collect(),
+                        body,
+                    });
+                    let fail = failures
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if fail {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver {
+            url,
+            received,
+            failures,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+fn secret() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode([42u8; 32])
+    )
+}
+
+fn with_webhooks(config: &mut foreman::config::Config) {
+    config.webhook_key = Some(foreman::webhook::decode_secret(&secret()).unwrap());
+    config.webhook_allow_private_nets = foreman::webhook::parse_cidrs("127.0.0.0/8").unwrap();
+    config.webhook_retry_base = Duration::from_millis(100);
+}
+
+/// Verifies every received request with the `standardwebhooks` package.
+async fn verify_with_python(received: &[Received]) {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(python.exists(), "run scripts/setup-python.sh");
+    let requests: Vec<Value> = received
+        .iter()
+        .map(|r| json!({"headers": r.headers.iter().cloned().collect::<std::collections::HashMap<_, _>>(), "body": r.body}))
+        .collect();
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+secret, requests = sys.argv[1], json.load(sys.stdin)
+for request in requests:
+    Webhook(secret).verify(request["body"], request["headers"])
+print(f"verified {len(requests)}")
+"#;
+    let mut child = tokio::process::Command::new(python)
+        .args(["-c", script, &secret()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(serde_json::to_string(&requests).unwrap().as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "standardwebhooks rejected a delivery:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[tokio::test]
+async fn a_finished_job_is_delivered_signed_and_retried_after_a_500() {
+    let receiver = Receiver::start(1).await;
+    let foreman = TestForeman::start_with(fast_sim(), with_webhooks).await;
+    let client = client();
+    let body = json!({"kind": "chat", "webhook": receiver.url, "metadata": {"batch": 3},
+        "request": {"model": CHAT, "messages": [{"role": "user", "content": "notify me"}]}});
+    let response = client
+        .post(format!("{}/jobs", foreman.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job: Value = response.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually("a retry after the 500", async || {
+        receiver.received().len() == 2
+    })
+    .await;
+    let received = receiver.received();
+    assert_eq!(
+        received[0].id, received[1].id,
+        "one webhook-id across retries"
+    );
+    assert!(received[0].id.starts_with("msg_"));
+    let payload: Value = serde_json::from_str(&received[1].body).unwrap();
+    assert_eq!(payload["type"], "job.succeeded");
+    assert_eq!(payload["data"]["id"], id);
+    assert_eq!(payload["data"]["metadata"], json!({"batch": 3}));
+    assert_eq!(
+        received[0].body, received[1].body,
+        "the same body every time"
+    );
+    verify_with_python(&received).await;
+
+    let view: Value = client
+        .get(format!("{}/jobs/{id}", foreman.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let delivery = &view["webhook"]["deliveries"][0];
+    eventually("the delivery to be recorded", async || {
+        let view: Value = client
+            .get(format!("{}/jobs/{id}", foreman.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        view["webhook"]["deliveries"][0]["state"] == "delivered"
+    })
+    .await;
+    assert_eq!(delivery["id"], received[0].id.as_str());
+    let view: Value = client
+        .get(format!("{}/jobs/{id}", foreman.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let attempts = view["webhook"]["deliveries"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        (attempts[0]["status"].clone(), attempts[1]["status"].clone()),
+        (json!(500), json!(204))
+    );
+    assert!(attempts[0]["error"].as_str().unwrap().contains("500"));
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_before_delivery_still_delivers_once() {
+    // The receiver fails for a long time: the delivery waits in the outbox.
+    let receiver = Receiver::start(usize::MAX).await;
+    let mut foreman = TestForeman::start_with(fast_sim(), |config| {
+        with_webhooks(config);
+        config.webhook_retry_base = Duration::from_millis(300);
+    })
+    .await;
+    let client = client();
+    let body = json!({"kind": "generate", "webhook": receiver.url,
+        "request": {"model": CHAT, "prompt": "survive a restart"}});
+    let job: Value = client
+        .post(format!("{}/jobs", foreman.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    eventually("a first failed attempt", async || {
+        !receiver.received().is_empty()
+    })
+    .await;
+    foreman.restart().await;
+    receiver.failures.store(0, Ordering::SeqCst);
+    eventually("a delivery after the restart", async || {
+        let view: Value = client
+            .get(format!(
+                "{}/jobs/{}",
+                foreman.url,
+                job["id"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        view["webhook"]["deliveries"][0]["state"] == "delivered"
+    })
+    .await;
+    let received = receiver.received();
+    let ids: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "every attempt carries the one webhook-id, so the receiver dedupes to one event"
+    );
+    verify_with_python(&received).await;
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_urls_are_checked_before_use() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        with_webhooks(config);
+        config.webhook_allow_private_nets = Vec::new();
+    })
+    .await;
+    let client = client();
+    for (url, message) in [
+        ("ftp://example.com/hook", "scheme"),
+        ("http://127.0.0.1:9/hook", "not allowed"),
+        ("http://localhost:9/hook", "not allowed"),
+        ("http://169.254.169.254/latest/meta-data", "not allowed"),
+        ("http://10.1.2.3/hook", "not allowed"),
+        ("http://[::ffff:192.168.0.1]/hook", "not allowed"),
+        ("http://[fd00::1]/hook", "not allowed"),
+    ] {
+        let body =
+            json!({"kind": "chat", "webhook": url, "request": {"model": CHAT, "messages": []}});
+        let response = client
+            .post(format!("{}/jobs", foreman.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains(message),
+            "{url}: {error}"
+        );
+    }
+    let store = foreman.store().await;
+    assert!(
+        store
+            .list(foreman_store::ListParams {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    foreman.stop().await;
+}

@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod backoff;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod hub;

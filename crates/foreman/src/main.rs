@@ -1,6 +1,7 @@
-//! The `foreman` binary: parses the command line, sets up logging, binds the
-//! listener, optionally starts the built-in simulator, and runs [`foreman::serve`]
-//! until SIGINT or SIGTERM.
+//! The `foreman` binary. `foreman serve` parses the settings, sets up logging, binds
+//! the listener, optionally starts the built-in simulator, and runs
+//! [`foreman::serve`] until SIGINT or SIGTERM; `foreman jobs ...` is the client of a
+//! running daemon's jobs API ([`foreman::cli`]).
 
 use std::process::ExitCode;
 
@@ -20,11 +21,19 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// Submit, inspect, wait for and cancel async jobs on a running daemon.
+    Jobs(foreman::cli::JobsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Jobs(jobs) => {
+            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+            return runtime.block_on(foreman::cli::run(jobs));
+        }
+    };
     let mut config = match args.validate() {
         Ok(config) => config,
         Err(error) => {

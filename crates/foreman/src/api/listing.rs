@@ -1,5 +1,6 @@
 //! Routes answered without the queue: the cached inventory (`/api/tags`, `/api/ps`),
-//! Ollama's liveness answers (`/`, `/api/version`) and foreman's `/healthz`.
+//! Ollama's liveness answers (`/`, `/api/version`), foreman's `/healthz` and the
+//! jobs API's `/openapi.json`.
 
 use std::time::Duration;
 
@@ -62,6 +63,11 @@ pub async fn version(State(state): State<AppState>) -> Result<Response, ApiError
         .await
         .map_err(|e| ApiError::TargetUnavailable(e.to_string()))?;
     Ok(json_body(body))
+}
+
+/// The OpenAPI 3.1 description of the jobs API (the Ollama routes are Ollama's own).
+pub async fn openapi() -> Response {
+    json_body(Bytes::from_static(include_bytes!("openapi.json")))
 }
 
 pub async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -365,3 +365,51 @@ async fn events_stream_a_waiting_job_live_and_replay_a_finished_one() {
     assert_eq!(replay, vec![json!({"error": "job cancelled"})]);
     foreman.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_jobs_route() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let response = client
+        .get(format!("{}/openapi.json", foreman.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/jobs", vec!["post", "get"]),
+        ("/jobs/{id}", vec!["get", "delete"]),
+        ("/jobs/{id}/cancel", vec!["post"]),
+        ("/jobs/{id}/events", vec!["get"]),
+        ("/healthz", vec!["get"]),
+    ] {
+        for method in methods {
+            let operation = &paths[path][method];
+            assert!(
+                operation["responses"].is_object(),
+                "{method} {path} is described"
+            );
+        }
+    }
+    // Every schema a document points at exists.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/").skip(1) {
+        let pointer = format!("/components/{}", reference.split('"').next().unwrap());
+        assert!(doc.pointer(&pointer).is_some(), "{pointer} is defined");
+    }
+    // The shapes the API really answers with match the document's required fields.
+    let (_, job) = submit(&client, &foreman.url, &job_request(CHAT, "described"), None).await;
+    for field in doc["components"]["schemas"]["Job"]["required"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(
+            job.get(field.as_str().unwrap()).is_some(),
+            "job has {field}"
+        );
+    }
+    foreman.stop().await;
+}

@@ -80,6 +80,7 @@ impl Binaries {
             .env("FOREMAN_ADDR", "127.0.0.1:0")
             .env("FOREMAN_OLLAMA_URL", upstream)
             .env("FOREMAN_DATABASE", database)
+            .env("FOREMAN_DATA_DIR", database.with_extension("data"))
             .env("FOREMAN_LOG", "warn")
             .env("FOREMAN_MAX_QUEUE", "1000000");
         for (key, value) in env {

@@ -241,6 +241,9 @@ pub struct Job {
     pub idempotency_key: Option<String>,
     pub webhook_url: Option<String>,
     pub metadata: Option<String>,
+    /// Files holding a result too large for the row, as JSON
+    /// (`[{"name","content_type","size"}]`); `None` for most jobs.
+    pub artifacts: Option<String>,
     pub created_at: i64,
     /// When the first attempt started.
     pub started_at: Option<i64>,

@@ -137,6 +137,24 @@ impl Store {
         }
     }
 
+    /// Like `complete`, for a result kept in files: the row keeps no result and
+    /// lists the files (`artifacts`, JSON) instead. Fenced by the attempt the same way.
+    pub async fn complete_with_artifacts(
+        &self,
+        id: JobId,
+        attempt: u32,
+        artifacts: String,
+        now: i64,
+    ) -> Result<Option<Job>> {
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .complete_with_artifacts(id, attempt, artifacts, now)
+                    .await
+            }
+        }
+    }
+
     /// `running(attempt) → failed`, terminally. `None` for a stale attempt.
     pub async fn fail(
         &self,

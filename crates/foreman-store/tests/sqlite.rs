@@ -163,7 +163,7 @@ async fn migrations_are_recorded_once() {
     let db = TempDb::new();
     let store = db.open().await;
     let Store::Sqlite(sqlite) = &store;
-    assert_eq!(sqlite.schema_version().await.expect("version"), 2);
+    assert_eq!(sqlite.schema_version().await.expect("version"), 3);
     store.close().await;
 
     let store = db.open().await;
@@ -174,7 +174,7 @@ async fn migrations_are_recorded_once() {
             .fetch_all(&mut raw)
             .await
             .expect("versions");
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     raw.close().await.expect("close raw");
 }
 
@@ -197,7 +197,7 @@ async fn a_newer_schema_is_refused() {
             error,
             Error::SchemaTooNew {
                 found: 99,
-                known: 2
+                known: 3
             }
         ),
         "{error}"

@@ -90,6 +90,12 @@ pub struct ServeArgs {
     /// Attempts per webhook delivery before it is marked failed.
     #[arg(long, env = "FOREMAN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
     pub webhook_max_attempts: u32,
+    /// Folder for files foreman keeps beside the database (large job results).
+    #[arg(long, env = "FOREMAN_DATA_DIR", default_value = "foreman-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Results larger than this many bytes are stored as files (artifacts), not in the row.
+    #[arg(long, env = "FOREMAN_ARTIFACT_THRESHOLD", default_value_t = 1024 * 1024)]
+    pub artifact_threshold: usize,
     /// Log filter, e.g. info or foreman=debug.
     #[arg(long, env = "FOREMAN_LOG", default_value = "info")]
     pub log: String,
@@ -127,6 +133,8 @@ pub struct Config {
     pub webhook_allow_private_nets: Vec<crate::webhook::Cidr>,
     pub webhook_retry_base: Duration,
     pub webhook_max_attempts: u32,
+    pub data_dir: std::path::PathBuf,
+    pub artifact_threshold: usize,
     pub log: String,
 }
 
@@ -304,6 +312,8 @@ impl ServeArgs {
                     ));
                 }
             },
+            data_dir: self.data_dir.clone(),
+            artifact_threshold: self.artifact_threshold,
             log: self.log.clone(),
         })
     }

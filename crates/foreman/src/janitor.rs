@@ -1,6 +1,7 @@
 //! The janitor: prunes finished jobs older than the TTL, in small batches so the
-//! SQLite write lock is never held long, and rescues running jobs whose lease
-//! expired (a worker that stopped heartbeating).
+//! SQLite write lock is never held long, removes the result files of jobs that are
+//! gone, and rescues running jobs whose lease expired (a worker that stopped
+//! heartbeating).
 
 use std::time::Duration;
 
@@ -12,9 +13,19 @@ use crate::clock::now_ms;
 const BATCH: u32 = 500;
 
 /// Prunes and rescues every `interval` until shutdown.
-pub async fn run(store: Store, ttl: Duration, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    ttl: Duration,
+    data_dir: std::path::PathBuf,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         sweep(&store, ttl).await;
+        let removed = crate::artifacts::sweep_orphans(&store, &data_dir).await;
+        if removed > 0 {
+            tracing::info!(jobs = removed, "removed result files of pruned jobs");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}

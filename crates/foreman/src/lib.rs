@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod artifacts;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
@@ -59,6 +60,12 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("FOREMAN_DATA_DIR {}: {error}", config.data_dir.display()),
+        )
+    })?;
     let store = Store::open(&config.database).await?;
     let recovered = store.recover_running(clock::now_ms()).await?;
     if recovered > 0 {
@@ -78,6 +85,7 @@ pub async fn serve(
     tasks.spawn(janitor::run(
         store.clone(),
         config.job_ttl,
+        config.data_dir.clone(),
         JANITOR_INTERVAL,
         shutdown.clone(),
     ));
@@ -95,6 +103,8 @@ pub async fn serve(
             lease: LEASE,
             retry_base: config.retry_base,
             shutdown_grace: config.shutdown_grace,
+            data_dir: config.data_dir.clone(),
+            artifact_threshold: config.artifact_threshold,
         },
     };
     tasks.spawn(worker.run(shutdown.clone()));

@@ -95,6 +95,9 @@ pub struct WorkerSettings {
     pub lease: Duration,
     pub retry_base: Duration,
     pub shutdown_grace: Duration,
+    /// Results over `artifact_threshold` bytes go to files under this folder.
+    pub data_dir: std::path::PathBuf,
+    pub artifact_threshold: usize,
 }
 
 /// The worker for one target.
@@ -303,11 +306,36 @@ impl Worker {
         }
     }
 
+    /// Records a success: the result in the row, or in a file when it is large.
+    async fn store_result(
+        &self,
+        id: JobId,
+        attempt: u32,
+        result: String,
+        now: i64,
+    ) -> foreman_store::Result<Option<Job>> {
+        if result.len() > self.settings.artifact_threshold {
+            match crate::artifacts::write_result(&self.settings.data_dir, id, &result).await {
+                Ok(artifact) => {
+                    let listed = serde_json::to_string(&[artifact]).expect("artifacts serialise");
+                    return self
+                        .store
+                        .complete_with_artifacts(id, attempt, listed, now)
+                        .await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, job = %id, "cannot write the result file; keeping it in the database");
+                }
+            }
+        }
+        self.store.complete(id, attempt, result, now).await
+    }
+
     async fn record(&self, job: &Job, attempt: Attempt) {
         let (id, number, now) = (job.id, job.attempts, now_ms());
         let stored = match attempt {
             Attempt::Succeeded(result) => {
-                let stored = self.store.complete(id, number, result, now).await;
+                let stored = self.store_result(id, number, result, now).await;
                 self.hub.finish(id, Outcome::Succeeded);
                 stored
             }

@@ -29,6 +29,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "webhooks",
         sql: include_str!("migrations/0002_webhooks.sql"),
     },
+    Migration {
+        version: 3,
+        name: "artifacts",
+        sql: include_str!("migrations/0003_artifacts.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -355,6 +355,24 @@ impl SqliteStore {
         row.as_ref().map(job_from_row).transpose()
     }
 
+    /// See [`Store::complete_with_artifacts`](crate::Store::complete_with_artifacts).
+    pub async fn complete_with_artifacts(
+        &self,
+        id: JobId,
+        attempt: u32,
+        artifacts: String,
+        now: i64,
+    ) -> Result<Option<Job>> {
+        let row = sqlx::query(queries::COMPLETE_WITH_ARTIFACTS)
+            .bind(id.to_string())
+            .bind(i64::from(attempt))
+            .bind(artifacts)
+            .bind(now)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
     /// See [`Store::fail`](crate::Store::fail).
     pub async fn fail(
         &self,

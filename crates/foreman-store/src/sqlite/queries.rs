@@ -93,6 +93,21 @@ pub(super) const COMPLETE: &str = "
     WHERE id = ?1 AND state = 'running' AND attempts = ?2
     RETURNING *";
 
+/// running(attempt) → succeeded with the result in files. ?1 id, ?2 attempt,
+/// ?3 artifacts (JSON), ?4 now.
+pub(super) const COMPLETE_WITH_ARTIFACTS: &str = "
+    UPDATE jobs
+    SET state = 'succeeded',
+        result = NULL,
+        artifacts = ?3,
+        failure_status = NULL,
+        failure_message = NULL,
+        finished_at = ?4,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    RETURNING *";
+
 /// running(attempt) → failed. ?1 id, ?2 attempt, ?3 status, ?4 message, ?5 now.
 pub(super) const FAIL: &str = "
     UPDATE jobs

@@ -62,6 +62,7 @@ pub(super) fn job_from_row(row: &SqliteRow) -> Result<Job> {
         idempotency_key: row.try_get("idempotency_key")?,
         webhook_url: row.try_get("webhook_url")?,
         metadata: row.try_get("metadata")?,
+        artifacts: row.try_get("artifacts")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,

@@ -27,6 +27,8 @@ pub enum ApiError {
     InvalidPriority { value: String, min: i32, max: i32 },
     #[error("job {0} not found")]
     JobNotFound(String),
+    #[error("{0}")]
+    ArtifactNotFound(String),
     #[error("Idempotency-Key was already used for a different request")]
     IdempotencyMismatch,
     #[error("job {id} is already {state}")]
@@ -59,7 +61,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::InvalidPriority { .. } => StatusCode::BAD_REQUEST,
-            ApiError::ModelNotFound(_) | ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound(_)
+            | ApiError::JobNotFound(_)
+            | ApiError::ArtifactNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::IdempotencyMismatch | ApiError::AlreadyFinished { .. } => {
                 StatusCode::CONFLICT
             }

@@ -36,6 +36,7 @@ use serde_json::{Map, Value};
 
 use super::body::JsonBody;
 use super::{ApiError, AppState};
+use crate::artifacts;
 use crate::clock::now_ms;
 use crate::hub::{FeedEvent, Outcome};
 use crate::inventory::ModelCheck;
@@ -76,6 +77,16 @@ pub struct JobView {
     pub metadata: Option<Value>,
     /// The webhook URL and, on a single job, its deliveries with every attempt.
     pub webhook: Option<WebhookView>,
+    /// Files holding a result too large for the job itself (`result` is then null).
+    pub artifacts: Vec<ArtifactView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ArtifactView {
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub url: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +156,15 @@ impl JobView {
                 url: url.clone(),
                 deliveries: Vec::new(),
             }),
+            artifacts: artifacts::listed(job.artifacts.as_deref())
+                .into_iter()
+                .map(|a| ArtifactView {
+                    url: format!("/jobs/{}/artifacts/{}", job.id, a.name),
+                    name: a.name,
+                    content_type: a.content_type,
+                    size: a.size,
+                })
+                .collect(),
         }
     }
 }
@@ -443,9 +463,20 @@ pub async fn list(
     .into_response())
 }
 
-/// The line a finished job's events end with: its result, or its error.
-fn final_line(job: &Job) -> Bytes {
-    let value = match (&job.result, &job.failure, job.state) {
+/// The line a finished job's events end with: its result (read back from its file
+/// when it is an artifact), or its error.
+async fn final_line(state: &AppState, job: &Job) -> Bytes {
+    let from_file = match artifacts::listed(job.artifacts.as_deref()).first() {
+        Some(artifact) if job.result.is_none() => {
+            match artifacts::path(&state.config.data_dir, job.id, &artifact.name) {
+                Some(path) => tokio::fs::read_to_string(path).await.ok(),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let result = job.result.clone().or(from_file);
+    let value = match (&result, &job.failure, job.state) {
         (Some(result), _, JobState::Succeeded) => {
             serde_json::from_str(result).unwrap_or_else(|_| Value::String(result.clone()))
         }
@@ -467,7 +498,8 @@ pub async fn events(
     let job = find(&state, id).await?;
     let body: std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, Infallible>> + Send>> =
         if job.state.is_terminal() {
-            Box::pin(futures::stream::once(async move { Ok(final_line(&job)) }))
+            let line = final_line(&state, &job).await;
+            Box::pin(futures::stream::once(async move { Ok(line) }))
         } else {
             Box::pin(async_stream::stream! {
                 loop {
@@ -477,7 +509,7 @@ pub async fn events(
                         Some(FeedEvent::End(_)) => {
                             // Failed or cancelled: say so in the job's own words.
                             if let Ok(Some(job)) = state.store.get(id).await {
-                                yield Ok(final_line(&job));
+                                yield Ok(final_line(&state, &job).await);
                             }
                             break;
                         }
@@ -490,6 +522,42 @@ pub async fn events(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/x-ndjson"),
     );
+    Ok(response)
+}
+
+/// Serves one of a job's artifacts, with its content type and length.
+pub async fn artifact(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    if !artifacts::valid_name(&name) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid artifact name {name:?}: one file name of letters, digits, '.', '_' and '-'"
+        )));
+    }
+    let job = find(&state, id).await?;
+    let listed = artifacts::listed(job.artifacts.as_deref());
+    let not_found = || ApiError::ArtifactNotFound(format!("job {id} has no artifact {name:?}"));
+    let artifact = listed
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(not_found)?;
+    let path = artifacts::path(&state.config.data_dir, id, &name).ok_or_else(not_found)?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| not_found())?;
+    let length = file.metadata().await.map_err(|_| not_found())?.len();
+    let mut response = (
+        StatusCode::OK,
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&artifact.content_type) {
+        headers.insert(axum::http::header::CONTENT_TYPE, value);
+    }
+    headers.insert(axum::http::header::CONTENT_LENGTH, length.into());
     Ok(response)
 }
 

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/events", get(jobs::events))
+        .route("/jobs/{id}/artifacts/{name}", get(jobs::artifact))
         .route("/openapi.json", get(listing::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -64,6 +64,7 @@ async fn launch(config: &Config) -> (String, CancellationToken, ServeTask) {
 /// Foreman settings for tests: quick polls and retries.
 pub fn test_config(sim_url: &str, db: &str) -> Config {
     let mut config = Config::for_upstream(sim_url, db);
+    config.data_dir = std::path::Path::new(db).with_file_name("data");
     config.poll_interval = Duration::from_millis(100);
     config.retry_base = Duration::from_millis(50);
     config.shutdown_grace = Duration::from_secs(2);

@@ -17,6 +17,10 @@ async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
         .env("FOREMAN_ADDR", "127.0.0.1:0")
         .env("FOREMAN_OLLAMA_URL", sim_url)
         .env("FOREMAN_DATABASE", db)
+        .env(
+            "FOREMAN_DATA_DIR",
+            std::path::Path::new(db).with_file_name("data"),
+        )
         .env("FOREMAN_POLL_INTERVAL", "200ms")
         .env("FOREMAN_RETRY_BASE", "50ms")
         .stdout(Stdio::piped())

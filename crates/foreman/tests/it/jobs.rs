@@ -413,3 +413,96 @@ async fn the_openapi_document_describes_every_jobs_route() {
     }
     foreman.stop().await;
 }
+
+#[tokio::test]
+async fn large_results_become_artifacts_served_safely_and_pruned_with_their_job() {
+    let foreman =
+        TestForeman::start_with(fast_sim(), |config| config.artifact_threshold = 64).await;
+    let client = client();
+    let (_, job) = submit(
+        &client,
+        &foreman.url,
+        &job_request(CHAT, "a long answer"),
+        None,
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let (_, done) = get_json(&client, format!("{}/jobs/{id}?wait=20s", foreman.url)).await;
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["result"], Value::Null, "the result lives in a file");
+    let artifact = &done["artifacts"][0];
+    assert_eq!(artifact["name"], "result.json");
+    assert_eq!(artifact["content_type"], "application/json");
+    assert_eq!(artifact["url"], format!("/jobs/{id}/artifacts/result.json"));
+
+    let response = client
+        .get(format!(
+            "{}{}",
+            foreman.url,
+            artifact["url"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(
+        response.headers()["content-length"].to_str().unwrap(),
+        artifact["size"].to_string()
+    );
+    let result: Value = response.json().await.unwrap();
+    assert_eq!(result["done"], true);
+    assert!(!result["message"]["content"].as_str().unwrap().is_empty());
+    let replay = event_lines(&client, format!("{}/jobs/{id}/events", foreman.url)).await;
+    assert_eq!(
+        replay,
+        vec![result],
+        "events replay the result from its file"
+    );
+
+    for (name, status) in [
+        ("..%2F..%2Fforeman.db", 400),
+        (".hidden", 400),
+        ("result.json%00", 400),
+        ("other.json", 404),
+    ] {
+        let response = client
+            .get(format!("{}/jobs/{id}/artifacts/{name}", foreman.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{name}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"].is_string());
+    }
+    let traversal = client
+        .get(format!(
+            "{}/jobs/{id}/artifacts/../../../foreman.db",
+            foreman.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        traversal.status(),
+        200,
+        "a literal ../ never reaches a file"
+    );
+
+    // Pruning the job (TTL zero) and sweeping remove its file too.
+    let data_dir = foreman.db_path.with_file_name("data");
+    let folder = data_dir.join("artifacts").join(&id);
+    assert!(folder.join("result.json").exists());
+    let store = foreman.store().await;
+    foreman::janitor::sweep(&store, std::time::Duration::ZERO).await;
+    assert!(
+        store.get(id.parse().unwrap()).await.unwrap().is_none(),
+        "pruned"
+    );
+    assert_eq!(
+        foreman::artifacts::sweep_orphans(&store, &data_dir).await,
+        1
+    );
+    assert!(!folder.exists(), "its files went with it");
+    foreman.stop().await;
+}

@@ -345,14 +345,7 @@ impl SqliteStore {
         result: String,
         now: i64,
     ) -> Result<Option<Job>> {
-        let row = sqlx::query(queries::COMPLETE)
-            .bind(id.to_string())
-            .bind(i64::from(attempt))
-            .bind(result)
-            .bind(now)
-            .fetch_optional(&self.writer)
-            .await?;
-        row.as_ref().map(job_from_row).transpose()
+        self.succeed(id, attempt, Some(result), None, now).await
     }
 
     /// See [`Store::complete_with_artifacts`](crate::Store::complete_with_artifacts).
@@ -363,11 +356,23 @@ impl SqliteStore {
         artifacts: String,
         now: i64,
     ) -> Result<Option<Job>> {
-        let row = sqlx::query(queries::COMPLETE_WITH_ARTIFACTS)
+        self.succeed(id, attempt, None, Some(artifacts), now).await
+    }
+
+    async fn succeed(
+        &self,
+        id: JobId,
+        attempt: u32,
+        result: Option<String>,
+        artifacts: Option<String>,
+        now: i64,
+    ) -> Result<Option<Job>> {
+        let row = sqlx::query(queries::COMPLETE)
             .bind(id.to_string())
             .bind(i64::from(attempt))
-            .bind(artifacts)
+            .bind(result)
             .bind(now)
+            .bind(artifacts)
             .fetch_optional(&self.writer)
             .await?;
         row.as_ref().map(job_from_row).transpose()

@@ -80,26 +80,13 @@ pub(super) const HEARTBEAT: &str = "
     WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3
     RETURNING id";
 
-/// running(attempt) → succeeded. ?1 id, ?2 attempt, ?3 result, ?4 now.
+/// running(attempt) → succeeded. ?1 id, ?2 attempt, ?3 result (NULL when it lives in
+/// files), ?4 now, ?5 artifacts (JSON, NULL for none).
 pub(super) const COMPLETE: &str = "
     UPDATE jobs
     SET state = 'succeeded',
         result = ?3,
-        failure_status = NULL,
-        failure_message = NULL,
-        finished_at = ?4,
-        lease_owner = NULL,
-        lease_expires_at = NULL
-    WHERE id = ?1 AND state = 'running' AND attempts = ?2
-    RETURNING *";
-
-/// running(attempt) → succeeded with the result in files. ?1 id, ?2 attempt,
-/// ?3 artifacts (JSON), ?4 now.
-pub(super) const COMPLETE_WITH_ARTIFACTS: &str = "
-    UPDATE jobs
-    SET state = 'succeeded',
-        result = NULL,
-        artifacts = ?3,
+        artifacts = ?5,
         failure_status = NULL,
         failure_message = NULL,
         finished_at = ?4,

@@ -270,7 +270,9 @@ impl Worker {
                 };
             }
         };
-        let streaming = answer.content_type.starts_with("application/x-ndjson");
+        // NDJSON (native) and SSE (OpenAI) answers are relayed as they arrive.
+        let streaming = answer.content_type.starts_with("application/x-ndjson")
+            || answer.content_type.starts_with("text/event-stream");
         self.hub.start(job.id, &answer.content_type);
         let mut aggregator = Aggregator::default();
         let mut whole = Vec::new();

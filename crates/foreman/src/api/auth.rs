@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
@@ -35,6 +36,8 @@ pub async fn require_token(
         .unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
         next.run(request).await
+    } else if request.uri().path().starts_with("/v1/") {
+        ApiError::Unauthorized.render(super::error::Flavor::OpenAi)
     } else {
         ApiError::Unauthorized.into_response()
     }

@@ -80,8 +80,24 @@ impl ApiError {
     }
 }
 
+/// Which API's error shape to answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `{"error":"..."}`.
+    Ollama,
+    /// `{"error":{"message","type","param","code"}}`, as Ollama's `/v1` routes answer.
+    OpenAi,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.render(Flavor::Ollama)
+    }
+}
+
+impl ApiError {
+    /// The answer in the given API's shape; the target's own answers pass unchanged.
+    pub fn render(self, flavor: Flavor) -> Response {
         let status = self.status();
         if let ApiError::Passthrough {
             content_type, body, ..
@@ -96,8 +112,21 @@ impl IntoResponse for ApiError {
         if let ApiError::Store(error) = &self {
             tracing::error!(%error, "store failure");
         }
-        let mut response =
-            (status, json!({ "error": self.to_string() }).to_string()).into_response();
+        let body = match flavor {
+            Flavor::Ollama => json!({ "error": self.to_string() }),
+            Flavor::OpenAi => {
+                let kind = match status {
+                    StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                        "invalid_request_error"
+                    }
+                    StatusCode::NOT_FOUND => "not_found_error",
+                    StatusCode::UNAUTHORIZED => "authentication_error",
+                    _ => "api_error",
+                };
+                json!({"error": {"message": self.to_string(), "type": kind, "param": null, "code": null}})
+            }
+        };
+        let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
         match self {

@@ -10,6 +10,8 @@
 //!   `POST /api/show` ([`direct`]);
 //! - from the inventory cache: `GET /api/tags`, `GET /api/ps`; plus `/`, `/api/version`
 //!   and the public `GET /healthz` ([`listing`]);
+//! - OpenAI-compatible: `/v1/chat/completions`, `/v1/completions` queued,
+//!   `/v1/embeddings`, `/v1/models` direct ([`openai`]);
 //! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, events, cancel ([`jobs`]).
 
 mod auth;
@@ -19,6 +21,7 @@ mod direct;
 mod error;
 mod jobs;
 mod listing;
+mod openai;
 mod queued;
 
 use std::sync::Arc;
@@ -70,6 +73,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/embed", post(direct::embed))
         .route("/api/embeddings", post(direct::embeddings))
         .route("/api/show", post(direct::show))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/models/{*model}", get(openai::model))
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/cancel", post(jobs::cancel))

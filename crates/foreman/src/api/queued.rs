@@ -29,6 +29,7 @@ use bytes::Bytes;
 use foreman_store::{CancelOutcome, JobId, JobKind, NewJob};
 
 use super::body::JsonBody;
+use super::error::Flavor;
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -55,7 +56,7 @@ pub async fn chat(
         return Err(ApiError::BadRequest("model is required".into()));
     }
     body.expect_array("messages", "[]api.Message")?;
-    run_queued(state, &headers, JobKind::Chat, body, model).await
+    run_queued(state, &headers, JobKind::Chat, body, model, Flavor::Ollama).await
 }
 
 pub async fn generate(
@@ -69,15 +70,24 @@ pub async fn generate(
         return Err(ApiError::ModelNotFound(String::new()));
     }
     body.string("prompt")?;
-    run_queued(state, &headers, JobKind::Generate, body, model).await
+    run_queued(
+        state,
+        &headers,
+        JobKind::Generate,
+        body,
+        model,
+        Flavor::Ollama,
+    )
+    .await
 }
 
-async fn run_queued(
+pub(super) async fn run_queued(
     state: AppState,
     headers: &HeaderMap,
     kind: JobKind,
     body: JsonBody,
     model: String,
+    flavor: Flavor,
 ) -> Result<Response, ApiError> {
     body.bool("stream")?;
     let priority = requested_priority(headers, &state.config)?;
@@ -127,17 +137,19 @@ async fn run_queued(
     let response = match first {
         None => {
             guard.armed = false;
-            ApiError::ShuttingDown.into_response()
+            ApiError::ShuttingDown.render(flavor)
         }
         Some(FeedEvent::End(outcome)) => {
             guard.armed = false;
-            outcome_response(outcome)
+            outcome_response(outcome, flavor)
         }
         Some(FeedEvent::Chunk(chunk)) => {
             let content_type = subscription
                 .content_type()
                 .unwrap_or_else(|| "application/x-ndjson".to_string());
-            let body = relay(state, subscription, guard, chunk);
+            // SSE has no error line: like Ollama's /v1, a failed stream just ends.
+            let error_line = !content_type.starts_with("text/event-stream");
+            let body = relay(state, subscription, guard, chunk, error_line);
             let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
             if let Ok(value) = HeaderValue::from_str(&content_type) {
                 response.headers_mut().insert(header::CONTENT_TYPE, value);
@@ -180,6 +192,7 @@ fn relay(
     mut subscription: Subscription,
     guard: CancelOnDrop,
     first: Bytes,
+    error_line: bool,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
         // Bind the whole guard: the stream owns it, so dropping the stream (the
@@ -191,7 +204,7 @@ fn relay(
                 Some(FeedEvent::Chunk(chunk)) => yield Ok(chunk),
                 Some(FeedEvent::End(outcome)) => {
                     guard.armed = false;
-                    if let Outcome::Failed { body, .. } = outcome {
+                    if let (Outcome::Failed { body, .. }, true) = (outcome, error_line) {
                         let mut line = body.to_vec();
                         line.retain(|b| *b != b'\n');
                         line.push(b'\n');
@@ -227,7 +240,7 @@ pub(super) async fn next_event(
     }
 }
 
-fn outcome_response(outcome: Outcome) -> Response {
+fn outcome_response(outcome: Outcome, flavor: Flavor) -> Response {
     match outcome {
         Outcome::Failed {
             status,
@@ -239,11 +252,11 @@ fn outcome_response(outcome: Outcome) -> Response {
             body,
         }
         .into_response(),
-        Outcome::Cancelled => ApiError::Cancelled.into_response(),
+        Outcome::Cancelled => ApiError::Cancelled.render(flavor),
         // Success or an in-band failure always come after at least one chunk.
         Outcome::Succeeded | Outcome::FailedInStream => {
             ApiError::TargetUnavailable("the target ended the answer without output".into())
-                .into_response()
+                .render(flavor)
         }
     }
 }

@@ -7,6 +7,7 @@ mod config;
 mod crash;
 mod jobs;
 mod official_clients;
+mod openai;
 mod reliability;
 mod routes;
 mod scheduling;

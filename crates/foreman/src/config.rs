@@ -90,6 +90,15 @@ pub struct ServeArgs {
     /// Attempts per webhook delivery before it is marked failed.
     #[arg(long, env = "FOREMAN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
     pub webhook_max_attempts: u32,
+    /// Pass model management (/api/pull, /api/push, /api/create, /api/copy, /api/delete)
+    /// through to the target; false answers 403.
+    #[arg(
+        long,
+        env = "FOREMAN_ALLOW_MODEL_MANAGEMENT",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub allow_model_management: bool,
     /// Folder for files foreman keeps beside the database (large job results).
     #[arg(long, env = "FOREMAN_DATA_DIR", default_value = "foreman-data")]
     pub data_dir: std::path::PathBuf,
@@ -133,6 +142,7 @@ pub struct Config {
     pub webhook_allow_private_nets: Vec<crate::webhook::Cidr>,
     pub webhook_retry_base: Duration,
     pub webhook_max_attempts: u32,
+    pub allow_model_management: bool,
     pub data_dir: std::path::PathBuf,
     pub artifact_threshold: usize,
     pub log: String,
@@ -312,6 +322,7 @@ impl ServeArgs {
                     ));
                 }
             },
+            allow_model_management: self.allow_model_management,
             data_dir: self.data_dir.clone(),
             artifact_threshold: self.artifact_threshold,
             log: self.log.clone(),

@@ -17,7 +17,8 @@ use crate::text::Rng;
 /// State shared by all routes and the listener.
 pub struct Sim {
     pub config: SimConfig,
-    pub models: Vec<Arc<ModelSpec>>,
+    /// The models on "disk"; pull, copy, create and delete change them.
+    models: std::sync::RwLock<Vec<Arc<ModelSpec>>>,
     pub residency: Residency,
     pub stats: Arc<Stats>,
     pub started: SystemTime,
@@ -43,7 +44,7 @@ impl Sim {
         );
         let (refusing, _) = watch::channel(config.faults.refuse_connections);
         Arc::new(Sim {
-            models: config.models.iter().cloned().map(Arc::new).collect(),
+            models: std::sync::RwLock::new(config.models.iter().cloned().map(Arc::new).collect()),
             residency,
             stats,
             started: SystemTime::now(),
@@ -55,13 +56,36 @@ impl Sim {
         })
     }
 
+    /// The models on "disk", newest first (the order `/api/tags` lists them in).
+    pub fn models(&self) -> Vec<Arc<ModelSpec>> {
+        self.models
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The model a request names, matched as Ollama matches (case, `:latest`).
     pub fn find(&self, name: &str) -> Option<Arc<ModelSpec>> {
         let wanted = canonical_name(name);
-        self.models
-            .iter()
+        self.models()
+            .into_iter()
             .find(|m| m.display_name() == wanted)
-            .cloned()
+    }
+
+    /// Adds (or replaces) a model, as a pull, copy or create does; it lists first.
+    pub fn add_model(&self, spec: ModelSpec) {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        models.retain(|m| m.display_name() != spec.display_name());
+        models.insert(0, Arc::new(spec));
+    }
+
+    /// Removes a model; false when there was none by that name.
+    pub fn remove_model(&self, name: &str) -> bool {
+        let wanted = canonical_name(name);
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let before = models.len();
+        models.retain(|m| m.display_name() != wanted);
+        models.len() < before
     }
 
     /// Draws the fault for one inference request.

@@ -1,6 +1,6 @@
 //! Requests that go straight to the target, concurrently, without the queue:
 //! embeddings (the embedding model stays resident beside the chat model, so there is
-//! nothing to schedule) and `/api/show`. Status, content type and body come back
+//! nothing to schedule), `/api/show`, and model management. Status, content type and body come back
 //! exactly as the target sent them.
 
 use axum::body::Body;
@@ -48,6 +48,45 @@ pub async fn show(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     forward(&state, "/api/show", body, "ShowRequest").await
+}
+
+/// Model management, passed through with its streamed progress; when the target's
+/// answer ends, the inventory is polled so listings show the change at once. Off
+/// (403) with `FOREMAN_ALLOW_MODEL_MANAGEMENT=false`.
+pub async fn manage(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !state.config.allow_model_management {
+        return Err(ApiError::Forbidden(
+            "model management is disabled on this foreman (FOREMAN_ALLOW_MODEL_MANAGEMENT)".into(),
+        ));
+    }
+    let body = JsonBody::parse(body, state.config.max_body, "ModelRequest")?;
+    let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
+        .map_err(|_| ApiError::BadRequest("unsupported method".into()))?;
+    let answer = state
+        .upstream
+        .send(method, uri.path(), Some(body.raw))
+        .await
+        .map_err(|e| ApiError::TargetUnavailable(e.to_string()))?;
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    let inventory = state.inventory.clone();
+    let mut upstream = answer.bytes_stream();
+    let relayed = async_stream::stream! {
+        while let Some(chunk) = futures::StreamExt::next(&mut upstream).await {
+            yield chunk;
+        }
+        inventory.refresh_soon();
+    };
+    let mut response = (status, Body::from_stream(relayed)).into_response();
+    if let Some(value) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    Ok(response)
 }
 
 pub async fn embeddings(

@@ -35,6 +35,8 @@ pub enum ApiError {
     AlreadyFinished { id: String, state: &'static str },
     #[error("unauthorized")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("request body too large: the limit is {0} bytes")]
     TooLarge(usize),
     /// Ollama's own text for a full queue (two spaces after `again.`).
@@ -68,6 +70,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),

@@ -7,7 +7,8 @@
 //! Routes:
 //! - queued: `POST /api/chat`, `POST /api/generate` ([`queued`]);
 //! - direct to the target, concurrent: `POST /api/embed`, `POST /api/embeddings`,
-//!   `POST /api/show` ([`direct`]);
+//!   `POST /api/show`, model management (`/api/pull`, `/api/push`, `/api/create`,
+//!   `/api/copy`, `DELETE /api/delete`) ([`direct`]);
 //! - from the inventory cache: `GET /api/tags`, `GET /api/ps`; plus `/`, `/api/version`
 //!   and the public `GET /healthz` ([`listing`]);
 //! - OpenAI-compatible: `/v1/chat/completions`, `/v1/completions` queued,
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use foreman_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +74,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/embed", post(direct::embed))
         .route("/api/embeddings", post(direct::embeddings))
         .route("/api/show", post(direct::show))
+        .route("/api/pull", post(direct::manage))
+        .route("/api/push", post(direct::manage))
+        .route("/api/create", post(direct::manage))
+        .route("/api/copy", post(direct::manage))
+        .route("/api/delete", delete(direct::manage))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))

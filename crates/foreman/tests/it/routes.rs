@@ -476,3 +476,104 @@ async fn a_full_queue_answers_503_with_retry_after() {
     assert_eq!(queued.await.unwrap(), 200);
     foreman.stop().await;
 }
+
+#[tokio::test]
+async fn model_management_passes_through_and_refreshes_the_inventory() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.poll_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let client = client();
+    let listed = async || -> Vec<String> {
+        let tags: Value = client
+            .get(format!("{}/api/tags", foreman.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tags["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["model"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, headers, body) = post(
+        &client,
+        format!("{}/api/pull", foreman.url),
+        &json!({"name": "phi3:mini"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    let last: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+    assert_eq!(last["status"], "success");
+    eventually("the pulled model to be listed", async || {
+        listed().await.contains(&"phi3:mini".to_string())
+    })
+    .await;
+    let (status, _, _) = post(
+        &client,
+        format!("{}/api/chat", foreman.url),
+        &chat_body("phi3:mini", "hi", false),
+    )
+    .await;
+    assert_eq!(status, 200, "the new model is served through the queue");
+
+    let deleted = client
+        .delete(format!("{}/api/delete", foreman.url))
+        .json(&json!({"model": "phi3:mini"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    eventually("the deleted model to leave the list", async || {
+        !listed().await.contains(&"phi3:mini".to_string())
+    })
+    .await;
+    let (status, _, body) = post(
+        &client,
+        format!("{}/api/chat", foreman.url),
+        &chat_body("phi3:mini", "hi", false),
+    )
+    .await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()),
+        (404, json!({"error": "model 'phi3:mini' not found"}))
+    );
+    foreman.stop().await;
+}
+
+#[tokio::test]
+async fn model_management_can_be_turned_off() {
+    let foreman =
+        TestForeman::start_with(fast_sim(), |config| config.allow_model_management = false).await;
+    let client = client();
+    let (status, _, body) = post(
+        &client,
+        format!("{}/api/pull", foreman.url),
+        &json!({"name": "phi3:mini"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("disabled")
+    );
+    let deleted = client
+        .delete(format!("{}/api/delete", foreman.url))
+        .json(&json!({"model": CHAT}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 403);
+    assert!(
+        foreman.sim.stats().models.is_empty()
+            || !foreman.sim.stats().models.contains_key("phi3:mini")
+    );
+    foreman.stop().await;
+}

@@ -6,6 +6,7 @@
 
 mod body;
 mod control;
+mod manage;
 mod native;
 mod openai;
 mod wire;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
@@ -39,6 +40,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/api/generate", post(native::generate))
         .route("/api/embed", post(native::embed))
         .route("/api/embeddings", post(native::embeddings))
+        .route("/api/pull", post(manage::pull))
+        .route("/api/create", post(manage::create))
+        .route("/api/copy", post(manage::copy))
+        .route("/api/delete", delete(manage::delete))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))

@@ -56,7 +56,7 @@ fn details(spec: &ModelSpec) -> Value {
 
 pub async fn tags(State(sim): State<Arc<Sim>>) -> Response {
     let models: Vec<Value> = sim
-        .models
+        .models()
         .iter()
         .enumerate()
         .map(|(index, spec)| {
@@ -106,8 +106,8 @@ pub async fn show(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
     if name.is_empty() {
         return Err(ApiError::bad_request("model is required"));
     }
-    let Some((index, spec)) = sim
-        .models
+    let models = sim.models();
+    let Some((index, spec)) = models
         .iter()
         .enumerate()
         .find(|(_, m)| m.display_name() == canonical_name(name))

@@ -500,7 +500,7 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResu
 
 fn model_object(sim: &Sim, id: &str, spec: &crate::spec::ModelSpec) -> Value {
     let index = sim
-        .models
+        .models()
         .iter()
         .position(|m| m.display_name() == spec.display_name())
         .unwrap_or(0);
@@ -515,7 +515,7 @@ fn model_object(sim: &Sim, id: &str, spec: &crate::spec::ModelSpec) -> Value {
 
 pub async fn list_models(State(sim): State<Arc<Sim>>) -> Response {
     let data: Vec<Value> = sim
-        .models
+        .models()
         .iter()
         .map(|spec| model_object(&sim, &spec.display_name(), spec))
         .collect();

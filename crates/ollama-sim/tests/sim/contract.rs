@@ -424,3 +424,126 @@ async fn embeddings_are_deterministic_unit_vectors() {
     let reply: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["embedding"].as_array().unwrap().len(), 768);
 }
+
+#[tokio::test]
+async fn pull_copy_create_and_delete_change_the_model_list() {
+    let sim = start(fast_config()).await;
+    let client = client();
+    let listed = async || -> Vec<String> {
+        let tags: Value = client
+            .get(format!("{}/api/tags", sim.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tags["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["model"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, content_type, body) = post(
+        &client,
+        format!("{}/api/pull", sim.url()),
+        json!({"name": "phi3:mini"}),
+    )
+    .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/x-ndjson")
+    );
+    let lines = ndjson(&body);
+    assert_eq!(lines[0]["status"], "pulling manifest");
+    assert!(lines.iter().any(|l| {
+        l["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+            && l["total"].is_u64()
+    }));
+    assert_eq!(lines.last().unwrap()["status"], "success");
+    assert_eq!(listed().await[0], "phi3:mini", "newest first");
+    let (status, _, body) = post(
+        &client,
+        format!("{}/api/pull", sim.url()),
+        json!({"model": "missing-model", "stream": false}),
+    )
+    .await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()),
+        (
+            500,
+            json!({"error": "pull model manifest: file does not exist"})
+        )
+    );
+    let (_, _, body) = post(
+        &client,
+        format!("{}/api/pull", sim.url()),
+        json!({"model": "missing-model"}),
+    )
+    .await;
+    assert_eq!(
+        ndjson(&body).last().unwrap()["error"],
+        "pull model manifest: file does not exist"
+    );
+
+    let (status, _, body) = post(
+        &client,
+        format!("{}/api/copy", sim.url()),
+        json!({"source": "phi3:mini", "destination": "backup"}),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    let (status, _, _) = post(
+        &client,
+        format!("{}/api/copy", sim.url()),
+        json!({"source": "nope", "destination": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _, body) = post(
+        &client,
+        format!("{}/api/create", sim.url()),
+        json!({"model": "mine", "from": CHAT, "stream": false}),
+    )
+    .await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()),
+        (200, json!({"status": "success"}))
+    );
+    let models = listed().await;
+    assert!(
+        models.contains(&"backup:latest".to_string())
+            && models.contains(&"mine:latest".to_string())
+    );
+    let (status, _, _) = post(
+        &client,
+        format!("{}/api/chat", sim.url()),
+        json!({"model": "mine", "messages": [{"role":"user","content":"hi"}], "stream": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "a created model serves");
+
+    let deleted = client
+        .delete(format!("{}/api/delete", sim.url()))
+        .json(&json!({"name": "backup"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(deleted.text().await.unwrap(), "");
+    assert!(!listed().await.contains(&"backup:latest".to_string()));
+    let again = client
+        .delete(format!("{}/api/delete", sim.url()))
+        .json(&json!({"model": "backup"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        json!({"error": "model 'backup' not found"})
+    );
+}

@@ -8,6 +8,7 @@ request, so a streamed reply must concatenate to the non-streamed one.
 
 import asyncio
 import datetime
+import json
 import math
 import re
 import time
@@ -277,3 +278,60 @@ def test_async_client_serves_two_models_at_once(host, chat_model, chat_model_2):
     for reply in (first, second):
         assert reply.message.role == "assistant" and reply.message.content.strip()
         assert_final_stats(reply)
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_tool_calls(client, chat_model):
+    reply = client.chat(
+        model=chat_model,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+    )
+    calls = reply.message.tool_calls
+    assert calls, "the model calls the tool"
+    assert calls[0].function.name == "get_weather"
+    assert isinstance(calls[0].function.arguments["city"], str)
+    streamed = [
+        c
+        for c in client.chat(
+            model=chat_model,
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[WEATHER_TOOL],
+            stream=True,
+        )
+        if c.message.tool_calls
+    ]
+    assert streamed and streamed[0].message.tool_calls[0].function.name == "get_weather"
+
+
+def test_structured_output(client, chat_model):
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    reply = client.chat(
+        model=chat_model, messages=[{"role": "user", "content": "Who are you?"}], format=schema
+    )
+    answer = json.loads(reply.message.content)
+    assert isinstance(answer["name"], str) and isinstance(answer["age"], int)
+
+
+def test_a_bad_request_is_a_400(client, chat_model):
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.chat(model=chat_model, messages=MESSAGES, keep_alive="300")
+    assert raised.value.status_code == 400
+    assert "missing unit" in raised.value.error

@@ -130,6 +130,7 @@ pub async fn serve(
         running,
         wake,
         finished,
+        show_cache: Arc::default(),
         depth: Arc::default(),
         shutdown: shutdown.clone(),
     };

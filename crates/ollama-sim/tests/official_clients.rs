@@ -14,7 +14,7 @@ const EMBED: &str = "nomic-embed-text";
 #[tokio::test]
 async fn the_official_python_client_works_against_the_simulator() {
     let models = vec![
-        ModelSpec::parse(&format!("{CHAT},load=50ms,tps=2000")).unwrap(),
+        ModelSpec::parse(&format!("{CHAT},load=50ms,tps=2000,tools")).unwrap(),
         ModelSpec::parse(&format!("{CHAT2},load=50ms,tps=2000")).unwrap(),
         ModelSpec::parse(&format!("{EMBED},embed,load=20ms")).unwrap(),
     ];
@@ -45,5 +45,26 @@ async fn the_official_python_client_works_against_the_simulator() {
             "the suite sent no request for {name}: {stats:?}"
         );
     }
+    sim.shutdown().await;
+}
+
+#[path = "../../../tests/support/nodejs.rs"]
+mod nodejs;
+
+/// The official `ollama` JavaScript client on Node, unmodified, against the simulator.
+#[tokio::test]
+async fn the_official_javascript_client_works_against_the_simulator() {
+    let config = SimConfig {
+        models: vec![ModelSpec::parse(&format!("{CHAT},load=20ms,tps=4000")).unwrap()],
+        ..SimConfig::default()
+    };
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    nodejs::run_js_suite(env!("CARGO_MANIFEST_DIR"), &sim.url(), CHAT).await;
+    assert!(
+        sim.stats().requests_total >= 4,
+        "the suite talked to this simulator"
+    );
     sim.shutdown().await;
 }

@@ -41,13 +41,53 @@ pub async fn embed(
     forward(&state, "/api/embed", body, "EmbedRequest").await
 }
 
-/// Model details, passed through (the client library needs `model_info` and
-/// `capabilities` exactly as the target reports them).
+/// Model details as the target reports them (clients need `model_info` and
+/// `capabilities` exactly), cached per model and request: `ollama run` and many
+/// clients ask before every chat. Successful answers only; cleared by model
+/// management.
 pub async fn show(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    forward(&state, "/api/show", body, "ShowRequest").await
+    let parsed = JsonBody::parse(body, state.config.max_body, "ShowRequest")?;
+    let key = parsed.raw.clone();
+    if let Some(cached) = state.show_cache.get(&key) {
+        return Ok(json_answer(cached));
+    }
+    let answer = state
+        .upstream
+        .send(reqwest::Method::POST, "/api/show", Some(parsed.raw))
+        .await
+        .map_err(|e| ApiError::TargetUnavailable(e.to_string()))?;
+    let status = answer.status().as_u16();
+    let content_type = answer
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let body = answer
+        .bytes()
+        .await
+        .map_err(|e| ApiError::TargetUnavailable(e.to_string()))?;
+    if status != 200 {
+        return Err(ApiError::Passthrough {
+            status,
+            content_type,
+            body,
+        });
+    }
+    state.show_cache.put(key, body.clone());
+    Ok(json_answer(body))
+}
+
+fn json_answer(body: Bytes) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(super::error::JSON_UTF8),
+    );
+    response
 }
 
 /// Model management, passed through with its streamed progress; when the target's
@@ -75,6 +115,7 @@ pub async fn manage(
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
     let inventory = state.inventory.clone();
+    state.show_cache.clear();
     let mut upstream = answer.bytes_stream();
     let relayed = async_stream::stream! {
         while let Some(chunk) = futures::StreamExt::next(&mut upstream).await {

@@ -24,6 +24,7 @@ mod jobs;
 mod listing;
 mod openai;
 mod queued;
+mod show_cache;
 
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// Woken whenever the worker records a job's outcome (long polls wait on it).
     pub finished: Arc<Notify>,
+    /// `/api/show` answers by request body.
+    pub show_cache: Arc<show_cache::ShowCache>,
     /// The queue depth for admission, briefly cached.
     pub depth: Arc<depth::DepthGauge>,
     pub shutdown: CancellationToken,

@@ -31,3 +31,27 @@ async fn the_official_python_client_works_against_foreman() {
     );
     foreman.stop().await;
 }
+
+#[path = "../../../../tests/support/nodejs.rs"]
+mod nodejs;
+
+/// The official `ollama` JavaScript client on Node, unmodified, against foreman.
+#[tokio::test]
+async fn the_official_javascript_client_works_against_foreman() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    nodejs::run_js_suite(env!("CARGO_MANIFEST_DIR"), &foreman.url, CHAT).await;
+    let store = foreman.store().await;
+    let jobs = store
+        .list(foreman_store::ListParams {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        jobs.len() >= 4,
+        "the chats went through the queue ({} jobs)",
+        jobs.len()
+    );
+    foreman.stop().await;
+}

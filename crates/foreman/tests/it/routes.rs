@@ -577,3 +577,37 @@ async fn model_management_can_be_turned_off() {
     );
     foreman.stop().await;
 }
+
+#[tokio::test]
+async fn show_answers_are_cached_per_model() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let request = json!({"model": CHAT});
+    let (status, _, first) = post(&client, format!("{}/api/show", foreman.url), &request).await;
+    assert_eq!(status, 200);
+    // With the target gone, the same question is still answered, from the cache.
+    foreman.sim.refuse_connections(true);
+    let (status, headers, again) =
+        post(&client, format!("{}/api/show", foreman.url), &request).await;
+    assert_eq!((status, again), (200, first));
+    assert_eq!(headers["content-type"], "application/json; charset=utf-8");
+    let (status, _, _) = post(
+        &client,
+        format!("{}/api/show", foreman.url),
+        &json!({"model": CHAT2}),
+    )
+    .await;
+    assert_eq!(status, 502, "an uncached model needs the target");
+    foreman.sim.refuse_connections(false);
+    let (status, _, body) = post(
+        &client,
+        format!("{}/api/show", foreman.url),
+        &json!({"model": "nope"}),
+    )
+    .await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()),
+        (404, json!({"error": "model 'nope:latest' not found"}))
+    );
+    foreman.stop().await;
+}

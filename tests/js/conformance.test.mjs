@@ -43,3 +43,8 @@ test('an unknown model rejects with a 404', async () => {
     return true;
   });
 });
+
+test('version', async () => {
+  const { version } = await client.version();
+  assert.match(version, /^\d+\.\d+\.\d+/);
+});

@@ -335,3 +335,27 @@ def test_a_bad_request_is_a_400(client, chat_model):
         client.chat(model=chat_model, messages=MESSAGES, keep_alive="300")
     assert raised.value.status_code == 400
     assert "missing unit" in raised.value.error
+
+
+def test_model_management(client, chat_model):
+    progress = list(client.pull("phi3:mini", stream=True))
+    assert progress[0].status == "pulling manifest"
+    assert progress[-1].status == "success"
+    assert client.pull("phi3:mini").status == "success"
+    assert client.copy("phi3:mini", "phi3-backup").status == "success"
+    assert client.create(model="phi3-custom", from_="phi3:mini").status == "success"
+    deadline = time.monotonic() + 10
+    while True:
+        names = [m.model for m in client.list().models]
+        if "phi3-custom:latest" in names or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert {"phi3:mini", "phi3-backup:latest", "phi3-custom:latest"} <= set(names)
+    for name in ("phi3:mini", "phi3-backup", "phi3-custom"):
+        assert client.delete(name).status == "success"
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.delete("phi3:mini")
+    assert raised.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.pull("missing-model")
+    assert "file does not exist" in raised.value.error

@@ -1,4 +1,5 @@
-//! Queued generation: `POST /api/chat` and `POST /api/generate`.
+//! Queued generation: `POST /api/chat` and `POST /api/generate` (and, through
+//! [`run_queued`], the OpenAI-compatible completions in `openai.rs`).
 //!
 //! A request is validated, checked against the inventory, committed to the queue as
 //! a job (durably, before anything is answered), and then answered exactly as Ollama
@@ -15,8 +16,8 @@
 //! default); anything else, or the header sent twice, is a 400. Without the header a
 //! request gets [`SYNC_PRIORITY`] (10). Higher runs first: the store and the scheduler
 //! order by priority, then age, though draining the resident model and the
-//! starvation bound still come first. Async jobs (a later feature) will default lower
-//! than sync ones, because nobody holds a connection open waiting for them.
+//! starvation bound still come first. Async jobs (`/jobs`) default lower than sync
+//! ones, because nobody holds a connection open waiting for them.
 
 use std::convert::Infallible;
 
@@ -38,7 +39,7 @@ use crate::inventory::ModelCheck;
 use crate::model_name::model_key;
 
 /// Priority of interactive requests without `X-Foreman-Priority`; async jobs
-/// (later) default lower. Defined with the settings, which check that the
+/// default lower. Defined with the settings, which check that the
 /// configured range holds it.
 pub use crate::config::SYNC_PRIORITY;
 

@@ -4,6 +4,8 @@ Ollama serves /v1 beside its native API, and programs written for OpenAI use it;
 the assertions are that contract, so the suite runs against ollama-sim and foreman.
 """
 
+import json
+
 import openai
 import pytest
 
@@ -72,3 +74,25 @@ def test_bad_request_is_a_400(oai, chat_model):
     with pytest.raises(openai.BadRequestError) as raised:
         oai.chat.completions.create(model=chat_model, messages=[])
     assert raised.value.status_code == 400
+
+
+def test_tools_and_structured_output(oai, chat_model):
+    tools = [{
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }]
+    reply = oai.chat.completions.create(model=chat_model, messages=MESSAGES, tools=tools)
+    call = reply.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)
+    assert reply.choices[0].finish_reason == "tool_calls"
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    shaped = oai.chat.completions.create(
+        model=chat_model,
+        messages=MESSAGES,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+    )
+    assert isinstance(json.loads(shaped.choices[0].message.content)["name"], str)

@@ -13,6 +13,38 @@ use bytes::Bytes;
 use super::body::JsonBody;
 use super::{ApiError, AppState};
 
+/// Sends one request to the target and relays its answer as it came: status,
+/// content type and a streamed body; `when_done` runs once the body has been relayed.
+pub(super) async fn relay(
+    state: &AppState,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Bytes>,
+    when_done: Option<Box<dyn FnOnce() + Send>>,
+) -> Result<Response, ApiError> {
+    let answer = state
+        .upstream
+        .send(method, path, body)
+        .await
+        .map_err(|e| ApiError::TargetUnavailable(e.to_string()))?;
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    let mut upstream = answer.bytes_stream();
+    let relayed = async_stream::stream! {
+        while let Some(chunk) = futures::StreamExt::next(&mut upstream).await {
+            yield chunk;
+        }
+        if let Some(when_done) = when_done {
+            when_done();
+        }
+    };
+    let mut response = (status, Body::from_stream(relayed)).into_response();
+    if let Some(value) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}
+
 async fn forward(
     state: &AppState,
     path: &str,
@@ -20,18 +52,7 @@ async fn forward(
     struct_name: &'static str,
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, struct_name)?;
-    let answer = state
-        .upstream
-        .send(reqwest::Method::POST, path, Some(body.raw))
-        .await
-        .map_err(|e| ApiError::TargetUnavailable(e.to_string()))?;
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
-    let mut response = (status, Body::from_stream(answer.bytes_stream())).into_response();
-    if let Some(value) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
-        response.headers_mut().insert(header::CONTENT_TYPE, value);
-    }
-    Ok(response)
+    relay(state, reqwest::Method::POST, path, Some(body.raw), None).await
 }
 
 pub async fn embed(
@@ -107,27 +128,10 @@ pub async fn manage(
     let body = JsonBody::parse(body, state.config.max_body, "ModelRequest")?;
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
         .map_err(|_| ApiError::BadRequest("unsupported method".into()))?;
-    let answer = state
-        .upstream
-        .send(method, uri.path(), Some(body.raw))
-        .await
-        .map_err(|e| ApiError::TargetUnavailable(e.to_string()))?;
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
-    let inventory = state.inventory.clone();
     state.show_cache.clear();
-    let mut upstream = answer.bytes_stream();
-    let relayed = async_stream::stream! {
-        while let Some(chunk) = futures::StreamExt::next(&mut upstream).await {
-            yield chunk;
-        }
-        inventory.refresh_soon();
-    };
-    let mut response = (status, Body::from_stream(relayed)).into_response();
-    if let Some(value) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
-        response.headers_mut().insert(header::CONTENT_TYPE, value);
-    }
-    Ok(response)
+    let inventory = state.inventory.clone();
+    let refresh: Box<dyn FnOnce() + Send> = Box::new(move || inventory.refresh_soon());
+    relay(&state, method, uri.path(), Some(body.raw), Some(refresh)).await
 }
 
 pub async fn embeddings(

@@ -4,15 +4,15 @@
 //! `/v1/models` go straight to the target. foreman's own errors take OpenAI's
 //! `{"error":{"message","type","param","code"}}` shape; the target's pass unchanged.
 
-use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use bytes::Bytes;
 use foreman_store::JobKind;
 
 use super::body::JsonBody;
+use super::direct::relay;
 use super::error::Flavor;
 use super::queued::run_queued;
 use super::{ApiError, AppState};
@@ -64,27 +64,6 @@ pub async fn completions(
     .unwrap_or_else(|error| error.render(Flavor::OpenAi))
 }
 
-/// Relays one request to the target and its answer back, status and type included.
-async fn relay(
-    state: &AppState,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Bytes>,
-) -> Result<Response, ApiError> {
-    let answer = state
-        .upstream
-        .send(method, path, body)
-        .await
-        .map_err(|e| ApiError::TargetUnavailable(e.to_string()))?;
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
-    let mut response = (status, Body::from_stream(answer.bytes_stream())).into_response();
-    if let Some(value) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
-        response.headers_mut().insert(header::CONTENT_TYPE, value);
-    }
-    Ok(response)
-}
-
 pub async fn embeddings(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -96,6 +75,7 @@ pub async fn embeddings(
             reqwest::Method::POST,
             "/v1/embeddings",
             Some(body.raw),
+            None,
         )
         .await
     };
@@ -105,7 +85,7 @@ pub async fn embeddings(
 }
 
 pub async fn models(State(state): State<AppState>) -> Response {
-    relay(&state, reqwest::Method::GET, "/v1/models", None)
+    relay(&state, reqwest::Method::GET, "/v1/models", None, None)
         .await
         .unwrap_or_else(|error| error.render(Flavor::OpenAi))
 }
@@ -115,6 +95,7 @@ pub async fn model(State(state): State<AppState>, Path(model): Path<String>) -> 
         &state,
         reqwest::Method::GET,
         &format!("/v1/models/{model}"),
+        None,
         None,
     )
     .await

@@ -105,6 +105,20 @@ impl TestForeman {
         (self.url, self.shutdown, self.task) = (url, shutdown, task);
     }
 
+    /// Every job row foreman's store holds (up to 1,000), newest first.
+    pub async fn jobs(&self) -> Vec<foreman_store::Job> {
+        let store = self.store().await;
+        let jobs = store
+            .list(foreman_store::ListParams {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store.close().await;
+        jobs
+    }
+
     /// A second handle on foreman's job store, for looking at job rows.
     pub async fn store(&self) -> Store {
         Store::open(self.db_path.to_str().unwrap()).await.unwrap()

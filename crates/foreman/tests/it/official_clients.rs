@@ -16,14 +16,7 @@ async fn the_official_python_client_works_against_foreman() {
         None,
     )
     .await;
-    let store = foreman.store().await;
-    let jobs = store
-        .list(foreman_store::ListParams {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let jobs = foreman.jobs().await;
     assert!(
         jobs.len() >= 8,
         "chat and generate went through the queue ({} jobs)",
@@ -40,14 +33,7 @@ mod nodejs;
 async fn the_official_javascript_client_works_against_foreman() {
     let foreman = TestForeman::start(fast_sim()).await;
     nodejs::run_js_suite(env!("CARGO_MANIFEST_DIR"), &foreman.url, CHAT).await;
-    let store = foreman.store().await;
-    let jobs = store
-        .list(foreman_store::ListParams {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let jobs = foreman.jobs().await;
     assert!(
         jobs.len() >= 4,
         "the chats went through the queue ({} jobs)",

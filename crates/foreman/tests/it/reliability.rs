@@ -7,16 +7,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 async fn only_job(foreman: &TestForeman) -> Option<foreman_store::Job> {
-    let store = foreman.store().await;
-    let jobs = store
-        .list(ListParams {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    store.close().await;
-    jobs.into_iter().next()
+    foreman.jobs().await.into_iter().next()
 }
 
 #[tokio::test]

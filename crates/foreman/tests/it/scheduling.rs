@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use foreman_store::{JobId, JobState, ListParams};
+use foreman_store::{JobId, JobState};
 use futures::future::join_all;
 use ollama_sim::{ModelSpec, SimConfig};
 use serde_json::{Value, json};
@@ -265,16 +265,8 @@ async fn a_bad_priority_header_is_refused_without_a_job() {
             "{message}"
         );
     }
-    let store = foreman.store().await;
-    let jobs = store
-        .list(ListParams {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let jobs = foreman.jobs().await;
     assert!(jobs.is_empty(), "{jobs:?}");
     assert_eq!(foreman.sim.stats().requests_total, 0);
-    store.close().await;
     foreman.stop().await;
 }

@@ -184,7 +184,7 @@ impl Worker {
                 lease_for_ms: self.settings.lease.as_millis() as i64,
             })
             .await;
-        let job = match claimed {
+        let mut job = match claimed {
             Ok(Some(job)) => job,
             Ok(None) => {
                 self.running.remove(decision.job);
@@ -199,13 +199,16 @@ impl Worker {
         };
         tracing::debug!(job = %job.id, model = %job.model, reason = ?decision.reason, attempt = job.attempts, "running");
         let claimed_at = started.elapsed();
+        // The body goes to the target as it is; moving it out spares a copy of what
+        // may be megabytes of images on every attempt.
+        let payload = Bytes::from(std::mem::take(&mut job.payload));
         let heartbeat = self.spawn_heartbeat(&job);
         let grace_over = async {
             shutdown.cancelled().await;
             tokio::time::sleep(self.settings.shutdown_grace).await;
         };
         let attempt = tokio::select! {
-            attempt = self.execute(&job) => attempt,
+            attempt = self.execute(&job, payload) => attempt,
             _ = cancel.cancelled() => Attempt::Cancelled,
             _ = grace_over => Attempt::Interrupted,
         };
@@ -250,18 +253,14 @@ impl Worker {
     }
 
     /// One attempt against the target.
-    async fn execute(&self, job: &Job) -> Attempt {
+    async fn execute(&self, job: &Job, payload: Bytes) -> Attempt {
         let path = match job.kind {
             JobKind::Chat => "/api/chat",
             JobKind::Generate => "/api/generate",
             JobKind::OpenAiChat => "/v1/chat/completions",
             JobKind::OpenAiCompletion => "/v1/completions",
         };
-        let mut answer = match self
-            .upstream
-            .start(path, Bytes::from(job.payload.clone()))
-            .await
-        {
+        let mut answer = match self.upstream.start(path, payload).await {
             Ok(answer) => answer,
             Err(error) => {
                 return Attempt::Failed {

@@ -81,7 +81,12 @@ impl Binaries {
             .env("FOREMAN_OLLAMA_URL", upstream)
             .env("FOREMAN_DATABASE", database)
             .env("FOREMAN_DATA_DIR", database.with_extension("data"))
-            .env("FOREMAN_LOG", "warn")
+            // FOREMAN_BENCH_LOG sets the log filter of the foreman under test, for
+            // profiling (`foreman::worker=trace` prints each job's timings).
+            .env(
+                "FOREMAN_LOG",
+                std::env::var("FOREMAN_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .env("FOREMAN_MAX_QUEUE", "1000000");
         for (key, value) in env {
             command.env(key, value);

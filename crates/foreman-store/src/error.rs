@@ -34,13 +34,21 @@ pub enum Error {
     #[error("stored job {id} is corrupt: {reason}")]
     CorruptRow { id: String, reason: String },
 
-    /// A shared write (a group commit or a relaxed write) failed or could not run.
+    /// A batch of writes could not be committed (or could not start); none of it stands.
     #[error("database write failed: {0}")]
-    GroupCommit(String),
+    Write(String),
 
-    /// The database driver failed.
+    /// A read could not run to the end.
+    #[error("database read failed: {0}")]
+    Read(String),
+
+    /// The store was closed; nothing more can be read or written through it.
+    #[error("the job store is closed")]
+    Closed,
+
+    /// SQLite refused a statement.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] rusqlite::Error),
 }
 
 /// Shorthand for results of store calls.

@@ -16,6 +16,7 @@
 mod error;
 mod job;
 mod ops;
+mod queue_index;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testsuite;

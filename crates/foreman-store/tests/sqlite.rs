@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use foreman_store::testsuite::{self, T0, new_job};
 use foreman_store::{Error, JobId, JobRef, JobState, QueueHead, Store};
-use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use rusqlite::Connection;
 use tempfile::TempDir;
 
 /// A temp dir holding the database file; the dir is removed when this is dropped.
@@ -35,10 +34,11 @@ impl TempDb {
 }
 
 /// A connection of its own to the file, as another process would have.
-async fn raw_connection(path: &Path) -> SqliteConnection {
-    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
-        .await
-        .expect("raw connection")
+fn raw_connection(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("raw connection");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy timeout");
+    conn
 }
 
 macro_rules! sqlite_store_tests {
@@ -148,13 +148,12 @@ async fn durability_pragmas_are_in_force() {
     assert_eq!(sqlite.path(), db.path.as_path());
 
     // WAL is a property of the file: a connection of its own sees it too.
-    let mut raw = raw_connection(&db.path).await;
-    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut raw)
-        .await
+    let raw = raw_connection(&db.path);
+    let journal_mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .expect("journal_mode");
     assert_eq!(journal_mode.to_lowercase(), "wal");
-    raw.close().await.expect("close raw");
+    drop(raw);
     store.close().await;
 }
 
@@ -168,28 +167,28 @@ async fn migrations_are_recorded_once() {
 
     let store = db.open().await;
     store.close().await;
-    let mut raw = raw_connection(&db.path).await;
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM foreman_schema_migrations ORDER BY version")
-            .fetch_all(&mut raw)
-            .await
-            .expect("versions");
+    let raw = raw_connection(&db.path);
+    let versions: Vec<i64> = raw
+        .prepare("SELECT version FROM foreman_schema_migrations ORDER BY version")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("versions")
+        .collect::<Result<_, _>>()
+        .expect("versions");
     assert_eq!(versions, [1, 2, 3]);
-    raw.close().await.expect("close raw");
 }
 
 #[tokio::test]
 async fn a_newer_schema_is_refused() {
     let db = TempDb::new();
     db.open().await.close().await;
-    let mut raw = raw_connection(&db.path).await;
-    sqlx::query(
+    let raw = raw_connection(&db.path);
+    raw.execute(
         "INSERT INTO foreman_schema_migrations (version, name, applied_at) VALUES (99, 'x', 0)",
+        [],
     )
-    .execute(&mut raw)
-    .await
     .expect("insert future version");
-    raw.close().await.expect("close raw");
+    drop(raw);
 
     let error = Store::open(&db.url()).await.unwrap_err();
     assert!(
@@ -208,33 +207,25 @@ async fn a_newer_schema_is_refused() {
 async fn schema_ties_terminal_states_to_finished_at() {
     let db = TempDb::new();
     let store = db.open().await;
-    let mut raw = raw_connection(&db.path).await;
+    let raw = raw_connection(&db.path);
 
     let insert = |state: &'static str, finished_at: Option<i64>| {
-        sqlx::query(
+        raw.execute(
             "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts,
                                run_after, created_at, finished_at)
              VALUES (?1, 'chat', 'm', '{}', ?2, 0, 1, 0, 0, ?3)",
+            rusqlite::params![JobId::generate().to_string(), state, finished_at],
         )
-        .bind(JobId::generate().to_string())
-        .bind(state)
-        .bind(finished_at)
     };
     for state in ["succeeded", "failed", "cancelled"] {
-        let missing = insert(state, None).execute(&mut raw).await;
+        let missing = insert(state, None);
         assert!(missing.is_err(), "{state} without finished_at was accepted");
-        insert(state, Some(1))
-            .execute(&mut raw)
-            .await
-            .expect("terminal with finished_at");
+        insert(state, Some(1)).expect("terminal with finished_at");
     }
-    let finished_but_queued = insert("queued", Some(1)).execute(&mut raw).await;
+    let finished_but_queued = insert("queued", Some(1));
     assert!(finished_but_queued.is_err());
-    insert("queued", None)
-        .execute(&mut raw)
-        .await
-        .expect("queued without finished_at");
-    raw.close().await.expect("close raw");
+    insert("queued", None).expect("queued without finished_at");
+    drop(raw);
 
     // The rows written behind the store's back decode like its own.
     let queued = store
@@ -258,14 +249,14 @@ async fn a_row_the_domain_cannot_read_is_reported_corrupt() {
         .await
         .expect("enqueue")
         .job;
-    let mut raw = raw_connection(&db.path).await;
+    let raw = raw_connection(&db.path);
     // Passes the schema's checks but not the domain's: an attempt count beyond u32.
-    sqlx::query("UPDATE jobs SET max_attempts = 1 << 40 WHERE id = ?1")
-        .bind(job.id.to_string())
-        .execute(&mut raw)
-        .await
-        .expect("update");
-    raw.close().await.expect("close raw");
+    raw.execute(
+        "UPDATE jobs SET max_attempts = 1 << 40 WHERE id = ?1",
+        [job.id.to_string()],
+    )
+    .expect("update");
+    drop(raw);
 
     let error = store.get(job.id).await.unwrap_err();
     assert!(
@@ -284,8 +275,8 @@ async fn queue_heads_at_ten_thousand_queued_jobs() {
 
     // Bulk-load in one transaction behind the store's back: enqueueing one by one would pay
     // one fsync per job. Priorities, ages and run_after vary deterministically.
-    let mut raw = raw_connection(&db.path).await;
-    let mut tx = raw.begin().await.expect("begin");
+    let mut raw = raw_connection(&db.path);
+    let tx = raw.transaction().expect("begin");
     let now = T0 + 1_000_000;
     let mut queued: Vec<JobRef> = Vec::new();
     let mut eligible: Vec<(&str, JobRef)> = Vec::new();
@@ -302,26 +293,26 @@ async fn queue_heads_at_ten_thousand_queued_jobs() {
         } else {
             job.created_at
         };
-        sqlx::query(
+        tx.execute(
             "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts,
                                run_after, created_at)
              VALUES (?1, 'generate', ?2, '{}', 'queued', ?3, 3, ?4, ?5)",
+            rusqlite::params![
+                job.id.to_string(),
+                model,
+                job.priority,
+                run_after,
+                job.created_at
+            ],
         )
-        .bind(job.id.to_string())
-        .bind(model)
-        .bind(job.priority)
-        .bind(run_after)
-        .bind(job.created_at)
-        .execute(&mut *tx)
-        .await
         .expect("insert");
         queued.push(job);
         if run_after <= now {
             eligible.push((model, job));
         }
     }
-    tx.commit().await.expect("commit");
-    raw.close().await.expect("close raw");
+    tx.commit().expect("commit");
+    drop(raw);
 
     // The same answer computed the plain way.
     let rank = |job: &JobRef| (Reverse(job.priority), job.created_at, job.id);
@@ -345,8 +336,21 @@ async fn queue_heads_at_ten_thousand_queued_jobs() {
         store.queue_depth().await.expect("depth"),
         u64::try_from(N_JOBS).expect("fits")
     );
-    let heads = store.queue_heads(now).await.expect("heads");
+    // The store keeps the queue order in memory; rows written behind its back (as by
+    // another process) reach it when it reloads, within a few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let heads = loop {
+        let heads = store.queue_heads(now).await.expect("heads");
+        if heads == expected || std::time::Instant::now() > deadline {
+            break heads;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(heads, expected);
+    // A store opened now reads them at once.
+    let reopened = db.open().await;
+    assert_eq!(reopened.queue_heads(now).await.expect("heads"), expected);
+    reopened.close().await;
     assert_eq!(heads.len(), MODELS.len());
 
     // Queue position counts every queued job that outranks, eligible or not.
@@ -366,8 +370,9 @@ async fn queue_heads_at_ten_thousand_queued_jobs() {
     store.close().await;
 }
 
-/// Relaxed writes (claims, heartbeats) switch the writer off `synchronous=FULL` only
-/// for themselves: durable writes after them are synced again.
+/// Relaxed writes (claims, heartbeats) commit without an fsync, but only in batches of
+/// their own: a durable write after them (here the settings read, which runs as one)
+/// sees `synchronous=FULL` again.
 #[tokio::test]
 async fn relaxed_writes_give_full_sync_back() {
     let db = TempDb::new();

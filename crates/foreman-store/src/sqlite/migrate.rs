@@ -1,12 +1,11 @@
-//! Schema migrations for the SQLite backend, without sqlx's `migrate!` macro (the workspace
-//! builds sqlx without macros).
+//! Schema migrations for the SQLite backend.
 //!
 //! Each migration is a SQL file embedded in the binary with a version number. Applied versions
 //! are recorded in `foreman_schema_migrations`; each pending migration runs in its own
 //! `BEGIN IMMEDIATE` transaction together with its record, so a crash mid-migration leaves the
 //! schema at the previous version, and two processes opening one file apply it once.
 
-use sqlx::SqlitePool;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 
@@ -42,18 +41,16 @@ pub(crate) fn latest_version() -> i64 {
 }
 
 /// Brings the database up to `latest_version()`; refuses a database from a newer build.
-pub(crate) async fn run(writer: &SqlitePool) -> Result<()> {
-    sqlx::raw_sql(
+pub(crate) fn run(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS foreman_schema_migrations (
             version    INTEGER NOT NULL PRIMARY KEY,
             name       TEXT    NOT NULL,
             applied_at INTEGER NOT NULL
         ) STRICT",
-    )
-    .execute(writer)
-    .await?;
+    )?;
 
-    let current = current_version(writer).await?;
+    let current = current_version(conn)?;
     let known = latest_version();
     if current > known {
         return Err(Error::SchemaTooNew {
@@ -63,42 +60,56 @@ pub(crate) async fn run(writer: &SqlitePool) -> Result<()> {
     }
 
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        // Another process may have applied it between our read and our write lock.
-        let already: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM foreman_schema_migrations WHERE version = ?1")
-                .bind(migration.version)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if already.is_some() {
-            tx.rollback().await?;
-            continue;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        match apply(conn, migration) {
+            Ok(applied) => {
+                conn.execute_batch("COMMIT")?;
+                if applied {
+                    tracing::info!(
+                        version = migration.version,
+                        name = migration.name,
+                        "applied sqlite migration"
+                    );
+                }
+            }
+            Err(error) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(error);
+            }
         }
-        sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
-        // The migration log is bookkeeping for operators, so the database clock is fine here.
-        sqlx::query(
-            "INSERT INTO foreman_schema_migrations (version, name, applied_at)
-             VALUES (?1, ?2, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
-        )
-        .bind(migration.version)
-        .bind(migration.name)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied sqlite migration"
-        );
     }
     Ok(())
 }
 
+/// Applies one migration inside the caller's transaction; false if another process
+/// applied it between our read and our write lock.
+fn apply(conn: &Connection, migration: &Migration) -> Result<bool> {
+    let already: Option<i64> = conn
+        .query_row(
+            "SELECT version FROM foreman_schema_migrations WHERE version = ?1",
+            [migration.version],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if already.is_some() {
+        return Ok(false);
+    }
+    conn.execute_batch(migration.sql)?;
+    // The migration log is bookkeeping for operators, so the database clock is fine here.
+    conn.execute(
+        "INSERT INTO foreman_schema_migrations (version, name, applied_at)
+         VALUES (?1, ?2, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+        rusqlite::params![migration.version, migration.name],
+    )?;
+    Ok(true)
+}
+
 /// The highest applied migration, 0 for a fresh database.
-pub(crate) async fn current_version(pool: &SqlitePool) -> Result<i64> {
-    let version: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM foreman_schema_migrations")
-            .fetch_one(pool)
-            .await?;
+pub(crate) fn current_version(conn: &Connection) -> Result<i64> {
+    let version: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM foreman_schema_migrations",
+        [],
+        |row| row.get(0),
+    )?;
     Ok(version)
 }

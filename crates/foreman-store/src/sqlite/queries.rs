@@ -19,27 +19,12 @@ pub(super) const SELECT_BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM jobs WHERE ide
 
 pub(super) const SELECT_BY_ID: &str = "SELECT * FROM jobs WHERE id = ?1";
 
-/// One row per model with eligible jobs (?1 now): the best job by priority then age, the
-/// oldest creation time and the count. One pass over the covering partial queue index, whose
-/// order is the window's, so nothing is sorted but the final handful of rows; the planner
-/// would otherwise prefer the state index and sort every queued job.
-pub(super) const QUEUE_HEADS: &str = "
-    SELECT model, id, priority, created_at, oldest_created_at, depth
-    FROM (
-        SELECT model, id, priority, created_at,
-               row_number() OVER by_rank AS rank,
-               min(created_at) OVER by_rank AS oldest_created_at,
-               count(*) OVER by_rank AS depth
-        FROM jobs INDEXED BY jobs_queued_by_model
-        WHERE state = 'queued' AND run_after <= ?1
-        WINDOW by_rank AS (
-            PARTITION BY model
-            ORDER BY priority DESC, created_at, id
-            ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
-        )
-    )
-    WHERE rank = 1
-    ORDER BY model";
+/// Every queued job's rank, for the queue mirror: one pass over the covering partial
+/// queue index, never the table.
+pub(super) const QUEUED_JOBS: &str = "
+    SELECT id, model, priority, created_at, run_after
+    FROM jobs INDEXED BY jobs_queued_by_model
+    WHERE state = 'queued'";
 
 pub(super) const QUEUE_DEPTH: &str = "SELECT count(*) FROM jobs WHERE state = 'queued'";
 
@@ -77,8 +62,7 @@ pub(super) const CLAIM: &str = "
 pub(super) const HEARTBEAT: &str = "
     UPDATE jobs
     SET lease_expires_at = max(lease_expires_at, ?4)
-    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3
-    RETURNING id";
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3";
 
 /// running(attempt) → succeeded. ?1 id, ?2 attempt, ?3 result (NULL when it lives in
 /// files), ?4 now, ?5 artifacts (JSON, NULL for none).

@@ -1,16 +1,15 @@
 //! Decoding of `jobs` rows into `Job`. Every query that returns jobs selects or returns `*`,
 //! so this is the one place that knows the SQLite column layout.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::Row;
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobFailure, JobId, JobKind, JobRef, JobState, QueueHead};
+use crate::job::{Job, JobFailure, JobId, JobKind, JobState};
 use crate::webhook::{DeliveryState, WebhookAttempt, WebhookDelivery};
 
 /// Reads one `jobs` row.
-pub(super) fn job_from_row(row: &SqliteRow) -> Result<Job> {
-    let id_text: String = row.try_get("id")?;
+pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
+    let id_text: String = row.get("id")?;
     let corrupt = |reason: String| Error::CorruptRow {
         id: id_text.clone(),
         reason,
@@ -18,18 +17,18 @@ pub(super) fn job_from_row(row: &SqliteRow) -> Result<Job> {
 
     let id: JobId = id_text.parse().map_err(|e| corrupt(format!("{e}")))?;
     let kind: JobKind = row
-        .try_get::<String, _>("kind")?
+        .get::<_, String>("kind")?
         .parse()
         .map_err(|e| corrupt(format!("{e}")))?;
     let state: JobState = row
-        .try_get::<String, _>("state")?
+        .get::<_, String>("state")?
         .parse()
         .map_err(|e| corrupt(format!("{e}")))?;
-    let attempts = to_u32(row.try_get("attempts")?, "attempts").map_err(&corrupt)?;
-    let max_attempts = to_u32(row.try_get("max_attempts")?, "max_attempts").map_err(&corrupt)?;
+    let attempts = to_u32(row.get("attempts")?, "attempts").map_err(&corrupt)?;
+    let max_attempts = to_u32(row.get("max_attempts")?, "max_attempts").map_err(&corrupt)?;
 
-    let failure_status: Option<i64> = row.try_get("failure_status")?;
-    let failure_message: Option<String> = row.try_get("failure_message")?;
+    let failure_status: Option<i64> = row.get("failure_status")?;
+    let failure_message: Option<String> = row.get("failure_message")?;
     let failure = match (failure_status, failure_message) {
         (Some(status), Some(message)) => Some(JobFailure {
             status: u16::try_from(status)
@@ -47,45 +46,25 @@ pub(super) fn job_from_row(row: &SqliteRow) -> Result<Job> {
     Ok(Job {
         id,
         kind,
-        model: row.try_get("model")?,
-        payload: row.try_get("payload")?,
+        model: row.get("model")?,
+        payload: row.get("payload")?,
         state,
-        priority: row.try_get("priority")?,
+        priority: row.get("priority")?,
         attempts,
         max_attempts,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_expires_at: row.try_get("lease_expires_at")?,
-        run_after: row.try_get("run_after")?,
-        cancel_requested: row.try_get("cancel_requested")?,
-        result: row.try_get("result")?,
+        lease_owner: row.get("lease_owner")?,
+        lease_expires_at: row.get("lease_expires_at")?,
+        run_after: row.get("run_after")?,
+        cancel_requested: row.get("cancel_requested")?,
+        result: row.get("result")?,
         failure,
-        idempotency_key: row.try_get("idempotency_key")?,
-        webhook_url: row.try_get("webhook_url")?,
-        metadata: row.try_get("metadata")?,
-        artifacts: row.try_get("artifacts")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
-
-/// Reads one row of the queue-heads query.
-pub(super) fn queue_head_from_row(row: &SqliteRow) -> Result<QueueHead> {
-    let id_text: String = row.try_get("id")?;
-    let id: JobId = id_text.parse().map_err(|e| Error::CorruptRow {
-        id: id_text.clone(),
-        reason: format!("{e}"),
-    })?;
-    let depth: i64 = row.try_get("depth")?;
-    Ok(QueueHead {
-        model: row.try_get("model")?,
-        best: JobRef {
-            id,
-            priority: row.try_get("priority")?,
-            created_at: row.try_get("created_at")?,
-        },
-        oldest_created_at: row.try_get("oldest_created_at")?,
-        depth: count(depth),
+        idempotency_key: row.get("idempotency_key")?,
+        webhook_url: row.get("webhook_url")?,
+        metadata: row.get("metadata")?,
+        artifacts: row.get("artifacts")?,
+        created_at: row.get("created_at")?,
+        started_at: row.get("started_at")?,
+        finished_at: row.get("finished_at")?,
     })
 }
 
@@ -99,24 +78,24 @@ fn to_u32(value: i64, column: &str) -> Result<u32, String> {
 }
 
 /// Reads one `webhook_deliveries` row (its attempt log is read separately).
-pub(super) fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery> {
-    let id: String = row.try_get("id")?;
+pub(super) fn delivery_from_row(row: &Row<'_>) -> Result<WebhookDelivery> {
+    let id: String = row.get("id")?;
     let corrupt = |reason: String| Error::CorruptRow {
         id: id.clone(),
         reason,
     };
-    let job_id: String = row.try_get("job_id")?;
-    let state: String = row.try_get("state")?;
-    let finished_at: Option<i64> = row.try_get("finished_at")?;
+    let job_id: String = row.get("job_id")?;
+    let state: String = row.get("state")?;
+    let finished_at: Option<i64> = row.get("finished_at")?;
     Ok(WebhookDelivery {
         job_id: job_id.parse().map_err(|e| corrupt(format!("{e}")))?,
-        url: row.try_get("url")?,
-        payload: row.try_get("payload")?,
+        url: row.get("url")?,
+        payload: row.get("payload")?,
         state: DeliveryState::parse(&state)
             .ok_or_else(|| corrupt(format!("unknown delivery state {state:?}")))?,
-        attempts: to_u32(row.try_get("attempts")?, "attempts").map_err(&corrupt)?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        created_at: row.try_get("created_at")?,
+        attempts: to_u32(row.get("attempts")?, "attempts").map_err(&corrupt)?,
+        next_attempt_at: row.get("next_attempt_at")?,
+        created_at: row.get("created_at")?,
         finished_at,
         log: Vec::new(),
         id,
@@ -124,13 +103,13 @@ pub(super) fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery> {
 }
 
 /// Reads one `webhook_attempts` row.
-pub(super) fn attempt_from_row(row: &SqliteRow) -> Result<WebhookAttempt> {
-    let status: Option<i64> = row.try_get("status")?;
+pub(super) fn attempt_from_row(row: &Row<'_>) -> Result<WebhookAttempt> {
+    let status: Option<i64> = row.get("status")?;
     Ok(WebhookAttempt {
-        attempt: count(row.try_get("attempt")?) as u32,
-        at: row.try_get("at")?,
+        attempt: count(row.get("attempt")?) as u32,
+        at: row.get("at")?,
         status: status.and_then(|s| u16::try_from(s).ok()),
-        latency_ms: row.try_get("latency_ms")?,
-        error: row.try_get("error")?,
+        latency_ms: row.get("latency_ms")?,
+        error: row.get("error")?,
     })
 }

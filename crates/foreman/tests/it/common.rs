@@ -36,7 +36,7 @@ pub struct TestForeman {
     config: Config,
     shutdown: CancellationToken,
     task: ServeTask,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 type ServeTask = JoinHandle<Result<(), foreman::ServeError>>;
@@ -92,7 +92,7 @@ impl TestForeman {
             config,
             shutdown,
             task,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -124,10 +124,13 @@ impl TestForeman {
         Store::open(self.db_path.to_str().unwrap()).await.unwrap()
     }
 
-    pub async fn stop(self) {
+    /// Stops foreman and its simulator. The returned guard holds the data folder: keep
+    /// it to read the database after the stop.
+    pub async fn stop(self) -> TempDir {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
         self.sim.shutdown().await;
+        self.dir
     }
 }
 
@@ -169,6 +172,18 @@ pub fn spawn_chat(
 }
 
 /// Polls `check` until it holds or twenty seconds pass.
+/// A job's row once its outcome is recorded. A caller's answer ends as soon as the
+/// target's answer is relayed, a moment before the commit that records the outcome.
+pub async fn recorded(store: &Store, id: foreman_store::JobId) -> foreman_store::Job {
+    let mut latest = None;
+    eventually("the job's outcome to be recorded", async || {
+        latest = store.get(id).await.unwrap();
+        latest.as_ref().is_some_and(|job| job.state.is_terminal())
+    })
+    .await;
+    latest.expect("the job exists")
+}
+
 pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while tokio::time::Instant::now() < deadline {

@@ -73,7 +73,7 @@ async fn shutdown_lets_a_short_job_finish() {
     })
     .await;
     let store = foreman.store().await;
-    foreman.stop().await;
+    let _data = foreman.stop().await;
     assert_eq!(job.await.unwrap(), 200, "finished within the grace period");
     let jobs = store
         .list(ListParams {

@@ -1,0 +1,212 @@
+//! The queue's order kept in memory: every queued job's rank, per model, so that the
+//! worker's question "what are the heads of the queue?" costs no database round trip.
+//!
+//! A backend keeps one of these beside its table and changes it in the same step as the
+//! rows (enqueue, claim, retry, requeue, cancel), and rebuilds it from the table when a
+//! change touched many rows at once or may have been missed. It holds only what ranking
+//! needs, not payloads, so 10,000 queued jobs cost well under a megabyte.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::job::{Job, JobId, JobRef, JobState, QueueHead};
+
+/// What the index knows of one queued job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueuedJob {
+    pub id: JobId,
+    pub model: String,
+    pub priority: i32,
+    pub created_at: i64,
+    pub run_after: i64,
+}
+
+impl QueuedJob {
+    /// The index entry of `job`, if it is queued.
+    pub(crate) fn of(job: &Job) -> Option<QueuedJob> {
+        (job.state == JobState::Queued).then(|| QueuedJob {
+            id: job.id,
+            model: job.model.clone(),
+            priority: job.priority,
+            created_at: job.created_at,
+            run_after: job.run_after,
+        })
+    }
+}
+
+/// Rank within a model: highest priority, then oldest, then lowest id.
+type Rank = (Reverse<i32>, i64, JobId);
+
+#[derive(Debug, Default)]
+struct ModelQueue {
+    by_rank: BTreeSet<Rank>,
+    by_age: BTreeSet<(i64, JobId)>,
+}
+
+/// Every queued job, ranked per model.
+#[derive(Debug, Default)]
+pub(crate) struct QueueIndex {
+    jobs: HashMap<JobId, QueuedJob>,
+    /// Ordered by name, the order `queue_heads` answers in.
+    models: BTreeMap<String, ModelQueue>,
+    /// Every job by the time it becomes eligible, to count the ones still waiting out a
+    /// retry backoff without visiting the rest.
+    by_run_after: BTreeSet<(i64, JobId)>,
+}
+
+impl QueueIndex {
+    pub(crate) fn new(jobs: impl IntoIterator<Item = QueuedJob>) -> QueueIndex {
+        let mut index = QueueIndex::default();
+        for job in jobs {
+            index.insert(job);
+        }
+        index
+    }
+
+    /// Adds a queued job, replacing what the index held for its id.
+    pub(crate) fn insert(&mut self, job: QueuedJob) {
+        self.remove(job.id);
+        let queue = self.models.entry(job.model.clone()).or_default();
+        queue
+            .by_rank
+            .insert((Reverse(job.priority), job.created_at, job.id));
+        queue.by_age.insert((job.created_at, job.id));
+        self.by_run_after.insert((job.run_after, job.id));
+        self.jobs.insert(job.id, job);
+    }
+
+    /// Forgets a job (claimed, cancelled, or gone); unknown ids are ignored.
+    pub(crate) fn remove(&mut self, id: JobId) {
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        self.by_run_after.remove(&(job.run_after, id));
+        if let Some(queue) = self.models.get_mut(&job.model) {
+            queue
+                .by_rank
+                .remove(&(Reverse(job.priority), job.created_at, id));
+            queue.by_age.remove(&(job.created_at, id));
+            if queue.by_rank.is_empty() {
+                self.models.remove(&job.model);
+            }
+        }
+    }
+
+    /// Keeps the index in step with a job row a write returned: present while queued,
+    /// absent otherwise.
+    pub(crate) fn track(&mut self, job: &Job) {
+        match QueuedJob::of(job) {
+            Some(queued) => self.insert(queued),
+            None => self.remove(job.id),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// The same answer as [`Store::queue_heads`](crate::Store::queue_heads): one entry
+    /// per model with eligible jobs (`run_after <= now`), ordered by model name.
+    pub(crate) fn heads(&self, now: i64) -> Vec<QueueHead> {
+        // Jobs still backing off, per model: usually none, so this is one tree probe.
+        let mut waiting: HashMap<&str, u64> = HashMap::new();
+        for (_, id) in self
+            .by_run_after
+            .range((now.saturating_add(1), JobId::from(ulid::Ulid::nil()))..)
+        {
+            if let Some(job) = self.jobs.get(id) {
+                *waiting.entry(job.model.as_str()).or_default() += 1;
+            }
+        }
+        let eligible = |id: &JobId| self.jobs.get(id).is_some_and(|job| job.run_after <= now);
+        let mut heads = Vec::new();
+        for (model, queue) in &self.models {
+            let Some(&(Reverse(priority), created_at, id)) =
+                queue.by_rank.iter().find(|(_, _, id)| eligible(id))
+            else {
+                continue;
+            };
+            let oldest_created_at = queue
+                .by_age
+                .iter()
+                .find(|(_, id)| eligible(id))
+                .map_or(created_at, |&(age, _)| age);
+            let total = queue.by_rank.len() as u64;
+            heads.push(QueueHead {
+                model: model.clone(),
+                best: JobRef {
+                    id,
+                    priority,
+                    created_at,
+                },
+                oldest_created_at,
+                depth: total - waiting.get(model.as_str()).copied().unwrap_or(0),
+            });
+        }
+        heads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(model: &str, priority: i32, created_at: i64, run_after: i64) -> QueuedJob {
+        QueuedJob {
+            id: JobId::generate(),
+            model: model.to_owned(),
+            priority,
+            created_at,
+            run_after,
+        }
+    }
+
+    #[test]
+    fn heads_rank_by_priority_then_age_and_skip_backoffs() {
+        let old_low = queued("a", 0, 10, 10);
+        let new_high = queued("a", 5, 20, 20);
+        let backing_off = queued("a", 9, 5, 1_000);
+        let other = queued("b", 0, 30, 30);
+        let mut index = QueueIndex::new([
+            old_low.clone(),
+            new_high.clone(),
+            backing_off.clone(),
+            other.clone(),
+        ]);
+        let heads = index.heads(100);
+        assert_eq!(heads.len(), 2);
+        assert_eq!(heads[0].model, "a");
+        assert_eq!(heads[0].best.id, new_high.id);
+        assert_eq!(heads[0].oldest_created_at, 10);
+        assert_eq!(heads[0].depth, 2);
+        assert_eq!(heads[1].best.id, other.id);
+
+        // Once its backoff is over, the high-priority job leads and counts.
+        let heads = index.heads(1_000);
+        assert_eq!(heads[0].best.id, backing_off.id);
+        assert_eq!(heads[0].oldest_created_at, 5);
+        assert_eq!(heads[0].depth, 3);
+
+        index.remove(new_high.id);
+        index.remove(old_low.id);
+        index.remove(backing_off.id);
+        assert_eq!(index.heads(1_000).len(), 1);
+        assert_eq!(index.len(), 1);
+        index.remove(other.id);
+        assert!(index.heads(1_000).is_empty());
+        assert!(index.models.is_empty() && index.by_run_after.is_empty());
+    }
+
+    #[test]
+    fn inserting_a_known_id_replaces_its_entry() {
+        let mut job = queued("a", 0, 10, 10);
+        let mut index = QueueIndex::new([job.clone()]);
+        job.run_after = 500;
+        job.priority = 3;
+        index.insert(job.clone());
+        assert_eq!(index.len(), 1);
+        assert!(index.heads(100).is_empty());
+        assert_eq!(index.heads(500)[0].best.priority, 3);
+    }
+}

@@ -1,0 +1,238 @@
+//! The writer: one thread that owns the store's only writing connection and commits
+//! every write in the process, grouping the writes that wait into one transaction.
+//!
+//! Why a thread of its own: SQLite allows one writer at a time, so every write is
+//! serialised anyway, and doing it on a dedicated thread costs one hand-off per write
+//! instead of one per statement. Why grouping: a durable commit (`synchronous=FULL`)
+//! costs an fsync, and one fsync per job caps a busy queue at the disk's sync rate. The
+//! thread takes the first waiting write and everything else already waiting (up to
+//! [`MAX_BATCH`]), runs each in a savepoint of one `BEGIN IMMEDIATE` transaction,
+//! commits, and only then answers each caller. A write that fails rolls back to its
+//! savepoint alone; a failed commit fails the whole batch.
+//!
+//! Writes are durable or relaxed. A batch with any durable write commits with
+//! `synchronous=FULL`; a batch of only relaxed writes (claims, heartbeats) commits with
+//! `NORMAL`, skipping the fsync. Losing a relaxed write to a power cut is harmless (a
+//! lost claim leaves the job queued, which is what recovery makes of a claimed job
+//! anyway), and the next durable commit syncs the write-ahead log with it included, so
+//! order on disk is kept.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+
+/// Most writes one transaction takes.
+const MAX_BATCH: usize = 512;
+
+/// Whether a write's commit must reach the disk before its caller hears back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    Durable,
+    Relaxed,
+}
+
+/// Answers a caller once the batch's commit is known: `Err` carries the commit's failure.
+type Answer = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+/// A write that has run inside the transaction and waits for the commit.
+struct Staged {
+    ok: bool,
+    answer: Answer,
+}
+
+/// One write waiting for the writer, with the caller's reply channel.
+trait Operation: Send {
+    /// Runs the write inside the batch's transaction.
+    fn run(self: Box<Self>, conn: &Connection) -> Staged;
+    /// Answers without running: the batch could not start.
+    fn refuse(self: Box<Self>, error: String);
+}
+
+struct Pending<F, T> {
+    write: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<F, T> Operation for Pending<F, T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Staged {
+        let Pending { write, reply } = *self;
+        let outcome = write(conn);
+        Staged {
+            ok: outcome.is_ok(),
+            answer: Box::new(move |commit| {
+                let outcome = commit.map_err(Error::Write).and(outcome);
+                // A caller that gave up no longer listens; the write stands all the same.
+                let _ = reply.send(outcome);
+            }),
+        }
+    }
+
+    fn refuse(self: Box<Self>, error: String) {
+        let _ = self.reply.send(Err(Error::Write(error)));
+    }
+}
+
+struct Request {
+    operation: Box<dyn Operation>,
+    durability: Durability,
+}
+
+enum Message {
+    Write(Request),
+    /// Finish what is queued before this, close the connection, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle callers write through. Cheap to clone; clones share the one thread.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    sender: mpsc::Sender<Message>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`, which must be set to `synchronous=FULL`.
+    pub(super) fn spawn(conn: Connection) -> std::io::Result<Writer> {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("foreman-sqlite-writer".to_owned())
+            .spawn(move || run(conn, receiver))?;
+        Ok(Writer { sender })
+    }
+
+    /// Runs `write` in the next batch and returns its outcome once the batch is
+    /// committed (durably, for a durable write).
+    pub(super) async fn write<T, F>(&self, durability: Durability, write: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let operation = Box::new(Pending { write, reply });
+        self.sender
+            .send(Message::Write(Request {
+                operation,
+                durability,
+            }))
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Lets the writes already queued finish, then closes the connection. Writes sent
+    /// afterwards fail with [`Error::Closed`].
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.sender.send(Message::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
+fn run(conn: Connection, receiver: mpsc::Receiver<Message>) {
+    let mut synchronous = Durability::Durable;
+    while let Ok(first) = receiver.recv() {
+        let mut batch = Vec::new();
+        let mut close = None;
+        match first {
+            Message::Write(request) => batch.push(request),
+            Message::Close(done) => close = Some(done),
+        }
+        while close.is_none() && batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(Message::Write(request)) => batch.push(request),
+                Ok(Message::Close(done)) => close = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit(&conn, batch, &mut synchronous);
+        }
+        if let Some(done) = close {
+            if let Err((_, error)) = conn.close() {
+                tracing::warn!(%error, "closing the sqlite writer");
+            }
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Runs one batch in one transaction and answers every caller in it.
+fn commit(conn: &Connection, batch: Vec<Request>, synchronous: &mut Durability) {
+    let wanted = if batch.iter().any(|r| r.durability == Durability::Durable) {
+        Durability::Durable
+    } else {
+        Durability::Relaxed
+    };
+    if *synchronous != wanted {
+        let level = match wanted {
+            Durability::Durable => "FULL",
+            Durability::Relaxed => "NORMAL",
+        };
+        if let Err(error) = conn.pragma_update(None, "synchronous", level) {
+            return refuse_all(batch, &error);
+        }
+        *synchronous = wanted;
+    }
+    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        return refuse_all(batch, &error);
+    }
+    let mut answers = Vec::with_capacity(batch.len());
+    for request in batch {
+        answers.push(run_in_savepoint(conn, request.operation));
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for answer in answers {
+                answer(Ok(()));
+            }
+        }
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            let message = error.to_string();
+            for answer in answers {
+                answer(Err(message.clone()));
+            }
+        }
+    }
+}
+
+/// Runs one write so that its failure undoes only its own changes.
+fn run_in_savepoint(conn: &Connection, operation: Box<dyn Operation>) -> Answer {
+    if let Err(error) = execute_cached(conn, "SAVEPOINT write") {
+        operation.refuse(error.to_string());
+        return Box::new(|_| {});
+    }
+    let staged = std::panic::catch_unwind(AssertUnwindSafe(|| operation.run(conn)));
+    let ok = matches!(&staged, Ok(staged) if staged.ok);
+    if !ok {
+        let _ = execute_cached(conn, "ROLLBACK TO write");
+    }
+    let _ = execute_cached(conn, "RELEASE write");
+    match staged {
+        Ok(staged) => staged.answer,
+        Err(_) => {
+            tracing::error!("a store write panicked; its changes were rolled back");
+            // The caller's reply channel went down with the write: it sees `Closed`.
+            Box::new(|_| {})
+        }
+    }
+}
+
+fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute([])
+}
+
+fn refuse_all(batch: Vec<Request>, error: &rusqlite::Error) {
+    tracing::error!(%error, "a batch of store writes could not start");
+    for request in batch {
+        request.operation.refuse(error.to_string());
+    }
+}

@@ -13,6 +13,12 @@
 //!   makes the target stop, and the job ends cancelled;
 //! - shutdown: the running job gets a grace period, then is requeued.
 //!
+//! A caller's response ends as soon as the target's answer is relayed, before the
+//! outcome's commit: the job itself was durable before it ran, and if foreman dies in
+//! the moment between the two, recovery runs the job again (at least once, as after
+//! any crash mid-job). Anyone who reads the job back (the jobs API, long polls,
+//! webhooks) sees it only once the outcome is committed.
+//!
 //! [`scheduler`]: crate::scheduler
 //! [`hub`]: crate::hub
 
@@ -109,7 +115,7 @@ pub struct Worker {
     pub running: Arc<RunningJobs>,
     /// Rung by every enqueue.
     pub wake: Arc<Notify>,
-    /// Rung (all waiters) after every recorded outcome.
+    /// Rung (all waiters) after every recorded outcome, once the job has left `running`.
     pub finished: Arc<Notify>,
     pub settings: WorkerSettings,
 }
@@ -220,6 +226,8 @@ impl Worker {
         );
         self.record(&job, attempt).await;
         self.running.remove(job.id);
+        // After the removal, so that a waiter woken here sees the job no longer running.
+        self.finished.notify_waiters();
         tracing::trace!(
             job = %job.id,
             claim_us = claimed_at.as_micros() as u64,
@@ -336,19 +344,19 @@ impl Worker {
         let (id, number, now) = (job.id, job.attempts, now_ms());
         let stored = match attempt {
             Attempt::Succeeded(result) => {
-                let stored = self.store_result(id, number, result, now).await;
+                // The caller has the whole answer: end its response now rather than
+                // after the fsync of the record (see the module doc).
                 self.hub.finish(id, Outcome::Succeeded);
-                stored
+                self.store_result(id, number, result, now).await
             }
             Attempt::FailedInBand(message) => {
                 let failure = JobFailure {
                     status: 500,
                     message,
                 };
-                let stored = self.store.fail(id, number, failure, now).await;
                 // The caller already has a 200 stream; its error line came with it.
                 self.hub.finish(id, Outcome::FailedInStream);
-                stored
+                self.store.fail(id, number, failure, now).await
             }
             Attempt::Failed { error, delivered } => {
                 let failure = JobFailure {
@@ -404,7 +412,6 @@ impl Worker {
                 stored
             }
         };
-        self.finished.notify_waiters();
         match stored {
             Ok(Some(_)) => {}
             Ok(None) => tracing::warn!(job = %id, "the job changed hands; outcome dropped"),

@@ -505,7 +505,13 @@ pub async fn events(
                 loop {
                     match super::queued::next_event(&state, &mut subscription).await {
                         Some(FeedEvent::Chunk(chunk)) => yield Ok(chunk),
-                        Some(FeedEvent::End(Outcome::Succeeded | Outcome::FailedInStream)) | None => break,
+                        Some(FeedEvent::End(Outcome::Succeeded | Outcome::FailedInStream)) => {
+                            // The feed ends before the outcome's commit; a watcher that
+                            // reads the job next should find it finished.
+                            until_recorded(&state, id).await;
+                            break;
+                        }
+                        None => break,
                         Some(FeedEvent::End(_)) => {
                             // Failed or cancelled: say so in the job's own words.
                             if let Ok(Some(job)) = state.store.get(id).await {
@@ -523,6 +529,23 @@ pub async fn events(
         axum::http::HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// Waits until the worker has recorded the job's outcome (it leaves the running set
+/// after the commit), or shutdown.
+async fn until_recorded(state: &AppState, id: JobId) {
+    loop {
+        let finished = state.finished.notified();
+        tokio::pin!(finished);
+        finished.as_mut().enable();
+        if !state.running.contains(id) {
+            return;
+        }
+        tokio::select! {
+            _ = finished => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Serves one of a job's artifacts, with its content type and length.

@@ -36,7 +36,7 @@ async fn openai_chat_goes_through_the_queue_and_streams_sse() {
         })
         .collect();
     let store = foreman.store().await;
-    let job = store.get(id).await.unwrap().unwrap();
+    let job = recorded(&store, id).await;
     assert_eq!(job.kind, foreman_store::JobKind::OpenAiChat);
     let result: Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
     assert_eq!(result["object"], "chat.completion");

@@ -35,7 +35,8 @@ async fn a_target_that_refuses_connections_is_retried_until_it_returns() {
     foreman.sim.refuse_connections(false);
     let (status, _, body) = request.await.unwrap();
     assert_eq!(status, 200, "{body}");
-    let job = only_job(&foreman).await.unwrap();
+    let id = only_job(&foreman).await.unwrap().id;
+    let job = recorded(&foreman.store().await, id).await;
     assert_eq!(job.state, JobState::Succeeded);
     assert!(job.attempts >= 3);
     foreman.stop().await;

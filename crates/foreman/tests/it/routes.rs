@@ -64,7 +64,7 @@ async fn non_streaming_chat_and_generate_return_one_object() {
     assert!(!reply["message"]["content"].as_str().unwrap().is_empty());
     let job_id = headers["x-foreman-job-id"].to_str().unwrap().to_string();
     let store = foreman.store().await;
-    let job = store.get(job_id.parse().unwrap()).await.unwrap().unwrap();
+    let job = recorded(&store, job_id.parse().unwrap()).await;
     assert_eq!(job.state, foreman_store::JobState::Succeeded);
     let stored: Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
     assert_eq!(stored["message"]["content"], reply["message"]["content"]);
@@ -103,7 +103,7 @@ async fn streamed_jobs_store_the_aggregated_result() {
         .parse()
         .unwrap();
     let store = foreman.store().await;
-    let job = store.get(id).await.unwrap().unwrap();
+    let job = recorded(&store, id).await;
     let stored: Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
     assert_eq!(stored["message"]["content"].as_str().unwrap(), streamed);
     assert_eq!(stored["done"], true);

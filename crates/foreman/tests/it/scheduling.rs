@@ -205,7 +205,7 @@ async fn higher_priority_runs_first_within_a_model() {
     for answer in answers {
         let (status, id) = answer.await.unwrap();
         assert_eq!(status, 200);
-        let job = store.get(id).await.unwrap().unwrap();
+        let job = recorded(&store, id).await;
         assert_eq!(job.state, JobState::Succeeded);
         jobs.push(job);
     }

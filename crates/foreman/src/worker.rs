@@ -13,11 +13,14 @@
 //!   makes the target stop, and the job ends cancelled;
 //! - shutdown: the running job gets a grace period, then is requeued.
 //!
-//! A caller's response ends as soon as the target's answer is relayed, before the
-//! outcome's commit: the job itself was durable before it ran, and if foreman dies in
-//! the moment between the two, recovery runs the job again (at least once, as after
-//! any crash mid-job). Anyone who reads the job back (the jobs API, long polls,
-//! webhooks) sees it only once the outcome is committed.
+//! A caller's response ends as soon as the target's answer is relayed, and the
+//! outcome is recorded in a task of its own while the worker claims the next job, so
+//! that one commit (one fsync) carries this outcome, the next claim and whatever
+//! enqueues are waiting. The job itself was durable before it ran; if foreman dies
+//! before its outcome is committed, recovery runs it again (at least once, as after
+//! any crash mid-job). The job stays in [`RunningJobs`] until the commit, and anyone
+//! who reads it back (the jobs API, long polls, event streams, webhooks) sees it end
+//! only then. Shutdown waits for outcomes still being recorded.
 //!
 //! [`scheduler`]: crate::scheduler
 //! [`hub`]: crate::hub
@@ -32,6 +35,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::aggregate::Aggregator;
 use crate::clock::now_ms;
@@ -135,8 +139,17 @@ enum Attempt {
 }
 
 impl Worker {
-    /// Runs jobs until `shutdown`; a running job then gets the grace period.
+    /// Runs jobs until `shutdown`; a running job then gets the grace period, and the
+    /// outcomes still being recorded are waited for.
     pub async fn run(self, shutdown: CancellationToken) {
+        let worker = Arc::new(self);
+        let records = TaskTracker::new();
+        worker.run_jobs(&records, &shutdown).await;
+        records.close();
+        records.wait().await;
+    }
+
+    async fn run_jobs(self: &Arc<Self>, records: &TaskTracker, shutdown: &CancellationToken) {
         let mut resident: Option<String> = self.inventory.resident().into_iter().next();
         loop {
             if shutdown.is_cancelled() {
@@ -161,7 +174,7 @@ impl Worker {
             match scheduler::decide(&heads, resident.as_deref(), now, max_wait) {
                 Some(decision) => {
                     tracing::trace!(heads_us = turn.elapsed().as_micros() as u64, "queue read");
-                    if let Some(model) = self.run_one(decision, &shutdown).await {
+                    if let Some(model) = self.run_one(decision, records, shutdown).await {
                         resident = Some(model);
                     }
                 }
@@ -176,9 +189,19 @@ impl Worker {
         }
     }
 
-    /// Claims and runs one job; returns the model the target now has loaded, if the
-    /// target answered.
-    async fn run_one(&self, decision: Decision, shutdown: &CancellationToken) -> Option<String> {
+    /// Claims and runs one job, and starts recording its outcome; returns the model the
+    /// target now has loaded, if the target answered.
+    ///
+    /// The outcome is recorded in a task of its own while the worker goes on to the
+    /// next job: the writer then commits this outcome with the next claim (and any
+    /// enqueues waiting), one fsync for all, instead of the worker waiting for one
+    /// fsync per job. The job stays in `running` until its outcome is committed.
+    async fn run_one(
+        self: &Arc<Self>,
+        decision: Decision,
+        records: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Option<String> {
         let started = tokio::time::Instant::now();
         let cancel = self.running.insert(decision.job);
         let claimed = self
@@ -224,21 +247,26 @@ impl Worker {
             attempt,
             Attempt::Succeeded(_) | Attempt::FailedInBand(_) | Attempt::Cancelled
         );
-        self.record(&job, attempt).await;
-        self.running.remove(job.id);
-        // After the removal, so that a waiter woken here sees the job no longer running.
-        self.finished.notify_waiters();
-        tracing::trace!(
-            job = %job.id,
-            claim_us = claimed_at.as_micros() as u64,
-            run_us = (ran_at - claimed_at).as_micros() as u64,
-            record_us = (started.elapsed() - ran_at).as_micros() as u64,
-            "job timings"
-        );
+        let model = target_answered.then(|| job.model.clone());
+        let worker = Arc::clone(self);
+        records.spawn(async move {
+            let recording = tokio::time::Instant::now();
+            worker.record(&job, attempt).await;
+            worker.running.remove(job.id);
+            // After the removal, so that a waiter woken here sees the job no longer running.
+            worker.finished.notify_waiters();
+            tracing::trace!(
+                job = %job.id,
+                claim_us = claimed_at.as_micros() as u64,
+                run_us = (ran_at - claimed_at).as_micros() as u64,
+                record_us = recording.elapsed().as_micros() as u64,
+                "job timings"
+            );
+        });
         if target_answered {
             self.inventory.refresh_soon();
         }
-        target_answered.then(|| job.model.clone())
+        model
     }
 
     fn spawn_heartbeat(&self, job: &Job) -> tokio::task::JoinHandle<()> {

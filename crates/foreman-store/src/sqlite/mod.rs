@@ -34,6 +34,9 @@ use crate::webhook::{AttemptOutcome, WebhookAttempt, WebhookDelivery};
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements a connection keeps: more than the store has, so none is ever
+/// prepared twice.
+pub(super) const STATEMENT_CACHE: usize = 64;
 /// `PRAGMA synchronous` reports FULL as 2.
 const SYNCHRONOUS_FULL: i64 = 2;
 /// ULIDs carry a 48-bit millisecond timestamp.
@@ -588,6 +591,7 @@ fn open_writer(path: &Path) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -91,6 +91,7 @@ impl Shared {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(self.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
         Ok(conn)
     }
 

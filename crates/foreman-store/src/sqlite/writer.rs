@@ -172,24 +172,25 @@ fn commit(conn: &Connection, batch: Vec<Request>, synchronous: &mut Durability) 
         Durability::Relaxed
     };
     if *synchronous != wanted {
-        let level = match wanted {
-            Durability::Durable => "FULL",
-            Durability::Relaxed => "NORMAL",
+        let setting = match wanted {
+            Durability::Durable => "PRAGMA synchronous = FULL",
+            Durability::Relaxed => "PRAGMA synchronous = NORMAL",
         };
-        if let Err(error) = conn.pragma_update(None, "synchronous", level) {
+        if let Err(error) = execute_cached(conn, setting) {
             return refuse_all(batch, &error);
         }
         *synchronous = wanted;
     }
-    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+    // The statements a batch always runs are prepared once and kept.
+    if let Err(error) = execute_cached(conn, "BEGIN IMMEDIATE") {
         return refuse_all(batch, &error);
     }
     let mut answers = Vec::with_capacity(batch.len());
     for request in batch {
         answers.push(run_in_savepoint(conn, request.operation));
     }
-    match conn.execute_batch("COMMIT") {
-        Ok(()) => {
+    match execute_cached(conn, "COMMIT") {
+        Ok(_) => {
             for answer in answers {
                 answer(Ok(()));
             }

@@ -63,6 +63,16 @@ struct Pass {
     events: Vec<Value>,
 }
 
+/// How often the stream workload sends a chat.
+const STREAM_CADENCE: Duration = Duration::from_millis(25);
+
+/// The `i`th point of an even, deterministic spread over one millisecond (the
+/// golden-ratio sequence).
+fn tick_spread(i: usize) -> Duration {
+    let fraction = (i as f64 * 0.618_033_988_749_895).fract();
+    Duration::from_secs_f64(fraction / 1000.0)
+}
+
 fn chat(model: &str, prompt: String, stream: bool) -> Planned {
     Planned {
         model: model.to_string(),
@@ -403,17 +413,28 @@ impl Bench {
         let model = "chat:3b";
         let sim_args = args(&["--model", "chat:3b,load=0s,tps=2000"]);
         let warmup = vec![chat(model, "warm up".into(), true)];
-        let plan = Plan::Closed(vec![
+        // One chat at a time (each takes about 14 ms), sent on a fixed cadence plus a
+        // spread over one millisecond. Back-to-back requests would lock to the
+        // simulator's 1 ms timer tick, and then whether foreman's few hundred
+        // microseconds cross a tick decided the first chunk's time by a whole ms.
+        let plan = Plan::Open(
             (0..count)
-                .map(|i| chat(model, format!("s{i}"), true))
+                .map(|i| Planned {
+                    at: Some(STREAM_CADENCE * i as u32 + tick_spread(i)),
+                    ..chat(model, format!("s{i}"), true)
+                })
                 .collect(),
-        ]);
+        );
         let (direct, through) = self.both("stream", &sim_args, &[], &warmup, plan).await?;
         let added = through.summary.first_chunk_p50_ms - direct.summary.first_chunk_p50_ms;
         Ok(WorkloadReport {
             name: "stream".into(),
-            description: "sequential streaming chats on a warm model".into(),
-            parameters: json!({"requests": count, "model": "chat:3b,load=0s,tps=2000"}),
+            description: "streaming chats on a warm model, one at a time".into(),
+            parameters: json!({
+                "requests": count,
+                "model": "chat:3b,load=0s,tps=2000",
+                "every": "25ms plus a spread over 1ms",
+            }),
             rows: vec![direct.summary.clone(), through.summary.clone()],
             findings: vec![format!(
                 "time to first chunk added by foreman: p50 {added:.2} ms (target: at most 2 ms)"

@@ -1,12 +1,15 @@
 //! In-process fan-out of a running job's output to the callers waiting on it.
 //!
 //! A synchronous caller opens a feed for its job before the job is enqueued; the
-//! worker appends the target's body chunks to that feed as they arrive and finally
-//! an [`Outcome`]. Chunks are kept until the last reader closes the feed, so a reader
-//! that falls behind still sees everything in order; a reader that joins a running
-//! job (`/jobs/{id}/events`) sees what was generated since it opened its own feed
-//! and onwards. With no feed open (an async job nobody is watching) publishing costs
-//! nothing.
+//! worker keeps the feed of the job it runs open too, appends the target's body
+//! chunks as they arrive and finally an [`Outcome`]. Chunks are kept until the last
+//! holder lets go, so a reader that falls behind still sees everything in order, and
+//! a reader that joins a running job (`/jobs/{id}/events`) gets its output from the
+//! first chunk.
+//!
+//! Output counts as delivered once a reader has taken a chunk. Until then a failed
+//! attempt can be replayed: [`Hub::rewind`] drops its chunks, under the same lock
+//! readers take them with, so no reader sees half of one attempt and then another.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +45,8 @@ struct FeedState {
     content_type: Option<String>,
     chunks: Vec<Bytes>,
     outcome: Option<Outcome>,
+    /// A reader has taken a chunk.
+    delivered: bool,
 }
 
 #[derive(Default)]
@@ -57,10 +62,10 @@ impl Feed {
     }
 }
 
-/// An open feed and how many readers hold it.
+/// An open feed and how many readers and keepers hold it.
 struct Entry {
     feed: Arc<Feed>,
-    readers: usize,
+    holders: usize,
 }
 
 /// The registry of open feeds, one per watched job.
@@ -86,43 +91,73 @@ impl Hub {
             .map(|entry| entry.feed.clone())
     }
 
-    /// Opens (or joins) the feed of job `id`; a caller that opens it before the job
-    /// is enqueued misses nothing.
-    pub fn open(self: &Arc<Self>, id: JobId) -> Subscription {
+    fn hold(&self, id: JobId) -> Arc<Feed> {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         let entry = feeds.entry(id).or_insert_with(|| Entry {
             feed: Arc::default(),
-            readers: 0,
+            holders: 0,
         });
-        entry.readers += 1;
-        let feed = entry.feed.clone();
-        drop(feeds);
+        entry.holders += 1;
+        entry.feed.clone()
+    }
+
+    fn release(&self, id: JobId) {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = feeds.get_mut(&id) {
+            entry.holders -= 1;
+            if entry.holders == 0 {
+                feeds.remove(&id);
+            }
+        }
+    }
+
+    /// Opens (or joins) the feed of job `id` and reads it from its first chunk; a
+    /// caller that opens it before the job is enqueued misses nothing.
+    pub fn open(self: &Arc<Self>, id: JobId) -> Subscription {
         Subscription {
             hub: self.clone(),
             id,
-            feed,
+            feed: self.hold(id),
             cursor: 0,
         }
     }
 
-    /// The target started answering with this content type. Returns whether anyone
-    /// is listening.
-    pub fn start(&self, id: JobId, content_type: &str) -> bool {
-        let Some(feed) = self.feed(id) else {
-            return false;
-        };
-        feed.update(|state| {
-            state.content_type = Some(content_type.to_string());
-        });
-        true
+    /// Keeps the feed of job `id`, and so its chunks, while the worker runs it, for
+    /// readers that join late.
+    pub fn keep(self: &Arc<Self>, id: JobId) -> Keeper {
+        self.hold(id);
+        Keeper {
+            hub: self.clone(),
+            id,
+        }
     }
 
-    /// Appends a body chunk. Returns whether anyone is listening.
-    pub fn chunk(&self, id: JobId, chunk: Bytes) -> bool {
+    /// The target started answering with this content type.
+    pub fn start(&self, id: JobId, content_type: &str) {
+        if let Some(feed) = self.feed(id) {
+            feed.update(|state| state.content_type = Some(content_type.to_string()));
+        }
+    }
+
+    /// Appends a body chunk.
+    pub fn chunk(&self, id: JobId, chunk: Bytes) {
+        if let Some(feed) = self.feed(id) {
+            feed.update(|state| state.chunks.push(chunk));
+        }
+    }
+
+    /// After a failed attempt: drops its chunks so that a retry starts the feed
+    /// afresh, unless a reader has already taken one. Returns false in that case:
+    /// the output reached someone and the attempt cannot be replayed.
+    pub fn rewind(&self, id: JobId) -> bool {
         let Some(feed) = self.feed(id) else {
-            return false;
+            return true;
         };
-        feed.update(|state| state.chunks.push(chunk));
+        let mut state = feed.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.delivered {
+            return false;
+        }
+        state.chunks.clear();
         true
     }
 
@@ -161,10 +196,11 @@ impl Subscription {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let state = self.feed.state.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(chunk) = state.chunks.get(self.cursor) {
+                let mut state = self.feed.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(chunk) = state.chunks.get(self.cursor).cloned() {
                     self.cursor += 1;
-                    return FeedEvent::Chunk(chunk.clone());
+                    state.delivered = true;
+                    return FeedEvent::Chunk(chunk);
                 }
                 if let Some(outcome) = &state.outcome {
                     return FeedEvent::End(outcome.clone());
@@ -177,13 +213,19 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut feeds = self.hub.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = feeds.get_mut(&self.id) {
-            entry.readers -= 1;
-            if entry.readers == 0 {
-                feeds.remove(&self.id);
-            }
-        }
+        self.hub.release(self.id);
+    }
+}
+
+/// The worker's hold on the feed of the job it runs (see [`Hub::keep`]).
+pub struct Keeper {
+    hub: Arc<Hub>,
+    id: JobId,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.hub.release(self.id);
     }
 }
 
@@ -195,14 +237,13 @@ mod tests {
     async fn readers_see_every_chunk_then_the_end() {
         let hub = Arc::new(Hub::default());
         let id = JobId::generate();
-        assert!(
-            !hub.chunk(id, Bytes::from_static(b"lost")),
-            "no feed, nobody listening"
-        );
+        // No feed: nobody holds one, so nothing is kept.
+        hub.chunk(id, Bytes::from_static(b"lost"));
+        assert_eq!(hub.open_feeds(), 0);
         let mut subscription = hub.open(id);
         let publisher = hub.clone();
         let task = tokio::spawn(async move {
-            assert!(publisher.start(id, "application/x-ndjson"));
+            publisher.start(id, "application/x-ndjson");
             for text in ["a", "b", "c"] {
                 publisher.chunk(id, Bytes::from(text));
                 tokio::task::yield_now().await;
@@ -240,12 +281,57 @@ mod tests {
         let first = hub.open(id);
         let mut second = hub.open(id);
         drop(first);
-        assert!(hub.chunk(id, Bytes::from_static(b"x")), "still watched");
+        hub.chunk(id, Bytes::from_static(b"x"));
         assert_eq!(
             second.next().await,
             FeedEvent::Chunk(Bytes::from_static(b"x"))
         );
         drop(second);
         assert_eq!(hub.open_feeds(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reader_joining_a_kept_feed_gets_it_from_the_start() {
+        let hub = Arc::new(Hub::default());
+        let id = JobId::generate();
+        let keeper = hub.keep(id);
+        hub.chunk(id, Bytes::from_static(b"early"));
+        let mut late = hub.open(id);
+        hub.chunk(id, Bytes::from_static(b"later"));
+        assert_eq!(
+            late.next().await,
+            FeedEvent::Chunk(Bytes::from_static(b"early"))
+        );
+        assert_eq!(
+            late.next().await,
+            FeedEvent::Chunk(Bytes::from_static(b"later"))
+        );
+        drop(keeper);
+        assert_eq!(hub.open_feeds(), 1, "the reader still holds it");
+        drop(late);
+        assert_eq!(hub.open_feeds(), 0);
+    }
+
+    #[tokio::test]
+    async fn rewind_replays_unread_output_but_not_delivered_output() {
+        let hub = Arc::new(Hub::default());
+        let id = JobId::generate();
+        assert!(hub.rewind(id), "no feed: nothing was delivered");
+        let _keeper = hub.keep(id);
+        let mut reader = hub.open(id);
+        hub.chunk(id, Bytes::from_static(b"first try"));
+        assert!(hub.rewind(id), "nobody had read it");
+        hub.chunk(id, Bytes::from_static(b"second try"));
+        assert_eq!(
+            reader.next().await,
+            FeedEvent::Chunk(Bytes::from_static(b"second try")),
+            "the failed attempt's output is gone"
+        );
+        hub.chunk(id, Bytes::from_static(b"more"));
+        assert!(!hub.rewind(id), "a reader took a chunk");
+        assert_eq!(
+            reader.next().await,
+            FeedEvent::Chunk(Bytes::from_static(b"more"))
+        );
     }
 }

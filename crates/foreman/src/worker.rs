@@ -227,6 +227,8 @@ impl Worker {
             }
         };
         tracing::debug!(job = %job.id, model = %job.model, reason = ?decision.reason, attempt = job.attempts, "running");
+        // Readers that join while the job runs get its output from the start.
+        let keeper = self.hub.keep(job.id);
         let claimed_at = started.elapsed();
         // The body goes to the target as it is; moving it out spares a copy of what
         // may be megabytes of images on every attempt.
@@ -252,6 +254,7 @@ impl Worker {
         records.spawn(async move {
             let recording = tokio::time::Instant::now();
             worker.record(&job, attempt).await;
+            drop(keeper);
             worker.running.remove(job.id);
             // After the removal, so that a waiter woken here sees the job no longer running.
             worker.finished.notify_waiters();
@@ -298,12 +301,7 @@ impl Worker {
         };
         let mut answer = match self.upstream.start(path, payload).await {
             Ok(answer) => answer,
-            Err(error) => {
-                return Attempt::Failed {
-                    error,
-                    delivered: false,
-                };
-            }
+            Err(error) => return self.failed_attempt(job.id, error),
         };
         // NDJSON (native) and SSE (OpenAI) answers are relayed as they arrive.
         let streaming = answer.content_type.starts_with("application/x-ndjson")
@@ -311,15 +309,14 @@ impl Worker {
         self.hub.start(job.id, &answer.content_type);
         let mut aggregator = Aggregator::default();
         let mut whole = Vec::new();
-        let mut delivered = false;
         while let Some(chunk) = answer.body.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
-                Err(error) => return Attempt::Failed { error, delivered },
+                Err(error) => return self.failed_attempt(job.id, error),
             };
             if streaming {
                 aggregator.push(&chunk);
-                delivered |= self.hub.chunk(job.id, chunk);
+                self.hub.chunk(job.id, chunk);
             } else {
                 // A single JSON object is passed on only once complete, so a broken
                 // connection mid-body can still be retried.
@@ -336,10 +333,19 @@ impl Worker {
         }
         match aggregator.finish() {
             Some(result) => Attempt::Succeeded(result),
-            None => Attempt::Failed {
-                error: UpstreamError::Broken("the target sent an empty stream".into()),
-                delivered,
-            },
+            None => self.failed_attempt(
+                job.id,
+                UpstreamError::Broken("the target sent an empty stream".into()),
+            ),
+        }
+    }
+
+    /// A failed attempt; it can be replayed only if none of its output reached a
+    /// reader, and then its output is dropped from the job's feed.
+    fn failed_attempt(&self, id: JobId, error: UpstreamError) -> Attempt {
+        Attempt::Failed {
+            error,
+            delivered: !self.hub.rewind(id),
         }
     }
 

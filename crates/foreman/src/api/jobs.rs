@@ -7,8 +7,8 @@
 //! - `GET /jobs` lists jobs newest first, filtered by `state`, `model`,
 //!   `created_after`/`created_before` (RFC 3339), a page at a time (`limit`, `cursor`);
 //! - `GET /jobs/{id}/events` streams it as NDJSON: a running (or queued) job's chunks
-//!   as the target generates them from the moment of the call, in Ollama's streaming
-//!   shape, ending with the `done` chunk; a finished job replays its result as one
+//!   from its first one (also when called mid-run), then as the target generates
+//!   them, in Ollama's streaming shape, ending with the `done` chunk; a finished job replays its result as one
 //!   line (an `{"error"}` line for a failed or cancelled one);
 //! - `POST /jobs/{id}/cancel` and `DELETE /jobs/{id}` cancel it.
 //!

@@ -290,6 +290,39 @@ async fn event_lines(client: &reqwest::Client, url: String) -> Vec<Value> {
         .collect()
 }
 
+/// Watching a job that is already generating gives its whole output, not only what
+/// comes after the call.
+#[tokio::test]
+async fn events_of_a_running_job_start_from_its_first_chunk() {
+    let mut sim = fast_sim();
+    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=40").unwrap();
+    let foreman = TestForeman::start(sim).await;
+    let client = client();
+    let (_, job) = submit(&client, &foreman.url, &job_request(CHAT, "go on"), None).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually("the job to run", async || {
+        foreman.sim.stats().in_flight == 1
+    })
+    .await;
+    // At 40 tokens/s, several chunks go out before anyone watches.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let lines = event_lines(&client, format!("{}/jobs/{id}/events", foreman.url)).await;
+    assert!(lines.len() > 8, "a live stream, not a replay: {lines:?}");
+    assert_eq!(lines.last().unwrap()["done"], true);
+    let streamed: String = lines
+        .iter()
+        .map(|l| l["message"]["content"].as_str().unwrap())
+        .collect();
+    let (_, done) = get_json(&client, format!("{}/jobs/{id}", foreman.url)).await;
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(
+        done["result"]["message"]["content"].as_str().unwrap(),
+        streamed,
+        "the watcher got every chunk"
+    );
+    foreman.stop().await;
+}
+
 #[tokio::test]
 async fn events_stream_a_waiting_job_live_and_replay_a_finished_one() {
     let mut sim = fast_sim();

@@ -10,11 +10,14 @@
 //! - **Retried:** timeouts, refused connections and non-2xx answers are retried with
 //!   exponential backoff and jitter until `FOREMAN_WEBHOOK_MAX_ATTEMPTS`; `410 Gone`
 //!   and refused addresses stop at once. Every attempt is logged on the job.
+//! - **Concurrent:** up to 16 attempts run at once, so one receiver that
+//!   is slow to answer holds up only its own deliveries.
 //! - **Contained:** only http(s); loopback, private, link-local, multicast and other
 //!   internal addresses are refused (also behind a DNS name, and IPv4 wrapped in
 //!   IPv6) unless `FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS` lists them. The checked address
 //!   is the one connected to, and redirects are not followed.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ use foreman_store::{AttemptOutcome, Store, WebhookAttempt, WebhookDelivery};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
@@ -37,6 +41,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4 * 3600);
 /// How often the dispatcher looks for due deliveries without a wake-up.
 const POLL: Duration = Duration::from_millis(250);
 const BATCH: u32 = 32;
+/// Most attempts under way at once.
+const IN_FLIGHT: usize = 16;
+/// How long shutdown waits for attempts under way; the rest are sent again after
+/// the restart (same `webhook-id`).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// An IP network in CIDR form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,31 +232,64 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
+        let dispatcher = Arc::new(self);
+        // Attempts under way, by delivery id: a delivery stays due until its attempt
+        // is recorded, and must not be sent twice at once.
+        let mut in_flight: JoinSet<String> = JoinSet::new();
+        let mut sending: HashSet<String> = HashSet::new();
         loop {
-            let woken = self.wake.notified();
+            let woken = dispatcher.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let due = match self.store.due_webhooks(now_ms(), BATCH).await {
-                Ok(due) => due,
-                Err(error) => {
-                    tracing::error!(%error, "cannot read the webhook outbox");
-                    Vec::new()
+            let mut started = false;
+            if in_flight.len() < IN_FLIGHT {
+                let due = match dispatcher.store.due_webhooks(now_ms(), BATCH).await {
+                    Ok(due) => due,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot read the webhook outbox");
+                        Vec::new()
+                    }
+                };
+                for delivery in due {
+                    if in_flight.len() >= IN_FLIGHT {
+                        break;
+                    }
+                    if sending.insert(delivery.id.clone()) {
+                        let dispatcher = dispatcher.clone();
+                        in_flight.spawn(async move {
+                            let id = delivery.id.clone();
+                            dispatcher.attempt(delivery).await;
+                            id
+                        });
+                        started = true;
+                    }
                 }
-            };
-            let idle = due.is_empty();
-            for delivery in due {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                self.attempt(delivery).await;
             }
-            if idle {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = &mut woken => {}
-                    _ = tokio::time::sleep(POLL) => {}
+            if started {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = &mut woken => {}
+                _ = tokio::time::sleep(POLL) => {}
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(id) = done {
+                        sending.remove(&id);
+                    }
                 }
             }
+            while let Some(done) = in_flight.try_join_next() {
+                if let Ok(id) = done {
+                    sending.remove(&id);
+                }
+            }
+        }
+        let finish = async { while in_flight.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, finish).await.is_err() {
+            tracing::info!(
+                left = in_flight.len(),
+                "webhook attempts cut short by shutdown; they are sent again after the restart"
+            );
         }
     }
 

@@ -304,6 +304,109 @@ async fn webhook_urls_are_checked_before_use() {
     foreman.stop().await;
 }
 
+/// A loopback receiver that accepts connections and never answers; counts them.
+async fn silent_receiver() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (url, accepted)
+}
+
+async fn submit_with_webhook(client: &reqwest::Client, foreman: &TestForeman, url: &str) -> String {
+    let body = json!({"kind": "chat", "webhook": url,
+        "request": {"model": CHAT, "messages": [{"role": "user", "content": "hi"}]}});
+    let response = client
+        .post(format!("{}/jobs", foreman.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job: Value = response.json().await.unwrap();
+    job["id"].as_str().unwrap().to_string()
+}
+
+async fn deliveries(client: &reqwest::Client, foreman: &TestForeman, id: &str) -> Value {
+    let view: Value = client
+        .get(format!("{}/jobs/{id}", foreman.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    view["webhook"]["deliveries"].clone()
+}
+
+/// A receiver that never answers holds up only its own delivery: another job's
+/// webhook goes out while that attempt is still waiting.
+#[tokio::test]
+async fn a_silent_receiver_does_not_hold_up_other_deliveries() {
+    let (silent_url, accepted) = silent_receiver().await;
+    let receiver = Receiver::start(0).await;
+    let foreman = TestForeman::start_with(fast_sim(), with_webhooks).await;
+    let client = client();
+    let stuck = submit_with_webhook(&client, &foreman, &silent_url).await;
+    eventually("the silent receiver to be called", async || {
+        accepted.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    submit_with_webhook(&client, &foreman, &receiver.url).await;
+    eventually("the other webhook to arrive", async || {
+        receiver.received().len() == 1
+    })
+    .await;
+    let stuck_deliveries = deliveries(&client, &foreman, &stuck).await;
+    assert_eq!(
+        stuck_deliveries[0]["attempts"],
+        json!([]),
+        "the silent receiver's attempt is still under way: {stuck_deliveries}"
+    );
+    foreman.stop().await;
+}
+
+/// A receiver's redirect is not followed: the attempt counts as a failure, and the
+/// address it points at is never called.
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let target = Receiver::start(0).await;
+    let location = target.url.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let location = location.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [("location", location)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirecting = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        with_webhooks(config);
+        config.webhook_max_attempts = 1;
+    })
+    .await;
+    let client = client();
+    let id = submit_with_webhook(&client, &foreman, &redirecting).await;
+    eventually("the attempt to be recorded", async || {
+        deliveries(&client, &foreman, &id).await[0]["state"] == "failed"
+    })
+    .await;
+    let delivery = &deliveries(&client, &foreman, &id).await[0];
+    assert_eq!(delivery["attempts"][0]["status"], 307, "{delivery}");
+    assert!(target.received().is_empty(), "the redirect was followed");
+    foreman.stop().await;
+}
+
 /// The async promise in one test: a script submits 500 jobs across three models and
 /// goes away; foreman restarts in the middle; every result is then collected through
 /// the API and every webhook arrives signed, none lost, none duplicated.

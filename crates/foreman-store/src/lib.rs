@@ -78,7 +78,9 @@ impl Store {
     }
 
     /// One entry per model that has eligible jobs (queued, `run_after <= now`), ordered by
-    /// model name.
+    /// model name. The worker asks before every job, so a backend may answer from a copy
+    /// in memory that follows its own writes; rows written by another process then show
+    /// up within a few seconds (two for SQLite).
     pub async fn queue_heads(&self, now: i64) -> Result<Vec<QueueHead>> {
         match self {
             Store::Sqlite(store) => store.queue_heads(now).await,

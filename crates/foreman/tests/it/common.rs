@@ -172,6 +172,13 @@ pub fn spawn_chat(
 }
 
 /// Polls `check` until it holds or twenty seconds pass.
+/// GETs `url` and reads the answer as JSON, with its status.
+pub async fn get_json(client: &reqwest::Client, url: String) -> (u16, serde_json::Value) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 /// A job's row once its outcome is recorded. A caller's answer ends as soon as the
 /// target's answer is relayed, a moment before the commit that records the outcome.
 pub async fn recorded(store: &Store, id: foreman_store::JobId) -> foreman_store::Job {

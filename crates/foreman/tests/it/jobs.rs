@@ -27,12 +27,6 @@ async fn submit(
     (status, response.json().await.unwrap())
 }
 
-async fn get_json(client: &reqwest::Client, url: String) -> (u16, Value) {
-    let response = client.get(url).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn a_job_is_submitted_long_polled_and_listed() {
     let foreman = TestForeman::start(fast_sim()).await;

@@ -171,36 +171,15 @@ async fn a_finished_job_is_delivered_signed_and_retried_after_a_500() {
     );
     verify_with_python(&received).await;
 
-    let view: Value = client
-        .get(format!("{}/jobs/{id}", foreman.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, view) = get_json(&client, format!("{}/jobs/{id}", foreman.url)).await;
     let delivery = &view["webhook"]["deliveries"][0];
     eventually("the delivery to be recorded", async || {
-        let view: Value = client
-            .get(format!("{}/jobs/{id}", foreman.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, view) = get_json(&client, format!("{}/jobs/{id}", foreman.url)).await;
         view["webhook"]["deliveries"][0]["state"] == "delivered"
     })
     .await;
     assert_eq!(delivery["id"], received[0].id.as_str());
-    let view: Value = client
-        .get(format!("{}/jobs/{id}", foreman.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, view) = get_json(&client, format!("{}/jobs/{id}", foreman.url)).await;
     let attempts = view["webhook"]["deliveries"][0]["attempts"]
         .as_array()
         .unwrap()
@@ -242,19 +221,8 @@ async fn a_restart_before_delivery_still_delivers_once() {
     foreman.restart().await;
     receiver.failures.store(0, Ordering::SeqCst);
     eventually("a delivery after the restart", async || {
-        let view: Value = client
-            .get(format!(
-                "{}/jobs/{}",
-                foreman.url,
-                job["id"].as_str().unwrap()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        view["webhook"]["deliveries"][0]["state"] == "delivered"
+        let id = job["id"].as_str().unwrap();
+        deliveries(&client, &foreman, id).await[0]["state"] == "delivered"
     })
     .await;
     let received = receiver.received();
@@ -335,14 +303,7 @@ async fn submit_with_webhook(client: &reqwest::Client, foreman: &TestForeman, ur
 }
 
 async fn deliveries(client: &reqwest::Client, foreman: &TestForeman, id: &str) -> Value {
-    let view: Value = client
-        .get(format!("{}/jobs/{id}", foreman.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, view) = get_json(client, format!("{}/jobs/{id}", foreman.url)).await;
     view["webhook"]["deliveries"].clone()
 }
 

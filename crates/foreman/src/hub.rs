@@ -168,7 +168,7 @@ impl Hub {
         }
     }
 
-    /// How many feeds are open (for health and tests).
+    /// How many feeds are open (for tests).
     pub fn open_feeds(&self) -> usize {
         self.feeds.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -39,7 +39,6 @@ use super::{ApiError, AppState};
 use crate::artifacts;
 use crate::clock::now_ms;
 use crate::hub::{FeedEvent, Outcome};
-use crate::inventory::ModelCheck;
 use crate::model_name::model_key;
 use crate::webhook::AddressPolicy;
 
@@ -280,20 +279,7 @@ pub async fn submit(
         .filter(|v| !v.is_null())
         .map(Value::to_string);
     let idempotency_key = idempotency_key(&headers)?;
-    if state.inventory.check_model(&model).await == ModelCheck::Unknown {
-        return Err(ApiError::ModelNotFound(model));
-    }
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::ShuttingDown);
-    }
-    if state
-        .depth
-        .read(&state.store, state.config.max_queue)
-        .await?
-        >= state.config.max_queue
-    {
-        return Err(ApiError::QueueFull);
-    }
+    super::queued::admit(&state, &model).await?;
     let payload = streamed_payload(request);
     let enqueued = state
         .store

@@ -92,20 +92,7 @@ pub(super) async fn run_queued(
 ) -> Result<Response, ApiError> {
     body.bool("stream")?;
     let priority = requested_priority(headers, &state.config)?;
-    if state.inventory.check_model(&model).await == ModelCheck::Unknown {
-        return Err(ApiError::ModelNotFound(model));
-    }
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::ShuttingDown);
-    }
-    if state
-        .depth
-        .read(&state.store, state.config.max_queue)
-        .await?
-        >= state.config.max_queue
-    {
-        return Err(ApiError::QueueFull);
-    }
+    admit(&state, &model).await?;
     let payload = String::from_utf8(body.raw.to_vec())
         .map_err(|_| ApiError::BadRequest("request body is not UTF-8".into()))?;
     let id = JobId::generate();
@@ -224,6 +211,26 @@ fn relay(
 
 /// The next feed event; `None` when foreman is shutting down and this job is not
 /// running (it stays queued for the next start).
+/// Whether a new job for `model` may join the queue: the model must exist on the
+/// target, foreman must not be shutting down, and the queue must have room. Every
+/// route that enqueues asks this first.
+pub(super) async fn admit(state: &AppState, model: &str) -> Result<(), ApiError> {
+    if state.inventory.check_model(model).await == ModelCheck::Unknown {
+        return Err(ApiError::ModelNotFound(model.to_owned()));
+    }
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let depth = state
+        .depth
+        .read(&state.store, state.config.max_queue)
+        .await?;
+    if depth >= state.config.max_queue {
+        return Err(ApiError::QueueFull);
+    }
+    Ok(())
+}
+
 pub(super) async fn next_event(
     state: &AppState,
     subscription: &mut Subscription,

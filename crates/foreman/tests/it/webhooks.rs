@@ -142,15 +142,7 @@ async fn a_finished_job_is_delivered_signed_and_retried_after_a_500() {
     let client = client();
     let body = json!({"kind": "chat", "webhook": receiver.url, "metadata": {"batch": 3},
         "request": {"model": CHAT, "messages": [{"role": "user", "content": "notify me"}]}});
-    let response = client
-        .post(format!("{}/jobs", foreman.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let job: Value = response.json().await.unwrap();
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = submit(&client, &foreman, &body).await;
     eventually("a retry after the 500", async || {
         receiver.received().len() == 2
     })
@@ -205,15 +197,7 @@ async fn a_restart_before_delivery_still_delivers_once() {
     let client = client();
     let body = json!({"kind": "generate", "webhook": receiver.url,
         "request": {"model": CHAT, "prompt": "survive a restart"}});
-    let job: Value = client
-        .post(format!("{}/jobs", foreman.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let id = submit(&client, &foreman, &body).await;
     eventually("a first failed attempt", async || {
         !receiver.received().is_empty()
     })
@@ -221,8 +205,7 @@ async fn a_restart_before_delivery_still_delivers_once() {
     foreman.restart().await;
     receiver.failures.store(0, Ordering::SeqCst);
     eventually("a delivery after the restart", async || {
-        let id = job["id"].as_str().unwrap();
-        deliveries(&client, &foreman, id).await[0]["state"] == "delivered"
+        deliveries(&client, &foreman, &id).await[0]["state"] == "delivered"
     })
     .await;
     let received = receiver.received();
@@ -288,18 +271,23 @@ async fn silent_receiver() -> (String, Arc<AtomicUsize>) {
     (url, accepted)
 }
 
-async fn submit_with_webhook(client: &reqwest::Client, foreman: &TestForeman, url: &str) -> String {
-    let body = json!({"kind": "chat", "webhook": url,
-        "request": {"model": CHAT, "messages": [{"role": "user", "content": "hi"}]}});
+/// Submits a job through `POST /jobs` and returns its id.
+async fn submit(client: &reqwest::Client, foreman: &TestForeman, body: &Value) -> String {
     let response = client
         .post(format!("{}/jobs", foreman.url))
-        .json(&body)
+        .json(body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
     let job: Value = response.json().await.unwrap();
     job["id"].as_str().unwrap().to_string()
+}
+
+async fn submit_with_webhook(client: &reqwest::Client, foreman: &TestForeman, url: &str) -> String {
+    let body = json!({"kind": "chat", "webhook": url,
+        "request": {"model": CHAT, "messages": [{"role": "user", "content": "hi"}]}});
+    submit(client, foreman, &body).await
 }
 
 async fn deliveries(client: &reqwest::Client, foreman: &TestForeman, id: &str) -> Value {

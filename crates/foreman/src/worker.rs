@@ -1,7 +1,7 @@
 //! The worker: one per GPU target, running jobs one at a time.
 //!
 //! Each turn it asks the store for the queue's heads, lets the pure [`scheduler`]
-//! pick a job (draining the resident model first), claims it with a lease, sends the
+//! pick a job (priority first, then draining the resident model), claims it with a lease, sends the
 //! client's body to the target untouched, relays the answer to the waiting caller
 //! through the [`hub`], and records the outcome:
 //! - success: the result (the `stream:false`-equivalent object) is stored;
@@ -41,7 +41,7 @@ use crate::aggregate::Aggregator;
 use crate::clock::now_ms;
 use crate::hub::{Hub, Outcome};
 use crate::inventory::Inventory;
-use crate::scheduler::{self, Decision};
+use crate::scheduler::{Decision, Policy};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Longest pause between two retries.
@@ -151,6 +151,7 @@ impl Worker {
 
     async fn run_jobs(self: &Arc<Self>, records: &TaskTracker, shutdown: &CancellationToken) {
         let mut resident: Option<String> = self.inventory.resident().into_iter().next();
+        let mut policy = Policy::new(self.settings.max_wait.as_millis() as i64);
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -170,8 +171,7 @@ impl Worker {
                     }
                 }
             };
-            let max_wait = self.settings.max_wait.as_millis() as i64;
-            match scheduler::decide(&heads, resident.as_deref(), now, max_wait) {
+            match policy.decide(&heads, resident.as_deref(), now) {
                 Some(decision) => {
                     tracing::trace!(heads_us = turn.elapsed().as_micros() as u64, "queue read");
                     if let Some(model) = self.run_one(decision, records, shutdown).await {

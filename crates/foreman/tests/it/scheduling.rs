@@ -40,16 +40,33 @@ async fn send_interleaved(client: &reqwest::Client, url: &str, n: usize) -> Vec<
 
 #[tokio::test]
 async fn forty_interleaved_requests_cost_a_handful_of_swaps() {
-    let foreman = TestForeman::start(two_models_one_slot()).await;
+    let mut sim = two_models_one_slot();
+    sim.models
+        .push(ModelSpec::parse("blocker:1b,load=10ms,tps=2").unwrap());
+    let foreman = TestForeman::start(sim).await;
     let client = client();
-    let statuses = send_interleaved(&client, &foreman.url, 40).await;
+    // All 40 are queued before the worker picks any of them, whatever the machine's
+    // speed: the worker is held by a slow job meanwhile.
+    let hold = hold_the_worker(&foreman).await;
+    let store = foreman.store().await;
+    let sending = tokio::spawn({
+        let (client, url) = (client.clone(), foreman.url.clone());
+        async move { send_interleaved(&client, &url, 40).await }
+    });
+    eventually("the 40 requests to be queued", async || {
+        store.queue_depth().await.unwrap() == 40
+    })
+    .await;
+    let before = foreman.sim.stats();
+    hold.abort();
+    let statuses = sending.await.unwrap();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    let through_foreman = foreman.sim.stats();
-    assert_eq!(through_foreman.requests_total, 40);
-    assert!(
-        through_foreman.swaps_total <= 3,
-        "foreman drained by model: {} swaps",
-        through_foreman.swaps_total
+    let after = foreman.sim.stats();
+    let through_foreman = after.swaps_total - before.swaps_total;
+    assert_eq!(after.requests_total - before.requests_total, 40);
+    assert_eq!(
+        through_foreman, 2,
+        "foreman drained by model: one load of each model"
     );
 
     let direct = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), two_models_one_slot())
@@ -60,15 +77,15 @@ async fn forty_interleaved_requests_cost_a_handful_of_swaps() {
     let straight = direct.stats();
     eprintln!(
         "40 interleaved requests: {} swaps through foreman, {} straight to the target",
-        through_foreman.swaps_total, straight.swaps_total
+        through_foreman, straight.swaps_total
     );
     assert!(
-        straight.swaps_total >= 4 * through_foreman.swaps_total.max(1),
-        "the same traffic sent straight to the target swaps far more: {} vs {}",
+        straight.swaps_total >= 4 * through_foreman,
+        "the same traffic sent straight to the target swaps far more: {} vs {through_foreman}",
         straight.swaps_total,
-        through_foreman.swaps_total
     );
     direct.shutdown().await;
+    store.close().await;
     foreman.stop().await;
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod config;
 mod crash;
+mod golden;
 mod jobs;
 mod official_clients;
 mod openai;

@@ -6,5 +6,6 @@ mod common;
 mod contract;
 mod errors;
 mod faults;
+mod golden;
 mod openai;
 mod residency;

@@ -42,6 +42,10 @@ pub struct WebhookAttempt {
     pub status: Option<u16>,
     pub latency_ms: i64,
     pub error: Option<String>,
+    /// When the next attempt was scheduled (unix ms); `None` when none followed.
+    /// Read back from the store, which takes it from the attempt's [`AttemptOutcome`]
+    /// (the value passed to `record_webhook_attempt` is not used).
+    pub retry_at: Option<i64>,
 }
 
 /// One notification of one finished job.

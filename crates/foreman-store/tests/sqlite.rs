@@ -162,7 +162,7 @@ async fn migrations_are_recorded_once() {
     let db = TempDb::new();
     let store = db.open().await;
     let Store::Sqlite(sqlite) = &store;
-    assert_eq!(sqlite.schema_version().await.expect("version"), 3);
+    assert_eq!(sqlite.schema_version().await.expect("version"), 4);
     store.close().await;
 
     let store = db.open().await;
@@ -175,7 +175,7 @@ async fn migrations_are_recorded_once() {
         .expect("versions")
         .collect::<Result<_, _>>()
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
@@ -196,7 +196,7 @@ async fn a_newer_schema_is_refused() {
             error,
             Error::SchemaTooNew {
                 found: 99,
-                known: 3
+                known: 4
             }
         ),
         "{error}"
@@ -514,6 +514,7 @@ async fn finished_jobs_with_a_webhook_fill_the_outbox() {
         status: Some(500),
         latency_ms: 3,
         error: Some("HTTP 500".into()),
+        retry_at: None,
     };
     assert!(
         store
@@ -545,6 +546,7 @@ async fn finished_jobs_with_a_webhook_fill_the_outbox() {
         status: Some(204),
         latency_ms: 2,
         error: None,
+        retry_at: None,
     };
     assert!(
         store
@@ -562,7 +564,15 @@ async fn finished_jobs_with_a_webhook_fill_the_outbox() {
     let recorded = store.webhooks_for_job(job.id).await.expect("webhooks");
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].state, DeliveryState::Delivered);
-    assert_eq!(recorded[0].log, vec![first, second]);
+    let first_logged = WebhookAttempt {
+        retry_at: Some(T0 + 1_000),
+        ..first
+    };
+    assert_eq!(
+        recorded[0].log,
+        vec![first_logged, second],
+        "the log keeps when each retry was scheduled"
+    );
     assert!(
         store
             .webhooks_for_job(plain.id)

@@ -84,9 +84,16 @@ pub struct ServeArgs {
     /// refused unless listed here.
     #[arg(long, env = "FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS", default_value = "")]
     pub webhook_allow_private_nets: String,
-    /// First webhook retry delay; each further retry doubles it (with jitter), up to 4h.
+    /// First webhook retry delay; each further retry doubles it (with jitter), up to
+    /// --webhook-retry-max.
     #[arg(long, env = "FOREMAN_WEBHOOK_RETRY_BASE", default_value = "30s")]
     pub webhook_retry_base: String,
+    /// Longest pause between two attempts at one webhook delivery.
+    #[arg(long, env = "FOREMAN_WEBHOOK_RETRY_MAX", default_value = "4h")]
+    pub webhook_retry_max: String,
+    /// How long a webhook receiver has to answer an attempt.
+    #[arg(long, env = "FOREMAN_WEBHOOK_TIMEOUT", default_value = "15s")]
+    pub webhook_timeout: String,
     /// Attempts per webhook delivery before it is marked failed.
     #[arg(long, env = "FOREMAN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
     pub webhook_max_attempts: u32,
@@ -141,7 +148,11 @@ pub struct Config {
     pub webhook_key: Option<Vec<u8>>,
     pub webhook_allow_private_nets: Vec<crate::webhook::Cidr>,
     pub webhook_retry_base: Duration,
+    pub webhook_retry_max: Duration,
+    pub webhook_timeout: Duration,
     pub webhook_max_attempts: u32,
+    /// Answers webhook host names: the system's resolver; tests inject their own.
+    pub webhook_resolver: crate::webhook::Resolver,
     pub allow_model_management: bool,
     pub data_dir: std::path::PathBuf,
     pub artifact_threshold: usize,
@@ -312,6 +323,18 @@ impl ServeArgs {
                 "WEBHOOK_RETRY_BASE",
                 true,
             )?,
+            webhook_retry_max: duration(
+                &self.webhook_retry_max,
+                "webhook-retry-max",
+                "WEBHOOK_RETRY_MAX",
+                true,
+            )?,
+            webhook_timeout: duration(
+                &self.webhook_timeout,
+                "webhook-timeout",
+                "WEBHOOK_TIMEOUT",
+                false,
+            )?,
             webhook_max_attempts: match self.webhook_max_attempts {
                 1..=100 => self.webhook_max_attempts,
                 _ => {
@@ -322,6 +345,7 @@ impl ServeArgs {
                     ));
                 }
             },
+            webhook_resolver: crate::webhook::Resolver::default(),
             allow_model_management: self.allow_model_management,
             data_dir: self.data_dir.clone(),
             artifact_threshold: self.artifact_threshold,

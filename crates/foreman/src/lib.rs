@@ -114,9 +114,12 @@ pub async fn serve(
             key,
             policy: webhook::AddressPolicy {
                 allowed_private: config.webhook_allow_private_nets.clone(),
+                resolver: config.webhook_resolver.clone(),
             },
             retry_base: config.webhook_retry_base,
+            retry_max: config.webhook_retry_max,
             max_attempts: config.webhook_max_attempts,
+            timeout: config.webhook_timeout,
             wake: finished.clone(),
         };
         tasks.spawn(dispatcher.run(shutdown.clone()));

@@ -7,18 +7,25 @@
 //! - **Signed:** every attempt carries `webhook-id` (the same on every attempt, the
 //!   receiver's dedupe key), `webhook-timestamp` and `webhook-signature` =
 //!   `v1,` + base64 HMAC-SHA256 of `id.timestamp.body` under `FOREMAN_WEBHOOK_SECRET`.
-//! - **Retried:** timeouts, refused connections and non-2xx answers are retried with
-//!   exponential backoff and jitter until `FOREMAN_WEBHOOK_MAX_ATTEMPTS`; `410 Gone`
-//!   and refused addresses stop at once. Every attempt is logged on the job.
+//! - **Retried:** timeouts (`FOREMAN_WEBHOOK_TIMEOUT`), refused connections and
+//!   non-2xx answers are retried with exponential backoff and jitter, capped at
+//!   `FOREMAN_WEBHOOK_RETRY_MAX`, until `FOREMAN_WEBHOOK_MAX_ATTEMPTS`; `410 Gone`
+//!   and refused addresses stop at once. Every attempt is logged on the job, with
+//!   the time the next one was scheduled for.
 //! - **Concurrent:** up to 16 attempts run at once, so one receiver that
 //!   is slow to answer holds up only its own deliveries.
 //! - **Contained:** only http(s); loopback, private, link-local, multicast and other
 //!   internal addresses are refused (also behind a DNS name, and IPv4 wrapped in
-//!   IPv6) unless `FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS` lists them. The checked address
-//!   is the one connected to, and redirects are not followed.
+//!   IPv6) unless `FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS` lists them. A host name is
+//!   resolved once per attempt (through a [`Resolver`], DNS unless a test injects
+//!   another) and the addresses checked are the only ones connected to, so a DNS
+//!   answer that changes between the check and the connection (rebinding) cannot
+//!   reach an internal address. Redirects are not followed.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,10 +41,6 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 
 const SECRET_PREFIX: &str = "whsec_";
-/// A receiver has this long to answer.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
-/// The longest pause between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(4 * 3600);
 /// How often the dispatcher looks for due deliveries without a wake-up.
 const POLL: Duration = Duration::from_millis(250);
 const BATCH: u32 = 32;
@@ -171,10 +174,83 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || segments[..6] == [0, 0, 0, 0, 0, 0])
 }
 
+/// Answers a host name with its addresses.
+pub trait Resolve: Send + Sync + 'static {
+    fn lookup(&self, host: &str) -> Lookup;
+}
+
+/// What [`Resolve::lookup`] returns.
+pub type Lookup = Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+
+/// The system's resolver (`getaddrinfo`, so `/etc/hosts` and DNS).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn lookup(&self, host: &str) -> Lookup {
+        let host = host.to_string();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .map(|address| address.ip())
+                .collect())
+        })
+    }
+}
+
+/// The resolver webhooks use: the system's by default; tests inject their own.
+#[derive(Clone)]
+pub struct Resolver(Arc<dyn Resolve>);
+
+impl Resolver {
+    pub fn new(resolve: impl Resolve) -> Resolver {
+        Resolver(Arc::new(resolve))
+    }
+
+    pub async fn lookup(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+        self.0.lookup(host).await
+    }
+}
+
+impl Default for Resolver {
+    fn default() -> Resolver {
+        Resolver::new(SystemResolver)
+    }
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+/// The HTTP client resolves through the same resolver for any name it was not given
+/// addresses for; an attempt pins the checked addresses, so this is not consulted for
+/// the webhook's own host.
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let resolver = self.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addresses = resolver.lookup(&host).await?;
+            let addresses: reqwest::dns::Addrs = Box::new(
+                addresses
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, 0))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
+            Ok(addresses)
+        })
+    }
+}
+
 /// Which webhook addresses may be used.
 #[derive(Debug, Clone, Default)]
 pub struct AddressPolicy {
     pub allowed_private: Vec<Cidr>,
+    /// Answers host names; every answer is checked.
+    pub resolver: Resolver,
 }
 
 impl AddressPolicy {
@@ -183,8 +259,8 @@ impl AddressPolicy {
     }
 
     /// Checks a URL and resolves its host; every address it resolves to must be
-    /// allowed. Returns the host and the address to connect to.
-    pub async fn check(&self, url: &str) -> Result<(reqwest::Url, SocketAddr), String> {
+    /// allowed. Returns the URL and the addresses to connect to (only these).
+    pub async fn check(&self, url: &str) -> Result<(reqwest::Url, Vec<SocketAddr>), String> {
         let url =
             reqwest::Url::parse(url).map_err(|e| format!("webhook {url:?} is not a URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -201,9 +277,13 @@ impl AddressPolicy {
         let port = url.port_or_known_default().unwrap_or(80);
         let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            Err(_) => self
+                .resolver
+                .lookup(&host)
                 .await
                 .map_err(|e| format!("webhook host {host:?} does not resolve: {e}"))?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
                 .collect(),
         };
         if addresses.is_empty() {
@@ -215,7 +295,7 @@ impl AddressPolicy {
                 blocked.ip()
             ));
         }
-        Ok((url, addresses[0]))
+        Ok((url, addresses))
     }
 }
 
@@ -225,7 +305,11 @@ pub struct Dispatcher {
     pub key: Vec<u8>,
     pub policy: AddressPolicy,
     pub retry_base: Duration,
+    /// The longest pause between two attempts.
+    pub retry_max: Duration,
     pub max_attempts: u32,
+    /// How long a receiver has to answer an attempt.
+    pub timeout: Duration,
     /// Rung when jobs finish (their deliveries may be due now).
     pub wake: Arc<Notify>,
 }
@@ -297,7 +381,9 @@ impl Dispatcher {
         let number = delivery.attempts + 1;
         let at = now_ms();
         let started = Instant::now();
-        let (status, error, retryable) = match self.send(&delivery).await {
+        let sent = self.send(&delivery).await;
+        let latency_ms = started.elapsed().as_millis() as i64;
+        let (status, error, retryable) = match sent {
             Ok(status) if (200..300).contains(&status) => (Some(status), None, false),
             Ok(410) => (
                 Some(410),
@@ -315,8 +401,10 @@ impl Dispatcher {
         let outcome = match (&error, retryable) {
             (None, _) => AttemptOutcome::Delivered,
             (Some(_), true) if number < self.max_attempts => {
-                let pause = crate::backoff::exponential(self.retry_base, number, MAX_BACKOFF);
-                AttemptOutcome::RetryAt(now_ms() + pause.as_millis() as i64)
+                let pause = crate::backoff::exponential(self.retry_base, number, self.retry_max);
+                // From the end of this attempt, so the log shows the pause itself:
+                // retry_at - (at + latency_ms).
+                AttemptOutcome::RetryAt(at + latency_ms + pause.as_millis() as i64)
             }
             _ => AttemptOutcome::Failed,
         };
@@ -324,8 +412,12 @@ impl Dispatcher {
             attempt: number,
             at,
             status,
-            latency_ms: started.elapsed().as_millis() as i64,
+            latency_ms,
             error: error.clone(),
+            retry_at: match outcome {
+                AttemptOutcome::RetryAt(at) => Some(at),
+                AttemptOutcome::Delivered | AttemptOutcome::Failed => None,
+            },
         };
         tracing::info!(delivery = %delivery.id, job = %delivery.job_id, attempt = number, ?status, ?outcome, "webhook attempt");
         match self
@@ -344,7 +436,7 @@ impl Dispatcher {
     }
 
     async fn send(&self, delivery: &WebhookDelivery) -> Result<u16, SendError> {
-        let (url, address) = self
+        let (url, addresses) = self
             .policy
             .check(&delivery.url)
             .await
@@ -354,12 +446,14 @@ impl Dispatcher {
             .unwrap_or_default()
             .trim_matches(['[', ']'])
             .to_string();
-        // Connect to the checked address only, so DNS cannot swap in another one.
+        // Connect to the checked addresses only: a second lookup could answer another
+        // (internal) address than the one checked.
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(ATTEMPT_TIMEOUT)
-            .resolve(&host, address)
+            .timeout(self.timeout)
+            .dns_resolver(self.policy.resolver.clone())
+            .resolve_to_addrs(&host, &addresses)
             .build()
             .map_err(|e| SendError::Failed(e.to_string()))?;
         let timestamp = now_ms() / 1000;
@@ -434,6 +528,7 @@ mod tests {
         }
         let policy = AddressPolicy {
             allowed_private: parse_cidrs("127.0.0.0/8, 192.168.1.0/24").unwrap(),
+            ..AddressPolicy::default()
         };
         assert!(policy.allows("127.0.0.1".parse().unwrap()));
         assert!(policy.allows("192.168.1.77".parse().unwrap()));
@@ -481,11 +576,52 @@ mod tests {
         ] {
             assert!(strict.check(url).await.is_err(), "{url}");
         }
-        let (_, address) = strict.check("https://93.184.216.34/hook").await.unwrap();
-        assert_eq!(address, "93.184.216.34:443".parse().unwrap());
+        let (_, addresses) = strict.check("https://93.184.216.34/hook").await.unwrap();
+        assert_eq!(addresses, vec!["93.184.216.34:443".parse().unwrap()]);
         assert!(
             strict.check("http://localhost:9/x").await.is_err(),
             "names are resolved and checked"
         );
+    }
+
+    /// Answers every name with the same addresses.
+    struct Fixed(Vec<IpAddr>);
+
+    impl Resolve for Fixed {
+        fn lookup(&self, _host: &str) -> Lookup {
+            let answer = self.0.clone();
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_address_a_name_resolves_to_is_checked_and_kept() {
+        let ips = |list: &[&str]| list.iter().map(|ip| ip.parse().unwrap()).collect();
+        let policy = |answer: Vec<IpAddr>| AddressPolicy {
+            allowed_private: Vec::new(),
+            resolver: Resolver::new(Fixed(answer)),
+        };
+        let (_, addresses) = policy(ips(&["93.184.216.34", "2606:4700::1111"]))
+            .check("https://hooks.example:8443/in")
+            .await
+            .unwrap();
+        assert_eq!(
+            addresses,
+            vec![
+                "93.184.216.34:8443".parse().unwrap(),
+                "[2606:4700::1111]:8443".parse().unwrap()
+            ],
+            "all checked addresses are the ones to connect to"
+        );
+        let error = policy(ips(&["93.184.216.34", "10.0.0.7"]))
+            .check("https://hooks.example/in")
+            .await
+            .unwrap_err();
+        assert!(error.contains("10.0.0.7"), "{error}");
+        let error = policy(Vec::new())
+            .check("https://hooks.example/in")
+            .await
+            .unwrap_err();
+        assert!(error.contains("no address"), "{error}");
     }
 }

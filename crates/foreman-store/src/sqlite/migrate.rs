@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "artifacts",
         sql: include_str!("migrations/0003_artifacts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "webhook_retry_at",
+        sql: include_str!("migrations/0004_webhook_retry_at.sql"),
+    },
 ];
 
 /// The schema version this build writes.

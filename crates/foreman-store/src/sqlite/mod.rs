@@ -523,6 +523,10 @@ impl SqliteStore {
         attempt: &WebhookAttempt,
         outcome: AttemptOutcome,
     ) -> Result<bool> {
+        let retry_at = match outcome {
+            AttemptOutcome::RetryAt(at) => Some(at),
+            AttemptOutcome::Delivered | AttemptOutcome::Failed => None,
+        };
         let (state, next_attempt_at, finished_at) = match outcome {
             AttemptOutcome::Delivered => ("delivered", attempt.at, Some(attempt.at)),
             AttemptOutcome::Failed => ("failed", attempt.at, Some(attempt.at)),
@@ -550,7 +554,8 @@ impl SqliteStore {
                     attempt.at,
                     attempt.status.map(i64::from),
                     attempt.latency_ms,
-                    attempt.error
+                    attempt.error,
+                    retry_at
                 ])?;
             Ok(true)
         })

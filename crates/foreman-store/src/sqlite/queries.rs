@@ -215,10 +215,11 @@ pub(super) const DUE_WEBHOOKS: &str = "
     ORDER BY next_attempt_at, id
     LIMIT ?2";
 
-/// Appends one attempt. ?1 delivery, ?2 attempt, ?3 at, ?4 status, ?5 latency, ?6 error.
+/// Appends one attempt. ?1 delivery, ?2 attempt, ?3 at, ?4 status, ?5 latency, ?6 error,
+/// ?7 the time of the next attempt (NULL when none follows).
 pub(super) const INSERT_WEBHOOK_ATTEMPT: &str = "
-    INSERT INTO webhook_attempts (delivery_id, attempt, at, status, latency_ms, error)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    INSERT INTO webhook_attempts (delivery_id, attempt, at, status, latency_ms, error, retry_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// Moves a pending delivery on after attempt ?2 (fenced: only the next attempt counts).
 /// ?1 id, ?2 attempt, ?3 new state, ?4 next attempt time, ?5 finished_at (NULL while pending).

@@ -111,5 +111,6 @@ pub(super) fn attempt_from_row(row: &Row<'_>) -> Result<WebhookAttempt> {
         status: status.and_then(|s| u16::try_from(s).ok()),
         latency_ms: row.get("latency_ms")?,
         error: row.get("error")?,
+        retry_at: row.get("retry_at")?,
     })
 }

@@ -250,6 +250,7 @@ pub async fn submit(
             }
             let policy = AddressPolicy {
                 allowed_private: state.config.webhook_allow_private_nets.clone(),
+                resolver: state.config.webhook_resolver.clone(),
             };
             policy.check(url).await.map_err(ApiError::BadRequest)?;
             Some(url.clone())

@@ -12,7 +12,14 @@ use tokio::process::{Child, Command};
 use crate::common::*;
 
 async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_foreman"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_foreman"));
+    // Only the settings below: a FOREMAN_TOKEN in the developer's shell must not apply.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("FOREMAN_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .arg("serve")
         .env("FOREMAN_ADDR", "127.0.0.1:0")
         .env("FOREMAN_OLLAMA_URL", sim_url)
@@ -61,6 +68,9 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
     let db = db.to_str().unwrap();
     let (mut first, url) = start_foreman(&sim.url(), db).await;
     let client = client();
+    // The target holds the first job it gets, so the kill finds it running and the
+    // others queued.
+    hold(&sim, true);
     let n_jobs = 12;
     let callers: Vec<_> = (0..n_jobs)
         .map(|i| {
@@ -80,9 +90,9 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
         limit: 100,
         ..Default::default()
     };
-    eventually("every job accepted and one running", async || {
+    eventually("every job accepted and one at the target", async || {
         let jobs = store.list(all()).await.unwrap();
-        jobs.len() == n_jobs && jobs.iter().any(|j| j.state == JobState::Running)
+        jobs.len() == n_jobs && sim.stats().held == 1
     })
     .await;
     first.start_kill().unwrap();
@@ -92,16 +102,24 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
         let _ = caller.await.unwrap();
     }
     let before = store.list(all()).await.unwrap();
-    assert!(
-        before.iter().any(|j| j.state == JobState::Running),
-        "a job was cut off while running"
-    );
-    assert!(
-        before.iter().any(|j| j.state == JobState::Queued),
-        "jobs were still queued"
+    let cut_off: Vec<_> = before
+        .iter()
+        .filter(|j| j.state == JobState::Running)
+        .collect();
+    assert_eq!(cut_off.len(), 1, "a job was cut off while running");
+    assert_eq!(cut_off[0].attempts, 1);
+    let cut_off = cut_off[0].id;
+    assert_eq!(
+        before
+            .iter()
+            .filter(|j| j.state == JobState::Queued && j.attempts == 0)
+            .count(),
+        n_jobs - 1,
+        "the others were still queued"
     );
 
     let (mut second, _) = start_foreman(&sim.url(), db).await;
+    hold(&sim, false);
     eventually("every job to finish after the restart", async || {
         store
             .list(all())
@@ -114,6 +132,13 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
     let after = store.list(all()).await.unwrap();
     assert_eq!(after.len(), n_jobs, "no job lost, none duplicated");
     assert!(after.iter().all(|j| j.result.is_some()));
+    for job in &after {
+        let expected = if job.id == cut_off { 2 } else { 1 };
+        assert_eq!(
+            job.attempts, expected,
+            "the crashed attempt counts, and only for the job it cut off"
+        );
+    }
     second.start_kill().unwrap();
     second.wait().await.unwrap();
     store.close().await;

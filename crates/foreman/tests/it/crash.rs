@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use foreman_store::{JobState, ListParams, Store};
+use foreman_store::{ClaimParams, JobKind, JobState, ListParams, NewJob, Store};
 use ollama_sim::{ModelSpec, SimConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -142,4 +142,85 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
     second.start_kill().unwrap();
     second.wait().await.unwrap();
     store.close().await;
+}
+
+/// A worker that stops heartbeating (another process on the same database, frozen)
+/// leaves its job `running` with a lease that lapses; foreman's janitor, on its
+/// configured interval, puts the job back in the queue and foreman's worker runs it.
+#[tokio::test]
+async fn the_janitor_requeues_a_job_whose_lease_lapsed_and_it_completes() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.janitor_interval = Duration::from_millis(100);
+        config.lease = Duration::from_secs(3600);
+    })
+    .await;
+    let store = foreman.store().await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    // The other worker enqueues a job and claims it with a one-second lease, then is
+    // never heard from again. Foreman's own worker may see the row first: then that
+    // job simply runs, and the other worker tries again with a new one.
+    let mut claimed = None;
+    for _ in 0..5 {
+        let job = store
+            .enqueue(
+                NewJob {
+                    id: None,
+                    kind: JobKind::Chat,
+                    model: CHAT.into(),
+                    payload: chat_body(CHAT, "left behind", false).to_string(),
+                    priority: 0,
+                    max_attempts: 3,
+                    idempotency_key: None,
+                    webhook_url: None,
+                    metadata: None,
+                },
+                now(),
+            )
+            .await
+            .unwrap()
+            .job;
+        let claim = ClaimParams {
+            id: job.id,
+            owner: "frozen-worker".into(),
+            now: now(),
+            lease_for_ms: 1_000,
+        };
+        if let Some(job) = store.claim(claim).await.unwrap() {
+            claimed = Some(job);
+            break;
+        }
+    }
+    let claimed = claimed.expect("the other worker claims a job");
+    assert_eq!(claimed.lease_owner.as_deref(), Some("frozen-worker"));
+    let done = recorded(&store, claimed.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.attempts, 2, "the lapsed attempt counts");
+    assert!(done.result.is_some());
+
+    // Foreman's own claims use the configured lease.
+    hold(&foreman.sim, true);
+    let held = spawn_chat(&client(), &foreman.url, CHAT, "held");
+    eventually("a job to reach the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
+    let running = foreman
+        .jobs()
+        .await
+        .into_iter()
+        .find(|j| j.state == JobState::Running)
+        .expect("a running job");
+    assert!(
+        running.lease_expires_at.unwrap() > now() + 1_800_000,
+        "an hour's lease, not the default 30 s"
+    );
+    hold(&foreman.sim, false);
+    assert_eq!(held.await.unwrap(), 200);
+    store.close().await;
+    foreman.stop().await;
 }

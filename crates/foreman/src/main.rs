@@ -20,9 +20,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit, inspect, wait for and cancel async jobs on a running daemon.
-    Jobs(foreman::cli::JobsArgs),
+    Jobs(Box<foreman::cli::JobsArgs>),
 }
 
 fn main() -> ExitCode {
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => args,
         Command::Jobs(jobs) => {
             let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-            return runtime.block_on(foreman::cli::run(jobs));
+            return runtime.block_on(foreman::cli::run(*jobs));
         }
     };
     let mut config = match args.validate() {

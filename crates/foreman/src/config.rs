@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// Bearer token required on every route but /healthz; unset means no auth.
     #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Attempts per job before it fails (retryable errors only: connection, timeout, 503).
+    /// Attempts per job before it fails (retryable errors only: connection, timeout, 429, 502, 503, 504).
     #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
     /// How long finished jobs are kept before the janitor prunes them.

@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// Bearer token required on every route but /healthz; unset means no auth.
     #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Attempts per job before it fails (retryable errors only: connection, timeout, 503).
+    /// Attempts per job before it fails (retryable errors only: connection, timeout, 429, 502, 503, 504).
     #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
     /// How long finished jobs are kept before the janitor prunes them.
@@ -112,6 +112,13 @@ pub struct ServeArgs {
     /// Results larger than this many bytes are stored as files (artifacts), not in the row.
     #[arg(long, env = "FOREMAN_ARTIFACT_THRESHOLD", default_value_t = 1024 * 1024)]
     pub artifact_threshold: usize,
+    /// How long a running job's lease lasts without a heartbeat (sent every third of
+    /// it); a job whose lease lapses is requeued by the janitor.
+    #[arg(long, env = "FOREMAN_LEASE", default_value = "30s")]
+    pub lease: String,
+    /// How often the janitor prunes finished jobs and requeues jobs whose lease lapsed.
+    #[arg(long, env = "FOREMAN_JANITOR_INTERVAL", default_value = "60s")]
+    pub janitor_interval: String,
     /// Log filter, e.g. info or foreman=debug.
     #[arg(long, env = "FOREMAN_LOG", default_value = "info")]
     pub log: String,
@@ -156,6 +163,8 @@ pub struct Config {
     pub allow_model_management: bool,
     pub data_dir: std::path::PathBuf,
     pub artifact_threshold: usize,
+    pub lease: Duration,
+    pub janitor_interval: Duration,
     pub log: String,
 }
 
@@ -349,13 +358,22 @@ impl ServeArgs {
             allow_model_management: self.allow_model_management,
             data_dir: self.data_dir.clone(),
             artifact_threshold: self.artifact_threshold,
+            lease: duration(&self.lease, "lease", "LEASE", false)?,
+            janitor_interval: duration(
+                &self.janitor_interval,
+                "janitor-interval",
+                "JANITOR_INTERVAL",
+                false,
+            )?,
             log: self.log.clone(),
         })
     }
 }
 
 impl Config {
-    /// Settings for tests and embedding: defaults, with the given upstream and database.
+    /// Settings for tests and embedding: the defaults, with the given upstream and
+    /// database. `FOREMAN_*` variables are not read, so a caller's environment changes
+    /// nothing.
     pub fn for_upstream(ollama_url: &str, database: &str) -> Config {
         let mut config = ServeArgs::defaults()
             .validate()
@@ -367,16 +385,16 @@ impl Config {
 }
 
 impl ServeArgs {
-    /// The settings `foreman serve` sees with no flags (`FOREMAN_*` variables still apply).
+    /// The default of every setting, as `foreman serve` has them with no flags and no
+    /// `FOREMAN_*` variables: the environment is not read.
     pub fn defaults() -> ServeArgs {
-        #[derive(clap::Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            args: ServeArgs,
-        }
-        let wrapper =
-            <Wrapper as clap::Parser>::try_parse_from(["foreman"]).expect("defaults parse");
-        wrapper.args
+        use clap::{Args as _, FromArgMatches as _};
+        let command = ServeArgs::augment_args(clap::Command::new("foreman"))
+            .mut_args(|arg| arg.env(None::<&str>));
+        let matches = command
+            .try_get_matches_from(["foreman"])
+            .expect("defaults parse");
+        ServeArgs::from_arg_matches(&matches).expect("defaults parse")
     }
 }
 
@@ -391,7 +409,55 @@ mod tests {
         assert_eq!(config.max_attempts, 3);
         assert_eq!(config.job_ttl, Duration::from_secs(24 * 3600));
         assert_eq!(config.poll_interval, Duration::from_secs(5));
+        assert_eq!(config.lease, Duration::from_secs(30));
+        assert_eq!(config.janitor_interval, Duration::from_secs(60));
         assert_eq!((config.priority_min, config.priority_max), (-20, 20));
+    }
+
+    /// Set in the environment of the child process that runs
+    /// [`defaults_in_a_polluted_environment`].
+    const CHILD: &str = "FOREMAN_TEST_POLLUTED_CHILD";
+
+    #[test]
+    fn stray_variables_do_not_change_the_defaults() {
+        // Setting variables in this (multi-threaded) process would race other tests,
+        // so a child process runs the check with stray variables of its own.
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "config::tests::defaults_in_a_polluted_environment",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("FOREMAN_TOKEN", "stray")
+            .env("FOREMAN_MAX_WAIT", "1s")
+            .env("FOREMAN_LEASE", "1s")
+            .env("FOREMAN_ADDR", "nowhere")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran the check: {stdout}"
+        );
+    }
+
+    /// The child's half of [`stray_variables_do_not_change_the_defaults`]; outside that
+    /// child (no stray variables to ignore) it has nothing to check.
+    #[test]
+    fn defaults_in_a_polluted_environment() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        assert_eq!(std::env::var("FOREMAN_TOKEN").as_deref(), Ok("stray"));
+        let config = Config::for_upstream("http://127.0.0.1:1", "x.db");
+        assert_eq!(config.token, None);
+        assert_eq!(config.max_wait, Duration::from_secs(60));
+        assert_eq!(config.lease, Duration::from_secs(30));
+        assert_eq!(config.addr, "127.0.0.1:11435".parse().unwrap());
     }
 
     #[test]
@@ -458,5 +524,11 @@ mod tests {
         let mut args = ServeArgs::defaults();
         args.max_attempts = 0;
         assert_eq!(args.validate().unwrap_err().flag, "max-attempts");
+        let mut args = ServeArgs::defaults();
+        args.lease = "0s".into();
+        assert_eq!(args.validate().unwrap_err().flag, "lease");
+        let mut args = ServeArgs::defaults();
+        args.janitor_interval = "often".into();
+        assert_eq!(args.validate().unwrap_err().flag, "janitor-interval");
     }
 }

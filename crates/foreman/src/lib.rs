@@ -23,7 +23,6 @@ pub mod webhook;
 pub mod worker;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use foreman_store::Store;
@@ -38,11 +37,6 @@ use crate::hub::Hub;
 use crate::inventory::Inventory;
 use crate::upstream::Upstream;
 use crate::worker::{RunningJobs, Worker, WorkerSettings};
-
-/// How long a claimed job's lease lasts without a heartbeat.
-const LEASE: Duration = Duration::from_secs(30);
-/// How often the janitor sweeps.
-const JANITOR_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why foreman could not run.
 #[derive(Debug, Error)]
@@ -86,7 +80,7 @@ pub async fn serve(
         store.clone(),
         config.job_ttl,
         config.data_dir.clone(),
-        JANITOR_INTERVAL,
+        config.janitor_interval,
         shutdown.clone(),
     ));
     let worker = Worker {
@@ -100,7 +94,7 @@ pub async fn serve(
         settings: WorkerSettings {
             name: format!("worker-{}", std::process::id()),
             max_wait: config.max_wait,
-            lease: LEASE,
+            lease: config.lease,
             retry_base: config.retry_base,
             shutdown_grace: config.shutdown_grace,
             data_dir: config.data_dir.clone(),

@@ -162,6 +162,13 @@ fn token_cost(piece: &Piece) -> u64 {
     }
 }
 
+/// Makes the response body wait once, so the server writes out what it holds before the
+/// connection is cut: a body that is never pending is buffered whole, and the cut
+/// would discard it (on a busy machine every piece can be due at once).
+pub async fn flush_point() {
+    tokio::task::yield_now().await;
+}
+
 /// Plays `plan` out at the model's token rate. The lease (and the caller's in-flight
 /// guard) live inside the stream, so dropping the stream, as a disconnecting client
 /// does, frees the slot at once. With `drop_after`, the stream ends with
@@ -182,6 +189,7 @@ pub fn run<G: Send + 'static>(
         let mut spent: u64 = 0;
         for (index, piece) in plan.pieces.into_iter().enumerate() {
             if drop_after == Some(index) {
+                flush_point().await;
                 yield Event::Dropped;
                 return;
             }
@@ -192,6 +200,7 @@ pub fn run<G: Send + 'static>(
             yield Event::Piece(piece);
         }
         if drop_after.is_some() {
+            flush_point().await;
             yield Event::Dropped;
             return;
         }

@@ -49,6 +49,12 @@ struct Args {
     /// Fraction of inference requests answered 503 "server busy".
     #[arg(long, default_value_t = 0.0)]
     busy_rate: f64,
+    /// Fraction of inference requests answered with --error-status before any output.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// The status of --error-rate answers (429, 502, 504...).
+    #[arg(long, default_value_t = 502)]
+    error_status: u16,
     /// Seed for the fault draws.
     #[arg(long, default_value_t = 0x5eed)]
     seed: u64,
@@ -76,6 +82,9 @@ async fn main() -> anyhow::Result<()> {
         drop_rate: args.drop_rate,
         stall_rate: args.stall_rate,
         busy_rate: args.busy_rate,
+        error_rate: args.error_rate,
+        error_status: args.error_status,
+        hold: false,
         refuse_connections: false,
     };
     faults.validate().map_err(anyhow::Error::msg)?;

@@ -255,6 +255,11 @@ impl SimHandle {
         self.sim.update_faults(update, std::time::Duration::ZERO)
     }
 
+    /// The faults in force, as `GET /sim/faults` returns them.
+    pub fn faults(&self) -> Faults {
+        self.sim.faults()
+    }
+
     /// Refuses (or accepts again) every connection on the API address.
     pub fn refuse_connections(&self, refuse: bool) {
         self.sim

@@ -25,6 +25,8 @@ pub struct Sim {
     faults: Mutex<(Faults, Rng)>,
     /// `true` while connections must be refused; the listener watches it.
     pub refusing: watch::Sender<bool>,
+    /// `true` while the `hold` fault keeps inference requests waiting.
+    pub holding: watch::Sender<bool>,
     /// Bumped by every refusal, so a timed refusal only ends itself.
     refusal_generation: AtomicU64,
     counter: AtomicU64,
@@ -43,6 +45,7 @@ impl Sim {
             stats.clone(),
         );
         let (refusing, _) = watch::channel(config.faults.refuse_connections);
+        let (holding, _) = watch::channel(config.faults.hold);
         Arc::new(Sim {
             models: std::sync::RwLock::new(config.models.iter().cloned().map(Arc::new).collect()),
             residency,
@@ -50,6 +53,7 @@ impl Sim {
             started: SystemTime::now(),
             faults: Mutex::new((config.faults.clone(), Rng::new(config.seed))),
             refusing,
+            holding,
             refusal_generation: AtomicU64::new(0),
             counter: AtomicU64::new(0),
             config,
@@ -97,6 +101,7 @@ impl Sim {
             rng.next_f64(),
             rng.next_f64(),
             rng.next_f64(),
+            rng.next_f64(),
         ];
         faults.pick(draws)
     }
@@ -122,6 +127,7 @@ impl Sim {
             let refuse_for = guard.0.apply(update)?;
             (guard.0.clone(), refuse_for)
         };
+        self.holding.send_replace(current.hold);
         let generation = self.refusal_generation.fetch_add(1, Ordering::SeqCst) + 1;
         let refuse = current.refuse_connections;
         if switch_after.is_zero() {

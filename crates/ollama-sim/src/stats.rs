@@ -1,5 +1,5 @@
 //! Counters for tests and benchmarks: requests, loads, unloads, swaps, load time,
-//! busy rejections and in-flight requests, in total and per model, plus a bounded log
+//! busy rejections, in-flight and held requests, in total and per model, plus a bounded log
 //! of residency events (which model was loaded when).
 //!
 //! `GET /sim/stats` serves a [`StatsSnapshot`]; `POST /sim/reset` zeroes the counters
@@ -25,6 +25,8 @@ pub struct ModelStats {
     pub busy_rejections: u64,
     pub faults_injected: u64,
     pub in_flight: u64,
+    /// Requests waiting right now for the `hold` fault to be lifted.
+    pub held: u64,
 }
 
 /// A residency change, timed from the simulator's start.
@@ -47,6 +49,8 @@ pub struct StatsSnapshot {
     pub busy_rejections_total: u64,
     pub faults_injected_total: u64,
     pub in_flight: u64,
+    /// Requests waiting right now for the `hold` fault to be lifted.
+    pub held: u64,
     /// Requests waiting right now for a load or a slot.
     pub waiting: u64,
     /// Models resident right now, by display name.
@@ -99,6 +103,10 @@ impl Stats {
         });
     }
 
+    pub fn held_delta(&self, model: &str, delta: i64) {
+        self.with_model(model, |m| m.held = m.held.saturating_add_signed(delta));
+    }
+
     pub fn loaded(&self, model: &str, took: Duration, evicted_another: bool) {
         self.with_model(model, |m| {
             m.loads += 1;
@@ -134,6 +142,7 @@ impl Stats {
         for model in inner.models.values_mut() {
             *model = ModelStats {
                 in_flight: model.in_flight,
+                held: model.held,
                 ..ModelStats::default()
             };
         }
@@ -152,6 +161,7 @@ impl Stats {
             busy_rejections_total: sum(|m| m.busy_rejections),
             faults_injected_total: sum(|m| m.faults_injected),
             in_flight: sum(|m| m.in_flight),
+            held: sum(|m| m.held),
             waiting,
             loaded,
             models: inner.models.clone(),

@@ -105,6 +105,13 @@ impl TestForeman {
         (self.url, self.shutdown, self.task) = (url, shutdown, task);
     }
 
+    /// Stops foreman gracefully, changes its settings, and starts it again on the same
+    /// database.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        adjust(&mut self.config);
+        self.restart().await;
+    }
+
     /// Every job row foreman's store holds (up to 1,000), newest first.
     pub async fn jobs(&self) -> Vec<foreman_store::Job> {
         let store = self.store().await;
@@ -132,6 +139,16 @@ impl TestForeman {
         self.sim.shutdown().await;
         self.dir
     }
+}
+
+/// Turns the simulator's `hold` fault on or off: while on, inference requests wait
+/// (counted in `stats().held`), so a job stays running exactly as long as a test needs.
+pub fn hold(sim: &SimHandle, on: bool) {
+    sim.set_faults(&ollama_sim::FaultsUpdate {
+        hold: Some(on),
+        ..Default::default()
+    })
+    .unwrap();
 }
 
 pub fn client() -> reqwest::Client {

@@ -2,6 +2,18 @@
 
 use tokio::process::Command;
 
+/// `foreman serve` with none of the developer's `FOREMAN_*` variables.
+fn serve() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_foreman"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("FOREMAN_") {
+            command.env_remove(name);
+        }
+    }
+    command.arg("serve");
+    command
+}
+
 #[tokio::test]
 async fn bad_settings_fail_with_one_line_naming_them() {
     let cases = [
@@ -21,14 +33,15 @@ async fn bad_settings_fail_with_one_line_naming_them() {
             "invalid --max-attempts (FOREMAN_MAX_ATTEMPTS)",
         ),
         ("FOREMAN_ADDR", "nowhere", "invalid --addr (FOREMAN_ADDR)"),
+        ("FOREMAN_LEASE", "0s", "invalid --lease (FOREMAN_LEASE)"),
+        (
+            "FOREMAN_JANITOR_INTERVAL",
+            "often",
+            "invalid --janitor-interval (FOREMAN_JANITOR_INTERVAL)",
+        ),
     ];
     for (variable, value, expected) in cases {
-        let output = Command::new(env!("CARGO_BIN_EXE_foreman"))
-            .arg("serve")
-            .env(variable, value)
-            .output()
-            .await
-            .unwrap();
+        let output = serve().env(variable, value).output().await.unwrap();
         assert_eq!(output.status.code(), Some(2), "{variable}={value}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -41,8 +54,7 @@ async fn bad_settings_fail_with_one_line_naming_them() {
 
 #[tokio::test]
 async fn an_unusable_database_fails_at_start() {
-    let output = Command::new(env!("CARGO_BIN_EXE_foreman"))
-        .arg("serve")
+    let output = serve()
         .env("FOREMAN_ADDR", "127.0.0.1:0")
         .env("FOREMAN_DATABASE", "postgres://db.example/foreman")
         .env("FOREMAN_OLLAMA_URL", "http://127.0.0.1:9")

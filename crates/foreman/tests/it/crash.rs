@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use foreman_store::{JobState, ListParams, Store};
+use foreman_store::{ClaimParams, JobKind, JobState, ListParams, NewJob, Store};
 use ollama_sim::{ModelSpec, SimConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -12,7 +12,14 @@ use tokio::process::{Child, Command};
 use crate::common::*;
 
 async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_foreman"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_foreman"));
+    // Only the settings below: a FOREMAN_TOKEN in the developer's shell must not apply.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("FOREMAN_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .arg("serve")
         .env("FOREMAN_ADDR", "127.0.0.1:0")
         .env("FOREMAN_OLLAMA_URL", sim_url)
@@ -61,6 +68,9 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
     let db = db.to_str().unwrap();
     let (mut first, url) = start_foreman(&sim.url(), db).await;
     let client = client();
+    // The target holds the first job it gets, so the kill finds it running and the
+    // others queued.
+    hold(&sim, true);
     let n_jobs = 12;
     let callers: Vec<_> = (0..n_jobs)
         .map(|i| {
@@ -80,9 +90,9 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
         limit: 100,
         ..Default::default()
     };
-    eventually("every job accepted and one running", async || {
+    eventually("every job accepted and one at the target", async || {
         let jobs = store.list(all()).await.unwrap();
-        jobs.len() == n_jobs && jobs.iter().any(|j| j.state == JobState::Running)
+        jobs.len() == n_jobs && sim.stats().held == 1
     })
     .await;
     first.start_kill().unwrap();
@@ -92,16 +102,24 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
         let _ = caller.await.unwrap();
     }
     let before = store.list(all()).await.unwrap();
-    assert!(
-        before.iter().any(|j| j.state == JobState::Running),
-        "a job was cut off while running"
-    );
-    assert!(
-        before.iter().any(|j| j.state == JobState::Queued),
-        "jobs were still queued"
+    let cut_off: Vec<_> = before
+        .iter()
+        .filter(|j| j.state == JobState::Running)
+        .collect();
+    assert_eq!(cut_off.len(), 1, "a job was cut off while running");
+    assert_eq!(cut_off[0].attempts, 1);
+    let cut_off = cut_off[0].id;
+    assert_eq!(
+        before
+            .iter()
+            .filter(|j| j.state == JobState::Queued && j.attempts == 0)
+            .count(),
+        n_jobs - 1,
+        "the others were still queued"
     );
 
     let (mut second, _) = start_foreman(&sim.url(), db).await;
+    hold(&sim, false);
     eventually("every job to finish after the restart", async || {
         store
             .list(all())
@@ -114,7 +132,95 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
     let after = store.list(all()).await.unwrap();
     assert_eq!(after.len(), n_jobs, "no job lost, none duplicated");
     assert!(after.iter().all(|j| j.result.is_some()));
+    for job in &after {
+        let expected = if job.id == cut_off { 2 } else { 1 };
+        assert_eq!(
+            job.attempts, expected,
+            "the crashed attempt counts, and only for the job it cut off"
+        );
+    }
     second.start_kill().unwrap();
     second.wait().await.unwrap();
     store.close().await;
+}
+
+/// A worker that stops heartbeating (another process on the same database, frozen)
+/// leaves its job `running` with a lease that lapses; foreman's janitor, on its
+/// configured interval, puts the job back in the queue and foreman's worker runs it.
+#[tokio::test]
+async fn the_janitor_requeues_a_job_whose_lease_lapsed_and_it_completes() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.janitor_interval = Duration::from_millis(100);
+        config.lease = Duration::from_secs(3600);
+    })
+    .await;
+    let store = foreman.store().await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    // The other worker enqueues a job and claims it with a one-second lease, then is
+    // never heard from again. Foreman's own worker may see the row first: then that
+    // job simply runs, and the other worker tries again with a new one.
+    let mut claimed = None;
+    for _ in 0..5 {
+        let job = store
+            .enqueue(
+                NewJob {
+                    id: None,
+                    kind: JobKind::Chat,
+                    model: CHAT.into(),
+                    payload: chat_body(CHAT, "left behind", false).to_string(),
+                    priority: 0,
+                    max_attempts: 3,
+                    idempotency_key: None,
+                    webhook_url: None,
+                    metadata: None,
+                },
+                now(),
+            )
+            .await
+            .unwrap()
+            .job;
+        let claim = ClaimParams {
+            id: job.id,
+            owner: "frozen-worker".into(),
+            now: now(),
+            lease_for_ms: 1_000,
+        };
+        if let Some(job) = store.claim(claim).await.unwrap() {
+            claimed = Some(job);
+            break;
+        }
+    }
+    let claimed = claimed.expect("the other worker claims a job");
+    assert_eq!(claimed.lease_owner.as_deref(), Some("frozen-worker"));
+    let done = recorded(&store, claimed.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.attempts, 2, "the lapsed attempt counts");
+    assert!(done.result.is_some());
+
+    // Foreman's own claims use the configured lease.
+    hold(&foreman.sim, true);
+    let held = spawn_chat(&client(), &foreman.url, CHAT, "held");
+    eventually("a job to reach the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
+    let running = foreman
+        .jobs()
+        .await
+        .into_iter()
+        .find(|j| j.state == JobState::Running)
+        .expect("a running job");
+    assert!(
+        running.lease_expires_at.unwrap() > now() + 1_800_000,
+        "an hour's lease, not the default 30 s"
+    );
+    hold(&foreman.sim, false);
+    assert_eq!(held.await.unwrap(), 200);
+    store.close().await;
+    foreman.stop().await;
 }

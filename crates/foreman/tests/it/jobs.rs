@@ -142,14 +142,14 @@ async fn one_idempotency_key_makes_one_job_even_under_concurrent_submits() {
 
 #[tokio::test]
 async fn cancel_in_each_state() {
-    let mut sim = fast_sim();
-    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=10").unwrap();
-    let foreman = TestForeman::start(sim).await;
+    let foreman = TestForeman::start(fast_sim()).await;
     let client = client();
+    // The target holds the first job's request: it runs until it is cancelled.
+    hold(&foreman.sim, true);
     let (_, running) = submit(&client, &foreman.url, &job_request(CHAT, "slow"), None).await;
     let running_id = running["id"].as_str().unwrap().to_string();
-    eventually("the first job to run", async || {
-        foreman.sim.stats().in_flight == 1
+    eventually("the first job to reach the target", async || {
+        foreman.sim.stats().held == 1
     })
     .await;
     let (_, queued) = submit(&client, &foreman.url, &job_request(CHAT2, "waiting"), None).await;
@@ -188,8 +188,8 @@ async fn cancel_in_each_state() {
     )
     .await;
     assert_eq!(ended["state"], "cancelled");
-    eventually("the target to stop", async || {
-        foreman.sim.stats().in_flight == 0
+    eventually("the target to let the request go", async || {
+        foreman.sim.stats().held == 0
     })
     .await;
 
@@ -289,19 +289,25 @@ async fn event_lines(client: &reqwest::Client, url: String) -> Vec<Value> {
 #[tokio::test]
 async fn events_of_a_running_job_start_from_its_first_chunk() {
     let mut sim = fast_sim();
-    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=40").unwrap();
+    // 400 tokens at 100 tokens/s: the job runs for seconds after a first watcher has
+    // seen its first chunks.
+    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=100").unwrap();
+    sim.reply_tokens = 400;
     let foreman = TestForeman::start(sim).await;
     let client = client();
     let (_, job) = submit(&client, &foreman.url, &job_request(CHAT, "go on"), None).await;
     let id = job["id"].as_str().unwrap().to_string();
-    eventually("the job to run", async || {
-        foreman.sim.stats().in_flight == 1
-    })
-    .await;
-    // At 40 tokens/s, several chunks go out before anyone watches.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let lines = event_lines(&client, format!("{}/jobs/{id}/events", foreman.url)).await;
+    let events_url = format!("{}/jobs/{id}/events", foreman.url);
+    let mut first = client.get(&events_url).send().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.iter().filter(|&&b| b == b'\n').count() < 3 {
+        seen.extend_from_slice(&first.chunk().await.unwrap().expect("more chunks"));
+    }
+    // Three chunks are out: a watcher joining now joins mid-run.
+    let lines = event_lines(&client, events_url).await;
     assert!(lines.len() > 8, "a live stream, not a replay: {lines:?}");
+    let early: Value = serde_json::from_slice(seen.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(lines[0], early, "the late watcher got the first chunk too");
     assert_eq!(lines.last().unwrap()["done"], true);
     let streamed: String = lines
         .iter()
@@ -319,19 +325,38 @@ async fn events_of_a_running_job_start_from_its_first_chunk() {
 
 #[tokio::test]
 async fn events_stream_a_waiting_job_live_and_replay_a_finished_one() {
-    let mut sim = fast_sim();
-    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=40").unwrap();
-    let foreman = TestForeman::start(sim).await;
+    let foreman = TestForeman::start(fast_sim()).await;
     let client = client();
+    hold(&foreman.sim, true);
     let (_, blocker) = submit(&client, &foreman.url, &job_request(CHAT, "hold"), None).await;
-    eventually("the blocker to run", async || {
-        foreman.sim.stats().in_flight == 1
+    eventually("the blocker to reach the target", async || {
+        foreman.sim.stats().held == 1
     })
     .await;
     let (_, waiting) = submit(&client, &foreman.url, &job_request(CHAT2, "tell me"), None).await;
     let waiting_id = waiting["id"].as_str().unwrap().to_string();
     // Watched from before it starts, the stream carries every chunk.
-    let lines = event_lines(&client, format!("{}/jobs/{waiting_id}/events", foreman.url)).await;
+    let mut watch = client
+        .get(format!("{}/jobs/{waiting_id}/events", foreman.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 200);
+    let (_, still) = get_json(&client, format!("{}/jobs/{waiting_id}", foreman.url)).await;
+    assert_eq!(
+        still["state"], "queued",
+        "the watcher is connected before it runs"
+    );
+    hold(&foreman.sim, false);
+    let mut body = Vec::new();
+    while let Some(chunk) = watch.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    let lines: Vec<Value> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
     assert!(lines.len() > 2);
     let last = lines.last().unwrap();
     assert_eq!(last["done"], true);
@@ -361,6 +386,7 @@ async fn events_stream_a_waiting_job_live_and_replay_a_finished_one() {
     .await;
     assert_eq!(blocker_done["state"], "succeeded");
 
+    hold(&foreman.sim, true);
     let (_, doomed) = submit(
         &client,
         &foreman.url,
@@ -369,8 +395,8 @@ async fn events_stream_a_waiting_job_live_and_replay_a_finished_one() {
     )
     .await;
     let doomed_id = doomed["id"].as_str().unwrap().to_string();
-    eventually("the job to run", async || {
-        foreman.sim.stats().in_flight == 1
+    eventually("the job to reach the target", async || {
+        foreman.sim.stats().held == 1
     })
     .await;
     let watcher = tokio::spawn({
@@ -385,7 +411,7 @@ async fn events_stream_a_waiting_job_live_and_replay_a_finished_one() {
         .send()
         .await
         .unwrap();
-    assert!(cancel.status() == 200 || cancel.status() == 202);
+    assert_eq!(cancel.status(), 202, "the job was running");
     let lines = watcher.await.unwrap();
     assert_eq!(lines.last().unwrap(), &json!({"error": "job cancelled"}));
     let replay = event_lines(&client, format!("{}/jobs/{doomed_id}/events", foreman.url)).await;
@@ -516,20 +542,24 @@ async fn large_results_become_artifacts_served_safely_and_pruned_with_their_job(
         "a literal ../ never reaches a file"
     );
 
-    // Pruning the job (TTL zero) and sweeping remove its file too.
+    // Restarted with a TTL the job has outlived, foreman's janitor prunes the job and
+    // removes its file too.
     let data_dir = foreman.db_path.with_file_name("data");
     let folder = data_dir.join("artifacts").join(&id);
     assert!(folder.join("result.json").exists());
-    let store = foreman.store().await;
-    foreman::janitor::sweep(&store, std::time::Duration::ZERO).await;
-    assert!(
-        store.get(id.parse().unwrap()).await.unwrap().is_none(),
-        "pruned"
-    );
-    assert_eq!(
-        foreman::artifacts::sweep_orphans(&store, &data_dir).await,
-        1
-    );
-    assert!(!folder.exists(), "its files went with it");
+    let mut foreman = foreman;
+    foreman
+        .restart_with(|config| {
+            config.job_ttl = std::time::Duration::from_millis(1);
+            config.janitor_interval = std::time::Duration::from_millis(100);
+        })
+        .await;
+    eventually("the janitor to remove the job's files", async || {
+        !folder.exists()
+    })
+    .await;
+    let (status, _) = get_json(&client, format!("{}/jobs/{id}", foreman.url)).await;
+    assert_eq!(status, 404, "the job was pruned");
+    assert!(data_dir.join("artifacts").exists());
     foreman.stop().await;
 }

@@ -75,6 +75,54 @@ async fn busy_answers_are_retried_and_exhaustion_fails_with_the_last_error() {
 }
 
 #[tokio::test]
+async fn rate_limits_and_gateway_errors_are_retried_until_the_target_recovers() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| config.max_attempts = 50).await;
+    let client = client();
+    for status in [429u16, 502, 504] {
+        foreman
+            .sim
+            .set_faults(&FaultsUpdate {
+                error_rate: Some(1.0),
+                error_status: Some(status),
+                ..Default::default()
+            })
+            .unwrap();
+        let request = tokio::spawn({
+            let (client, url) = (client.clone(), foreman.url.clone());
+            async move {
+                post(
+                    &client,
+                    format!("{url}/api/chat"),
+                    &chat_body(CHAT, &format!("after a {status}"), false),
+                )
+                .await
+            }
+        });
+        eventually("a failed attempt waiting for its retry", async || {
+            only_job(&foreman).await.is_some_and(|job| {
+                job.attempts >= 2
+                    && job.state == JobState::Queued
+                    && job.failure.is_some_and(|f| f.status == status)
+            })
+        })
+        .await;
+        foreman
+            .sim
+            .set_faults(&FaultsUpdate {
+                error_rate: Some(0.0),
+                ..Default::default()
+            })
+            .unwrap();
+        let (got, _, body) = request.await.unwrap();
+        assert_eq!(got, 200, "{status}: {body}");
+        let job = recorded(&foreman.store().await, only_job(&foreman).await.unwrap().id).await;
+        assert_eq!(job.state, JobState::Succeeded, "{status}");
+        assert!(job.attempts >= 3, "{status}: {}", job.attempts);
+    }
+    foreman.stop().await;
+}
+
+#[tokio::test]
 async fn a_terminal_upstream_error_passes_through_unchanged_at_once() {
     let foreman = TestForeman::start(fast_sim()).await;
     let client = client();
@@ -107,13 +155,12 @@ async fn a_terminal_upstream_error_passes_through_unchanged_at_once() {
 
 #[tokio::test]
 async fn a_caller_that_leaves_cancels_its_queued_job() {
-    let mut sim = fast_sim();
-    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=25").unwrap();
-    let foreman = TestForeman::start(sim).await;
+    let foreman = TestForeman::start(fast_sim()).await;
     let client = client();
+    hold(&foreman.sim, true);
     let blocker = spawn_chat(&client, &foreman.url, CHAT, "hold the worker");
-    eventually("the blocker to run", async || {
-        foreman.sim.stats().in_flight == 1
+    eventually("the blocker to reach the target", async || {
+        foreman.sim.stats().held == 1
     })
     .await;
     let leaving = tokio::spawn({
@@ -145,6 +192,7 @@ async fn a_caller_that_leaves_cancels_its_queued_job() {
         cancelled.len() == 1
     })
     .await;
+    hold(&foreman.sim, false);
     assert_eq!(blocker.await.unwrap(), 200);
     let stats = foreman.sim.stats();
     assert!(
@@ -157,7 +205,9 @@ async fn a_caller_that_leaves_cancels_its_queued_job() {
 #[tokio::test]
 async fn a_caller_that_leaves_mid_stream_aborts_the_upstream_request() {
     let mut sim = fast_sim();
+    // An answer of minutes: only the abort can end it within the test.
     sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=20").unwrap();
+    sim.reply_tokens = 10_000;
     let foreman = TestForeman::start(sim).await;
     let client = client();
     let mut response = client

@@ -425,29 +425,23 @@ async fn auth_guards_everything_but_healthz() {
 
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
-    let mut sim = fast_sim();
-    sim.models[0] = ollama_sim::ModelSpec::parse("llama3.2:3b,load=20ms,tps=20").unwrap();
-    let foreman = TestForeman::start_with(sim, |config| config.max_queue = 1).await;
+    let foreman = TestForeman::start_with(fast_sim(), |config| config.max_queue = 1).await;
     let client = client();
     let url = foreman.url.clone();
+    // The target holds the first job: the worker stays busy and the queue stays full.
+    hold(&foreman.sim, true);
     let running = spawn_chat(&client, &url, CHAT, "long");
-    eventually("the first job to run", async || {
-        foreman.sim.stats().in_flight == 1
+    eventually("the first job to reach the target", async || {
+        foreman.sim.stats().held == 1
     })
     .await;
     let queued = spawn_chat(&client, &url, CHAT, "queued");
     eventually("one job queued", async || {
-        let health: Value = client
-            .get(format!("{url}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        health["queue_depth"] == 1
+        health(&client, &url).await["queue_depth"] == 1
     })
     .await;
+    let busy =
+        json!({"error": "server busy, please try again.  maximum pending requests exceeded"});
     let response = client
         .post(format!("{url}/api/chat"))
         .json(&chat_body(CHAT, "one more", false))
@@ -456,12 +450,75 @@ async fn a_full_queue_answers_503_with_retry_after() {
         .unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
-    assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        json!({"error": "server busy, please try again.  maximum pending requests exceeded"})
-    );
+    assert_eq!(response.json::<Value>().await.unwrap(), busy);
+    let response = client
+        .post(format!("{url}/jobs"))
+        .json(&json!({"kind": "chat", "request": {"model": CHAT, "messages": []}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503, "/jobs is admitted the same way");
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(response.json::<Value>().await.unwrap(), busy);
+    assert_eq!(foreman.jobs().await.len(), 2, "neither was enqueued");
+    hold(&foreman.sim, false);
     assert_eq!(running.await.unwrap(), 200);
     assert_eq!(queued.await.unwrap(), 200);
+    foreman.stop().await;
+}
+
+async fn health(client: &reqwest::Client, url: &str) -> Value {
+    let (status, health) = get_json(client, format!("{url}/healthz")).await;
+    assert_eq!(status, 200);
+    health
+}
+
+#[tokio::test]
+async fn healthz_reports_running_jobs_and_whether_the_target_answers() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let url = foreman.url.clone();
+    assert_eq!(
+        health(&client, &url).await,
+        json!({"status": "ok", "degraded": false, "target_reachable": true, "queue_depth": 0, "running": 0})
+    );
+    hold(&foreman.sim, true);
+    let running = spawn_chat(&client, &url, CHAT, "held");
+    let queued = spawn_chat(&client, &url, CHAT2, "behind it");
+    eventually("one job running and one queued", async || {
+        let health = health(&client, &url).await;
+        health["running"] == 1 && health["queue_depth"] == 1
+    })
+    .await;
+    assert_eq!(
+        foreman.sim.stats().held,
+        1,
+        "the running one is at the target"
+    );
+    hold(&foreman.sim, false);
+    assert_eq!(running.await.unwrap(), 200);
+    assert_eq!(queued.await.unwrap(), 200);
+    eventually("nothing running", async || {
+        health(&client, &url).await["running"] == 0
+    })
+    .await;
+
+    foreman.sim.refuse_connections(true);
+    eventually("the poll to find the target gone", async || {
+        health(&client, &url).await["target_reachable"] == false
+    })
+    .await;
+    let gone = health(&client, &url).await;
+    assert_eq!(
+        (gone["status"].clone(), gone["degraded"].clone()),
+        (json!("ok"), json!(true))
+    );
+    foreman.sim.refuse_connections(false);
+    eventually("the poll to find the target back", async || {
+        health(&client, &url).await["target_reachable"] == true
+    })
+    .await;
+    assert_eq!(health(&client, &url).await["degraded"], false);
     foreman.stop().await;
 }
 
@@ -559,10 +616,17 @@ async fn model_management_can_be_turned_off() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), 403);
-    assert!(
-        foreman.sim.stats().models.is_empty()
-            || !foreman.sim.stats().models.contains_key("phi3:mini")
-    );
+    // Passed through, the pull would have added phi3:mini to the target and the
+    // delete removed llama3.2:3b.
+    let (_, tags) = get_json(&client, format!("{}/api/tags", foreman.sim.url())).await;
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&CHAT), "{names:?}");
+    assert!(!names.contains(&"phi3:mini"), "{names:?}");
     foreman.stop().await;
 }
 

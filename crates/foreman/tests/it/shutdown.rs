@@ -4,22 +4,21 @@
 use std::time::Duration;
 
 use foreman_store::{JobState, ListParams};
-use ollama_sim::ModelSpec;
 
 use crate::common::*;
 
 #[tokio::test]
 async fn shutdown_requeues_a_job_that_outlives_the_grace_period() {
-    let mut sim = fast_sim();
-    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=10").unwrap();
-    let foreman = TestForeman::start_with(sim, |config| {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
         config.shutdown_grace = Duration::from_millis(200)
     })
     .await;
     let client = client();
+    // Held by the target, the job cannot finish within any grace period.
+    hold(&foreman.sim, true);
     let slow = spawn_chat(&client, &foreman.url, CHAT, "slow");
-    eventually("the slow job to run", async || {
-        foreman.sim.stats().in_flight == 1
+    eventually("the slow job to reach the target", async || {
+        foreman.sim.stats().held == 1
     })
     .await;
     let queued = spawn_chat(&client, &foreman.url, CHAT2, "waiting");
@@ -60,20 +59,41 @@ async fn shutdown_requeues_a_job_that_outlives_the_grace_period() {
 
 #[tokio::test]
 async fn shutdown_lets_a_short_job_finish() {
-    let mut sim = fast_sim();
-    sim.models[0] = ModelSpec::parse("llama3.2:3b,load=10ms,tps=40").unwrap();
-    let foreman = TestForeman::start_with(sim, |config| {
-        config.shutdown_grace = Duration::from_secs(10)
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.shutdown_grace = Duration::from_secs(30)
     })
     .await;
     let client = client();
+    hold(&foreman.sim, true);
     let job = spawn_chat(&client, &foreman.url, CHAT, "quick");
-    eventually("the job to run", async || {
-        foreman.sim.stats().in_flight == 1
+    eventually("the job to reach the target", async || {
+        foreman.sim.stats().held == 1
     })
     .await;
     let store = foreman.store().await;
-    let _data = foreman.stop().await;
+    let (url, sim_url) = (foreman.url.clone(), foreman.sim.url());
+    let stopping = tokio::spawn(foreman.stop());
+    // Once foreman no longer takes connections, shutdown has begun: only then may the
+    // job go on.
+    let fresh = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    eventually("foreman to stop accepting", async || {
+        fresh().get(format!("{url}/healthz")).send().await.is_err()
+    })
+    .await;
+    let lifted = client
+        .post(format!("{sim_url}/sim/faults"))
+        .json(&serde_json::json!({"hold": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 200);
+    let _data = stopping.await.unwrap();
     assert_eq!(job.await.unwrap(), 200, "finished within the grace period");
     let jobs = store
         .list(ListParams {

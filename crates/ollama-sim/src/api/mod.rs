@@ -96,6 +96,7 @@ pub async fn admit(
 ) -> Result<Admitted, ApiError> {
     let model = spec.display_name();
     sim.stats.request(&model);
+    hold(sim, &model).await;
     let fault = sim.draw_fault();
     if fault != Fault::None {
         sim.stats.fault(&model);
@@ -107,6 +108,17 @@ pub async fn admit(
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "llama runner process has terminated: exit status 2 (simulated fault)",
+            ));
+        }
+        Fault::Status(code) => {
+            let status =
+                StatusCode::from_u16(code).expect("validated as a status between 400 and 599");
+            return Err(ApiError::new(
+                status,
+                format!(
+                    "{} (simulated fault)",
+                    status.canonical_reason().unwrap_or("error")
+                ),
             ));
         }
         Fault::None | Fault::Drop => {}
@@ -122,6 +134,24 @@ pub async fn admit(
         in_flight,
         drop_midway: fault == Fault::Drop,
     })
+}
+
+/// Waits while the `hold` fault is on, counted as held (also when the client gives up).
+async fn hold(sim: &Sim, model: &str) {
+    let mut holding = sim.holding.subscribe();
+    if !*holding.borrow_and_update() {
+        return;
+    }
+    struct Held<'a>(&'a Sim, &'a str);
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.stats.held_delta(self.1, -1);
+        }
+    }
+    sim.stats.held_delta(model, 1);
+    let _held = Held(sim, model);
+    // A closed channel means the simulator is gone: stop holding.
+    let _ = holding.wait_for(|hold| !*hold).await;
 }
 
 /// Loads a model for a request with nothing to generate (Ollama's preload form).
@@ -165,12 +195,12 @@ pub fn add_summary(chunk: &mut Map<String, Value>, summary: &Summary) {
 }
 
 /// A complete JSON body whose connection is cut halfway, for the drop fault. The
-/// first half is given time to reach the client before the cut.
+/// first half is written out before the cut.
 pub fn cut_body(content_type: &'static str, full: Vec<u8>) -> axum::response::Response {
     let half = Bytes::from(full[..full.len() / 2].to_vec());
     let body = async_stream::stream! {
         yield Ok(half);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        crate::generation::flush_point().await;
         yield Err(drop_error());
     };
     wire::stream_response(content_type, body)

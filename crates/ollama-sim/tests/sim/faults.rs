@@ -153,10 +153,12 @@ async fn refusing_connections_takes_the_port_down_and_back() {
         client.get(sim.url()).send().await.is_ok()
     })
     .await;
+    // Three seconds: long enough for a poll on a busy machine to see the refusal,
+    // short enough for `eventually` to see it end.
     let (status, _, _) = post(
         &client,
         format!("{}/sim/faults", sim.url()),
-        json!({"refuse_connections": true, "refuse_for": "300ms"}),
+        json!({"refuse_connections": true, "refuse_for": "3s"}),
     )
     .await;
     assert_eq!(status, 200);
@@ -164,11 +166,120 @@ async fn refusing_connections_takes_the_port_down_and_back() {
         client.get(sim.url()).send().await.is_err()
     })
     .await;
+    assert!(sim.faults().refuse_connections);
     eventually("a timed refusal to end by itself", async || {
         client.get(sim.url()).send().await.is_ok()
     })
     .await;
-    assert!(!sim.stats().loaded.iter().any(|m| m == "x"));
+    let faults: Value = client
+        .get(format!("{}/sim/faults", sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        faults["refuse_connections"], false,
+        "the fault itself is off once the refusal ends"
+    );
+}
+
+#[tokio::test]
+async fn error_rate_answers_with_the_chosen_status() {
+    let sim = start(fast_config()).await;
+    let client = client();
+    for (status, reason) in [
+        (429, "Too Many Requests"),
+        (502, "Bad Gateway"),
+        (504, "Gateway Timeout"),
+    ] {
+        let faults: Value = client
+            .post(format!("{}/sim/faults", sim.url()))
+            .json(&json!({"error_rate": 1, "error_status": status}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(faults["error_status"], status);
+        let (got, content_type, body) =
+            post(&client, format!("{}/api/chat", sim.url()), chat_body(true)).await;
+        assert_eq!(got, status);
+        assert_eq!(content_type, "application/json; charset=utf-8");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"error": format!("{reason} (simulated fault)")})
+        );
+    }
+    assert_eq!(sim.stats().faults_injected_total, 3);
+    let (status, _, _) = post(
+        &client,
+        format!("{}/sim/faults", sim.url()),
+        json!({"error_status": 200}),
+    )
+    .await;
+    assert_eq!(status, 400, "only error statuses");
+    let (status, _, _) = post(
+        &client,
+        format!("{}/sim/faults", sim.url()),
+        json!({"error_rate": 0}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = post(&client, format!("{}/api/chat", sim.url()), chat_body(false)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn hold_keeps_requests_waiting_until_it_is_lifted() {
+    let sim = start(fast_config()).await;
+    sim.set_faults(&FaultsUpdate {
+        hold: Some(true),
+        ..FaultsUpdate::default()
+    })
+    .unwrap();
+    let client = client();
+    let held = tokio::spawn({
+        let (client, url) = (client.clone(), sim.url());
+        async move { post(&client, format!("{url}/api/chat"), chat_body(false)).await }
+    });
+    let given_up = tokio::spawn({
+        let (client, url) = (client.clone(), sim.url());
+        async move {
+            post(
+                &client,
+                format!("{url}/api/generate"),
+                json!({"model": CHAT2, "prompt": "x"}),
+            )
+            .await
+        }
+    });
+    eventually("two requests held", async || sim.stats().held == 2).await;
+    let stats = sim.stats();
+    assert_eq!((stats.models[CHAT].held, stats.models[CHAT2].held), (1, 1));
+    assert_eq!(stats.in_flight, 0, "nothing generates while held");
+    assert!(stats.loaded.is_empty(), "nor loads");
+    given_up.abort();
+    eventually("the request whose client left to be let go", async || {
+        sim.stats().held == 1
+    })
+    .await;
+    assert!(!held.is_finished(), "still held");
+    sim.set_faults(&FaultsUpdate {
+        hold: Some(false),
+        ..FaultsUpdate::default()
+    })
+    .unwrap();
+    let (status, _, body) = held.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sim.stats().held, 0);
+    assert_eq!(
+        sim.stats().faults_injected_total,
+        0,
+        "holding is not a failure"
+    );
 }
 
 #[tokio::test]

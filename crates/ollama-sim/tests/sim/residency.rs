@@ -106,7 +106,9 @@ async fn keep_alive_expires_idle_models() {
     config.keep_alive = KeepAlive::Forever;
     let sim = start(config).await;
     let client = client();
-    chat(&client, &sim.url(), CHAT, json!({"keep_alive": "150ms"})).await;
+    // Three seconds: the model must still be resident after the next chat and the
+    // listing on a busy machine, and expire within `eventually`'s ten seconds.
+    chat(&client, &sim.url(), CHAT, json!({"keep_alive": "3s"})).await;
     chat(&client, &sim.url(), CHAT2, json!({})).await;
     let ps: Value = client
         .get(format!("{}/api/ps", sim.url()))
@@ -125,7 +127,7 @@ async fn keep_alive_expires_idle_models() {
         ps["models"][0]["expires_at"].as_str().unwrap() > "2300",
         "forever is ~292 years ahead"
     );
-    eventually("the 150ms model to expire", async || {
+    eventually("the 3s model to expire", async || {
         sim.stats().loaded == vec![CHAT2.to_string()]
     })
     .await;
@@ -140,21 +142,27 @@ async fn keep_alive_expires_idle_models() {
 async fn a_full_waiting_line_gets_503() {
     let mut config = two_models("10ms", "40");
     config.max_queue = 2;
+    // The first answer takes minutes: it holds the slot until its client leaves.
+    config.reply_tokens = 100_000;
     let sim = start(config).await;
     let client = client();
     let url = sim.url();
-    let first = tokio::spawn({
-        let (client, url) = (client.clone(), url.clone());
-        async move { chat(&client, &url, CHAT, json!({})).await }
-    });
+    let first = client
+        .post(format!("{url}/api/chat"))
+        .json(&json!({"model": CHAT, "messages": [{"role":"user","content":"long"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
     eventually("the first request to hold the model", async || {
         sim.stats().in_flight == 1 && !sim.stats().loaded.is_empty()
     })
     .await;
+    let short = json!({"options": {"num_predict": 1}});
     let waiters: Vec<_> = (0..2)
         .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { chat(&client, &url, CHAT, json!({})).await })
+            let (client, url, short) = (client.clone(), url.clone(), short.clone());
+            tokio::spawn(async move { chat(&client, &url, CHAT, short).await })
         })
         .collect();
     eventually("two requests waiting", async || sim.stats().waiting == 2).await;
@@ -173,15 +181,18 @@ async fn a_full_waiting_line_gets_503() {
         json!({"error": "server busy, please try again.  maximum pending requests exceeded"})
     );
     assert_eq!(sim.stats().busy_rejections_total, 1);
-    first.await.unwrap();
+    drop(first);
     for waiter in waiters {
-        waiter.await.unwrap();
+        assert_eq!(waiter.await.unwrap()["eval_count"], 1);
     }
 }
 
 #[tokio::test]
 async fn a_disconnected_client_frees_its_slot() {
-    let sim = start(two_models("10ms", "20")).await;
+    let mut config = two_models("10ms", "20");
+    // An answer of minutes: only the disconnect can end it within the test.
+    config.reply_tokens = 100_000;
+    let sim = start(config).await;
     let client = client();
     let response = client
         .post(format!("{}/api/chat", sim.url()))

@@ -8,6 +8,7 @@
 
 mod chart;
 mod driver;
+mod ledger;
 mod metrics;
 mod procs;
 mod report;

@@ -15,6 +15,7 @@ use crate::driver::{Driver, Planned, Record, progress};
 use crate::ledger::Ledger;
 use crate::metrics::{PassSummary, percentile};
 use crate::procs::{Binaries, resident_bytes};
+use crate::targets::{Comparison, Scale, Target, Targets};
 
 /// The names, in the order `--all` runs them.
 pub const NAMES: [&str; 5] = ["overhead", "interleaved", "bursty", "stream", "memory"];
@@ -26,7 +27,9 @@ pub struct WorkloadReport {
     pub description: String,
     pub parameters: Value,
     pub rows: Vec<PassSummary>,
-    /// Workload-specific results, one sentence each, targets included.
+    /// What the workload is graded on, judged from this run.
+    pub targets: Vec<Target>,
+    /// Workload-specific results, one sentence each.
     pub findings: Vec<String>,
     #[serde(skip)]
     pub svg: Option<String>,
@@ -80,17 +83,12 @@ impl Pass {
             .expect("only passes through foreman are checked against the database")
     }
 
-    /// Whether foreman's database holds a succeeded row for every request it answered.
-    fn committed(&self) -> String {
-        let rows = self.ledger().count("succeeded");
-        let answered = self.answered();
-        format!(
-            "every job durably committed: {rows} succeeded rows in the database after foreman exited, {answered} requests answered 200 (warm-up included) ({})",
-            if rows == answered as u64 {
-                "met"
-            } else {
-                "MISSED"
-            }
+    /// The pass's label, requests and errors, for the no-errors target.
+    fn errors(&self) -> (&str, usize, usize) {
+        (
+            &self.summary.pass,
+            self.summary.errors,
+            self.summary.requests,
         )
     }
 }
@@ -115,6 +113,15 @@ fn chat(model: &str, prompt: String, stream: bool) -> Planned {
         stream,
         at: None,
     }
+}
+
+/// Adds "every job durably committed" for a pass through foreman.
+fn committed(targets: &mut Targets, pass: &Pass) {
+    targets.committed(
+        &pass.summary.pass,
+        pass.ledger().count("succeeded"),
+        pass.answered(),
+    );
 }
 
 impl Bench {
@@ -251,14 +258,59 @@ impl Bench {
             .await?;
         let added_p50 = seq_foreman.summary.p50_ms - seq_direct.summary.p50_ms;
         let added_p99 = seq_foreman.summary.p99_ms - seq_direct.summary.p99_ms;
+        let mut targets = Targets::new("overhead", self.quick);
+        targets.check(
+            "latency foreman adds at p50, sequential",
+            added_p50,
+            Comparison::AtMost,
+            1.0,
+            "ms",
+            Scale::Full,
+            format!(
+                "p50 {:.2} ms through foreman, {:.2} ms straight",
+                seq_foreman.summary.p50_ms, seq_direct.summary.p50_ms
+            ),
+        );
+        targets.check(
+            "latency foreman adds at p99, sequential",
+            added_p99,
+            Comparison::AtMost,
+            5.0,
+            "ms",
+            Scale::Full,
+            format!(
+                "p99 {:.2} ms through foreman, {:.2} ms straight",
+                seq_foreman.summary.p99_ms, seq_direct.summary.p99_ms
+            ),
+        );
+        targets.check(
+            &format!("jobs/s through the queue with {clients} clients"),
+            conc_foreman.summary.throughput_per_s.round(),
+            Comparison::AtLeast,
+            1000.0,
+            "jobs/s",
+            Scale::Full,
+            format!(
+                "{} jobs in {:.2} s; straight to the target {:.0}/s",
+                conc_foreman.summary.requests - conc_foreman.summary.errors,
+                conc_foreman.summary.makespan_s,
+                conc_direct.summary.throughput_per_s
+            ),
+        );
+        targets.no_errors(&[
+            seq_direct.errors(),
+            seq_foreman.errors(),
+            conc_direct.errors(),
+            conc_foreman.errors(),
+        ]);
+        committed(&mut targets, &seq_foreman);
+        committed(&mut targets, &conc_foreman);
         let findings = vec![
             format!(
-                "latency added by foreman, sequential: p50 {added_p50:.2} ms, p99 {added_p99:.2} ms (target: at most 1 ms and 5 ms)"
+                "latency added by foreman, sequential: p50 {added_p50:.2} ms, p99 {added_p99:.2} ms"
             ),
-            seq_foreman.committed(),
-            conc_foreman.committed(),
             format!(
-                "jobs/s through foreman's queue with {clients} clients: {:.0} (target: at least 1000); straight to the target: {:.0}",
+                "jobs/s through foreman's queue with {clients} clients: {:.0}; straight to the target: {:.0}",
                 conc_foreman.summary.throughput_per_s, conc_direct.summary.throughput_per_s
             ),
         ];
@@ -267,6 +319,7 @@ impl Bench {
             description: "one model, no load time, 4-token replies: sequential requests, then 64 concurrent clients".into(),
             parameters: json!({"sequential_requests": sequential, "clients": clients, "requests_per_client": per_client, "model": "tiny:1b,load=0s,tps=inf", "reply_tokens": 4}),
             rows: vec![seq_direct.summary.clone(), seq_foreman.summary.clone(), conc_direct.summary.clone(), conc_foreman.summary.clone()],
+            targets: targets.into_vec(),
             findings,
             svg: None,
             raw: json!({"sequential": raw(&seq_direct, &seq_foreman), "concurrent": raw(&conc_direct, &conc_foreman)}),
@@ -311,20 +364,70 @@ impl Bench {
         let lower_bound_s = (generation + load_sum) / 1000.0;
         let swaps_ratio = direct.summary.swaps as f64 / through.summary.swaps.max(1) as f64;
         let makespan_ratio = direct.summary.makespan_s / through.summary.makespan_s.max(1e-9);
+        let of_bound = through.summary.makespan_s / lower_bound_s.max(1e-9);
+        let mut targets = Targets::new("interleaved", self.quick);
+        targets.check(
+            "foreman swaps less than direct",
+            through.summary.swaps as f64,
+            Comparison::Below,
+            direct.summary.swaps as f64,
+            "swaps",
+            Scale::Independent,
+            format!(
+                "{} through foreman, {} straight",
+                through.summary.swaps, direct.summary.swaps
+            ),
+        );
+        targets.check(
+            "times fewer swaps than direct",
+            round2(swaps_ratio),
+            Comparison::AtLeast,
+            4.0,
+            "x",
+            Scale::Full,
+            format!(
+                "{} straight / {} through foreman",
+                direct.summary.swaps, through.summary.swaps
+            ),
+        );
+        targets.check(
+            "times shorter makespan than direct",
+            round2(makespan_ratio),
+            Comparison::AtLeast,
+            2.0,
+            "x",
+            Scale::Full,
+            format!(
+                "{:.1} s straight / {:.1} s through foreman",
+                direct.summary.makespan_s, through.summary.makespan_s
+            ),
+        );
+        targets.check(
+            "makespan over the lower bound",
+            round2(of_bound),
+            Comparison::AtMost,
+            1.25,
+            "x",
+            Scale::Full,
+            format!(
+                "{:.1} s / {lower_bound_s:.1} s (all generation + one load per model)",
+                through.summary.makespan_s
+            ),
+        );
+        targets.no_errors(&[direct.errors(), through.errors()]);
+        committed(&mut targets, &through);
         let findings = vec![
             format!(
-                "swaps: {} straight, {} through foreman ({swaps_ratio:.1}x fewer; target: at least 4x)",
+                "swaps: {} straight, {} through foreman ({swaps_ratio:.1}x fewer)",
                 direct.summary.swaps, through.summary.swaps
             ),
             format!(
-                "makespan: {:.1} s straight, {:.1} s through foreman ({makespan_ratio:.2}x shorter; target: at least 2x)",
+                "makespan: {:.1} s straight, {:.1} s through foreman ({makespan_ratio:.2}x shorter)",
                 direct.summary.makespan_s, through.summary.makespan_s
             ),
             format!(
-                "lower bound (all generation + one load per model): {lower_bound_s:.1} s; foreman's makespan is {:.2}x of it (target: at most 1.25x)",
-                through.summary.makespan_s / lower_bound_s.max(1e-9)
+                "lower bound (all generation + one load per model): {lower_bound_s:.1} s; foreman's makespan is {of_bound:.2}x of it"
             ),
-            through.committed(),
         ];
         let svg = chart::render(
             "interleaved",
@@ -347,6 +450,7 @@ impl Bench {
                 "3 chat models, one resident at a time, clients cycling through the models".into(),
             parameters: json!({"models": models, "load": loads, "tokens_per_s": tps, "clients": clients, "requests": clients * per_client, "max_loaded": 1}),
             rows: vec![direct.summary.clone(), through.summary.clone()],
+            targets: targets.into_vec(),
             findings,
             svg: Some(svg),
             raw: raw(&direct, &through),
@@ -402,38 +506,39 @@ impl Bench {
             .map(|r| r.target_total_ms)
             .fold(0.0, f64::max);
         let bound_ms = parse_ms(max_wait) + longest_job;
-        let findings = vec![
-            format!(
-                "worst wait in foreman's queue of a rare-model request: {worst_rare:.0} ms; bound FOREMAN_MAX_WAIT + one job = {bound_ms:.0} ms ({})",
-                if worst_rare <= bound_ms {
-                    "met"
-                } else {
-                    "MISSED"
-                }
+        let mut targets = Targets::new("bursty", self.quick);
+        targets.check(
+            "worst wait in foreman's queue of a rare-model request within FOREMAN_MAX_WAIT + one job",
+            worst_rare,
+            Comparison::AtMost,
+            bound_ms,
+            "ms",
+            Scale::Full,
+            format!("bound {max_wait} + {longest_job:.0} ms (the longest job)"),
+        );
+        targets.no_errors(&[direct.errors(), through.errors()]);
+        committed(&mut targets, &through);
+        let findings = vec![format!(
+            "rare-model p99 latency: {:.0} ms straight, {:.0} ms through foreman",
+            percentile(
+                &direct
+                    .records
+                    .iter()
+                    .filter(rare)
+                    .map(Record::latency_ms)
+                    .collect::<Vec<_>>(),
+                99.0
             ),
-            format!(
-                "rare-model p99 latency: {:.0} ms straight, {:.0} ms through foreman",
-                percentile(
-                    &direct
-                        .records
-                        .iter()
-                        .filter(rare)
-                        .map(Record::latency_ms)
-                        .collect::<Vec<_>>(),
-                    99.0
-                ),
-                percentile(
-                    &through
-                        .records
-                        .iter()
-                        .filter(rare)
-                        .map(Record::latency_ms)
-                        .collect::<Vec<_>>(),
-                    99.0
-                )
-            ),
-            through.committed(),
-        ];
+            percentile(
+                &through
+                    .records
+                    .iter()
+                    .filter(rare)
+                    .map(Record::latency_ms)
+                    .collect::<Vec<_>>(),
+                99.0
+            )
+        )];
         let svg = chart::render(
             "bursty",
             &[
@@ -454,6 +559,7 @@ impl Bench {
             description: "Poisson arrivals, 90% one dominant model, 10% two rare ones".into(),
             parameters: json!({"models": models, "load": load, "tokens_per_s": tps, "arrivals_per_s": rate, "requests": count, "FOREMAN_MAX_WAIT": max_wait}),
             rows: vec![direct.summary.clone(), through.summary.clone()],
+            targets: targets.into_vec(),
             findings,
             svg: Some(svg),
             raw: raw(&direct, &through),
@@ -479,6 +585,21 @@ impl Bench {
         );
         let (direct, through) = self.both("stream", &sim_args, &[], &warmup, plan).await?;
         let added = through.summary.first_chunk_p50_ms - direct.summary.first_chunk_p50_ms;
+        let mut targets = Targets::new("stream", self.quick);
+        targets.check(
+            "time to first chunk foreman adds at p50",
+            added,
+            Comparison::AtMost,
+            2.0,
+            "ms",
+            Scale::Full,
+            format!(
+                "{:.2} ms through foreman, {:.2} ms straight",
+                through.summary.first_chunk_p50_ms, direct.summary.first_chunk_p50_ms
+            ),
+        );
+        targets.no_errors(&[direct.errors(), through.errors()]);
+        committed(&mut targets, &through);
         Ok(WorkloadReport {
             name: "stream".into(),
             description: "streaming chats on a warm model, one at a time".into(),
@@ -488,12 +609,10 @@ impl Bench {
                 "every": "25ms plus a spread over 1ms",
             }),
             rows: vec![direct.summary.clone(), through.summary.clone()],
-            findings: vec![
-                format!(
-                    "time to first chunk added by foreman: p50 {added:.2} ms (target: at most 2 ms)"
-                ),
-                through.committed(),
-            ],
+            targets: targets.into_vec(),
+            findings: vec![format!(
+                "time to first chunk added by foreman: p50 {added:.2} ms"
+            )],
             svg: None,
             raw: raw(&direct, &through),
         })
@@ -538,15 +657,24 @@ impl Bench {
         foreman.stop().await;
         sim.stop().await;
         let rss_mb = rss as f64 / 1_048_576.0;
+        let mut targets = Targets::new("memory", self.quick);
+        targets.check(
+            &format!("resident memory with {queued} queued jobs"),
+            (rss_mb * 10.0).round() / 10.0,
+            Comparison::Below,
+            50.0,
+            "MB",
+            Scale::Full,
+            "read once, 3 s after foreman started on a store already holding the jobs".into(),
+        );
         Ok(WorkloadReport {
             name: "memory".into(),
             description: "foreman's resident memory with a deep queue".into(),
             parameters: json!({"queued_jobs": queued}),
             rows: vec![],
+            targets: targets.into_vec(),
             findings: vec![
-                format!(
-                    "foreman's resident memory with {queued} queued jobs: {rss_mb:.1} MB (target: under 50 MB with 10,000)"
-                ),
+                format!("foreman's resident memory with {queued} queued jobs: {rss_mb:.1} MB"),
                 format!(
                     "durable enqueue straight into the store (one commit each, synchronous=FULL): {enqueue_rate:.0} jobs/s"
                 ),
@@ -555,6 +683,10 @@ impl Bench {
             raw: json!({"rss_bytes": rss, "queued_jobs": queued, "enqueue_per_s": enqueue_rate}),
         })
     }
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
 }
 
 fn args(list: &[&str]) -> Vec<String> {

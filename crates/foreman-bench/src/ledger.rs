@@ -6,6 +6,7 @@
 //! the store code it checks, and it reads only the columns the job table documents
 //! (`state`, `model`, `created_at`, `started_at`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -41,6 +42,15 @@ impl Ledger {
     /// How many jobs are in `state`.
     pub fn count(&self, state: &str) -> u64 {
         self.jobs.iter().filter(|j| j.state == state).count() as u64
+    }
+
+    /// Jobs per state, for the report.
+    pub fn by_state(&self) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for job in &self.jobs {
+            *counts.entry(job.state.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 }
 

@@ -2,10 +2,9 @@
 //! simulator and through foreman in front of another fresh one, and reports both
 //! passes side by side with what the workload is about.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use foreman_store::{JobKind, NewJob, Store};
 use ollama_sim::text::Rng;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -112,6 +111,7 @@ fn chat(model: &str, prompt: String, stream: bool) -> Planned {
         prompt,
         stream,
         at: None,
+        submit: false,
     }
 }
 
@@ -618,71 +618,147 @@ impl Bench {
         })
     }
 
+    /// foreman's resident memory while a deep queue builds up over HTTP.
+    ///
+    /// The target stalls every request, so the first job foreman runs never ends and
+    /// every other submitted job stays queued; 64 clients submit them with
+    /// `POST /jobs` while foreman's RSS is sampled.
     async fn memory(&self) -> Result<WorkloadReport> {
+        const CLIENTS: usize = 64;
         let queued = if self.quick { 2_000 } else { 10_000 };
-        let database = self.scratch.path().join(format!("memory-{}.db", unique()));
-        let store = Store::open(database.to_str().context("a UTF-8 path")?).await?;
-        let started = Instant::now();
-        for i in 0..queued {
-            store
-                .enqueue(
-                    NewJob {
-                        id: None,
-                        kind: JobKind::Chat,
-                        model: "tiny:latest".into(),
-                        payload: format!(r#"{{"model":"tiny","messages":[{{"role":"user","content":"job {i}"}}],"stream":false}}"#),
-                        priority: 0,
-                        max_attempts: 3,
-                        idempotency_key: None,
-                        webhook_url: None,
-                        metadata: None,
-                    },
-                    now_ms(),
-                )
-                .await?;
-        }
-        let enqueue_rate = queued as f64 / started.elapsed().as_secs_f64();
-        store.close().await;
-        // The target stalls, so one job runs forever and the rest stay queued.
+        let model = "tiny:latest";
         let sim = self
             .binaries
             .start_sim(&args(&["--model", "tiny,load=0s", "--stall-rate", "1"]))
             .await?;
+        let database = self.scratch.path().join(format!("memory-{}.db", unique()));
+        // The stalled job is requeued at shutdown; it need not be waited for.
+        let env = [("FOREMAN_SHUTDOWN_GRACE".to_string(), "100ms".to_string())];
         let foreman = self
             .binaries
-            .start_foreman(&sim.url, &database, &[])
+            .start_foreman(&sim.url, &database, &env)
             .await?;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let rss = foreman.pid().and_then(resident_bytes).unwrap_or(0);
-        foreman.stop().await;
+        let pid = foreman.pid().context("foreman has no pid")?;
+        let (stop_sampling, sampler) = sample_rss(pid, Duration::from_millis(20));
+        let idle_rss = resident_bytes(pid).unwrap_or(0);
+        // One more than the queue should hold: the first one is running (stalled).
+        let submitted = queued + 1;
+        let plan: Vec<Vec<Planned>> = (0..CLIENTS)
+            .map(|c| {
+                (c..submitted)
+                    .step_by(CLIENTS)
+                    .map(|i| Planned {
+                        submit: true,
+                        ..chat(model, format!("job {i}"), false)
+                    })
+                    .collect()
+            })
+            .collect();
+        let bar = progress("memory submit", submitted as u64);
+        let driver = Driver::new(&foreman.url, bar.clone());
+        let records = driver.closed_loop(plan).await;
+        bar.finish();
+        // Keep sampling a moment with the whole queue in place.
+        let depth = driver.queue_depth().await.unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = stop_sampling.send(());
+        let samples = sampler.await.context("the memory sampler")?;
+        let peak = samples.iter().copied().max().unwrap_or(0);
+        let last = samples.last().copied().unwrap_or(0);
+        let (stats, _) = driver.sim_report(&sim.url).await?;
+        foreman
+            .terminate(EXIT_WITHIN)
+            .await
+            .context("stopping foreman after the memory workload")?;
         sim.stop().await;
-        let rss_mb = rss as f64 / 1_048_576.0;
+        let ledger = Ledger::read(&database).await?;
+        let summary = PassSummary::new("memory submit foreman", &records, &stats);
+        let accepted = records.iter().filter(|r| r.ok()).count();
+        let kept = ledger.count("queued") + ledger.count("running");
+
+        let mb = |bytes: u64| bytes as f64 / 1_048_576.0;
         let mut targets = Targets::new("memory", self.quick);
         targets.check(
-            &format!("resident memory with {queued} queued jobs"),
-            (rss_mb * 10.0).round() / 10.0,
+            &format!("peak resident memory with {queued} jobs queued over HTTP"),
+            (mb(peak) * 10.0).round() / 10.0,
             Comparison::Below,
             50.0,
             "MB",
             Scale::Full,
-            "read once, 3 s after foreman started on a store already holding the jobs".into(),
+            format!(
+                "VmRSS sampled every 20 ms ({} samples), {:.1} MB before the first submission; queue depth {depth} after the last",
+                samples.len(),
+                mb(idle_rss)
+            ),
+        );
+        targets.no_errors(&[(&summary.pass, summary.errors, summary.requests)]);
+        targets.check(
+            "every submitted job durably queued",
+            kept as f64,
+            Comparison::Equal,
+            accepted as f64,
+            "rows",
+            Scale::Independent,
+            format!(
+                "{kept} queued rows in the database after foreman exited (states: {:?}), {accepted} submissions answered 202",
+                ledger.by_state()
+            ),
         );
         Ok(WorkloadReport {
             name: "memory".into(),
-            description: "foreman's resident memory with a deep queue".into(),
-            parameters: json!({"queued_jobs": queued}),
-            rows: vec![],
+            description: format!(
+                "foreman's resident memory while {CLIENTS} clients submit {submitted} jobs with POST /jobs to a target that never answers (one runs, {queued} stay queued)"
+            ),
+            parameters: json!({"queued_jobs": queued, "submitted_jobs": submitted, "clients": CLIENTS}),
+            rows: vec![summary.clone()],
             targets: targets.into_vec(),
             findings: vec![
-                format!("foreman's resident memory with {queued} queued jobs: {rss_mb:.1} MB"),
                 format!(
-                    "durable enqueue straight into the store (one commit each, synchronous=FULL): {enqueue_rate:.0} jobs/s"
+                    "foreman's peak resident memory while {submitted} jobs were submitted over HTTP: {:.1} MB ({:.1} MB before, {:.1} MB half a second after the last submission)",
+                    mb(peak),
+                    mb(idle_rss),
+                    mb(last)
+                ),
+                format!(
+                    "durable submissions over HTTP with {CLIENTS} clients: {:.0} jobs/s",
+                    summary.throughput_per_s
                 ),
             ],
             svg: None,
-            raw: json!({"rss_bytes": rss, "queued_jobs": queued, "enqueue_per_s": enqueue_rate}),
+            raw: json!({"rss_bytes": peak, "rss_before_bytes": idle_rss, "rss_last_bytes": last, "rss_samples": samples.len(), "queued_jobs": queued, "queue_depth": depth}),
         })
     }
+}
+
+/// Samples a process's resident memory every `every` until told to stop; the task
+/// answers with the samples.
+fn sample_rss(
+    pid: u32,
+    every: Duration,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Vec<u64>>,
+) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tick.tick() => {
+                    if let Some(bytes) = resident_bytes(pid) {
+                        samples.push(bytes);
+                    }
+                }
+            }
+        }
+        if let Some(bytes) = resident_bytes(pid) {
+            samples.push(bytes);
+        }
+        samples
+    });
+    (stop, task)
 }
 
 fn round2(value: f64) -> f64 {
@@ -708,13 +784,6 @@ fn parse_ms(text: &str) -> f64 {
     } else {
         0.0
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn unique() -> u128 {

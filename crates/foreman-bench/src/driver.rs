@@ -173,6 +173,23 @@ impl Driver {
 
     /// Every request is sent at its planned time, whatever is still running (open loop).
     pub async fn open_loop(&self, plan: Vec<Planned>) -> Vec<Record> {
+        self.open_loop_from(plan, 0).await
+    }
+
+    /// Closed-loop clients and open-loop arrivals at the same time; the open-loop
+    /// requests are numbered as clients after the closed-loop ones.
+    pub async fn mixed(&self, closed: Vec<Vec<Planned>>, open: Vec<Planned>) -> Vec<Record> {
+        let first_open = closed.len();
+        let (mut records, open) = tokio::join!(
+            self.closed_loop(closed),
+            self.open_loop_from(open, first_open)
+        );
+        records.extend(open);
+        records.sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
+        records
+    }
+
+    async fn open_loop_from(&self, plan: Vec<Planned>, first_client: usize) -> Vec<Record> {
         let tasks: Vec<_> = plan
             .into_iter()
             .enumerate()
@@ -182,7 +199,7 @@ impl Driver {
                     if let Some(at) = planned.at {
                         tokio::time::sleep_until(driver.start + at).await;
                     }
-                    driver.send(index, &planned).await
+                    driver.send(first_client + index, &planned).await
                 })
             })
             .collect();

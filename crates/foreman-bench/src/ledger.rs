@@ -24,6 +24,13 @@ pub struct JobRow {
     pub started_at: Option<i64>,
 }
 
+impl JobRow {
+    /// Time in foreman's queue before the first claim, in ms.
+    pub fn wait_ms(&self) -> Option<f64> {
+        self.started_at.map(|s| (s - self.created_at) as f64)
+    }
+}
+
 /// The job table of one pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ledger {

@@ -49,6 +49,11 @@ enum Plan {
     Closed(Vec<Vec<Planned>>),
     /// Each request at its own time.
     Open(Vec<Planned>),
+    /// Closed-loop clients and timed arrivals together.
+    Mixed {
+        closed: Vec<Vec<Planned>>,
+        open: Vec<Planned>,
+    },
 }
 
 impl Plan {
@@ -56,6 +61,7 @@ impl Plan {
         match self {
             Plan::Closed(lists) => lists.iter().map(Vec::len).sum(),
             Plan::Open(list) => list.len(),
+            Plan::Mixed { closed, open } => closed.iter().map(Vec::len).sum::<usize>() + open.len(),
         }
     }
 }
@@ -94,6 +100,9 @@ impl Pass {
 
 /// How long foreman gets to exit after SIGTERM once a pass is over.
 const EXIT_WITHIN: Duration = Duration::from_secs(60);
+
+/// The sim's reply length (its default), which with a model's tokens/s sets a job's run.
+const REPLY_TOKENS: f64 = 24.0;
 
 /// How often the stream workload sends a chat.
 const STREAM_CADENCE: Duration = Duration::from_millis(25);
@@ -171,6 +180,7 @@ impl Bench {
         let records = match plan {
             Plan::Closed(lists) => driver.closed_loop(lists).await,
             Plan::Open(list) => driver.open_loop(list).await,
+            Plan::Mixed { closed, open } => driver.mixed(closed, open).await,
         };
         bar.finish();
         let (stats, events) = driver.sim_report(&sim.url).await?;
@@ -457,88 +467,184 @@ impl Bench {
         })
     }
 
+    /// A hot model that is never idle, and short bursts for rare models.
+    ///
+    /// Two closed-loop clients keep `main:7b`'s queue from ever emptying, so draining
+    /// alone would never serve a rare model: only the wait bound does. Each burst is
+    /// three requests for one rare model, spaced by more than one job's run (so a later
+    /// one never waits longer than the first) and by more than the hot clients' gap
+    /// (so straight to the target they interleave with hot work); bursts are far enough
+    /// apart that one starving model at a time is what the bound is about.
     async fn bursty(&self) -> Result<WorkloadReport> {
-        let (load, tps, rate, count, max_wait) = if self.quick {
-            ("200ms", 400, 5.0, 60, "1s")
+        let scale = if self.quick {
+            BurstyScale {
+                load_ms: 100,
+                tps: 1200,
+                max_wait_ms: 400,
+                bursts: 4,
+                spacing_ms: 100,
+                first_ms: 500,
+                gap_min_ms: 800,
+                gap_mean_ms: 400,
+            }
         } else {
-            ("1500ms", 80, 1.0, 160, "5s")
+            BurstyScale {
+                load_ms: 500,
+                tps: 120,
+                max_wait_ms: 2000,
+                bursts: 10,
+                spacing_ms: 500,
+                first_ms: 3000,
+                gap_min_ms: 5000,
+                gap_mean_ms: 3000,
+            }
         };
+        const HOT_CLIENTS: usize = 2;
+        const BURST: usize = 3;
         let models = ["main:7b", "rare1:3b", "rare2:3b"];
         let mut sim_args = args(&["--max-loaded", "1"]);
         for model in models {
             sim_args.push("--model".into());
-            sim_args.push(format!("{model},load={load},tps={tps}"));
+            sim_args.push(format!(
+                "{model},load={}ms,tps={}",
+                scale.load_ms, scale.tps
+            ));
         }
+        let run_ms = REPLY_TOKENS * 1000.0 / scale.tps as f64;
         let mut rng = Rng::new(7);
-        let mut at = 0.0;
-        let plan: Vec<Planned> = (0..count)
-            .map(|i| {
-                at += -(1.0 - rng.next_f64()).ln() / rate;
-                let draw = rng.next_f64();
-                let model = if draw < 0.9 {
-                    models[0]
-                } else if draw < 0.95 {
-                    models[1]
-                } else {
-                    models[2]
-                };
-                Planned {
-                    at: Some(Duration::from_secs_f64(at)),
-                    ..chat(model, format!("burst {i}"), false)
-                }
+        let mut at_ms = scale.first_ms as f64;
+        let mut open = Vec::new();
+        for burst in 0..scale.bursts {
+            let model = models[1 + (rng.next_f64() < 0.5) as usize];
+            for k in 0..BURST {
+                let at = at_ms + (k * scale.spacing_ms) as f64;
+                open.push(Planned {
+                    at: Some(Duration::from_secs_f64(at / 1000.0)),
+                    ..chat(model, format!("burst {burst} request {k}"), false)
+                });
+            }
+            at_ms +=
+                scale.gap_min_ms as f64 - (1.0 - rng.next_f64()).ln() * scale.gap_mean_ms as f64;
+        }
+        // Enough hot work to outlast the last burst through foreman (the faster pass):
+        // until then the target runs hot jobs except for one excursion per burst.
+        let last_served_ms = open
+            .last()
+            .map(|p| p.at.unwrap_or_default().as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+            + (scale.max_wait_ms + 2 * scale.load_ms) as f64
+            + BURST as f64 * run_ms;
+        let excursions_ms =
+            scale.bursts as f64 * (2 * scale.load_ms) as f64 + open.len() as f64 * run_ms;
+        let hot_jobs = ((last_served_ms - excursions_ms) / run_ms * 1.05).ceil() as usize;
+        let per_client = hot_jobs.div_ceil(HOT_CLIENTS);
+        let closed: Vec<Vec<Planned>> = (0..HOT_CLIENTS)
+            .map(|c| {
+                (0..per_client)
+                    .map(|i| chat(models[0], format!("hot {c} turn {i}"), false))
+                    .collect()
             })
             .collect();
-        let env = vec![("FOREMAN_MAX_WAIT".to_string(), max_wait.to_string())];
+        let max_wait = format!("{}ms", scale.max_wait_ms);
+        let env = vec![("FOREMAN_MAX_WAIT".to_string(), max_wait.clone())];
         let (direct, through) = self
-            .both("bursty", &sim_args, &env, &[], Plan::Open(plan))
+            .both("bursty", &sim_args, &env, &[], Plan::Mixed { closed, open })
             .await?;
-        let queue_wait = |r: &Record| (r.latency_ms() - r.target_total_ms).max(0.0);
-        let rare = |r: &&Record| r.ok() && r.model != models[0];
-        let worst_rare = through
+
+        // The bound: FOREMAN_MAX_WAIT, plus the longest run of a job in the pass (the
+        // one under way when the wait ran out), plus one model load.
+        let longest_run = through
             .records
             .iter()
-            .filter(rare)
-            .map(queue_wait)
+            .filter(|r| r.ok())
+            .map(|r| r.target_total_ms - r.target_load_ms)
             .fold(0.0, f64::max);
-        let longest_job = through
-            .records
+        let bound_ms = (scale.max_wait_ms + scale.load_ms) as f64 + longest_run;
+        let ledger = through.ledger();
+        let worst = |model: Option<&str>| {
+            ledger
+                .jobs
+                .iter()
+                .filter(|j| model.is_none_or(|m| j.model == m))
+                .filter_map(|j| j.wait_ms())
+                .fold(0.0, f64::max)
+        };
+        let worst_all = worst(None);
+        let never_started = ledger
+            .jobs
             .iter()
-            .map(|r| r.target_total_ms)
-            .fold(0.0, f64::max);
-        let bound_ms = parse_ms(max_wait) + longest_job;
+            .filter(|j| j.started_at.is_none())
+            .count();
         let mut targets = Targets::new("bursty", self.quick);
         targets.check(
-            "worst wait in foreman's queue of a rare-model request within FOREMAN_MAX_WAIT + one job",
-            worst_rare,
+            "every job's wait in foreman's queue within FOREMAN_MAX_WAIT + one job + one load",
+            worst_all,
             Comparison::AtMost,
             bound_ms,
             "ms",
             Scale::Full,
-            format!("bound {max_wait} + {longest_job:.0} ms (the longest job)"),
+            format!(
+                "worst of {} jobs (created to first claim, from the database): main {:.0}, rare1 {:.0}, rare2 {:.0} ms; bound {} + {longest_run:.0} + {} ms; {never_started} never started",
+                ledger.jobs.len(),
+                worst(Some(models[0])),
+                worst(Some(models[1])),
+                worst(Some(models[2])),
+                scale.max_wait_ms,
+                scale.load_ms
+            ),
+        );
+        targets.check(
+            "foreman swaps less than direct",
+            through.summary.swaps as f64,
+            Comparison::Below,
+            direct.summary.swaps as f64,
+            "swaps",
+            Scale::Independent,
+            format!(
+                "{} through foreman, {} straight",
+                through.summary.swaps, direct.summary.swaps
+            ),
         );
         targets.no_errors(&[direct.errors(), through.errors()]);
         committed(&mut targets, &through);
-        let findings = vec![format!(
-            "rare-model p99 latency: {:.0} ms straight, {:.0} ms through foreman",
-            percentile(
-                &direct
-                    .records
-                    .iter()
-                    .filter(rare)
-                    .map(Record::latency_ms)
-                    .collect::<Vec<_>>(),
-                99.0
+
+        let rare_waits: Vec<f64> = ledger
+            .jobs
+            .iter()
+            .filter(|j| j.model != models[0])
+            .filter_map(|j| j.wait_ms())
+            .collect();
+        let reached = rare_waits
+            .iter()
+            .filter(|w| **w >= scale.max_wait_ms as f64)
+            .count();
+        // Client side, for both passes: time from sending to the end of the answer
+        // that was not the request's own generation (queueing and loads).
+        let rare = |r: &&Record| r.ok() && r.model != models[0];
+        let not_generating = |pass: &Pass| {
+            pass.records
+                .iter()
+                .filter(rare)
+                .map(|r| r.latency_ms() - (r.target_total_ms - r.target_load_ms))
+                .fold(0.0, f64::max)
+        };
+        let findings = vec![
+            format!(
+                "rare-model jobs that waited FOREMAN_MAX_WAIT ({} ms) or longer in foreman's queue: {reached} of {} (median wait {:.0} ms); two clients kept the hot queue full, so draining alone would have served none of them",
+                scale.max_wait_ms,
+                rare_waits.len(),
+                percentile(&rare_waits, 50.0)
             ),
-            percentile(
-                &through
-                    .records
-                    .iter()
-                    .filter(rare)
-                    .map(Record::latency_ms)
-                    .collect::<Vec<_>>(),
-                99.0
-            )
-        )];
+            format!(
+                "longest a rare-model request spent not generating (client side): {:.0} ms straight, {:.0} ms through foreman",
+                not_generating(&direct),
+                not_generating(&through)
+            ),
+            format!(
+                "swaps: {} straight, {} through foreman",
+                direct.summary.swaps, through.summary.swaps
+            ),
+        ];
         let svg = chart::render(
             "bursty",
             &[
@@ -554,15 +660,33 @@ impl Bench {
                 },
             ],
         );
+        let waits: Vec<Value> = ledger
+            .jobs
+            .iter()
+            .map(|j| json!({"model": j.model, "wait_ms": j.wait_ms()}))
+            .collect();
         Ok(WorkloadReport {
             name: "bursty".into(),
-            description: "Poisson arrivals, 90% one dominant model, 10% two rare ones".into(),
-            parameters: json!({"models": models, "load": load, "tokens_per_s": tps, "arrivals_per_s": rate, "requests": count, "FOREMAN_MAX_WAIT": max_wait}),
+            description: format!(
+                "{HOT_CLIENTS} closed-loop clients keep one model's queue full; bursts of {BURST} requests for one of two rare models"
+            ),
+            parameters: json!({
+                "models": models,
+                "load_ms": scale.load_ms,
+                "tokens_per_s": scale.tps,
+                "hot_clients": HOT_CLIENTS,
+                "hot_requests": per_client * HOT_CLIENTS,
+                "bursts": scale.bursts,
+                "burst_size": BURST,
+                "burst_spacing_ms": scale.spacing_ms,
+                "burst_gap_ms": format!("{} + exponential, mean {}", scale.gap_min_ms, scale.gap_mean_ms),
+                "FOREMAN_MAX_WAIT": max_wait,
+            }),
             rows: vec![direct.summary.clone(), through.summary.clone()],
             targets: targets.into_vec(),
             findings,
             svg: Some(svg),
-            raw: raw(&direct, &through),
+            raw: json!({"passes": raw(&direct, &through), "foreman_queue_waits": waits}),
         })
     }
 
@@ -728,6 +852,18 @@ impl Bench {
             raw: json!({"rss_bytes": peak, "rss_before_bytes": idle_rss, "rss_last_bytes": last, "rss_samples": samples.len(), "queued_jobs": queued, "queue_depth": depth}),
         })
     }
+}
+
+/// The scale of the bursty workload.
+struct BurstyScale {
+    load_ms: u64,
+    tps: u64,
+    max_wait_ms: u64,
+    bursts: usize,
+    spacing_ms: usize,
+    first_ms: u64,
+    gap_min_ms: u64,
+    gap_mean_ms: u64,
 }
 
 /// Samples a process's resident memory every `every` until told to stop; the task

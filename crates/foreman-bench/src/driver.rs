@@ -18,6 +18,9 @@ pub struct Planned {
     pub stream: bool,
     /// For open-loop workloads: when to send, from the pass's start.
     pub at: Option<Duration>,
+    /// Submit it as an async job (`POST /jobs`, answered 202 at once) instead of
+    /// waiting for the answer on `/api/chat`.
+    pub submit: bool,
 }
 
 /// What one request cost, in milliseconds from the pass's start.
@@ -40,8 +43,9 @@ impl Record {
         self.done_ms - self.sent_ms
     }
 
+    /// Answered with success: 200 for a chat, 202 for a submitted job.
     pub fn ok(&self) -> bool {
-        self.status == 200
+        (200..300).contains(&self.status)
     }
 }
 
@@ -77,11 +81,17 @@ impl Driver {
     }
 
     async fn send(&self, client: usize, planned: &Planned) -> Record {
-        let body = json!({
+        let mut body = json!({
             "model": planned.model,
             "messages": [{"role": "user", "content": planned.prompt}],
             "stream": planned.stream,
         });
+        let route = if planned.submit {
+            body = json!({"kind": "chat", "request": body, "priority": 0});
+            "jobs"
+        } else {
+            "api/chat"
+        };
         let sent_ms = self.now_ms();
         let mut record = Record {
             client,
@@ -96,7 +106,7 @@ impl Driver {
         };
         let response = match self
             .client
-            .post(format!("{}/api/chat", self.url))
+            .post(format!("{}/{route}", self.url))
             .json(&body)
             .send()
             .await
@@ -163,6 +173,23 @@ impl Driver {
 
     /// Every request is sent at its planned time, whatever is still running (open loop).
     pub async fn open_loop(&self, plan: Vec<Planned>) -> Vec<Record> {
+        self.open_loop_from(plan, 0).await
+    }
+
+    /// Closed-loop clients and open-loop arrivals at the same time; the open-loop
+    /// requests are numbered as clients after the closed-loop ones.
+    pub async fn mixed(&self, closed: Vec<Vec<Planned>>, open: Vec<Planned>) -> Vec<Record> {
+        let first_open = closed.len();
+        let (mut records, open) = tokio::join!(
+            self.closed_loop(closed),
+            self.open_loop_from(open, first_open)
+        );
+        records.extend(open);
+        records.sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
+        records
+    }
+
+    async fn open_loop_from(&self, plan: Vec<Planned>, first_client: usize) -> Vec<Record> {
         let tasks: Vec<_> = plan
             .into_iter()
             .enumerate()
@@ -172,7 +199,7 @@ impl Driver {
                     if let Some(at) = planned.at {
                         tokio::time::sleep_until(driver.start + at).await;
                     }
-                    driver.send(index, &planned).await
+                    driver.send(first_client + index, &planned).await
                 })
             })
             .collect();
@@ -181,6 +208,18 @@ impl Driver {
             records.push(task.await.expect("a request task"));
         }
         records
+    }
+
+    /// foreman's queue depth, from `/healthz`.
+    pub async fn queue_depth(&self) -> Result<u64> {
+        let health: Value = self
+            .client
+            .get(format!("{}/healthz", self.url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(health["queue_depth"].as_u64().unwrap_or(0))
     }
 
     /// The target's counters and residency events, with the events moved onto this

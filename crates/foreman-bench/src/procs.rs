@@ -26,6 +26,32 @@ impl Running {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+
+    /// Asks the process to shut down (SIGTERM) and waits for it to exit, so that what
+    /// it still had to write (foreman's outcomes, committed after the answers) is on
+    /// disk before anything reads its files. Killed, and an error, after `within`.
+    pub async fn terminate(mut self, within: Duration) -> Result<()> {
+        let pid = self
+            .child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw)
+            .context("the process has already exited")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .context("sending SIGTERM")?;
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                anyhow::ensure!(status.success(), "it exited with {status} after SIGTERM");
+                Ok(())
+            }
+            Err(_) => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                bail!("it did not exit within {within:?} of SIGTERM")
+            }
+        }
+    }
 }
 
 /// Where the two binaries live.

@@ -1,9 +1,10 @@
-//! The report: one markdown table per workload (both passes and their ratio), the
-//! findings with their targets, and the files written to the output folder.
+//! The report: the targets of the run with their verdicts first, then one markdown
+//! table per workload (both passes and their ratio) and its findings.
 
 use std::fmt::Write;
 
 use crate::metrics::PassSummary;
+use crate::targets::{self, Target, Verdict};
 use crate::workloads::WorkloadReport;
 
 fn row(summary: &PassSummary) -> String {
@@ -43,9 +44,38 @@ fn ratio(direct: &PassSummary, through: &PassSummary) -> String {
     )
 }
 
-/// Renders all workloads as markdown.
+/// Every target of the run, in workload order.
+pub fn all_targets(reports: &[WorkloadReport]) -> Vec<Target> {
+    reports.iter().flat_map(|r| r.targets.clone()).collect()
+}
+
+/// One line saying how the run went.
+pub fn verdict_line(targets: &[Target]) -> String {
+    let count = |verdict| targets.iter().filter(|t| t.verdict == verdict).count();
+    let (met, missed, info) = (
+        count(Verdict::Met),
+        count(Verdict::Missed),
+        count(Verdict::Informational),
+    );
+    let head = if missed == 0 {
+        format!("All {met} judged targets met")
+    } else {
+        format!("{missed} target(s) MISSED, {met} met")
+    };
+    if info > 0 {
+        format!("{head}; {info} informational (scale-dependent, not judged in a quick run).")
+    } else {
+        format!("{head}.")
+    }
+}
+
+/// Renders the targets and all workloads as markdown.
 pub fn markdown(reports: &[WorkloadReport]) -> String {
     let mut out = String::new();
+    let targets = all_targets(reports);
+    let _ = writeln!(out, "### Targets\n");
+    out.push_str(&targets::table(&targets));
+    let _ = writeln!(out, "\n{}\n", verdict_line(&targets));
     for report in reports {
         let _ = writeln!(out, "### {}\n", report.name);
         let _ = writeln!(

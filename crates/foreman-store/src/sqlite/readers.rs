@@ -1,8 +1,11 @@
 //! Readers: read-only connections that run queries on tokio's blocking threads.
 //!
 //! In WAL mode readers never wait for the writer, and the writer never waits for them,
-//! so reads stay off the writer thread. Connections are opened on demand and kept for
-//! reuse, up to [`IDLE_READERS`] of them.
+//! so reads stay off the writer thread. At most [`READERS`] reads run at once, each on
+//! a connection of its own, opened on demand and kept for reuse; further reads wait
+//! for one to finish. Unbounded, a burst of callers (64 clients submitting jobs) took a
+//! blocking thread, a connection and its page cache each, and foreman's memory grew
+//! with the number of callers and stayed grown.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 
-/// Read connections kept open between reads.
-const IDLE_READERS: usize = 4;
+/// Reads at once, and read connections kept open between reads.
+const READERS: usize = 4;
 
 /// The pool of read connections. Cheap to clone; clones share the pool.
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ struct Shared {
     path: PathBuf,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// One permit per read under way.
+    permits: Arc<Semaphore>,
     closed: AtomicBool,
 }
 
@@ -37,6 +43,7 @@ impl Readers {
                 path,
                 busy_timeout,
                 idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(READERS)),
                 closed: AtomicBool::new(false),
             }),
         }
@@ -57,7 +64,14 @@ impl Readers {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let shared = self.shared.clone();
+        let permit = shared
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Read(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = shared.take()?;
             let outcome = read(&conn);
             shared.give_back(conn);
@@ -100,7 +114,7 @@ impl Shared {
             return;
         }
         let mut idle = self.lock();
-        if idle.len() < IDLE_READERS {
+        if idle.len() < READERS {
             idle.push(conn);
         }
     }

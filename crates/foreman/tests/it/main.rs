@@ -9,6 +9,7 @@ mod golden;
 mod jobs;
 mod official_clients;
 mod openai;
+mod origin_guard;
 mod reliability;
 mod routes;
 mod scheduling;

@@ -88,8 +88,9 @@ pub fn split_origins(text: &str) -> Vec<String> {
 /// What the two middlewares make of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// 403, empty body.
-    Refuse,
+    /// 403, empty body; a Host refused after an allowed Origin keeps the CORS headers
+    /// gin had already set (`Some`).
+    Refuse(Option<String>),
     /// A cross-origin preflight: 204 with the preflight headers for this
     /// `Access-Control-Allow-Origin` value.
     Preflight(String),
@@ -139,7 +140,7 @@ impl Policy {
         let same_origin = origin == format!("http://{host}") || origin == format!("https://{host}");
         if !origin.is_empty() && !same_origin {
             if !self.origin_allowed(origin) {
-                return Verdict::Refuse;
+                return Verdict::Refuse(None);
             }
             let value = if self.allow_all { "*" } else { origin };
             if method == Method::OPTIONS {
@@ -155,7 +156,7 @@ impl Policy {
             return Verdict::Pass(allow_origin);
         }
         if !allowed_host_name(name) {
-            return Verdict::Refuse;
+            return Verdict::Refuse(allow_origin);
         }
         if method == Method::OPTIONS {
             Verdict::NoContent
@@ -231,7 +232,11 @@ pub async fn guard(State(policy): State<Arc<Policy>>, request: Request, next: Ne
     };
     let origin = header_text(&request, header::ORIGIN);
     match policy.judge(request.method(), &host, &origin) {
-        Verdict::Refuse => StatusCode::FORBIDDEN.into_response(),
+        Verdict::Refuse(allow_origin) => {
+            let mut response = StatusCode::FORBIDDEN.into_response();
+            add_cors(&mut response, allow_origin);
+            response
+        }
         Verdict::NoContent => StatusCode::NO_CONTENT.into_response(),
         Verdict::Preflight(allow_origin) => {
             let mut response = StatusCode::NO_CONTENT.into_response();
@@ -264,15 +269,20 @@ pub async fn guard(State(policy): State<Arc<Policy>>, request: Request, next: Ne
         }
         Verdict::Pass(allow_origin) => {
             let mut response = next.run(request).await;
-            if let Some(allow_origin) = allow_origin {
-                let headers = response.headers_mut();
-                if allow_origin != "*" {
-                    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-                }
-                insert_text(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, &allow_origin);
-            }
+            add_cors(&mut response, allow_origin);
             response
         }
+    }
+}
+
+/// The headers gin-contrib/cors sets on an allowed cross-origin request.
+fn add_cors(response: &mut Response, allow_origin: Option<String>) {
+    if let Some(allow_origin) = allow_origin {
+        let headers = response.headers_mut();
+        if allow_origin != "*" {
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        insert_text(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, &allow_origin);
     }
 }
 
@@ -328,7 +338,7 @@ mod tests {
         for origin in ["http://evil.example", "chrome-extension://x", "null"] {
             assert_eq!(
                 guard.judge(&get, "127.0.0.1:11434", origin),
-                Verdict::Refuse
+                Verdict::Refuse(None)
             );
         }
         let any = policy("127.0.0.1:11434", &["*"]);
@@ -362,8 +372,13 @@ mod tests {
                 "evil.example:11434",
                 "http://evil.example:11434"
             ),
-            Verdict::Refuse,
+            Verdict::Refuse(None),
             "a rebound page is its own origin, and its Host is foreign"
+        );
+        // config.go:93-97 set the CORS headers before routes.go:1837 refuses the Host.
+        assert_eq!(
+            guard.judge(&Method::GET, "evil.example", "http://localhost:3000"),
+            Verdict::Refuse(Some("http://localhost:3000".into()))
         );
     }
 
@@ -386,7 +401,7 @@ mod tests {
             assert_eq!(guard.judge(&get, host, ""), Verdict::Pass(None), "{host}");
         }
         for host in ["evil.example", "evil.example:11434", "8.8.8.8", "[::1]"] {
-            assert_eq!(guard.judge(&get, host, ""), Verdict::Refuse, "{host}");
+            assert_eq!(guard.judge(&get, host, ""), Verdict::Refuse(None), "{host}");
         }
         let open = policy("0.0.0.0:11434", &[]);
         assert_eq!(open.judge(&get, "evil.example", ""), Verdict::Pass(None));

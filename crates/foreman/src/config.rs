@@ -119,6 +119,12 @@ pub struct ServeArgs {
     /// How often the janitor prunes finished jobs and requeues jobs whose lease lapsed.
     #[arg(long, env = "FOREMAN_JANITOR_INTERVAL", default_value = "60s")]
     pub janitor_interval: String,
+    /// Origins whose web pages may call foreman, comma-separated, `*` as a wildcard (as
+    /// OLLAMA_ORIGINS), on top of Ollama's defaults: localhost, 127.0.0.1 and 0.0.0.0
+    /// on any port over http(s), app://, file://, tauri://, vscode-webview://,
+    /// vscode-file://. Other origins get 403.
+    #[arg(long, env = "FOREMAN_ORIGINS", default_value = "")]
+    pub origins: String,
     /// Log filter, e.g. info or foreman=debug.
     #[arg(long, env = "FOREMAN_LOG", default_value = "info")]
     pub log: String,
@@ -165,6 +171,8 @@ pub struct Config {
     pub artifact_threshold: usize,
     pub lease: Duration,
     pub janitor_interval: Duration,
+    /// Origins allowed besides Ollama's defaults (`FOREMAN_ORIGINS`, checked).
+    pub origins: Vec<String>,
     pub log: String,
 }
 
@@ -365,6 +373,8 @@ impl ServeArgs {
                 "JANITOR_INTERVAL",
                 false,
             )?,
+            origins: crate::api::origin_guard::parse_origins(&self.origins)
+                .map_err(|reason| invalid("origins", "ORIGINS", reason))?,
             log: self.log.clone(),
         })
     }
@@ -530,5 +540,8 @@ mod tests {
         let mut args = ServeArgs::defaults();
         args.janitor_interval = "often".into();
         assert_eq!(args.validate().unwrap_err().flag, "janitor-interval");
+        let mut args = ServeArgs::defaults();
+        args.origins = "app.example".into();
+        assert_eq!(args.validate().unwrap_err().flag, "origins");
     }
 }

@@ -51,7 +51,7 @@ pub enum ServeError {
 /// requests, the running job gets its grace period, queued jobs stay in the store.
 pub async fn serve(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|error| {
@@ -118,6 +118,9 @@ pub async fn serve(
         };
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
+    // The origin guard checks Host only on a loopback listener, as Ollama decides from
+    // the address it actually bound, not from the setting.
+    config.addr = listener.local_addr()?;
     let state = AppState {
         config: Arc::new(config),
         store: store.clone(),

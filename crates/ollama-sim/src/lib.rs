@@ -23,6 +23,7 @@ pub mod text;
 mod api;
 mod sim;
 
+pub use api::origin_guard::{check_origins, split_origins};
 pub use faults::{Faults, FaultsUpdate};
 pub use keep_alive::KeepAlive;
 pub use server::{SimHandle, spawn};
@@ -52,6 +53,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// What `/api/version` reports.
     pub version: String,
+    /// Origins allowed besides Ollama's defaults (`OLLAMA_ORIGINS`, split at commas).
+    pub origins: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -66,6 +69,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             seed: 0x5eed,
             version: "0.33.0".to_string(),
+            origins: Vec::new(),
         }
     }
 }

@@ -61,6 +61,11 @@ struct Args {
     /// Version reported by /api/version.
     #[arg(long, default_value = "0.33.0")]
     ollama_version: String,
+    /// Origins allowed to call the simulator from a web page, comma-separated, `*` as a
+    /// wildcard, on top of Ollama's defaults (localhost, 127.0.0.1, 0.0.0.0 on any port,
+    /// app://, file://, tauri://, vscode-webview://, vscode-file://).
+    #[arg(long, env = "OLLAMA_ORIGINS", default_value = "")]
+    origins: String,
     /// Log filter (e.g. info, debug).
     #[arg(long, env = "OLLAMA_SIM_LOG", default_value = "info")]
     log: String,
@@ -88,6 +93,10 @@ async fn main() -> anyhow::Result<()> {
         refuse_connections: false,
     };
     faults.validate().map_err(anyhow::Error::msg)?;
+    let origins = ollama_sim::split_origins(&args.origins);
+    ollama_sim::check_origins(&origins)
+        .map_err(anyhow::Error::msg)
+        .context("--origins (OLLAMA_ORIGINS)")?;
     let config = SimConfig {
         models: if args.models.is_empty() {
             default_models()
@@ -102,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         faults,
         seed: args.seed,
         version: args.ollama_version,
+        origins,
     };
     let names: Vec<String> = config.models.iter().map(|m| m.display_name()).collect();
     let handle = ollama_sim::server::spawn_with_control(args.addr, args.control_addr, config)

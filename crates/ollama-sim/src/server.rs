@@ -201,12 +201,15 @@ pub async fn spawn_with_control(
         .faults
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    api::origin_guard::check_origins(&config.origins)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let origins = config.origins.clone();
     let sim = Sim::new(config);
     let shutdown = CancellationToken::new();
     let listener = SwitchableListener::bind(addr, sim.refusing.subscribe()).await?;
     let addr = listener.addr;
     let mut tasks = Vec::new();
-    let app = api::router(sim.clone());
+    let app = api::origin_guard::install(api::router(sim.clone()), addr, &origins);
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         axum::serve(listener, app)
@@ -216,8 +219,9 @@ pub async fn spawn_with_control(
     let mut bound_control = None;
     if let Some(control_addr) = control_addr {
         let control = TcpListener::bind(control_addr).await?;
-        bound_control = Some(control.local_addr()?);
-        let app = api::control_router(sim.clone());
+        let bound = control.local_addr()?;
+        bound_control = Some(bound);
+        let app = api::origin_guard::install(api::control_router(sim.clone()), bound, &origins);
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             axum::serve(control, app)

@@ -14,6 +14,9 @@
 //! - OpenAI-compatible: `/v1/chat/completions`, `/v1/completions` queued,
 //!   `/v1/embeddings`, `/v1/models` direct ([`openai`]);
 //! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, events, cancel ([`jobs`]).
+//!
+//! Every route, `/healthz` included, is behind Ollama's Host and Origin guard
+//! ([`origin_guard`]), as every route of Ollama is.
 
 mod auth;
 mod body;
@@ -23,6 +26,7 @@ mod error;
 mod jobs;
 mod listing;
 mod openai;
+pub mod origin_guard;
 mod queued;
 mod show_cache;
 
@@ -101,6 +105,14 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(state.config.max_body))
+        // Outside auth: a preflight carries no token, and a refused page gets nothing.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(origin_guard::Guard::new(
+                state.config.addr,
+                &state.config.origins,
+            )),
+            origin_guard::guard,
+        ))
         .with_state(state)
 }
 

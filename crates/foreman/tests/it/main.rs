@@ -1,6 +1,7 @@
 //! foreman end to end: a real simulator upstream on loopback, foreman on port 0 with
 //! a real SQLite file, and real HTTP between them.
 
+mod browser;
 mod cli;
 mod common;
 mod config;
@@ -9,6 +10,7 @@ mod golden;
 mod jobs;
 mod official_clients;
 mod openai;
+mod origin_guard;
 mod reliability;
 mod routes;
 mod scheduling;

@@ -2,13 +2,15 @@
 //! API, plus the admission step every inference request goes through.
 //!
 //! Unknown paths answer `404 page not found` and wrong methods `405 method not
-//! allowed`, both as plain text, exactly as Ollama's router does.
+//! allowed`, both as plain text, exactly as Ollama's router does. Every route is behind
+//! Ollama's Host and Origin guard ([`origin_guard`], installed by `server::spawn`).
 
 mod body;
 mod control;
 mod manage;
 mod native;
 mod openai;
+pub mod origin_guard;
 mod wire;
 
 use std::sync::Arc;

@@ -8,4 +8,5 @@ mod errors;
 mod faults;
 mod golden;
 mod openai;
+mod origin_guard;
 mod residency;

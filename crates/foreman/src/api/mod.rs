@@ -12,9 +12,12 @@
 //! - from the inventory cache: `GET /api/tags`, `GET /api/ps`; plus `/`, `/api/version`
 //!   and the public `GET /healthz` ([`listing`]);
 //! - OpenAI-compatible: `/v1/chat/completions`, `/v1/completions` queued,
-//!   `/v1/embeddings`, `/v1/models` direct ([`openai`]);
+//!   `/v1/embeddings`, `/v1/models` direct ([`openai`]); OpenAI's Responses API,
+//!   `/v1/responses`, queued ([`responses`]);
+//! - Anthropic's Messages API: `/v1/messages`, queued ([`anthropic`]);
 //! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, events, cancel ([`jobs`]).
 
+mod anthropic;
 mod auth;
 mod body;
 mod depth;
@@ -24,6 +27,7 @@ mod jobs;
 mod listing;
 mod openai;
 mod queued;
+mod responses;
 mod show_cache;
 
 use std::sync::Arc;
@@ -87,6 +91,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
+        .route("/v1/responses", post(responses::responses))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/cancel", post(jobs::cancel))

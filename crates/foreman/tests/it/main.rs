@@ -13,4 +13,5 @@ mod reliability;
 mod routes;
 mod scheduling;
 mod shutdown;
+mod translated;
 mod webhooks;

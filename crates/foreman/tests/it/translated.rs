@@ -273,3 +273,58 @@ async fn translated_routes_answer_errors_in_their_family_shape() {
     assert_eq!(answer["error"]["type"], "authentication_error");
     foreman.stop().await;
 }
+
+/// Responses and Messages jobs queue with chats and drain by model with them: an
+/// interleaved backlog over two models and one slot loads each model once.
+#[tokio::test]
+async fn responses_and_messages_drain_by_model_with_chat() {
+    let sim = ollama_sim::SimConfig {
+        models: vec![
+            ollama_sim::ModelSpec::parse("llama3.2:3b,load=50ms,tps=4000").unwrap(),
+            ollama_sim::ModelSpec::parse("qwen2.5:0.5b,load=50ms,tps=4000").unwrap(),
+        ],
+        max_loaded: 1,
+        ..ollama_sim::SimConfig::default()
+    };
+    let foreman = TestForeman::start(sim).await;
+    let client = client();
+    // The first job waits at the target, so the rest queue up behind it.
+    hold(&foreman.sim, true);
+    let requests: Vec<_> = (0..12)
+        .map(|i| {
+            let model = if i % 2 == 0 { CHAT } else { CHAT2 };
+            let text = format!("request {i}");
+            let (path, body) = match i % 3 {
+                0 => ("/api/chat", chat_body(model, &text, false)),
+                1 => (
+                    "/v1/messages",
+                    json!({"model": model, "max_tokens": 50, "messages": [{"role": "user", "content": text}]}),
+                ),
+                _ => ("/v1/responses", json!({"model": model, "input": text})),
+            };
+            let (client, url) = (client.clone(), format!("{}{path}", foreman.url));
+            tokio::spawn(async move { post(&client, url, &body).await.0 })
+        })
+        .collect();
+    let store = foreman.store().await;
+    eventually("one job held at the target and eleven queued", async || {
+        foreman.sim.stats().held == 1 && store.queue_depth().await.unwrap() == 11
+    })
+    .await;
+    hold(&foreman.sim, false);
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let stats = foreman.sim.stats();
+    assert_eq!(stats.loads_total, 2, "each model loaded once: {stats:?}");
+    let mut kinds: Vec<&str> = foreman
+        .jobs()
+        .await
+        .iter()
+        .map(|job| job.kind.as_str())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(kinds, ["anthropic_messages", "chat", "openai_responses"]);
+    foreman.stop().await;
+}

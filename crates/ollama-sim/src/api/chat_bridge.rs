@@ -7,6 +7,9 @@
 //! the same: each route turns its body into a [`ChatCall`], and this module runs it
 //! exactly as `/api/chat` would (same seed text, same prompt token count), so the
 //! three routes agree on the text for the same conversation.
+//!
+//! Names of Ollama's files and functions here and in `responses.rs` and
+//! `anthropic.rs` are as of its commit `fb30760` (August 2026).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -7,6 +7,7 @@ front of it. The Rust integration tests start the server and set:
 - OLLAMA_HOST: the server's base URL, e.g. http://127.0.0.1:45678 (required)
 - TEST_CHAT_MODEL, TEST_CHAT_MODEL_2: two chat models (defaults llama3.2:3b, qwen2.5:0.5b)
 - TEST_EMBED_MODEL: an embedding model (default nomic-embed-text)
+- TEST_DIRECT_HOST: the simulator behind foreman, when OLLAMA_HOST is foreman (optional)
 """
 
 import os
@@ -42,3 +43,10 @@ def embed_model() -> str:
 def client(host: str):
     with ollama.Client(host=host) as value:
         yield value
+
+
+@pytest.fixture(scope="session")
+def direct_host(host: str) -> str:
+    """The upstream the server under test sits in front of (TEST_DIRECT_HOST), so a
+    test can ask both and compare; the server itself when it is the simulator."""
+    return (os.environ.get("TEST_DIRECT_HOST") or "").strip() or host

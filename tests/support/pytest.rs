@@ -11,12 +11,15 @@ pub fn repo_root(manifest_dir: &str) -> PathBuf {
 }
 
 /// Runs pytest on `tests/python` (optionally only tests matching `filter`) with
-/// `OLLAMA_HOST=url` and the model names, and fails with pytest's output unless all pass.
+/// `OLLAMA_HOST=url`, the model names and `env` (e.g. `TEST_DIRECT_HOST`, the
+/// simulator behind foreman, which tests ask too and compare answers with), and fails
+/// with pytest's output unless all pass.
 pub async fn run_python_suite(
     manifest_dir: &str,
     url: &str,
     models: [&str; 3],
     filter: Option<&str>,
+    env: &[(&str, &str)],
 ) {
     let root = repo_root(manifest_dir);
     let python = root.join(".venv/bin/python");
@@ -43,6 +46,7 @@ pub async fn run_python_suite(
         // No __pycache__ left in the work tree.
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .kill_on_drop(true);
+    command.envs(env.iter().copied());
     if let Some(filter) = filter {
         command.args(["-k", filter]);
     }

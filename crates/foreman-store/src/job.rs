@@ -142,15 +142,21 @@ pub enum JobKind {
     OpenAiChat,
     /// OpenAI-compatible `/v1/completions`.
     OpenAiCompletion,
+    /// OpenAI's Responses API, `/v1/responses`.
+    OpenAiResponses,
+    /// Anthropic's Messages API, `/v1/messages`.
+    AnthropicMessages,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Chat,
         JobKind::Generate,
         JobKind::OpenAiChat,
         JobKind::OpenAiCompletion,
+        JobKind::OpenAiResponses,
+        JobKind::AnthropicMessages,
     ];
 
     /// The snake-case name stored in the database and shown to clients.
@@ -160,6 +166,8 @@ impl JobKind {
             JobKind::Generate => "generate",
             JobKind::OpenAiChat => "openai_chat",
             JobKind::OpenAiCompletion => "openai_completion",
+            JobKind::OpenAiResponses => "openai_responses",
+            JobKind::AnthropicMessages => "anthropic_messages",
         }
     }
 }
@@ -302,7 +310,14 @@ mod tests {
         let names: Vec<&str> = JobKind::ALL.into_iter().map(JobKind::as_str).collect();
         assert_eq!(
             names,
-            ["chat", "generate", "openai_chat", "openai_completion"]
+            [
+                "chat",
+                "generate",
+                "openai_chat",
+                "openai_completion",
+                "openai_responses",
+                "anthropic_messages"
+            ]
         );
         for kind in JobKind::ALL {
             assert_eq!(kind.as_str().parse::<JobKind>(), Ok(kind));

@@ -9,6 +9,16 @@
 //! OpenAI SSE (`data: {...}` frames, then `data: [DONE]`): the chunks' `delta`s (chat)
 //! or `text`s (completions) concatenated into one `chat.completion` or
 //! `text_completion` object, with the last `finish_reason` and the `usage` if sent.
+//!
+//! Typed SSE (`event: <type>` then `data: {...}`), told apart by the `type` inside
+//! each data object, as Ollama writes them (`openai/responses.go`,
+//! `anthropic/anthropic.go`):
+//! - Responses (`response.*`): the `response` of the last `response.completed` (or
+//!   `response.incomplete`/`response.failed`) event, the whole answer by construction;
+//! - Anthropic Messages: `message_start`'s message with the blocks that
+//!   `content_block_start` opens and the `content_block_delta`s fill (text, thinking,
+//!   a tool's `input` from its `partial_json`), the `message_delta`'s `stop_reason`
+//!   and `usage`. An `error` event means the job failed mid-stream.
 
 use serde_json::{Map, Value};
 
@@ -24,6 +34,16 @@ pub struct Aggregator {
     last: Option<Map<String, Value>>,
     error: Option<String>,
     openai: Option<OpenAiParts>,
+    /// The final `response` object of a Responses stream.
+    responses_final: Option<Value>,
+    anthropic: Option<AnthropicParts>,
+}
+
+/// What Anthropic's message events add up to.
+struct AnthropicParts {
+    message: Map<String, Value>,
+    /// Blocks by index; a tool's input is gathered as JSON text until its stop.
+    blocks: Vec<(Map<String, Value>, String)>,
 }
 
 /// What OpenAI-style chunks add up to.
@@ -54,6 +74,11 @@ impl Aggregator {
         };
         if object.contains_key("choices") {
             self.openai_chunk(object);
+            return;
+        }
+        if let Some(kind) = object.get("type").and_then(Value::as_str) {
+            let kind = kind.to_string();
+            self.typed_event(&kind, object);
             return;
         }
         if let Some(error) = object.get("error") {
@@ -107,6 +132,80 @@ impl Aggregator {
         }
     }
 
+    /// One data object of a typed SSE stream (Responses or Anthropic Messages).
+    fn typed_event(&mut self, kind: &str, mut object: Map<String, Value>) {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+        match kind {
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                self.responses_final = object.remove("response");
+            }
+            "error" => {
+                let error = object.get("error").unwrap_or(&Value::Null);
+                self.error = Some(match error.get("message").and_then(Value::as_str) {
+                    Some(message) => message.to_string(),
+                    None => error.to_string(),
+                });
+            }
+            "message_start" => {
+                if let Some(Value::Object(message)) = object.remove("message") {
+                    self.anthropic = Some(AnthropicParts {
+                        message,
+                        blocks: Vec::new(),
+                    });
+                }
+            }
+            "content_block_start" => {
+                if let (Some(parts), Some(Value::Object(block))) =
+                    (self.anthropic.as_mut(), object.remove("content_block"))
+                {
+                    parts.blocks.push((block, String::new()));
+                }
+            }
+            "content_block_delta" => {
+                let Some((block, input)) = self
+                    .anthropic
+                    .as_mut()
+                    .and_then(|parts| parts.blocks.last_mut())
+                else {
+                    return;
+                };
+                let delta = object.get("delta").unwrap_or(&Value::Null);
+                let mut append = |key: &str, more: String| {
+                    let whole = text(block.get(key)) + &more;
+                    block.insert(key.into(), Value::String(whole));
+                };
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => append("text", text(delta.get("text"))),
+                    Some("thinking_delta") => append("thinking", text(delta.get("thinking"))),
+                    Some("signature_delta") => append("signature", text(delta.get("signature"))),
+                    Some("input_json_delta") => input.push_str(&text(delta.get("partial_json"))),
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                let Some(parts) = self.anthropic.as_mut() else {
+                    return;
+                };
+                if let Some(Value::Object(delta)) = object.get("delta") {
+                    for (key, value) in delta {
+                        parts.message.insert(key.clone(), value.clone());
+                    }
+                }
+                if let Some(Value::Object(usage)) = object.get("usage") {
+                    let mut whole = match parts.message.remove("usage") {
+                        Some(Value::Object(whole)) => whole,
+                        _ => Map::new(),
+                    };
+                    for (key, value) in usage {
+                        whole.insert(key.clone(), value.clone());
+                    }
+                    parts.message.insert("usage".into(), Value::Object(whole));
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The error line the stream carried, if any.
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
@@ -120,6 +219,12 @@ impl Aggregator {
         }
         if let Some(parts) = self.openai {
             return Some(openai_object(parts).to_string());
+        }
+        if let Some(response) = self.responses_final {
+            return Some(response.to_string());
+        }
+        if let Some(parts) = self.anthropic {
+            return Some(anthropic_message(parts).to_string());
         }
         let mut last = self.last?;
         if last.contains_key("response") {
@@ -139,6 +244,37 @@ impl Aggregator {
         }
         Some(Value::Object(last).to_string())
     }
+}
+
+/// The message as Ollama's non-streaming `/v1/messages` writes it: content, then
+/// `stop_reason` (and `stop_sequence`) before `usage`.
+fn anthropic_message(parts: AnthropicParts) -> Value {
+    let mut message = parts.message;
+    let usage = message.remove("usage");
+    let content: Vec<Value> = parts
+        .blocks
+        .into_iter()
+        .map(|(mut block, input)| {
+            if !input.is_empty() {
+                let parsed = serde_json::from_str(&input).unwrap_or(Value::String(input));
+                block.insert("input".into(), parsed);
+            }
+            Value::Object(block)
+        })
+        .collect();
+    let mut ordered = Map::new();
+    for key in ["id", "type", "role", "model"] {
+        if let Some(value) = message.remove(key) {
+            ordered.insert(key.into(), value);
+        }
+    }
+    ordered.insert("content".into(), Value::Array(content));
+    message.remove("content");
+    ordered.extend(message);
+    if let Some(usage) = usage {
+        ordered.insert("usage".into(), usage);
+    }
+    Value::Object(ordered)
 }
 
 fn openai_object(parts: OpenAiParts) -> Value {
@@ -206,6 +342,108 @@ mod tests {
         assert_eq!(result["choices"][0]["message"]["content"], "Hi there");
         assert_eq!(result["choices"][0]["finish_reason"], "stop");
         assert_eq!(result["usage"]["total_tokens"], 3);
+    }
+
+    #[test]
+    fn responses_events_keep_the_completed_response() {
+        let mut aggregator = Aggregator::default();
+        aggregator.push(b"event: response.created\ndata: {\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\",\"output\":[]},\"sequence_number\":0,\"type\":\"response.created\"}\n\n");
+        aggregator.push(b"event: response.output_text.delta\ndata: {\"delta\":\"Hi\",\"item_id\":\"msg_1\",\"sequence_number\":1,\"type\":\"response.output_text.delta\"}\n\nevent: response.completed\n");
+        aggregator.push(b"data: {\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",\"output\":[{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":\"Hi\"}]}],\"usage\":{\"output_tokens\":1}},\"sequence_number\":2,\"type\":\"response.completed\"}\n\n");
+        assert_eq!(aggregator.error(), None);
+        let result: Value = serde_json::from_str(&aggregator.finish().unwrap()).unwrap();
+        assert_eq!(result["status"], "completed");
+        assert_eq!(result["output"][0]["content"][0]["text"], "Hi");
+        assert_eq!(result["usage"]["output_tokens"], 1);
+    }
+
+    #[test]
+    fn anthropic_events_fold_into_one_message() {
+        let mut aggregator = Aggregator::default();
+        for (event, data) in [
+            (
+                "message_start",
+                json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[],"usage":{"input_tokens":3,"output_tokens":0}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hm"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type":"content_block_stop","index":0}),
+            ),
+            (
+                "content_block_start",
+                json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hel"}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"lo"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type":"content_block_stop","index":1}),
+            ),
+            (
+                "content_block_start",
+                json!({"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"call_1","name":"f","input":{}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"\"Paris\"}"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type":"content_block_stop","index":2}),
+            ),
+            (
+                "message_delta",
+                json!({"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"input_tokens":5,"output_tokens":7}}),
+            ),
+            ("message_stop", json!({"type":"message_stop"})),
+        ] {
+            aggregator.push(format!("event: {event}\ndata: {data}\n\n").as_bytes());
+        }
+        assert_eq!(aggregator.error(), None);
+        let result: Value = serde_json::from_str(&aggregator.finish().unwrap()).unwrap();
+        assert_eq!(
+            result,
+            json!({"id":"msg_1","type":"message","role":"assistant","model":"m","content":[
+                {"type":"thinking","thinking":"hm"},
+                {"type":"text","text":"Hello"},
+                {"type":"tool_use","id":"call_1","name":"f","input":{"city":"Paris"}}],
+                "stop_reason":"tool_use","usage":{"input_tokens":5,"output_tokens":7}})
+        );
+        let keys: Vec<&String> = result.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "id",
+                "type",
+                "role",
+                "model",
+                "content",
+                "stop_reason",
+                "usage"
+            ]
+        );
+
+        let mut failing = Aggregator::default();
+        failing.push(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"runner crashed\"}}\n\n");
+        assert_eq!(failing.error(), Some("runner crashed"));
     }
 
     #[test]

@@ -298,12 +298,14 @@ impl Worker {
             JobKind::Generate => "/api/generate",
             JobKind::OpenAiChat => "/v1/chat/completions",
             JobKind::OpenAiCompletion => "/v1/completions",
+            JobKind::OpenAiResponses => "/v1/responses",
+            JobKind::AnthropicMessages => "/v1/messages",
         };
         let mut answer = match self.upstream.start(path, payload).await {
             Ok(answer) => answer,
             Err(error) => return self.failed_attempt(job.id, error),
         };
-        // NDJSON (native) and SSE (OpenAI) answers are relayed as they arrive.
+        // NDJSON (native) and SSE (OpenAI, Anthropic) answers are relayed as they arrive.
         let streaming = answer.content_type.starts_with("application/x-ndjson")
             || answer.content_type.starts_with("text/event-stream");
         self.hub.start(job.id, &answer.content_type);

@@ -33,6 +33,7 @@ async fn the_official_python_client_works_against_the_simulator() {
         &sim.url(),
         [CHAT, CHAT2, EMBED],
         None,
+        &[],
     )
     .await;
 

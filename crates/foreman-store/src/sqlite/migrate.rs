@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "webhook_retry_at",
         sql: include_str!("migrations/0004_webhook_retry_at.sql"),
     },
+    Migration {
+        version: 5,
+        name: "more_job_kinds",
+        sql: include_str!("migrations/0005_more_job_kinds.sql"),
+    },
 ];
 
 /// The schema version this build writes.
@@ -117,4 +122,91 @@ pub(crate) fn current_version(conn: &Connection) -> Result<i64> {
         |row| row.get(0),
     )?;
     Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rebuild of `jobs` for the new kinds keeps every row, and the webhook rows
+    /// that the drop of the old table would have cascaded away.
+    #[test]
+    fn new_kinds_keep_jobs_and_webhook_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = Connection::open(dir.path().join("old.db")).expect("open");
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE foreman_schema_migrations (
+                version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
+            ) STRICT",
+        )
+        .unwrap();
+        for migration in MIGRATIONS.iter().filter(|m| m.version <= 4) {
+            conn.execute_batch(migration.sql).unwrap();
+            conn.execute(
+                "INSERT INTO foreman_schema_migrations VALUES (?1, ?2, 0)",
+                rusqlite::params![migration.version, migration.name],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts, run_after,
+                               created_at, webhook_url, idempotency_key)
+             VALUES ('01J0000000000000000000000A', 'chat', 'm', '{}', 'queued', 0, 1, 0, 1,
+                     'http://hook.test/', 'key-a');
+             UPDATE jobs SET state = 'cancelled', finished_at = 2;
+             INSERT INTO webhook_attempts (delivery_id, attempt, at, status, latency_ms)
+                 SELECT id, 1, 3, 500, 4 FROM webhook_deliveries;",
+        )
+        .unwrap();
+        let rejected = conn.execute(
+            "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts, run_after, created_at)
+             VALUES ('01J0000000000000000000000B', 'anthropic_messages', 'm', '{}', 'queued', 0, 1, 0, 1)",
+            [],
+        );
+        assert!(rejected.is_err(), "version 4 refuses the new kinds");
+
+        run(&conn).unwrap();
+        assert_eq!(current_version(&conn).unwrap(), 5);
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
+        assert_eq!(
+            count("SELECT count(*) FROM jobs WHERE idempotency_key = 'key-a'"),
+            1
+        );
+        assert_eq!(count("SELECT count(*) FROM webhook_deliveries"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM webhook_attempts WHERE status = 500"),
+            1
+        );
+        for kind in ["openai_responses", "anthropic_messages"] {
+            conn.execute(
+                "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts, run_after,
+                                   created_at, webhook_url)
+                 VALUES (?1, ?2, 'm', '{}', 'queued', 0, 1, 0, 1, 'http://hook.test/')",
+                rusqlite::params![format!("01J00000000000000000000{}", kind.len()), kind],
+            )
+            .unwrap();
+        }
+        assert!(
+            conn.execute(
+                "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts, run_after, created_at)
+                 VALUES ('01J0000000000000000000000C', 'embed', 'm', '{}', 'queued', 0, 1, 0, 1)",
+                [],
+            )
+            .is_err(),
+            "the kind is still checked"
+        );
+        // The outbox trigger came back with the table.
+        conn.execute(
+            "UPDATE jobs SET state = 'cancelled', finished_at = 5 WHERE state = 'queued'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(count("SELECT count(*) FROM webhook_deliveries"), 3);
+        assert_eq!(
+            count("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_autoindex_jobs_1'"),
+            1
+        );
+        assert_eq!(count("SELECT count(*) FROM pragma_foreign_key_check"), 0);
+    }
 }

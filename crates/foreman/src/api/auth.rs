@@ -7,7 +7,7 @@
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use subtle::ConstantTimeEq;
 
@@ -36,9 +36,7 @@ pub async fn require_token(
         .unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
         next.run(request).await
-    } else if request.uri().path().starts_with("/v1/") {
-        ApiError::Unauthorized.render(super::error::Flavor::OpenAi)
     } else {
-        ApiError::Unauthorized.into_response()
+        ApiError::Unauthorized.render(super::error::Flavor::for_path(request.uri().path()))
     }
 }

@@ -51,7 +51,7 @@ impl JsonBody {
         })
     }
 
-    fn type_error(&self, field: &str, value: &Value, go_type: &str) -> ApiError {
+    pub fn type_error(&self, field: &str, value: &Value, go_type: &str) -> ApiError {
         ApiError::BadRequest(format!(
             "json: cannot unmarshal {} into Go struct field {}.{field} of type {go_type}",
             kind(value),

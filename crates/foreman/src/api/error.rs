@@ -1,8 +1,9 @@
 //! The one place where failures become HTTP answers.
 //!
 //! Every route returns `Result<_, ApiError>`; this module picks the status and writes
-//! Ollama's `{"error":"..."}` body with `application/json; charset=utf-8`, which both
-//! official clients parse. Internal failures are logged here once and shown to the
+//! the body in the shape of the route's API family ([`Flavor`]): Ollama's
+//! `{"error":"..."}`, OpenAI's on `/v1`, Anthropic's on `/v1/messages`, each with
+//! `application/json; charset=utf-8`, which the official clients parse. Internal failures are logged here once and shown to the
 //! client only as a short message.
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -90,6 +91,41 @@ pub enum Flavor {
     Ollama,
     /// `{"error":{"message","type","param","code"}}`, as Ollama's `/v1` routes answer.
     OpenAi,
+    /// `{"type":"error","error":{"type","message"},"request_id"}`, as Ollama's
+    /// `/v1/messages` answers (`anthropic.NewError` in Ollama's `anthropic/anthropic.go`).
+    Anthropic,
+}
+
+impl Flavor {
+    /// The error shape of the API family a path belongs to.
+    pub fn for_path(path: &str) -> Flavor {
+        if path == "/v1/messages" {
+            Flavor::Anthropic
+        } else if path.starts_with("/v1/") {
+            Flavor::OpenAi
+        } else {
+            Flavor::Ollama
+        }
+    }
+}
+
+/// Anthropic's error type for a status, as `anthropic.NewError` maps it.
+fn anthropic_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// A request id in Ollama's form, `req_` and 24 hex digits (random, as Ollama's).
+fn request_id() -> String {
+    let bits = foreman_store::JobId::generate().ulid().0;
+    format!("req_{:024x}", bits & ((1u128 << 96) - 1))
 }
 
 impl IntoResponse for ApiError {
@@ -128,6 +164,11 @@ impl ApiError {
                 };
                 json!({"error": {"message": self.to_string(), "type": kind, "param": null, "code": null}})
             }
+            Flavor::Anthropic => json!({
+                "type": "error",
+                "error": {"type": anthropic_error_type(status), "message": self.to_string()},
+                "request_id": request_id(),
+            }),
         };
         let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
@@ -145,5 +186,68 @@ impl ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> (StatusCode, String, serde_json::Value) {
+        let status = response.status();
+        let content_type = response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn each_family_gets_its_own_error_shape() {
+        let (status, content_type, body) =
+            body_of(ApiError::ModelNotFound("m".into()).render(Flavor::Anthropic)).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::NOT_FOUND, JSON_UTF8)
+        );
+        assert_eq!(body["type"], "error");
+        assert_eq!(
+            body["error"],
+            json!({"type": "not_found_error", "message": "model 'm' not found"})
+        );
+        let id = body["request_id"].as_str().unwrap();
+        assert!(id.starts_with("req_") && id.len() == 28, "{id}");
+
+        let (_, _, body) = body_of(ApiError::QueueFull.render(Flavor::Anthropic)).await;
+        assert_eq!(body["error"]["type"], "overloaded_error");
+        let (_, _, body) =
+            body_of(ApiError::BadRequest("messages is required".into()).render(Flavor::Anthropic))
+                .await;
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+
+        let (_, _, body) =
+            body_of(ApiError::ModelNotFound("m".into()).render(Flavor::OpenAi)).await;
+        assert_eq!(
+            body,
+            json!({"error": {"message": "model 'm' not found", "type": "not_found_error", "param": null, "code": null}})
+        );
+        let (_, _, body) =
+            body_of(ApiError::ModelNotFound("m".into()).render(Flavor::Ollama)).await;
+        assert_eq!(body, json!({"error": "model 'm' not found"}));
+    }
+
+    #[test]
+    fn paths_pick_their_family() {
+        assert_eq!(Flavor::for_path("/v1/messages"), Flavor::Anthropic);
+        assert_eq!(Flavor::for_path("/v1/responses"), Flavor::OpenAi);
+        assert_eq!(Flavor::for_path("/v1/chat/completions"), Flavor::OpenAi);
+        assert_eq!(Flavor::for_path("/api/chat"), Flavor::Ollama);
     }
 }

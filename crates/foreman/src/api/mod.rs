@@ -12,12 +12,15 @@
 //! - from the inventory cache: `GET /api/tags`, `GET /api/ps`; plus `/`, `/api/version`
 //!   and the public `GET /healthz` ([`listing`]);
 //! - OpenAI-compatible: `/v1/chat/completions`, `/v1/completions` queued,
-//!   `/v1/embeddings`, `/v1/models` direct ([`openai`]);
+//!   `/v1/embeddings`, `/v1/models` direct ([`openai`]); OpenAI's Responses API,
+//!   `/v1/responses`, queued ([`responses`]);
+//! - Anthropic's Messages API: `/v1/messages`, queued ([`anthropic`]);
 //! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, events, cancel ([`jobs`]).
 //!
 //! Every route, `/healthz` included, is behind Ollama's Host and Origin guard
 //! ([`origin_guard`]), as every route of Ollama is.
 
+mod anthropic;
 mod auth;
 mod body;
 mod depth;
@@ -28,6 +31,7 @@ mod listing;
 mod openai;
 pub mod origin_guard;
 mod queued;
+mod responses;
 mod show_cache;
 
 use std::sync::Arc;
@@ -91,6 +95,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
+        .route("/v1/responses", post(responses::responses))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/cancel", post(jobs::cancel))

@@ -15,4 +15,5 @@ mod reliability;
 mod routes;
 mod scheduling;
 mod shutdown;
+mod translated;
 mod webhooks;

@@ -1,5 +1,6 @@
-//! The official `ollama` Python client, unmodified, against foreman in front of the
-//! simulator: the same suite that passes against the simulator directly.
+//! The official `ollama` Python client (and `openai`, `anthropic`), unmodified,
+//! against foreman in front of the simulator: the same suite that passes against the
+//! simulator directly.
 
 #[path = "../../../../tests/support/pytest.rs"]
 mod pytest;
@@ -9,11 +10,14 @@ use crate::common::*;
 #[tokio::test]
 async fn the_official_python_client_works_against_foreman() {
     let foreman = TestForeman::start(fast_sim()).await;
+    // The Responses and Messages suites ask the simulator too, and compare.
+    let direct = foreman.sim.url();
     pytest::run_python_suite(
         env!("CARGO_MANIFEST_DIR"),
         &foreman.url,
         [CHAT, CHAT2, EMBED],
         None,
+        &[("TEST_DIRECT_HOST", &direct)],
     )
     .await;
     let jobs = foreman.jobs().await;

@@ -1,16 +1,20 @@
-//! HTTP routes: Ollama's native API, its OpenAI-compatible API and the `/sim` control
-//! API, plus the admission step every inference request goes through.
+//! HTTP routes: Ollama's native API, its OpenAI-compatible API (with Responses), its
+//! Anthropic Messages API and the `/sim` control API, plus the admission step every
+//! inference request goes through.
 //!
 //! Unknown paths answer `404 page not found` and wrong methods `405 method not
 //! allowed`, both as plain text, exactly as Ollama's router does. Every route is behind
 //! Ollama's Host and Origin guard ([`origin_guard`], installed by `server::spawn`).
 
+mod anthropic;
 mod body;
+mod chat_bridge;
 mod control;
 mod manage;
 mod native;
 mod openai;
 pub mod origin_guard;
+mod responses;
 mod wire;
 
 use std::sync::Arc;
@@ -51,6 +55,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model}", get(openai::get_model))
+        .route("/v1/responses", post(responses::responses))
+        .route("/v1/messages", post(anthropic::messages))
         .merge(control::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

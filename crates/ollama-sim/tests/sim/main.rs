@@ -10,3 +10,4 @@ mod golden;
 mod openai;
 mod origin_guard;
 mod residency;
+mod translated;

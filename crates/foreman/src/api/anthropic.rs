@@ -1,0 +1,78 @@
+//! Anthropic's Messages API through foreman: `POST /v1/messages` is a generation
+//! request like `/api/chat`, queued as an `anthropic_messages` job and drained by
+//! model with the rest; the worker sends the body to the target's own
+//! `/v1/messages` (Ollama's `AnthropicMessagesMiddleware` over its chat). `stream`
+//! defaults to false there, so the caller gets one message, or the SSE events
+//! (`message_start` ... `message_stop`) relayed as they come. The job's stored
+//! result is the message those events add up to.
+//!
+//! Before queueing, foreman makes the middleware's own checks, with its words
+//! (`model is required`, `max_tokens is required and must be positive`,
+//! `messages is required`), and asks whether the target has the model; the rest
+//! of the body is the target's to judge. Errors take Anthropic's shape,
+//! `{"type":"error","error":{"type","message"},"request_id"}`; the target's pass
+//! unchanged.
+
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use foreman_store::JobKind;
+use serde_json::Value;
+
+use super::body::JsonBody;
+use super::error::Flavor;
+use super::queued::run_queued;
+use super::{ApiError, AppState};
+
+pub async fn messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    queue(state, headers, body)
+        .await
+        .unwrap_or_else(|error| error.render(Flavor::Anthropic))
+}
+
+async fn queue(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = JsonBody::parse(body, state.config.max_body, "MessagesRequest")?;
+    let model = body.string("model")?.to_string();
+    let max_tokens = match body.fields.get("max_tokens") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(number)) if number.is_i64() => number.as_i64().unwrap_or(0),
+        Some(other) => return Err(body.type_error("max_tokens", other, "int")),
+    };
+    body.expect_array("messages", "[]anthropic.MessageParam")?;
+    let has_messages = body
+        .fields
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|messages| !messages.is_empty());
+    // AnthropicMessagesMiddleware's checks, in its order.
+    if model.is_empty() {
+        return Err(ApiError::BadRequest("model is required".into()));
+    }
+    if max_tokens <= 0 {
+        return Err(ApiError::BadRequest(
+            "max_tokens is required and must be positive".into(),
+        ));
+    }
+    if !has_messages {
+        return Err(ApiError::BadRequest("messages is required".into()));
+    }
+    run_queued(
+        state,
+        &headers,
+        JobKind::AnthropicMessages,
+        body,
+        model,
+        Flavor::Anthropic,
+    )
+    .await
+}

@@ -1,0 +1,55 @@
+//! OpenAI's Responses API through foreman: `POST /v1/responses` is a generation
+//! request like `/v1/chat/completions`, queued as an `openai_responses` job and
+//! drained by model with the rest; the worker sends the body to the target's own
+//! `/v1/responses` (Ollama's `ResponsesMiddleware` over its chat). `stream` defaults
+//! to false there, so the caller gets one JSON object, or the SSE events
+//! (`response.created` ... `response.completed`) relayed as they come. The job's
+//! stored result is the `response` of the stream's `response.completed` event.
+//!
+//! Only what foreman needs is checked before queueing (a model that the target
+//! has); the rest of the body is the target's to judge, and its errors come back in
+//! OpenAI's shape unchanged. foreman's own errors take that shape too.
+
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use foreman_store::JobKind;
+
+use super::body::JsonBody;
+use super::error::Flavor;
+use super::queued::run_queued;
+use super::{ApiError, AppState};
+
+pub async fn responses(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    queue(state, headers, body)
+        .await
+        .unwrap_or_else(|error| error.render(Flavor::OpenAi))
+}
+
+async fn queue(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = JsonBody::parse(body, state.config.max_body, "ResponsesRequest")?;
+    let model = body.string("model")?.to_string();
+    // Ollama's chat handler, behind its middleware, asks for the model first.
+    if model.is_empty() {
+        return Err(ApiError::BadRequest("model is required".into()));
+    }
+    run_queued(
+        state,
+        &headers,
+        JobKind::OpenAiResponses,
+        body,
+        model,
+        Flavor::OpenAi,
+    )
+    .await
+}

@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 
 /// Gin's `c.JSON` content type.
 pub const JSON_UTF8: &str = "application/json; charset=utf-8";
+/// What Ollama sets itself before writing JSON: an error of a stream before its first
+/// line (server/routes.go `streamResponse`) and the one answer of a progress route
+/// with `"stream": false` (`waitForStream`). Gin's `c.JSON` keeps a type already set.
+pub const JSON: &str = "application/json";
 pub const NDJSON: &str = "application/x-ndjson";
 pub const EVENT_STREAM: &str = "text/event-stream";
 
@@ -27,6 +31,8 @@ pub const BUSY_MESSAGE: &str = "server busy, please try again.  maximum pending 
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// [`JSON_UTF8`] unless the error is written where Ollama sets [`JSON`].
+    pub content_type: &'static str,
 }
 
 impl ApiError {
@@ -34,7 +40,14 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            content_type: JSON_UTF8,
         }
+    }
+
+    /// The same error written as a stream's first line would be: `application/json`.
+    pub fn before_stream(mut self) -> ApiError {
+        self.content_type = JSON;
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -64,16 +77,25 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json_response(self.status, &json!({ "error": self.message }))
+        json_response_as(
+            self.content_type,
+            self.status,
+            &json!({ "error": self.message }),
+        )
     }
 }
 
 /// A JSON body with gin's content type.
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    json_response_as(JSON_UTF8, status, body)
+}
+
+/// A JSON body with the given content type.
+pub fn json_response_as(content_type: &'static str, status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response
         .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -311,8 +311,25 @@ pub fn cases() -> Vec<Case> {
                 "modified_at",
                 "api/types.go ShowResponse.ModifiedAt, newer than the recording",
             ),
+            added(
+                "tensors",
+                "server/routes.go GetModelInfo lists a GGUF model's tensors, verbose or not; the recording left them out",
+            ),
         ]),
-        get("tags", "/api/tags", include_str!("tags.json")),
+        get("tags", "/api/tags", include_str!("tags.json")).except(&[
+            added(
+                "models[].capabilities",
+                "api/types.go ListModelResponse.Capabilities, newer than the recording",
+            ),
+            added(
+                "models[].details.context_length",
+                "api/types.go ModelDetails.ContextLength (server/model_list_cache.go), newer than the recording",
+            ),
+            added(
+                "models[].details.embedding_length",
+                "api/types.go ModelDetails.EmbeddingLength (server/model_list_cache.go), newer than the recording",
+            ),
+        ]),
         get("ps", "/api/ps", include_str!("ps.json")).except(&[added(
             "models[].context_length",
             "api/types.go ProcessModelResponse.ContextLength, newer than the recording",

@@ -53,7 +53,7 @@ fn progress(lines: Vec<Value>, stream: bool) -> Response {
     // Ollama's waitForStream sets plain `application/json` before writing.
     match last.get("error").and_then(Value::as_str) {
         Some(error) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error)
-            .before_stream()
+            .plain_json()
             .into_response(),
         None => wire::json_response_as(wire::JSON, StatusCode::OK, &last),
     }

@@ -257,7 +257,7 @@ pub fn window(body: &RequestBody, spec: &ModelSpec) -> Result<Window, ApiError> 
 /// stream's first line would be written (server/routes.go `streamResponse`).
 pub fn too_long(stream: bool) -> ApiError {
     let error = ApiError::bad_request(prompt::TOO_LONG);
-    if stream { error.before_stream() } else { error }
+    if stream { error.plain_json() } else { error }
 }
 
 /// `top_logprobs` out of range is a 400 before anything else is looked at

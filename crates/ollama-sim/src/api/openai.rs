@@ -4,7 +4,9 @@
 //! As in Ollama, requests are translated to the native form (`stream` defaults to
 //! false here), answers are OpenAI objects or SSE frames ending in `data: [DONE]`, and
 //! errors take OpenAI's `{"error":{"message","type","param","code"}}` shape with the
-//! native status code.
+//! native status code. As in Ollama's middleware, answers rewritten from a native one
+//! (errors included) are `application/json`; the middleware's own validation errors
+//! keep gin's `application/json; charset=utf-8`.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -19,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::body::RequestBody;
 use super::native::{check_tools, check_top_logprobs, embed_vectors};
-use super::wire::{self, ApiError, EVENT_STREAM, json_response, sse_frame, unix_seconds};
+use super::wire::{self, ApiError, EVENT_STREAM, json_response_as, sse_frame, unix_seconds};
 use super::{admit, cut_body, drop_error, keep_alive_field};
 use crate::generation::{self, Event, Format, GenerationRequest, Piece, Summary};
 use crate::sim::Sim;
@@ -28,9 +30,18 @@ use crate::text;
 /// An error rendered in OpenAI's shape.
 pub struct OpenAiError(ApiError);
 
+impl OpenAiError {
+    /// An error of the middleware itself (binding, validation), before any native
+    /// handler runs: gin's `c.AbortWithStatusJSON`, with its content type.
+    fn middleware(error: ApiError) -> OpenAiError {
+        OpenAiError(error)
+    }
+}
+
+/// An error of the native handler, rewritten by the middleware's writer.
 impl From<ApiError> for OpenAiError {
     fn from(error: ApiError) -> Self {
-        OpenAiError(error)
+        OpenAiError(error.plain_json())
     }
 }
 
@@ -173,19 +184,30 @@ fn usage(summary: &Summary) -> Value {
 
 pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResult {
     let arrived = Instant::now();
-    let body = RequestBody::parse(&bytes, "ChatCompletionRequest")?;
-    let model = body.string("model")?.to_string();
-    let messages = body.array("messages", "[]openai.Message")?;
+    let body =
+        RequestBody::parse(&bytes, "ChatCompletionRequest").map_err(OpenAiError::middleware)?;
+    let model = body
+        .string("model")
+        .map_err(OpenAiError::middleware)?
+        .to_string();
+    let messages = body
+        .array("messages", "[]openai.Message")
+        .map_err(OpenAiError::middleware)?;
     if messages.is_empty() {
-        return Err(OpenAiError(ApiError::bad_request(
+        return Err(OpenAiError::middleware(ApiError::bad_request(
             "[] is too short - 'messages'",
         )));
     }
     if model.is_empty() {
-        return Err(OpenAiError(ApiError::bad_request("model is required")));
+        return Err(OpenAiError::from(ApiError::bad_request(
+            "model is required",
+        )));
     }
-    let stream = body.bool("stream")?.unwrap_or(false);
-    let effort_think = reasoning_think(&body)?;
+    let stream = body
+        .bool("stream")
+        .map_err(OpenAiError::middleware)?
+        .unwrap_or(false);
+    let effort_think = reasoning_think(&body).map_err(OpenAiError::middleware)?;
     let logprobs = (body.bool("logprobs")? == Some(true))
         .then(|| {
             body.int("top_logprobs")
@@ -195,14 +217,14 @@ pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Open
     check_top_logprobs(&body)?;
     let spec = find(&sim, &model)?;
     if spec.embed {
-        return Err(OpenAiError(ApiError::bad_request(format!(
+        return Err(OpenAiError::from(ApiError::bad_request(format!(
             "{model:?} does not support chat"
         ))));
     }
     let mut seed_text = String::new();
     for message in messages {
         let role = message.get("role").and_then(Value::as_str).unwrap_or("");
-        let content = message_text(message.get("content"))?;
+        let content = message_text(message.get("content")).map_err(OpenAiError::middleware)?;
         seed_text.push_str(role);
         seed_text.push(':');
         seed_text.push_str(&content);
@@ -212,7 +234,7 @@ pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Open
         None => spec.thinking,
         Some(false) => false,
         Some(true) if !spec.thinking => {
-            return Err(OpenAiError(ApiError::bad_request(format!(
+            return Err(OpenAiError::from(ApiError::bad_request(format!(
                 "{model:?} does not support thinking"
             ))));
         }
@@ -335,9 +357,9 @@ pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Open
         reply["choices"][0]["logprobs"] = all;
     }
     if dropped {
-        return Ok(cut_body(wire::JSON_UTF8, reply.to_string().into_bytes()));
+        return Ok(cut_body(wire::JSON, reply.to_string().into_bytes()));
     }
-    Ok(json_response(StatusCode::OK, &reply))
+    Ok(json_response_as(wire::JSON, StatusCode::OK, &reply))
 }
 
 fn finish_reason(done_reason: &str, tool_calls: bool) -> &'static str {
@@ -391,24 +413,24 @@ async fn gather<S: futures::Stream<Item = Event>>(events: S) -> Gathered {
 
 pub async fn completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResult {
     let arrived = Instant::now();
-    let body = RequestBody::parse(&bytes, "CompletionRequest")?;
+    let body = RequestBody::parse(&bytes, "CompletionRequest").map_err(OpenAiError::middleware)?;
     let model = body.string("model")?.to_string();
     let prompt = match body.get("prompt") {
         None => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => {
-            return Err(OpenAiError(ApiError::bad_request(
+            return Err(OpenAiError::middleware(ApiError::bad_request(
                 "invalid type for 'prompt' field",
             )));
         }
     };
     let stream = body.bool("stream")?.unwrap_or(false);
     if model.is_empty() {
-        return Err(OpenAiError(ApiError::not_found("model '' not found")));
+        return Err(OpenAiError::from(ApiError::not_found("model '' not found")));
     }
     let spec = find(&sim, &model)?;
     if spec.embed {
-        return Err(OpenAiError(ApiError::bad_request(format!(
+        return Err(OpenAiError::from(ApiError::bad_request(format!(
             "{model:?} does not support generate"
         ))));
     }
@@ -499,9 +521,9 @@ pub async fn completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiRes
         reply["choices"][0]["logprobs"] = all;
     }
     if dropped {
-        return Ok(cut_body(wire::JSON_UTF8, reply.to_string().into_bytes()));
+        return Ok(cut_body(wire::JSON, reply.to_string().into_bytes()));
     }
-    Ok(json_response(StatusCode::OK, &reply))
+    Ok(json_response_as(wire::JSON, StatusCode::OK, &reply))
 }
 
 /// `input` of `/v1/embeddings`: a string, strings, or token arrays.
@@ -531,15 +553,15 @@ fn embedding_inputs(body: &RequestBody) -> Result<Vec<String>, ApiError> {
 }
 
 pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResult {
-    let body = RequestBody::parse(&bytes, "EmbedRequest")?;
+    let body = RequestBody::parse(&bytes, "EmbedRequest").map_err(OpenAiError::middleware)?;
     let model = body.string("model")?.to_string();
-    let inputs = embedding_inputs(&body)?;
+    let inputs = embedding_inputs(&body).map_err(OpenAiError::middleware)?;
     let encoding = body.string("encoding_format")?.to_string();
     let base64 = match encoding.as_str() {
         "" | "float" => false,
         "base64" => true,
         other => {
-            return Err(OpenAiError(ApiError::bad_request(format!(
+            return Err(OpenAiError::middleware(ApiError::bad_request(format!(
                 "Invalid value for 'encoding_format' = {other}. Supported values: ['float', 'base64']."
             ))));
         }
@@ -550,10 +572,10 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResu
         .and_then(Value::as_u64)
         .map(|d| d as usize);
     if model.is_empty() {
-        return Err(OpenAiError(ApiError::not_found("model '' not found")));
+        return Err(OpenAiError::from(ApiError::not_found("model '' not found")));
     }
     let spec = sim.find(&model).ok_or_else(|| {
-        OpenAiError(ApiError::not_found(format!(
+        OpenAiError::from(ApiError::not_found(format!(
             "model {model:?} not found, try pulling it first"
         )))
     })?;
@@ -579,9 +601,9 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResu
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     });
     if drop_midway {
-        return Ok(cut_body(wire::JSON_UTF8, reply.to_string().into_bytes()));
+        return Ok(cut_body(wire::JSON, reply.to_string().into_bytes()));
     }
-    Ok(json_response(StatusCode::OK, &reply))
+    Ok(json_response_as(wire::JSON, StatusCode::OK, &reply))
 }
 
 fn model_object(sim: &Sim, id: &str, spec: &crate::spec::ModelSpec) -> Value {
@@ -605,17 +627,22 @@ pub async fn list_models(State(sim): State<Arc<Sim>>) -> Response {
         .iter()
         .map(|spec| model_object(&sim, &spec.display_name(), spec))
         .collect();
-    json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+    json_response_as(
+        wire::JSON,
+        StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    )
 }
 
 pub async fn get_model(State(sim): State<Arc<Sim>>, Path(model): Path<String>) -> OpenAiResult {
     let spec = sim.find(&model).ok_or_else(|| {
-        OpenAiError(ApiError::not_found(format!(
+        OpenAiError::from(ApiError::not_found(format!(
             "model '{}' not found",
             crate::spec::canonical_name(&model)
         )))
     })?;
-    Ok(json_response(
+    Ok(json_response_as(
+        wire::JSON,
         StatusCode::OK,
         &model_object(&sim, &model, &spec),
     ))

@@ -17,8 +17,10 @@ use serde_json::{Value, json};
 /// Gin's `c.JSON` content type.
 pub const JSON_UTF8: &str = "application/json; charset=utf-8";
 /// What Ollama sets itself before writing JSON: an error of a stream before its first
-/// line (server/routes.go `streamResponse`) and the one answer of a progress route
-/// with `"stream": false` (`waitForStream`). Gin's `c.JSON` keeps a type already set.
+/// line (server/routes.go `streamResponse`), the one answer of a progress route with
+/// `"stream": false` (`waitForStream`), and everything the `/v1` middleware rewrites
+/// from a native answer (middleware/openai.go writers). Gin's `c.JSON` keeps a type
+/// already set, and gin writes headers only with the first byte of the body.
 pub const JSON: &str = "application/json";
 pub const NDJSON: &str = "application/x-ndjson";
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -44,8 +46,8 @@ impl ApiError {
         }
     }
 
-    /// The same error written as a stream's first line would be: `application/json`.
-    pub fn before_stream(mut self) -> ApiError {
+    /// The same error with Ollama's own [`JSON`] content type instead of gin's.
+    pub fn plain_json(mut self) -> ApiError {
         self.content_type = JSON;
         self
     }
@@ -71,7 +73,7 @@ impl ApiError {
         };
         let body =
             json!({"error": {"message": self.message, "type": kind, "param": null, "code": null}});
-        json_response(self.status, &body)
+        json_response_as(self.content_type, self.status, &body)
     }
 }
 

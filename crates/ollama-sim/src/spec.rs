@@ -2,6 +2,7 @@
 //!
 //! A model is given on the command line as `NAME[,key=value|flag]...`, for example
 //! `llama3.2:3b,load=2s,tps=60,size=2GB,tools` or `nomic-embed-text,embed,load=300ms`.
+//! The batching curve takes the numbers after it: `m,batch=1,1.7,2.4,3,tools`.
 //! Everything the simulator reports about a model (its listing, its load time, its
 //! token rate, its capabilities) comes from this one struct.
 

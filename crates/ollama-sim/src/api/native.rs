@@ -222,7 +222,9 @@ pub fn resolve_think(body: &RequestBody, spec: &ModelSpec, model: &str) -> Resul
     Ok(wants)
 }
 
-/// Reads `format`: `"json"`, a schema object, or nothing.
+/// Reads `format`: `"json"`, a schema object, or nothing. Anything else is the
+/// runner's 500, which Ollama gives only once the model is loaded (llm/llama_server.go
+/// `Completion`, quoting the raw JSON with `%q`), so callers check it after admission.
 pub fn format_field(body: &RequestBody) -> Result<Option<Format>, ApiError> {
     match body.get("format") {
         None => Ok(None),
@@ -231,9 +233,18 @@ pub fn format_field(body: &RequestBody) -> Result<Option<Format>, ApiError> {
         Some(Value::Object(schema)) => Ok(Some(Format::Schema(Value::Object(schema.clone())))),
         Some(other) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("invalid format: {other}; expected \"json\" or a valid JSON Schema object"),
+            format!(
+                "invalid format: {:?}; expected \"json\" or a valid JSON Schema object",
+                other.to_string()
+            ),
         )),
     }
+}
+
+/// An error the runner gives once the model is loaded: written as a stream's first
+/// line would be when streaming (server/routes.go `streamResponse`).
+fn runner_error(error: ApiError, stream: bool) -> ApiError {
+    if stream { error.plain_json() } else { error }
 }
 
 /// The context a request's prompt must fit: `options.num_ctx` (no larger than the
@@ -253,11 +264,9 @@ pub fn window(body: &RequestBody, spec: &ModelSpec) -> Result<Window, ApiError> 
     })
 }
 
-/// The 400 for a prompt the runner may not cut; a streamed request gets it as a
-/// stream's first line would be written (server/routes.go `streamResponse`).
+/// The 400 for a prompt the runner may not cut.
 pub fn too_long(stream: bool) -> ApiError {
-    let error = ApiError::bad_request(prompt::TOO_LONG);
-    if stream { error.plain_json() } else { error }
+    runner_error(ApiError::bad_request(prompt::TOO_LONG), stream)
 }
 
 /// `top_logprobs` out of range is a 400 before anything else is looked at
@@ -342,7 +351,7 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
     let think = resolve_think(&body, &spec, &model)?;
     let tools = body.array("tools", "[]api.Tool")?.to_vec();
     check_tools(&tools, &spec)?;
-    let format = format_field(&body)?;
+    let format = format_field(&body);
     let num_predict = body.num_predict()?;
     let logprobs = logprobs_field(&body)?;
     let window = window(&body, &spec)?;
@@ -371,6 +380,7 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
     let Ok(prompt_tokens) = prompt_tokens else {
         return Err(too_long(stream));
     };
+    let format = format.map_err(|e| runner_error(e, stream))?;
     let request = GenerationRequest {
         prompt_tokens,
         spec: spec.clone(),
@@ -409,7 +419,8 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
         sim.residency.expire(&spec);
         return Ok(control_reply(&model, "unload", false));
     }
-    let has_context = !body.array("context", "[]int")?.is_empty();
+    let context_tokens = body.array("context", "[]int")?.len();
+    let has_context = context_tokens > 0;
     if raw && (!body.string("template")?.is_empty() || !system.is_empty() || has_context) {
         return Err(ApiError::bad_request(
             "raw mode does not support template, system, or context",
@@ -421,7 +432,7 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
             "{model:?} does not support generate"
         )));
     }
-    let format = format_field(&body)?;
+    let format = format_field(&body);
     let num_predict = body.num_predict()?;
     let logprobs = logprobs_field(&body)?;
     let window = window(&body, &spec)?;
@@ -431,12 +442,14 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
     }
     let seed_text = format!("{system}\n{prompt}\n{suffix}");
     // The chat-like flow keeps the prompt (the last message) and the system message,
-    // so only the runner's cut applies.
-    let prompt_tokens = prompt::runner_prompt_tokens(text::count_tokens(&seed_text) + 2, window);
+    // so only the runner's cut applies; an old reply's `context` is prepended.
+    let prompt_tokens =
+        prompt::runner_prompt_tokens(context_tokens + text::count_tokens(&seed_text) + 2, window);
     let admitted = admit(&sim, &spec, keep_alive).await?;
     let Ok(prompt_tokens) = prompt_tokens else {
         return Err(too_long(stream));
     };
+    let format = format.map_err(|e| runner_error(e, stream))?;
     let request = GenerationRequest {
         prompt_tokens,
         spec: spec.clone(),

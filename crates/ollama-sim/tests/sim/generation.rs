@@ -141,6 +141,15 @@ async fn prompts_cost_evaluation_time_before_the_answer() {
         total >= load + prompt_eval + eval,
         "{total} < {load} + {prompt_eval} + {eval}"
     );
+    // server/routes.go GenerateHandler: an old reply's context is detokenized in front
+    // of the new prompt.
+    let reply = generate(
+        &sim.url(),
+        json!({"model": "prompted:1b", "prompt": "again", "stream": false,
+               "context": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}),
+    )
+    .await;
+    assert_eq!(reply["prompt_eval_count"], 10 + 1 + 2);
 }
 
 #[tokio::test]

@@ -8,12 +8,15 @@
 //! how many loads and swaps a traffic pattern cost.
 //!
 //! Module map: [`spec`] (models), [`keep_alive`], [`residency`] (the scheduler),
-//! [`generation`] (answers over time), [`text`] (deterministic content), [`faults`],
+//! [`generation`] (answers over time), [`batching`] (streams sharing a model),
+//! [`prompt`] (prompt size and truncation), [`text`] (deterministic content), [`faults`],
 //! [`stats`], `api` (HTTP routes) and [`server`] (listener and [`spawn`]).
 
+pub mod batching;
 pub mod faults;
 pub mod generation;
 pub mod keep_alive;
+pub mod prompt;
 pub mod residency;
 pub mod server;
 pub mod spec;

@@ -18,7 +18,7 @@ struct Args {
     /// A second address serving only /sim/* that never refuses connections.
     #[arg(long, env = "OLLAMA_SIM_CONTROL_ADDR")]
     control_addr: Option<SocketAddr>,
-    /// A model: NAME[,load=2s][,tps=60][,size=2GB][,dim=768][,ctx=4096][,embed][,tools][,thinking][,vision].
+    /// A model: NAME[,load=2s][,tps=60][,prompt_tps=1200][,batch=1,1.7,2.4,3][,size=2GB][,dim=768][,ctx=4096][,embed][,tools][,thinking][,vision].
     /// Repeat for several. Without any: llama3.2:3b, qwen2.5:7b and nomic-embed-text.
     #[arg(long = "model", value_parser = parse_model)]
     models: Vec<ModelSpec>,

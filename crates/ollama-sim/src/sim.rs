@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::SimConfig;
+use crate::batching::Batching;
 use crate::faults::{Fault, Faults, FaultsUpdate};
 use crate::residency::{Residency, ResidencyConfig};
 use crate::spec::{ModelSpec, canonical_name};
@@ -20,6 +21,8 @@ pub struct Sim {
     /// The models on "disk"; pull, copy, create and delete change them.
     models: std::sync::RwLock<Vec<Arc<ModelSpec>>>,
     pub residency: Residency,
+    /// Streams generating per model, for the batching curve.
+    pub batching: Arc<Batching>,
     pub stats: Arc<Stats>,
     pub started: SystemTime,
     faults: Mutex<(Faults, Rng)>,
@@ -49,6 +52,7 @@ impl Sim {
         Arc::new(Sim {
             models: std::sync::RwLock::new(config.models.iter().cloned().map(Arc::new).collect()),
             residency,
+            batching: Arc::default(),
             stats,
             started: SystemTime::now(),
             faults: Mutex::new((config.faults.clone(), Rng::new(config.seed))),

@@ -2,6 +2,7 @@
 //!
 //! A model is given on the command line as `NAME[,key=value|flag]...`, for example
 //! `llama3.2:3b,load=2s,tps=60,size=2GB,tools` or `nomic-embed-text,embed,load=300ms`.
+//! The batching curve takes the numbers after it: `m,batch=1,1.7,2.4,3,tools`.
 //! Everything the simulator reports about a model (its listing, its load time, its
 //! token rate, its capabilities) comes from this one struct.
 
@@ -38,7 +39,23 @@ pub struct ModelSpec {
     pub thinking: bool,
     /// Accepts images.
     pub vision: bool,
+
+    // Generation speed beyond the single-stream token rate.
+    /// Aggregate throughput with 1, 2, 3... streams of this model generating at once,
+    /// as multiples of `tps` (`batch=1,1.7,2.4,3`); past the last point the last
+    /// aggregate holds. Each stream gets `tps * batch[k-1] / k` tokens per second.
+    pub batch: Vec<f64>,
+    /// Prompt tokens evaluated per second; `None` means 20 times `tps`.
+    pub prompt_tps: Option<f64>,
 }
+
+/// The default batching curve: aggregate 1x, 1.7x, 2.4x and 3x for 1 to 4 streams.
+/// An assumption (see the simulator's README), not a measurement.
+pub const DEFAULT_BATCH: [f64; 4] = [1.0, 1.7, 2.4, 3.0];
+
+/// Prompt evaluation is this many times faster than generation unless `prompt_tps`
+/// says otherwise.
+pub const PROMPT_SPEEDUP: f64 = 20.0;
 
 /// Why a model specification could not be read.
 #[derive(Debug, Error, PartialEq)]
@@ -46,7 +63,7 @@ pub enum SpecError {
     #[error("model spec is empty")]
     Empty,
     #[error(
-        "model spec {spec:?}: unknown option {option:?} (known: load, tps, size, dim, ctx, family, params, quant, embed, tools, thinking, vision)"
+        "model spec {spec:?}: unknown option {option:?} (known: load, tps, prompt_tps, batch, size, dim, ctx, family, params, quant, embed, tools, thinking, vision)"
     )]
     UnknownOption { spec: String, option: String },
     #[error("model spec {spec:?}: bad value for {key}: {reason}")]
@@ -74,6 +91,8 @@ impl ModelSpec {
             tools: false,
             thinking: false,
             vision: false,
+            batch: DEFAULT_BATCH.to_vec(),
+            prompt_tps: None,
         }
     }
 
@@ -94,7 +113,8 @@ impl ModelSpec {
 
     /// Parses `NAME[,option]...`; see the module documentation.
     pub fn parse(text: &str) -> Result<ModelSpec, SpecError> {
-        let mut parts = text.split(',').map(str::trim);
+        let parts = split_options(text);
+        let mut parts = parts.iter().map(String::as_str);
         let name = parts
             .next()
             .filter(|n| !n.is_empty())
@@ -146,6 +166,15 @@ impl ModelSpec {
                         .filter(|c| *c > 0)
                         .ok_or_else(|| bad(key, "expected a positive integer".into()))?
                 }
+                ("prompt_tps", Some(v)) => {
+                    spec.prompt_tps = Some(match v {
+                        "inf" | "max" => f64::INFINITY,
+                        _ => v.parse::<f64>().ok().filter(|t| *t > 0.0).ok_or_else(|| {
+                            bad(key, "expected a positive number or `inf`".into())
+                        })?,
+                    })
+                }
+                ("batch", Some(v)) => spec.batch = parse_batch(v).map_err(|r| bad(key, r))?,
                 ("family", Some(v)) => spec.family = v.to_string(),
                 ("params", Some(v)) => spec.parameter_size = v.to_string(),
                 ("quant", Some(v)) => spec.quantization = v.to_string(),
@@ -158,6 +187,23 @@ impl ModelSpec {
             }
         }
         Ok(spec)
+    }
+
+    /// Tokens per second of one stream while `streams` streams of this model generate.
+    pub fn stream_tps(&self, streams: usize) -> f64 {
+        let streams = streams.max(1);
+        let aggregate = self
+            .batch
+            .get(streams - 1)
+            .or(self.batch.last())
+            .copied()
+            .unwrap_or(1.0);
+        self.tps * aggregate / streams as f64
+    }
+
+    /// Prompt tokens evaluated per second.
+    pub fn prompt_rate(&self) -> f64 {
+        self.prompt_tps.unwrap_or(self.tps * PROMPT_SPEEDUP)
     }
 
     /// The name as Ollama lists it: with an explicit tag (`:latest` when none was given).
@@ -243,6 +289,38 @@ fn parameter_size_from_name(name: &str) -> String {
     }
 }
 
+/// Splits a spec at commas, except the commas between the numbers of `batch=`, so
+/// `m,batch=1,1.7,2.4,tools` keeps the curve in one option.
+fn split_options(text: &str) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let continues_curve = parts.last().is_some_and(|last| last.starts_with("batch="))
+            && !part.is_empty()
+            && part.parse::<f64>().is_ok();
+        match parts.last_mut() {
+            Some(last) if continues_curve => {
+                last.push(',');
+                last.push_str(part);
+            }
+            _ => parts.push(part.to_string()),
+        }
+    }
+    parts
+}
+
+/// Parses a batching curve: positive aggregates, the first one 1.
+fn parse_batch(text: &str) -> Result<Vec<f64>, String> {
+    let curve: Vec<f64> = text
+        .split(',')
+        .map(|p| p.trim().parse::<f64>().ok().filter(|x| *x > 0.0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("{text:?} is not a list of positive numbers like 1,1.7,2.4,3"))?;
+    if curve.first() != Some(&1.0) {
+        return Err("the curve starts at 1 (one stream runs at `tps`)".into());
+    }
+    Ok(curve)
+}
+
 /// Parses `2GB`, `500MB`, `2GiB`, `1.5G` or a plain byte count.
 fn parse_size(text: &str) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
@@ -313,6 +391,32 @@ mod tests {
             Err(SpecError::BadValue { .. })
         ));
         assert_eq!(ModelSpec::parse(""), Err(SpecError::Empty));
+    }
+
+    #[test]
+    fn batching_curve_and_prompt_speed_parse() {
+        let spec = ModelSpec::parse("m,tps=50,batch=1,1.5,2,tools,prompt_tps=800").unwrap();
+        assert_eq!(spec.batch, vec![1.0, 1.5, 2.0]);
+        assert!(spec.tools);
+        assert_eq!(spec.prompt_rate(), 800.0);
+        assert_eq!(spec.stream_tps(1), 50.0);
+        assert_eq!(spec.stream_tps(2), 37.5);
+        assert_eq!(
+            spec.stream_tps(4),
+            25.0,
+            "past the curve the last aggregate holds"
+        );
+        let default = ModelSpec::parse("m,tps=50").unwrap();
+        assert_eq!(default.batch, DEFAULT_BATCH.to_vec());
+        assert_eq!(default.prompt_rate(), 1000.0);
+        assert!(matches!(
+            ModelSpec::parse("m,batch=2,3"),
+            Err(SpecError::BadValue { .. })
+        ));
+        assert!(matches!(
+            ModelSpec::parse("m,batch=1,x"),
+            Err(SpecError::UnknownOption { .. })
+        ));
     }
 
     #[test]

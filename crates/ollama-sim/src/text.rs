@@ -207,6 +207,35 @@ pub fn context_ids(prompt_tokens: usize, reply: &[String]) -> Vec<u32> {
     ids
 }
 
+/// A generated token's log probability in Ollama's form (api/types.go `Logprob`:
+/// `token`, `logprob`, `bytes`, and `top_logprobs` when `top` > 0, the token itself
+/// first). Derived from the token and its position, so replies stay deterministic.
+pub fn logprob(token: &str, position: usize, top: usize) -> Value {
+    let mut rng = Rng::new(stable_hash(&["logprob", token, &position.to_string()]));
+    let chosen = -(rng.next_f64() * 2.0);
+    let mut entry = token_logprob(token, chosen);
+    if top > 0 {
+        let mut alternatives = vec![token_logprob(token, chosen)];
+        let mut value = chosen;
+        for _ in 1..top {
+            value -= 0.5 + rng.next_f64();
+            alternatives.push(token_logprob(&format!(" {}", rng.word()), value));
+        }
+        entry["top_logprobs"] = Value::Array(alternatives);
+    }
+    entry
+}
+
+/// `{"token","logprob","bytes"}`; `bytes` is left out for an empty token, as Go's
+/// omitempty leaves out a nil slice (server/logprob.go `stringToByteInts`).
+fn token_logprob(token: &str, logprob: f64) -> Value {
+    let mut entry = json!({"token": token, "logprob": logprob});
+    if !token.is_empty() {
+        entry["bytes"] = json!(token.as_bytes());
+    }
+    entry
+}
+
 /// How many tokens a piece of prompt text counts for.
 pub fn count_tokens(text: &str) -> usize {
     text.split_whitespace().count()
@@ -225,6 +254,20 @@ mod tests {
         assert!(a[0].chars().next().unwrap().is_uppercase());
         assert!(a[1].starts_with(' '));
         assert!(a[11].ends_with('.'));
+    }
+
+    #[test]
+    fn logprobs_have_ollamas_keys() {
+        let entry = logprob(" sky", 3, 2);
+        assert_eq!(entry, logprob(" sky", 3, 2));
+        assert_eq!(entry["token"], " sky");
+        assert_eq!(entry["bytes"], json!([32, 115, 107, 121]));
+        assert!(entry["logprob"].as_f64().unwrap() <= 0.0);
+        let top = entry["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0]["logprob"], entry["logprob"]);
+        assert!(top[1]["logprob"].as_f64() < top[0]["logprob"].as_f64());
+        assert!(logprob("x", 0, 0).get("top_logprobs").is_none());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::body::RequestBody;
-use super::wire::{self, ApiError, NDJSON, json_response, ndjson_line};
+use super::wire::{self, ApiError, NDJSON, ndjson_line};
 use crate::sim::Sim;
 use crate::spec::{ModelSpec, canonical_name};
 use crate::text;
@@ -50,9 +50,12 @@ fn progress(lines: Vec<Value>, stream: bool) -> Response {
         .last()
         .cloned()
         .unwrap_or(json!({"status": "success"}));
+    // Ollama's waitForStream sets plain `application/json` before writing.
     match last.get("error").and_then(Value::as_str) {
-        Some(error) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
-        None => json_response(StatusCode::OK, &last),
+        Some(error) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error)
+            .plain_json()
+            .into_response(),
+        None => wire::json_response_as(wire::JSON, StatusCode::OK, &last),
     }
 }
 

@@ -20,6 +20,7 @@ use super::wire::{self, ApiError, JSON_UTF8, NDJSON, json_response, ndjson_line,
 use super::{Admitted, add_summary, admit, cut_body, drop_error, keep_alive_field, load_only};
 use crate::generation::{self, Event, Format, GenerationRequest, Piece};
 use crate::keep_alive::KeepAlive;
+use crate::prompt::{self, DEFAULT_NUM_KEEP, Window};
 use crate::sim::Sim;
 use crate::spec::{ModelSpec, canonical_name};
 use crate::text;
@@ -54,6 +55,58 @@ fn details(spec: &ModelSpec) -> Value {
     })
 }
 
+/// `details` as `/api/tags` lists them: with the context and embedding lengths
+/// (server/model_list_cache.go `buildModelListSummary`; api/types.go `ModelDetails`).
+fn listed_details(spec: &ModelSpec) -> Value {
+    let mut details = details(spec);
+    details["context_length"] = json!(spec.ctx);
+    details["embedding_length"] = json!(spec.dim);
+    details
+}
+
+/// Transformer blocks of a simulated model, for `tensors` and `model_info`.
+fn block_count(spec: &ModelSpec) -> u64 {
+    if spec.embed { 12 } else { 28 }
+}
+
+/// The tensors `/api/show` lists for a GGUF model (server/routes.go `GetModelInfo`
+/// fills `tensors` from the model file whether or not `verbose` is set): the token
+/// embedding, each block's attention and feed-forward weights, the output.
+fn tensors(spec: &ModelSpec) -> Vec<Value> {
+    let quantized = match spec.quantization.as_str() {
+        q if q.starts_with('Q') && q.matches('_').count() >= 2 => {
+            q.rsplit_once('_').map_or(q, |(head, _)| head)
+        }
+        q => q,
+    };
+    let dim = spec.dim as u64;
+    let ffn = dim * 8 / 3;
+    let vocab: u64 = if spec.embed { 30_522 } else { 128_256 };
+    let tensor = |name: String, kind: &str, shape: Vec<u64>| json!({"name": name, "type": kind, "shape": shape});
+    let mut list = vec![tensor(
+        "token_embd.weight".into(),
+        quantized,
+        vec![dim, vocab],
+    )];
+    for block in 0..block_count(spec) {
+        for (part, kind, shape) in [
+            ("attn_norm.weight", "F32", vec![dim]),
+            ("attn_q.weight", quantized, vec![dim, dim]),
+            ("attn_k.weight", quantized, vec![dim, dim / 4]),
+            ("attn_v.weight", quantized, vec![dim, dim / 4]),
+            ("attn_output.weight", quantized, vec![dim, dim]),
+            ("ffn_norm.weight", "F32", vec![dim]),
+            ("ffn_gate.weight", quantized, vec![dim, ffn]),
+            ("ffn_up.weight", quantized, vec![dim, ffn]),
+            ("ffn_down.weight", quantized, vec![ffn, dim]),
+        ] {
+            list.push(tensor(format!("blk.{block}.{part}"), kind, shape));
+        }
+    }
+    list.push(tensor("output_norm.weight".into(), "F32", vec![dim]));
+    list
+}
+
 pub async fn tags(State(sim): State<Arc<Sim>>) -> Response {
     let models: Vec<Value> = sim
         .models()
@@ -67,7 +120,8 @@ pub async fn tags(State(sim): State<Arc<Sim>>) -> Response {
                 "modified_at": timestamp(modified_at(&sim, index)),
                 "size": spec.size,
                 "digest": text::digest(&name),
-                "details": details(spec),
+                "details": listed_details(spec),
+                "capabilities": spec.capabilities(),
             })
         })
         .collect();
@@ -127,6 +181,7 @@ pub async fn show(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
     model_info.insert("general.parameter_count".into(), json!(spec.size / 2));
     model_info.insert(format!("{family}.context_length"), json!(spec.ctx));
     model_info.insert(format!("{family}.embedding_length"), json!(spec.dim));
+    model_info.insert(format!("{family}.block_count"), json!(block_count(spec)));
     let template = if spec.embed {
         "{{ .Prompt }}"
     } else {
@@ -139,6 +194,7 @@ pub async fn show(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
         "template": template,
         "details": details(spec),
         "model_info": model_info,
+        "tensors": tensors(spec),
         "capabilities": spec.capabilities(),
         "modified_at": timestamp(modified_at(&sim, index)),
     });
@@ -166,7 +222,9 @@ pub fn resolve_think(body: &RequestBody, spec: &ModelSpec, model: &str) -> Resul
     Ok(wants)
 }
 
-/// Reads `format`: `"json"`, a schema object, or nothing.
+/// Reads `format`: `"json"`, a schema object, or nothing. Anything else is the
+/// runner's 500, which Ollama gives only once the model is loaded (llm/llama_server.go
+/// `Completion`, quoting the raw JSON with `%q`), so callers check it after admission.
 pub fn format_field(body: &RequestBody) -> Result<Option<Format>, ApiError> {
     match body.get("format") {
         None => Ok(None),
@@ -175,9 +233,60 @@ pub fn format_field(body: &RequestBody) -> Result<Option<Format>, ApiError> {
         Some(Value::Object(schema)) => Ok(Some(Format::Schema(Value::Object(schema.clone())))),
         Some(other) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("invalid format: {other}; expected \"json\" or a valid JSON Schema object"),
+            format!(
+                "invalid format: {:?}; expected \"json\" or a valid JSON Schema object",
+                other.to_string()
+            ),
         )),
     }
+}
+
+/// An error the runner gives once the model is loaded: written as a stream's first
+/// line would be when streaming (server/routes.go `streamResponse`).
+fn runner_error(error: ApiError, stream: bool) -> ApiError {
+    if stream { error.plain_json() } else { error }
+}
+
+/// The context a request's prompt must fit: `options.num_ctx` (no larger than the
+/// model's context; Ollama clamps it to the trained length, llm/server.go
+/// `NewLlamaServer`), `options.num_keep`, and the `truncate` and `shift` fields.
+pub fn window(body: &RequestBody, spec: &ModelSpec) -> Result<Window, ApiError> {
+    let model_ctx = spec.ctx as usize;
+    let num_ctx = body
+        .option_int("num_ctx")?
+        .filter(|n| *n > 0)
+        .map_or(model_ctx, |n| (n as usize).min(model_ctx));
+    Ok(Window {
+        num_ctx,
+        num_keep: body.option_int("num_keep")?.unwrap_or(DEFAULT_NUM_KEEP),
+        truncate: body.bool("truncate")?.unwrap_or(true),
+        shift: body.bool("shift")?.unwrap_or(true),
+    })
+}
+
+/// The 400 for a prompt the runner may not cut.
+pub fn too_long(stream: bool) -> ApiError {
+    runner_error(ApiError::bad_request(prompt::TOO_LONG), stream)
+}
+
+/// `top_logprobs` out of range is a 400 before anything else is looked at
+/// (server/routes.go `GenerateHandler` and `ChatHandler`).
+pub fn check_top_logprobs(body: &RequestBody) -> Result<(), ApiError> {
+    match body.int("top_logprobs")? {
+        Some(top) if !(0..=20).contains(&top) => Err(ApiError::bad_request(
+            "top_logprobs must be between 0 and 20",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `logprobs` and `top_logprobs`: the alternatives wanted per token, when log
+/// probabilities are wanted at all.
+pub fn logprobs_field(body: &RequestBody) -> Result<Option<usize>, ApiError> {
+    if body.bool("logprobs")? != Some(true) {
+        return Ok(None);
+    }
+    Ok(Some(body.int("top_logprobs")?.unwrap_or(0).max(0) as usize))
 }
 
 /// Checks tools against the model; Ollama names the model by its full name here.
@@ -221,6 +330,7 @@ fn control_reply(model: &str, done_reason: &str, chat: bool) -> Response {
 pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let body = RequestBody::parse(&bytes, "ChatRequest")?;
+    check_top_logprobs(&body)?;
     let model = body.string("model")?.to_string();
     if model.is_empty() {
         return Err(ApiError::bad_request("model is required"));
@@ -241,13 +351,16 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
     let think = resolve_think(&body, &spec, &model)?;
     let tools = body.array("tools", "[]api.Tool")?.to_vec();
     check_tools(&tools, &spec)?;
-    let format = format_field(&body)?;
+    let format = format_field(&body);
     let num_predict = body.num_predict()?;
+    let logprobs = logprobs_field(&body)?;
+    let window = window(&body, &spec)?;
     if messages.is_empty() {
         load_only(&sim, &spec, keep_alive).await?;
         return Ok(control_reply(&model, "load", true));
     }
     let mut seed_text = String::new();
+    let mut sizes = Vec::with_capacity(messages.len());
     for message in messages {
         let role = message.get("role").and_then(Value::as_str).unwrap_or("");
         let content = message.get("content").and_then(Value::as_str).unwrap_or("");
@@ -255,14 +368,21 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
         seed_text.push(':');
         seed_text.push_str(content);
         seed_text.push('\n');
+        sizes.push((role, prompt::message_tokens(content)));
     }
+    let prompt_tokens = prompt::chat_prompt_tokens(&sizes, window);
     let last_role = messages
         .last()
         .and_then(|m| m.get("role"))
         .and_then(Value::as_str)
         .unwrap_or("");
+    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let Ok(prompt_tokens) = prompt_tokens else {
+        return Err(too_long(stream));
+    };
+    let format = format.map_err(|e| runner_error(e, stream))?;
     let request = GenerationRequest {
-        prompt_tokens: text::count_tokens(&seed_text) + 4 * messages.len(),
+        prompt_tokens,
         spec: spec.clone(),
         seed_text,
         num_predict,
@@ -271,9 +391,16 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
         format,
         call_tool: !tools.is_empty() && last_role != "tool",
         tools,
+        format_after_thinking: true,
+        batching: sim.batching.clone(),
     };
-    let admitted = admit(&sim, &spec, keep_alive).await?;
-    Ok(respond(request, admitted, arrived, model, stream, Shape::Chat).await)
+    let reply = Reply {
+        model,
+        stream,
+        shape: Shape::Chat,
+        logprobs,
+    };
+    Ok(respond(request, admitted, arrived, reply).await)
 }
 
 pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response, ApiError> {
@@ -286,19 +413,14 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
     let raw = body.bool("raw")?.unwrap_or(false);
     let system = body.string("system")?.to_string();
     let suffix = body.string("suffix")?.to_string();
-    if let Some(top) = body.get("top_logprobs").and_then(Value::as_i64)
-        && !(0..=20).contains(&top)
-    {
-        return Err(ApiError::bad_request(
-            "top_logprobs must be between 0 and 20",
-        ));
-    }
+    check_top_logprobs(&body)?;
     let spec = find_model(&sim, &model)?;
     if prompt.is_empty() && keep_alive.is_some_and(|k| k.is_zero()) {
         sim.residency.expire(&spec);
         return Ok(control_reply(&model, "unload", false));
     }
-    let has_context = !body.array("context", "[]int")?.is_empty();
+    let context_tokens = body.array("context", "[]int")?.len();
+    let has_context = context_tokens > 0;
     if raw && (!body.string("template")?.is_empty() || !system.is_empty() || has_context) {
         return Err(ApiError::bad_request(
             "raw mode does not support template, system, or context",
@@ -310,15 +432,26 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
             "{model:?} does not support generate"
         )));
     }
-    let format = format_field(&body)?;
+    let format = format_field(&body);
     let num_predict = body.num_predict()?;
+    let logprobs = logprobs_field(&body)?;
+    let window = window(&body, &spec)?;
     if prompt.is_empty() {
         load_only(&sim, &spec, keep_alive).await?;
         return Ok(control_reply(&model, "load", false));
     }
     let seed_text = format!("{system}\n{prompt}\n{suffix}");
+    // The chat-like flow keeps the prompt (the last message) and the system message,
+    // so only the runner's cut applies; an old reply's `context` is prepended.
+    let prompt_tokens =
+        prompt::runner_prompt_tokens(context_tokens + text::count_tokens(&seed_text) + 2, window);
+    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let Ok(prompt_tokens) = prompt_tokens else {
+        return Err(too_long(stream));
+    };
+    let format = format.map_err(|e| runner_error(e, stream))?;
     let request = GenerationRequest {
-        prompt_tokens: text::count_tokens(&seed_text) + 2,
+        prompt_tokens,
         spec: spec.clone(),
         seed_text,
         num_predict,
@@ -327,14 +460,30 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
         format,
         tools: vec![],
         call_tool: false,
+        format_after_thinking: false,
+        batching: sim.batching.clone(),
     };
-    let admitted = admit(&sim, &spec, keep_alive).await?;
     let shape = if raw {
         Shape::GenerateRaw
     } else {
         Shape::Generate
     };
-    Ok(respond(request, admitted, arrived, model, stream, shape).await)
+    let reply = Reply {
+        model,
+        stream,
+        shape,
+        logprobs,
+    };
+    Ok(respond(request, admitted, arrived, reply).await)
+}
+
+/// How to answer: the model name as sent, streamed or not, which shape, and the
+/// alternatives wanted per token when log probabilities are wanted.
+struct Reply {
+    model: String,
+    stream: bool,
+    shape: Shape,
+    logprobs: Option<usize>,
 }
 
 /// Which native response shape to build.
@@ -377,14 +526,44 @@ fn chunk(model: &str, shape: Shape, piece: Option<&Piece>) -> Map<String, Value>
     chunk
 }
 
+/// Log probabilities for a piece at `position`, when wanted; tool calls carry none.
+fn piece_logprobs(piece: &Piece, position: usize, top: usize) -> Option<Value> {
+    match piece {
+        Piece::Content(token) | Piece::Thinking(token) => Some(text::logprob(token, position, top)),
+        Piece::ToolCalls(_) => None,
+    }
+}
+
+/// Inserts `key` before `before` (Go's struct order), or last when `before` is absent.
+fn insert_before(chunk: &mut Map<String, Value>, before: &str, key: &str, value: Value) {
+    let mut ordered = Map::new();
+    let mut value = Some(value);
+    for (k, v) in std::mem::take(chunk) {
+        if k == before
+            && let Some(value) = value.take()
+        {
+            ordered.insert(key.to_string(), value);
+        }
+        ordered.insert(k, v);
+    }
+    if let Some(value) = value {
+        ordered.insert(key.to_string(), value);
+    }
+    *chunk = ordered;
+}
+
 async fn respond(
     request: GenerationRequest,
     admitted: Admitted,
     arrived: Instant,
-    model: String,
-    stream: bool,
-    shape: Shape,
+    reply: Reply,
 ) -> Response {
+    let Reply {
+        model,
+        stream,
+        shape,
+        logprobs,
+    } = reply;
     let plan = generation::plan(&request);
     let drop_after = admitted.drop_midway.then_some(plan.pieces.len() / 2);
     let reply_for_context: Vec<String> = plan
@@ -401,17 +580,12 @@ async fn respond(
         add_summary(chunk, summary);
         if shape == Shape::Generate {
             // Go's struct order puts context before the durations.
-            let mut ordered = Map::new();
-            for (key, value) in std::mem::take(chunk) {
-                if key == "total_duration" {
-                    ordered.insert(
-                        "context".into(),
-                        json!(text::context_ids(prompt_tokens, &reply_for_context)),
-                    );
-                }
-                ordered.insert(key, value);
-            }
-            *chunk = ordered;
+            insert_before(
+                chunk,
+                "total_duration",
+                "context",
+                json!(text::context_ids(prompt_tokens, &reply_for_context)),
+            );
         }
     };
     let events = generation::run(
@@ -423,12 +597,18 @@ async fn respond(
         admitted.in_flight,
     );
     if stream {
+        let mut position = 0;
         let lines = events.map(move |event| match event {
-            Event::Piece(piece) => Ok(ndjson_line(&Value::Object(chunk(
-                &model,
-                shape,
-                Some(&piece),
-            )))),
+            Event::Piece(piece) => {
+                let mut line = chunk(&model, shape, Some(&piece));
+                if let Some(top) = logprobs
+                    && let Some(entry) = piece_logprobs(&piece, position, top)
+                {
+                    line.insert("logprobs".into(), json!([entry]));
+                    position += 1;
+                }
+                Ok(ndjson_line(&Value::Object(line)))
+            }
             Event::Done(summary) => {
                 let mut last = chunk(&model, shape, None);
                 finish(&mut last, &summary);
@@ -442,9 +622,13 @@ async fn respond(
     let mut content = String::new();
     let mut thinking = String::new();
     let mut tool_calls = Vec::new();
+    let mut entries = Vec::new();
     let mut summary = None;
     let mut dropped = false;
     for event in events {
+        if let (Event::Piece(piece), Some(top)) = (&event, logprobs) {
+            entries.extend(piece_logprobs(piece, entries.len(), top));
+        }
         match event {
             Event::Piece(Piece::Content(text)) => content.push_str(&text),
             Event::Piece(Piece::Thinking(text)) => thinking.push_str(&text),
@@ -471,6 +655,14 @@ async fn respond(
     }
     if let Some(summary) = summary {
         finish(&mut reply, &summary);
+    }
+    if !entries.is_empty() {
+        insert_before(
+            &mut reply,
+            "total_duration",
+            "logprobs",
+            Value::Array(entries),
+        );
     }
     let body = Value::Object(reply).to_string().into_bytes();
     if dropped {
@@ -508,15 +700,31 @@ fn embed_model(sim: &Sim, model: &str) -> Result<Arc<ModelSpec>, ApiError> {
     })
 }
 
-/// Computes embeddings under a lease; the lease is held for a moment proportional
-/// to the input, as a runner would be busy.
+/// The tokens an embedding input may have: the context (`options.num_ctx`, no larger
+/// than the model's) less the BOS and EOS tokens the model adds (server/routes.go
+/// `EmbedHandler`, `adjustTokenLimit`).
+pub fn embed_token_limit(body: &RequestBody, spec: &ModelSpec) -> Result<usize, ApiError> {
+    Ok(window(body, spec)?.num_ctx.saturating_sub(2).max(1))
+}
+
+/// The tokens an embedding input counts for.
+fn input_tokens(input: &str) -> usize {
+    text::count_tokens(input).max(1)
+}
+
+/// Computes embeddings under a lease; inputs longer than `token_limit` are cut to it,
+/// as `truncate` (the default) asks.
 pub fn embed_vectors(
     admitted: Admitted,
     spec: &ModelSpec,
     inputs: &[String],
     dimensions: Option<usize>,
+    token_limit: usize,
 ) -> (Vec<Vec<f32>>, Duration, usize) {
-    let tokens: usize = inputs.iter().map(|i| text::count_tokens(i).max(1)).sum();
+    let tokens: usize = inputs
+        .iter()
+        .map(|i| input_tokens(i).min(token_limit))
+        .sum();
     let dim = dimensions
         .filter(|d| *d > 0 && *d < spec.dim)
         .unwrap_or(spec.dim);
@@ -555,7 +763,9 @@ pub async fn embed(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response
         .get("dimensions")
         .and_then(Value::as_u64)
         .map(|d| d as usize);
+    let truncate = body.bool("truncate")?.unwrap_or(true);
     let spec = embed_model(&sim, &model)?;
+    let token_limit = embed_token_limit(&body, &spec)?;
     if inputs.is_empty() {
         load_only(&sim, &spec, keep_alive).await?;
         return Ok(json_response(
@@ -564,8 +774,15 @@ pub async fn embed(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response
         ));
     }
     let admitted = admit(&sim, &spec, keep_alive).await?;
+    if !truncate && inputs.iter().any(|i| input_tokens(i) > token_limit) {
+        // Checked once the model is loaded, as Ollama's EmbedHandler does.
+        return Err(ApiError::bad_request(
+            "the input length exceeds the context length",
+        ));
+    }
     let drop_midway = admitted.drop_midway;
-    let (vectors, load_duration, tokens) = embed_vectors(admitted, &spec, &inputs, dimensions);
+    let (vectors, load_duration, tokens) =
+        embed_vectors(admitted, &spec, &inputs, dimensions, token_limit);
     let body = json!({
         "model": model,
         "embeddings": vectors,
@@ -594,7 +811,13 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Res
     }
     let admitted = admit(&sim, &spec, keep_alive).await?;
     let drop_midway = admitted.drop_midway;
-    let (vectors, _, _) = embed_vectors(admitted, &spec, std::slice::from_ref(&prompt), None);
+    let (vectors, _, _) = embed_vectors(
+        admitted,
+        &spec,
+        std::slice::from_ref(&prompt),
+        None,
+        usize::MAX,
+    );
     let body = json!({ "embedding": text::unnormalized(&vectors[0]) });
     if drop_midway {
         return Ok(cut_body(JSON_UTF8, body.to_string().into_bytes()));

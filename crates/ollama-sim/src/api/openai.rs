@@ -4,7 +4,9 @@
 //! As in Ollama, requests are translated to the native form (`stream` defaults to
 //! false here), answers are OpenAI objects or SSE frames ending in `data: [DONE]`, and
 //! errors take OpenAI's `{"error":{"message","type","param","code"}}` shape with the
-//! native status code.
+//! native status code. As in Ollama's middleware, answers rewritten from a native one
+//! (errors included) are `application/json`; the middleware's own validation errors
+//! keep gin's `application/json; charset=utf-8`.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -18,8 +20,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::body::RequestBody;
-use super::native::{check_tools, embed_vectors};
-use super::wire::{self, ApiError, EVENT_STREAM, json_response, sse_frame, unix_seconds};
+use super::native::{check_tools, check_top_logprobs, embed_vectors};
+use super::wire::{self, ApiError, EVENT_STREAM, json_response_as, sse_frame, unix_seconds};
 use super::{admit, cut_body, drop_error, keep_alive_field};
 use crate::generation::{self, Event, Format, GenerationRequest, Piece, Summary};
 use crate::sim::Sim;
@@ -28,9 +30,18 @@ use crate::text;
 /// An error rendered in OpenAI's shape.
 pub struct OpenAiError(ApiError);
 
+impl OpenAiError {
+    /// An error of the middleware itself (binding, validation), before any native
+    /// handler runs: gin's `c.AbortWithStatusJSON`, with its content type.
+    fn middleware(error: ApiError) -> OpenAiError {
+        OpenAiError(error)
+    }
+}
+
+/// An error of the native handler, rewritten by the middleware's writer.
 impl From<ApiError> for OpenAiError {
     fn from(error: ApiError) -> Self {
-        OpenAiError(error)
+        OpenAiError(error.plain_json())
     }
 }
 
@@ -131,6 +142,38 @@ fn openai_tool_calls(calls: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// `reasoning.effort` (preferred when `reasoning` is given) or `reasoning_effort`, as a
+/// think value: `None` leaves the model's default (openai/openai.go
+/// `FromChatRequest` and `thinkFromReasoningEffort`).
+fn reasoning_think(body: &RequestBody) -> Result<Option<bool>, ApiError> {
+    let effort = match body.get("reasoning") {
+        Some(reasoning) => reasoning
+            .get("effort")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        None => body.string("reasoning_effort")?,
+    };
+    match effort {
+        "" => Ok(None),
+        "none" => Ok(Some(false)),
+        "minimal" | "low" | "medium" | "high" | "max" | "xhigh" | "ultra" => Ok(Some(true)),
+        other => Err(ApiError::bad_request(format!(
+            "invalid reasoning value: {other:?} (must be \"minimal\", \"low\", \"medium\", \"high\", \"xhigh\", \"ultra\", \"max\", or \"none\")"
+        ))),
+    }
+}
+
+/// A choice's `logprobs` object: `{"content":[...]}` (openai/openai.go `ChoiceLogprobs`).
+fn choice_logprobs(piece: &Piece, position: usize, top: Option<usize>) -> Option<Value> {
+    let top = top?;
+    match piece {
+        Piece::Content(token) | Piece::Thinking(token) => {
+            Some(json!({"content": [text::logprob(token, position, top)]}))
+        }
+        Piece::ToolCalls(_) => None,
+    }
+}
+
 fn usage(summary: &Summary) -> Value {
     json!({
         "prompt_tokens": summary.prompt_eval_count,
@@ -141,46 +184,61 @@ fn usage(summary: &Summary) -> Value {
 
 pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResult {
     let arrived = Instant::now();
-    let body = RequestBody::parse(&bytes, "ChatCompletionRequest")?;
-    let model = body.string("model")?.to_string();
-    let messages = body.array("messages", "[]openai.Message")?;
+    let body =
+        RequestBody::parse(&bytes, "ChatCompletionRequest").map_err(OpenAiError::middleware)?;
+    let model = body
+        .string("model")
+        .map_err(OpenAiError::middleware)?
+        .to_string();
+    let messages = body
+        .array("messages", "[]openai.Message")
+        .map_err(OpenAiError::middleware)?;
     if messages.is_empty() {
-        return Err(OpenAiError(ApiError::bad_request(
+        return Err(OpenAiError::middleware(ApiError::bad_request(
             "[] is too short - 'messages'",
         )));
     }
     if model.is_empty() {
-        return Err(OpenAiError(ApiError::bad_request("model is required")));
+        return Err(OpenAiError::from(ApiError::bad_request(
+            "model is required",
+        )));
     }
-    let stream = body.bool("stream")?.unwrap_or(false);
+    let stream = body
+        .bool("stream")
+        .map_err(OpenAiError::middleware)?
+        .unwrap_or(false);
+    let effort_think = reasoning_think(&body).map_err(OpenAiError::middleware)?;
+    let logprobs = (body.bool("logprobs")? == Some(true))
+        .then(|| {
+            body.int("top_logprobs")
+                .map(|t| t.unwrap_or(0).max(0) as usize)
+        })
+        .transpose()?;
+    check_top_logprobs(&body)?;
     let spec = find(&sim, &model)?;
     if spec.embed {
-        return Err(OpenAiError(ApiError::bad_request(format!(
+        return Err(OpenAiError::from(ApiError::bad_request(format!(
             "{model:?} does not support chat"
         ))));
     }
     let mut seed_text = String::new();
     for message in messages {
         let role = message.get("role").and_then(Value::as_str).unwrap_or("");
-        let content = message_text(message.get("content"))?;
+        let content = message_text(message.get("content")).map_err(OpenAiError::middleware)?;
         seed_text.push_str(role);
         seed_text.push(':');
         seed_text.push_str(&content);
         seed_text.push('\n');
     }
-    let think = match body
-        .get("reasoning_effort")
-        .or_else(|| body.get("reasoning").and_then(|r| r.get("effort")))
-        .and_then(Value::as_str)
-    {
+    let think = match effort_think {
         None => spec.thinking,
-        Some("none") => false,
-        Some(_) if !spec.thinking => {
-            return Err(OpenAiError(ApiError::bad_request(format!(
+        Some(false) => false,
+        Some(true) if !spec.thinking => {
+            return Err(OpenAiError::from(ApiError::bad_request(format!(
                 "{model:?} does not support thinking"
             ))));
         }
-        Some(_) => true,
+        Some(true) => true,
     };
     let tools = body.array("tools", "[]openai.Tool")?.to_vec();
     check_tools(&tools, &spec)?;
@@ -200,6 +258,8 @@ pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Open
         format,
         call_tool: !tools.is_empty() && last_role != "tool",
         tools,
+        format_after_thinking: true,
+        batching: sim.batching.clone(),
     };
     let admitted = admit(&sim, &spec, None).await?;
     let plan = generation::plan(&request);
@@ -219,8 +279,14 @@ pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Open
         let frames = async_stream::stream! {
             let mut first = true;
             let mut saw_tool_call = false;
+            let mut position = 0;
             let mut events = Box::pin(events);
             while let Some(event) = events.next().await {
+                let piece_logprobs = match &event {
+                    Event::Piece(piece) => choice_logprobs(piece, position, logprobs),
+                    _ => None,
+                };
+                position += usize::from(piece_logprobs.is_some());
                 let delta = match event {
                     Event::Piece(Piece::Content(text)) => json!({"content": text}),
                     Event::Piece(Piece::Thinking(text)) => json!({"content": "", "reasoning": text}),
@@ -252,15 +318,18 @@ pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Open
                     delta["role"] = json!("assistant");
                     first = false;
                 }
-                let chunk = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                let mut chunk = json!({"id": id, "object": "chat.completion.chunk", "created": created,
                     "model": model, "system_fingerprint": "fp_ollama",
                     "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
+                if let Some(piece_logprobs) = piece_logprobs {
+                    chunk["choices"][0]["logprobs"] = piece_logprobs;
+                }
                 yield Ok(sse_frame(&chunk.to_string()));
             }
         };
         return Ok(wire::stream_response(EVENT_STREAM, frames));
     }
-    let (content, reasoning, calls, summary, dropped) = gather(events).await;
+    let (content, reasoning, calls, summary, dropped, pieces) = gather(events).await;
     let mut message = json!({"role": "assistant", "content": content});
     if !reasoning.is_empty() {
         message["reasoning"] = json!(reasoning);
@@ -277,17 +346,20 @@ pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Open
         eval_count: 0,
         eval_duration: 0,
     });
-    let reply = json!({
+    let mut reply = json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": "fp_ollama",
         "choices": [{"index": 0, "message": message,
             "finish_reason": finish_reason(summary.done_reason, !calls.is_empty())}],
         "usage": usage(&summary),
     });
-    if dropped {
-        return Ok(cut_body(wire::JSON_UTF8, reply.to_string().into_bytes()));
+    if let Some(all) = all_logprobs(&pieces, logprobs) {
+        reply["choices"][0]["logprobs"] = all;
     }
-    Ok(json_response(StatusCode::OK, &reply))
+    if dropped {
+        return Ok(cut_body(wire::JSON, reply.to_string().into_bytes()));
+    }
+    Ok(json_response_as(wire::JSON, StatusCode::OK, &reply))
 }
 
 fn finish_reason(done_reason: &str, tool_calls: bool) -> &'static str {
@@ -298,13 +370,36 @@ fn finish_reason(done_reason: &str, tool_calls: bool) -> &'static str {
     }
 }
 
-async fn gather<S: futures::Stream<Item = Event>>(
-    events: S,
-) -> (String, String, Vec<Value>, Option<Summary>, bool) {
+/// Every piece's log probabilities in one `{"content":[...]}`, when wanted.
+fn all_logprobs(pieces: &[Piece], top: Option<usize>) -> Option<Value> {
+    top?;
+    let entries: Vec<Value> = pieces
+        .iter()
+        .filter(|piece| !matches!(piece, Piece::ToolCalls(_)))
+        .enumerate()
+        .filter_map(|(position, piece)| choice_logprobs(piece, position, top))
+        .map(|entry| entry["content"][0].clone())
+        .collect();
+    (!entries.is_empty()).then(|| json!({ "content": entries }))
+}
+
+type Gathered = (
+    String,
+    String,
+    Vec<Value>,
+    Option<Summary>,
+    bool,
+    Vec<Piece>,
+);
+
+async fn gather<S: futures::Stream<Item = Event>>(events: S) -> Gathered {
     let events: Vec<Event> = events.collect().await;
     let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
-    let (mut summary, mut dropped) = (None, false);
+    let (mut summary, mut dropped, mut pieces) = (None, false, Vec::new());
     for event in events {
+        if let Event::Piece(piece) = &event {
+            pieces.push(piece.clone());
+        }
         match event {
             Event::Piece(Piece::Content(t)) => content.push_str(&t),
             Event::Piece(Piece::Thinking(t)) => reasoning.push_str(&t),
@@ -313,33 +408,35 @@ async fn gather<S: futures::Stream<Item = Event>>(
             Event::Dropped => dropped = true,
         }
     }
-    (content, reasoning, calls, summary, dropped)
+    (content, reasoning, calls, summary, dropped, pieces)
 }
 
 pub async fn completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResult {
     let arrived = Instant::now();
-    let body = RequestBody::parse(&bytes, "CompletionRequest")?;
+    let body = RequestBody::parse(&bytes, "CompletionRequest").map_err(OpenAiError::middleware)?;
     let model = body.string("model")?.to_string();
     let prompt = match body.get("prompt") {
         None => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => {
-            return Err(OpenAiError(ApiError::bad_request(
+            return Err(OpenAiError::middleware(ApiError::bad_request(
                 "invalid type for 'prompt' field",
             )));
         }
     };
     let stream = body.bool("stream")?.unwrap_or(false);
     if model.is_empty() {
-        return Err(OpenAiError(ApiError::not_found("model '' not found")));
+        return Err(OpenAiError::from(ApiError::not_found("model '' not found")));
     }
     let spec = find(&sim, &model)?;
     if spec.embed {
-        return Err(OpenAiError(ApiError::bad_request(format!(
+        return Err(OpenAiError::from(ApiError::bad_request(format!(
             "{model:?} does not support generate"
         ))));
     }
     let suffix = body.string("suffix")?.to_string();
+    // `logprobs: n` asks for log probabilities with n alternatives each.
+    let logprobs = body.int("logprobs")?.filter(|n| *n > 0).map(|n| n as usize);
     let seed_text = format!("\n{prompt}\n{suffix}");
     let request = GenerationRequest {
         prompt_tokens: text::count_tokens(&seed_text) + 2,
@@ -351,6 +448,8 @@ pub async fn completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiRes
         format: None,
         tools: vec![],
         call_tool: false,
+        format_after_thinking: false,
+        batching: sim.batching.clone(),
     };
     let admitted = admit(&sim, &spec, None).await?;
     let plan = generation::plan(&request);
@@ -367,6 +466,7 @@ pub async fn completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiRes
     if stream {
         let with_usage = include_usage(&body);
         let frames = async_stream::stream! {
+            let mut position = 0;
             let mut events = Box::pin(events);
             while let Some(event) = events.next().await {
                 let created = unix_seconds(SystemTime::now());
@@ -375,6 +475,10 @@ pub async fn completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiRes
                 match event {
                     Event::Piece(Piece::Content(text)) => {
                         chunk["choices"] = json!([{"text": text, "index": 0, "finish_reason": null}]);
+                        if let Some(entry) = choice_logprobs(&Piece::Content(text), position, logprobs) {
+                            chunk["choices"][0]["logprobs"] = entry;
+                            position += 1;
+                        }
                     }
                     Event::Piece(_) => continue,
                     Event::Dropped => {
@@ -405,18 +509,21 @@ pub async fn completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiRes
         };
         return Ok(wire::stream_response(EVENT_STREAM, frames));
     }
-    let (content, _, _, summary, dropped) = gather(events).await;
+    let (content, _, _, summary, dropped, pieces) = gather(events).await;
     let done_reason = summary.map_or("stop", |s| s.done_reason);
-    let reply = json!({
+    let mut reply = json!({
         "id": id, "object": "text_completion", "created": unix_seconds(SystemTime::now()),
         "model": model, "system_fingerprint": "fp_ollama",
         "choices": [{"text": content, "index": 0, "finish_reason": finish_reason(done_reason, false)}],
         "usage": summary.as_ref().map(usage).unwrap_or(json!({"prompt_tokens":0,"completion_tokens":0,"total_tokens":0})),
     });
-    if dropped {
-        return Ok(cut_body(wire::JSON_UTF8, reply.to_string().into_bytes()));
+    if let Some(all) = all_logprobs(&pieces, logprobs) {
+        reply["choices"][0]["logprobs"] = all;
     }
-    Ok(json_response(StatusCode::OK, &reply))
+    if dropped {
+        return Ok(cut_body(wire::JSON, reply.to_string().into_bytes()));
+    }
+    Ok(json_response_as(wire::JSON, StatusCode::OK, &reply))
 }
 
 /// `input` of `/v1/embeddings`: a string, strings, or token arrays.
@@ -446,15 +553,15 @@ fn embedding_inputs(body: &RequestBody) -> Result<Vec<String>, ApiError> {
 }
 
 pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResult {
-    let body = RequestBody::parse(&bytes, "EmbedRequest")?;
+    let body = RequestBody::parse(&bytes, "EmbedRequest").map_err(OpenAiError::middleware)?;
     let model = body.string("model")?.to_string();
-    let inputs = embedding_inputs(&body)?;
+    let inputs = embedding_inputs(&body).map_err(OpenAiError::middleware)?;
     let encoding = body.string("encoding_format")?.to_string();
     let base64 = match encoding.as_str() {
         "" | "float" => false,
         "base64" => true,
         other => {
-            return Err(OpenAiError(ApiError::bad_request(format!(
+            return Err(OpenAiError::middleware(ApiError::bad_request(format!(
                 "Invalid value for 'encoding_format' = {other}. Supported values: ['float', 'base64']."
             ))));
         }
@@ -465,16 +572,17 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResu
         .and_then(Value::as_u64)
         .map(|d| d as usize);
     if model.is_empty() {
-        return Err(OpenAiError(ApiError::not_found("model '' not found")));
+        return Err(OpenAiError::from(ApiError::not_found("model '' not found")));
     }
     let spec = sim.find(&model).ok_or_else(|| {
-        OpenAiError(ApiError::not_found(format!(
+        OpenAiError::from(ApiError::not_found(format!(
             "model {model:?} not found, try pulling it first"
         )))
     })?;
     let admitted = admit(&sim, &spec, keep_alive).await?;
     let drop_midway = admitted.drop_midway;
-    let (vectors, _, tokens) = embed_vectors(admitted, &spec, &inputs, dimensions);
+    let token_limit = super::native::embed_token_limit(&body, &spec)?;
+    let (vectors, _, tokens) = embed_vectors(admitted, &spec, &inputs, dimensions, token_limit);
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
@@ -493,9 +601,9 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResu
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     });
     if drop_midway {
-        return Ok(cut_body(wire::JSON_UTF8, reply.to_string().into_bytes()));
+        return Ok(cut_body(wire::JSON, reply.to_string().into_bytes()));
     }
-    Ok(json_response(StatusCode::OK, &reply))
+    Ok(json_response_as(wire::JSON, StatusCode::OK, &reply))
 }
 
 fn model_object(sim: &Sim, id: &str, spec: &crate::spec::ModelSpec) -> Value {
@@ -519,17 +627,22 @@ pub async fn list_models(State(sim): State<Arc<Sim>>) -> Response {
         .iter()
         .map(|spec| model_object(&sim, &spec.display_name(), spec))
         .collect();
-    json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+    json_response_as(
+        wire::JSON,
+        StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    )
 }
 
 pub async fn get_model(State(sim): State<Arc<Sim>>, Path(model): Path<String>) -> OpenAiResult {
     let spec = sim.find(&model).ok_or_else(|| {
-        OpenAiError(ApiError::not_found(format!(
+        OpenAiError::from(ApiError::not_found(format!(
             "model '{}' not found",
             crate::spec::canonical_name(&model)
         )))
     })?;
-    Ok(json_response(
+    Ok(json_response_as(
+        wire::JSON,
         StatusCode::OK,
         &model_object(&sim, &model, &spec),
     ))

@@ -16,6 +16,12 @@ use serde_json::{Value, json};
 
 /// Gin's `c.JSON` content type.
 pub const JSON_UTF8: &str = "application/json; charset=utf-8";
+/// What Ollama sets itself before writing JSON: an error of a stream before its first
+/// line (server/routes.go `streamResponse`), the one answer of a progress route with
+/// `"stream": false` (`waitForStream`), and everything the `/v1` middleware rewrites
+/// from a native answer (middleware/openai.go writers). Gin's `c.JSON` keeps a type
+/// already set, and gin writes headers only with the first byte of the body.
+pub const JSON: &str = "application/json";
 pub const NDJSON: &str = "application/x-ndjson";
 pub const EVENT_STREAM: &str = "text/event-stream";
 
@@ -27,6 +33,8 @@ pub const BUSY_MESSAGE: &str = "server busy, please try again.  maximum pending 
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// [`JSON_UTF8`] unless the error is written where Ollama sets [`JSON`].
+    pub content_type: &'static str,
 }
 
 impl ApiError {
@@ -34,7 +42,14 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            content_type: JSON_UTF8,
         }
+    }
+
+    /// The same error with Ollama's own [`JSON`] content type instead of gin's.
+    pub fn plain_json(mut self) -> ApiError {
+        self.content_type = JSON;
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -58,22 +73,31 @@ impl ApiError {
         };
         let body =
             json!({"error": {"message": self.message, "type": kind, "param": null, "code": null}});
-        json_response(self.status, &body)
+        json_response_as(self.content_type, self.status, &body)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json_response(self.status, &json!({ "error": self.message }))
+        json_response_as(
+            self.content_type,
+            self.status,
+            &json!({ "error": self.message }),
+        )
     }
 }
 
 /// A JSON body with gin's content type.
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    json_response_as(JSON_UTF8, status, body)
+}
+
+/// A JSON body with the given content type.
+pub fn json_response_as(content_type: &'static str, status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response
         .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -86,6 +86,7 @@ const TIME_KEYS: [&str; 3] = ["created_at", "modified_at", "expires_at"];
 
 const JSON: &str = "application/json; charset=utf-8";
 const NDJSON: &str = "application/x-ndjson";
+const OPENAI_JSON: &str = "application/json";
 
 /// Since Ollama v0.1.3x the final chunk and the load answers carry `done_reason`
 /// (`api/types.go`, `GenerateResponse`/`ChatResponse`); examples recorded before
@@ -183,6 +184,13 @@ impl Case {
 
     fn status(mut self, status: u16) -> Case {
         self.status = status;
+        self
+    }
+
+    /// Answered through the `/v1` middleware's writers, which set plain
+    /// `application/json` (middleware/openai.go).
+    fn openai_writer(mut self) -> Case {
+        self.content_type = OPENAI_JSON;
         self
     }
 }
@@ -311,8 +319,25 @@ pub fn cases() -> Vec<Case> {
                 "modified_at",
                 "api/types.go ShowResponse.ModifiedAt, newer than the recording",
             ),
+            added(
+                "tensors",
+                "server/routes.go GetModelInfo lists a GGUF model's tensors, verbose or not; the recording left them out",
+            ),
         ]),
-        get("tags", "/api/tags", include_str!("tags.json")),
+        get("tags", "/api/tags", include_str!("tags.json")).except(&[
+            added(
+                "models[].capabilities",
+                "api/types.go ListModelResponse.Capabilities, newer than the recording",
+            ),
+            added(
+                "models[].details.context_length",
+                "api/types.go ModelDetails.ContextLength (server/model_list_cache.go), newer than the recording",
+            ),
+            added(
+                "models[].details.embedding_length",
+                "api/types.go ModelDetails.EmbeddingLength (server/model_list_cache.go), newer than the recording",
+            ),
+        ]),
         get("ps", "/api/ps", include_str!("ps.json")).except(&[added(
             "models[].context_length",
             "api/types.go ProcessModelResponse.ContextLength, newer than the recording",
@@ -330,18 +355,21 @@ pub fn cases() -> Vec<Case> {
             "OpenAI: list models",
             "/v1/models",
             include_str!("openai-models.json"),
-        ),
+        )
+        .openai_writer(),
         get(
             "OpenAI: one model",
             "/v1/models/llama3.2",
             include_str!("openai-model.json"),
-        ),
+        )
+        .openai_writer(),
         get(
             "OpenAI: unknown model",
             "/v1/models/no-such-model",
             include_str!("openai-error.json"),
         )
-        .status(404),
+        .status(404)
+        .openai_writer(),
         // Unloading last: the cases above may need llama3.2 resident.
         post(
             "chat, unload a model",

@@ -139,12 +139,6 @@ async fn missing_and_unknown_models_follow_each_handler() {
             400,
             "time: missing unit in duration \"300\"",
         ),
-        (
-            "/api/generate",
-            json!({"model": CHAT, "prompt": "x", "format": "yaml"}),
-            500,
-            "invalid format: \"yaml\"; expected \"json\" or a valid JSON Schema object",
-        ),
     ];
     for (path, body, status, message) in cases {
         let response = client().post(url(path)).json(&body).send().await.unwrap();
@@ -157,4 +151,42 @@ async fn missing_and_unknown_models_follow_each_handler() {
         0,
         "no rejected request reached a model"
     );
+}
+
+#[tokio::test]
+async fn an_invalid_format_is_the_runners_500_after_the_load() {
+    // llm/llama_server.go Completion rejects the format once the model is loaded,
+    // quoting the raw JSON with %q; a streamed request gets it before the first line
+    // (server/routes.go streamResponse: plain application/json).
+    let sim = start(fast_config()).await;
+    let message =
+        "invalid format: \"\\\"yaml\\\"\"; expected \"json\" or a valid JSON Schema object";
+    for (stream, content_type) in [
+        (false, "application/json; charset=utf-8"),
+        (true, "application/json"),
+    ] {
+        let (status, actual_type, body) = post(
+            &client(),
+            format!("{}/api/generate", sim.url()),
+            json!({"model": CHAT, "prompt": "x", "format": "yaml", "stream": stream}),
+        )
+        .await;
+        assert_eq!((status, actual_type.as_str()), (500, content_type));
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"error": message})
+        );
+    }
+    assert_eq!(
+        sim.stats().models[CHAT].loads,
+        1,
+        "the model was loaded first"
+    );
+    let (status, _, _) = post(
+        &client(),
+        format!("{}/api/generate", sim.url()),
+        json!({"model": CHAT, "format": "yaml"}),
+    )
+    .await;
+    assert_eq!(status, 200, "a load request never reaches the runner");
 }

@@ -6,6 +6,8 @@ mod common;
 mod contract;
 mod errors;
 mod faults;
+mod fidelity;
+mod generation;
 mod golden;
 mod openai;
 mod origin_guard;

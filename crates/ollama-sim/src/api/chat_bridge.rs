@@ -21,9 +21,9 @@ use super::admit;
 use super::native::check_tools;
 use super::wire::ApiError;
 use crate::generation::{self, Event, Format, GenerationRequest, Piece, Summary};
+use crate::prompt::{self, Window};
 use crate::sim::Sim;
 use crate::spec::ModelSpec;
-use crate::text;
 
 /// A chat request as the middleware hands it to `ChatHandler`.
 pub struct ChatCall {
@@ -62,15 +62,27 @@ pub async fn start(sim: &Sim, spec: &Arc<ModelSpec>, call: ChatCall) -> Result<S
     let arrived = Instant::now();
     check_tools(&call.tools, spec)?;
     let mut seed_text = String::new();
+    let mut sizes = Vec::with_capacity(call.messages.len());
     for (role, content) in &call.messages {
         seed_text.push_str(role);
         seed_text.push(':');
         seed_text.push_str(content);
         seed_text.push('\n');
+        sizes.push((role.as_str(), prompt::message_tokens(content)));
     }
+    // The translated request carries no runner options, so the model's own context
+    // and Ollama's defaults apply, as in `/api/chat` without options.
+    let window = Window {
+        num_ctx: spec.ctx as usize,
+        num_keep: prompt::DEFAULT_NUM_KEEP,
+        truncate: true,
+        shift: true,
+    };
+    let prompt_tokens = prompt::chat_prompt_tokens(&sizes, window)
+        .map_err(|_| ApiError::bad_request(prompt::TOO_LONG))?;
     let last_role = call.messages.last().map_or("", |(role, _)| role.as_str());
     let request = GenerationRequest {
-        prompt_tokens: text::count_tokens(&seed_text) + 4 * call.messages.len(),
+        prompt_tokens,
         spec: spec.clone(),
         seed_text,
         num_predict: call.num_predict,
@@ -79,6 +91,8 @@ pub async fn start(sim: &Sim, spec: &Arc<ModelSpec>, call: ChatCall) -> Result<S
         format: call.format,
         call_tool: !call.tools.is_empty() && last_role != "tool",
         tools: call.tools,
+        format_after_thinking: true,
+        batching: sim.batching.clone(),
     };
     let admitted = admit(sim, spec, None).await?;
     let plan = generation::plan(&request);

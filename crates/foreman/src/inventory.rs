@@ -7,6 +7,7 @@
 //! moment ago is found.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -50,6 +51,11 @@ pub struct Inventory {
     polling: Mutex<()>,
     /// Rung when residency has probably changed (a job ran), to poll early.
     nudge: Notify,
+    /// Set when a job ends, cleared when a poll starts: the cached `/api/ps` may be
+    /// behind what the target has loaded.
+    residency_changed: AtomicBool,
+    /// Jobs running on the target now: each may load a model at any moment.
+    jobs_running: AtomicUsize,
 }
 
 impl Inventory {
@@ -60,12 +66,15 @@ impl Inventory {
             snapshot: RwLock::new(Snapshot::default()),
             polling: Mutex::new(()),
             nudge: Notify::new(),
+            residency_changed: AtomicBool::new(false),
+            jobs_running: AtomicUsize::new(0),
         })
     }
 
     /// Polls both listings now and updates the cache.
     pub async fn poll(&self) -> Result<(), UpstreamError> {
         let _one_at_a_time = self.polling.lock().await;
+        self.residency_changed.store(false, Ordering::SeqCst);
         let result = async {
             let tags = self.upstream.get("/api/tags", POLL_TIMEOUT).await?;
             let ps = self.upstream.get("/api/ps", POLL_TIMEOUT).await?;
@@ -116,7 +125,34 @@ impl Inventory {
     /// Asks for an early poll: the target's residency has probably changed, and
     /// `/api/ps` should show it without waiting a whole interval.
     pub fn refresh_soon(&self) {
+        self.residency_changed.store(true, Ordering::SeqCst);
         self.nudge.notify_one();
+    }
+
+    /// A job is about to run on the target.
+    pub fn job_started(&self) {
+        self.jobs_running.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A job that [`Inventory::job_started`] announced is over; `target_answered`
+    /// says whether the target ran it (and so may have loaded or unloaded a model).
+    pub fn job_ended(&self, target_answered: bool) {
+        self.jobs_running.fetch_sub(1, Ordering::SeqCst);
+        if target_answered {
+            self.refresh_soon();
+        }
+    }
+
+    /// Polls now if a job is running or ran since the last poll started, so that
+    /// `/api/ps` shows what the target has loaded, not what it had up to a poll gap
+    /// ago: a caller that reads it right after its answer sees the model loaded. A
+    /// failed poll leaves the cache as it was (and marks the target unreachable).
+    pub async fn refresh_if_changed(&self) {
+        if self.jobs_running.load(Ordering::SeqCst) > 0
+            || self.residency_changed.load(Ordering::SeqCst)
+        {
+            let _ = self.poll().await;
+        }
     }
 
     /// Looks a model up, polling once more on a miss.

@@ -227,6 +227,7 @@ impl Worker {
             }
         };
         tracing::debug!(job = %job.id, model = %job.model, reason = ?decision.reason, attempt = job.attempts, "running");
+        self.inventory.job_started();
         // Readers that join while the job runs get its output from the start.
         let keeper = self.hub.keep(job.id);
         let claimed_at = started.elapsed();
@@ -266,9 +267,7 @@ impl Worker {
                 "job timings"
             );
         });
-        if target_answered {
-            self.inventory.refresh_soon();
-        }
+        self.inventory.job_ended(target_answered);
         model
     }
 

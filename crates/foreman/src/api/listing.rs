@@ -44,6 +44,7 @@ pub async fn tags(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 pub async fn ps(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.inventory.refresh_if_changed().await;
     cached(&state, |inventory| inventory.ps()).await
 }
 

@@ -196,22 +196,24 @@ async fn embeddings_show_tags_and_ps_bypass_the_queue() {
         &chat_body(CHAT, "load it", false),
     )
     .await;
-    eventually("ps to show the loaded model", async || {
-        let ps: Value = client
-            .get(format!("{}/api/ps", foreman.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    // Right after the answer, not a poll later: a client that loads a model and then
+    // looks at /api/ps sees it, as it would at the target.
+    let ps: Value = client
+        .get(format!("{}/api/ps", foreman.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
         ps["models"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|m| m["model"] == CHAT)
-    })
-    .await;
+            .any(|m| m["model"] == CHAT),
+        "{ps}"
+    );
     assert_eq!(foreman.sim.stats().requests_total, requests_before + 1);
     foreman.stop().await;
 }

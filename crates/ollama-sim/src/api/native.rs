@@ -17,7 +17,10 @@ use serde_json::{Map, Value, json};
 
 use super::body::RequestBody;
 use super::wire::{self, ApiError, JSON_UTF8, NDJSON, json_response, ndjson_line, timestamp};
-use super::{Admitted, add_summary, admit, cut_body, drop_error, keep_alive_field, load_only};
+use super::{
+    Admitted, add_summary, admit, cut_body, drop_error, keep_alive_field, load_only,
+    load_options_field,
+};
 use crate::generation::{self, Event, Format, GenerationRequest, Piece};
 use crate::keep_alive::KeepAlive;
 use crate::sim::Sim;
@@ -85,12 +88,12 @@ pub async fn ps(State(sim): State<Arc<Sim>>) -> Response {
             json!({
                 "name": name,
                 "model": name,
-                "size": spec.size,
+                "size": resident.size,
                 "digest": text::digest(&name),
                 "details": details(spec),
                 "expires_at": timestamp(resident.expires_at),
-                "size_vram": spec.size,
-                "context_length": spec.ctx,
+                "size_vram": resident.size_vram,
+                "context_length": resident.context_length,
             })
         })
         .collect();
@@ -243,8 +246,9 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
     check_tools(&tools, &spec)?;
     let format = format_field(&body)?;
     let num_predict = body.num_predict()?;
+    let options = load_options_field(&body)?;
     if messages.is_empty() {
-        load_only(&sim, &spec, keep_alive).await?;
+        load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(control_reply(&model, "load", true));
     }
     let mut seed_text = String::new();
@@ -272,7 +276,7 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
         call_tool: !tools.is_empty() && last_role != "tool",
         tools,
     };
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let admitted = admit(&sim, &spec, keep_alive, &options).await?;
     Ok(respond(request, admitted, arrived, model, stream, Shape::Chat).await)
 }
 
@@ -312,8 +316,9 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
     }
     let format = format_field(&body)?;
     let num_predict = body.num_predict()?;
+    let options = load_options_field(&body)?;
     if prompt.is_empty() {
-        load_only(&sim, &spec, keep_alive).await?;
+        load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(control_reply(&model, "load", false));
     }
     let seed_text = format!("{system}\n{prompt}\n{suffix}");
@@ -328,7 +333,7 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
         tools: vec![],
         call_tool: false,
     };
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let admitted = admit(&sim, &spec, keep_alive, &options).await?;
     let shape = if raw {
         Shape::GenerateRaw
     } else {
@@ -556,14 +561,15 @@ pub async fn embed(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response
         .and_then(Value::as_u64)
         .map(|d| d as usize);
     let spec = embed_model(&sim, &model)?;
+    let options = load_options_field(&body)?;
     if inputs.is_empty() {
-        load_only(&sim, &spec, keep_alive).await?;
+        load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(json_response(
             StatusCode::OK,
             &json!({"model": model, "embeddings": []}),
         ));
     }
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let admitted = admit(&sim, &spec, keep_alive, &options).await?;
     let drop_midway = admitted.drop_midway;
     let (vectors, load_duration, tokens) = embed_vectors(admitted, &spec, &inputs, dimensions);
     let body = json!({
@@ -588,11 +594,12 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Res
     let prompt = body.string("prompt")?.to_string();
     let keep_alive: Option<KeepAlive> = keep_alive_field(&body.fields)?;
     let spec = embed_model(&sim, &model)?;
+    let options = load_options_field(&body)?;
     if prompt.is_empty() {
-        load_only(&sim, &spec, keep_alive).await?;
+        load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(json_response(StatusCode::OK, &json!({"embedding": []})));
     }
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let admitted = admit(&sim, &spec, keep_alive, &options).await?;
     let drop_midway = admitted.drop_midway;
     let (vectors, _, _) = embed_vectors(admitted, &spec, std::slice::from_ref(&prompt), None);
     let body = json!({ "embedding": text::unnormalized(&vectors[0]) });

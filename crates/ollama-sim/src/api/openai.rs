@@ -22,6 +22,7 @@ use super::native::{check_tools, embed_vectors};
 use super::wire::{self, ApiError, EVENT_STREAM, json_response, sse_frame, unix_seconds};
 use super::{admit, cut_body, drop_error, keep_alive_field};
 use crate::generation::{self, Event, Format, GenerationRequest, Piece, Summary};
+use crate::load_options::LoadOptions;
 use crate::sim::Sim;
 use crate::text;
 
@@ -201,7 +202,7 @@ pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Open
         call_tool: !tools.is_empty() && last_role != "tool",
         tools,
     };
-    let admitted = admit(&sim, &spec, None).await?;
+    let admitted = admit(&sim, &spec, None, &LoadOptions::default()).await?;
     let plan = generation::plan(&request);
     let drop_after = admitted.drop_midway.then_some(plan.pieces.len() / 2);
     let events = generation::run(
@@ -352,7 +353,7 @@ pub async fn completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiRes
         tools: vec![],
         call_tool: false,
     };
-    let admitted = admit(&sim, &spec, None).await?;
+    let admitted = admit(&sim, &spec, None, &LoadOptions::default()).await?;
     let plan = generation::plan(&request);
     let drop_after = admitted.drop_midway.then_some(plan.pieces.len() / 2);
     let events = generation::run(
@@ -472,7 +473,7 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResu
             "model {model:?} not found, try pulling it first"
         )))
     })?;
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let admitted = admit(&sim, &spec, keep_alive, &LoadOptions::default()).await?;
     let drop_midway = admitted.drop_midway;
     let (vectors, _, tokens) = embed_vectors(admitted, &spec, &inputs, dimensions);
     let data: Vec<Value> = vectors

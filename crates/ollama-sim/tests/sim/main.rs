@@ -9,3 +9,4 @@ mod faults;
 mod golden;
 mod openai;
 mod residency;
+mod sched;

@@ -171,11 +171,19 @@ pub async fn load_only(
         .map_err(|_| ApiError::busy())
 }
 
-/// Reads the runner options (`options.num_ctx`...) and `shift`, which decide whether
-/// a loaded runner can serve the request; a wrong type is Ollama's 500.
-pub fn load_options_field(body: &body::RequestBody) -> Result<LoadOptions, ApiError> {
+/// Reads the runner options (`options.num_ctx`...) and, for chat and generate,
+/// `shift`: they decide whether a loaded runner can serve the request. A wrong type
+/// is Ollama's 500.
+pub fn load_options_field(
+    body: &body::RequestBody,
+    with_shift: bool,
+) -> Result<LoadOptions, ApiError> {
     let options = body.get("options").and_then(Value::as_object);
-    let shift = body.bool("shift")?;
+    let shift = if with_shift {
+        body.bool("shift")?
+    } else {
+        None
+    };
     LoadOptions::from_request(options, shift)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }

@@ -246,7 +246,7 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
     check_tools(&tools, &spec)?;
     let format = format_field(&body)?;
     let num_predict = body.num_predict()?;
-    let options = load_options_field(&body)?;
+    let options = load_options_field(&body, true)?;
     if messages.is_empty() {
         load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(control_reply(&model, "load", true));
@@ -316,7 +316,7 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
     }
     let format = format_field(&body)?;
     let num_predict = body.num_predict()?;
-    let options = load_options_field(&body)?;
+    let options = load_options_field(&body, true)?;
     if prompt.is_empty() {
         load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(control_reply(&model, "load", false));
@@ -561,7 +561,7 @@ pub async fn embed(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response
         .and_then(Value::as_u64)
         .map(|d| d as usize);
     let spec = embed_model(&sim, &model)?;
-    let options = load_options_field(&body)?;
+    let options = load_options_field(&body, false)?;
     if inputs.is_empty() {
         load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(json_response(
@@ -594,7 +594,7 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Res
     let prompt = body.string("prompt")?.to_string();
     let keep_alive: Option<KeepAlive> = keep_alive_field(&body.fields)?;
     let spec = embed_model(&sim, &model)?;
-    let options = load_options_field(&body)?;
+    let options = load_options_field(&body, false)?;
     if prompt.is_empty() {
         load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(json_response(StatusCode::OK, &json!({"embedding": []})));

@@ -618,6 +618,24 @@ mod tests {
         assert_eq!(stats.snapshot(vec![], 0, 0).swaps_total, 1);
     }
 
+    /// sched.go `findRunnerToUnload`: the first idle runner in keep-alive order, even
+    /// when a busy one would expire sooner.
+    #[tokio::test(start_paused = true)]
+    async fn the_victim_is_idle_before_it_is_short_lived() {
+        let (residency, stats) = residency(2, KeepAlive::Forever);
+        let (a, b, c) = (spec("a"), spec("b"), spec("c"));
+        let minute = Some(KeepAlive::For(Duration::from_secs(60)));
+        let busy_a = residency.acquire(&a, minute, &none()).await.unwrap();
+        drop(residency.acquire(&b, None, &none()).await.unwrap());
+        let lease_c = residency.acquire(&c, None, &none()).await.unwrap();
+        assert_eq!(
+            residency.resident_names(),
+            vec!["a:latest".to_string(), "c:latest".to_string()]
+        );
+        assert_eq!(stats.snapshot(vec![], 0, 0).models["b:latest"].unloads, 1);
+        drop((busy_a, lease_c));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn zero_keep_alive_unloads_at_once_and_expire_unloads_idle() {
         let (residency, _) = residency(2, KeepAlive::Forever);

@@ -393,3 +393,69 @@ async fn a_model_bigger_than_vram_loads_alone_and_the_count_still_limits() {
     );
     assert_eq!(stats.swaps_total, 2);
 }
+
+/// The flags as a user gives them: `--vram 24GB` alone makes the count limit Ollama's
+/// 3 per GPU (`defaultModelsPerGPU`), and sizes come from `size=` or the name's tag.
+#[tokio::test]
+async fn the_binary_takes_vram_and_defaults_to_three_models() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ollama-sim"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--model",
+            "qwen2.5:7b,load=10ms,tps=inf,size=4.7GB",
+            "--model",
+            "llama3.2:3b,load=10ms,tps=inf",
+            "--model",
+            "nomic-embed-text,embed,load=10ms",
+            "--vram",
+            "24GB",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let banner = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the banner arrives")
+        .unwrap()
+        .expect("a banner line");
+    let url = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .expect("the banner names the URL")
+        .to_string();
+    let client = client();
+    chat(&client, &url, "qwen2.5:7b", json!({})).await;
+    chat(&client, &url, CHAT, json!({})).await;
+    let (status, _, body) = post(
+        &client,
+        format!("{url}/api/embed"),
+        json!({"model": EMBED, "input": "x"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let models = ps(&client, &url).await;
+    assert_eq!(models.len(), 3, "three fit in 24 GB: {models:?}");
+    assert_eq!(
+        ps_model(&models, CHAT)["size"],
+        1_818_750_000u64,
+        "3B at Q4_K_M"
+    );
+    let stats: Value = client
+        .get(format!("{url}/sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats["loads_total"].as_u64(), stats["swaps_total"].as_u64()),
+        (Some(3), Some(0))
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}

@@ -303,9 +303,15 @@ impl Residency {
         wanted: &RunnerOptions,
     ) -> Result<(Attachment, Arc<Semaphore>), Busy> {
         let _waiting = self.count(Line::Waiting);
-        let queued = self.enter_queue(key)?;
-        let _loader = self.inner.loader.lock().await;
-        drop(queued);
+        // An idle scheduler takes the request straight off the channel, even one of
+        // size 0; otherwise it waits in the queue for its turn.
+        let _loader = match self.inner.loader.try_lock() {
+            Ok(loader) => loader,
+            Err(_) => {
+                let _queued = self.enter_queue(key)?;
+                self.inner.loader.lock().await
+            }
+        };
         let mut kind = LoadKind::default();
         loop {
             let notified = self.inner.changed.notified();
@@ -616,6 +622,30 @@ mod tests {
         drop(lease_a);
         b_task.await.unwrap().unwrap();
         assert_eq!(stats.snapshot(vec![], 0, 0).swaps_total, 1);
+    }
+
+    /// sched.go `getRunner`: with `OLLAMA_MAX_QUEUE=0` the channel has no buffer, so
+    /// a load is accepted only while the scheduler is idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_queue_accepts_a_load_only_when_the_scheduler_is_idle() {
+        let stats = Arc::new(Stats::default());
+        let config = ResidencyConfig {
+            max_loaded: 1,
+            num_parallel: 1,
+            max_queue: 0,
+            default_keep_alive: KeepAlive::Forever,
+            vram: None,
+            default_num_ctx: 4096,
+        };
+        let residency = Residency::new(config, stats);
+        let (a, b) = (spec("a"), spec("b"));
+        let held = residency.acquire(&a, None, &none()).await.unwrap();
+        let (r, b2) = (residency.clone(), b.clone());
+        let loading = tokio::spawn(async move { r.acquire(&b2, None, &none()).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(residency.acquire(&b, None, &none()).await.err(), Some(Busy));
+        drop(held);
+        loading.await.unwrap().unwrap();
     }
 
     /// sched.go `findRunnerToUnload`: the first idle runner in keep-alive order, even

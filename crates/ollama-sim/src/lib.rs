@@ -7,9 +7,10 @@
 //! tests can assert on them. Faults can be injected, and counters (`/sim/stats`) show
 //! how many loads and swaps a traffic pattern cost.
 //!
-//! Module map: [`spec`] (models), [`keep_alive`], [`residency`] (the scheduler),
-//! [`generation`] (answers over time), [`batching`] (streams sharing a model),
-//! [`prompt`] (prompt size and truncation), [`text`] (deterministic content), [`faults`],
+//! Module map: [`spec`] (models), [`keep_alive`], [`load_options`] (runner options
+//! and reloads), [`residency`] (the scheduler), [`generation`] (answers over time),
+//! [`batching`] (streams sharing a model), [`prompt`] (prompt size and truncation),
+//! [`text`] (deterministic content), [`faults`],
 //! [`stats`], `api` (HTTP routes) and [`server`] (listener and [`spawn`]).
 
 pub mod batching;
@@ -17,6 +18,7 @@ pub mod faults;
 pub mod generation;
 pub mod keep_alive;
 pub mod prompt;
+pub mod load_options;
 pub mod residency;
 pub mod server;
 pub mod spec;
@@ -40,12 +42,20 @@ use std::time::Duration;
 pub struct SimConfig {
     /// The models on "disk".
     pub models: Vec<ModelSpec>,
-    /// Models resident at once (Ollama's `OLLAMA_MAX_LOADED_MODELS`).
+    /// Models resident at once (Ollama's `OLLAMA_MAX_LOADED_MODELS`); 0 means
+    /// Ollama's automatic 3 per GPU.
     pub max_loaded: usize,
     /// Concurrent requests per loaded model (`OLLAMA_NUM_PARALLEL`).
     pub num_parallel: usize,
-    /// Waiting requests before 503 (`OLLAMA_MAX_QUEUE`).
+    /// Requests waiting for a load before 503 (`OLLAMA_MAX_QUEUE`); requests for a
+    /// loaded model wait for a slot without limit.
     pub max_queue: usize,
+    /// GPU memory for models, in bytes: a model loads beside others only if its size
+    /// fits in 80% of what they leave free. `None` is unlimited (only `max_loaded`).
+    pub vram: Option<u64>,
+    /// The `num_ctx` of requests that give none (`OLLAMA_CONTEXT_LENGTH`; Ollama's
+    /// automatic value is 4096 below 23 GiB of VRAM).
+    pub context_length: u32,
     /// Keep-alive when a request gives none (`OLLAMA_KEEP_ALIVE`).
     pub keep_alive: KeepAlive,
     /// Reply length in tokens when `num_predict` does not cap it.
@@ -67,6 +77,8 @@ impl Default for SimConfig {
             max_loaded: 1,
             num_parallel: 1,
             max_queue: 512,
+            vram: None,
+            context_length: 4096,
             keep_alive: KeepAlive::For(Duration::from_secs(300)),
             reply_tokens: generation::DEFAULT_REPLY_TOKENS,
             faults: Faults::default(),

@@ -22,15 +22,24 @@ struct Args {
     /// Repeat for several. Without any: llama3.2:3b, qwen2.5:7b and nomic-embed-text.
     #[arg(long = "model", value_parser = parse_model)]
     models: Vec<ModelSpec>,
-    /// Models resident at once.
-    #[arg(long, default_value_t = 1)]
-    max_loaded: usize,
+    /// Models resident at once (OLLAMA_MAX_LOADED_MODELS; 0 is Ollama's automatic 3).
+    /// Default: 1, or 3 (Ollama's default for one GPU) when --vram is given.
+    #[arg(long)]
+    max_loaded: Option<usize>,
     /// Concurrent requests per loaded model.
     #[arg(long, default_value_t = 1)]
     num_parallel: usize,
-    /// Waiting requests before answering 503 "server busy".
+    /// Requests waiting for a model load before answering 503 "server busy"
+    /// (requests for a loaded model wait for a slot without limit).
     #[arg(long, default_value_t = 512)]
     max_queue: usize,
+    /// GPU memory for models (24GB, 8GiB...): models load side by side while they fit.
+    /// Without it memory is unlimited and only --max-loaded counts.
+    #[arg(long, value_parser = parse_vram)]
+    vram: Option<u64>,
+    /// num_ctx of requests that give none (OLLAMA_CONTEXT_LENGTH).
+    #[arg(long, default_value_t = 4096)]
+    context_length: u32,
     /// Default keep-alive: a Go duration (5m, 300ms) or seconds; 0 unloads at once, negative keeps forever.
     #[arg(long, default_value = "5m", value_parser = KeepAlive::parse_flag, allow_hyphen_values = true)]
     keep_alive: KeepAlive,
@@ -71,6 +80,10 @@ struct Args {
     log: String,
 }
 
+fn parse_vram(text: &str) -> Result<u64, String> {
+    ollama_sim::spec::parse_size(text)
+}
+
 fn parse_model(text: &str) -> Result<ModelSpec, String> {
     ModelSpec::parse(text).map_err(|e| e.to_string())
 }
@@ -103,9 +116,14 @@ async fn main() -> anyhow::Result<()> {
         } else {
             args.models
         },
-        max_loaded: args.max_loaded,
+        max_loaded: args.max_loaded.unwrap_or(match args.vram {
+            Some(_) => ollama_sim::residency::DEFAULT_MODELS_PER_GPU,
+            None => 1,
+        }),
         num_parallel: args.num_parallel,
         max_queue: args.max_queue,
+        vram: args.vram,
+        context_length: args.context_length,
         keep_alive: args.keep_alive,
         reply_tokens: args.reply_tokens,
         faults,

@@ -44,6 +44,8 @@ impl Sim {
                 num_parallel: config.num_parallel,
                 max_queue: config.max_queue,
                 default_keep_alive: config.keep_alive,
+                vram: config.vram,
+                default_num_ctx: config.context_length,
             },
             stats.clone(),
         );
@@ -175,6 +177,7 @@ impl Sim {
         self.stats.snapshot(
             self.residency.resident_names(),
             self.residency.waiting() as u64,
+            self.residency.queued() as u64,
         )
     }
 

@@ -19,7 +19,8 @@ pub struct ModelSpec {
     pub load: Duration,
     /// Generated tokens per second; `f64::INFINITY` means no pacing at all.
     pub tps: f64,
-    /// Size in bytes, reported as `size` and `size_vram`.
+    /// Size in bytes, reported as `size` and `size_vram`, and what the model takes
+    /// of the VRAM budget. Without `size=`, see [`default_size`].
     pub size: u64,
     /// An embedding-only model: it embeds but cannot chat or generate.
     pub embed: bool,
@@ -75,13 +76,14 @@ pub enum SpecError {
 }
 
 impl ModelSpec {
-    /// A chat model with the simulator's defaults: 2 s load, 50 tokens/s, 2 GB.
+    /// A chat model with the simulator's defaults: 2 s load, 50 tokens/s, and the
+    /// size [`default_size`] gives its name.
     pub fn chat(name: &str) -> ModelSpec {
         ModelSpec {
             name: name.to_string(),
             load: Duration::from_secs(2),
             tps: 50.0,
-            size: 2_000_000_000,
+            size: default_size(name),
             embed: false,
             dim: 3072,
             ctx: 4096,
@@ -321,8 +323,39 @@ fn parse_batch(text: &str) -> Result<Vec<f64>, String> {
     Ok(curve)
 }
 
-/// Parses `2GB`, `500MB`, `2GiB`, `1.5G` or a plain byte count.
-fn parse_size(text: &str) -> Result<u64, String> {
+// Residency: model sizes.
+
+/// Bits per weight of Ollama's usual Q4_K_M quantization, on average.
+const Q4_K_M_BITS_PER_WEIGHT: f64 = 4.85;
+
+/// The size of a chat model given without `size=`: its parameter count from the
+/// name's tag (`:7b`, `:0.5b`, `:270m`) at Q4_K_M, so `qwen2.5:7b` is 4.2 GB
+/// (Ollama's file is 4.7 GB); 2 GB when the tag names no count.
+pub fn default_size(name: &str) -> u64 {
+    match parameters_from_name(name) {
+        Some(parameters) => (parameters * Q4_K_M_BITS_PER_WEIGHT / 8.0).round() as u64,
+        None => 2_000_000_000,
+    }
+}
+
+/// The parameter count a tag like `7b`, `0.5b` or `270m` names.
+fn parameters_from_name(name: &str) -> Option<f64> {
+    let (_, tag) = name.rsplit_once(':')?;
+    let tag = tag.to_ascii_lowercase();
+    let (number, scale) = match tag.as_bytes().last()? {
+        b'b' => (&tag[..tag.len() - 1], 1e9),
+        b'm' => (&tag[..tag.len() - 1], 1e6),
+        _ => return None,
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n > 0.0)
+        .map(|n| n * scale)
+}
+
+/// Parses `2GB`, `500MB`, `2GiB`, `1.5G` or a plain byte count (model sizes, `--vram`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
     let split = upper
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -417,6 +450,18 @@ mod tests {
             ModelSpec::parse("m,batch=1,x"),
             Err(SpecError::UnknownOption { .. })
         ));
+    }
+
+    #[test]
+    fn sizes_default_from_the_parameter_count() {
+        assert_eq!(ModelSpec::parse("qwen2.5:7b").unwrap().size, 4_243_750_000);
+        assert_eq!(ModelSpec::parse("m:270M").unwrap().size, 163_687_500);
+        assert_eq!(ModelSpec::parse("llama3.2").unwrap().size, 2_000_000_000);
+        assert_eq!(
+            ModelSpec::parse("m:7b,size=1GB").unwrap().size,
+            1_000_000_000
+        );
+        assert_eq!(ModelSpec::parse("e,embed").unwrap().size, 274_000_000);
     }
 
     #[test]

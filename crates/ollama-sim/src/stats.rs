@@ -1,4 +1,4 @@
-//! Counters for tests and benchmarks: requests, loads, unloads, swaps, load time,
+//! Counters for tests and benchmarks: requests, loads, unloads, swaps, reloads, load time,
 //! busy rejections, in-flight and held requests, in total and per model, plus a bounded log
 //! of residency events (which model was loaded when).
 //!
@@ -21,12 +21,24 @@ pub struct ModelStats {
     pub unloads: u64,
     /// Loads that had to evict another model first.
     pub swaps: u64,
+    /// Loads of a model that was resident with other runner options (`needsReload`);
+    /// they count in `loads` too, and in `swaps` only if another model was evicted.
+    pub reloads: u64,
     pub load_time_ms: u64,
     pub busy_rejections: u64,
     pub faults_injected: u64,
     pub in_flight: u64,
     /// Requests waiting right now for the `hold` fault to be lifted.
     pub held: u64,
+}
+
+/// What a load had to unload first.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadKind {
+    /// Another model was evicted to make room.
+    pub swap: bool,
+    /// The same model was resident with other runner options.
+    pub reload: bool,
 }
 
 /// A residency change, timed from the simulator's start.
@@ -45,6 +57,7 @@ pub struct StatsSnapshot {
     pub loads_total: u64,
     pub unloads_total: u64,
     pub swaps_total: u64,
+    pub reloads_total: u64,
     pub load_time_ms_total: u64,
     pub busy_rejections_total: u64,
     pub faults_injected_total: u64,
@@ -53,6 +66,8 @@ pub struct StatsSnapshot {
     pub held: u64,
     /// Requests waiting right now for a load or a slot.
     pub waiting: u64,
+    /// Requests in the pending (load) queue right now: the line `max_queue` bounds.
+    pub queued_for_load: u64,
     /// Models resident right now, by display name.
     pub loaded: Vec<String>,
     pub models: BTreeMap<String, ModelStats>,
@@ -107,13 +122,12 @@ impl Stats {
         self.with_model(model, |m| m.held = m.held.saturating_add_signed(delta));
     }
 
-    pub fn loaded(&self, model: &str, took: Duration, evicted_another: bool) {
+    pub fn loaded(&self, model: &str, took: Duration, kind: LoadKind) {
         self.with_model(model, |m| {
             m.loads += 1;
             m.load_time_ms += took.as_millis() as u64;
-            if evicted_another {
-                m.swaps += 1;
-            }
+            m.swaps += u64::from(kind.swap);
+            m.reloads += u64::from(kind.reload);
         });
         self.event(model, "loaded");
     }
@@ -149,7 +163,12 @@ impl Stats {
         inner.events.clear();
     }
 
-    pub fn snapshot(&self, loaded: Vec<String>, waiting: u64) -> StatsSnapshot {
+    pub fn snapshot(
+        &self,
+        loaded: Vec<String>,
+        waiting: u64,
+        queued_for_load: u64,
+    ) -> StatsSnapshot {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let sum = |f: fn(&ModelStats) -> u64| inner.models.values().map(f).sum();
         StatsSnapshot {
@@ -157,12 +176,14 @@ impl Stats {
             loads_total: sum(|m| m.loads),
             unloads_total: sum(|m| m.unloads),
             swaps_total: sum(|m| m.swaps),
+            reloads_total: sum(|m| m.reloads),
             load_time_ms_total: sum(|m| m.load_time_ms),
             busy_rejections_total: sum(|m| m.busy_rejections),
             faults_injected_total: sum(|m| m.faults_injected),
             in_flight: sum(|m| m.in_flight),
             held: sum(|m| m.held),
             waiting,
+            queued_for_load,
             loaded,
             models: inner.models.clone(),
         }
@@ -188,10 +209,14 @@ mod tests {
         let stats = Stats::default();
         stats.request("a");
         stats.request("b");
-        stats.loaded("a", Duration::from_millis(20), false);
-        stats.loaded("b", Duration::from_millis(30), true);
+        stats.loaded("a", Duration::from_millis(20), LoadKind::default());
+        let swap = LoadKind {
+            swap: true,
+            reload: false,
+        };
+        stats.loaded("b", Duration::from_millis(30), swap);
         stats.in_flight_delta("a", 1);
-        let snap = stats.snapshot(vec!["b".into()], 0);
+        let snap = stats.snapshot(vec!["b".into()], 0, 0);
         assert_eq!(snap.requests_total, 2);
         assert_eq!(snap.loads_total, 2);
         assert_eq!(snap.swaps_total, 1);
@@ -199,7 +224,7 @@ mod tests {
         assert_eq!(snap.in_flight, 1);
         assert_eq!(stats.events().len(), 2);
         stats.reset();
-        let snap = stats.snapshot(vec![], 0);
+        let snap = stats.snapshot(vec![], 0, 0);
         assert_eq!(snap.requests_total, 0);
         assert_eq!(snap.in_flight, 1);
         assert!(stats.events().is_empty());

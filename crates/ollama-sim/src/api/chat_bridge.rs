@@ -18,9 +18,10 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::admit;
-use super::native::check_tools;
+use super::native::{check_tools, runner_context};
 use super::wire::ApiError;
 use crate::generation::{self, Event, Format, GenerationRequest, Piece, Summary};
+use crate::load_options::LoadOptions;
 use crate::prompt::{self, Window};
 use crate::sim::Sim;
 use crate::spec::ModelSpec;
@@ -70,10 +71,11 @@ pub async fn start(sim: &Sim, spec: &Arc<ModelSpec>, call: ChatCall) -> Result<S
         seed_text.push('\n');
         sizes.push((role.as_str(), prompt::message_tokens(content)));
     }
-    // The translated request carries no runner options, so the model's own context
-    // and Ollama's defaults apply, as in `/api/chat` without options.
+    // The translated request carries no runner options, so the server's default
+    // context and Ollama's defaults apply, as in `/api/chat` without options.
+    let options = LoadOptions::default();
     let window = Window {
-        num_ctx: spec.ctx as usize,
+        num_ctx: runner_context(sim, spec, &options),
         num_keep: prompt::DEFAULT_NUM_KEEP,
         truncate: true,
         shift: true,
@@ -94,7 +96,7 @@ pub async fn start(sim: &Sim, spec: &Arc<ModelSpec>, call: ChatCall) -> Result<S
         format_after_thinking: true,
         batching: sim.batching.clone(),
     };
-    let admitted = admit(sim, spec, None).await?;
+    let admitted = admit(sim, spec, None, &options).await?;
     let plan = generation::plan(&request);
     let drop_after = admitted.drop_midway.then_some(plan.pieces.len() / 2);
     let events = generation::run(

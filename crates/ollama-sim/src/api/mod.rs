@@ -28,6 +28,7 @@ use serde_json::{Map, Value, json};
 use crate::faults::Fault;
 use crate::generation::{InFlight, Summary};
 use crate::keep_alive::KeepAlive;
+use crate::load_options::LoadOptions;
 use crate::residency::Lease;
 use crate::sim::Sim;
 use crate::spec::ModelSpec;
@@ -101,6 +102,7 @@ pub async fn admit(
     sim: &Sim,
     spec: &Arc<ModelSpec>,
     keep_alive: Option<KeepAlive>,
+    options: &LoadOptions,
 ) -> Result<Admitted, ApiError> {
     let model = spec.display_name();
     sim.stats.request(&model);
@@ -134,7 +136,7 @@ pub async fn admit(
     let in_flight = InFlight::new(sim.stats.clone(), model);
     let lease = sim
         .residency
-        .acquire(spec, keep_alive)
+        .acquire(spec, keep_alive, options)
         .await
         .map_err(|_| ApiError::busy())?;
     Ok(Admitted {
@@ -168,15 +170,30 @@ pub async fn load_only(
     sim: &Sim,
     spec: &Arc<ModelSpec>,
     keep_alive: Option<KeepAlive>,
+    options: &LoadOptions,
 ) -> Result<(), ApiError> {
     sim.stats.request(&spec.display_name());
-    let lease = sim
-        .residency
-        .acquire(spec, keep_alive)
+    sim.residency
+        .preload(spec, keep_alive, options)
         .await
-        .map_err(|_| ApiError::busy())?;
-    drop(lease);
-    Ok(())
+        .map_err(|_| ApiError::busy())
+}
+
+/// Reads the runner options (`options.num_ctx`...) and, for chat and generate,
+/// `shift`: they decide whether a loaded runner can serve the request. A wrong type
+/// is Ollama's 500.
+pub fn load_options_field(
+    body: &body::RequestBody,
+    with_shift: bool,
+) -> Result<LoadOptions, ApiError> {
+    let options = body.get("options").and_then(Value::as_object);
+    let shift = if with_shift {
+        body.bool("shift")?
+    } else {
+        None
+    };
+    LoadOptions::from_request(options, shift)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// Reads `keep_alive` with Ollama's rules and messages.

@@ -17,9 +17,13 @@ use serde_json::{Map, Value, json};
 
 use super::body::RequestBody;
 use super::wire::{self, ApiError, JSON_UTF8, NDJSON, json_response, ndjson_line, timestamp};
-use super::{Admitted, add_summary, admit, cut_body, drop_error, keep_alive_field, load_only};
+use super::{
+    Admitted, add_summary, admit, cut_body, drop_error, keep_alive_field, load_only,
+    load_options_field,
+};
 use crate::generation::{self, Event, Format, GenerationRequest, Piece};
 use crate::keep_alive::KeepAlive;
+use crate::load_options::{LoadOptions, RunnerOptions};
 use crate::prompt::{self, DEFAULT_NUM_KEEP, Window};
 use crate::sim::Sim;
 use crate::spec::{ModelSpec, canonical_name};
@@ -139,12 +143,12 @@ pub async fn ps(State(sim): State<Arc<Sim>>) -> Response {
             json!({
                 "name": name,
                 "model": name,
-                "size": spec.size,
+                "size": resident.size,
                 "digest": text::digest(&name),
                 "details": details(spec),
                 "expires_at": timestamp(resident.expires_at),
-                "size_vram": spec.size,
-                "context_length": spec.ctx,
+                "size_vram": resident.size_vram,
+                "context_length": resident.context_length,
             })
         })
         .collect();
@@ -247,15 +251,16 @@ fn runner_error(error: ApiError, stream: bool) -> ApiError {
     if stream { error.plain_json() } else { error }
 }
 
-/// The context a request's prompt must fit: `options.num_ctx` (no larger than the
-/// model's context; Ollama clamps it to the trained length, llm/server.go
-/// `NewLlamaServer`), `options.num_keep`, and the `truncate` and `shift` fields.
-pub fn window(body: &RequestBody, spec: &ModelSpec) -> Result<Window, ApiError> {
-    let model_ctx = spec.ctx as usize;
-    let num_ctx = body
-        .option_int("num_ctx")?
-        .filter(|n| *n > 0)
-        .map_or(model_ctx, |n| (n as usize).min(model_ctx));
+/// The context of the runner a request runs on: its `options.num_ctx`, or the
+/// server's default, clamped as Ollama's scheduler does (server/sched.go,
+/// [`RunnerOptions::resolve`]).
+pub fn runner_context(sim: &Sim, spec: &ModelSpec, options: &LoadOptions) -> usize {
+    RunnerOptions::resolve(options, spec, sim.config.context_length).context_length as usize
+}
+
+/// The context a request's prompt must fit: the runner's context (see
+/// [`runner_context`]), `options.num_keep`, and the `truncate` and `shift` fields.
+pub fn window(body: &RequestBody, num_ctx: usize) -> Result<Window, ApiError> {
     Ok(Window {
         num_ctx,
         num_keep: body.option_int("num_keep")?.unwrap_or(DEFAULT_NUM_KEEP),
@@ -353,10 +358,11 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
     check_tools(&tools, &spec)?;
     let format = format_field(&body);
     let num_predict = body.num_predict()?;
+    let options = load_options_field(&body, true)?;
     let logprobs = logprobs_field(&body)?;
-    let window = window(&body, &spec)?;
+    let window = window(&body, runner_context(&sim, &spec, &options))?;
     if messages.is_empty() {
-        load_only(&sim, &spec, keep_alive).await?;
+        load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(control_reply(&model, "load", true));
     }
     let mut seed_text = String::new();
@@ -376,7 +382,7 @@ pub async fn chat(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response,
         .and_then(|m| m.get("role"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let admitted = admit(&sim, &spec, keep_alive, &options).await?;
     let Ok(prompt_tokens) = prompt_tokens else {
         return Err(too_long(stream));
     };
@@ -434,10 +440,11 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
     }
     let format = format_field(&body);
     let num_predict = body.num_predict()?;
+    let options = load_options_field(&body, true)?;
     let logprobs = logprobs_field(&body)?;
-    let window = window(&body, &spec)?;
+    let window = window(&body, runner_context(&sim, &spec, &options))?;
     if prompt.is_empty() {
-        load_only(&sim, &spec, keep_alive).await?;
+        load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(control_reply(&model, "load", false));
     }
     let seed_text = format!("{system}\n{prompt}\n{suffix}");
@@ -445,7 +452,7 @@ pub async fn generate(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Respo
     // so only the runner's cut applies; an old reply's `context` is prepended.
     let prompt_tokens =
         prompt::runner_prompt_tokens(context_tokens + text::count_tokens(&seed_text) + 2, window);
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let admitted = admit(&sim, &spec, keep_alive, &options).await?;
     let Ok(prompt_tokens) = prompt_tokens else {
         return Err(too_long(stream));
     };
@@ -700,11 +707,10 @@ fn embed_model(sim: &Sim, model: &str) -> Result<Arc<ModelSpec>, ApiError> {
     })
 }
 
-/// The tokens an embedding input may have: the context (`options.num_ctx`, no larger
-/// than the model's) less the BOS and EOS tokens the model adds (server/routes.go
-/// `EmbedHandler`, `adjustTokenLimit`).
-pub fn embed_token_limit(body: &RequestBody, spec: &ModelSpec) -> Result<usize, ApiError> {
-    Ok(window(body, spec)?.num_ctx.saturating_sub(2).max(1))
+/// The tokens an embedding input may have: the runner's context less the BOS and EOS
+/// tokens the model adds (server/routes.go `EmbedHandler`, `adjustTokenLimit`).
+pub fn embed_token_limit(body: &RequestBody, num_ctx: usize) -> Result<usize, ApiError> {
+    Ok(window(body, num_ctx)?.num_ctx.saturating_sub(2).max(1))
 }
 
 /// The tokens an embedding input counts for.
@@ -765,15 +771,16 @@ pub async fn embed(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Response
         .map(|d| d as usize);
     let truncate = body.bool("truncate")?.unwrap_or(true);
     let spec = embed_model(&sim, &model)?;
-    let token_limit = embed_token_limit(&body, &spec)?;
+    let options = load_options_field(&body, false)?;
+    let token_limit = embed_token_limit(&body, runner_context(&sim, &spec, &options))?;
     if inputs.is_empty() {
-        load_only(&sim, &spec, keep_alive).await?;
+        load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(json_response(
             StatusCode::OK,
             &json!({"model": model, "embeddings": []}),
         ));
     }
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let admitted = admit(&sim, &spec, keep_alive, &options).await?;
     if !truncate && inputs.iter().any(|i| input_tokens(i) > token_limit) {
         // Checked once the model is loaded, as Ollama's EmbedHandler does.
         return Err(ApiError::bad_request(
@@ -805,11 +812,12 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Result<Res
     let prompt = body.string("prompt")?.to_string();
     let keep_alive: Option<KeepAlive> = keep_alive_field(&body.fields)?;
     let spec = embed_model(&sim, &model)?;
+    let options = load_options_field(&body, false)?;
     if prompt.is_empty() {
-        load_only(&sim, &spec, keep_alive).await?;
+        load_only(&sim, &spec, keep_alive, &options).await?;
         return Ok(json_response(StatusCode::OK, &json!({"embedding": []})));
     }
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let admitted = admit(&sim, &spec, keep_alive, &options).await?;
     let drop_midway = admitted.drop_midway;
     let (vectors, _, _) = embed_vectors(
         admitted,

@@ -24,6 +24,7 @@ use super::native::{check_tools, check_top_logprobs, embed_vectors};
 use super::wire::{self, ApiError, EVENT_STREAM, json_response_as, sse_frame, unix_seconds};
 use super::{admit, cut_body, drop_error, keep_alive_field};
 use crate::generation::{self, Event, Format, GenerationRequest, Piece, Summary};
+use crate::load_options::LoadOptions;
 use crate::sim::Sim;
 use crate::text;
 
@@ -261,7 +262,7 @@ pub async fn chat_completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Open
         format_after_thinking: true,
         batching: sim.batching.clone(),
     };
-    let admitted = admit(&sim, &spec, None).await?;
+    let admitted = admit(&sim, &spec, None, &LoadOptions::default()).await?;
     let plan = generation::plan(&request);
     let drop_after = admitted.drop_midway.then_some(plan.pieces.len() / 2);
     let events = generation::run(
@@ -451,7 +452,7 @@ pub async fn completions(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiRes
         format_after_thinking: false,
         batching: sim.batching.clone(),
     };
-    let admitted = admit(&sim, &spec, None).await?;
+    let admitted = admit(&sim, &spec, None, &LoadOptions::default()).await?;
     let plan = generation::plan(&request);
     let drop_after = admitted.drop_midway.then_some(plan.pieces.len() / 2);
     let events = generation::run(
@@ -579,9 +580,11 @@ pub async fn embeddings(State(sim): State<Arc<Sim>>, bytes: Bytes) -> OpenAiResu
             "model {model:?} not found, try pulling it first"
         )))
     })?;
-    let admitted = admit(&sim, &spec, keep_alive).await?;
+    let options = LoadOptions::default();
+    let admitted = admit(&sim, &spec, keep_alive, &options).await?;
     let drop_midway = admitted.drop_midway;
-    let token_limit = super::native::embed_token_limit(&body, &spec)?;
+    let num_ctx = super::native::runner_context(&sim, &spec, &options);
+    let token_limit = super::native::embed_token_limit(&body, num_ctx)?;
     let (vectors, _, tokens) = embed_vectors(admitted, &spec, &inputs, dimensions, token_limit);
     let data: Vec<Value> = vectors
         .iter()

@@ -13,3 +13,4 @@ mod openai;
 mod origin_guard;
 mod residency;
 mod translated;
+mod sched;

@@ -12,5 +12,5 @@ mod golden;
 mod openai;
 mod origin_guard;
 mod residency;
-mod translated;
 mod sched;
+mod translated;

@@ -35,7 +35,8 @@ pub struct Record {
     /// The target's own figures from the final chunk, in ms.
     pub target_total_ms: f64,
     pub target_load_ms: f64,
-    pub target_eval_ms: f64,
+    /// The target's computing time for the request: prompt evaluation plus generation.
+    pub target_compute_ms: f64,
 }
 
 impl Record {
@@ -102,7 +103,7 @@ impl Driver {
             status: 0,
             target_total_ms: 0.0,
             target_load_ms: 0.0,
-            target_eval_ms: 0.0,
+            target_compute_ms: 0.0,
         };
         let response = match self
             .client
@@ -141,7 +142,7 @@ impl Driver {
             let ms = |key: &str| last.get(key).and_then(Value::as_f64).unwrap_or(0.0) / 1e6;
             record.target_total_ms = ms("total_duration");
             record.target_load_ms = ms("load_duration");
-            record.target_eval_ms = ms("eval_duration");
+            record.target_compute_ms = ms("prompt_eval_duration") + ms("eval_duration");
         }
         self.progress.inc(1);
         record

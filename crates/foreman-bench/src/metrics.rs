@@ -49,7 +49,7 @@ impl PassSummary {
         } else {
             (end - start).max(0.001)
         };
-        let generating_ms: f64 = ok.iter().map(|r| r.target_eval_ms).sum();
+        let generating_ms: f64 = ok.iter().map(|r| r.target_compute_ms).sum();
         PassSummary {
             pass: pass.to_string(),
             requests: records.len(),

@@ -369,7 +369,7 @@ impl Bench {
             .records
             .iter()
             .filter(|r| r.ok())
-            .map(|r| r.target_eval_ms)
+            .map(|r| r.target_compute_ms)
             .sum();
         let lower_bound_s = (generation + load_sum) / 1000.0;
         let swaps_ratio = direct.summary.swaps as f64 / through.summary.swaps.max(1) as f64;
@@ -420,7 +420,7 @@ impl Bench {
             "x",
             Scale::Full,
             format!(
-                "{:.1} s / {lower_bound_s:.1} s (all generation + one load per model)",
+                "{:.1} s / {lower_bound_s:.1} s (all prompt evaluation and generation + one load per model)",
                 through.summary.makespan_s
             ),
         );
@@ -436,7 +436,7 @@ impl Bench {
                 direct.summary.makespan_s, through.summary.makespan_s
             ),
             format!(
-                "lower bound (all generation + one load per model): {lower_bound_s:.1} s; foreman's makespan is {of_bound:.2}x of it"
+                "lower bound (all prompt evaluation and generation + one load per model): {lower_bound_s:.1} s; foreman's makespan is {of_bound:.2}x of it"
             ),
         ];
         let svg = chart::render(

@@ -1,9 +1,9 @@
 //! The worker: one per GPU target, running jobs one at a time.
 //!
-//! Each turn it asks the store for the queue's heads, lets the pure [`scheduler`]
-//! pick a job (priority first, then draining the resident model), claims it with a lease, sends the
-//! client's body to the target untouched, relays the answer to the waiting caller
-//! through the [`hub`], and records the outcome:
+//! Each turn it asks the store for the queue's heads, lets the [`scheduler`]'s policy
+//! pick a job (priority first, then draining the resident model, with the wait bound),
+//! claims it with a lease, sends the client's body to the target untouched, relays the
+//! answer to the waiting caller through the [`hub`], and records the outcome:
 //! - success: the result (the `stream:false`-equivalent object) is stored;
 //! - a retryable failure (target unreachable, timeout, broken connection, 503) before
 //!   any output reached a caller: back to the queue with exponential backoff and

@@ -271,6 +271,32 @@ async fn translated_routes_answer_errors_in_their_family_shape() {
     assert_eq!(response.status(), 401);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["error"]["type"], "authentication_error");
+    // Anthropic's clients send their key as x-api-key: the token works there too, on
+    // the Messages route only.
+    let messages =
+        json!({"model": CHAT, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    for (key, status) in [("s3cret", 200), ("wrong", 401)] {
+        let response = client
+            .post(format!("{}/v1/messages", foreman.url))
+            .header("x-api-key", key)
+            .json(&messages)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "x-api-key {key}");
+    }
+    let response = client
+        .post(format!("{}/api/chat", foreman.url))
+        .header("x-api-key", "s3cret")
+        .json(&chat_body(CHAT, "hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "x-api-key is for the Messages route only"
+    );
     foreman.stop().await;
 }
 

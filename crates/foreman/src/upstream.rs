@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use foreman_store::JobKind;
 use futures::{Stream, StreamExt};
 use thiserror::Error;
 
@@ -135,6 +136,16 @@ impl Upstream {
         request.send().await.map_err(UpstreamError::from_reqwest)
     }
 
+    /// Starts a job on the target: its body goes, as the client sent it, to the route
+    /// the client called (see [`route_of`]).
+    pub async fn start_job(
+        &self,
+        kind: JobKind,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        self.start(route_of(kind), body).await
+    }
+
     /// POSTs a JSON body; a 2xx answer streams back, anything else is an error with
     /// the target's body read in full.
     pub async fn start(&self, path: &str, body: Bytes) -> Result<UpstreamResponse, UpstreamError> {
@@ -186,6 +197,19 @@ async fn into_stream(response: reqwest::Response) -> Result<UpstreamResponse, Up
         content_type,
         body: Box::pin(body),
     })
+}
+
+/// The target's route for a job of `kind`: the route its client called, since the
+/// target (Ollama and its middleware) does any translation itself.
+pub fn route_of(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Chat => "/api/chat",
+        JobKind::Generate => "/api/generate",
+        JobKind::OpenAiChat => "/v1/chat/completions",
+        JobKind::OpenAiCompletion => "/v1/completions",
+        JobKind::OpenAiResponses => "/v1/responses",
+        JobKind::AnthropicMessages => "/v1/messages",
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use foreman_store::{ClaimParams, Job, JobFailure, JobId, JobKind, JobState, Store};
+use foreman_store::{ClaimParams, Job, JobFailure, JobId, JobState, Store};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -292,15 +292,7 @@ impl Worker {
 
     /// One attempt against the target.
     async fn execute(&self, job: &Job, payload: Bytes) -> Attempt {
-        let path = match job.kind {
-            JobKind::Chat => "/api/chat",
-            JobKind::Generate => "/api/generate",
-            JobKind::OpenAiChat => "/v1/chat/completions",
-            JobKind::OpenAiCompletion => "/v1/completions",
-            JobKind::OpenAiResponses => "/v1/responses",
-            JobKind::AnthropicMessages => "/v1/messages",
-        };
-        let mut answer = match self.upstream.start(path, payload).await {
+        let mut answer = match self.upstream.start_job(job.kind, payload).await {
             Ok(answer) => answer,
             Err(error) => return self.failed_attempt(job.id, error),
         };

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::body::JsonBody;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, job_control};
 use crate::artifacts;
 use crate::clock::now_ms;
 use crate::hub::{FeedEvent, Outcome};
@@ -280,7 +280,7 @@ pub async fn submit(
         .filter(|v| !v.is_null())
         .map(Value::to_string);
     let idempotency_key = idempotency_key(&headers)?;
-    super::queued::admit(&state, &model).await?;
+    job_control::admit(&state, &model).await?;
     let payload = streamed_payload(request);
     let enqueued = state
         .store
@@ -490,7 +490,7 @@ pub async fn events(
         } else {
             Box::pin(async_stream::stream! {
                 loop {
-                    match super::queued::next_event(&state, &mut subscription).await {
+                    match job_control::next_event(&state, &mut subscription).await {
                         Some(FeedEvent::Chunk(chunk)) => yield Ok(chunk),
                         Some(FeedEvent::End(Outcome::Succeeded | Outcome::FailedInStream)) => {
                             // The feed ends before the outcome's commit; a watcher that
@@ -571,25 +571,12 @@ pub async fn artifact(
     Ok(response)
 }
 
-/// Cancels a job in any state: a queued one at once, a running one by aborting its
-/// upstream request. Shared with the sync routes, whose callers cancel by leaving.
-pub async fn cancel_job(
-    state: &AppState,
-    id: JobId,
-) -> Result<CancelOutcome, foreman_store::Error> {
-    let outcome = state.store.cancel(id, now_ms()).await?;
-    if let CancelOutcome::Requested(_) = &outcome {
-        state.running.cancel(id);
-    }
-    Ok(outcome)
-}
-
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    match cancel_job(&state, id).await? {
+    match job_control::cancel_job(&state, id).await? {
         CancelOutcome::Cancelled(job) => Ok(Json(view(&state, &job).await?).into_response()),
         CancelOutcome::Requested(job) => {
             Ok((StatusCode::ACCEPTED, Json(view(&state, &job).await?)).into_response())

@@ -26,6 +26,7 @@ mod body;
 mod depth;
 mod direct;
 mod error;
+mod job_control;
 mod jobs;
 mod listing;
 mod openai;

@@ -31,11 +31,10 @@ use foreman_store::{CancelOutcome, JobId, JobKind, NewJob};
 
 use super::body::JsonBody;
 use super::error::Flavor;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, job_control};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::hub::{FeedEvent, Outcome, Subscription};
-use crate::inventory::ModelCheck;
 use crate::model_name::model_key;
 
 /// Priority of interactive requests without `X-Foreman-Priority`; async jobs
@@ -92,7 +91,7 @@ pub(super) async fn run_queued(
 ) -> Result<Response, ApiError> {
     body.bool("stream")?;
     let priority = requested_priority(headers, &state.config)?;
-    admit(&state, &model).await?;
+    job_control::admit(&state, &model).await?;
     let payload = String::from_utf8(body.raw.to_vec())
         .map_err(|_| ApiError::BadRequest("request body is not UTF-8".into()))?;
     let id = JobId::generate();
@@ -121,7 +120,7 @@ pub(super) async fn run_queued(
         id,
         armed: true,
     };
-    let first = next_event(&state, &mut subscription).await;
+    let first = job_control::next_event(&state, &mut subscription).await;
     let response = match first {
         None => {
             guard.armed = false;
@@ -188,7 +187,7 @@ fn relay(
         let mut guard = guard;
         yield Ok(first);
         loop {
-            match next_event(&state, &mut subscription).await {
+            match job_control::next_event(&state, &mut subscription).await {
                 Some(FeedEvent::Chunk(chunk)) => yield Ok(chunk),
                 Some(FeedEvent::End(outcome)) => {
                     guard.armed = false;
@@ -204,45 +203,6 @@ fn relay(
                     guard.armed = false;
                     break;
                 }
-            }
-        }
-    }
-}
-
-/// The next feed event; `None` when foreman is shutting down and this job is not
-/// running (it stays queued for the next start).
-/// Whether a new job for `model` may join the queue: the model must exist on the
-/// target, foreman must not be shutting down, and the queue must have room. Every
-/// route that enqueues asks this first.
-pub(super) async fn admit(state: &AppState, model: &str) -> Result<(), ApiError> {
-    if state.inventory.check_model(model).await == ModelCheck::Unknown {
-        return Err(ApiError::ModelNotFound(model.to_owned()));
-    }
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::ShuttingDown);
-    }
-    let depth = state
-        .depth
-        .read(&state.store, state.config.max_queue)
-        .await?;
-    if depth >= state.config.max_queue {
-        return Err(ApiError::QueueFull);
-    }
-    Ok(())
-}
-
-pub(super) async fn next_event(
-    state: &AppState,
-    subscription: &mut Subscription,
-) -> Option<FeedEvent> {
-    tokio::select! {
-        event = subscription.next() => Some(event),
-        _ = state.shutdown.cancelled() => {
-            if state.running.contains(subscription.id()) {
-                // The worker finishes or requeues it within the grace period.
-                Some(subscription.next().await)
-            } else {
-                None
             }
         }
     }
@@ -291,7 +251,7 @@ impl Drop for CancelOnDrop {
         }
         let (state, id) = (self.state.clone(), self.id);
         tokio::spawn(async move {
-            match super::jobs::cancel_job(&state, id).await {
+            match job_control::cancel_job(&state, id).await {
                 Ok(CancelOutcome::Requested(_)) => {
                     tracing::info!(job = %id, "caller left; running job aborted");
                 }

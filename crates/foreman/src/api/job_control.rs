@@ -1,0 +1,63 @@
+//! What the routes that enqueue jobs and the routes that follow them share: admission
+//! to the queue, waiting for a job's next feed event, and cancelling a job. The sync
+//! routes (`queued.rs`) and the jobs API (`jobs.rs`) both use these, and neither
+//! imports the other.
+
+use foreman_store::{CancelOutcome, JobId};
+
+use super::{ApiError, AppState};
+use crate::clock::now_ms;
+use crate::hub::{FeedEvent, Subscription};
+use crate::inventory::ModelCheck;
+
+/// Whether a new job for `model` may join the queue: the model must exist on the
+/// target, foreman must not be shutting down, and the queue must have room. Every
+/// route that enqueues asks this first.
+pub(super) async fn admit(state: &AppState, model: &str) -> Result<(), ApiError> {
+    if state.inventory.check_model(model).await == ModelCheck::Unknown {
+        return Err(ApiError::ModelNotFound(model.to_owned()));
+    }
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let depth = state
+        .depth
+        .read(&state.store, state.config.max_queue)
+        .await?;
+    if depth >= state.config.max_queue {
+        return Err(ApiError::QueueFull);
+    }
+    Ok(())
+}
+
+/// The next feed event; `None` when foreman is shutting down and this job is not
+/// running (it stays queued for the next start).
+pub(super) async fn next_event(
+    state: &AppState,
+    subscription: &mut Subscription,
+) -> Option<FeedEvent> {
+    tokio::select! {
+        event = subscription.next() => Some(event),
+        _ = state.shutdown.cancelled() => {
+            if state.running.contains(subscription.id()) {
+                // The worker finishes or requeues it within the grace period.
+                Some(subscription.next().await)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Cancels a job in any state: a queued one at once, a running one by aborting its
+/// upstream request. Shared with the sync routes, whose callers cancel by leaving.
+pub(super) async fn cancel_job(
+    state: &AppState,
+    id: JobId,
+) -> Result<CancelOutcome, foreman_store::Error> {
+    let outcome = state.store.cancel(id, now_ms()).await?;
+    if let CancelOutcome::Requested(_) = &outcome {
+        state.running.cancel(id);
+    }
+    Ok(outcome)
+}

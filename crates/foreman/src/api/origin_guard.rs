@@ -109,6 +109,8 @@ pub fn parse_origins(text: &str) -> Result<Vec<String>, String> {
 pub struct Guard {
     /// Bound to a loopback address: only then is the `Host` checked.
     check_host: bool,
+    /// The machine's host name, read once at start (a name allowed as `Host`).
+    hostname: Option<String>,
     /// `*` was listed: every origin passes and gets `Access-Control-Allow-Origin: *`.
     any_origin: bool,
     /// Origins without `*`, lower-cased; the request's `Origin` must equal one.
@@ -123,6 +125,7 @@ impl Guard {
     pub fn new(bound: SocketAddr, extra: &[String]) -> Guard {
         let mut guard = Guard {
             check_host: bound.ip().to_canonical().is_loopback(),
+            hostname: machine_hostname(),
             any_origin: false,
             exact: Vec::new(),
             wildcards: Vec::new(),
@@ -210,7 +213,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
     let mut response = if !guard.check_host {
         next.run(request).await
     } else {
-        match classify_host(&host) {
+        match classify_host(&host, guard.hostname.as_deref()) {
             HostVerdict::LocalAddress => next.run(request).await,
             HostVerdict::LocalName if is_options => StatusCode::NO_CONTENT.into_response(),
             HostVerdict::LocalName => next.run(request).await,
@@ -250,7 +253,8 @@ enum HostVerdict {
     Foreign,
 }
 
-fn classify_host(host: &str) -> HostVerdict {
+/// How `host` (a `Host` value) counts; `hostname` is the machine's own name.
+fn classify_host(host: &str, hostname: Option<&str>) -> HostVerdict {
     let host = split_host_port(host).unwrap_or(host);
     if let Some(ip) = parse_ip(host) {
         let ip = ip.to_canonical();
@@ -265,7 +269,7 @@ fn classify_host(host: &str) -> HostVerdict {
     let host = host.to_lowercase();
     let local_name = host.is_empty()
         || host == "localhost"
-        || machine_hostname().is_some_and(|name| name == host)
+        || hostname == Some(host.as_str())
         || [".localhost", ".local", ".internal"]
             .iter()
             .any(|tld| host.ends_with(tld));
@@ -428,6 +432,7 @@ mod tests {
             ("app.localhost:3000", LocalName),
             ("printer.local", LocalName),
             ("host.docker.internal:11435", LocalName),
+            ("GPU-box:11435", LocalName),
             ("evil.example:11435", Foreign),
             ("evil.example", Foreign),
             ("localhost.evil.example", Foreign),
@@ -435,17 +440,22 @@ mod tests {
             // Go's SplitHostPort fails without a port, and "[::1]" is no IP.
             ("[::1]", Foreign),
         ] {
-            assert_eq!(classify_host(host), verdict, "{host:?}");
+            assert_eq!(classify_host(host, Some("gpu-box")), verdict, "{host:?}");
         }
     }
 
     /// routes.go:1783-1785: the machine's own host name (os.Hostname) passes.
     #[test]
     fn the_machine_hostname_is_allowed() {
-        let name = machine_hostname().expect("Linux names the machine");
+        let guard = loopback(&[]);
+        let name = guard.hostname.as_deref().expect("Linux names the machine");
         assert_eq!(
-            classify_host(&format!("{name}:11435")),
+            classify_host(&format!("{name}:11435"), Some(name)),
             HostVerdict::LocalName
+        );
+        assert_eq!(
+            classify_host(&format!("{name}.example:11435"), Some(name)),
+            HostVerdict::Foreign
         );
     }
 

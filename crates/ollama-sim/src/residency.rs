@@ -19,8 +19,10 @@
 //!   a negative value keeps it forever. Keep-alive is sticky per loaded model: a request
 //!   that sets it overwrites it, one that doesn't leaves it as it was.
 //!
-//! A [`Lease`] is one request's hold on a loaded model and a slot; dropping it (the
-//! request ended or its client went away) releases both and arms the expiry timer.
+//! A [`Lease`] is one request's hold on a loaded model and a slot; while it lives the
+//! request counts as `running` in the stats (and in their `peak_in_flight`). Dropping
+//! it (the request ended or its client went away) releases both and arms the expiry
+//! timer.
 //! Its `load_duration` ends when the request was scheduled, before any slot wait, as
 //! Ollama's `checkpointLoaded` does (`server/routes.go`).
 
@@ -34,7 +36,7 @@ use tokio::time::Instant;
 use crate::keep_alive::KeepAlive;
 use crate::load_options::{LoadOptions, RunnerOptions};
 use crate::spec::ModelSpec;
-use crate::stats::{LoadKind, Stats};
+use crate::stats::{LoadKind, Running, Stats};
 use crate::text;
 
 /// Ollama reports "forever" as an expiry about 292 years ahead.
@@ -123,6 +125,10 @@ pub struct Lease {
     /// Time from the request's arrival until it was scheduled on a loaded runner
     /// (queue and load; not the wait for a slot).
     pub load_duration: Duration,
+    // Fields drop in this order: the request stops counting as running before its
+    // slot is freed, so a slot waiter that takes the slot can never push `running`
+    // (and its peak) past the model's slots.
+    _running: Running,
     _permit: OwnedSemaphorePermit,
     _attachment: Attachment,
 }
@@ -201,6 +207,7 @@ impl Residency {
         };
         Ok(Lease {
             load_duration: scheduled.load_duration,
+            _running: self.inner.stats.running(&scheduled.attachment.key),
             _permit: permit,
             _attachment: scheduled.attachment,
         })
@@ -681,6 +688,42 @@ mod tests {
         assert_eq!(residency.resident_names().len(), 1);
         residency.expire(&a);
         assert!(residency.resident_names().is_empty());
+    }
+
+    /// A lease counts as running; the slots bound the count and so its peak, also
+    /// while slot waiters take over freed slots.
+    #[tokio::test(start_paused = true)]
+    async fn running_requests_peak_at_the_models_slots() {
+        let stats = Arc::new(Stats::default());
+        let config = ResidencyConfig {
+            max_loaded: 2,
+            num_parallel: 4,
+            max_queue: 8,
+            default_keep_alive: KeepAlive::Forever,
+            vram: None,
+            default_num_ctx: 4096,
+        };
+        let residency = Residency::new(config, stats.clone());
+        let a = spec("a");
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (r, a) = (residency.clone(), a.clone());
+            tasks.push(tokio::spawn(async move {
+                let lease = r.acquire(&a, None, &none()).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                drop(lease);
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let snap = stats.snapshot(vec![], 0, 0);
+        assert_eq!((snap.running, snap.peak_in_flight), (4, 4));
+        assert_eq!(residency.waiting(), 4);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let snap = stats.snapshot(vec![], 0, 0);
+        assert_eq!((snap.running, snap.peak_in_flight), (0, 4));
+        assert_eq!(snap.models["a:latest"].peak_in_flight, 4);
     }
 
     #[tokio::test(start_paused = true)]

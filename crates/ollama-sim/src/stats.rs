@@ -1,12 +1,18 @@
 //! Counters for tests and benchmarks: requests, loads, unloads, swaps, reloads, load time,
-//! busy rejections, in-flight and held requests, in total and per model, plus a bounded log
-//! of residency events (which model was loaded when).
+//! busy rejections, in-flight, running and held requests, in total and per model, the
+//! peak of running requests, plus a bounded log of residency events (which model was
+//! loaded when).
+//!
+//! The peaks exist so that tests can prove concurrency without timing it: a client that
+//! sends eight requests to a model with four slots can read `peak_in_flight == 4`
+//! afterwards, however fast or slow the machine was.
 //!
 //! `GET /sim/stats` serves a [`StatsSnapshot`]; `POST /sim/reset` zeroes the counters
-//! (residency and in-flight figures describe the present, so they are kept).
+//! (residency, in-flight and running figures describe the present, so they are kept,
+//! and the peaks restart from the requests running at that moment).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -27,7 +33,15 @@ pub struct ModelStats {
     pub load_time_ms: u64,
     pub busy_rejections: u64,
     pub faults_injected: u64,
+    /// Requests past admission right now: waiting for a load or a slot, or generating.
     pub in_flight: u64,
+    /// Requests generating right now: each holds one of the model's slots on its
+    /// loaded runner. Never more than the model's slots (`num_parallel`, 1 for an
+    /// embedding model).
+    pub running: u64,
+    /// The most requests of this model ever `running` at once since start or the
+    /// last reset (a reset restarts it from the present `running`).
+    pub peak_in_flight: u64,
     /// Requests waiting right now for the `hold` fault to be lifted.
     pub held: u64,
 }
@@ -61,7 +75,14 @@ pub struct StatsSnapshot {
     pub load_time_ms_total: u64,
     pub busy_rejections_total: u64,
     pub faults_injected_total: u64,
+    /// Requests past admission right now: waiting for a load or a slot, or generating.
     pub in_flight: u64,
+    /// Requests generating right now, on any model (each holds a slot).
+    pub running: u64,
+    /// The most requests ever `running` at once across all models since start or the
+    /// last reset (a reset restarts it from the present `running`). At most
+    /// `num_parallel` times `max_loaded`.
+    pub peak_in_flight: u64,
     /// Requests waiting right now for the `hold` fault to be lifted.
     pub held: u64,
     /// Requests waiting right now for a load or a slot.
@@ -82,7 +103,36 @@ pub struct Stats {
 #[derive(Default)]
 struct Inner {
     models: BTreeMap<String, ModelStats>,
+    /// Requests running on any model; kept here rather than summed so the server-wide
+    /// peak costs nothing extra per update.
+    running: u64,
+    peak_running: u64,
     events: VecDeque<ResidencyEvent>,
+}
+
+impl Inner {
+    fn model(&mut self, model: &str) -> &mut ModelStats {
+        // Look up before inserting so the common case allocates no key.
+        if !self.models.contains_key(model) {
+            self.models.insert(model.to_string(), ModelStats::default());
+        }
+        self.models.get_mut(model).expect("inserted above")
+    }
+}
+
+/// Counts one request as running (holding a slot of a loaded runner) while alive.
+/// The residency scheduler puts one in every [`crate::residency::Lease`].
+pub struct Running {
+    stats: Arc<Stats>,
+    model: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut inner = self.stats.lock();
+        inner.running -= 1;
+        inner.model(&self.model).running -= 1;
+    }
 }
 
 impl Default for Stats {
@@ -95,9 +145,27 @@ impl Default for Stats {
 }
 
 impl Stats {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn with_model(&self, model: &str, update: impl FnOnce(&mut ModelStats)) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        update(inner.models.entry(model.to_string()).or_default());
+        update(self.lock().model(model));
+    }
+
+    /// Counts a request of `model` as running until the returned guard is dropped,
+    /// and raises the peaks if it makes a new high.
+    pub fn running(self: &Arc<Self>, model: &str) -> Running {
+        let mut inner = self.lock();
+        inner.running += 1;
+        inner.peak_running = inner.peak_running.max(inner.running);
+        let stats = inner.model(model);
+        stats.running += 1;
+        stats.peak_in_flight = stats.peak_in_flight.max(stats.running);
+        Running {
+            stats: self.clone(),
+            model: model.to_string(),
+        }
     }
 
     pub fn request(&self, model: &str) {
@@ -139,7 +207,7 @@ impl Stats {
 
     pub fn event(&self, model: &str, event: &'static str) {
         let at_ms = self.started.elapsed().as_millis() as u64;
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
         if inner.events.len() == EVENT_LOG_CAPACITY {
             inner.events.pop_front();
         }
@@ -150,16 +218,21 @@ impl Stats {
         });
     }
 
-    /// Zeroes every counter and the event log; in-flight counts are kept.
+    /// Zeroes every counter and the event log; in-flight, running and held counts are
+    /// kept, and the peaks restart from the requests running now (not from zero, or a
+    /// request running across the reset would be missing from them).
     pub fn reset(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
         for model in inner.models.values_mut() {
             *model = ModelStats {
                 in_flight: model.in_flight,
+                running: model.running,
+                peak_in_flight: model.running,
                 held: model.held,
                 ..ModelStats::default()
             };
         }
+        inner.peak_running = inner.running;
         inner.events.clear();
     }
 
@@ -169,7 +242,7 @@ impl Stats {
         waiting: u64,
         queued_for_load: u64,
     ) -> StatsSnapshot {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.lock();
         let sum = |f: fn(&ModelStats) -> u64| inner.models.values().map(f).sum();
         StatsSnapshot {
             requests_total: sum(|m| m.requests),
@@ -181,6 +254,8 @@ impl Stats {
             busy_rejections_total: sum(|m| m.busy_rejections),
             faults_injected_total: sum(|m| m.faults_injected),
             in_flight: sum(|m| m.in_flight),
+            running: inner.running,
+            peak_in_flight: inner.peak_running,
             held: sum(|m| m.held),
             waiting,
             queued_for_load,
@@ -195,7 +270,7 @@ impl Stats {
     }
 
     pub fn events(&self) -> Vec<ResidencyEvent> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.lock();
         inner.events.iter().cloned().collect()
     }
 }
@@ -228,5 +303,30 @@ mod tests {
         assert_eq!(snap.requests_total, 0);
         assert_eq!(snap.in_flight, 1);
         assert!(stats.events().is_empty());
+    }
+
+    #[test]
+    fn peaks_follow_running_requests_and_reset_to_the_present() {
+        let stats = Arc::new(Stats::default());
+        let a1 = stats.running("a");
+        let a2 = stats.running("a");
+        let b1 = stats.running("b");
+        drop(a1);
+        let snap = stats.snapshot(vec![], 0, 0);
+        assert_eq!((snap.running, snap.peak_in_flight), (2, 3));
+        assert_eq!(
+            (snap.models["a"].running, snap.models["a"].peak_in_flight),
+            (1, 2)
+        );
+        assert_eq!(snap.models["b"].peak_in_flight, 1);
+        stats.reset();
+        let snap = stats.snapshot(vec![], 0, 0);
+        assert_eq!((snap.running, snap.peak_in_flight), (2, 2));
+        assert_eq!(snap.models["a"].peak_in_flight, 1);
+        drop((a2, b1));
+        stats.reset();
+        let snap = stats.snapshot(vec![], 0, 0);
+        assert_eq!((snap.running, snap.peak_in_flight), (0, 0));
+        assert_eq!(snap.models["a"].peak_in_flight, 0);
     }
 }

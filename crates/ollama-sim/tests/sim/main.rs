@@ -1,8 +1,9 @@
 //! End-to-end tests of the simulator over real HTTP on loopback: the wire contract,
-//! residency and swaps, faults, and the `ollama-sim` binary itself.
+//! residency and swaps, concurrency counters, faults, and the `ollama-sim` binary itself.
 
 mod binary;
 mod common;
+mod concurrency;
 mod contract;
 mod errors;
 mod faults;

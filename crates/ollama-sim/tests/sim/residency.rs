@@ -1,6 +1,6 @@
 //! Residency over HTTP: swaps under alternating and concurrent mixed-model load,
-//! keep-alive expiry, and disconnects freeing slots (the queue limit, reloads and
-//! memory are in `sched.rs`).
+//! keep-alive expiry, `keep_alive: 0` unloading after each answer, and disconnects
+//! freeing slots (the queue limit, reloads and memory are in `sched.rs`).
 
 use std::time::Duration;
 
@@ -174,4 +174,66 @@ async fn a_disconnected_client_frees_its_slot() {
     .await
     .expect("the model is free again");
     assert_eq!(reply["eval_count"], 1);
+}
+
+/// sched.go `processCompleted`: a runner whose session duration is 0 unloads as soon as
+/// its last request ends, so every request with `keep_alive: 0` pays a load.
+#[tokio::test]
+async fn keep_alive_zero_costs_a_load_for_every_request() {
+    let mut config = two_models("10ms", "inf");
+    config.keep_alive = KeepAlive::Forever;
+    let sim = start(config).await;
+    let client = client();
+    for i in 1..=5 {
+        chat(&client, &sim.url(), CHAT, json!({"keep_alive": 0})).await;
+        let stats = sim.stats();
+        assert!(stats.loaded.is_empty(), "unloaded after answer {i}");
+        assert_eq!((stats.loads_total, stats.unloads_total), (i, i));
+    }
+    let stats = sim.stats();
+    assert_eq!((stats.swaps_total, stats.reloads_total), (0, 0));
+    assert_eq!(stats.models[CHAT].loads, 5);
+}
+
+/// The unload waits for the model's other requests: a `keep_alive: 0` answer that ends
+/// while another request of the model runs leaves the model loaded, and the runner
+/// keeps the zero (keep-alive is the latest request's), so it unloads when the other
+/// request ends.
+#[tokio::test]
+async fn keep_alive_zero_waits_for_the_models_other_requests() {
+    let mut config = two_models("10ms", "20");
+    config.keep_alive = KeepAlive::Forever;
+    config.num_parallel = 2;
+    config.reply_tokens = 100_000;
+    let sim = start(config).await;
+    let client = client();
+    let long = client
+        .post(format!("{}/api/chat", sim.url()))
+        .json(&json!({"model": CHAT, "messages": [{"role":"user","content":"long"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 200);
+    eventually("the long answer to run", async || sim.stats().running == 1).await;
+    chat(
+        &client,
+        &sim.url(),
+        CHAT,
+        json!({"keep_alive": 0, "options": {"num_predict": 1}}),
+    )
+    .await;
+    let stats = sim.stats();
+    assert_eq!(
+        stats.loaded,
+        vec![CHAT.to_string()],
+        "the long answer still runs"
+    );
+    assert_eq!(stats.unloads_total, 0);
+    drop(long);
+    eventually("the model to unload after the long answer", async || {
+        sim.stats().loaded.is_empty()
+    })
+    .await;
+    let stats = sim.stats();
+    assert_eq!((stats.loads_total, stats.unloads_total), (1, 1));
 }

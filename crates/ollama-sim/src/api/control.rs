@@ -1,7 +1,8 @@
 //! The `/sim` control API: counters, residency events and faults.
 //!
 //! - `GET /sim/stats`: totals and per-model counters ([`crate::StatsSnapshot`]).
-//! - `POST /sim/reset`: zero the counters.
+//! - `POST /sim/reset`: zero the counters; the `peak_in_flight` peaks restart from the
+//!   requests running at that moment.
 //! - `GET /sim/events`: residency events (`load_start`, `loaded`, `unloaded`), timed in
 //!   ms since start, with `now_ms` on the same clock to align them with a client's.
 //! - `GET /sim/faults`, `POST /sim/faults`: read or partially update the faults.

@@ -196,8 +196,12 @@ pub struct NewJob {
     /// inserted; `None` lets the store mint one from `now`.
     pub id: Option<JobId>,
     pub kind: JobKind,
-    /// The model the job asks for; the scheduler drains work by this name.
+    /// The model the job asks for; the scheduler drains work by this name and
+    /// `load_options`.
     pub model: String,
+    /// The request options that make the target reload the model when they change
+    /// (its *load key* with `model`), in a canonical text form; empty for none.
+    pub load_options: String,
     /// The client's JSON body, kept byte-for-byte.
     pub payload: String,
     /// Higher runs first.
@@ -226,6 +230,10 @@ pub struct Job {
     pub id: JobId,
     pub kind: JobKind,
     pub model: String,
+    /// See [`NewJob::load_options`].
+    pub load_options: String,
+    /// The target the current or last attempt ran on.
+    pub target: Option<String>,
     /// The client's JSON body, byte-for-byte as enqueued.
     pub payload: String,
     pub state: JobState,
@@ -267,12 +275,15 @@ pub struct JobRef {
     pub created_at: i64,
 }
 
-/// The head of one model's queue, as the scheduler sees it.
+/// The head of one load key's queue (a model and its load options), as the scheduler
+/// sees it.
 ///
 /// Only eligible jobs count: queued, with `run_after <= now`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueHead {
     pub model: String,
+    /// See [`NewJob::load_options`].
+    pub load_options: String,
     /// The eligible job of this model that runs next: highest priority, then oldest
     /// (`created_at`, then id).
     pub best: JobRef,

@@ -15,8 +15,11 @@ pub struct Enqueued {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimParams {
     pub id: JobId,
-    /// Who takes the lease: a worker's name, checked again by `heartbeat`.
+    /// Who takes the lease: the runner's name (instance, target and slot), checked
+    /// again by `heartbeat` and presented by every outcome.
     pub owner: String,
+    /// The target (Ollama server) the attempt runs on, recorded on the job.
+    pub target: String,
     pub now: i64,
     /// How long the lease lasts from `now` unless heartbeated.
     pub lease_for_ms: i64,

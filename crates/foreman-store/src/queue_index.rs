@@ -1,4 +1,5 @@
-//! The queue's order kept in memory: every queued job's rank, per model, so that the
+//! The queue's order kept in memory: every queued job's rank, per load key (a model
+//! and its load options), so that the
 //! worker's question "what are the heads of the queue?" costs no database round trip.
 //!
 //! A backend keeps one of these beside its table and changes it in the same step as the
@@ -16,10 +17,20 @@ use crate::job::{Job, JobId, JobRef, JobState, QueueHead};
 pub(crate) struct QueuedJob {
     pub id: JobId,
     pub model: String,
+    pub load_options: String,
     pub priority: i32,
     pub created_at: i64,
     pub run_after: i64,
 }
+
+impl QueuedJob {
+    fn key(&self) -> QueueKey {
+        (self.model.clone(), self.load_options.clone())
+    }
+}
+
+/// A load key: the model and its load options.
+type QueueKey = (String, String);
 
 impl QueuedJob {
     /// The index entry of `job`, if it is queued.
@@ -27,6 +38,7 @@ impl QueuedJob {
         (job.state == JobState::Queued).then(|| QueuedJob {
             id: job.id,
             model: job.model.clone(),
+            load_options: job.load_options.clone(),
             priority: job.priority,
             created_at: job.created_at,
             run_after: job.run_after,
@@ -34,7 +46,7 @@ impl QueuedJob {
     }
 }
 
-/// Rank within a model: highest priority, then oldest, then lowest id.
+/// Rank within a load key: highest priority, then oldest, then lowest id.
 type Rank = (Reverse<i32>, i64, JobId);
 
 #[derive(Debug, Default)]
@@ -43,12 +55,12 @@ struct ModelQueue {
     by_age: BTreeSet<(i64, JobId)>,
 }
 
-/// Every queued job, ranked per model.
+/// Every queued job, ranked per load key.
 #[derive(Debug, Default)]
 pub(crate) struct QueueIndex {
     jobs: HashMap<JobId, QueuedJob>,
-    /// Ordered by name, the order `queue_heads` answers in.
-    models: BTreeMap<String, ModelQueue>,
+    /// Ordered by model name, then load options: the order `queue_heads` answers in.
+    models: BTreeMap<QueueKey, ModelQueue>,
     /// Every job by the time it becomes eligible, to count the ones still waiting out a
     /// retry backoff without visiting the rest.
     by_run_after: BTreeSet<(i64, JobId)>,
@@ -66,7 +78,7 @@ impl QueueIndex {
     /// Adds a queued job, replacing what the index held for its id.
     pub(crate) fn insert(&mut self, job: QueuedJob) {
         self.remove(job.id);
-        let queue = self.models.entry(job.model.clone()).or_default();
+        let queue = self.models.entry(job.key()).or_default();
         queue
             .by_rank
             .insert((Reverse(job.priority), job.created_at, job.id));
@@ -81,13 +93,14 @@ impl QueueIndex {
             return;
         };
         self.by_run_after.remove(&(job.run_after, id));
-        if let Some(queue) = self.models.get_mut(&job.model) {
+        let key = job.key();
+        if let Some(queue) = self.models.get_mut(&key) {
             queue
                 .by_rank
                 .remove(&(Reverse(job.priority), job.created_at, id));
             queue.by_age.remove(&(job.created_at, id));
             if queue.by_rank.is_empty() {
-                self.models.remove(&job.model);
+                self.models.remove(&key);
             }
         }
     }
@@ -107,21 +120,24 @@ impl QueueIndex {
     }
 
     /// The same answer as [`Store::queue_heads`](crate::Store::queue_heads): one entry
-    /// per model with eligible jobs (`run_after <= now`), ordered by model name.
+    /// per load key with eligible jobs (`run_after <= now`), ordered by model name,
+    /// then load options.
     pub(crate) fn heads(&self, now: i64) -> Vec<QueueHead> {
-        // Jobs still backing off, per model: usually none, so this is one tree probe.
-        let mut waiting: HashMap<&str, u64> = HashMap::new();
+        // Jobs still backing off, per load key: usually none, so this is one tree probe.
+        let mut waiting: HashMap<(&str, &str), u64> = HashMap::new();
         for (_, id) in self
             .by_run_after
             .range((now.saturating_add(1), JobId::from(ulid::Ulid::nil()))..)
         {
             if let Some(job) = self.jobs.get(id) {
-                *waiting.entry(job.model.as_str()).or_default() += 1;
+                *waiting
+                    .entry((job.model.as_str(), job.load_options.as_str()))
+                    .or_default() += 1;
             }
         }
         let eligible = |id: &JobId| self.jobs.get(id).is_some_and(|job| job.run_after <= now);
         let mut heads = Vec::new();
-        for (model, queue) in &self.models {
+        for ((model, load_options), queue) in &self.models {
             let Some(&(Reverse(priority), created_at, id)) =
                 queue.by_rank.iter().find(|(_, _, id)| eligible(id))
             else {
@@ -133,15 +149,20 @@ impl QueueIndex {
                 .find(|(_, id)| eligible(id))
                 .map_or(created_at, |&(age, _)| age);
             let total = queue.by_rank.len() as u64;
+            let backing_off = waiting
+                .get(&(model.as_str(), load_options.as_str()))
+                .copied()
+                .unwrap_or(0);
             heads.push(QueueHead {
                 model: model.clone(),
+                load_options: load_options.clone(),
                 best: JobRef {
                     id,
                     priority,
                     created_at,
                 },
                 oldest_created_at,
-                depth: total - waiting.get(model.as_str()).copied().unwrap_or(0),
+                depth: total - backing_off,
             });
         }
         heads
@@ -156,6 +177,7 @@ mod tests {
         QueuedJob {
             id: JobId::generate(),
             model: model.to_owned(),
+            load_options: String::new(),
             priority,
             created_at,
             run_after,

@@ -26,6 +26,8 @@ macro_rules! store_cases {
             case_idempotency_key_returns_existing_job,
             case_concurrent_idempotent_enqueues_make_one_row,
             case_queue_heads_pick_best_per_model,
+            case_queue_heads_split_a_model_by_load_options,
+            case_claim_records_its_target,
             case_queue_heads_respect_run_after,
             case_queue_depth_and_position,
             case_claim_takes_a_lease_once,
@@ -57,6 +59,76 @@ macro_rules! store_url_cases {
     };
 }
 
+/// A job for `model` whose load options are `options`.
+fn keyed_job(model: &str, options: &str) -> NewJob {
+    NewJob {
+        load_options: options.to_owned(),
+        ..new_job(model, 0)
+    }
+}
+
+/// Jobs of one model with different load options are queued apart: one head each,
+/// ordered by model, then options, each with its own depth.
+pub async fn case_queue_heads_split_a_model_by_load_options(store: &Store) {
+    let plain = enqueue(store, keyed_job("a", ""), T0).await;
+    let wide = enqueue(store, keyed_job("a", "num_ctx=8192"), T0 + 1).await;
+    enqueue(store, keyed_job("a", "num_ctx=8192"), T0 + 2).await;
+    let other = enqueue(store, keyed_job("b", "num_ctx=8192"), T0 + 3).await;
+    assert_eq!(wide.load_options, "num_ctx=8192");
+    let got = store.get(wide.id).await.expect("get").expect("exists");
+    assert_eq!(got.load_options, "num_ctx=8192");
+    let heads = store.queue_heads(T0 + 10).await.expect("heads");
+    let summary: Vec<(&str, &str, JobId, u64)> = heads
+        .iter()
+        .map(|h| {
+            (
+                h.model.as_str(),
+                h.load_options.as_str(),
+                h.best.id,
+                h.depth,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("a", "", plain.id, 1),
+            ("a", "num_ctx=8192", wide.id, 2),
+            ("b", "num_ctx=8192", other.id, 1),
+        ]
+    );
+    claim(store, plain.id, "w", T0 + 10).await;
+    let heads = store.queue_heads(T0 + 10).await.expect("heads");
+    assert_eq!(heads.len(), 2);
+    assert_eq!(heads[0].load_options, "num_ctx=8192");
+}
+
+/// A claim records the target the attempt runs on, and a job's target stays with it
+/// after it finishes.
+pub async fn case_claim_records_its_target(store: &Store) {
+    let job = enqueue(store, new_job("a", 0), T0).await;
+    assert_eq!(job.target, None);
+    let claimed = store
+        .claim(ClaimParams {
+            id: job.id,
+            owner: "instance/gpu1/0".to_owned(),
+            target: "gpu1".to_owned(),
+            now: T0 + 1,
+            lease_for_ms: LEASE_MS,
+        })
+        .await
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!(claimed.target.as_deref(), Some("gpu1"));
+    assert_eq!(claimed.lease_owner.as_deref(), Some("instance/gpu1/0"));
+    let done = store
+        .complete(job.id, 1, "{}".to_owned(), T0 + 2)
+        .await
+        .expect("complete")
+        .expect("completed");
+    assert_eq!(done.target.as_deref(), Some("gpu1"));
+}
+
 /// An arbitrary fixed epoch for the suite's clock.
 pub const T0: i64 = 1_700_000_000_000;
 const LEASE_MS: i64 = 30_000;
@@ -67,6 +139,7 @@ pub fn new_job(model: &str, priority: i32) -> NewJob {
         id: None,
         kind: JobKind::Chat,
         model: model.to_owned(),
+        load_options: String::new(),
         payload: format!(r#"{{"model":"{model}","messages":[]}}"#),
         priority,
         max_attempts: 3,
@@ -87,6 +160,7 @@ async fn claim(store: &Store, id: JobId, owner: &str, now: i64) -> Job {
         .claim(ClaimParams {
             id,
             owner: owner.to_owned(),
+            target: "t".to_owned(),
             now,
             lease_for_ms: LEASE_MS,
         })
@@ -100,6 +174,7 @@ async fn try_claim(store: &Store, id: JobId, owner: &str, now: i64) -> Option<Jo
         .claim(ClaimParams {
             id,
             owner: owner.to_owned(),
+            target: "t".to_owned(),
             now,
             lease_for_ms: LEASE_MS,
         })
@@ -137,6 +212,7 @@ pub async fn case_enqueue_get_round_trip(store: &Store) {
         id: None,
         kind: JobKind::OpenAiChat,
         model: "llama3".to_owned(),
+        load_options: String::new(),
         payload: payload.to_owned(),
         priority: -7,
         max_attempts: 5,
@@ -339,6 +415,7 @@ pub async fn case_queue_heads_pick_best_per_model(store: &Store) {
         vec![
             QueueHead {
                 model: "a".to_owned(),
+                load_options: String::new(),
                 best: crate::JobRef {
                     id: a_new_high.id,
                     priority: 5,
@@ -349,6 +426,7 @@ pub async fn case_queue_heads_pick_best_per_model(store: &Store) {
             },
             QueueHead {
                 model: "b".to_owned(),
+                load_options: String::new(),
                 best: crate::JobRef {
                     id: b_first.id,
                     priority: 1,
@@ -467,6 +545,7 @@ pub async fn case_claim_takes_a_lease_once(store: &Store) {
         .claim(ClaimParams {
             id: job.id,
             owner: "w".to_owned(),
+            target: "t".to_owned(),
             now: T0,
             lease_for_ms: 0,
         })
@@ -487,6 +566,7 @@ pub async fn case_concurrent_claims_have_one_winner(store: &Store) {
                     .claim(ClaimParams {
                         id: job.id,
                         owner: format!("worker-{claimer_idx}"),
+                        target: "t".to_owned(),
                         now: T0 + 1,
                         lease_for_ms: LEASE_MS,
                     })
@@ -922,6 +1002,7 @@ pub async fn case_concurrent_cancel_and_claim_agree(store: &Store) {
                     .claim(ClaimParams {
                         id: job.id,
                         owner: "w".to_owned(),
+                        target: "t".to_owned(),
                         now: T0 + 1,
                         lease_for_ms: LEASE_MS,
                     })

@@ -64,6 +64,7 @@ fn claim(id: JobId, now: i64) -> ClaimParams {
     ClaimParams {
         id,
         owner: "worker-1".to_owned(),
+        target: "t".to_owned(),
         now,
         lease_for_ms: 30_000,
     }

@@ -162,7 +162,7 @@ async fn migrations_are_recorded_once() {
     let db = TempDb::new();
     let store = db.open().await;
     let Store::Sqlite(sqlite) = &store;
-    assert_eq!(sqlite.schema_version().await.expect("version"), 5);
+    assert_eq!(sqlite.schema_version().await.expect("version"), 6);
     store.close().await;
 
     let store = db.open().await;
@@ -175,7 +175,7 @@ async fn migrations_are_recorded_once() {
         .expect("versions")
         .collect::<Result<_, _>>()
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
 }
 
 #[tokio::test]
@@ -196,7 +196,7 @@ async fn a_newer_schema_is_refused() {
             error,
             Error::SchemaTooNew {
                 found: 99,
-                known: 5
+                known: 6
             }
         ),
         "{error}"
@@ -320,6 +320,7 @@ async fn queue_heads_at_ten_thousand_queued_jobs() {
     for (model, job) in &eligible {
         let head = expected.entry(model).or_insert_with(|| QueueHead {
             model: (*model).to_owned(),
+            load_options: String::new(),
             best: *job,
             oldest_created_at: job.created_at,
             depth: 0,
@@ -387,6 +388,7 @@ async fn relaxed_writes_give_full_sync_back() {
         .claim(foreman_store::ClaimParams {
             id: job.id,
             owner: "w".to_owned(),
+            target: "t".to_owned(),
             now: T0 + 1,
             lease_for_ms: 30_000,
         })
@@ -473,6 +475,7 @@ async fn finished_jobs_with_a_webhook_fill_the_outbox() {
             .claim(ClaimParams {
                 id,
                 owner: "w".into(),
+                target: "t".to_owned(),
                 now: at,
                 lease_for_ms: 30_000,
             })

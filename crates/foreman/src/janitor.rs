@@ -76,6 +76,7 @@ mod tests {
                     id: None,
                     kind: JobKind::Chat,
                     model: "m:latest".into(),
+                    load_options: String::new(),
                     payload: "{}".into(),
                     priority: 0,
                     max_attempts: 1,
@@ -92,6 +93,7 @@ mod tests {
             .claim(ClaimParams {
                 id: job.id,
                 owner: "test".into(),
+                target: "t".to_owned(),
                 now: finished_at - 5,
                 lease_for_ms: 30_000,
             })

@@ -171,7 +171,14 @@ impl Worker {
                     }
                 }
             };
-            match policy.decide(&heads, resident.as_deref(), now) {
+            let mut capacity =
+                crate::scheduler::Capacity::new(vec![crate::scheduler::TargetState::new(
+                    "t", 1, 1,
+                )]);
+            if let Some(model) = &resident {
+                capacity.targets[0].seed(crate::scheduler::LoadKey::new(model.clone(), ""), now);
+            }
+            match policy.decide(&heads, &capacity, 0, now) {
                 Some(decision) => {
                     tracing::trace!(heads_us = turn.elapsed().as_micros() as u64, "queue read");
                     if let Some(model) = self.run_one(decision, records, shutdown).await {
@@ -209,6 +216,7 @@ impl Worker {
             .claim(ClaimParams {
                 id: decision.job,
                 owner: self.settings.name.clone(),
+                target: "t".into(),
                 now: now_ms(),
                 lease_for_ms: self.settings.lease.as_millis() as i64,
             })

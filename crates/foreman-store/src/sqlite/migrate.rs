@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "more_job_kinds",
         sql: include_str!("migrations/0005_more_job_kinds.sql"),
     },
+    Migration {
+        version: 6,
+        name: "load_keys_and_targets",
+        sql: include_str!("migrations/0006_load_keys_and_targets.sql"),
+    },
 ];
 
 /// The schema version this build writes.
@@ -167,7 +172,17 @@ mod tests {
         assert!(rejected.is_err(), "version 4 refuses the new kinds");
 
         run(&conn).unwrap();
-        assert_eq!(current_version(&conn).unwrap(), 5);
+        assert_eq!(current_version(&conn).unwrap(), latest_version());
+        assert_eq!(
+            conn.query_row(
+                "SELECT load_options FROM jobs WHERE idempotency_key = 'key-a'",
+                [],
+                |row| row.get::<_, String>(0)
+            )
+            .unwrap(),
+            "",
+            "old jobs have no load options"
+        );
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
         assert_eq!(
             count("SELECT count(*) FROM jobs WHERE idempotency_key = 'key-a'"),

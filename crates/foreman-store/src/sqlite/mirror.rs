@@ -100,6 +100,7 @@ fn read_queue(conn: &Connection) -> Result<QueueIndex> {
                 reason: format!("{e}"),
             })?,
             model: row.get("model")?,
+            load_options: row.get("load_options")?,
             priority: row.get("priority")?,
             created_at: row.get("created_at")?,
             run_after: row.get("run_after")?,

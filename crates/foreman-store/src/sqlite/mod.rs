@@ -270,7 +270,13 @@ impl SqliteStore {
             let claimed = first_job(
                 conn,
                 queries::CLAIM,
-                rusqlite::params![id, params.owner, lease_expires_at, params.now],
+                rusqlite::params![
+                    id,
+                    params.owner,
+                    lease_expires_at,
+                    params.now,
+                    params.target
+                ],
             )?;
             match &claimed {
                 Some(job) => mirror.track(job),
@@ -659,7 +665,8 @@ fn insert_job(conn: &Connection, new_job: &NewJob, id: JobId, now: i64) -> Resul
             now,
             new_job.idempotency_key,
             new_job.webhook_url,
-            new_job.metadata
+            new_job.metadata,
+            new_job.load_options
         ],
     )?;
     if let Some(job) = inserted {

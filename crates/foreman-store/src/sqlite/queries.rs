@@ -7,11 +7,12 @@
 
 /// Inserts a queued job; with an idempotency key already present it inserts nothing and
 /// returns no row. ?1 id, ?2 kind, ?3 model, ?4 payload, ?5 priority, ?6 max_attempts,
-/// ?7 now, ?8 idempotency_key, ?9 webhook_url, ?10 metadata.
+/// ?7 now, ?8 idempotency_key, ?9 webhook_url, ?10 metadata, ?11 load_options.
 pub(super) const INSERT_JOB: &str = "
     INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
-                      run_after, idempotency_key, webhook_url, metadata, created_at)
-    VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 0, ?6, ?7, ?8, ?9, ?10, ?7)
+                      run_after, idempotency_key, webhook_url, metadata, created_at,
+                      load_options)
+    VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 0, ?6, ?7, ?8, ?9, ?10, ?7, ?11)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING *";
 
@@ -22,7 +23,7 @@ pub(super) const SELECT_BY_ID: &str = "SELECT * FROM jobs WHERE id = ?1";
 /// Every queued job's rank, for the queue mirror: one pass over the covering partial
 /// queue index, never the table.
 pub(super) const QUEUED_JOBS: &str = "
-    SELECT id, model, priority, created_at, run_after
+    SELECT id, model, load_options, priority, created_at, run_after
     FROM jobs INDEXED BY jobs_queued_by_model
     WHERE state = 'queued'";
 
@@ -46,12 +47,13 @@ pub(super) const QUEUE_POSITION: &str = "
     FROM jobs AS target
     WHERE target.id = ?1 AND target.state = 'queued'";
 
-/// queued → running. ?1 id, ?2 owner, ?3 lease expiry, ?4 now.
+/// queued → running. ?1 id, ?2 owner, ?3 lease expiry, ?4 now, ?5 target.
 pub(super) const CLAIM: &str = "
     UPDATE jobs
     SET state = 'running',
         attempts = attempts + 1,
         lease_owner = ?2,
+        target = ?5,
         lease_expires_at = ?3,
         started_at = coalesce(started_at, ?4)
     WHERE id = ?1 AND state = 'queued' AND run_after <= ?4

@@ -47,6 +47,8 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
         id,
         kind,
         model: row.get("model")?,
+        load_options: row.get("load_options")?,
+        target: row.get("target")?,
         payload: row.get("payload")?,
         state,
         priority: row.get("priority")?,

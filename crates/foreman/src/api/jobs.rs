@@ -289,6 +289,7 @@ pub async fn submit(
                 id: None,
                 kind,
                 model: model_key(&model),
+                load_options: String::new(),
                 payload: payload.clone(),
                 priority,
                 max_attempts: state.config.max_attempts,

@@ -103,6 +103,7 @@ pub(super) async fn run_queued(
                 id: Some(id),
                 kind,
                 model: model_key(&model),
+                load_options: String::new(),
                 payload,
                 priority,
                 max_attempts: state.config.max_attempts,

@@ -172,6 +172,7 @@ async fn the_janitor_requeues_a_job_whose_lease_lapsed_and_it_completes() {
                     id: None,
                     kind: JobKind::Chat,
                     model: CHAT.into(),
+                    load_options: String::new(),
                     payload: chat_body(CHAT, "left behind", false).to_string(),
                     priority: 0,
                     max_attempts: 3,
@@ -187,6 +188,7 @@ async fn the_janitor_requeues_a_job_whose_lease_lapsed_and_it_completes() {
         let claim = ClaimParams {
             id: job.id,
             owner: "frozen-worker".into(),
+            target: "t".to_owned(),
             now: now(),
             lease_for_ms: 1_000,
         };

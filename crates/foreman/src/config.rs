@@ -34,7 +34,12 @@ pub struct ServeArgs {
     /// name defaults to the URL's host:port. Repeat the flag for several; the variable
     /// holds the specs separated by spaces. The URL `sim` starts a simulator (with
     /// --simulate). When any is given, --ollama-url is ignored.
-    #[arg(long = "target", env = "FOREMAN_TARGETS", value_delimiter = ' ')]
+    #[arg(
+        long = "target",
+        env = "FOREMAN_TARGETS",
+        value_delimiter = ' ',
+        value_name = "SPEC"
+    )]
     pub targets: Vec<String>,
     /// Run the built-in Ollama simulator as the upstream (no Ollama needed): one
     /// simulated target without --target, else one per target whose URL is `sim`.
@@ -52,7 +57,8 @@ pub struct ServeArgs {
     /// How long finished jobs are kept before the janitor prunes them.
     #[arg(long, env = "FOREMAN_JOB_TTL", default_value = "24h", value_parser = positive_duration)]
     pub job_ttl: Duration,
-    /// How often the model inventory (/api/tags, /api/ps) is polled.
+    /// How often each target's model inventory (/api/tags, /api/ps) is polled; a
+    /// target that does not answer is polled every second at most until it does.
     #[arg(long, env = "FOREMAN_POLL_INTERVAL", default_value = "5s", value_parser = positive_duration)]
     pub poll_interval: Duration,
     /// Longest a queued job may wait because the worker drains another model.
@@ -482,17 +488,14 @@ impl ServeArgs {
     }
 
     /// The settings from these flags alone (`FOREMAN_*` variables are not read), for
-    /// tests and embedding; a value clap cannot parse is a [`ConfigError`].
-    pub fn from_flags(flags: &[&str]) -> Result<ServeArgs, ConfigError> {
+    /// tests and embedding; [`ConfigError::from_clap`] words a bad value's error.
+    pub fn from_flags(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
         use clap::FromArgMatches as _;
         let command = ServeArgs::augment_args(clap::Command::new("foreman"))
             .mut_args(|arg| arg.env(None::<&str>));
         let matches = command
-            .try_get_matches_from(std::iter::once("foreman").chain(flags.iter().copied()))
-            .map_err(|error| {
-                ConfigError::from_clap(&error).unwrap_or_else(|| invalid("", "", error.to_string()))
-            })?;
-        Ok(ServeArgs::from_arg_matches(&matches).expect("matches of this command"))
+            .try_get_matches_from(std::iter::once("foreman").chain(flags.iter().copied()))?;
+        ServeArgs::from_arg_matches(&matches)
     }
 }
 
@@ -613,7 +616,8 @@ mod tests {
     }
 
     fn error_of(flags: &[&str]) -> ConfigError {
-        ServeArgs::from_flags(flags)
+        let args = ServeArgs::from_flags(flags);
+        args.map_err(|error| ConfigError::from_clap(&error).expect("a bad value"))
             .and_then(|args| args.validate())
             .unwrap_err()
     }
@@ -667,6 +671,7 @@ mod tests {
 
     fn targets_of(flags: &[&str]) -> Result<Vec<(String, String, usize, usize)>, String> {
         ServeArgs::from_flags(flags)
+            .map_err(|error| ConfigError::from_clap(&error).expect("a bad value"))
             .and_then(|args| args.validate())
             .map(|config| {
                 config

@@ -169,19 +169,20 @@ impl Targets {
 
     /// Direct routes (embed, show): a target that has the model, preferring one where
     /// it is resident, reachable first; else the first reachable; else the first.
+    ///
+    /// A target that has the model but does not answer still beats one that answers
+    /// without it: the caller's error then says the server is down, not that the
+    /// model is missing.
     pub fn for_model(&self, model: &str) -> &Arc<Target> {
         let key = model_key(model);
         let has = |target: &&Arc<Target>| target.inventory.has_model(&key) == Some(true);
         let reachable = |target: &&Arc<Target>| target.inventory.reachable();
-        self.targets
-            .iter()
+        let targets = || self.targets.iter();
+        targets()
             .find(|target| has(target) && reachable(target) && target.is_resident(&key))
-            .or_else(|| {
-                self.targets
-                    .iter()
-                    .find(|target| has(target) && reachable(target))
-            })
-            .or_else(|| self.targets.iter().find(reachable))
+            .or_else(|| targets().find(|target| has(target) && reachable(target)))
+            .or_else(|| targets().find(has))
+            .or_else(|| targets().find(reachable))
             .unwrap_or(&self.targets[0])
     }
 

@@ -278,3 +278,70 @@ async fn sync_callers_give_up_on_a_target_that_is_down_and_async_jobs_wait() {
     store.close().await;
     foreman.stop().await;
 }
+
+#[tokio::test]
+async fn a_target_that_goes_down_is_paused_alone() {
+    let gpu0 = sim_with(&["llama3.2:3b,load=20ms,tps=4000"], 1, 1);
+    let gpu1 = sim_with(&["nomic-embed-text,embed,load=10ms"], 1, 1);
+    let foreman = TestForeman::start_targets(vec![("gpu0", gpu0), ("gpu1", gpu1)], |_| {}).await;
+    let (client, url) = (client(), foreman.url.clone());
+    foreman.more_sims[0].refuse_connections(true);
+    eventually("the second target to be paused", async || {
+        healthz(&client, &url).await["targets"][1]["paused"] == true
+    })
+    .await;
+    let health = healthz(&client, &url).await;
+    assert_eq!(
+        (
+            health["degraded"].clone(),
+            health["target_reachable"].clone()
+        ),
+        (json!(true), json!(false))
+    );
+    assert_eq!(health["targets"][0]["paused"], false);
+    let (_, view) = get_json(&client, format!("{url}/foreman/targets")).await;
+    assert!(view["targets"][1]["down_since_seconds"].is_u64(), "{view}");
+    assert_eq!(view["targets"][0]["down_since_seconds"], Value::Null);
+    assert!(
+        view["targets"][1]["models"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("nomic-embed-text:latest")),
+        "a target that went down keeps its last known models: {view}"
+    );
+
+    // The models of the one that answers are served; the other's are still listed.
+    let (status, _, body) = post(
+        &client,
+        format!("{url}/api/chat"),
+        &chat_body(CHAT, "hi", false),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, tags) = get_json(&client, format!("{url}/api/tags")).await;
+    assert_eq!(names(&tags, "models", "name").len(), 2, "{tags}");
+    let (status, _, body) = post(
+        &client,
+        format!("{url}/api/embed"),
+        &json!({"model": EMBED, "input": "hello"}),
+    )
+    .await;
+    assert_eq!(
+        status, 502,
+        "the only target with it does not answer: {body}"
+    );
+
+    foreman.more_sims[0].refuse_connections(false);
+    eventually("the second target to be back", async || {
+        healthz(&client, &url).await["target_reachable"] == true
+    })
+    .await;
+    let (status, _, body) = post(
+        &client,
+        format!("{url}/api/embed"),
+        &json!({"model": EMBED, "input": "hello"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    foreman.stop().await;
+}

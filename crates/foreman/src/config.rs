@@ -1,9 +1,9 @@
 //! Every setting of `foreman serve`, from `FOREMAN_*` environment variables or the
 //! same-named flags, validated once at start into typed values.
 //!
-//! `--help` lists each setting with its default. Durations are parsed by clap
-//! (humantime: `30s`, `5m`, `24h`); the checks that span settings run in
-//! [`ServeArgs::validate`]. A bad value fails at start with one line that names the
+//! `--help` lists each setting with its default. Clap parses durations (humantime:
+//! `30s`, `5m`, `24h`) and checks numeric ranges; the checks that need more than one
+//! value, or more than a parser, run in [`ServeArgs::validate`]. A bad value fails at start with one line that names the
 //! flag and the variable: [`ConfigError`], also made from clap's own parse errors by
 //! [`ConfigError::from_clap`].
 
@@ -52,7 +52,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Attempts per job before it fails (retryable errors only: connection, timeout, 429, 502, 503, 504).
-    #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3)]
+    #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// How long finished jobs are kept before the janitor prunes them.
     #[arg(long, env = "FOREMAN_JOB_TTL", default_value = "24h", value_parser = positive_duration)]
@@ -65,10 +65,10 @@ pub struct ServeArgs {
     #[arg(long, env = "FOREMAN_MAX_WAIT", default_value = "60s", value_parser = duration)]
     pub max_wait: Duration,
     /// Queued jobs before new requests get 503.
-    #[arg(long, env = "FOREMAN_MAX_QUEUE", default_value_t = 10_000)]
+    #[arg(long, env = "FOREMAN_MAX_QUEUE", default_value_t = 10_000, value_parser = at_least_one)]
     pub max_queue: u64,
     /// Largest request body accepted, in bytes (images travel inside JSON).
-    #[arg(long, env = "FOREMAN_MAX_BODY", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "FOREMAN_MAX_BODY", default_value_t = 64 * 1024 * 1024, value_parser = body_limit)]
     pub max_body: usize,
     /// First retry delay; each further retry doubles it (with jitter), up to 60s.
     #[arg(long, env = "FOREMAN_RETRY_BASE", default_value = "1s", value_parser = duration)]
@@ -123,7 +123,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FOREMAN_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = positive_duration)]
     pub webhook_timeout: Duration,
     /// Attempts per webhook delivery before it is marked failed.
-    #[arg(long, env = "FOREMAN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
+    #[arg(long, env = "FOREMAN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub webhook_max_attempts: u32,
     /// Pass model management (/api/pull, /api/push, /api/create, /api/copy, /api/delete)
     /// through to the target; false answers 403.
@@ -256,6 +256,24 @@ pub fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A whole number, at least 1.
+fn at_least_one(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(count) => Ok(count),
+        Err(e) => Err(format!("{text:?} is not a whole number ({e})")),
+    }
+}
+
+/// A body size in bytes, at least 1024.
+fn body_limit(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(bytes) if bytes < 1024 => Err("must be at least 1024 bytes".into()),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => Err(format!("{text:?} is not a number of bytes ({e})")),
+    }
+}
+
 impl ConfigError {
     /// The one-line form of a value clap could not parse (a duration, a number),
     /// naming the flag and its variable; `None` for other clap errors (`--help`, an
@@ -314,18 +332,6 @@ impl ServeArgs {
             || "must not be empty when set".into(),
         )?;
         ensure(
-            (1..=100).contains(&self.max_attempts),
-            "max-attempts",
-            "MAX_ATTEMPTS",
-            || "must be between 1 and 100".into(),
-        )?;
-        ensure(self.max_queue > 0, "max-queue", "MAX_QUEUE", || {
-            "must be at least 1".into()
-        })?;
-        ensure(self.max_body >= 1024, "max-body", "MAX_BODY", || {
-            "must be at least 1024 bytes".into()
-        })?;
-        ensure(
             self.priority_min <= self.priority_max,
             "priority-min",
             "PRIORITY_MIN",
@@ -352,12 +358,6 @@ impl ServeArgs {
             "priority-max",
             "PRIORITY_MAX",
             || holds_sync("at least"),
-        )?;
-        ensure(
-            (1..=100).contains(&self.webhook_max_attempts),
-            "webhook-max-attempts",
-            "WEBHOOK_MAX_ATTEMPTS",
-            || "must be between 1 and 100".into(),
         )?;
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| invalid("log", "LOG", e.to_string()))?;

@@ -49,8 +49,9 @@ pub enum ApiError {
     Cancelled,
     #[error("{0}")]
     TargetUnavailable(String),
-    /// Every target that could run the caller's job has been down too long.
-    #[error(transparent)]
+    /// Every target that could run the caller's job has been down too long; the
+    /// job is cancelled, since its caller no longer waits.
+    #[error("{0}; the job was cancelled")]
     TargetsDown(#[from] crate::targets::TargetsDown),
     /// A request for one target (model management) did not name a known one.
     #[error(transparent)]

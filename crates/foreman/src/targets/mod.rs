@@ -89,7 +89,7 @@ pub struct Targets {
 /// Every target that could serve a model is down.
 #[derive(Debug, Clone, Error, PartialEq)]
 #[error(
-    "no target that serves model '{model}' has answered for {}s ({}); the job was cancelled",
+    "no target that serves model '{model}' has answered for {}s ({})",
     down_for.as_secs(),
     targets.join(", ")
 )]

@@ -1,8 +1,11 @@
 //! Every setting of `foreman serve`, from `FOREMAN_*` environment variables or the
 //! same-named flags, validated once at start into typed values.
 //!
-//! `--help` lists each setting with its default. A bad value fails at start with one
-//! line that names the flag and the variable.
+//! `--help` lists each setting with its default. Clap parses durations (humantime:
+//! `30s`, `5m`, `24h`) and checks numeric ranges; the checks that need more than one
+//! value, or more than a parser, run in [`ServeArgs::validate`]. A bad value fails at start with one line that names the
+//! flag and the variable: [`ConfigError`], also made from clap's own parse errors by
+//! [`ConfigError::from_clap`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,20 +13,36 @@ use std::time::Duration;
 use clap::Args;
 use thiserror::Error;
 
+use crate::targets::spec::{TargetSpec, parse_target};
+
 /// The flags of `foreman serve`; each also reads its `FOREMAN_*` variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address foreman listens on.
     #[arg(long, env = "FOREMAN_ADDR", default_value = "127.0.0.1:11435")]
     pub addr: String,
-    /// Base URL of the Ollama server foreman schedules work for.
+    /// Base URL of the one Ollama server foreman schedules work for; ignored when
+    /// --target (FOREMAN_TARGETS) gives any target.
     #[arg(
         long,
         env = "FOREMAN_OLLAMA_URL",
         default_value = "http://127.0.0.1:11434"
     )]
     pub ollama_url: String,
-    /// Run the built-in Ollama simulator as the upstream (no Ollama needed); overrides --ollama-url.
+    /// An Ollama server to schedule for, 'URL[,name=NAME][,slots=N][,places=M]': slots is
+    /// its OLLAMA_NUM_PARALLEL (default 1), places its OLLAMA_MAX_LOADED_MODELS (default 1),
+    /// name defaults to the URL's host:port. Repeat the flag for several; the variable
+    /// holds the specs separated by spaces. The URL `sim` starts a simulator (with
+    /// --simulate). When any is given, --ollama-url is ignored.
+    #[arg(
+        long = "target",
+        env = "FOREMAN_TARGETS",
+        value_delimiter = ' ',
+        value_name = "SPEC"
+    )]
+    pub targets: Vec<String>,
+    /// Run the built-in Ollama simulator as the upstream (no Ollama needed): one
+    /// simulated target without --target, else one per target whose URL is `sim`.
     #[arg(long, env = "FOREMAN_SIMULATE")]
     pub simulate: bool,
     /// The job queue: a SQLite file path (or sqlite://PATH).
@@ -33,32 +52,41 @@ pub struct ServeArgs {
     #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Attempts per job before it fails (retryable errors only: connection, timeout, 429, 502, 503, 504).
-    #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3)]
+    #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// How long finished jobs are kept before the janitor prunes them.
-    #[arg(long, env = "FOREMAN_JOB_TTL", default_value = "24h")]
-    pub job_ttl: String,
-    /// How often the model inventory (/api/tags, /api/ps) is polled.
-    #[arg(long, env = "FOREMAN_POLL_INTERVAL", default_value = "5s")]
-    pub poll_interval: String,
+    #[arg(long, env = "FOREMAN_JOB_TTL", default_value = "24h", value_parser = positive_duration)]
+    pub job_ttl: Duration,
+    /// How often each target's model inventory (/api/tags, /api/ps) is polled; a
+    /// target that does not answer is polled every second at most until it does.
+    #[arg(long, env = "FOREMAN_POLL_INTERVAL", default_value = "5s", value_parser = positive_duration)]
+    pub poll_interval: Duration,
     /// Longest a queued job may wait because the worker drains another model.
-    #[arg(long, env = "FOREMAN_MAX_WAIT", default_value = "60s")]
-    pub max_wait: String,
+    #[arg(long, env = "FOREMAN_MAX_WAIT", default_value = "60s", value_parser = duration)]
+    pub max_wait: Duration,
     /// Queued jobs before new requests get 503.
-    #[arg(long, env = "FOREMAN_MAX_QUEUE", default_value_t = 10_000)]
+    #[arg(long, env = "FOREMAN_MAX_QUEUE", default_value_t = 10_000, value_parser = at_least_one)]
     pub max_queue: u64,
     /// Largest request body accepted, in bytes (images travel inside JSON).
-    #[arg(long, env = "FOREMAN_MAX_BODY", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "FOREMAN_MAX_BODY", default_value_t = 64 * 1024 * 1024, value_parser = body_limit)]
     pub max_body: usize,
     /// First retry delay; each further retry doubles it (with jitter), up to 60s.
-    #[arg(long, env = "FOREMAN_RETRY_BASE", default_value = "1s")]
-    pub retry_base: String,
+    #[arg(long, env = "FOREMAN_RETRY_BASE", default_value = "1s", value_parser = duration)]
+    pub retry_base: Duration,
     /// How long a running job may finish after SIGTERM before it is requeued.
-    #[arg(long, env = "FOREMAN_SHUTDOWN_GRACE", default_value = "30s")]
-    pub shutdown_grace: String,
+    #[arg(long, env = "FOREMAN_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    pub shutdown_grace: Duration,
     /// Longest silence from the target while a job runs (model loads count) before it is retried.
-    #[arg(long, env = "FOREMAN_UPSTREAM_TIMEOUT", default_value = "10m")]
-    pub upstream_timeout: String,
+    #[arg(long, env = "FOREMAN_UPSTREAM_TIMEOUT", default_value = "10m", value_parser = positive_duration)]
+    pub upstream_timeout: Duration,
+    /// How long a synchronous caller waits for a job whose every possible target is
+    /// down before it gets 503 (and its job is cancelled); async jobs keep waiting.
+    #[arg(long, env = "FOREMAN_TARGET_DOWN_TIMEOUT", default_value = "5m", value_parser = positive_duration)]
+    pub target_down_timeout: Duration,
+    /// Options pinned per model so drifting clients stop reloading it, e.g.
+    /// 'llama3.2:3b:num_ctx=8192' (see the README's section on load keys).
+    #[arg(long, env = "FOREMAN_PIN_OPTIONS", default_value = "")]
+    pub pin_options: String,
     /// Lowest priority a client may ask for with X-Foreman-Priority.
     #[arg(
         long,
@@ -86,16 +114,16 @@ pub struct ServeArgs {
     pub webhook_allow_private_nets: String,
     /// First webhook retry delay; each further retry doubles it (with jitter), up to
     /// --webhook-retry-max.
-    #[arg(long, env = "FOREMAN_WEBHOOK_RETRY_BASE", default_value = "30s")]
-    pub webhook_retry_base: String,
+    #[arg(long, env = "FOREMAN_WEBHOOK_RETRY_BASE", default_value = "30s", value_parser = duration)]
+    pub webhook_retry_base: Duration,
     /// Longest pause between two attempts at one webhook delivery.
-    #[arg(long, env = "FOREMAN_WEBHOOK_RETRY_MAX", default_value = "4h")]
-    pub webhook_retry_max: String,
+    #[arg(long, env = "FOREMAN_WEBHOOK_RETRY_MAX", default_value = "4h", value_parser = duration)]
+    pub webhook_retry_max: Duration,
     /// How long a webhook receiver has to answer an attempt.
-    #[arg(long, env = "FOREMAN_WEBHOOK_TIMEOUT", default_value = "15s")]
-    pub webhook_timeout: String,
+    #[arg(long, env = "FOREMAN_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = positive_duration)]
+    pub webhook_timeout: Duration,
     /// Attempts per webhook delivery before it is marked failed.
-    #[arg(long, env = "FOREMAN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
+    #[arg(long, env = "FOREMAN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub webhook_max_attempts: u32,
     /// Pass model management (/api/pull, /api/push, /api/create, /api/copy, /api/delete)
     /// through to the target; false answers 403.
@@ -114,11 +142,11 @@ pub struct ServeArgs {
     pub artifact_threshold: usize,
     /// How long a running job's lease lasts without a heartbeat (sent every third of
     /// it); a job whose lease lapses is requeued by the janitor.
-    #[arg(long, env = "FOREMAN_LEASE", default_value = "30s")]
-    pub lease: String,
+    #[arg(long, env = "FOREMAN_LEASE", default_value = "30s", value_parser = positive_duration)]
+    pub lease: Duration,
     /// How often the janitor prunes finished jobs and requeues jobs whose lease lapsed.
-    #[arg(long, env = "FOREMAN_JANITOR_INTERVAL", default_value = "60s")]
-    pub janitor_interval: String,
+    #[arg(long, env = "FOREMAN_JANITOR_INTERVAL", default_value = "60s", value_parser = positive_duration)]
+    pub janitor_interval: Duration,
     /// Origins whose web pages may call foreman, comma-separated, `*` as a wildcard (as
     /// OLLAMA_ORIGINS), on top of Ollama's defaults: localhost, 127.0.0.1 and 0.0.0.0
     /// on any port over http(s), app://, file://, tauri://, vscode-webview://,
@@ -138,9 +166,10 @@ pub const SYNC_PRIORITY: i32 = 10;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: SocketAddr,
-    /// Upstream base URL without a trailing slash (replaced by the simulator's with
-    /// `--simulate`).
-    pub ollama_url: String,
+    /// The Ollama servers, never empty: `--target`s, else the one `--ollama-url`
+    /// (or, with `--simulate`, one simulated target). A target whose URL is `sim`
+    /// waits for `main` to start its simulator and put the simulator's URL there.
+    pub targets: Vec<TargetSpec>,
     pub simulate: bool,
     pub database: String,
     pub token: Option<String>,
@@ -153,6 +182,11 @@ pub struct Config {
     pub retry_base: Duration,
     pub shutdown_grace: Duration,
     pub upstream_timeout: Duration,
+    /// How long a synchronous caller waits while every target that could run its job
+    /// is down.
+    pub target_down_timeout: Duration,
+    /// `FOREMAN_PIN_OPTIONS` as given; the scheduler parses it.
+    pub pin_options: String,
     /// The range a client's X-Foreman-Priority must fall in (inclusive); it holds
     /// [`SYNC_PRIORITY`].
     pub priority_min: i32,
@@ -180,36 +214,101 @@ pub struct Config {
 #[derive(Debug, Error, PartialEq)]
 #[error("invalid --{flag} (FOREMAN_{env}): {reason}")]
 pub struct ConfigError {
-    pub flag: &'static str,
-    pub env: &'static str,
+    /// The flag without its dashes, e.g. `job-ttl`.
+    pub flag: String,
+    /// The variable without `FOREMAN_`, e.g. `JOB_TTL`.
+    pub env: String,
     pub reason: String,
 }
 
-fn invalid(flag: &'static str, env: &'static str, reason: impl Into<String>) -> ConfigError {
+fn invalid(flag: &str, env: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
-        flag,
-        env,
+        flag: flag.to_string(),
+        env: env.to_string(),
         reason: reason.into(),
     }
 }
 
-fn duration(
-    text: &str,
-    flag: &'static str,
-    env: &'static str,
-    allow_zero: bool,
-) -> Result<Duration, ConfigError> {
-    let value = humantime::parse_duration(text.trim()).map_err(|e| {
-        invalid(
-            flag,
-            env,
-            format!("{text:?} is not a duration like 30s or 24h ({e})"),
-        )
-    })?;
-    if value.is_zero() && !allow_zero {
-        return Err(invalid(flag, env, "must be greater than zero"));
+/// Fails with `reason` unless `ok`.
+fn ensure(
+    ok: bool,
+    flag: &str,
+    env: &str,
+    reason: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
+    match ok {
+        true => Ok(()),
+        false => Err(invalid(flag, env, reason())),
     }
-    Ok(value)
+}
+
+/// A humantime duration (`30s`, `5m`, `24h`); clap's parser for duration settings.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like 30s or 24h ({e})"))
+}
+
+/// A duration that must not be zero.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        value if value.is_zero() => Err("must be greater than zero".into()),
+        value => Ok(value),
+    }
+}
+
+/// A whole number, at least 1.
+fn at_least_one(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(count) => Ok(count),
+        Err(e) => Err(format!("{text:?} is not a whole number ({e})")),
+    }
+}
+
+/// A body size in bytes, at least 1024.
+fn body_limit(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(bytes) if bytes < 1024 => Err("must be at least 1024 bytes".into()),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => Err(format!("{text:?} is not a number of bytes ({e})")),
+    }
+}
+
+impl ConfigError {
+    /// The one-line form of a value clap could not parse (a duration, a number),
+    /// naming the flag and its variable; `None` for other clap errors (`--help`, an
+    /// unknown flag), which clap reports itself.
+    pub fn from_clap(error: &clap::Error) -> Option<ConfigError> {
+        use clap::error::{ContextKind, ErrorKind};
+        if !matches!(
+            error.kind(),
+            ErrorKind::ValueValidation | ErrorKind::InvalidValue
+        ) {
+            return None;
+        }
+        let arg = error.get(ContextKind::InvalidArg)?.to_string();
+        let flag = arg
+            .strip_prefix("--")?
+            .split([' ', '='])
+            .next()?
+            .to_string();
+        let command = ServeArgs::augment_args(clap::Command::new("foreman"));
+        let env = command
+            .get_arguments()
+            .find(|candidate| candidate.get_long() == Some(flag.as_str()))?
+            .get_env()?
+            .to_string_lossy()
+            .trim_start_matches("FOREMAN_")
+            .to_string();
+        let reason = match std::error::Error::source(error) {
+            Some(source) => source.to_string(),
+            None => {
+                let value = error.get(ContextKind::InvalidValue).map(|v| v.to_string());
+                format!("{:?} is not a valid value", value.unwrap_or_default())
+            }
+        };
+        Some(invalid(&flag, &env, reason))
+    }
 }
 
 impl ServeArgs {
@@ -219,111 +318,76 @@ impl ServeArgs {
             .addr
             .parse()
             .map_err(|_| invalid("addr", "ADDR", format!("{:?} is not HOST:PORT", self.addr)))?;
-        let ollama_url = self.ollama_url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&ollama_url).map_err(|e| {
-            invalid(
-                "ollama-url",
-                "OLLAMA_URL",
-                format!("{:?}: {e}", self.ollama_url),
-            )
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(invalid(
-                "ollama-url",
-                "OLLAMA_URL",
-                "the scheme must be http or https",
-            ));
-        }
-        if self.database.trim().is_empty() {
-            return Err(invalid("database", "DATABASE", "must not be empty"));
-        }
-        if let Some(token) = &self.token
-            && token.trim().is_empty()
-        {
-            return Err(invalid("token", "TOKEN", "must not be empty when set"));
-        }
-        if !(1..=100).contains(&self.max_attempts) {
-            return Err(invalid(
-                "max-attempts",
-                "MAX_ATTEMPTS",
-                "must be between 1 and 100",
-            ));
-        }
-        if self.max_queue == 0 {
-            return Err(invalid("max-queue", "MAX_QUEUE", "must be at least 1"));
-        }
-        if self.max_body < 1024 {
-            return Err(invalid(
-                "max-body",
-                "MAX_BODY",
-                "must be at least 1024 bytes",
-            ));
-        }
-        if self.priority_min > self.priority_max {
-            return Err(invalid(
-                "priority-min",
-                "PRIORITY_MIN",
+        let targets = self.target_specs()?;
+        ensure(
+            !self.database.trim().is_empty(),
+            "database",
+            "DATABASE",
+            || "must not be empty".into(),
+        )?;
+        ensure(
+            self.token.as_ref().is_none_or(|t| !t.trim().is_empty()),
+            "token",
+            "TOKEN",
+            || "must not be empty when set".into(),
+        )?;
+        ensure(
+            self.priority_min <= self.priority_max,
+            "priority-min",
+            "PRIORITY_MIN",
+            || {
                 format!(
                     "{} is above --priority-max (FOREMAN_PRIORITY_MAX), {}",
                     self.priority_min, self.priority_max
-                ),
-            ));
-        }
-        if self.priority_min > SYNC_PRIORITY {
-            return Err(invalid(
-                "priority-min",
-                "PRIORITY_MIN",
-                format!(
-                    "must be at most {SYNC_PRIORITY}, the priority of requests without X-Foreman-Priority"
-                ),
-            ));
-        }
-        if self.priority_max < SYNC_PRIORITY {
-            return Err(invalid(
-                "priority-max",
-                "PRIORITY_MAX",
-                format!(
-                    "must be at least {SYNC_PRIORITY}, the priority of requests without X-Foreman-Priority"
-                ),
-            ));
-        }
+                )
+            },
+        )?;
+        let holds_sync = |bound: &str| {
+            format!(
+                "must be {bound} {SYNC_PRIORITY}, the priority of requests without X-Foreman-Priority"
+            )
+        };
+        ensure(
+            self.priority_min <= SYNC_PRIORITY,
+            "priority-min",
+            "PRIORITY_MIN",
+            || holds_sync("at most"),
+        )?;
+        ensure(
+            self.priority_max >= SYNC_PRIORITY,
+            "priority-max",
+            "PRIORITY_MAX",
+            || holds_sync("at least"),
+        )?;
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| invalid("log", "LOG", e.to_string()))?;
+        let webhook_key = match &self.webhook_secret {
+            Some(secret) => Some(
+                crate::webhook::decode_secret(secret)
+                    .map_err(|reason| invalid("webhook-secret", "WEBHOOK_SECRET", reason))?,
+            ),
+            None => None,
+        };
         Ok(Config {
             addr,
-            ollama_url,
+            targets,
             simulate: self.simulate,
             database: self.database.clone(),
             token: self.token.clone(),
             max_attempts: self.max_attempts,
-            job_ttl: duration(&self.job_ttl, "job-ttl", "JOB_TTL", false)?,
-            poll_interval: duration(&self.poll_interval, "poll-interval", "POLL_INTERVAL", false)?,
-            max_wait: duration(&self.max_wait, "max-wait", "MAX_WAIT", true)?,
+            job_ttl: self.job_ttl,
+            poll_interval: self.poll_interval,
+            max_wait: self.max_wait,
             max_queue: self.max_queue,
             max_body: self.max_body,
-            retry_base: duration(&self.retry_base, "retry-base", "RETRY_BASE", true)?,
-            shutdown_grace: duration(
-                &self.shutdown_grace,
-                "shutdown-grace",
-                "SHUTDOWN_GRACE",
-                true,
-            )?,
-            upstream_timeout: duration(
-                &self.upstream_timeout,
-                "upstream-timeout",
-                "UPSTREAM_TIMEOUT",
-                false,
-            )?,
+            retry_base: self.retry_base,
+            shutdown_grace: self.shutdown_grace,
+            upstream_timeout: self.upstream_timeout,
+            target_down_timeout: self.target_down_timeout,
+            pin_options: self.pin_options.clone(),
             priority_min: self.priority_min,
             priority_max: self.priority_max,
-            webhook_key: self
-                .webhook_secret
-                .as_deref()
-                .map(|secret| {
-                    crate::webhook::decode_secret(secret)
-                        .map_err(|reason| invalid("webhook-secret", "WEBHOOK_SECRET", reason))
-                })
-                .transpose()?,
+            webhook_key,
             webhook_allow_private_nets: crate::webhook::parse_cidrs(
                 &self.webhook_allow_private_nets,
             )
@@ -334,61 +398,83 @@ impl ServeArgs {
                     reason,
                 )
             })?,
-            webhook_retry_base: duration(
-                &self.webhook_retry_base,
-                "webhook-retry-base",
-                "WEBHOOK_RETRY_BASE",
-                true,
-            )?,
-            webhook_retry_max: duration(
-                &self.webhook_retry_max,
-                "webhook-retry-max",
-                "WEBHOOK_RETRY_MAX",
-                true,
-            )?,
-            webhook_timeout: duration(
-                &self.webhook_timeout,
-                "webhook-timeout",
-                "WEBHOOK_TIMEOUT",
-                false,
-            )?,
-            webhook_max_attempts: match self.webhook_max_attempts {
-                1..=100 => self.webhook_max_attempts,
-                _ => {
-                    return Err(invalid(
-                        "webhook-max-attempts",
-                        "WEBHOOK_MAX_ATTEMPTS",
-                        "must be between 1 and 100",
-                    ));
-                }
-            },
+            webhook_retry_base: self.webhook_retry_base,
+            webhook_retry_max: self.webhook_retry_max,
+            webhook_timeout: self.webhook_timeout,
+            webhook_max_attempts: self.webhook_max_attempts,
             webhook_resolver: crate::webhook::Resolver::default(),
             allow_model_management: self.allow_model_management,
             data_dir: self.data_dir.clone(),
             artifact_threshold: self.artifact_threshold,
-            lease: duration(&self.lease, "lease", "LEASE", false)?,
-            janitor_interval: duration(
-                &self.janitor_interval,
-                "janitor-interval",
-                "JANITOR_INTERVAL",
-                false,
-            )?,
+            lease: self.lease,
+            janitor_interval: self.janitor_interval,
             origins: crate::api::origin_guard::parse_origins(&self.origins)
                 .map_err(|reason| invalid("origins", "ORIGINS", reason))?,
             log: self.log.clone(),
         })
     }
+
+    /// The targets: each `--target` (empty entries, from extra spaces in
+    /// `FOREMAN_TARGETS`, skipped), else `--ollama-url`, else (with `--simulate`) one
+    /// simulated target. Names are unique; unnamed `sim` targets are `sim`, or `sim1`,
+    /// `sim2`... when there are several.
+    fn target_specs(&self) -> Result<Vec<TargetSpec>, ConfigError> {
+        let bad = |reason: String| invalid("target", "TARGETS", reason);
+        let mut specs = self
+            .targets
+            .iter()
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| parse_target(text).map_err(bad))
+            .collect::<Result<Vec<_>, _>>()?;
+        if specs.is_empty() {
+            let spec = match self.simulate {
+                true => parse_target(crate::targets::spec::SIM_URL).map_err(bad)?,
+                false => TargetSpec::single(&self.ollama_url)
+                    .map_err(|reason| invalid("ollama-url", "OLLAMA_URL", reason))?,
+            };
+            specs.push(spec);
+        }
+        let unnamed_sims = specs.iter().filter(|spec| spec.name.is_empty()).count();
+        let mut number = 0;
+        for spec in specs.iter_mut().filter(|spec| spec.name.is_empty()) {
+            number += 1;
+            spec.name = match unnamed_sims {
+                1 => "sim".to_string(),
+                _ => format!("sim{number}"),
+            };
+        }
+        for (index, spec) in specs.iter().enumerate() {
+            ensure(
+                !spec.is_simulated() || self.simulate,
+                "target",
+                "TARGETS",
+                || {
+                    format!(
+                        "the URL `sim` of target {:?} needs --simulate (FOREMAN_SIMULATE)",
+                        spec.name
+                    )
+                },
+            )?;
+            ensure(
+                specs[..index].iter().all(|other| other.name != spec.name),
+                "target",
+                "TARGETS",
+                || format!("two targets are named {:?}; give each a name=", spec.name),
+            )?;
+        }
+        Ok(specs)
+    }
 }
 
 impl Config {
-    /// Settings for tests and embedding: the defaults, with the given upstream and
-    /// database. `FOREMAN_*` variables are not read, so a caller's environment changes
+    /// Settings for tests and embedding: the defaults, with one target at
+    /// `ollama_url` (1 slot, 1 place) and the given database. `FOREMAN_*` variables are not read, so a caller's environment changes
     /// nothing.
     pub fn for_upstream(ollama_url: &str, database: &str) -> Config {
         let mut config = ServeArgs::defaults()
             .validate()
             .expect("the defaults are valid");
-        config.ollama_url = ollama_url.trim_end_matches('/').to_string();
+        config.targets = vec![TargetSpec::single(ollama_url).expect("an http(s) URL")];
         config.database = database.to_string();
         config
     }
@@ -398,13 +484,18 @@ impl ServeArgs {
     /// The default of every setting, as `foreman serve` has them with no flags and no
     /// `FOREMAN_*` variables: the environment is not read.
     pub fn defaults() -> ServeArgs {
-        use clap::{Args as _, FromArgMatches as _};
+        ServeArgs::from_flags(&[]).expect("the defaults parse")
+    }
+
+    /// The settings from these flags alone (`FOREMAN_*` variables are not read), for
+    /// tests and embedding; [`ConfigError::from_clap`] words a bad value's error.
+    pub fn from_flags(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        use clap::FromArgMatches as _;
         let command = ServeArgs::augment_args(clap::Command::new("foreman"))
             .mut_args(|arg| arg.env(None::<&str>));
         let matches = command
-            .try_get_matches_from(["foreman"])
-            .expect("defaults parse");
-        ServeArgs::from_arg_matches(&matches).expect("defaults parse")
+            .try_get_matches_from(std::iter::once("foreman").chain(flags.iter().copied()))?;
+        ServeArgs::from_arg_matches(&matches)
     }
 }
 
@@ -415,7 +506,17 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let config = Config::for_upstream("http://127.0.0.1:1/", "x.db");
-        assert_eq!(config.ollama_url, "http://127.0.0.1:1");
+        assert_eq!(
+            config.targets,
+            vec![TargetSpec {
+                url: "http://127.0.0.1:1".into(),
+                name: "127.0.0.1:1".into(),
+                slots: 1,
+                places: 1
+            }]
+        );
+        assert_eq!(config.target_down_timeout, Duration::from_secs(300));
+        assert_eq!(config.pin_options, "");
         assert_eq!(config.max_attempts, 3);
         assert_eq!(config.job_ttl, Duration::from_secs(24 * 3600));
         assert_eq!(config.poll_interval, Duration::from_secs(5));
@@ -514,34 +615,163 @@ mod tests {
         assert_eq!((config.priority_min, config.priority_max), (-3, 12));
     }
 
+    fn error_of(flags: &[&str]) -> ConfigError {
+        let args = ServeArgs::from_flags(flags);
+        args.map_err(|error| ConfigError::from_clap(&error).expect("a bad value"))
+            .and_then(|args| args.validate())
+            .unwrap_err()
+    }
+
     #[test]
     fn bad_values_name_the_setting() {
-        let mut args = ServeArgs::defaults();
-        args.job_ttl = "soon".into();
-        let error = args.validate().unwrap_err();
+        let error = error_of(&["--job-ttl", "soon"]);
         assert_eq!(error.flag, "job-ttl");
         assert!(
             error
                 .to_string()
-                .starts_with("invalid --job-ttl (FOREMAN_JOB_TTL): ")
+                .starts_with("invalid --job-ttl (FOREMAN_JOB_TTL): \"soon\" is not a duration"),
+            "{error}"
         );
-        let mut args = ServeArgs::defaults();
-        args.ollama_url = "ftp://x".into();
-        assert_eq!(args.validate().unwrap_err().flag, "ollama-url");
-        let mut args = ServeArgs::defaults();
-        args.addr = "nowhere".into();
-        assert_eq!(args.validate().unwrap_err().flag, "addr");
-        let mut args = ServeArgs::defaults();
-        args.max_attempts = 0;
-        assert_eq!(args.validate().unwrap_err().flag, "max-attempts");
-        let mut args = ServeArgs::defaults();
-        args.lease = "0s".into();
-        assert_eq!(args.validate().unwrap_err().flag, "lease");
-        let mut args = ServeArgs::defaults();
-        args.janitor_interval = "often".into();
-        assert_eq!(args.validate().unwrap_err().flag, "janitor-interval");
-        let mut args = ServeArgs::defaults();
-        args.origins = "app.example".into();
-        assert_eq!(args.validate().unwrap_err().flag, "origins");
+        assert_eq!(error_of(&["--ollama-url", "ftp://x"]).flag, "ollama-url");
+        assert_eq!(error_of(&["--addr", "nowhere"]).flag, "addr");
+        assert_eq!(error_of(&["--max-attempts", "0"]).flag, "max-attempts");
+        let error = error_of(&["--max-attempts", "many"]);
+        assert_eq!(
+            (error.flag.as_str(), error.env.as_str()),
+            ("max-attempts", "MAX_ATTEMPTS")
+        );
+        let error = error_of(&["--lease", "0s"]);
+        assert_eq!(
+            error.to_string(),
+            "invalid --lease (FOREMAN_LEASE): must be greater than zero"
+        );
+        assert_eq!(
+            error_of(&["--janitor-interval", "often"]).flag,
+            "janitor-interval"
+        );
+        assert_eq!(
+            error_of(&["--target-down-timeout=later"]).env,
+            "TARGET_DOWN_TIMEOUT"
+        );
+        assert_eq!(error_of(&["--origins", "app.example"]).flag, "origins");
+        assert_eq!(
+            error_of(&["--webhook-max-attempts", "0"]).flag,
+            "webhook-max-attempts"
+        );
+    }
+
+    #[test]
+    fn durations_are_typed_and_zero_only_where_it_means_something() {
+        let args = ServeArgs::from_flags(&["--max-wait", "0s", "--job-ttl", "90m"]).unwrap();
+        let config = args.validate().unwrap();
+        assert_eq!(config.max_wait, Duration::ZERO);
+        assert_eq!(config.job_ttl, Duration::from_secs(90 * 60));
+        assert_eq!(error_of(&["--poll-interval", "0s"]).flag, "poll-interval");
+    }
+
+    fn targets_of(flags: &[&str]) -> Result<Vec<(String, String, usize, usize)>, String> {
+        ServeArgs::from_flags(flags)
+            .map_err(|error| ConfigError::from_clap(&error).expect("a bad value"))
+            .and_then(|args| args.validate())
+            .map(|config| {
+                config
+                    .targets
+                    .into_iter()
+                    .map(|t| (t.name, t.url, t.slots, t.places))
+                    .collect()
+            })
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn targets_win_over_the_ollama_url_and_simulate_fills_in_sim() {
+        let target = |name: &str, url: &str, slots, places| {
+            (name.to_string(), url.to_string(), slots, places)
+        };
+        assert_eq!(
+            targets_of(&["--ollama-url", "http://gpu:8080/"]),
+            Ok(vec![target("gpu:8080", "http://gpu:8080", 1, 1)])
+        );
+        assert_eq!(
+            targets_of(&[
+                "--ollama-url",
+                "http://ignored:1",
+                "--target",
+                "http://a:1,slots=4,places=2",
+                "--target",
+                "http://b:2,name=second"
+            ]),
+            Ok(vec![
+                target("a:1", "http://a:1", 4, 2),
+                target("second", "http://b:2", 1, 1)
+            ])
+        );
+        // The variable's form: specs separated by spaces (extra spaces are harmless).
+        assert_eq!(
+            targets_of(&["--target", "http://a:1  http://b:2,slots=2 "]).map(|t| t.len()),
+            Ok(2)
+        );
+        assert_eq!(
+            targets_of(&["--simulate"]),
+            Ok(vec![target("sim", "sim", 1, 1)])
+        );
+        assert_eq!(
+            targets_of(&[
+                "--simulate",
+                "--target",
+                "sim,slots=4",
+                "--target",
+                "sim",
+                "--target",
+                "sim,name=x"
+            ]),
+            Ok(vec![
+                target("sim1", "sim", 4, 1),
+                target("sim2", "sim", 1, 1),
+                target("x", "sim", 1, 1)
+            ])
+        );
+    }
+
+    #[test]
+    fn bad_targets_name_the_setting() {
+        let error = targets_of(&["--target", "sim,name=gpu0"]).unwrap_err();
+        assert_eq!(
+            error,
+            "invalid --target (FOREMAN_TARGETS): the URL `sim` of target \"gpu0\" needs --simulate (FOREMAN_SIMULATE)"
+        );
+        let error =
+            targets_of(&["--target", "http://a:1", "--target", "http://a:1,slots=2"]).unwrap_err();
+        assert!(error.contains("two targets are named \"a:1\""), "{error}");
+        let error = targets_of(&["--target", "http://a:1,slots=0"]).unwrap_err();
+        assert!(
+            error.starts_with("invalid --target (FOREMAN_TARGETS): "),
+            "{error}"
+        );
+        let error = targets_of(&["--target", "a:1"]).unwrap_err();
+        assert!(error.contains("http or https"), "{error}");
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_its_default() {
+        let mut command = ServeArgs::augment_args(clap::Command::new("foreman"));
+        let help = command.render_long_help().to_string();
+        for arg in ServeArgs::augment_args(clap::Command::new("foreman")).get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            assert!(help.contains(env.to_str().unwrap()), "{env:?} in --help");
+            let optional = [
+                "FOREMAN_TOKEN",
+                "FOREMAN_WEBHOOK_SECRET",
+                "FOREMAN_TARGETS",
+                "FOREMAN_SIMULATE",
+            ];
+            if !optional.contains(&env.to_str().unwrap()) {
+                assert!(
+                    !arg.get_default_values().is_empty(),
+                    "{env:?} has a default"
+                );
+            }
+        }
+        assert!(help.contains("[default: 5m]"), "{help}");
     }
 }

@@ -1,10 +1,11 @@
 //! foreman: a durable, model-draining job queue in front of Ollama.
 //!
 //! Clients speak Ollama's API to foreman. Every generation request becomes a job in
-//! a durable queue ([`foreman_store`]); one [`worker`] per GPU target runs jobs one at
-//! a time, draining the loaded model before switching ([`scheduler`]), and relays the
-//! answer back through the [`hub`]. Embeddings go straight through; listings come
-//! from the polled [`inventory`]. See ARCHITECTURE.md for the map.
+//! a durable queue ([`foreman_store`]); a [`worker`] runs jobs against the
+//! [`targets`] (the Ollama servers), draining the loaded model before switching
+//! ([`scheduler`]), and relays the answer back through the [`hub`]. Embeddings go
+//! straight to a target that has the model; listings come from each target's polled
+//! inventory. See ARCHITECTURE.md for the map.
 
 pub mod aggregate;
 pub mod api;
@@ -14,10 +15,10 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod hub;
-pub mod inventory;
 pub mod janitor;
 pub mod model_name;
 pub mod scheduler;
+pub mod targets;
 pub mod upstream;
 pub mod webhook;
 pub mod worker;
@@ -34,8 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::AppState;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::inventory::Inventory;
-use crate::upstream::Upstream;
+use crate::targets::Targets;
 use crate::worker::{RunningJobs, Worker, WorkerSettings};
 
 /// Why foreman could not run.
@@ -65,17 +65,20 @@ pub async fn serve(
     if recovered > 0 {
         tracing::warn!(jobs = recovered, "requeued jobs the last run left running");
     }
-    let upstream = Upstream::new(&config.ollama_url, config.upstream_timeout);
-    let inventory = Inventory::new(upstream.clone(), config.poll_interval);
-    if let Err(error) = inventory.poll().await {
-        tracing::warn!(%error, url = %config.ollama_url, "target unreachable at start; jobs wait for it");
-    }
+    let targets = Targets::new(
+        &config.targets,
+        config.upstream_timeout,
+        config.poll_interval,
+    );
+    targets.poll_all().await;
     let hub = Arc::new(Hub::default());
     let running = Arc::new(RunningJobs::default());
     let wake = Arc::new(Notify::new());
     let finished = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(inventory.clone().run(shutdown.clone()));
+    for target in targets.all() {
+        tasks.spawn(target.inventory.clone().run(shutdown.clone()));
+    }
     tasks.spawn(janitor::run(
         store.clone(),
         config.job_ttl,
@@ -83,11 +86,14 @@ pub async fn serve(
         config.janitor_interval,
         shutdown.clone(),
     ));
+    // Until the scheduler runs one runner per slot per target, the one worker serves
+    // the first target.
+    let first = targets.all()[0].clone();
     let worker = Worker {
         store: store.clone(),
-        upstream: upstream.clone(),
+        upstream: first.upstream.clone(),
         hub: hub.clone(),
-        inventory: inventory.clone(),
+        inventory: first.inventory.clone(),
         running: running.clone(),
         wake: wake.clone(),
         finished: finished.clone(),
@@ -125,8 +131,7 @@ pub async fn serve(
         config: Arc::new(config),
         store: store.clone(),
         hub,
-        inventory,
-        upstream,
+        targets,
         running,
         wake,
         finished,

@@ -1,12 +1,13 @@
 //! The `foreman` binary. `foreman serve` parses the settings, sets up logging, binds
-//! the listener, optionally starts the built-in simulator, and runs
+//! the listener, optionally starts built-in simulators (one per `sim` target), and runs
 //! [`foreman::serve`] until SIGINT or SIGTERM; `foreman jobs ...` is the client of a
 //! running daemon's jobs API ([`foreman::cli`]).
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use foreman::config::ServeArgs;
+use foreman::config::{ConfigError, ServeArgs};
 use tokio_util::sync::CancellationToken;
 
 /// A durable, model-draining job queue in front of Ollama.
@@ -26,7 +27,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => match ConfigError::from_clap(&error) {
+            // One line naming the flag and its variable, as for every bad setting.
+            Some(error) => {
+                eprintln!("foreman: {error}");
+                return ExitCode::from(2);
+            }
+            None => error.exit(),
+        },
+    };
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::Jobs(jobs) => {
@@ -57,33 +68,52 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let _simulator = if config.simulate {
-            let simulator = match ollama_sim::spawn(
-                "127.0.0.1:0".parse().expect("a valid address"),
-                ollama_sim::SimConfig::default(),
-            )
-            .await
+        let mut simulators = Vec::new();
+        for target in config.targets.iter_mut().filter(|t| t.is_simulated()) {
+            let simulated = ollama_sim::SimConfig {
+                num_parallel: target.slots,
+                max_loaded: target.places,
+                ..ollama_sim::SimConfig::default()
+            };
+            match ollama_sim::spawn("127.0.0.1:0".parse().expect("a valid address"), simulated)
+                .await
             {
-                Ok(simulator) => simulator,
+                Ok(simulator) => {
+                    target.url = simulator.url();
+                    simulators.push(simulator);
+                }
                 Err(error) => {
-                    eprintln!("foreman: cannot start the simulator: {error}");
+                    eprintln!(
+                        "foreman: cannot start the simulator of target {}: {error}",
+                        target.name
+                    );
                     return ExitCode::FAILURE;
                 }
-            };
-            config.ollama_url = simulator.url();
-            tracing::info!(url = %config.ollama_url, "simulated Ollama upstream started");
-            Some(simulator)
-        } else {
-            None
-        };
+            }
+        }
         let address = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        println!(
-            "foreman listening on http://{address} in front of {}",
-            config.ollama_url
-        );
+        // One write, whose failure is ignored: a supervisor that reads only the first
+        // line and closes the pipe must not take foreman down.
+        let mut banner = format!("foreman listening on http://{address}\n");
+        for target in &config.targets {
+            let simulated = simulators.iter().any(|s| s.url() == target.url);
+            banner.push_str(&format!(
+                "target {}: {}{}, slots={}, places={}\n",
+                target.name,
+                target.url,
+                if simulated { " (simulated)" } else { "" },
+                target.slots,
+                target.places
+            ));
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout
+            .write_all(banner.as_bytes())
+            .and_then(|()| stdout.flush());
+        drop(stdout);
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {

@@ -40,8 +40,8 @@ use tokio_util::task::TaskTracker;
 use crate::aggregate::Aggregator;
 use crate::clock::now_ms;
 use crate::hub::{Hub, Outcome};
-use crate::inventory::Inventory;
 use crate::scheduler::{Decision, Policy};
+use crate::targets::Inventory;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Longest pause between two retries.
@@ -159,6 +159,13 @@ impl Worker {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
+            // A target known to be down gets no job: it would only burn an attempt.
+            if self.inventory.paused() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(IDLE_POLL) => continue,
+                }
+            }
             let now = now_ms();
             let turn = tokio::time::Instant::now();
             let heads = match self.store.queue_heads(now).await {

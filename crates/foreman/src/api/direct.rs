@@ -1,29 +1,45 @@
-//! Requests that go straight to the target, concurrently, without the queue:
+//! Requests that go straight to a target, concurrently, without the queue:
 //! embeddings (the embedding model stays resident beside the chat model, so there is
-//! nothing to schedule), `/api/show`, and model management. Status, content type and body come back
-//! exactly as the target sent them.
+//! nothing to schedule) and `/api/show` go to a target that has the model
+//! ([`Targets::for_model`]); model management goes to the only target, or with
+//! several to the one the `X-Foreman-Target` header names. Status, content type and
+//! body come back exactly as the target sent them.
+//!
+//! [`Targets::for_model`]: crate::targets::Targets::for_model
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::body::JsonBody;
 use super::{ApiError, AppState};
+use crate::upstream::Upstream;
 
-/// Sends one request to the target and relays its answer as it came: status,
+/// Names the target a model management request is for, when there are several.
+pub const TARGET_HEADER: &str = "x-foreman-target";
+
+/// The model a direct request names (`model`, or the older `name`), for routing
+/// only: a body without one still goes to a target, which answers it as Ollama does.
+pub(super) fn model_of(body: &JsonBody) -> &str {
+    ["model", "name"]
+        .iter()
+        .find_map(|field| body.fields.get(*field).and_then(|v| v.as_str()))
+        .unwrap_or("")
+}
+
+/// Sends one request to a target and relays its answer as it came: status,
 /// content type and a streamed body; `when_done` runs once the body has been relayed.
 pub(super) async fn relay(
-    state: &AppState,
+    upstream: &Upstream,
     method: reqwest::Method,
     path: &str,
     body: Option<Bytes>,
     when_done: Option<Box<dyn FnOnce() + Send>>,
 ) -> Result<Response, ApiError> {
-    let answer = state
-        .upstream
+    let answer = upstream
         .send(method, path, body)
         .await
         .map_err(|e| ApiError::TargetUnavailable(e.to_string()))?;
@@ -52,7 +68,15 @@ async fn forward(
     struct_name: &'static str,
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, struct_name)?;
-    relay(state, reqwest::Method::POST, path, Some(body.raw), None).await
+    let target = state.targets.for_model(model_of(&body));
+    relay(
+        &target.upstream,
+        reqwest::Method::POST,
+        path,
+        Some(body.raw),
+        None,
+    )
+    .await
 }
 
 pub async fn embed(
@@ -76,6 +100,8 @@ pub async fn show(
         return Ok(json_answer(cached));
     }
     let answer = state
+        .targets
+        .for_model(model_of(&parsed))
         .upstream
         .send(reqwest::Method::POST, "/api/show", Some(parsed.raw))
         .await
@@ -112,10 +138,13 @@ fn json_answer(body: Bytes) -> Response {
 }
 
 /// Model management, passed through with its streamed progress; when the target's
-/// answer ends, the inventory is polled so listings show the change at once. Off
-/// (403) with `FOREMAN_ALLOW_MODEL_MANAGEMENT=false`.
+/// answer ends, its inventory is polled so listings show the change at once. Off
+/// (403) with `FOREMAN_ALLOW_MODEL_MANAGEMENT=false`. With several targets the
+/// request names one in `X-Foreman-Target` (400 otherwise): pulling a model onto
+/// every server at once is rarely what an operator means.
 pub async fn manage(
     State(state): State<AppState>,
+    headers: HeaderMap,
     method: axum::http::Method,
     uri: axum::http::Uri,
     body: Result<Bytes, BytesRejection>,
@@ -125,13 +154,30 @@ pub async fn manage(
             "model management is disabled on this foreman (FOREMAN_ALLOW_MODEL_MANAGEMENT)".into(),
         ));
     }
+    let named = match headers.get(TARGET_HEADER) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("X-Foreman-Target is not text".into()))?
+                .trim(),
+        ),
+        None => None,
+    };
+    let target = state.targets.chosen(named)?;
     let body = JsonBody::parse(body, state.config.max_body, "ModelRequest")?;
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
         .map_err(|_| ApiError::BadRequest("unsupported method".into()))?;
     state.show_cache.clear();
-    let inventory = state.inventory.clone();
+    let inventory = target.inventory.clone();
     let refresh: Box<dyn FnOnce() + Send> = Box::new(move || inventory.refresh_soon());
-    relay(&state, method, uri.path(), Some(body.raw), Some(refresh)).await
+    relay(
+        &target.upstream,
+        method,
+        uri.path(),
+        Some(body.raw),
+        Some(refresh),
+    )
+    .await
 }
 
 pub async fn embeddings(

@@ -49,6 +49,13 @@ pub enum ApiError {
     Cancelled,
     #[error("{0}")]
     TargetUnavailable(String),
+    /// Every target that could run the caller's job has been down too long; the
+    /// job is cancelled, since its caller no longer waits.
+    #[error("{0}; the job was cancelled")]
+    TargetsDown(#[from] crate::targets::TargetsDown),
+    /// A request for one target (model management) did not name a known one.
+    #[error(transparent)]
+    TargetChoice(#[from] crate::targets::TargetChoiceError),
     #[error("internal error: the job store failed")]
     Store(#[from] foreman_store::Error),
     /// The target's own answer, replayed as it came.
@@ -63,7 +70,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::InvalidPriority { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_)
+            | ApiError::InvalidPriority { .. }
+            | ApiError::TargetChoice(_) => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound(_)
             | ApiError::JobNotFound(_)
             | ApiError::ArtifactNotFound(_) => StatusCode::NOT_FOUND,
@@ -73,7 +82,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::QueueFull | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::QueueFull | ApiError::ShuttingDown | ApiError::TargetsDown(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
             ApiError::TargetUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

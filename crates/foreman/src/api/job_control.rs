@@ -8,13 +8,13 @@ use foreman_store::{CancelOutcome, JobId};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::hub::{FeedEvent, Subscription};
-use crate::inventory::ModelCheck;
+use crate::targets::ModelCheck;
 
-/// Whether a new job for `model` may join the queue: the model must exist on the
+/// Whether a new job for `model` may join the queue: the model must exist on a
 /// target, foreman must not be shutting down, and the queue must have room. Every
 /// route that enqueues asks this first.
 pub(super) async fn admit(state: &AppState, model: &str) -> Result<(), ApiError> {
-    if state.inventory.check_model(model).await == ModelCheck::Unknown {
+    if state.targets.check_model(model).await == ModelCheck::Unknown {
         return Err(ApiError::ModelNotFound(model.to_owned()));
     }
     if state.shutdown.is_cancelled() {

@@ -6,11 +6,13 @@
 //!
 //! Routes:
 //! - queued: `POST /api/chat`, `POST /api/generate` ([`queued`]);
-//! - direct to the target, concurrent: `POST /api/embed`, `POST /api/embeddings`,
-//!   `POST /api/show`, model management (`/api/pull`, `/api/push`, `/api/create`,
-//!   `/api/copy`, `DELETE /api/delete`) ([`direct`]);
-//! - from the inventory cache: `GET /api/tags`, `GET /api/ps`; plus `/`, `/api/version`
-//!   and the public `GET /healthz` ([`listing`]);
+//! - direct to a target, concurrent: `POST /api/embed`, `POST /api/embeddings`,
+//!   `POST /api/show` (to a target that has the model), model management
+//!   (`/api/pull`, `/api/push`, `/api/create`, `/api/copy`, `DELETE /api/delete`; to
+//!   the target `X-Foreman-Target` names when there are several) ([`direct`]);
+//! - from the targets' inventory caches, merged: `GET /api/tags`, `GET /api/ps`; plus
+//!   `/`, `/api/version`, the public `GET /healthz` and the operator view
+//!   `GET /foreman/targets` ([`listing`]);
 //! - OpenAI-compatible: `/v1/chat/completions`, `/v1/completions` queued,
 //!   `/v1/embeddings`, `/v1/models` direct ([`openai`]); OpenAI's Responses API,
 //!   `/v1/responses`, queued ([`responses`]);
@@ -49,8 +51,7 @@ pub use error::ApiError;
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::inventory::Inventory;
-use crate::upstream::Upstream;
+use crate::targets::Targets;
 use crate::worker::RunningJobs;
 
 /// Everything a handler may touch; cheap to clone.
@@ -59,8 +60,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub hub: Arc<Hub>,
-    pub inventory: Arc<Inventory>,
-    pub upstream: Upstream,
+    /// The Ollama servers, each with its client and inventory.
+    pub targets: Arc<Targets>,
     pub running: Arc<RunningJobs>,
     /// Rung after every enqueue, to wake the worker.
     pub wake: Arc<Notify>,
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/events", get(jobs::events))
         .route("/jobs/{id}/artifacts/{name}", get(jobs::artifact))
         .route("/openapi.json", get(listing::openapi))
+        .route("/foreman/targets", get(listing::targets))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Outermost, so that no answer (not even a 404 or 405) escapes auth.

@@ -11,6 +11,11 @@
 //! A caller that disconnects cancels its job: a queued job never reaches the GPU, a
 //! running one has its upstream request dropped.
 //!
+//! A target that is down holds jobs rather than failing them; a caller whose job is
+//! still queued while every target that could run it has been down for
+//! `FOREMAN_TARGET_DOWN_TIMEOUT` gets 503 instead of waiting on, and its job is
+//! cancelled, since nobody waits for it any more (async jobs keep waiting).
+//!
 //! Priority: a request may send `X-Foreman-Priority: <integer>` within
 //! `--priority-min`..=`--priority-max` (`FOREMAN_PRIORITY_MIN`/`_MAX`, -20..=20 by
 //! default); anything else, or the header sent twice, is a 400. Without the header a
@@ -20,6 +25,7 @@
 //! ones, because nobody holds a connection open waiting for them.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -36,6 +42,10 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::hub::{FeedEvent, Outcome, Subscription};
 use crate::model_name::model_key;
+use crate::targets::TargetsDown;
+
+/// How often a caller whose job is queued checks whether its targets are down.
+const TARGET_DOWN_CHECK: Duration = Duration::from_secs(1);
 
 /// Priority of interactive requests without `X-Foreman-Priority`; async jobs
 /// default lower. Defined with the settings, which check that the
@@ -121,7 +131,17 @@ pub(super) async fn run_queued(
         id,
         armed: true,
     };
-    let first = job_control::next_event(&state, &mut subscription).await;
+    let first = match first_event(&state, &mut subscription, &model).await {
+        Ok(first) => first,
+        Err(down) => {
+            guard.armed = false;
+            if let Err(error) = job_control::cancel_job(&state, id).await {
+                tracing::error!(%error, job = %id, "cannot cancel");
+            }
+            tracing::info!(job = %id, %down, "targets down; caller answered 503");
+            return Ok(with_job_id(ApiError::from(down).render(flavor), id));
+        }
+    };
     let response = match first {
         None => {
             guard.armed = false;
@@ -146,6 +166,36 @@ pub(super) async fn run_queued(
         }
     };
     Ok(with_job_id(response, id))
+}
+
+/// The job's first feed event, as [`job_control::next_event`] gives it; while the
+/// job is queued, every [`TARGET_DOWN_CHECK`] it looks whether every target that
+/// could run it has been down for `target_down_timeout`, and if so gives up.
+async fn first_event(
+    state: &AppState,
+    subscription: &mut Subscription,
+    model: &str,
+) -> Result<Option<FeedEvent>, TargetsDown> {
+    let id = subscription.id();
+    let mut ticks = tokio::time::interval(TARGET_DOWN_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let event = job_control::next_event(state, subscription);
+    tokio::pin!(event);
+    loop {
+        tokio::select! {
+            event = &mut event => return Ok(event),
+            _ = ticks.tick() => {
+                if state.running.contains(id) {
+                    continue;
+                }
+                if let Some((down_for, targets)) = state.targets.down_for(model)
+                    && down_for >= state.config.target_down_timeout
+                {
+                    return Err(TargetsDown { model: model.to_string(), targets, down_for });
+                }
+            }
+        }
+    }
 }
 
 /// The priority asked for with `X-Foreman-Priority`, or [`SYNC_PRIORITY`] without it.

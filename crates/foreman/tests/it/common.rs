@@ -31,7 +31,10 @@ pub fn fast_sim() -> SimConfig {
 
 pub struct TestForeman {
     pub url: String,
+    /// The first target's simulator.
     pub sim: SimHandle,
+    /// The simulators of the other targets, in order (see [`TestForeman::start_targets`]).
+    pub more_sims: Vec<SimHandle>,
     pub db_path: PathBuf,
     config: Config,
     shutdown: CancellationToken,
@@ -88,6 +91,48 @@ impl TestForeman {
         TestForeman {
             url,
             sim,
+            more_sims: Vec::new(),
+            db_path,
+            config,
+            shutdown,
+            task,
+            dir,
+        }
+    }
+
+    /// Starts one simulator per `(name, simulator)` and foreman in front of all of
+    /// them, each a target of that name with the simulator's `num_parallel` as slots
+    /// and `max_loaded` as places.
+    pub async fn start_targets(
+        targets: Vec<(&str, SimConfig)>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestForeman {
+        let mut sims = Vec::new();
+        let mut specs = Vec::new();
+        for (name, sim) in targets {
+            let (slots, places) = (sim.num_parallel, sim.max_loaded);
+            let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), sim)
+                .await
+                .unwrap();
+            specs.push(foreman::targets::TargetSpec {
+                url: sim.url(),
+                name: name.to_string(),
+                slots,
+                places,
+            });
+            sims.push(sim);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("foreman.db");
+        let mut config = test_config(&specs[0].url, db_path.to_str().unwrap());
+        config.targets = specs;
+        adjust(&mut config);
+        let (url, shutdown, task) = launch(&config).await;
+        let sim = sims.remove(0);
+        TestForeman {
+            url,
+            sim,
+            more_sims: sims,
             db_path,
             config,
             shutdown,
@@ -137,6 +182,9 @@ impl TestForeman {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
         self.sim.shutdown().await;
+        for sim in self.more_sims {
+            sim.shutdown().await;
+        }
         self.dir
     }
 }

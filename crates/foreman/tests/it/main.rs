@@ -15,5 +15,6 @@ mod reliability;
 mod routes;
 mod scheduling;
 mod shutdown;
+mod targets;
 mod translated;
 mod webhooks;

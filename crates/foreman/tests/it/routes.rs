@@ -480,9 +480,12 @@ async fn healthz_reports_running_jobs_and_whether_the_target_answers() {
     let foreman = TestForeman::start(fast_sim()).await;
     let client = client();
     let url = foreman.url.clone();
+    let target = foreman.sim.url().trim_start_matches("http://").to_string();
     assert_eq!(
         health(&client, &url).await,
-        json!({"status": "ok", "degraded": false, "target_reachable": true, "queue_depth": 0, "running": 0})
+        json!({"status": "ok", "degraded": false, "target_reachable": true, "queue_depth": 0, "running": 0,
+               "targets": [{"name": target, "reachable": true, "paused": false, "slots": 1, "places": 1,
+                            "resident": 0, "running": 0}]})
     );
     hold(&foreman.sim, true);
     let running = spawn_chat(&client, &url, CHAT, "held");

@@ -1,15 +1,22 @@
-//! The cached model inventory of the target: `/api/tags` and `/api/ps`, polled.
+//! The cached model inventory of one target: `/api/tags` and `/api/ps`, polled.
 //!
 //! Listing routes are served from this cache so that clients polling them never
 //! touch the GPU box. A poll that fails marks the inventory degraded (shown on
 //! `/healthz`) and keeps the last good answers. A request naming a model the cache
 //! does not know forces one fresh poll before it is refused, so a model pulled a
 //! moment ago is found.
+//!
+//! It also says whether the target is *paused*: from a failed poll, or a runner's
+//! connection failure ([`Inventory::mark_unreachable`]), until the next successful
+//! poll. Runners claim nothing for a paused target, so no job spends an attempt on a
+//! server already known to be down; while paused, the poller asks every
+//! [`PAUSED_POLL`] at most, so a target back after a restart is used within about a
+//! second.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -22,6 +29,8 @@ use crate::upstream::{Upstream, UpstreamError};
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shortest time between two polls when jobs keep nudging.
 const NUDGED_POLL_GAP: Duration = Duration::from_millis(250);
+/// Longest time between two polls of a paused target.
+pub const PAUSED_POLL: Duration = Duration::from_secs(1);
 
 /// Whether the target has a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +49,12 @@ struct Snapshot {
     resident: Vec<String>,
     reachable: bool,
     polled_once: bool,
+    /// A poll has succeeded at least once: `models` is the target's, not a guess.
+    answered_once: bool,
+    /// Runners claim nothing for this target until a poll succeeds.
+    paused: bool,
+    /// When the target stopped answering (the first failure since the last success).
+    down_since: Option<Instant>,
 }
 
 /// The cache and its poller.
@@ -90,28 +105,40 @@ impl Inventory {
                 snapshot.tags = Some(tags);
                 snapshot.ps = Some(ps);
                 snapshot.reachable = true;
+                snapshot.answered_once = true;
+                if snapshot.paused {
+                    tracing::info!(url = %self.upstream.base(), "target answers again; resumed");
+                }
+                snapshot.paused = false;
+                snapshot.down_since = None;
                 Ok(())
             }
             Err(error) => {
-                if snapshot.reachable {
-                    tracing::warn!(%error, "target unreachable; inventory degraded");
+                if snapshot.reachable || !snapshot.paused {
+                    tracing::warn!(%error, url = %self.upstream.base(), "target unreachable; paused until it answers");
                 }
                 snapshot.reachable = false;
+                snapshot.paused = true;
+                snapshot.down_since.get_or_insert_with(Instant::now);
                 Err(error)
             }
         }
     }
 
-    /// Polls every interval, and soon after a nudge (but not more often than
-    /// [`NUDGED_POLL_GAP`], so a busy worker does not turn into a poll per job),
-    /// until shutdown.
+    /// Polls every interval (every [`PAUSED_POLL`] at most while paused), and soon
+    /// after a nudge (but not more often than [`NUDGED_POLL_GAP`], so a busy worker
+    /// does not turn into a poll per job), until shutdown.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let _ = self.poll().await;
             let polled = tokio::time::Instant::now();
+            let interval = match self.paused() {
+                true => self.poll_interval.min(PAUSED_POLL),
+                false => self.poll_interval,
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.poll_interval) => continue,
+                _ = tokio::time::sleep(interval) => continue,
                 _ = self.nudge.notified() => {}
             }
             let gap = NUDGED_POLL_GAP.min(self.poll_interval);
@@ -127,6 +154,49 @@ impl Inventory {
     pub fn refresh_soon(&self) {
         self.residency_changed.store(true, Ordering::SeqCst);
         self.nudge.notify_one();
+    }
+
+    /// A runner met a connection failure: the target is paused until a poll succeeds,
+    /// and the poller is asked to try soon.
+    pub fn mark_unreachable(&self, reason: &str) {
+        {
+            let mut snapshot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+            if !snapshot.paused {
+                tracing::warn!(reason, url = %self.upstream.base(), "target unreachable; paused until it answers");
+            }
+            snapshot.reachable = false;
+            snapshot.paused = true;
+            snapshot.down_since.get_or_insert_with(Instant::now);
+        }
+        self.nudge.notify_one();
+    }
+
+    /// True from a failed poll or [`Inventory::mark_unreachable`] until the next
+    /// successful poll: runners claim nothing for the target meanwhile.
+    pub fn paused(&self) -> bool {
+        self.read().paused
+    }
+
+    /// When the target stopped answering, while it is paused.
+    pub fn down_since(&self) -> Option<Instant> {
+        self.read().down_since
+    }
+
+    /// Whether the target lists the model `key` (see [`model_key`]); `None` before
+    /// the first successful poll, when nobody knows. A target that went down keeps
+    /// its last known list.
+    pub fn has_model(&self, key: &str) -> Option<bool> {
+        let snapshot = self.read();
+        snapshot
+            .answered_once
+            .then(|| snapshot.models.contains(key))
+    }
+
+    /// Model keys the target listed at the last successful poll, sorted.
+    pub fn models(&self) -> Vec<String> {
+        let mut models: Vec<String> = self.read().models.iter().cloned().collect();
+        models.sort();
+        models
     }
 
     /// A job is about to run on the target.

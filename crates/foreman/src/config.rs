@@ -185,8 +185,8 @@ pub struct Config {
     /// How long a synchronous caller waits while every target that could run its job
     /// is down.
     pub target_down_timeout: Duration,
-    /// `FOREMAN_PIN_OPTIONS` as given; the scheduler parses it.
-    pub pin_options: String,
+    /// Runner options rewritten per model (`FOREMAN_PIN_OPTIONS`), checked.
+    pub pins: Vec<crate::scheduler::load_key::Pin>,
     /// The range a client's X-Foreman-Priority must fall in (inclusive); it holds
     /// [`SYNC_PRIORITY`].
     pub priority_min: i32,
@@ -384,7 +384,8 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             upstream_timeout: self.upstream_timeout,
             target_down_timeout: self.target_down_timeout,
-            pin_options: self.pin_options.clone(),
+            pins: crate::scheduler::load_key::parse_pins(&self.pin_options)
+                .map_err(|reason| invalid("pin-options", "PIN_OPTIONS", reason))?,
             priority_min: self.priority_min,
             priority_max: self.priority_max,
             webhook_key,
@@ -516,7 +517,7 @@ mod tests {
             }]
         );
         assert_eq!(config.target_down_timeout, Duration::from_secs(300));
-        assert_eq!(config.pin_options, "");
+        assert!(config.pins.is_empty());
         assert_eq!(config.max_attempts, 3);
         assert_eq!(config.job_ttl, Duration::from_secs(24 * 3600));
         assert_eq!(config.poll_interval, Duration::from_secs(5));

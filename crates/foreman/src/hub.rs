@@ -15,22 +15,30 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use foreman_store::JobId;
+use foreman_store::{JobFailure, JobId};
 use tokio::sync::Notify;
 
 /// How a job ended, as its waiting caller must hear it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Succeeded,
-    /// The caller gets this status and body (an Ollama-shaped error).
+    /// The job failed; the API renders `failure` in the caller's error shape, or
+    /// replays the target's own answer when there is one.
     Failed {
-        status: u16,
-        content_type: String,
-        body: Bytes,
+        failure: JobFailure,
+        from_target: Option<TargetAnswer>,
     },
     /// Failed, and the target's stream already carried the error line.
     FailedInStream,
     Cancelled,
+}
+
+/// An error answer of the target, kept as it came so that it reaches the caller as
+/// the target sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetAnswer {
+    pub content_type: String,
+    pub body: Bytes,
 }
 
 /// What a reader gets next.

@@ -1,9 +1,10 @@
 //! foreman: a durable, model-draining job queue in front of Ollama.
 //!
 //! Clients speak Ollama's API to foreman. Every generation request becomes a job in
-//! a durable queue ([`foreman_store`]); a [`worker`] runs jobs against the
-//! [`targets`] (the Ollama servers), draining the loaded model before switching
-//! ([`scheduler`]), and relays the answer back through the [`hub`]. Embeddings go
+//! a durable queue ([`foreman_store`]); the [`runner`]s, one per slot of every
+//! [`targets`] entry (the Ollama servers), run them as the [`scheduler`] decides
+//! (priority first, then draining what is loaded, by load key, with a bound on
+//! waiting), and relay the answer back through the [`hub`]. Embeddings go
 //! straight to a target that has the model; listings come from each target's polled
 //! inventory. See ARCHITECTURE.md for the map.
 
@@ -17,11 +18,11 @@ pub mod config;
 pub mod hub;
 pub mod janitor;
 pub mod model_name;
+pub mod runner;
 pub mod scheduler;
 pub mod targets;
 pub mod upstream;
 pub mod webhook;
-pub mod worker;
 
 use std::sync::Arc;
 
@@ -35,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::AppState;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::runner::{AttemptSettings, RunnerSettings, Runners, RunningJobs};
 use crate::targets::Targets;
-use crate::worker::{RunningJobs, Worker, WorkerSettings};
 
 /// Why foreman could not run.
 #[derive(Debug, Error)]
@@ -86,28 +87,26 @@ pub async fn serve(
         config.janitor_interval,
         shutdown.clone(),
     ));
-    // Until the scheduler runs one runner per slot per target, the one worker serves
-    // the first target.
-    let first = targets.all()[0].clone();
-    let worker = Worker {
+    let runners = Runners {
         store: store.clone(),
-        upstream: first.upstream.clone(),
+        targets: targets.clone(),
         hub: hub.clone(),
-        inventory: first.inventory.clone(),
         running: running.clone(),
         wake: wake.clone(),
         finished: finished.clone(),
-        settings: WorkerSettings {
-            name: format!("worker-{}", std::process::id()),
+        settings: RunnerSettings {
+            instance: format!("foreman-{}", std::process::id()),
             max_wait: config.max_wait,
             lease: config.lease,
-            retry_base: config.retry_base,
             shutdown_grace: config.shutdown_grace,
-            data_dir: config.data_dir.clone(),
-            artifact_threshold: config.artifact_threshold,
+            attempt: AttemptSettings {
+                retry_base: config.retry_base,
+                data_dir: config.data_dir.clone(),
+                artifact_threshold: config.artifact_threshold,
+            },
         },
     };
-    tasks.spawn(worker.run(shutdown.clone()));
+    tasks.spawn(runners.run(shutdown.clone()));
     if let Some(key) = config.webhook_key.clone() {
         let dispatcher = webhook::Dispatcher {
             store: store.clone(),

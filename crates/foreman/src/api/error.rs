@@ -9,8 +9,11 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use foreman_store::JobFailure;
 use serde_json::json;
 use thiserror::Error;
+
+use crate::hub::TargetAnswer;
 
 pub const JSON_UTF8: &str = "application/json; charset=utf-8";
 
@@ -58,6 +61,10 @@ pub enum ApiError {
     TargetChoice(#[from] crate::targets::TargetChoiceError),
     #[error("internal error: the job store failed")]
     Store(#[from] foreman_store::Error),
+    /// A job failed without an answer of the target to replay (it could not be
+    /// reached, timed out, broke off, or foreman gave the job up).
+    #[error("{message}")]
+    JobFailed { status: u16, message: String },
     /// The target's own answer, replayed as it came.
     #[error("the target answered {status}")]
     Passthrough {
@@ -88,11 +95,40 @@ impl ApiError {
             ApiError::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
             ApiError::TargetUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Passthrough { status, .. } => {
+            ApiError::Passthrough { status, .. } | ApiError::JobFailed { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
         }
     }
+
+    /// The answer to a caller whose job failed: the target's own error answer when
+    /// it sent one, else the failure in the caller's error shape.
+    pub fn job_failed(failure: JobFailure, from_target: Option<TargetAnswer>) -> ApiError {
+        match from_target {
+            Some(answer) => ApiError::Passthrough {
+                status: failure.status,
+                content_type: answer.content_type,
+                body: answer.body,
+            },
+            None => ApiError::JobFailed {
+                status: failure.status,
+                message: failure.message,
+            },
+        }
+    }
+}
+
+/// The last line of a native (NDJSON) stream whose job failed after its answer began:
+/// Ollama ends such a stream with one `{"error":"..."}` line, with the target's own
+/// body when it sent one.
+pub fn stream_error_line(failure: &JobFailure, from_target: Option<&TargetAnswer>) -> Bytes {
+    let mut line = match from_target {
+        Some(answer) => answer.body.to_vec(),
+        None => json!({ "error": failure.message }).to_string().into_bytes(),
+    };
+    line.retain(|b| *b != b'\n');
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 /// Which API's error shape to answer in.

@@ -3,11 +3,13 @@
 //! routes (`queued.rs`) and the jobs API (`jobs.rs`) both use these, and neither
 //! imports the other.
 
-use foreman_store::{CancelOutcome, JobId};
+use foreman_store::{CancelOutcome, JobId, JobKind};
+use serde_json::{Map, Value};
 
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::hub::{FeedEvent, Subscription};
+use crate::scheduler::load_key;
 use crate::targets::ModelCheck;
 
 /// Whether a new job for `model` may join the queue: the model must exist on a
@@ -28,6 +30,26 @@ pub(super) async fn admit(state: &AppState, model: &str) -> Result<(), ApiError>
         return Err(ApiError::QueueFull);
     }
     Ok(())
+}
+
+/// What a job is queued with: its payload and its load options (see
+/// [`load_key`](crate::scheduler::load_key)). A pin for the model
+/// (`FOREMAN_PIN_OPTIONS`) rewrites the client's runner options first; otherwise the
+/// payload is `raw`, the client's bytes, untouched.
+pub(super) fn queued_body(
+    state: &AppState,
+    kind: JobKind,
+    model: &str,
+    fields: &Map<String, Value>,
+    raw: String,
+) -> (String, String) {
+    match load_key::apply_pins(&state.config.pins, kind, model, fields) {
+        Some(pinned) => {
+            let options = load_key::load_options(kind, &pinned);
+            (Value::Object(pinned).to_string(), options)
+        }
+        None => (raw, load_key::load_options(kind, fields)),
+    }
 }
 
 /// The next feed event; `None` when foreman is shutting down and this job is not

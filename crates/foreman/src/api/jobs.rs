@@ -281,7 +281,14 @@ pub async fn submit(
         .map(Value::to_string);
     let idempotency_key = idempotency_key(&headers)?;
     job_control::admit(&state, &model).await?;
-    let payload = streamed_payload(request);
+    let streamed = streamed_payload(request);
+    let (payload, load_options) = job_control::queued_body(
+        &state,
+        kind,
+        &model,
+        &streamed,
+        Value::Object(streamed.clone()).to_string(),
+    );
     let enqueued = state
         .store
         .enqueue(
@@ -289,7 +296,7 @@ pub async fn submit(
                 id: None,
                 kind,
                 model: model_key(&model),
-                load_options: String::new(),
+                load_options,
                 payload: payload.clone(),
                 priority,
                 max_attempts: state.config.max_attempts,
@@ -307,7 +314,7 @@ pub async fn submit(
         return Ok((StatusCode::OK, Json(view(&state, &enqueued.job).await?)).into_response());
     }
     state.depth.note_enqueued();
-    state.wake.notify_one();
+    state.wake.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,
         Json(view(&state, &enqueued.job).await?),
@@ -327,11 +334,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// The client's request with `"stream": true`, so the worker relays and assembles it.
-fn streamed_payload(request: &Map<String, Value>) -> String {
+/// The client's request with `"stream": true`, so the runner relays and assembles it.
+fn streamed_payload(request: &Map<String, Value>) -> Map<String, Value> {
     let mut request = request.clone();
     request.insert("stream".into(), Value::Bool(true));
-    Value::Object(request).to_string()
+    request
 }
 
 #[derive(Debug, Deserialize)]

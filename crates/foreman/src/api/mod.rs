@@ -51,8 +51,8 @@ pub use error::ApiError;
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::runner::RunningJobs;
 use crate::targets::Targets;
-use crate::worker::RunningJobs;
 
 /// Everything a handler may touch; cheap to clone.
 #[derive(Clone)]
@@ -63,7 +63,7 @@ pub struct AppState {
     /// The Ollama servers, each with its client and inventory.
     pub targets: Arc<Targets>,
     pub running: Arc<RunningJobs>,
-    /// Rung after every enqueue, to wake the worker.
+    /// Rung (all waiters) after every enqueue, to wake the idle runners.
     pub wake: Arc<Notify>,
     /// Woken whenever the worker records a job's outcome (long polls wait on it).
     pub finished: Arc<Notify>,

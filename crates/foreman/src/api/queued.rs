@@ -36,7 +36,7 @@ use bytes::Bytes;
 use foreman_store::{CancelOutcome, JobId, JobKind, NewJob};
 
 use super::body::JsonBody;
-use super::error::Flavor;
+use super::error::{Flavor, stream_error_line};
 use super::{ApiError, AppState, job_control};
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -102,8 +102,9 @@ pub(super) async fn run_queued(
     body.bool("stream")?;
     let priority = requested_priority(headers, &state.config)?;
     job_control::admit(&state, &model).await?;
-    let payload = String::from_utf8(body.raw.to_vec())
+    let raw = String::from_utf8(body.raw.to_vec())
         .map_err(|_| ApiError::BadRequest("request body is not UTF-8".into()))?;
+    let (payload, load_options) = job_control::queued_body(&state, kind, &model, &body.fields, raw);
     let id = JobId::generate();
     let mut subscription = state.hub.open(id);
     state
@@ -113,7 +114,7 @@ pub(super) async fn run_queued(
                 id: Some(id),
                 kind,
                 model: model_key(&model),
-                load_options: String::new(),
+                load_options,
                 payload,
                 priority,
                 max_attempts: state.config.max_attempts,
@@ -125,7 +126,7 @@ pub(super) async fn run_queued(
         )
         .await?;
     state.depth.note_enqueued();
-    state.wake.notify_one();
+    state.wake.notify_waiters();
     let mut guard = CancelOnDrop {
         state: state.clone(),
         id,
@@ -242,11 +243,8 @@ fn relay(
                 Some(FeedEvent::Chunk(chunk)) => yield Ok(chunk),
                 Some(FeedEvent::End(outcome)) => {
                     guard.armed = false;
-                    if let (Outcome::Failed { body, .. }, true) = (outcome, error_line) {
-                        let mut line = body.to_vec();
-                        line.retain(|b| *b != b'\n');
-                        line.push(b'\n');
-                        yield Ok(Bytes::from(line));
+                    if let (Outcome::Failed { failure, from_target }, true) = (outcome, error_line) {
+                        yield Ok(stream_error_line(&failure, from_target.as_ref()));
                     }
                     break;
                 }
@@ -262,15 +260,9 @@ fn relay(
 fn outcome_response(outcome: Outcome, flavor: Flavor) -> Response {
     match outcome {
         Outcome::Failed {
-            status,
-            content_type,
-            body,
-        } => ApiError::Passthrough {
-            status,
-            content_type,
-            body,
-        }
-        .into_response(),
+            failure,
+            from_target,
+        } => ApiError::job_failed(failure, from_target).render(flavor),
         Outcome::Cancelled => ApiError::Cancelled.render(flavor),
         // Success or an in-band failure always come after at least one chunk.
         Outcome::Succeeded | Outcome::FailedInStream => {

@@ -77,7 +77,7 @@ impl fmt::Display for LoadKey {
 }
 
 /// The canonical load options of a job of `kind` with this JSON body.
-pub fn load_options(kind: JobKind, body: &Value) -> String {
+pub fn load_options(kind: JobKind, body: &Map<String, Value>) -> String {
     if !matches!(kind, JobKind::Chat | JobKind::Generate) {
         return String::new();
     }
@@ -180,15 +180,19 @@ fn parse_pin(spec: &str) -> Result<Pin, String> {
 /// Applies the pin for `model`, if any, to a native request's body: each pinned option
 /// replaces the client's. Returns the rewritten body, or `None` when nothing applies
 /// (another kind of job, no pin, or every pinned value already as pinned).
-pub fn apply_pins(pins: &[Pin], kind: JobKind, model: &str, body: &Value) -> Option<Value> {
+pub fn apply_pins(
+    pins: &[Pin],
+    kind: JobKind,
+    model: &str,
+    body: &Map<String, Value>,
+) -> Option<Map<String, Value>> {
     if !matches!(kind, JobKind::Chat | JobKind::Generate) {
         return None;
     }
     let key = model_key(model);
     let pin = pins.iter().find(|pin| pin.model == key)?;
     let mut body = body.clone();
-    let object = body.as_object_mut()?;
-    let options = object
+    let options = body
         .entry("options")
         .or_insert_with(|| Value::Object(Map::new()));
     if !options.is_object() {
@@ -206,6 +210,15 @@ pub fn apply_pins(pins: &[Pin], kind: JobKind, model: &str, body: &Value) -> Opt
     changed.then_some(body)
 }
 
+/// A JSON object's fields, for the tests.
+#[cfg(test)]
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,16 +226,22 @@ mod tests {
 
     #[test]
     fn native_options_make_a_canonical_key() {
-        let body = json!({"model": "m", "options": {
+        let body = fields(json!({"model": "m", "options": {
             "temperature": 0.2, "num_ctx": 8192.0, "use_mmap": false, "num_batch": null
-        }});
+        }}));
         assert_eq!(
             load_options(JobKind::Chat, &body),
             "num_ctx=8192,use_mmap=false"
         );
-        assert_eq!(load_options(JobKind::Generate, &json!({"model": "m"})), "");
         assert_eq!(
-            load_options(JobKind::Chat, &json!({"options": {"num_ctx": "big"}})),
+            load_options(JobKind::Generate, &fields(json!({"model": "m"}))),
+            ""
+        );
+        assert_eq!(
+            load_options(
+                JobKind::Chat,
+                &fields(json!({"options": {"num_ctx": "big"}}))
+            ),
             "num_ctx=\"big\""
         );
         // OpenAI and Anthropic bodies carry no runner options.
@@ -264,11 +283,11 @@ mod tests {
     #[test]
     fn pins_rewrite_native_bodies_of_their_model_only() {
         let pins = parse_pins("llama3.2:3b:num_ctx=8192").unwrap();
-        let body = json!({"model": "Llama3.2:3b", "options": {"num_ctx": 2048, "seed": 1}});
+        let body = fields(json!({"model": "Llama3.2:3b", "options": {"num_ctx": 2048, "seed": 1}}));
         let pinned = apply_pins(&pins, JobKind::Chat, "Llama3.2:3b", &body).unwrap();
         assert_eq!(pinned["options"], json!({"num_ctx": 8192, "seed": 1}));
         assert_eq!(load_options(JobKind::Chat, &pinned), "num_ctx=8192");
-        let bare = json!({"model": "llama3.2:3b", "prompt": "hi"});
+        let bare = fields(json!({"model": "llama3.2:3b", "prompt": "hi"}));
         let pinned = apply_pins(&pins, JobKind::Generate, "llama3.2:3b", &bare).unwrap();
         assert_eq!(pinned["options"], json!({"num_ctx": 8192}));
         assert_eq!(pinned["prompt"], "hi");

@@ -192,6 +192,13 @@ impl Inventory {
             .then(|| snapshot.models.contains(key))
     }
 
+    /// The model keys the target listed at the last successful poll; `None` before
+    /// the first, when nobody knows what it has.
+    pub fn known_models(&self) -> Option<std::collections::HashSet<String>> {
+        let snapshot = self.read();
+        snapshot.answered_once.then(|| snapshot.models.clone())
+    }
+
     /// Model keys the target listed at the last successful poll, sorted.
     pub fn models(&self) -> Vec<String> {
         let mut models: Vec<String> = self.read().models.iter().cloned().collect();

@@ -71,7 +71,12 @@ impl Target {
             .resident()
             .iter()
             .any(|resident| resident == key)
-            || self.load().resident.iter().any(|resident| resident == key)
+            || self.load().resident.iter().any(|resident| {
+                // Published load keys read `model` or `model{options}`.
+                resident
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+            })
     }
 
     /// Whether this target may serve the model `key`: it lists it, or has never

@@ -1,0 +1,304 @@
+//! One attempt at a claimed job on one target, and the recording of how it went.
+//!
+//! The client's body goes to the target untouched (but for the `keep_alive` of a job
+//! with more of its load key queued, see [`keep_alive`](super::keep_alive)); the answer
+//! is relayed to the waiting callers through the [`Hub`], and folded into the job's
+//! stored result. The outcome:
+//! - success: the result (the `stream:false`-equivalent object) is stored;
+//! - the target cannot be reached: the target is paused, and the job goes back to the
+//!   queue without spending an attempt (no job burns its attempts on a target known to
+//!   be down; the runners claim nothing for it until it answers a poll);
+//! - another retryable failure (timeout, broken connection, 503/429/502/504) before any
+//!   output reached a caller: back to the queue with exponential backoff and jitter,
+//!   until `max_attempts`;
+//! - any other failure: failed at once, with the target's status and error;
+//! - a cancel (client gone, or a cancel call): the upstream request is dropped, which
+//!   makes the target stop, and the job ends cancelled;
+//! - shutdown: the running job gets a grace period, then is requeued.
+//!
+//! The outcome is recorded in a task of its own while the runner goes on to claim its
+//! next job, so that one commit (one fsync) carries this outcome, the next claim and
+//! whatever enqueues are waiting. The job was durable before it ran; if foreman dies
+//! before its outcome is committed, recovery runs it again (at least once). It stays
+//! in [`RunningJobs`](super::RunningJobs) until the commit, and anyone who reads it back
+//! (the jobs API, long polls, event streams, webhooks) sees it end only then.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use foreman_store::{Job, JobFailure, JobId, JobState, Store};
+use futures::StreamExt;
+
+use crate::aggregate::Aggregator;
+use crate::clock::now_ms;
+use crate::hub::{Hub, Outcome, TargetAnswer};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Longest pause between two retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How one attempt went.
+pub(super) enum Attempt {
+    Succeeded(String),
+    Failed(UpstreamError),
+    /// The stream carried an `{"error"}` line: the target gave up mid-answer.
+    FailedInBand(String),
+    /// The target refused the connection: it is down, and the job did not start.
+    TargetDown(String),
+    Cancelled,
+    Interrupted,
+}
+
+impl Attempt {
+    /// Whether the target ran the request (and so may have loaded or unloaded a model).
+    pub(super) fn reached_target(&self) -> bool {
+        matches!(
+            self,
+            Attempt::Succeeded(_) | Attempt::FailedInBand(_) | Attempt::Cancelled
+        )
+    }
+}
+
+/// What happens to a job after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterFailure {
+    /// Queued again, if attempts remain.
+    Retry,
+    Fail,
+}
+
+/// Whether a failed attempt may run again: a retryable error, and none of the
+/// attempt's output reached a reader (it cannot be taken back).
+pub(super) fn after_failure(error: &UpstreamError, output_delivered: bool) -> AfterFailure {
+    if error.is_retryable() && !output_delivered {
+        AfterFailure::Retry
+    } else {
+        AfterFailure::Fail
+    }
+}
+
+/// Settings an attempt needs.
+#[derive(Debug, Clone)]
+pub struct AttemptSettings {
+    pub retry_base: Duration,
+    /// Results over `artifact_threshold` bytes go to files under this folder.
+    pub data_dir: std::path::PathBuf,
+    pub artifact_threshold: usize,
+}
+
+/// Runs and records attempts.
+pub(super) struct Attempts {
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub settings: AttemptSettings,
+}
+
+impl Attempts {
+    /// One attempt at `job` with `payload` against `upstream`.
+    pub(super) async fn execute(&self, upstream: &Upstream, job: &Job, payload: Bytes) -> Attempt {
+        let mut answer = match upstream.start_job(job.kind, payload).await {
+            Ok(answer) => answer,
+            Err(UpstreamError::Unreachable(reason)) => return Attempt::TargetDown(reason),
+            Err(error) => return Attempt::Failed(error),
+        };
+        // NDJSON (native) and SSE (OpenAI, Anthropic) answers are relayed as they arrive.
+        let streaming = answer.content_type.starts_with("application/x-ndjson")
+            || answer.content_type.starts_with("text/event-stream");
+        self.hub.start(job.id, &answer.content_type);
+        let mut aggregator = Aggregator::default();
+        let mut whole = Vec::new();
+        while let Some(chunk) = answer.body.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => return Attempt::Failed(error),
+            };
+            if streaming {
+                aggregator.push(&chunk);
+                self.hub.chunk(job.id, chunk);
+            } else {
+                // A single JSON object is passed on only once complete, so a broken
+                // connection mid-body can still be retried.
+                whole.extend_from_slice(&chunk);
+            }
+        }
+        if !streaming {
+            let body = Bytes::from(whole);
+            self.hub.chunk(job.id, body.clone());
+            return Attempt::Succeeded(String::from_utf8_lossy(&body).into_owned());
+        }
+        if let Some(error) = aggregator.error() {
+            return Attempt::FailedInBand(error.to_string());
+        }
+        match aggregator.finish() {
+            Some(result) => Attempt::Succeeded(result),
+            None => Attempt::Failed(UpstreamError::Broken(
+                "the target sent an empty stream".into(),
+            )),
+        }
+    }
+
+    /// Records how the attempt went, and tells the waiting callers.
+    pub(super) async fn record(&self, job: &Job, attempt: Attempt) {
+        let (id, number, now) = (job.id, job.attempts, now_ms());
+        let stored = match attempt {
+            Attempt::Succeeded(result) => {
+                // The caller has the whole answer: end its response now rather than
+                // after the fsync of the record (see the module doc).
+                self.hub.finish(id, Outcome::Succeeded);
+                self.store_result(id, number, result, now).await
+            }
+            Attempt::FailedInBand(message) => {
+                let failure = JobFailure {
+                    status: 500,
+                    message,
+                };
+                // The caller already has a 200 stream; its error line came with it.
+                self.hub.finish(id, Outcome::FailedInStream);
+                self.store.fail(id, number, failure, now).await
+            }
+            Attempt::TargetDown(reason) => {
+                // Nothing was sent, so nothing reached anyone; the callers wait on.
+                self.hub.rewind(id);
+                tracing::info!(job = %id, %reason, "target down; job requeued without using an attempt");
+                let stored = self.store.requeue(id, number, now).await;
+                if let Ok(Some(job)) = &stored
+                    && job.state == JobState::Cancelled
+                {
+                    self.hub.finish(id, Outcome::Cancelled);
+                }
+                stored
+            }
+            Attempt::Failed(error) => self.record_failure(id, number, error, now).await,
+            Attempt::Cancelled => {
+                let stored = self.store.finish_cancelled(id, number, now).await;
+                self.hub.finish(id, Outcome::Cancelled);
+                stored
+            }
+            Attempt::Interrupted => {
+                tracing::info!(job = %id, "shutdown grace over; job requeued");
+                let stored = self.store.requeue(id, number, now).await;
+                self.hub.finish(
+                    id,
+                    Outcome::Failed {
+                        failure: JobFailure {
+                            status: 503,
+                            message: "foreman is shutting down; the job was requeued".into(),
+                        },
+                        from_target: None,
+                    },
+                );
+                stored
+            }
+        };
+        match stored {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(job = %id, "the job changed hands; outcome dropped"),
+            Err(error) => tracing::error!(%error, job = %id, "cannot record the outcome"),
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        id: JobId,
+        number: u32,
+        error: UpstreamError,
+        now: i64,
+    ) -> foreman_store::Result<Option<Job>> {
+        let failure = JobFailure {
+            status: error.status(),
+            message: error.message(),
+        };
+        let from_target = match &error {
+            UpstreamError::Status {
+                content_type, body, ..
+            } => Some(TargetAnswer {
+                content_type: content_type.clone(),
+                body: body.clone(),
+            }),
+            _ => None,
+        };
+        // A failed attempt whose output nobody has read is dropped from the feed, so
+        // a retry starts it afresh; one whose output was read cannot be replayed.
+        let delivered = !self.hub.rewind(id);
+        let failed = |failure: &JobFailure| Outcome::Failed {
+            failure: failure.clone(),
+            from_target: from_target.clone(),
+        };
+        match after_failure(&error, delivered) {
+            AfterFailure::Retry => {
+                let run_after = now
+                    + crate::backoff::exponential(self.settings.retry_base, number, MAX_BACKOFF)
+                        .as_millis() as i64;
+                tracing::info!(job = %id, attempt = number, %error, "retrying");
+                let stored = self
+                    .store
+                    .retry_or_fail(id, number, failure.clone(), run_after, now)
+                    .await;
+                if let Ok(Some(job)) = &stored
+                    && job.state == JobState::Failed
+                {
+                    self.hub.finish(id, failed(&failure));
+                }
+                stored
+            }
+            AfterFailure::Fail => {
+                tracing::info!(job = %id, %error, "job failed");
+                let stored = self.store.fail(id, number, failure.clone(), now).await;
+                self.hub.finish(id, failed(&failure));
+                stored
+            }
+        }
+    }
+
+    /// Records a success: the result in the row, or in a file when it is large.
+    async fn store_result(
+        &self,
+        id: JobId,
+        attempt: u32,
+        result: String,
+        now: i64,
+    ) -> foreman_store::Result<Option<Job>> {
+        if result.len() > self.settings.artifact_threshold {
+            match crate::artifacts::write_result(&self.settings.data_dir, id, &result).await {
+                Ok(artifact) => {
+                    let listed = serde_json::to_string(&[artifact]).expect("artifacts serialise");
+                    return self
+                        .store
+                        .complete_with_artifacts(id, attempt, listed, now)
+                        .await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, job = %id, "cannot write the result file; keeping it in the database");
+                }
+            }
+        }
+        self.store.complete(id, attempt, result, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_retryable_errors_whose_output_nobody_read_run_again() {
+        let busy = UpstreamError::Status {
+            status: 503,
+            content_type: "application/json".into(),
+            body: Bytes::from_static(br#"{"error":"busy"}"#),
+        };
+        let missing = UpstreamError::Status {
+            status: 404,
+            content_type: "application/json".into(),
+            body: Bytes::from_static(br#"{"error":"model not found"}"#),
+        };
+        assert_eq!(after_failure(&busy, false), AfterFailure::Retry);
+        assert_eq!(after_failure(&busy, true), AfterFailure::Fail);
+        assert_eq!(
+            after_failure(&UpstreamError::Broken("reset".into()), false),
+            AfterFailure::Retry
+        );
+        assert_eq!(after_failure(&missing, false), AfterFailure::Fail);
+    }
+}

@@ -1,0 +1,184 @@
+//! Where the runners meet the policy: one [`Policy`] and one [`Capacity`] for every
+//! target, behind one lock.
+//!
+//! A free runner asks [`Dispatcher::next`]; under the lock, the capacity is brought in
+//! line with what the targets' inventories say (paused, models, what a target that
+//! came back has loaded), the queue's heads are read, the policy decides for that
+//! runner's target, and the chosen job is claimed in the store before the lock is let
+//! go. So two runners never pick the same job, and each decision sees every earlier
+//! one. A job's end is reported with [`Dispatcher::done`]. Both ring `wake`, since a
+//! decision or an end can give another runner something to do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use foreman_store::{ClaimParams, Job, Store};
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::running::RunningJobs;
+use crate::clock::now_ms;
+use crate::scheduler::{Capacity, LoadKey, Policy, Reason, TargetState};
+use crate::targets::{TargetLoad, Targets};
+
+/// A claimed job, with what the runner needs to run it.
+pub struct Assignment {
+    pub job: Job,
+    pub key: LoadKey,
+    pub reason: Reason,
+    /// More jobs of the same load key are queued behind it.
+    pub more_queued: bool,
+    /// The lease owner: instance, target and slot.
+    pub owner: String,
+    /// Stops the job (a cancel call, or its caller leaving).
+    pub cancel: CancellationToken,
+}
+
+struct Scheduling {
+    policy: Policy,
+    capacity: Capacity,
+}
+
+/// The policy and capacity shared by every runner.
+pub struct Dispatcher {
+    store: Store,
+    targets: Arc<Targets>,
+    running: Arc<RunningJobs>,
+    /// Names this process in lease owners.
+    instance: String,
+    lease: Duration,
+    state: Mutex<Scheduling>,
+    /// Rung (all waiters) after every dispatch and every job's end.
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `targets`, each seeded with what its last `/api/ps` showed.
+    pub fn new(
+        store: Store,
+        targets: Arc<Targets>,
+        running: Arc<RunningJobs>,
+        instance: String,
+        max_wait: Duration,
+        lease: Duration,
+        wake: Arc<Notify>,
+    ) -> Dispatcher {
+        let now = now_ms();
+        let capacity = Capacity::new(
+            targets
+                .all()
+                .iter()
+                .map(|target| {
+                    let mut state = TargetState::new(&target.name, target.slots, target.places);
+                    for model in target.inventory.resident() {
+                        state.seed(LoadKey::new(model, ""), now);
+                    }
+                    state
+                })
+                .collect(),
+        );
+        for (index, state) in capacity.targets.iter().enumerate() {
+            publish(&targets, index, state);
+        }
+        Dispatcher {
+            store,
+            targets,
+            running,
+            instance,
+            lease,
+            state: Mutex::new(Scheduling {
+                policy: Policy::new(max_wait.as_millis() as i64),
+                capacity,
+            }),
+            wake,
+        }
+    }
+
+    /// Claims the job the policy picks for a free runner (`slot`) of target `target`;
+    /// `None` when it should stay idle.
+    pub async fn next(
+        &self,
+        target: usize,
+        slot: usize,
+    ) -> Result<Option<Assignment>, foreman_store::Error> {
+        let mut scheduling = self.state.lock().await;
+        loop {
+            let now = now_ms();
+            self.sync(&mut scheduling.capacity, now);
+            let heads = self.store.queue_heads(now).await?;
+            let Scheduling { policy, capacity } = &mut *scheduling;
+            let Some(decision) = policy.decide(&heads, capacity, target, now) else {
+                return Ok(None);
+            };
+            let name = &self.targets.all()[target].name;
+            let owner = format!("{}/{}/{}", self.instance, name, slot);
+            let cancel = self.running.insert(decision.job);
+            let claimed = self
+                .store
+                .claim(ClaimParams {
+                    id: decision.job,
+                    owner: owner.clone(),
+                    target: name.clone(),
+                    now,
+                    lease_for_ms: self.lease.as_millis() as i64,
+                })
+                .await;
+            let job = match claimed {
+                Ok(Some(job)) => job,
+                // Cancelled or taken meanwhile: decide again.
+                Ok(None) => {
+                    self.running.remove(decision.job);
+                    continue;
+                }
+                Err(error) => {
+                    self.running.remove(decision.job);
+                    return Err(error);
+                }
+            };
+            let state = &mut capacity.targets[target];
+            state.start(&decision.key, decision.evict.as_ref(), now);
+            publish(&self.targets, target, state);
+            self.wake.notify_waiters();
+            return Ok(Some(Assignment {
+                job,
+                key: decision.key,
+                reason: decision.reason,
+                more_queued: decision.more_queued,
+                owner,
+                cancel,
+            }));
+        }
+    }
+
+    /// A job that [`Dispatcher::next`] assigned to `target` has ended there.
+    pub async fn done(&self, target: usize, key: &LoadKey) {
+        let mut scheduling = self.state.lock().await;
+        let state = &mut scheduling.capacity.targets[target];
+        state.finish(key, now_ms());
+        publish(&self.targets, target, state);
+        drop(scheduling);
+        self.wake.notify_waiters();
+    }
+
+    /// Brings the capacity in line with the targets' inventories.
+    fn sync(&self, capacity: &mut Capacity, now: i64) {
+        for (state, target) in capacity.targets.iter_mut().zip(self.targets.all()) {
+            let paused = target.inventory.paused();
+            if state.paused && !paused {
+                // Back after an outage (perhaps a restart): what it had loaded before
+                // tells nothing; its last poll, just made, does.
+                state.reseed(&target.inventory.resident(), now);
+            }
+            state.paused = paused;
+            state.models = target.inventory.known_models();
+        }
+    }
+}
+
+/// Shows a target's tracked load in the operator views.
+fn publish(targets: &Targets, target: usize, state: &TargetState) {
+    targets.all()[target].publish_load(TargetLoad {
+        resident: state.resident().map(LoadKey::to_string).collect(),
+        running: state.running_total(),
+    });
+}

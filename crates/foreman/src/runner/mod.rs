@@ -1,0 +1,248 @@
+//! The runners: one per slot of every target, each running one job at a time.
+//!
+//! A target with `slots` parallel requests per loaded model and `places` models loaded
+//! gets `slots × places` runners, so foreman can keep it as busy as its clients could
+//! by calling it directly. A free runner asks the [`Dispatcher`] for a job (the
+//! [`scheduler`](crate::scheduler)'s policy decides for its target, and the job is
+//! claimed under a lease naming the instance, target and slot), runs it
+//! ([`attempt`]), reports its end so the capacity is freed, and starts recording the
+//! outcome while it asks again. An idle runner sleeps until an enqueue, a dispatch or
+//! a job's end rings `wake`, or a short poll passes (jobs waiting out a retry backoff
+//! become eligible that way). A runner of a paused target (one that does not answer)
+//! claims nothing.
+
+mod attempt;
+mod dispatch;
+mod keep_alive;
+mod running;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use foreman_store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use self::attempt::AttemptSettings;
+use self::attempt::{Attempt, Attempts};
+pub use self::dispatch::{Assignment, Dispatcher};
+pub use self::running::RunningJobs;
+use crate::hub::Hub;
+use crate::targets::{Target, Targets};
+
+/// How often an idle runner looks at the queue even without a wake-up.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// Settings every runner shares.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// Names this process in lease owners (`INSTANCE/TARGET/SLOT`).
+    pub instance: String,
+    pub max_wait: Duration,
+    pub lease: Duration,
+    pub shutdown_grace: Duration,
+    pub attempt: AttemptSettings,
+}
+
+/// Everything the runners share.
+pub struct Runners {
+    pub store: Store,
+    pub targets: Arc<Targets>,
+    pub hub: Arc<Hub>,
+    pub running: Arc<RunningJobs>,
+    /// Rung (all waiters) by every enqueue, dispatch and job's end.
+    pub wake: Arc<Notify>,
+    /// Rung (all waiters) after every recorded outcome, once the job left `running`.
+    pub finished: Arc<Notify>,
+    pub settings: RunnerSettings,
+}
+
+/// One runner's view of the shared parts.
+struct Shared {
+    dispatcher: Dispatcher,
+    attempts: Attempts,
+    running: Arc<RunningJobs>,
+    hub: Arc<Hub>,
+    finished: Arc<Notify>,
+    wake: Arc<Notify>,
+    settings: RunnerSettings,
+    store: Store,
+}
+
+impl Runners {
+    /// Runs every target's runners until `shutdown`; running jobs then get the grace
+    /// period, and the outcomes still being recorded are waited for.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let shared = Arc::new(Shared {
+            dispatcher: Dispatcher::new(
+                self.store.clone(),
+                self.targets.clone(),
+                self.running.clone(),
+                self.settings.instance.clone(),
+                self.settings.max_wait,
+                self.settings.lease,
+                self.wake.clone(),
+            ),
+            attempts: Attempts {
+                store: self.store.clone(),
+                hub: self.hub.clone(),
+                settings: self.settings.attempt.clone(),
+            },
+            running: self.running.clone(),
+            hub: self.hub.clone(),
+            finished: self.finished.clone(),
+            wake: self.wake.clone(),
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+        });
+        let records = TaskTracker::new();
+        let mut runners = tokio::task::JoinSet::new();
+        for (index, target) in self.targets.all().iter().enumerate() {
+            for slot in 0..target.slots * target.places {
+                let runner = Runner {
+                    shared: shared.clone(),
+                    target: target.clone(),
+                    index,
+                    slot,
+                };
+                let (records, shutdown) = (records.clone(), shutdown.clone());
+                runners.spawn(async move { runner.run(&records, &shutdown).await });
+            }
+        }
+        while runners.join_next().await.is_some() {}
+        records.close();
+        records.wait().await;
+    }
+}
+
+/// One slot of one target.
+struct Runner {
+    shared: Arc<Shared>,
+    target: Arc<Target>,
+    /// The target's index in the dispatcher's capacity.
+    index: usize,
+    slot: usize,
+}
+
+impl Runner {
+    async fn run(&self, records: &TaskTracker, shutdown: &CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let woken = self.shared.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let assignment = if self.target.inventory.paused() {
+                // A target known to be down gets no job: it would only fail there.
+                None
+            } else {
+                match self.shared.dispatcher.next(self.index, self.slot).await {
+                    Ok(assignment) => assignment,
+                    Err(error) => {
+                        tracing::error!(%error, target = %self.target.name, "cannot read or claim from the queue");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                }
+            };
+            match assignment {
+                Some(assignment) => self.run_one(assignment, records, shutdown).await,
+                None => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = &mut woken => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one claimed job, frees its slot, and starts recording its outcome.
+    async fn run_one(
+        &self,
+        assignment: Assignment,
+        records: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let shared = &self.shared;
+        let Assignment {
+            mut job,
+            key,
+            reason,
+            more_queued,
+            owner,
+            cancel,
+        } = assignment;
+        tracing::debug!(job = %job.id, key = %key, target = %self.target.name, ?reason, attempt = job.attempts, "running");
+        let inventory = &self.target.inventory;
+        inventory.job_started();
+        // Readers that join while the job runs get its output from the start.
+        let keeper = shared.hub.keep(job.id);
+        // The body goes to the target as it is; moving it out spares a copy of what
+        // may be megabytes of images on every attempt.
+        let mut payload = Bytes::from(std::mem::take(&mut job.payload));
+        if more_queued && let Some(held) = keep_alive::hold_loaded(&payload) {
+            payload = held;
+        }
+        let heartbeat = spawn_heartbeat(&shared.store, &job, owner, shared.settings.lease);
+        let grace_over = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(shared.settings.shutdown_grace).await;
+        };
+        let attempt = tokio::select! {
+            attempt = shared.attempts.execute(&self.target.upstream, &job, payload) => attempt,
+            _ = cancel.cancelled() => Attempt::Cancelled,
+            _ = grace_over => Attempt::Interrupted,
+        };
+        heartbeat.abort();
+        if let Attempt::TargetDown(reason) = &attempt {
+            inventory.mark_unreachable(reason);
+        }
+        inventory.job_ended(attempt.reached_target());
+        shared.dispatcher.done(self.index, &key).await;
+        let shared = Arc::clone(shared);
+        records.spawn(async move {
+            shared.attempts.record(&job, attempt).await;
+            drop(keeper);
+            shared.running.remove(job.id);
+            // After the removal, so that a waiter woken here sees the job no longer
+            // running.
+            shared.finished.notify_waiters();
+        });
+    }
+}
+
+fn spawn_heartbeat(
+    store: &Store,
+    job: &foreman_store::Job,
+    owner: String,
+    lease: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let store = store.clone();
+    let (id, attempt) = (job.id, job.attempts);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            match store
+                .heartbeat(
+                    id,
+                    attempt,
+                    &owner,
+                    crate::clock::now_ms(),
+                    lease.as_millis() as i64,
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => tracing::warn!(%error, job = %id, "heartbeat failed"),
+            }
+        }
+    })
+}

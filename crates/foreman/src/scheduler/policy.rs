@@ -8,15 +8,19 @@
 //!    batch under way. The key that has waited longest is placed first, whatever its
 //!    priority: on `T` if `T` has it loaded, has a free place or an idle key to unload;
 //!    if `T` would have to unload a busy key while another target has room, it is left
-//!    to that target; otherwise `T` unloads the key holding the least important work.
+//!    to that target; otherwise `T` unloads the key holding the least important work
+//!    (never the key of the batch under way while it runs, nor, on a target of several
+//!    places, a key within its turn: loaded less than the bound ago with work queued at
+//!    its load left).
 //!    A forced load buys a batch: the bound is weighed again only when the key's work
 //!    queued at the load is done, or another key has waited `max_wait` since the load,
 //!    so a backlog older than the bound drains key by key instead of alternating.
 //! 2. **Drain.** A key loaded on `T` with a free slot and a job of the highest
 //!    priority `T` should serve runs its best job (highest priority, then oldest).
 //! 3. **Load.** Else the key holding the highest priority, the most jobs waiting among
-//!    equals, then the oldest, is loaded into a free place of `T`, or over a loaded key
-//!    that runs nothing and has no queued work of that priority or higher.
+//!    equals, then the oldest, is loaded into a free place of `T`, or, unless another
+//!    target has a free place for it, over a loaded key that runs nothing and has no
+//!    queued work of that priority or higher.
 //! 4. **Fill.** Else, if no key of that priority waits for a place on `T`, a loaded key
 //!    with a free slot runs its best job at a lower priority: it delays nobody.
 //! 5. Else the runner stays idle: it never unloads a key that still has running or
@@ -184,7 +188,15 @@ impl Policy {
             if state.has_free_place() {
                 return Some(pick(head, key, Reason::Load, None));
             }
-            if let Some(victim) = idle_victim(state, heads, Some(top), &[]) {
+            // A target with a free place loads it without unloading anything.
+            let free_place_elsewhere = capacity.targets.iter().enumerate().any(|(index, other)| {
+                index != target
+                    && !other.paused
+                    && other.may_serve(&key.model)
+                    && other.has_free_place()
+            });
+            if !free_place_elsewhere && let Some(victim) = idle_victim(state, heads, Some(top), &[])
+            {
                 return Some(pick(head, key, Reason::Load, Some(victim)));
             }
             if !room_elsewhere(capacity, target, &key.model, heads) {

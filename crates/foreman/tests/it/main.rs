@@ -2,6 +2,7 @@
 //! a real SQLite file, and real HTTP between them.
 
 mod browser;
+mod capacity;
 mod cli;
 mod common;
 mod config;

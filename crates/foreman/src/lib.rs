@@ -98,6 +98,7 @@ pub async fn serve(
             instance: format!("foreman-{}", std::process::id()),
             max_wait: config.max_wait,
             lease: config.lease,
+            poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,
             attempt: AttemptSettings {
                 retry_base: config.retry_base,

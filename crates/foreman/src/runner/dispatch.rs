@@ -47,6 +47,8 @@ pub struct Dispatcher {
     /// Names this process in lease owners.
     instance: String,
     lease: Duration,
+    /// How often the inventories poll `/api/ps`.
+    poll_interval: Duration,
     state: Mutex<Scheduling>,
     /// Rung (all waiters) after every dispatch and every job's end.
     pub wake: Arc<Notify>,
@@ -61,6 +63,7 @@ impl Dispatcher {
         instance: String,
         max_wait: Duration,
         lease: Duration,
+        poll_interval: Duration,
         wake: Arc<Notify>,
     ) -> Dispatcher {
         let now = now_ms();
@@ -86,6 +89,7 @@ impl Dispatcher {
             running,
             instance,
             lease,
+            poll_interval,
             state: Mutex::new(Scheduling {
                 policy: Policy::new(max_wait.as_millis() as i64),
                 capacity,
@@ -162,12 +166,18 @@ impl Dispatcher {
 
     /// Brings the capacity in line with the targets' inventories.
     fn sync(&self, capacity: &mut Capacity, now: i64) {
+        // A key idle for two poll intervals has been seen by a poll since it was used.
+        let polled_since = now - 2 * self.poll_interval.as_millis() as i64;
         for (state, target) in capacity.targets.iter_mut().zip(self.targets.all()) {
             let paused = target.inventory.paused();
             if state.paused && !paused {
                 // Back after an outage (perhaps a restart): what it had loaded before
                 // tells nothing; its last poll, just made, does.
                 state.reseed(&target.inventory.resident(), now);
+            } else if !paused {
+                // Unloaded behind foreman's back: keep-alive expiry, VRAM pressure,
+                // another client.
+                state.forget_unloaded(&target.inventory.resident(), polled_since);
             }
             state.paused = paused;
             state.models = target.inventory.known_models();

@@ -42,6 +42,8 @@ pub struct RunnerSettings {
     pub instance: String,
     pub max_wait: Duration,
     pub lease: Duration,
+    /// How often the targets' inventories poll (see the dispatcher).
+    pub poll_interval: Duration,
     pub shutdown_grace: Duration,
     pub attempt: AttemptSettings,
 }
@@ -83,6 +85,7 @@ impl Runners {
                 self.settings.instance.clone(),
                 self.settings.max_wait,
                 self.settings.lease,
+                self.settings.poll_interval,
                 self.wake.clone(),
             ),
             attempts: Attempts {

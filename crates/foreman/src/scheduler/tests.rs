@@ -1029,10 +1029,12 @@ mod simulation {
             prop_assert!(loads.len() <= keys_loaded_once_bound(&jobs, run_ms, max_wait_ms), "{:?}", loads);
         }
 
-        /// P6 on several places: a backlog older than the bound loads each key once
-        /// when each key's work fits within the bound. (With a bound shorter than the
-        /// work, a key that keeps one place may outlast several turns of the keys
-        /// taking the other.)
+        /// P6 on several places: a backlog older than the bound loads each key at most
+        /// twice when each key's work fits within the bound. The runners of a target
+        /// serve all its places, so a starving key may take the runner a loaded key
+        /// needed and the bound may end that key's turn once; its next turn finishes
+        /// it. (With a bound shorter than the work, a key that keeps one place may
+        /// outlast several turns of the keys taking the other.)
         #[test]
         fn p6_several_places_load_each_key_once_when_its_work_fits_the_bound(
             spec in all_at_once(0..=0),
@@ -1046,7 +1048,13 @@ mod simulation {
             let start = max_wait_ms + late_by;
             let runs = simulate(&jobs, vec![TargetState::new("t", slots, places)], run_ms, max_wait_ms, start)?;
             let loads = loads_on(&runs, 0);
-            prop_assert!(loads.len() <= keys_loaded_once_bound(&jobs, run_ms, max_wait_ms), "{:?}", loads);
+            if keys_loaded_once_bound(&jobs, run_ms, max_wait_ms) < usize::MAX {
+                let mut per_key: HashMap<&LoadKey, usize> = HashMap::new();
+                for key in &loads {
+                    *per_key.entry(key).or_default() += 1;
+                }
+                prop_assert!(per_key.values().all(|&count| count <= 2), "{:?}", loads);
+            }
         }
 
         /// P7: with one target of one slot and one place, the decisions are the ones

@@ -52,6 +52,53 @@ async fn a_target_that_refuses_connections_holds_its_jobs_until_it_returns() {
     foreman.stop().await;
 }
 
+/// A target that restarts while jobs wait for it (connections refused for a while):
+/// the first job to meet the refusal pauses the target and goes back to the queue
+/// without spending an attempt, nothing else is sent until a poll answers, and every
+/// job then succeeds on its first attempt.
+#[tokio::test]
+async fn a_restarting_target_costs_no_attempts() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        // Only a runner can find out the target is down: polls are rare.
+        config.poll_interval = std::time::Duration::from_secs(3600);
+        config.max_attempts = 2;
+    })
+    .await;
+    let client = client();
+    foreman.sim.refuse_connections(true);
+    let chats: Vec<_> = (0..20)
+        .map(|i| spawn_chat(&client, &foreman.url, CHAT, &format!("restart {i}")))
+        .collect();
+    eventually("the target paused by a refused job", async || {
+        get_json(&client, format!("{}/healthz", foreman.url))
+            .await
+            .1["targets"][0]["paused"]
+            == true
+    })
+    .await;
+    eventually("all twenty jobs queued", async || {
+        let jobs = foreman.jobs().await;
+        jobs.len() == 20 && jobs.iter().all(|job| job.state == JobState::Queued)
+    })
+    .await;
+    foreman.sim.refuse_connections(false);
+    for chat in chats {
+        assert_eq!(chat.await.unwrap(), 200);
+    }
+    let store = foreman.store().await;
+    for job in foreman.jobs().await {
+        let job = recorded(&store, job.id).await;
+        assert_eq!(
+            (job.state, job.attempts),
+            (JobState::Succeeded, 1),
+            "{}",
+            job.id
+        );
+    }
+    store.close().await;
+    foreman.stop().await;
+}
+
 #[tokio::test]
 async fn busy_answers_are_retried_and_exhaustion_fails_with_the_last_error() {
     let foreman = TestForeman::start_with(fast_sim(), |config| config.max_attempts = 3).await;

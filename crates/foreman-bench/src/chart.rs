@@ -1,6 +1,7 @@
 //! The timeline chart of a workload, as a self-contained SVG: for each pass, which
-//! model was resident over time (loading shown hatched), and under it every request
-//! as a line from when it was sent to when it finished, coloured by model.
+//! models were resident over time (loading shown hatched; one row per model resident
+//! at once, one lane per target when the pass had several), and under it every
+//! request as a line from when it was sent to when it finished, coloured by model.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -39,6 +40,96 @@ fn model_key(model: &str) -> String {
     }
 }
 
+/// One bar of a residency lane: a model loading or loaded on one row.
+#[derive(Debug, PartialEq)]
+struct Bar {
+    model: String,
+    row: usize,
+    from_ms: f64,
+    to_ms: f64,
+    loading: bool,
+}
+
+/// Turns a pass's residency events into bars, one lane per target (the events'
+/// `lane`; a pass on one target has one lane without a name). Within a lane each
+/// load takes the lowest row free at its start, so models resident at once sit on
+/// rows of their own.
+fn residency(events: &[Value], end_ms: f64) -> Vec<(Option<String>, Vec<Bar>)> {
+    let mut lanes: Vec<(Option<String>, Vec<Bar>)> = Vec::new();
+    // Per lane: which model holds each row, and the open bar of each model.
+    let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+    let mut open: Vec<BTreeMap<String, Bar>> = Vec::new();
+    for event in events {
+        let lane = event["lane"].as_str().map(str::to_string);
+        let index = match lanes.iter().position(|(name, _)| *name == lane) {
+            Some(index) => index,
+            None => {
+                lanes.push((lane, Vec::new()));
+                rows.push(Vec::new());
+                open.push(BTreeMap::new());
+                lanes.len() - 1
+            }
+        };
+        let at = event["at_ms"].as_f64().unwrap_or(0.0).max(0.0);
+        let model = model_key(event["model"].as_str().unwrap_or(""));
+        let (bars, rows, open) = (&mut lanes[index].1, &mut rows[index], &mut open[index]);
+        let mut close = |open: &mut BTreeMap<String, Bar>, rows: &mut Vec<Option<String>>| {
+            if let Some(mut bar) = open.remove(&model) {
+                bar.to_ms = at;
+                rows[bar.row] = None;
+                bars.push(bar);
+            }
+        };
+        match event["event"].as_str().unwrap_or("") {
+            "load_start" => {
+                // A reload starts while the old runner's bar may still be open.
+                close(open, rows);
+                let row = rows.iter().position(Option::is_none).unwrap_or_else(|| {
+                    rows.push(None);
+                    rows.len() - 1
+                });
+                rows[row] = Some(model.clone());
+                open.insert(
+                    model.clone(),
+                    Bar {
+                        model,
+                        row,
+                        from_ms: at,
+                        to_ms: at,
+                        loading: true,
+                    },
+                );
+            }
+            "loaded" => {
+                if let Some(bar) = open.get_mut(&model) {
+                    let row = bar.row;
+                    bar.to_ms = at;
+                    let loading = std::mem::replace(
+                        bar,
+                        Bar {
+                            model: model.clone(),
+                            row,
+                            from_ms: at,
+                            to_ms: at,
+                            loading: false,
+                        },
+                    );
+                    bars.push(loading);
+                }
+            }
+            "unloaded" => close(open, rows),
+            _ => {}
+        }
+    }
+    for ((_, bars), open) in lanes.iter_mut().zip(open) {
+        for (_, mut bar) in open {
+            bar.to_ms = end_ms;
+            bars.push(bar);
+        }
+    }
+    lanes
+}
+
 /// Renders the passes one above the other on a shared time axis.
 pub fn render(title: &str, passes: &[PassTimeline]) -> String {
     let mut models = BTreeMap::new();
@@ -63,57 +154,33 @@ pub fn render(title: &str, passes: &[PassTimeline]) -> String {
             y + 14.0,
             pass.label
         );
-        let _ = writeln!(
-            body,
-            r#"<text x="4" y="{:.1}" font-size="10">resident</text>"#,
-            y + 36.0
-        );
-        let mut loading: BTreeMap<String, f64> = BTreeMap::new();
-        let mut loaded: BTreeMap<String, f64> = BTreeMap::new();
-        let lane_y = y + 24.0;
-        for event in pass.events {
-            let at = event["at_ms"].as_f64().unwrap_or(0.0).max(0.0);
-            let model = model_key(event["model"].as_str().unwrap_or(""));
-            match event["event"].as_str().unwrap_or("") {
-                "load_start" => {
-                    loading.insert(model, at);
-                }
-                "loaded" => {
-                    if let Some(from) = loading.remove(&model) {
-                        let _ = writeln!(
-                            body,
-                            r#"<rect x="{:.1}" y="{lane_y:.1}" width="{:.1}" height="{LANE}" fill="url(#hatch)" stroke="{}" />"#,
-                            x(from),
-                            (x(at) - x(from)).max(0.5),
-                            colour(&models, &model)
-                        );
-                    }
-                    loaded.insert(model, at);
-                }
-                "unloaded" => {
-                    if let Some(from) = loaded.remove(&model) {
-                        let _ = writeln!(
-                            body,
-                            r#"<rect x="{:.1}" y="{lane_y:.1}" width="{:.1}" height="{LANE}" fill="{}" />"#,
-                            x(from),
-                            (x(at) - x(from)).max(0.5),
-                            colour(&models, &model)
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (model, from) in loaded {
+        y += 24.0;
+        for (lane, bars) in residency(pass.events, end_ms) {
+            let rows = bars.iter().map(|bar| bar.row + 1).max().unwrap_or(1);
             let _ = writeln!(
                 body,
-                r#"<rect x="{:.1}" y="{lane_y:.1}" width="{:.1}" height="{LANE}" fill="{}" />"#,
-                x(from),
-                (x(end_ms) - x(from)).max(0.5),
-                colour(&models, &model)
+                r#"<text x="4" y="{:.1}" font-size="10">{}</text>"#,
+                y + 12.0,
+                lane.as_deref().unwrap_or("resident")
             );
+            for bar in &bars {
+                let fill = if bar.loading {
+                    "url(#hatch)"
+                } else {
+                    colour(&models, &bar.model)
+                };
+                let _ = writeln!(
+                    body,
+                    r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{LANE}" fill="{fill}" stroke="{}" />"#,
+                    x(bar.from_ms),
+                    y + bar.row as f64 * LANE,
+                    (x(bar.to_ms) - x(bar.from_ms)).max(0.5),
+                    colour(&models, &bar.model)
+                );
+            }
+            y += rows as f64 * LANE + 4.0;
         }
-        y = lane_y + LANE + 8.0;
+        y += 4.0;
         let _ = writeln!(
             body,
             r#"<text x="4" y="{:.1}" font-size="10">requests</text>"#,
@@ -181,4 +248,63 @@ pub fn render(title: &str, passes: &[PassTimeline]) -> String {
     svg.push_str(&body);
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(at_ms: f64, model: &str, event: &str, lane: Option<&str>) -> Value {
+        json!({"at_ms": at_ms, "model": model, "event": event, "lane": lane})
+    }
+
+    #[test]
+    fn models_resident_at_once_get_rows_of_their_own_per_lane() {
+        let events = [
+            event(0.0, "a:1b", "load_start", Some("t0")),
+            event(10.0, "a:1b", "loaded", Some("t0")),
+            event(10.0, "b:1b", "load_start", Some("t0")),
+            event(20.0, "b:1b", "loaded", Some("t0")),
+            event(30.0, "a:1b", "unloaded", Some("t0")),
+            event(30.0, "c:1b", "load_start", Some("t0")),
+            event(5.0, "c:1b", "load_start", Some("t1")),
+        ];
+        let lanes = residency(&events, 100.0);
+        assert_eq!(lanes.len(), 2);
+        let rows_of = |lane: usize| -> Vec<(String, usize, bool)> {
+            lanes[lane]
+                .1
+                .iter()
+                .map(|bar| (bar.model.clone(), bar.row, bar.loading))
+                .collect()
+        };
+        assert_eq!(
+            rows_of(0),
+            vec![
+                ("a:1b".into(), 0, true),
+                ("b:1b".into(), 1, true),
+                ("a:1b".into(), 0, false),
+                ("b:1b".into(), 1, false),
+                ("c:1b".into(), 0, true),
+            ]
+        );
+        assert_eq!(lanes[1].0.as_deref(), Some("t1"));
+        assert_eq!(lanes[1].1[0].to_ms, 100.0);
+    }
+
+    #[test]
+    fn a_reload_closes_the_old_runners_bar() {
+        let events = [
+            event(0.0, "a:1b", "load_start", None),
+            event(10.0, "a:1b", "loaded", None),
+            event(50.0, "a:1b", "load_start", None),
+        ];
+        let lanes = residency(&events, 100.0);
+        let bars = &lanes[0].1;
+        assert_eq!(bars.len(), 3);
+        assert!(bars.iter().all(|bar| bar.row == 0));
+        assert_eq!((bars[1].from_ms, bars[1].to_ms), (10.0, 50.0));
+    }
 }

@@ -21,6 +21,11 @@ pub struct Planned {
     /// Submit it as an async job (`POST /jobs`, answered 202 at once) instead of
     /// waiting for the answer on `/api/chat`.
     pub submit: bool,
+    /// The request's `options` (e.g. `{"num_ctx": 8192}`), sent only when given.
+    pub options: Option<Value>,
+    /// The request's `keep_alive` (`0` unloads the model after the answer), sent only
+    /// when given.
+    pub keep_alive: Option<Value>,
 }
 
 /// What one request cost, in milliseconds from the pass's start.
@@ -54,13 +59,22 @@ impl Record {
 #[derive(Clone)]
 pub struct Driver {
     client: reqwest::Client,
-    url: String,
+    /// Where requests go: client `i` sends to `urls[i % urls.len()]`, as users who
+    /// each picked a server would.
+    urls: Vec<String>,
     start: Instant,
     progress: ProgressBar,
 }
 
 impl Driver {
     pub fn new(url: &str, progress: ProgressBar) -> Driver {
+        Driver::spread(vec![url.to_string()], progress)
+    }
+
+    /// A driver whose clients are spread round-robin over `urls` (client `i` always
+    /// calls `urls[i % urls.len()]`).
+    pub fn spread(urls: Vec<String>, progress: ProgressBar) -> Driver {
+        assert!(!urls.is_empty(), "a pass needs somewhere to send");
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -70,7 +84,7 @@ impl Driver {
             .expect("the HTTP client builds");
         Driver {
             client,
-            url: url.to_string(),
+            urls,
             start: Instant::now(),
             progress,
         }
@@ -87,6 +101,12 @@ impl Driver {
             "messages": [{"role": "user", "content": planned.prompt}],
             "stream": planned.stream,
         });
+        if let Some(options) = &planned.options {
+            body["options"] = options.clone();
+        }
+        if let Some(keep_alive) = &planned.keep_alive {
+            body["keep_alive"] = keep_alive.clone();
+        }
         let route = if planned.submit {
             body = json!({"kind": "chat", "request": body, "priority": 0});
             "jobs"
@@ -107,7 +127,7 @@ impl Driver {
         };
         let response = match self
             .client
-            .post(format!("{}/{route}", self.url))
+            .post(format!("{}/{route}", self.urls[client % self.urls.len()]))
             .json(&body)
             .send()
             .await
@@ -215,7 +235,7 @@ impl Driver {
     pub async fn queue_depth(&self) -> Result<u64> {
         let health: Value = self
             .client
-            .get(format!("{}/healthz", self.url))
+            .get(format!("{}/healthz", self.urls[0]))
             .send()
             .await?
             .json()

@@ -6,8 +6,10 @@
 //! judged from the run, shown first in the report, and the process exits non-zero
 //! when one is missed. `--quick` scales every workload down so the suite finishes in
 //! under a minute and judges only the targets that hold at any scale (no errors,
-//! every job committed, foreman swapping less than the direct pass); CI runs it so.
+//! every job committed, foreman swapping or loading less than the direct pass); CI
+//! runs it so.
 
+mod capacity;
 mod chart;
 mod driver;
 mod ledger;
@@ -34,7 +36,8 @@ struct Args {
     /// Scale every workload down and judge only the scale-independent targets.
     #[arg(long)]
     quick: bool,
-    /// Workloads to run (overhead, interleaved, bursty, stream, memory); all by default.
+    /// Workloads to run (overhead, interleaved, bursty, stream, memory, parallel,
+    /// places, parallel-places, targets, drift); all by default.
     #[arg(long = "workload")]
     workloads: Vec<String>,
     /// Where report.md, results.json and the charts go.

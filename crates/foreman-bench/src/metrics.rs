@@ -1,4 +1,6 @@
-//! Summaries of a pass: latency percentiles, makespan, swaps and how busy the GPU was.
+//! Summaries of a pass: latency percentiles, makespan, swaps, loads, how many requests
+//! ran at once and how busy the GPU was. A pass may use several simulators (one per
+//! target); their counters are summed.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -29,13 +31,20 @@ pub struct PassSummary {
     pub p99_ms: f64,
     pub first_chunk_p50_ms: f64,
     pub swaps: u64,
+    /// Loads over all targets, reloads included.
     pub loads: u64,
+    /// Loads of a model already resident with other runner options (`num_ctx`...).
+    pub reloads: u64,
+    /// Each target's most requests in flight at once (`peak_in_flight` of
+    /// `/sim/stats`); `None` where the simulator does not report it.
+    pub peak_in_flight: Vec<Option<u64>>,
     /// Time spent generating over the makespan.
     pub gpu_busy: f64,
 }
 
 impl PassSummary {
-    pub fn new(pass: &str, records: &[Record], sim_stats: &Value) -> PassSummary {
+    /// `sim_stats` holds one `/sim/stats` answer per target of the pass.
+    pub fn new(pass: &str, records: &[Record], sim_stats: &[Value]) -> PassSummary {
         let ok: Vec<&Record> = records.iter().filter(|r| r.ok()).collect();
         let latencies: Vec<f64> = ok.iter().map(|r| r.latency_ms()).collect();
         let first_chunks: Vec<f64> = ok.iter().map(|r| r.first_byte_ms - r.sent_ms).collect();
@@ -60,16 +69,47 @@ impl PassSummary {
             p95_ms: percentile(&latencies, 95.0),
             p99_ms: percentile(&latencies, 99.0),
             first_chunk_p50_ms: percentile(&first_chunks, 50.0),
-            swaps: sim_stats["swaps_total"].as_u64().unwrap_or(0),
-            loads: sim_stats["loads_total"].as_u64().unwrap_or(0),
+            swaps: sum_counter(sim_stats, "swaps_total"),
+            loads: sum_counter(sim_stats, "loads_total"),
+            reloads: sum_counter(sim_stats, "reloads_total"),
+            peak_in_flight: sim_stats
+                .iter()
+                .map(|stats| stats["peak_in_flight"].as_u64())
+                .collect(),
             gpu_busy: (generating_ms / makespan_ms).min(1.0),
         }
     }
 }
 
+fn sum_counter(sim_stats: &[Value], key: &str) -> u64 {
+    sim_stats
+        .iter()
+        .filter_map(|stats| stats[key].as_u64())
+        .sum()
+}
+
+/// A model's most requests in flight at once on one target
+/// (`models.<name>.peak_in_flight`), when the simulator reports it.
+pub fn model_peak_in_flight(sim_stats: &Value, model: &str) -> Option<u64> {
+    sim_stats["models"][model]["peak_in_flight"].as_u64()
+}
+
+/// Peaks as the report shows them: `4`, `2+2+1` over several targets, `-` unknown.
+pub fn peaks_text(peaks: &[Option<u64>]) -> String {
+    if peaks.iter().all(Option::is_none) {
+        return "-".into();
+    }
+    peaks
+        .iter()
+        .map(|peak| peak.map_or_else(|| "?".to_string(), |p| p.to_string()))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{PassSummary, peaks_text, percentile};
+    use serde_json::json;
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -79,5 +119,19 @@ mod tests {
         assert_eq!(percentile(&values, 100.0), 100.0);
         assert_eq!(percentile(&[3.0, 1.0, 2.0], 50.0), 2.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn counters_are_summed_over_targets_and_peaks_kept_apart() {
+        let stats = [
+            json!({"loads_total": 3, "swaps_total": 1, "reloads_total": 0, "peak_in_flight": 2}),
+            json!({"loads_total": 4, "swaps_total": 2, "reloads_total": 1}),
+        ];
+        let summary = PassSummary::new("p", &[], &stats);
+        assert_eq!((summary.loads, summary.swaps, summary.reloads), (7, 3, 1));
+        assert_eq!(summary.peak_in_flight, vec![Some(2), None]);
+        assert_eq!(peaks_text(&summary.peak_in_flight), "2+?");
+        assert_eq!(peaks_text(&[None]), "-");
+        assert_eq!(peaks_text(&[Some(4)]), "4");
     }
 }

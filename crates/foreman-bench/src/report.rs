@@ -3,13 +3,13 @@
 
 use std::fmt::Write;
 
-use crate::metrics::PassSummary;
+use crate::metrics::{PassSummary, peaks_text};
 use crate::targets::{self, Target, Verdict};
 use crate::workloads::WorkloadReport;
 
 fn row(summary: &PassSummary) -> String {
     format!(
-        "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0}% |",
+        "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.0}% |",
         summary.pass,
         summary.requests,
         summary.errors,
@@ -20,6 +20,8 @@ fn row(summary: &PassSummary) -> String {
         summary.p99_ms,
         summary.first_chunk_p50_ms,
         summary.swaps,
+        summary.loads,
+        peaks_text(&summary.peak_in_flight),
         summary.gpu_busy * 100.0
     )
 }
@@ -33,7 +35,7 @@ fn ratio(direct: &PassSummary, through: &PassSummary) -> String {
         }
     };
     format!(
-        "| foreman / direct | | | {} | {} | {} | {} | {} | {} | {} | |",
+        "| foreman / direct | | | {} | {} | {} | {} | {} | {} | {} | {} | | |",
         r(through.makespan_s, direct.makespan_s),
         r(through.throughput_per_s, direct.throughput_per_s),
         r(through.p50_ms, direct.p50_ms),
@@ -41,6 +43,7 @@ fn ratio(direct: &PassSummary, through: &PassSummary) -> String {
         r(through.p99_ms, direct.p99_ms),
         r(through.first_chunk_p50_ms, direct.first_chunk_p50_ms),
         r(through.swaps as f64, direct.swaps as f64),
+        r(through.loads as f64, direct.loads as f64),
     )
 }
 
@@ -84,8 +87,8 @@ pub fn markdown(reports: &[WorkloadReport]) -> String {
             report.description, report.parameters
         );
         if !report.rows.is_empty() {
-            out.push_str("| pass | requests | errors | makespan s | req/s | p50 ms | p95 ms | p99 ms | first chunk p50 ms | swaps | GPU busy |\n");
-            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+            out.push_str("| pass | requests | errors | makespan s | req/s | p50 ms | p95 ms | p99 ms | first chunk p50 ms | swaps | loads | peak in flight | GPU busy |\n");
+            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
             for pair in report.rows.chunks(2) {
                 for summary in pair {
                     let _ = writeln!(out, "{}", row(summary));

@@ -4,8 +4,8 @@
 //!
 //! Some targets only mean something at full scale (latencies, throughput, the wait
 //! bound with real load times); in a `--quick` run they are still reported but are
-//! informational. The others (no errors, every job committed, foreman swapping less
-//! than the direct pass) hold at any scale and are judged in both modes.
+//! informational. The others (no errors, every job committed, foreman swapping or
+//! loading less than the direct pass) hold at any scale and are judged in both modes.
 
 use std::fmt::Write;
 

@@ -17,7 +17,59 @@ use crate::procs::{Binaries, resident_bytes};
 use crate::targets::{Comparison, Scale, Target, Targets};
 
 /// The names, in the order `--all` runs them.
-pub const NAMES: [&str; 5] = ["overhead", "interleaved", "bursty", "stream", "memory"];
+pub const NAMES: [&str; 10] = [
+    "overhead",
+    "interleaved",
+    "bursty",
+    "stream",
+    "memory",
+    "parallel",
+    "places",
+    "parallel-places",
+    "targets",
+    "drift",
+];
+
+/// One simulator of a pass: its flags, and the capacity foreman is told it has
+/// (which must match the flags: `--num-parallel` slots, `--max-loaded` places).
+#[derive(Debug, Clone)]
+pub(crate) struct SimSetup {
+    pub args: Vec<String>,
+    pub slots: usize,
+    pub places: usize,
+}
+
+/// How foreman is started for a pass.
+pub(crate) struct ForemanSetup {
+    /// Extra environment (FOREMAN_MAX_WAIT, FOREMAN_PIN_OPTIONS...).
+    pub env: Vec<(String, String)>,
+    /// Tell foreman of every simulator with its slots and places through
+    /// `FOREMAN_TARGETS`; otherwise it knows only `FOREMAN_OLLAMA_URL`, the first.
+    pub announce_targets: bool,
+}
+
+/// A simulator's name in `FOREMAN_TARGETS` and in the charts.
+pub(crate) fn target_name(index: usize) -> String {
+    format!("sim{index}")
+}
+
+/// `FOREMAN_TARGETS`: one `URL,slots=N,places=M` per simulator, space-separated,
+/// each named when there are several.
+pub(crate) fn targets_spec(urls: &[&str], sims: &[SimSetup]) -> String {
+    urls.iter()
+        .zip(sims)
+        .enumerate()
+        .map(|(index, (url, sim))| {
+            let name = if sims.len() > 1 {
+                format!(",name={}", target_name(index))
+            } else {
+                String::new()
+            };
+            format!("{url}{name},slots={},places={}", sim.slots, sim.places)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// Everything a workload produced.
 #[derive(Debug, Serialize)]
@@ -44,7 +96,7 @@ pub struct Bench {
 
 /// How a pass sends its requests.
 #[derive(Clone)]
-enum Plan {
+pub(crate) enum Plan {
     /// One list per client, each sent in order.
     Closed(Vec<Vec<Planned>>),
     /// Each request at its own time.
@@ -66,14 +118,16 @@ impl Plan {
     }
 }
 
-struct Pass {
-    summary: PassSummary,
-    records: Vec<Record>,
-    events: Vec<Value>,
+pub(crate) struct Pass {
+    pub summary: PassSummary,
+    pub records: Vec<Record>,
+    pub events: Vec<Value>,
     /// Warm-up requests answered with success (they are jobs too, through foreman).
     warmup_ok: usize,
     /// foreman's database after it exited; `None` for a direct pass.
     ledger: Option<Ledger>,
+    /// Each simulator's `/sim/stats` at the end of the pass, in target order.
+    pub sim_stats: Vec<Value>,
 }
 
 impl Pass {
@@ -89,7 +143,7 @@ impl Pass {
     }
 
     /// The pass's label, requests and errors, for the no-errors target.
-    fn errors(&self) -> (&str, usize, usize) {
+    pub(crate) fn errors(&self) -> (&str, usize, usize) {
         (
             &self.summary.pass,
             self.summary.errors,
@@ -114,18 +168,20 @@ fn tick_spread(i: usize) -> Duration {
     Duration::from_secs_f64(fraction / 1000.0)
 }
 
-fn chat(model: &str, prompt: String, stream: bool) -> Planned {
+pub(crate) fn chat(model: &str, prompt: String, stream: bool) -> Planned {
     Planned {
         model: model.to_string(),
         prompt,
         stream,
         at: None,
         submit: false,
+        options: None,
+        keep_alive: None,
     }
 }
 
 /// Adds "every job durably committed" for a pass through foreman.
-fn committed(targets: &mut Targets, pass: &Pass) {
+pub(crate) fn committed(targets: &mut Targets, pass: &Pass) {
     targets.committed(
         &pass.summary.pass,
         pass.ledger().count("succeeded"),
@@ -141,52 +197,81 @@ impl Bench {
             "bursty" => self.bursty().await,
             "stream" => self.stream().await,
             "memory" => self.memory().await,
+            "parallel" => self.parallel().await,
+            "places" => self.places().await,
+            "parallel-places" => self.parallel_places().await,
+            "targets" => self.targets().await,
+            "drift" => self.drift().await,
             other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
         }
     }
 
-    /// Runs one pass on a fresh simulator, through foreman when `foreman_env` is given.
+    /// Runs one pass on fresh simulators, through foreman when `foreman` is given.
+    ///
+    /// Straight to the targets, client `i` calls simulator `i % sims.len()`; through
+    /// foreman, every client calls foreman, which is told of every simulator.
     async fn pass(
         &self,
         label: &str,
-        sim_args: &[String],
-        foreman_env: Option<&[(String, String)]>,
+        sims: &[SimSetup],
+        foreman: Option<&ForemanSetup>,
         warmup: &[Planned],
         plan: Plan,
     ) -> Result<Pass> {
-        let sim = self.binaries.start_sim(sim_args).await?;
-        let mut foreman = None;
-        let url = match foreman_env {
-            Some(env) => {
+        let mut running = Vec::with_capacity(sims.len());
+        for setup in sims {
+            running.push(self.binaries.start_sim(&setup.args).await?);
+        }
+        let mut started_foreman = None;
+        let urls: Vec<String> = match foreman {
+            Some(setup) => {
                 let database = self.scratch.path().join(format!("{label}-{}.db", unique()));
-                let running = self
+                let mut env = setup.env.clone();
+                if setup.announce_targets {
+                    let urls: Vec<&str> = running.iter().map(|sim| sim.url.as_str()).collect();
+                    env.push(("FOREMAN_TARGETS".into(), targets_spec(&urls, sims)));
+                }
+                // The first simulator is also foreman's `FOREMAN_OLLAMA_URL`: a foreman
+                // that does not know FOREMAN_TARGETS still runs, on that one alone.
+                let process = self
                     .binaries
-                    .start_foreman(&sim.url, &database, env)
+                    .start_foreman(&running[0].url, &database, &env)
                     .await?;
-                let url = running.url.clone();
-                foreman = Some((running, database));
-                url
+                let url = process.url.clone();
+                started_foreman = Some((process, database));
+                vec![url]
             }
-            None => sim.url.clone(),
+            None => running.iter().map(|sim| sim.url.clone()).collect(),
         };
         let mut warmup_ok = 0;
         if !warmup.is_empty() {
-            let warm = Driver::new(&url, indicatif::ProgressBar::hidden());
+            let warm = Driver::new(&urls[0], indicatif::ProgressBar::hidden());
             let records = warm.closed_loop(vec![warmup.to_vec()]).await;
             warmup_ok = records.iter().filter(|r| r.ok()).count();
         }
         let bar = progress(label, plan.len() as u64);
-        let driver = Driver::new(&url, bar.clone());
+        let driver = Driver::spread(urls, bar.clone());
         let records = match plan {
             Plan::Closed(lists) => driver.closed_loop(lists).await,
             Plan::Open(list) => driver.open_loop(list).await,
             Plan::Mixed { closed, open } => driver.mixed(closed, open).await,
         };
         bar.finish();
-        let (stats, events) = driver.sim_report(&sim.url).await?;
+        let mut sim_stats = Vec::with_capacity(running.len());
+        let mut events = Vec::new();
+        for (index, sim) in running.iter().enumerate() {
+            let (stats, mut sim_events) = driver.sim_report(&sim.url).await?;
+            if running.len() > 1 {
+                for event in &mut sim_events {
+                    event["lane"] = json!(target_name(index));
+                }
+            }
+            sim_stats.push(stats);
+            events.extend(sim_events);
+        }
         // foreman commits outcomes after the answers: let it finish and exit before
         // its database is read.
-        let ledger = match foreman {
+        let ledger = match started_foreman {
             Some((foreman, database)) => {
                 foreman
                     .terminate(EXIT_WITHIN)
@@ -196,18 +281,22 @@ impl Bench {
             }
             None => None,
         };
-        sim.stop().await;
-        let summary = PassSummary::new(label, &records, &stats);
+        for sim in running {
+            sim.stop().await;
+        }
+        let summary = PassSummary::new(label, &records, &sim_stats);
         Ok(Pass {
             summary,
             records,
             events,
             warmup_ok,
             ledger,
+            sim_stats,
         })
     }
 
-    /// Runs the plan straight to the target, then through foreman.
+    /// Runs the plan straight to one simulator, then through foreman (which is told
+    /// nothing of the simulator's capacity beyond its URL).
     async fn both(
         &self,
         label: &str,
@@ -216,20 +305,36 @@ impl Bench {
         warmup: &[Planned],
         plan: Plan,
     ) -> Result<(Pass, Pass)> {
+        let sims = [SimSetup {
+            args: sim_args.to_vec(),
+            slots: 1,
+            places: 1,
+        }];
+        let foreman = ForemanSetup {
+            env: foreman_env.to_vec(),
+            announce_targets: false,
+        };
+        self.both_on(label, &sims, &foreman, warmup, plan).await
+    }
+
+    /// Runs the plan straight to fresh simulators, then through foreman in front of
+    /// fresh ones with the same flags.
+    pub(crate) async fn both_on(
+        &self,
+        label: &str,
+        sims: &[SimSetup],
+        foreman: &ForemanSetup,
+        warmup: &[Planned],
+        plan: Plan,
+    ) -> Result<(Pass, Pass)> {
         let direct = self
-            .pass(
-                &format!("{label} direct"),
-                sim_args,
-                None,
-                warmup,
-                plan.clone(),
-            )
+            .pass(&format!("{label} direct"), sims, None, warmup, plan.clone())
             .await?;
         let through = self
             .pass(
                 &format!("{label} foreman"),
-                sim_args,
-                Some(foreman_env),
+                sims,
+                Some(foreman),
                 warmup,
                 plan,
             )
@@ -796,7 +901,11 @@ impl Bench {
             .context("stopping foreman after the memory workload")?;
         sim.stop().await;
         let ledger = Ledger::read(&database).await?;
-        let summary = PassSummary::new("memory submit foreman", &records, &stats);
+        let summary = PassSummary::new(
+            "memory submit foreman",
+            &records,
+            std::slice::from_ref(&stats),
+        );
         let accepted = records.iter().filter(|r| r.ok()).count();
         let kept = ledger.count("queued") + ledger.count("running");
 
@@ -897,18 +1006,18 @@ fn sample_rss(
     (stop, task)
 }
 
-fn round2(value: f64) -> f64 {
+pub(crate) fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
-fn args(list: &[&str]) -> Vec<String> {
+pub(crate) fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-fn raw(direct: &Pass, through: &Pass) -> Value {
+pub(crate) fn raw(direct: &Pass, through: &Pass) -> Value {
     json!({
-        "direct": {"summary": direct.summary, "records": direct.records, "events": direct.events},
-        "foreman": {"summary": through.summary, "records": through.records, "events": through.events},
+        "direct": {"summary": direct.summary, "records": direct.records, "events": direct.events, "sim_stats": direct.sim_stats},
+        "foreman": {"summary": through.summary, "records": through.records, "events": through.events, "sim_stats": through.sim_stats},
     })
 }
 
@@ -927,4 +1036,29 @@ fn unique() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SimSetup, targets_spec};
+
+    fn sim(slots: usize, places: usize) -> SimSetup {
+        SimSetup {
+            args: Vec::new(),
+            slots,
+            places,
+        }
+    }
+
+    #[test]
+    fn foreman_targets_name_each_simulator_only_when_there_are_several() {
+        assert_eq!(
+            targets_spec(&["http://a:1"], &[sim(4, 1)]),
+            "http://a:1,slots=4,places=1"
+        );
+        assert_eq!(
+            targets_spec(&["http://a:1", "http://b:2"], &[sim(2, 1), sim(2, 2)]),
+            "http://a:1,name=sim0,slots=2,places=1 http://b:2,name=sim1,slots=2,places=2"
+        );
+    }
 }

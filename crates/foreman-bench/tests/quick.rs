@@ -1,11 +1,27 @@
 //! The benchmark's `--quick` suite, as CI runs it: it must complete, judge its
 //! scale-independent targets (no errors, every job committed, foreman swapping less
-//! than the direct pass) and meet them, and write a well-formed report. No timing is
-//! asserted here: scale-dependent targets are informational in a quick run.
+//! than the direct pass, and loading less in `targets` and `drift`) and meet them,
+//! and write a well-formed report. No timing is asserted here: scale-dependent
+//! targets (the throughput and makespan ratios among them) are informational in a
+//! quick run.
 
 use std::path::Path;
 
 use serde_json::Value;
+
+/// Every workload, in the order the suite runs them.
+const NAMES: [&str; 10] = [
+    "overhead",
+    "interleaved",
+    "bursty",
+    "stream",
+    "memory",
+    "parallel",
+    "places",
+    "parallel-places",
+    "targets",
+    "drift",
+];
 
 #[tokio::test]
 async fn the_quick_suite_meets_its_scale_independent_targets() {
@@ -39,7 +55,7 @@ async fn the_quick_suite_meets_its_scale_independent_targets() {
     );
     assert!(report.contains("| workload | target | threshold | measured | verdict |"));
     assert!(!report.contains("MISSED"), "{report}");
-    for workload in ["overhead", "interleaved", "bursty", "stream", "memory"] {
+    for workload in NAMES {
         assert!(
             report.contains(&format!("### {workload}")),
             "{workload} in the report"
@@ -53,7 +69,7 @@ async fn the_quick_suite_meets_its_scale_independent_targets() {
     assert_eq!(results["quick"], true);
     assert_eq!(results["all_met"], true);
     let workloads = results["workloads"].as_array().unwrap();
-    assert_eq!(workloads.len(), 5);
+    assert_eq!(workloads.len(), NAMES.len());
     for workload in workloads {
         let name = workload["name"].as_str().unwrap();
         assert!(
@@ -77,6 +93,19 @@ async fn the_quick_suite_meets_its_scale_independent_targets() {
                 "{name}: {targets:?}"
             );
         }
+        if matches!(name, "targets" | "drift") {
+            assert!(
+                judged("foreman loads less than direct"),
+                "{name}: {targets:?}"
+            );
+        }
+        if matches!(name, "parallel" | "places" | "parallel-places") {
+            let ratio = targets
+                .iter()
+                .find(|t| t["name"] == "foreman's throughput over direct's")
+                .expect("the throughput target");
+            assert_eq!(ratio["verdict"], "informational", "{name}: {ratio}");
+        }
         for target in targets {
             assert_ne!(target["verdict"], "missed", "{name}: {target}");
             if target["verdict"] == "met" {
@@ -97,12 +126,33 @@ async fn the_quick_suite_meets_its_scale_independent_targets() {
         memory["raw"]["rss_samples"].as_u64().unwrap() > 1,
         "foreman's memory was sampled during the run"
     );
-    for chart in ["interleaved.svg", "bursty.svg"] {
+    for chart in [
+        "interleaved.svg",
+        "bursty.svg",
+        "parallel.svg",
+        "places.svg",
+        "parallel-places.svg",
+        "targets.svg",
+        "drift.svg",
+    ] {
         let svg = std::fs::read_to_string(out.path().join(chart)).unwrap();
         assert!(
             svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
             "{chart}"
         );
         assert!(svg.contains("<rect"), "{chart} shows residency");
+    }
+    let spread = workloads.iter().find(|w| w["name"] == "targets").unwrap();
+    let direct_stats = spread["raw"]["direct"]["sim_stats"].as_array().unwrap();
+    assert_eq!(direct_stats.len(), 3, "three simulators straight");
+    for stats in direct_stats {
+        assert!(
+            stats["requests_total"].as_u64().unwrap() > 0,
+            "each client calls its own target straight: {stats}"
+        );
+    }
+    let svg = std::fs::read_to_string(out.path().join("targets.svg")).unwrap();
+    for lane in ["sim0", "sim1", "sim2"] {
+        assert!(svg.contains(lane), "one residency lane per target");
     }
 }

@@ -1,4 +1,4 @@
-//! Wall-clock time in the store's unit. Only the edges (workers, routes, janitor)
+//! Wall-clock time in the store's unit. Only the edges (runners, routes, janitor)
 //! read the clock; the scheduler and the store take `now` as an argument.
 
 use std::time::{SystemTime, UNIX_EPOCH};

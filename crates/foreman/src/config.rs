@@ -61,7 +61,7 @@ pub struct ServeArgs {
     /// target that does not answer is polled every second at most until it does.
     #[arg(long, env = "FOREMAN_POLL_INTERVAL", default_value = "5s", value_parser = positive_duration)]
     pub poll_interval: Duration,
-    /// Longest a queued job may wait because the worker drains another model.
+    /// Longest a queued job may wait because the runners drain other models.
     #[arg(long, env = "FOREMAN_MAX_WAIT", default_value = "60s", value_parser = duration)]
     pub max_wait: Duration,
     /// Queued jobs before new requests get 503.

@@ -1,7 +1,7 @@
 //! In-process fan-out of a running job's output to the callers waiting on it.
 //!
 //! A synchronous caller opens a feed for its job before the job is enqueued; the
-//! worker keeps the feed of the job it runs open too, appends the target's body
+//! runner keeps the feed of the job it runs open too, appends the target's body
 //! chunks as they arrive and finally an [`Outcome`]. Chunks are kept until the last
 //! holder lets go, so a reader that falls behind still sees everything in order, and
 //! a reader that joins a running job (`/jobs/{id}/events`) gets its output from the
@@ -130,7 +130,7 @@ impl Hub {
         }
     }
 
-    /// Keeps the feed of job `id`, and so its chunks, while the worker runs it, for
+    /// Keeps the feed of job `id`, and so its chunks, while the runner runs it, for
     /// readers that join late.
     pub fn keep(self: &Arc<Self>, id: JobId) -> Keeper {
         self.hold(id);
@@ -225,7 +225,7 @@ impl Drop for Subscription {
     }
 }
 
-/// The worker's hold on the feed of the job it runs (see [`Hub::keep`]).
+/// The runner's hold on the feed of the job it runs (see [`Hub::keep`]).
 pub struct Keeper {
     hub: Arc<Hub>,
     id: JobId,

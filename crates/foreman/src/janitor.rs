@@ -1,6 +1,6 @@
 //! The janitor: prunes finished jobs older than the TTL, in small batches so the
 //! SQLite write lock is never held long, removes the result files of jobs that are
-//! gone, and rescues running jobs whose lease expired (a worker that stopped
+//! gone, and rescues running jobs whose lease expired (a runner that stopped
 //! heartbeating).
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The client for the GPU target: an Ollama server (or the simulator).
 //!
 //! It sends bodies through untouched and classifies what can go wrong, because the
-//! worker's retry decision rests on it: a target that cannot be reached, times out,
+//! runner's retry decision rests on it: a target that cannot be reached, times out,
 //! breaks a connection or answers 503/429/502/504 is worth trying again; an HTTP answer
 //! such as 400 or 404 is final and goes back to the caller as it came.
 

@@ -1,6 +1,6 @@
 //! Anthropic's Messages API through foreman: `POST /v1/messages` is a generation
 //! request like `/api/chat`, queued as an `anthropic_messages` job and drained by
-//! model with the rest; the worker sends the body to the target's own
+//! model with the rest; the runner sends the body to the target's own
 //! `/v1/messages` (Ollama's `AnthropicMessagesMiddleware` over its chat). `stream`
 //! defaults to false there, so the caller gets one message, or the SSE events
 //! (`message_start` ... `message_stop`) relayed as they come. The job's stored

@@ -62,7 +62,7 @@ pub(super) async fn next_event(
         event = subscription.next() => Some(event),
         _ = state.shutdown.cancelled() => {
             if state.running.contains(subscription.id()) {
-                // The worker finishes or requeues it within the grace period.
+                // The runner finishes or requeues it within the grace period.
                 Some(subscription.next().await)
             } else {
                 None

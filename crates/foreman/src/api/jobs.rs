@@ -13,7 +13,7 @@
 //! - `POST /jobs/{id}/cancel` and `DELETE /jobs/{id}` cancel it.
 //!
 //! The job's request goes to the target streamed, so the stored result is the object
-//! Ollama returns with `"stream": false`, assembled by the worker. Async jobs default
+//! Ollama returns with `"stream": false`, assembled by the runner. Async jobs default
 //! to [`ASYNC_PRIORITY`], below interactive requests.
 //!
 //! `JobView` is the wire form of a job; the domain `Job` stays free of serialisation.
@@ -526,7 +526,7 @@ pub async fn events(
     Ok(response)
 }
 
-/// Waits until the worker has recorded the job's outcome (it leaves the running set
+/// Waits until the runner has recorded the job's outcome (it leaves the running set
 /// after the commit), or shutdown.
 async fn until_recorded(state: &AppState, id: JobId) {
     loop {

@@ -1,7 +1,7 @@
 //! HTTP: routing, authentication and the handlers, speaking Ollama's API.
 //!
 //! Invariant: this is the only module that knows Ollama's JSON and status codes; the
-//! queue, scheduler and worker below it see jobs, not requests. Handlers hold no
+//! queue, scheduler and runners below it see jobs, not requests. Handlers hold no
 //! business logic beyond validating and translating.
 //!
 //! Routes:
@@ -65,7 +65,7 @@ pub struct AppState {
     pub running: Arc<RunningJobs>,
     /// Rung (all waiters) after every enqueue, to wake the idle runners.
     pub wake: Arc<Notify>,
-    /// Woken whenever the worker records a job's outcome (long polls wait on it).
+    /// Woken whenever the runner records a job's outcome (long polls wait on it).
     pub finished: Arc<Notify>,
     /// `/api/show` answers by request body.
     pub show_cache: Arc<show_cache::ShowCache>,

@@ -3,7 +3,7 @@
 //!
 //! A request is validated, checked against the inventory, committed to the queue as
 //! a job (durably, before anything is answered), and then answered exactly as Ollama
-//! would answer it, from what the worker relays: an NDJSON stream forwarded chunk by
+//! would answer it, from what the runner relays: an NDJSON stream forwarded chunk by
 //! chunk when `stream` is true or absent, one JSON object with `"stream": false`, or
 //! the target's own error. Headers go out only with the first chunk, as Ollama does.
 //! Every answer carries `X-Foreman-Job-Id`.

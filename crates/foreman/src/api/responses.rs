@@ -1,6 +1,6 @@
 //! OpenAI's Responses API through foreman: `POST /v1/responses` is a generation
 //! request like `/v1/chat/completions`, queued as an `openai_responses` job and
-//! drained by model with the rest; the worker sends the body to the target's own
+//! drained by model with the rest; the runner sends the body to the target's own
 //! `/v1/responses` (Ollama's `ResponsesMiddleware` over its chat). `stream` defaults
 //! to false there, so the caller gets one JSON object, or the SSE events
 //! (`response.created` ... `response.completed`) relayed as they come. The job's

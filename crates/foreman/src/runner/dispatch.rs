@@ -16,6 +16,7 @@ use foreman_store::{ClaimParams, Job, Store};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::RunnerSettings;
 use super::running::RunningJobs;
 use crate::clock::now_ms;
 use crate::scheduler::{Capacity, LoadKey, Policy, Reason, TargetState};
@@ -60,10 +61,7 @@ impl Dispatcher {
         store: Store,
         targets: Arc<Targets>,
         running: Arc<RunningJobs>,
-        instance: String,
-        max_wait: Duration,
-        lease: Duration,
-        poll_interval: Duration,
+        settings: &RunnerSettings,
         wake: Arc<Notify>,
     ) -> Dispatcher {
         let now = now_ms();
@@ -87,11 +85,11 @@ impl Dispatcher {
             store,
             targets,
             running,
-            instance,
-            lease,
-            poll_interval,
+            instance: settings.instance.clone(),
+            lease: settings.lease,
+            poll_interval: settings.poll_interval,
             state: Mutex::new(Scheduling {
-                policy: Policy::new(max_wait.as_millis() as i64),
+                policy: Policy::new(settings.max_wait.as_millis() as i64),
                 capacity,
             }),
             wake,

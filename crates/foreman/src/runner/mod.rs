@@ -82,10 +82,7 @@ impl Runners {
                 self.store.clone(),
                 self.targets.clone(),
                 self.running.clone(),
-                self.settings.instance.clone(),
-                self.settings.max_wait,
-                self.settings.lease,
-                self.settings.poll_interval,
+                &self.settings,
                 self.wake.clone(),
             ),
             attempts: Attempts {

@@ -688,6 +688,28 @@ mod simulation {
             .collect()
     }
 
+    /// Every job of a key other than the hot one (the first) started within `bound` of
+    /// its arrival.
+    fn rare_keys_start_within(
+        jobs: &HashMap<JobId, SimJob>,
+        runs: &[Run],
+        bound: i64,
+    ) -> Result<(), TestCaseError> {
+        let hot = LoadKey::new(KEYS[0].0, KEYS[0].1);
+        for run in runs {
+            let job = &jobs[&run.id];
+            prop_assert!(
+                job.key == hot || run.start - job.arrival <= bound,
+                "{} arrived {} started {}: waited more than {}",
+                job.key,
+                job.arrival,
+                run.start,
+                bound
+            );
+        }
+        Ok(())
+    }
+
     /// How many loads a backlog may cost: one per key when every key's work, run one job
     /// at a time, fits within the bound; no limit otherwise.
     fn keys_loaded_once_bound(
@@ -862,17 +884,7 @@ mod simulation {
         ) {
             let jobs = jobs_of(&spec);
             let runs = simulate(&jobs, one_slot(resident, 0), run_ms, max_wait_ms, 0)?;
-            let bound = max_wait_ms + (rare as i64 + 1) * run_ms;
-            for run in &runs {
-                let job = &jobs[&run.id];
-                if job.key == LoadKey::new(KEYS[0].0, KEYS[0].1) {
-                    continue;
-                }
-                prop_assert!(
-                    run.start - job.arrival <= bound,
-                    "{} arrived {} started {}: waited more than {}", job.key, job.arrival, run.start, bound
-                );
-            }
+            rare_keys_start_within(&jobs, &runs, max_wait_ms + (rare as i64 + 1) * run_ms)?;
         }
 
         /// P1 on several slots and places: a rare key's job starts within twice the
@@ -886,17 +898,7 @@ mod simulation {
         ) {
             let jobs = jobs_of(&spec);
             let runs = simulate(&jobs, vec![TargetState::new("t", slots, places)], run_ms, max_wait_ms, 0)?;
-            let bound = 2 * max_wait_ms + (rare as i64 + 1) * run_ms;
-            for run in &runs {
-                let job = &jobs[&run.id];
-                if job.key == LoadKey::new(KEYS[0].0, KEYS[0].1) {
-                    continue;
-                }
-                prop_assert!(
-                    run.start - job.arrival <= bound,
-                    "{} arrived {} started {}: waited more than {}", job.key, job.arrival, run.start, bound
-                );
-            }
+            rare_keys_start_within(&jobs, &runs, 2 * max_wait_ms + (rare as i64 + 1) * run_ms)?;
         }
 
         /// P2, minimal loads: with every job queued at once and no bound in reach, a

@@ -126,7 +126,7 @@ impl Inventory {
     }
 
     /// Polls every interval (every [`PAUSED_POLL`] at most while paused), and soon
-    /// after a nudge (but not more often than [`NUDGED_POLL_GAP`], so a busy worker
+    /// after a nudge (but not more often than [`NUDGED_POLL_GAP`], so busy runners
     /// does not turn into a poll per job), until shutdown.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {

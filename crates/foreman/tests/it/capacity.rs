@@ -4,22 +4,10 @@
 //! simulators' counters (requests running now, the peak), never by timing.
 
 use foreman_store::JobState;
-use ollama_sim::{ModelSpec, SimConfig};
+use ollama_sim::SimConfig;
 use serde_json::{Value, json};
 
 use crate::common::*;
-
-fn sim_with(models: &[&str], num_parallel: usize, max_loaded: usize) -> SimConfig {
-    SimConfig {
-        models: models
-            .iter()
-            .map(|m| ModelSpec::parse(m).unwrap())
-            .collect(),
-        num_parallel,
-        max_loaded,
-        ..SimConfig::default()
-    }
-}
 
 const A: &str = "llama3.2:3b,load=20ms,tps=4000";
 const B: &str = "qwen2.5:0.5b,load=20ms,tps=4000";

@@ -29,6 +29,19 @@ pub fn fast_sim() -> SimConfig {
     }
 }
 
+/// A simulator with these models (`--model` specs), slots and places.
+pub fn sim_with(models: &[&str], num_parallel: usize, max_loaded: usize) -> SimConfig {
+    SimConfig {
+        models: models
+            .iter()
+            .map(|m| ModelSpec::parse(m).unwrap())
+            .collect(),
+        num_parallel,
+        max_loaded,
+        ..SimConfig::default()
+    }
+}
+
 pub struct TestForeman {
     pub url: String,
     /// The first target's simulator.

@@ -5,22 +5,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use foreman_store::{JobId, JobState};
-use ollama_sim::{ModelSpec, SimConfig};
 use serde_json::{Value, json};
 
 use crate::common::*;
-
-fn sim_with(models: &[&str], num_parallel: usize, max_loaded: usize) -> SimConfig {
-    SimConfig {
-        models: models
-            .iter()
-            .map(|m| ModelSpec::parse(m).unwrap())
-            .collect(),
-        num_parallel,
-        max_loaded,
-        ..SimConfig::default()
-    }
-}
 
 /// Model keys of a `{"models":[...]}` or `{"data":[...]}` listing.
 fn names(listing: &Value, list: &str, field: &str) -> Vec<String> {

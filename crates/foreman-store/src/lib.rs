@@ -7,8 +7,9 @@
 //!
 //! Invariants every backend keeps:
 //! - the store has no clock: every method that needs "now" takes it (unix milliseconds);
-//! - a job leaves `running` only through a call that presents the current attempt number, so
-//!   a worker that lost its lease cannot overwrite the next attempt's outcome;
+//! - a job leaves `running` only through a call that presents the current attempt number
+//!   and the lease owner, so a worker that lost its lease cannot overwrite the next
+//!   attempt's outcome, nor another instance's;
 //! - a job is in a terminal state exactly when it has `finished_at`.
 //!
 //! The `testing` feature exposes [`testsuite`], the behaviours every backend must pass.
@@ -126,58 +127,65 @@ impl Store {
         }
     }
 
-    /// `running(attempt) → succeeded` with the final response body. `None` (and no change)
-    /// for a stale attempt.
+    /// `running(attempt, owner) → succeeded` with the final response body. `None` (and no
+    /// change) for a stale attempt or another owner.
     pub async fn complete(
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         result: String,
         now: i64,
     ) -> Result<Option<Job>> {
         match self {
-            Store::Sqlite(store) => store.complete(id, attempt, result, now).await,
+            Store::Sqlite(store) => store.complete(id, attempt, owner, result, now).await,
         }
     }
 
     /// Like `complete`, for a result kept in files: the row keeps no result and
-    /// lists the files (`artifacts`, JSON) instead. Fenced by the attempt the same way.
+    /// lists the files (`artifacts`, JSON) instead. Fenced by the attempt and the owner the
+    /// same way.
     pub async fn complete_with_artifacts(
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         artifacts: String,
         now: i64,
     ) -> Result<Option<Job>> {
         match self {
             Store::Sqlite(store) => {
                 store
-                    .complete_with_artifacts(id, attempt, artifacts, now)
+                    .complete_with_artifacts(id, attempt, owner, artifacts, now)
                     .await
             }
         }
     }
 
-    /// `running(attempt) → failed`, terminally. `None` for a stale attempt.
+    /// `running(attempt, owner) → failed`, terminally. `None` for a stale attempt or another
+    /// owner.
     pub async fn fail(
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         failure: JobFailure,
         now: i64,
     ) -> Result<Option<Job>> {
         match self {
-            Store::Sqlite(store) => store.fail(id, attempt, failure, now).await,
+            Store::Sqlite(store) => store.fail(id, attempt, owner, failure, now).await,
         }
     }
 
-    /// `running(attempt) → queued` at `run_after` if attempts remain, else `failed`. The
-    /// failure is recorded either way (on a queued job, as the previous attempt's error). If a
-    /// cancel was requested meanwhile, the job is cancelled instead. `None` for a stale attempt.
+    /// `running(attempt, owner) → queued` at `run_after` if attempts remain, else `failed`.
+    /// The failure is recorded either way (on a queued job, as the previous attempt's error).
+    /// If a cancel was requested meanwhile, the job is cancelled instead. `None` for a stale
+    /// attempt or another owner.
     pub async fn retry_or_fail(
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         failure: JobFailure,
         run_after: i64,
         now: i64,
@@ -185,18 +193,25 @@ impl Store {
         match self {
             Store::Sqlite(store) => {
                 store
-                    .retry_or_fail(id, attempt, failure, run_after, now)
+                    .retry_or_fail(id, attempt, owner, failure, run_after, now)
                     .await
             }
         }
     }
 
-    /// `running(attempt) → queued` without consuming the attempt, for a graceful shutdown.
-    /// The next claim reuses this attempt number, so the caller must drop the job afterwards.
-    /// Cancelled instead if a cancel was requested. `None` for a stale attempt.
-    pub async fn requeue(&self, id: JobId, attempt: u32, now: i64) -> Result<Option<Job>> {
+    /// `running(attempt, owner) → queued` without consuming the attempt, for a graceful
+    /// shutdown. The next claim reuses this attempt number, so the caller must drop the job
+    /// afterwards. Cancelled instead if a cancel was requested. `None` for a stale attempt or
+    /// another owner.
+    pub async fn requeue(
+        &self,
+        id: JobId,
+        attempt: u32,
+        owner: &str,
+        now: i64,
+    ) -> Result<Option<Job>> {
         match self {
-            Store::Sqlite(store) => store.requeue(id, attempt, now).await,
+            Store::Sqlite(store) => store.requeue(id, attempt, owner, now).await,
         }
     }
 
@@ -208,17 +223,24 @@ impl Store {
         }
     }
 
-    /// `running(attempt) → cancelled`, after the worker aborted the attempt. `None` for a
-    /// stale attempt.
-    pub async fn finish_cancelled(&self, id: JobId, attempt: u32, now: i64) -> Result<Option<Job>> {
+    /// `running(attempt, owner) → cancelled`, after the worker aborted the attempt. `None`
+    /// for a stale attempt or another owner.
+    pub async fn finish_cancelled(
+        &self,
+        id: JobId,
+        attempt: u32,
+        owner: &str,
+        now: i64,
+    ) -> Result<Option<Job>> {
         match self {
-            Store::Sqlite(store) => store.finish_cancelled(id, attempt, now).await,
+            Store::Sqlite(store) => store.finish_cancelled(id, attempt, owner, now).await,
         }
     }
 
     /// At startup of a single instance, every running job belongs to a dead process: each goes
     /// back to queued (the crashed attempt counts), or to failed (status 500) if its attempts
     /// are used up, or to cancelled if a cancel was requested. Returns how many were touched.
+    /// It presents no attempt or owner: it acts for owners that are gone.
     pub async fn recover_running(&self, now: i64) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.recover_running(now).await,

@@ -34,6 +34,7 @@ macro_rules! store_cases {
             case_concurrent_claims_have_one_winner,
             case_heartbeat_is_fenced,
             case_stale_attempt_is_fenced_after_reclaim,
+            case_outcome_from_another_owner_is_fenced,
             case_complete_and_fail_are_terminal,
             case_retry_or_fail_until_exhausted,
             case_requeue_gives_the_attempt_back,
@@ -122,7 +123,7 @@ pub async fn case_claim_records_its_target(store: &Store) {
     assert_eq!(claimed.target.as_deref(), Some("gpu1"));
     assert_eq!(claimed.lease_owner.as_deref(), Some("instance/gpu1/0"));
     let done = store
-        .complete(job.id, 1, "{}".to_owned(), T0 + 2)
+        .complete(job.id, 1, "instance/gpu1/0", "{}".to_owned(), T0 + 2)
         .await
         .expect("complete")
         .expect("completed");
@@ -458,13 +459,20 @@ pub async fn case_queue_heads_respect_run_after(store: &Store) {
     let only_b = enqueue(store, new_job("b", 0), T0 + 6).await;
     claim(store, backing_off.id, "w", T0 + 10).await;
     store
-        .retry_or_fail(backing_off.id, 1, failure(503, "busy"), T0 + 1_000, T0 + 20)
+        .retry_or_fail(
+            backing_off.id,
+            1,
+            "w",
+            failure(503, "busy"),
+            T0 + 1_000,
+            T0 + 20,
+        )
         .await
         .expect("retry")
         .expect("attempt current");
     claim(store, only_b.id, "w", T0 + 10).await;
     store
-        .retry_or_fail(only_b.id, 1, failure(503, "busy"), T0 + 2_000, T0 + 20)
+        .retry_or_fail(only_b.id, 1, "w", failure(503, "busy"), T0 + 2_000, T0 + 20)
         .await
         .expect("retry")
         .expect("attempt current");
@@ -532,7 +540,7 @@ pub async fn case_claim_takes_a_lease_once(store: &Store) {
 
     // started_at keeps the first attempt's start.
     store
-        .retry_or_fail(job.id, 1, failure(503, "busy"), T0 + 9, T0 + 9)
+        .retry_or_fail(job.id, 1, "worker-1", failure(503, "busy"), T0 + 9, T0 + 9)
         .await
         .expect("retry")
         .expect("attempt current");
@@ -637,7 +645,7 @@ pub async fn case_heartbeat_is_fenced(store: &Store) {
     );
     // Not running any more: refused.
     store
-        .complete(job.id, 1, "{}".to_owned(), T0 + 30_000)
+        .complete(job.id, 1, "w", "{}".to_owned(), T0 + 30_000)
         .await
         .expect("complete")
         .expect("attempt current");
@@ -676,29 +684,35 @@ pub async fn case_stale_attempt_is_fenced_after_reclaim(store: &Store) {
     );
     assert_eq!(
         store
-            .complete(job.id, 1, r#"{"stale":true}"#.to_owned(), now)
+            .complete(job.id, 1, "worker-a", r#"{"stale":true}"#.to_owned(), now)
             .await
             .expect("complete"),
         None
     );
     assert_eq!(
         store
-            .fail(job.id, 1, failure(500, "stale"), now)
+            .fail(job.id, 1, "worker-a", failure(500, "stale"), now)
             .await
             .expect("fail"),
         None
     );
     assert_eq!(
         store
-            .retry_or_fail(job.id, 1, failure(503, "stale"), now, now)
+            .retry_or_fail(job.id, 1, "worker-a", failure(503, "stale"), now, now)
             .await
             .expect("retry"),
         None
     );
-    assert_eq!(store.requeue(job.id, 1, now).await.expect("requeue"), None);
     assert_eq!(
         store
-            .finish_cancelled(job.id, 1, now)
+            .requeue(job.id, 1, "worker-a", now)
+            .await
+            .expect("requeue"),
+        None
+    );
+    assert_eq!(
+        store
+            .finish_cancelled(job.id, 1, "worker-a", now)
             .await
             .expect("finish_cancelled"),
         None
@@ -707,7 +721,7 @@ pub async fn case_stale_attempt_is_fenced_after_reclaim(store: &Store) {
 
     // worker-b's attempt is the one that counts.
     let done = store
-        .complete(job.id, 2, r#"{"done":true}"#.to_owned(), now)
+        .complete(job.id, 2, "worker-b", r#"{"done":true}"#.to_owned(), now)
         .await
         .expect("complete")
         .expect("attempt current");
@@ -716,7 +730,7 @@ pub async fn case_stale_attempt_is_fenced_after_reclaim(store: &Store) {
     // A finished job refuses every attempt number.
     assert_eq!(
         store
-            .fail(job.id, 2, failure(500, "late"), now)
+            .fail(job.id, 2, "worker-b", failure(500, "late"), now)
             .await
             .expect("fail"),
         None
@@ -724,19 +738,136 @@ pub async fn case_stale_attempt_is_fenced_after_reclaim(store: &Store) {
     assert_eq!(get(store, job.id).await, done);
 }
 
+/// The outcomes a worker records for its running attempt, for cases that try each.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Complete,
+    CompleteWithArtifacts,
+    Fail,
+    RetryOrFail,
+    Requeue,
+    FinishCancelled,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 6] = [
+        Outcome::Complete,
+        Outcome::CompleteWithArtifacts,
+        Outcome::Fail,
+        Outcome::RetryOrFail,
+        Outcome::Requeue,
+        Outcome::FinishCancelled,
+    ];
+
+    /// Records this outcome for attempt `attempt` of job `id`, presented by `owner`.
+    async fn present(
+        self,
+        store: &Store,
+        id: JobId,
+        attempt: u32,
+        owner: &str,
+        now: i64,
+    ) -> Option<Job> {
+        let recorded = match self {
+            Outcome::Complete => {
+                store
+                    .complete(id, attempt, owner, "{}".to_owned(), now)
+                    .await
+            }
+            Outcome::CompleteWithArtifacts => {
+                store
+                    .complete_with_artifacts(
+                        id,
+                        attempt,
+                        owner,
+                        r#"[{"path":"r"}]"#.to_owned(),
+                        now,
+                    )
+                    .await
+            }
+            Outcome::Fail => {
+                store
+                    .fail(id, attempt, owner, failure(400, "bad"), now)
+                    .await
+            }
+            Outcome::RetryOrFail => {
+                store
+                    .retry_or_fail(id, attempt, owner, failure(503, "busy"), now, now)
+                    .await
+            }
+            Outcome::Requeue => store.requeue(id, attempt, owner, now).await,
+            Outcome::FinishCancelled => store.finish_cancelled(id, attempt, owner, now).await,
+        };
+        recorded.unwrap_or_else(|error| panic!("{self:?}: {error}"))
+    }
+
+    /// The state this outcome leaves a job in that has attempts left and no cancel request.
+    fn state(self) -> JobState {
+        match self {
+            Outcome::Complete | Outcome::CompleteWithArtifacts => JobState::Succeeded,
+            Outcome::Fail => JobState::Failed,
+            Outcome::RetryOrFail | Outcome::Requeue => JobState::Queued,
+            Outcome::FinishCancelled => JobState::Cancelled,
+        }
+    }
+}
+
+/// An outcome that presents the current attempt but another lease owner (another slot or
+/// target of the same instance, or another instance) is refused and changes nothing, exactly
+/// like a stale attempt; the rightful owner's outcome then counts.
+pub async fn case_outcome_from_another_owner_is_fenced(store: &Store) {
+    const OWNER: &str = "foreman-1/gpu0/0";
+    const OTHERS: [&str; 4] = [
+        "foreman-1/gpu0/1",
+        "foreman-1/gpu1/0",
+        "foreman-2/gpu0/0",
+        "",
+    ];
+    for outcome in Outcome::ALL {
+        let job = enqueue(store, new_job("m", 0), T0).await;
+        let claimed = claim(store, job.id, OWNER, T0 + 1).await;
+        assert_eq!(claimed.attempts, 1);
+        for other in OTHERS {
+            assert_eq!(
+                outcome.present(store, job.id, 1, other, T0 + 2).await,
+                None,
+                "{outcome:?} presented by {other:?}"
+            );
+        }
+        assert_eq!(get(store, job.id).await, claimed, "{outcome:?}");
+        // The lease is still the owner's to extend.
+        assert!(
+            store
+                .heartbeat(job.id, 1, OWNER, T0 + 3, LEASE_MS)
+                .await
+                .expect("heartbeat"),
+            "{outcome:?}"
+        );
+
+        let recorded = outcome
+            .present(store, job.id, 1, OWNER, T0 + 4)
+            .await
+            .unwrap_or_else(|| panic!("{outcome:?} by the owner is refused"));
+        assert_eq!(recorded.state, outcome.state(), "{outcome:?}");
+        assert_eq!(recorded.lease_owner, None, "{outcome:?}");
+        assert_eq!(recorded.lease_expires_at, None, "{outcome:?}");
+        assert_eq!(get(store, job.id).await, recorded, "{outcome:?}");
+    }
+}
+
 pub async fn case_complete_and_fail_are_terminal(store: &Store) {
     let succeeding = enqueue(store, new_job("m", 0), T0).await;
     claim(store, succeeding.id, "w", T0 + 1).await;
     // A previous attempt's error does not stick to a success.
     store
-        .retry_or_fail(succeeding.id, 1, failure(503, "busy"), T0 + 2, T0 + 2)
+        .retry_or_fail(succeeding.id, 1, "w", failure(503, "busy"), T0 + 2, T0 + 2)
         .await
         .expect("retry")
         .expect("attempt current");
     claim(store, succeeding.id, "w", T0 + 3).await;
     let body = r#"{"message":{"role":"assistant","content":"hé"},"done":true}"#;
     let done = store
-        .complete(succeeding.id, 2, body.to_owned(), T0 + 4)
+        .complete(succeeding.id, 2, "w", body.to_owned(), T0 + 4)
         .await
         .expect("complete")
         .expect("attempt current");
@@ -749,7 +880,7 @@ pub async fn case_complete_and_fail_are_terminal(store: &Store) {
     assert_eq!(get(store, succeeding.id).await, done);
     assert_eq!(
         store
-            .complete(succeeding.id, 2, "{}".to_owned(), T0 + 5)
+            .complete(succeeding.id, 2, "w", "{}".to_owned(), T0 + 5)
             .await
             .expect("complete"),
         None
@@ -759,14 +890,20 @@ pub async fn case_complete_and_fail_are_terminal(store: &Store) {
     // A queued job cannot be finished: it has no current attempt.
     assert_eq!(
         store
-            .fail(failing.id, 0, failure(400, "bad"), T0)
+            .fail(failing.id, 0, "w", failure(400, "bad"), T0)
             .await
             .expect("fail"),
         None
     );
     claim(store, failing.id, "w", T0 + 1).await;
     let failed = store
-        .fail(failing.id, 1, failure(404, "model \"x\" not found"), T0 + 2)
+        .fail(
+            failing.id,
+            1,
+            "w",
+            failure(404, "model \"x\" not found"),
+            T0 + 2,
+        )
         .await
         .expect("fail")
         .expect("attempt current");
@@ -779,7 +916,7 @@ pub async fn case_complete_and_fail_are_terminal(store: &Store) {
     assert_eq!(try_claim(store, failing.id, "w", T0 + 3).await, None);
     assert_eq!(
         store
-            .retry_or_fail(failing.id, 1, failure(503, "x"), T0, T0 + 3)
+            .retry_or_fail(failing.id, 1, "w", failure(503, "x"), T0, T0 + 3)
             .await
             .expect("retry"),
         None
@@ -800,6 +937,7 @@ pub async fn case_retry_or_fail_until_exhausted(store: &Store) {
             .retry_or_fail(
                 job.id,
                 attempt,
+                "w",
                 failure(503, "upstream busy"),
                 backoff_until,
                 now + 1,
@@ -823,6 +961,7 @@ pub async fn case_retry_or_fail_until_exhausted(store: &Store) {
         .retry_or_fail(
             job.id,
             3,
+            "w",
             failure(502, "connection reset"),
             now + 5_000,
             now + 1,
@@ -852,7 +991,7 @@ pub async fn case_requeue_gives_the_attempt_back(store: &Store) {
         let now = T0 + 10 * round;
         claim(store, job.id, "w", now).await;
         let requeued = store
-            .requeue(job.id, 1, now + 1)
+            .requeue(job.id, 1, "w", now + 1)
             .await
             .expect("requeue")
             .expect("attempt current");
@@ -868,7 +1007,7 @@ pub async fn case_requeue_gives_the_attempt_back(store: &Store) {
     assert_eq!(running.attempts, 1);
     assert_eq!(running.started_at, Some(T0));
     let done = store
-        .complete(job.id, 1, "{}".to_owned(), T0 + 101)
+        .complete(job.id, 1, "w", "{}".to_owned(), T0 + 101)
         .await
         .expect("complete")
         .expect("attempt current");
@@ -923,13 +1062,13 @@ pub async fn case_cancel_in_each_state(store: &Store) {
     );
     assert_eq!(
         store
-            .finish_cancelled(running.id, 2, T0 + 4)
+            .finish_cancelled(running.id, 2, "w", T0 + 4)
             .await
             .expect("finish_cancelled"),
         None
     );
     let finished = store
-        .finish_cancelled(running.id, 1, T0 + 4)
+        .finish_cancelled(running.id, 1, "w", T0 + 4)
         .await
         .expect("finish_cancelled")
         .expect("attempt current");
@@ -942,7 +1081,7 @@ pub async fn case_cancel_in_each_state(store: &Store) {
     let succeeded = enqueue(store, new_job("m", 0), T0).await;
     claim(store, succeeded.id, "w", T0).await;
     let succeeded = store
-        .complete(succeeded.id, 1, "{}".to_owned(), T0 + 1)
+        .complete(succeeded.id, 1, "w", "{}".to_owned(), T0 + 1)
         .await
         .expect("complete")
         .expect("attempt current");
@@ -955,7 +1094,7 @@ pub async fn case_cancel_in_each_state(store: &Store) {
     let failed = enqueue(store, new_job("m", 0), T0).await;
     claim(store, failed.id, "w", T0).await;
     let failed = store
-        .fail(failed.id, 1, failure(400, "bad request"), T0 + 1)
+        .fail(failed.id, 1, "w", failure(400, "bad request"), T0 + 1)
         .await
         .expect("fail")
         .expect("attempt current");
@@ -970,7 +1109,7 @@ pub async fn case_cancel_requested_wins_over_retry_and_requeue(store: &Store) {
     claim(store, retried.id, "w", T0).await;
     store.cancel(retried.id, T0 + 1).await.expect("cancel");
     let after_retry = store
-        .retry_or_fail(retried.id, 1, failure(503, "busy"), T0 + 500, T0 + 2)
+        .retry_or_fail(retried.id, 1, "w", failure(503, "busy"), T0 + 500, T0 + 2)
         .await
         .expect("retry")
         .expect("attempt current");
@@ -982,7 +1121,7 @@ pub async fn case_cancel_requested_wins_over_retry_and_requeue(store: &Store) {
     claim(store, requeued.id, "w", T0).await;
     store.cancel(requeued.id, T0 + 1).await.expect("cancel");
     let after_requeue = store
-        .requeue(requeued.id, 1, T0 + 2)
+        .requeue(requeued.id, 1, "w", T0 + 2)
         .await
         .expect("requeue")
         .expect("attempt current");
@@ -1052,7 +1191,7 @@ pub async fn case_recover_running(store: &Store) {
     }
     store.cancel(cancelling.id, T0 + 2).await.expect("cancel");
     let finished = store
-        .complete(finished.id, 1, "{}".to_owned(), T0 + 3)
+        .complete(finished.id, 1, "old-process", "{}".to_owned(), T0 + 3)
         .await
         .expect("complete")
         .expect("attempt current");
@@ -1178,14 +1317,14 @@ pub async fn case_prune_respects_limit_and_cutoff(store: &Store) {
     let succeeded = enqueue(store, new_job("m", 0), T0).await;
     claim(store, succeeded.id, "w", T0).await;
     store
-        .complete(succeeded.id, 1, "{}".to_owned(), T0 + 6)
+        .complete(succeeded.id, 1, "w", "{}".to_owned(), T0 + 6)
         .await
         .expect("complete")
         .expect("attempt current");
     let failed = enqueue(store, new_job("m", 0), T0).await;
     claim(store, failed.id, "w", T0).await;
     store
-        .fail(failed.id, 1, failure(400, "bad"), T0 + 6)
+        .fail(failed.id, 1, "w", failure(400, "bad"), T0 + 6)
         .await
         .expect("fail")
         .expect("attempt current");
@@ -1381,7 +1520,7 @@ pub async fn case_jobs_survive_reopen(url: &str) {
     let done = enqueue(&store, new_job("m", 0), T0).await;
     claim(&store, done.id, "w", T0 + 1).await;
     let done = store
-        .complete(done.id, 1, r#"{"done":true}"#.to_owned(), T0 + 2)
+        .complete(done.id, 1, "w", r#"{"done":true}"#.to_owned(), T0 + 2)
         .await
         .expect("complete")
         .expect("attempt current");

@@ -483,7 +483,7 @@ async fn finished_jobs_with_a_webhook_fill_the_outbox() {
             .expect("claim")
             .expect("claimed");
         store
-            .complete(id, 1, "{}".into(), at + 1)
+            .complete(id, 1, "w", "{}".into(), at + 1)
             .await
             .expect("complete")
             .expect("completed");

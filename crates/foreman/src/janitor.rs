@@ -101,7 +101,7 @@ mod tests {
             .unwrap()
             .unwrap();
         store
-            .complete(job.id, 1, "{}".into(), finished_at)
+            .complete(job.id, 1, "test", "{}".into(), finished_at)
             .await
             .unwrap()
             .unwrap();

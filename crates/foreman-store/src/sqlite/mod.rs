@@ -321,10 +321,12 @@ impl SqliteStore {
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         result: String,
         now: i64,
     ) -> Result<Option<Job>> {
-        self.succeed(id, attempt, Some(result), None, now).await
+        self.succeed(id, attempt, owner, Some(result), None, now)
+            .await
     }
 
     /// See [`Store::complete_with_artifacts`](crate::Store::complete_with_artifacts).
@@ -332,23 +334,33 @@ impl SqliteStore {
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         artifacts: String,
         now: i64,
     ) -> Result<Option<Job>> {
-        self.succeed(id, attempt, None, Some(artifacts), now).await
+        self.succeed(id, attempt, owner, None, Some(artifacts), now)
+            .await
     }
 
     async fn succeed(
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         result: Option<String>,
         artifacts: Option<String>,
         now: i64,
     ) -> Result<Option<Job>> {
         self.change_job(
             queries::COMPLETE,
-            (id.to_string(), i64::from(attempt), result, now, artifacts),
+            (
+                id.to_string(),
+                i64::from(attempt),
+                owner.to_owned(),
+                result,
+                now,
+                artifacts,
+            ),
         )
         .await
     }
@@ -358,6 +370,7 @@ impl SqliteStore {
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         failure: JobFailure,
         now: i64,
     ) -> Result<Option<Job>> {
@@ -366,6 +379,7 @@ impl SqliteStore {
             (
                 id.to_string(),
                 i64::from(attempt),
+                owner.to_owned(),
                 i64::from(failure.status),
                 failure.message,
                 now,
@@ -379,6 +393,7 @@ impl SqliteStore {
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         failure: JobFailure,
         run_after: i64,
         now: i64,
@@ -388,6 +403,7 @@ impl SqliteStore {
             (
                 id.to_string(),
                 i64::from(attempt),
+                owner.to_owned(),
                 i64::from(failure.status),
                 failure.message,
                 run_after,
@@ -398,9 +414,18 @@ impl SqliteStore {
     }
 
     /// See [`Store::requeue`](crate::Store::requeue).
-    pub async fn requeue(&self, id: JobId, attempt: u32, now: i64) -> Result<Option<Job>> {
-        self.change_job(queries::REQUEUE, (id.to_string(), i64::from(attempt), now))
-            .await
+    pub async fn requeue(
+        &self,
+        id: JobId,
+        attempt: u32,
+        owner: &str,
+        now: i64,
+    ) -> Result<Option<Job>> {
+        self.change_job(
+            queries::REQUEUE,
+            (id.to_string(), i64::from(attempt), owner.to_owned(), now),
+        )
+        .await
     }
 
     /// See [`Store::cancel`](crate::Store::cancel).
@@ -428,10 +453,16 @@ impl SqliteStore {
     }
 
     /// See [`Store::finish_cancelled`](crate::Store::finish_cancelled).
-    pub async fn finish_cancelled(&self, id: JobId, attempt: u32, now: i64) -> Result<Option<Job>> {
+    pub async fn finish_cancelled(
+        &self,
+        id: JobId,
+        attempt: u32,
+        owner: &str,
+        now: i64,
+    ) -> Result<Option<Job>> {
         self.change_job(
             queries::FINISH_CANCELLED,
-            (id.to_string(), i64::from(attempt), now),
+            (id.to_string(), i64::from(attempt), owner.to_owned(), now),
         )
         .await
     }

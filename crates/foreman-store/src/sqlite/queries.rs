@@ -1,9 +1,10 @@
 //! The SQLite dialect's SQL, one constant per statement.
 //!
 //! Every state change is a single UPDATE guarded by the state it expects (and, for a running
-//! job, the attempt number that fences out stale workers), so the row count or the RETURNING
-//! row tells the caller whether the change happened. Parameters are numbered (`?1`) so one
-//! value can appear several times.
+//! job, the attempt number and the lease owner that fence out stale workers and other
+//! instances), so the row count or the RETURNING row tells the caller whether the change
+//! happened. Parameters are numbered (`?1`) so one value can appear several times; a fenced
+//! statement always takes ?1 id, ?2 attempt, ?3 owner.
 
 /// Inserts a queued job; with an idempotency key already present it inserts nothing and
 /// returns no row. ?1 id, ?2 kind, ?3 model, ?4 payload, ?5 priority, ?6 max_attempts,
@@ -66,36 +67,37 @@ pub(super) const HEARTBEAT: &str = "
     SET lease_expires_at = max(lease_expires_at, ?4)
     WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3";
 
-/// running(attempt) → succeeded. ?1 id, ?2 attempt, ?3 result (NULL when it lives in
-/// files), ?4 now, ?5 artifacts (JSON, NULL for none).
+/// running(attempt, owner) → succeeded. ?1 id, ?2 attempt, ?3 owner, ?4 result (NULL when
+/// it lives in files), ?5 now, ?6 artifacts (JSON, NULL for none).
 pub(super) const COMPLETE: &str = "
     UPDATE jobs
     SET state = 'succeeded',
-        result = ?3,
-        artifacts = ?5,
+        result = ?4,
+        artifacts = ?6,
         failure_status = NULL,
         failure_message = NULL,
-        finished_at = ?4,
-        lease_owner = NULL,
-        lease_expires_at = NULL
-    WHERE id = ?1 AND state = 'running' AND attempts = ?2
-    RETURNING *";
-
-/// running(attempt) → failed. ?1 id, ?2 attempt, ?3 status, ?4 message, ?5 now.
-pub(super) const FAIL: &str = "
-    UPDATE jobs
-    SET state = 'failed',
-        failure_status = ?3,
-        failure_message = ?4,
         finished_at = ?5,
         lease_owner = NULL,
         lease_expires_at = NULL
-    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3
     RETURNING *";
 
-/// running(attempt) → queued at ?5 if attempts remain, else failed; cancelled instead if a
-/// cancel was requested meanwhile. The failure is kept either way, as the last error.
-/// ?1 id, ?2 attempt, ?3 status, ?4 message, ?5 run_after, ?6 now.
+/// running(attempt, owner) → failed. ?1 id, ?2 attempt, ?3 owner, ?4 status, ?5 message,
+/// ?6 now.
+pub(super) const FAIL: &str = "
+    UPDATE jobs
+    SET state = 'failed',
+        failure_status = ?4,
+        failure_message = ?5,
+        finished_at = ?6,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3
+    RETURNING *";
+
+/// running(attempt, owner) → queued at ?6 if attempts remain, else failed; cancelled instead
+/// if a cancel was requested meanwhile. The failure is kept either way, as the last error.
+/// ?1 id, ?2 attempt, ?3 owner, ?4 status, ?5 message, ?6 run_after, ?7 now.
 pub(super) const RETRY_OR_FAIL: &str = "
     UPDATE jobs
     SET state = CASE
@@ -104,30 +106,30 @@ pub(super) const RETRY_OR_FAIL: &str = "
             ELSE 'failed'
         END,
         run_after = CASE
-            WHEN cancel_requested = 0 AND attempts < max_attempts THEN ?5
+            WHEN cancel_requested = 0 AND attempts < max_attempts THEN ?6
             ELSE run_after
         END,
         finished_at = CASE
             WHEN cancel_requested = 0 AND attempts < max_attempts THEN NULL
-            ELSE ?6
+            ELSE ?7
         END,
-        failure_status = ?3,
-        failure_message = ?4,
+        failure_status = ?4,
+        failure_message = ?5,
         lease_owner = NULL,
         lease_expires_at = NULL
-    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3
     RETURNING *";
 
-/// running(attempt) → queued, giving the attempt back; cancelled instead if a cancel was
-/// requested. ?1 id, ?2 attempt, ?3 now.
+/// running(attempt, owner) → queued, giving the attempt back; cancelled instead if a cancel
+/// was requested. ?1 id, ?2 attempt, ?3 owner, ?4 now.
 pub(super) const REQUEUE: &str = "
     UPDATE jobs
     SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END,
         attempts = CASE WHEN cancel_requested = 1 THEN attempts ELSE attempts - 1 END,
-        finished_at = CASE WHEN cancel_requested = 1 THEN ?3 ELSE NULL END,
+        finished_at = CASE WHEN cancel_requested = 1 THEN ?4 ELSE NULL END,
         lease_owner = NULL,
         lease_expires_at = NULL
-    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3
     RETURNING *";
 
 /// queued → cancelled. ?1 id, ?2 now.
@@ -144,14 +146,14 @@ pub(super) const CANCEL_RUNNING: &str = "
     WHERE id = ?1 AND state = 'running'
     RETURNING *";
 
-/// running(attempt) → cancelled. ?1 id, ?2 attempt, ?3 now.
+/// running(attempt, owner) → cancelled. ?1 id, ?2 attempt, ?3 owner, ?4 now.
 pub(super) const FINISH_CANCELLED: &str = "
     UPDATE jobs
     SET state = 'cancelled',
-        finished_at = ?3,
+        finished_at = ?4,
         lease_owner = NULL,
         lease_expires_at = NULL
-    WHERE id = ?1 AND state = 'running' AND attempts = ?2
+    WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3
     RETURNING *";
 
 /// The SET part shared by startup recovery and lease rescue: takes a running job away from its

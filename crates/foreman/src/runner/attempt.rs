@@ -138,15 +138,17 @@ impl Attempts {
         }
     }
 
-    /// Records how the attempt went, and tells the waiting callers.
-    pub(super) async fn record(&self, job: &Job, attempt: Attempt) {
+    /// Records how the attempt went, and tells the waiting callers. The record presents the
+    /// attempt number and `owner`, the lease owner the job was claimed as, so it changes
+    /// nothing if the job has meanwhile passed to another attempt or another owner.
+    pub(super) async fn record(&self, job: &Job, owner: &str, attempt: Attempt) {
         let (id, number, now) = (job.id, job.attempts, now_ms());
         let stored = match attempt {
             Attempt::Succeeded(result) => {
                 // The caller has the whole answer: end its response now rather than
                 // after the fsync of the record (see the module doc).
                 self.hub.finish(id, Outcome::Succeeded);
-                self.store_result(id, number, result, now).await
+                self.store_result(id, number, owner, result, now).await
             }
             Attempt::FailedInBand(message) => {
                 let failure = JobFailure {
@@ -155,13 +157,13 @@ impl Attempts {
                 };
                 // The caller already has a 200 stream; its error line came with it.
                 self.hub.finish(id, Outcome::FailedInStream);
-                self.store.fail(id, number, failure, now).await
+                self.store.fail(id, number, owner, failure, now).await
             }
             Attempt::TargetDown(reason) => {
                 // Nothing was sent, so nothing reached anyone; the callers wait on.
                 self.hub.rewind(id);
                 tracing::info!(job = %id, %reason, "target down; job requeued without using an attempt");
-                let stored = self.store.requeue(id, number, now).await;
+                let stored = self.store.requeue(id, number, owner, now).await;
                 if let Ok(Some(job)) = &stored
                     && job.state == JobState::Cancelled
                 {
@@ -169,15 +171,15 @@ impl Attempts {
                 }
                 stored
             }
-            Attempt::Failed(error) => self.record_failure(id, number, error, now).await,
+            Attempt::Failed(error) => self.record_failure(id, number, owner, error, now).await,
             Attempt::Cancelled => {
-                let stored = self.store.finish_cancelled(id, number, now).await;
+                let stored = self.store.finish_cancelled(id, number, owner, now).await;
                 self.hub.finish(id, Outcome::Cancelled);
                 stored
             }
             Attempt::Interrupted => {
                 tracing::info!(job = %id, "shutdown grace over; job requeued");
-                let stored = self.store.requeue(id, number, now).await;
+                let stored = self.store.requeue(id, number, owner, now).await;
                 self.hub.finish(
                     id,
                     Outcome::Failed {
@@ -193,7 +195,9 @@ impl Attempts {
         };
         match stored {
             Ok(Some(_)) => {}
-            Ok(None) => tracing::warn!(job = %id, "the job changed hands; outcome dropped"),
+            Ok(None) => {
+                tracing::warn!(job = %id, attempt = number, owner, "the job changed hands; outcome dropped")
+            }
             Err(error) => tracing::error!(%error, job = %id, "cannot record the outcome"),
         }
     }
@@ -202,6 +206,7 @@ impl Attempts {
         &self,
         id: JobId,
         number: u32,
+        owner: &str,
         error: UpstreamError,
         now: i64,
     ) -> foreman_store::Result<Option<Job>> {
@@ -233,7 +238,7 @@ impl Attempts {
                 tracing::info!(job = %id, attempt = number, %error, "retrying");
                 let stored = self
                     .store
-                    .retry_or_fail(id, number, failure.clone(), run_after, now)
+                    .retry_or_fail(id, number, owner, failure.clone(), run_after, now)
                     .await;
                 if let Ok(Some(job)) = &stored
                     && job.state == JobState::Failed
@@ -244,7 +249,10 @@ impl Attempts {
             }
             AfterFailure::Fail => {
                 tracing::info!(job = %id, %error, "job failed");
-                let stored = self.store.fail(id, number, failure.clone(), now).await;
+                let stored = self
+                    .store
+                    .fail(id, number, owner, failure.clone(), now)
+                    .await;
                 self.hub.finish(id, failed(&failure));
                 stored
             }
@@ -256,6 +264,7 @@ impl Attempts {
         &self,
         id: JobId,
         attempt: u32,
+        owner: &str,
         result: String,
         now: i64,
     ) -> foreman_store::Result<Option<Job>> {
@@ -265,7 +274,7 @@ impl Attempts {
                     let listed = serde_json::to_string(&[artifact]).expect("artifacts serialise");
                     return self
                         .store
-                        .complete_with_artifacts(id, attempt, listed, now)
+                        .complete_with_artifacts(id, attempt, owner, listed, now)
                         .await;
                 }
                 Err(error) => {
@@ -273,7 +282,7 @@ impl Attempts {
                 }
             }
         }
-        self.store.complete(id, attempt, result, now).await
+        self.store.complete(id, attempt, owner, result, now).await
     }
 }
 

@@ -190,7 +190,7 @@ impl Runner {
         if more_queued && let Some(held) = keep_alive::hold_loaded(&payload) {
             payload = held;
         }
-        let heartbeat = spawn_heartbeat(&shared.store, &job, owner, shared.settings.lease);
+        let heartbeat = spawn_heartbeat(&shared.store, &job, owner.clone(), shared.settings.lease);
         let grace_over = async {
             shutdown.cancelled().await;
             tokio::time::sleep(shared.settings.shutdown_grace).await;
@@ -208,7 +208,7 @@ impl Runner {
         shared.dispatcher.done(self.index, &key).await;
         let shared = Arc::clone(shared);
         records.spawn(async move {
-            shared.attempts.record(&job, attempt).await;
+            shared.attempts.record(&job, &owner, attempt).await;
             drop(keeper);
             shared.running.remove(job.id);
             // After the removal, so that a waiter woken here sees the job no longer

@@ -30,6 +30,10 @@ pub enum Error {
     #[error("invalid job: {0}")]
     InvalidInput(String),
 
+    /// The queue holds its maximum of jobs; nothing was inserted.
+    #[error("the queue is full ({limit} jobs queued)")]
+    QueueFull { limit: u64 },
+
     /// A stored row does not decode into the domain types.
     #[error("stored job {id} is corrupt: {reason}")]
     CorruptRow { id: String, reason: String },

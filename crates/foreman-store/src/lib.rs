@@ -74,7 +74,22 @@ impl Store {
     /// job comes back with `created: false`, also under concurrent duplicate submits.
     pub async fn enqueue(&self, new_job: NewJob, now: i64) -> Result<Enqueued> {
         match self {
-            Store::Sqlite(store) => store.enqueue(new_job, now).await,
+            Store::Sqlite(store) => store.enqueue(new_job, now, None).await,
+        }
+    }
+
+    /// Like [`Store::enqueue`], but refuses with [`Error::QueueFull`] when `max_queued`
+    /// jobs are queued already. The count and the insert are one step: concurrent
+    /// enqueues never take the queue past the limit. A duplicate idempotency key still
+    /// returns its job when the queue is full.
+    pub async fn enqueue_within(
+        &self,
+        new_job: NewJob,
+        now: i64,
+        max_queued: u64,
+    ) -> Result<Enqueued> {
+        match self {
+            Store::Sqlite(store) => store.enqueue(new_job, now, Some(max_queued)).await,
         }
     }
 

@@ -114,8 +114,8 @@ impl QueueIndex {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// How many jobs are queued, eligible or not.
+    pub(crate) fn len(&self) -> usize {
         self.jobs.len()
     }
 

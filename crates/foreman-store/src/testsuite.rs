@@ -25,6 +25,7 @@ macro_rules! store_cases {
             case_enqueue_keeps_a_caller_chosen_id,
             case_idempotency_key_returns_existing_job,
             case_concurrent_idempotent_enqueues_make_one_row,
+            case_enqueue_within_never_passes_the_limit,
             case_queue_heads_pick_best_per_model,
             case_queue_heads_split_a_model_by_load_options,
             case_claim_records_its_target,
@@ -58,6 +59,57 @@ macro_rules! store_url_cases {
             case_jobs_survive_reopen,
         }
     };
+}
+
+/// Concurrent bounded enqueues fill the queue exactly to its limit: the count and the
+/// insert are one step. A duplicate idempotency key still finds its job when the queue
+/// is full, and a claimed job frees a place.
+pub async fn case_enqueue_within_never_passes_the_limit(store: &Store) {
+    let keyed = NewJob {
+        idempotency_key: Some("kept".to_owned()),
+        ..new_job("a", 0)
+    };
+    let first = store
+        .enqueue_within(keyed.clone(), T0, 5)
+        .await
+        .expect("room")
+        .job;
+    for _ in 0..2 {
+        store.enqueue(new_job("a", 0), T0).await.expect("enqueue");
+    }
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.enqueue_within(new_job("b", 0), T0 + i, 5).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("the task ran"));
+    }
+    let created = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    let refused = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Err(crate::Error::QueueFull { limit: 5 })))
+        .count();
+    assert_eq!((created, refused), (2, 18));
+    assert_eq!(store.queue_depth().await.expect("depth"), 5);
+    let again = store
+        .enqueue_within(keyed, T0 + 50, 5)
+        .await
+        .expect("a known key is answered when full");
+    assert_eq!((again.job.id, again.created), (first.id, false));
+    claim(store, first.id, "w", T0 + 60).await;
+    assert!(
+        store
+            .enqueue_within(new_job("c", 0), T0 + 70, 5)
+            .await
+            .is_ok_and(|enqueued| enqueued.created)
+    );
+    assert!(matches!(
+        store.enqueue_within(new_job("c", 0), T0 + 80, 5).await,
+        Err(crate::Error::QueueFull { .. })
+    ));
 }
 
 /// A job for `model` whose load options are `options`.

@@ -136,7 +136,6 @@ pub async fn serve(
         wake,
         finished,
         show_cache: Arc::default(),
-        depth: Arc::default(),
         shutdown: shutdown.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "foreman listening");

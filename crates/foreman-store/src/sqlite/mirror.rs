@@ -73,6 +73,19 @@ impl Mirror {
         self.lock().index.heads(now)
     }
 
+    /// How many jobs are queued, eligible or not; reloaded first if the mirror may be
+    /// behind the table. Runs on the writer thread.
+    pub(super) fn queued(&self, conn: &Connection) -> Result<usize> {
+        let fresh = {
+            let state = self.lock();
+            !state.stale && state.loaded_at.elapsed() < RELOAD_AFTER
+        };
+        if !fresh {
+            self.reload(conn)?;
+        }
+        Ok(self.lock().index.len())
+    }
+
     /// Follows a job row that a write returned.
     pub(super) fn track(&self, job: &Job) {
         self.lock().index.track(job);

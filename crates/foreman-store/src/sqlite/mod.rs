@@ -200,7 +200,14 @@ impl SqliteStore {
     }
 
     /// See [`Store::enqueue`](crate::Store::enqueue).
-    pub async fn enqueue(&self, new_job: NewJob, now: i64) -> Result<Enqueued> {
+    /// See [`Store::enqueue`](crate::Store::enqueue) and
+    /// [`Store::enqueue_within`](crate::Store::enqueue_within).
+    pub async fn enqueue(
+        &self,
+        new_job: NewJob,
+        now: i64,
+        max_queued: Option<u64>,
+    ) -> Result<Enqueued> {
         if new_job.max_attempts == 0 {
             return Err(Error::InvalidInput(
                 "max_attempts must be at least 1".to_owned(),
@@ -215,6 +222,19 @@ impl SqliteStore {
         // The insert and the fallback read of a duplicate key share one write, so the
         // existing row a duplicate key points at cannot be pruned in between.
         self.write(Durability::Durable, move |conn, mirror| {
+            if let Some(limit) = max_queued {
+                // The writer thread runs one write at a time, and the mirror follows
+                // every one of them: the count and the insert cannot be split.
+                if let Some(job) = existing_for_key(conn, &new_job)? {
+                    return Ok(Enqueued {
+                        job,
+                        created: false,
+                    });
+                }
+                if mirror.queued(conn)? as u64 >= limit {
+                    return Err(Error::QueueFull { limit });
+                }
+            }
             let enqueued = insert_job(conn, &new_job, id, now)?;
             if enqueued.created {
                 mirror.track(&enqueued.job);
@@ -678,6 +698,14 @@ fn check_pragmas(pragmas: &SqlitePragmas) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The job the idempotency key of `new_job` already names, if any.
+fn existing_for_key(conn: &Connection, new_job: &NewJob) -> Result<Option<Job>> {
+    match &new_job.idempotency_key {
+        Some(key) => first_job(conn, queries::SELECT_BY_IDEMPOTENCY_KEY, [key]),
+        None => Ok(None),
+    }
 }
 
 /// Inserts one job, or finds the job an idempotency key already names (also one

@@ -60,7 +60,7 @@ pub enum ApiError {
     #[error(transparent)]
     TargetChoice(#[from] crate::targets::TargetChoiceError),
     #[error("internal error: the job store failed")]
-    Store(#[from] foreman_store::Error),
+    Store(foreman_store::Error),
     /// A job failed without an answer of the target to replay (it could not be
     /// reached, timed out, broke off, or foreman gave the job up).
     #[error("{message}")]
@@ -72,6 +72,17 @@ pub enum ApiError {
         content_type: String,
         body: Bytes,
     },
+}
+
+impl From<foreman_store::Error> for ApiError {
+    /// A full queue is the caller's 503 (Ollama's own answer); anything else from the
+    /// store is foreman's fault.
+    fn from(error: foreman_store::Error) -> ApiError {
+        match error {
+            foreman_store::Error::QueueFull { .. } => ApiError::QueueFull,
+            other => ApiError::Store(other),
+        }
+    }
 }
 
 impl ApiError {

@@ -13,21 +13,15 @@ use crate::scheduler::load_key;
 use crate::targets::ModelCheck;
 
 /// Whether a new job for `model` may join the queue: the model must exist on a
-/// target, foreman must not be shutting down, and the queue must have room. Every
-/// route that enqueues asks this first.
+/// target and foreman must not be shutting down. Every route that enqueues asks this
+/// first; whether the queue has room is decided by the enqueue itself
+/// (`Store::enqueue_within`, `FOREMAN_MAX_QUEUE`), exactly under any concurrency.
 pub(super) async fn admit(state: &AppState, model: &str) -> Result<(), ApiError> {
     if state.targets.check_model(model).await == ModelCheck::Unknown {
         return Err(ApiError::ModelNotFound(model.to_owned()));
     }
     if state.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
-    }
-    let depth = state
-        .depth
-        .read(&state.store, state.config.max_queue)
-        .await?;
-    if depth >= state.config.max_queue {
-        return Err(ApiError::QueueFull);
     }
     Ok(())
 }

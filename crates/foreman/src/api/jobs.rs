@@ -291,7 +291,7 @@ pub async fn submit(
     );
     let enqueued = state
         .store
-        .enqueue(
+        .enqueue_within(
             NewJob {
                 id: None,
                 kind,
@@ -305,6 +305,7 @@ pub async fn submit(
                 metadata,
             },
             now_ms(),
+            state.config.max_queue,
         )
         .await?;
     if !enqueued.created {
@@ -313,7 +314,6 @@ pub async fn submit(
         }
         return Ok((StatusCode::OK, Json(view(&state, &enqueued.job).await?)).into_response());
     }
-    state.depth.note_enqueued();
     state.wake.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,

@@ -25,7 +25,6 @@
 mod anthropic;
 mod auth;
 mod body;
-mod depth;
 mod direct;
 mod error;
 mod job_control;
@@ -69,8 +68,6 @@ pub struct AppState {
     pub finished: Arc<Notify>,
     /// `/api/show` answers by request body.
     pub show_cache: Arc<show_cache::ShowCache>,
-    /// The queue depth for admission, briefly cached.
-    pub depth: Arc<depth::DepthGauge>,
     pub shutdown: CancellationToken,
 }
 

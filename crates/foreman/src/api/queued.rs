@@ -109,7 +109,7 @@ pub(super) async fn run_queued(
     let mut subscription = state.hub.open(id);
     state
         .store
-        .enqueue(
+        .enqueue_within(
             NewJob {
                 id: Some(id),
                 kind,
@@ -123,9 +123,9 @@ pub(super) async fn run_queued(
                 metadata: None,
             },
             now_ms(),
+            state.config.max_queue,
         )
         .await?;
-    state.depth.note_enqueued();
     state.wake.notify_waiters();
     let mut guard = CancelOnDrop {
         state: state.clone(),

@@ -1,6 +1,7 @@
 //! foreman end to end: a real simulator upstream on loopback, foreman on port 0 with
 //! a real SQLite file, and real HTTP between them.
 
+mod admission;
 mod browser;
 mod capacity;
 mod cli;

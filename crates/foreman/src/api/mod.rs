@@ -36,6 +36,7 @@ pub mod origin_guard;
 mod queued;
 mod responses;
 mod show_cache;
+mod validate;
 
 use std::sync::Arc;
 

@@ -8,8 +8,9 @@
 //!
 //! Before queueing, foreman makes the middleware's own checks, with its words
 //! (`model is required`, `max_tokens is required and must be positive`,
-//! `messages is required`), and asks whether the target has the model; the rest
-//! of the body is the target's to judge. Errors take Anthropic's shape,
+//! `messages is required`), checks the rest of the body as the middleware decodes
+//! it ([`validate`](super::validate): field types, content blocks), and asks
+//! whether the target has the model. Errors take Anthropic's shape,
 //! `{"type":"error","error":{"type","message"},"request_id"}`; the target's pass
 //! unchanged.
 

@@ -15,8 +15,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::body::JsonBody;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, validate};
 use crate::upstream::Upstream;
+
+/// The model management routes, passed to the target at the same path.
+const MANAGEMENT_PATHS: [&str; 5] = [
+    "/api/pull",
+    "/api/push",
+    "/api/create",
+    "/api/copy",
+    "/api/delete",
+];
 
 /// Names the target a model management request is for, when there are several.
 pub const TARGET_HEADER: &str = "x-foreman-target";
@@ -95,6 +104,11 @@ pub async fn show(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let parsed = JsonBody::parse(body, state.config.max_body, "ShowRequest")?;
+    // Ollama refuses a name that breaks its rules before looking for it.
+    let name = model_of(&parsed);
+    if !name.is_empty() {
+        validate::model_name(name)?;
+    }
     let key = parsed.raw.clone();
     if let Some(cached) = state.show_cache.get(&key) {
         return Ok(json_answer(cached));
@@ -167,13 +181,18 @@ pub async fn manage(
     let body = JsonBody::parse(body, state.config.max_body, "ModelRequest")?;
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
         .map_err(|_| ApiError::BadRequest("unsupported method".into()))?;
+    // The target's path is one of the routes' own, never text from the request.
+    let path = MANAGEMENT_PATHS
+        .into_iter()
+        .find(|path| *path == uri.path())
+        .ok_or_else(|| ApiError::BadRequest("unknown model management route".into()))?;
     state.show_cache.clear();
     let inventory = target.inventory.clone();
     let refresh: Box<dyn FnOnce() + Send> = Box::new(move || inventory.refresh_soon());
     relay(
         &target.upstream,
         method,
-        uri.path(),
+        path,
         Some(body.raw),
         Some(refresh),
     )

@@ -24,6 +24,10 @@ const RETRY_AFTER_SECONDS: &str = "5";
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// A request Ollama accepts but its runner refuses once scheduled (a `format`
+    /// or an option of the wrong type): a 500 there, so a 500 here too.
+    #[error("{0}")]
+    RunnerRefused(String),
     #[error("model '{0}' not found")]
     ModelNotFound(String),
     /// An `X-Foreman-Priority` header that is not one integer within the configured range.
@@ -105,7 +109,7 @@ impl ApiError {
             }
             ApiError::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
             ApiError::TargetUnavailable(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::RunnerRefused(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Passthrough { status, .. } | ApiError::JobFailed { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }

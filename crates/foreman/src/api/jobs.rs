@@ -261,6 +261,7 @@ pub async fn submit(
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
         _ => return Err(ApiError::BadRequest("request.model is required".into())),
     };
+    super::validate::queued_request(kind, request)?;
     let priority = match body.fields.get("priority") {
         None | Some(Value::Null) => ASYNC_PRIORITY,
         Some(value) => value

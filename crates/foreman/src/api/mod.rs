@@ -35,6 +35,7 @@ pub mod origin_guard;
 mod queued;
 mod responses;
 mod show_cache;
+mod validate;
 
 use std::sync::Arc;
 

@@ -2,10 +2,12 @@
 //! `/v1/completions` go through the queue like `/api/chat` (SSE relayed live when
 //! `stream` is true, which here defaults to false); `/v1/embeddings` goes straight
 //! to a target that has the model, `/v1/models` lists every target's models (the
-//! union, as `/api/tags`). foreman's own errors take OpenAI's
+//! union, as `/api/tags`); `/v1/models/{model}` asks a target for one model whose
+//! name passes Ollama's rules. Bodies are checked before queueing as Ollama's
+//! middleware decodes them ([`validate`](super::validate)). foreman's own errors take OpenAI's
 //! `{"error":{"message","type","param","code"}}` shape; the target's pass unchanged.
 
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +18,7 @@ use super::body::JsonBody;
 use super::direct::{model_of, relay};
 use super::error::Flavor;
 use super::queued::run_queued;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, validate};
 use crate::model_name::model_key;
 
 async fn queued(
@@ -146,15 +148,29 @@ pub async fn models(State(state): State<AppState>) -> Response {
         .unwrap_or_else(|error| error.render(Flavor::OpenAi))
 }
 
-/// One model, from a target that has it.
-pub async fn model(State(state): State<AppState>, Path(model): Path<String>) -> Response {
-    relay(
-        &state.targets.for_model(&model).upstream,
-        reqwest::Method::GET,
-        &format!("/v1/models/{model}"),
-        None,
-        None,
-    )
-    .await
-    .unwrap_or_else(|error| error.render(Flavor::OpenAi))
+/// One model, from a target that has it. The name becomes part of the target's
+/// URL, so it must be a model name by Ollama's rules (which leave no `.`, `..`,
+/// `\\`, `%`, `?` or `#` to travel with); anything else is Ollama's 400.
+pub async fn model(
+    State(state): State<AppState>,
+    model: Result<Path<String>, PathRejection>,
+) -> Response {
+    let retrieved = async {
+        let model = match model {
+            Ok(Path(model)) => model,
+            Err(_) => return Err(validate::invalid_model_name()),
+        };
+        validate::model_name(&model)?;
+        relay(
+            &state.targets.for_model(&model).upstream,
+            reqwest::Method::GET,
+            &format!("/v1/models/{model}"),
+            None,
+            None,
+        )
+        .await
+    };
+    retrieved
+        .await
+        .unwrap_or_else(|error| error.render(Flavor::OpenAi))
 }

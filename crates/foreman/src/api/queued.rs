@@ -100,6 +100,7 @@ pub(super) async fn run_queued(
     flavor: Flavor,
 ) -> Result<Response, ApiError> {
     body.bool("stream")?;
+    super::validate::queued_request(kind, &body.fields)?;
     let priority = requested_priority(headers, &state.config)?;
     job_control::admit(&state, &model).await?;
     let raw = String::from_utf8(body.raw.to_vec())

@@ -6,8 +6,9 @@
 //! (`response.created` ... `response.completed`) relayed as they come. The job's
 //! stored result is the `response` of the stream's `response.completed` event.
 //!
-//! Only what foreman needs is checked before queueing (a model that the target
-//! has); the rest of the body is the target's to judge, and its errors come back in
+//! Before queueing, the body is checked as Ollama's middleware reads it (field
+//! types, `input` items, the reasoning effort; [`validate`](super::validate)) and
+//! the model must be one a target has; what the target still refuses comes back in
 //! OpenAI's shape unchanged. foreman's own errors take that shape too.
 
 use axum::extract::State;

@@ -19,4 +19,5 @@ mod scheduling;
 mod shutdown;
 mod targets;
 mod translated;
+mod validation;
 mod webhooks;

@@ -204,6 +204,8 @@ pub struct NewJob {
     pub load_options: String,
     /// The client's JSON body, kept byte-for-byte.
     pub payload: String,
+    /// A caller waits for the answer on its connection (not the jobs API).
+    pub sync: bool,
     /// Higher runs first.
     pub priority: i32,
     /// How many times the job may be claimed before a failure becomes terminal; at least 1.
@@ -234,6 +236,11 @@ pub struct Job {
     pub load_options: String,
     /// The target the current or last attempt ran on.
     pub target: Option<String>,
+    /// See [`NewJob::sync`].
+    pub sync: bool,
+    /// Attempts taken back from a process that died or lost its lease; they are not
+    /// failures of the job and do not count against `max_attempts`.
+    pub interruptions: u32,
     /// The client's JSON body, byte-for-byte as enqueued.
     pub payload: String,
     pub state: JobState,

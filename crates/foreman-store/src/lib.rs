@@ -31,6 +31,11 @@ pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 pub use sqlite::SqliteStore;
 pub use webhook::{AttemptOutcome, DeliveryState, WebhookAttempt, WebhookDelivery};
 
+/// How many times a job may be interrupted (its process died, or lost its lease) before
+/// it fails: interruptions are not the job's failures, but a job that brings foreman
+/// down every time it runs must not run forever.
+pub const MAX_INTERRUPTIONS: u32 = 5;
+
 /// The accepted database URL forms, for error messages.
 const VALID_FORMS: &str = "a file path, sqlite://PATH or sqlite:PATH";
 
@@ -253,12 +258,23 @@ impl Store {
     }
 
     /// At startup of a single instance, every running job belongs to a dead process: each goes
-    /// back to queued (the crashed attempt counts), or to failed (status 500) if its attempts
-    /// are used up, or to cancelled if a cancel was requested. Returns how many were touched.
+    /// back to queued without spending an attempt (the interruption counts in
+    /// `interruptions` instead), or to failed (status 500) at its [`MAX_INTERRUPTIONS`]th
+    /// interruption, or to cancelled if a cancel was requested. Returns how many were touched.
     /// It presents no attempt or owner: it acts for owners that are gone.
     pub async fn recover_running(&self, now: i64) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.recover_running(now).await,
+        }
+    }
+
+    /// At startup of a single instance, cancels every unfinished synchronous job (see
+    /// [`NewJob::sync`]): its caller's connection died with the process that accepted
+    /// it, so nobody can be answered, and running it would only cost GPU time. The job
+    /// records why (status 499). Returns how many were cancelled.
+    pub async fn abandon_sync_jobs(&self, now: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(store) => store.abandon_sync_jobs(now).await,
         }
     }
 

@@ -43,6 +43,8 @@ macro_rules! store_cases {
             case_cancel_requested_wins_over_retry_and_requeue,
             case_concurrent_cancel_and_claim_agree,
             case_recover_running,
+            case_interruptions_spend_no_attempts_but_are_bounded,
+            case_abandon_sync_jobs,
             case_rescue_expired_touches_only_expired_leases,
             case_prune_respects_limit_and_cutoff,
             case_list_filters,
@@ -194,6 +196,7 @@ pub fn new_job(model: &str, priority: i32) -> NewJob {
         model: model.to_owned(),
         load_options: String::new(),
         payload: format!(r#"{{"model":"{model}","messages":[]}}"#),
+        sync: false,
         priority,
         max_attempts: 3,
         idempotency_key: None,
@@ -267,6 +270,7 @@ pub async fn case_enqueue_get_round_trip(store: &Store) {
         model: "llama3".to_owned(),
         load_options: String::new(),
         payload: payload.to_owned(),
+        sync: false,
         priority: -7,
         max_attempts: 5,
         idempotency_key: Some("key-ü".to_owned()),
@@ -1264,13 +1268,14 @@ pub async fn case_recover_running(store: &Store) {
         Some(500)
     );
 
+    // A restart is not the job's failure: its only attempt is not spent.
     let exhausted = get(store, exhausted.id).await;
-    assert_eq!(exhausted.state, JobState::Failed);
+    assert_eq!(exhausted.state, JobState::Queued);
+    assert_eq!((exhausted.attempts, exhausted.interruptions), (1, 1));
     assert_eq!(
         exhausted.failure,
-        Some(failure(500, "job interrupted by a restart too many times"))
+        Some(failure(500, "job interrupted by a restart"))
     );
-    assert_eq!(exhausted.finished_at, Some(now));
     assert_eq!(exhausted.lease_owner, None);
 
     let cancelling = get(store, cancelling.id).await;
@@ -1286,6 +1291,84 @@ pub async fn case_recover_running(store: &Store) {
     // Nothing else is left to recover but the job just claimed.
     assert_eq!(store.recover_running(now + 1).await.expect("recover"), 1);
     assert_eq!(store.recover_running(now + 2).await.expect("recover"), 0);
+}
+
+/// Interruptions (restarts, lost leases) spend no attempt: a job of one attempt still
+/// fails on its first failure from the target after being interrupted; but a job
+/// interrupted `MAX_INTERRUPTIONS` times fails, so a job that brings its process down
+/// every time cannot run forever.
+pub async fn case_interruptions_spend_no_attempts_but_are_bounded(store: &Store) {
+    let once = enqueue(
+        store,
+        NewJob {
+            max_attempts: 1,
+            ..new_job("m", 0)
+        },
+        T0,
+    )
+    .await;
+    claim(store, once.id, "old-process", T0 + 1).await;
+    assert_eq!(store.recover_running(T0 + 2).await.expect("recover"), 1);
+    claim(store, once.id, "w", T0 + 3).await;
+    let failed = store
+        .retry_or_fail(once.id, 2, "w", failure(503, "busy"), T0 + 10, T0 + 4)
+        .await
+        .expect("retry_or_fail")
+        .expect("current attempt");
+    assert_eq!(
+        failed.state,
+        JobState::Failed,
+        "its one attempt is spent now"
+    );
+
+    let restless = enqueue(store, new_job("m", 0), T0).await;
+    for round in 0..crate::MAX_INTERRUPTIONS {
+        let at = T0 + 100 * i64::from(round + 1);
+        claim(store, restless.id, "old-process", at).await;
+        store.recover_running(at + 1).await.expect("recover");
+    }
+    let restless = get(store, restless.id).await;
+    assert_eq!(restless.state, JobState::Failed);
+    assert_eq!(restless.interruptions, crate::MAX_INTERRUPTIONS);
+    assert_eq!(
+        restless.failure,
+        Some(failure(
+            500,
+            "job interrupted by restarts or lost leases too many times"
+        ))
+    );
+}
+
+/// At startup, the unfinished jobs of synchronous callers are cancelled with their
+/// reason (the callers' connections are gone); the jobs API's jobs are left to run.
+pub async fn case_abandon_sync_jobs(store: &Store) {
+    let sync_job = |model: &str| NewJob {
+        sync: true,
+        ..new_job(model, 0)
+    };
+    let queued = enqueue(store, sync_job("m"), T0).await;
+    let running = enqueue(store, sync_job("m"), T0).await;
+    let finished = enqueue(store, sync_job("m"), T0).await;
+    let asynchronous = enqueue(store, new_job("m", 0), T0).await;
+    assert!(queued.sync && !asynchronous.sync);
+    claim(store, running.id, "old-process", T0 + 1).await;
+    claim(store, finished.id, "old-process", T0 + 1).await;
+    store
+        .complete(finished.id, 1, "old-process", "{}".to_owned(), T0 + 2)
+        .await
+        .expect("complete")
+        .expect("current attempt");
+    assert_eq!(store.abandon_sync_jobs(T0 + 10).await.expect("abandon"), 2);
+    for id in [queued.id, running.id] {
+        let job = get(store, id).await;
+        assert_eq!(job.state, JobState::Cancelled);
+        assert_eq!(job.finished_at, Some(T0 + 10));
+        assert_eq!(job.lease_owner, None);
+        assert_eq!(job.failure.map(|failure| failure.status), Some(499));
+    }
+    assert_eq!(get(store, finished.id).await.state, JobState::Succeeded);
+    assert_eq!(get(store, asynchronous.id).await.state, JobState::Queued);
+    assert_eq!(store.queue_heads(T0 + 10).await.expect("heads").len(), 1);
 }
 
 pub async fn case_rescue_expired_touches_only_expired_leases(store: &Store) {
@@ -1327,10 +1410,13 @@ pub async fn case_rescue_expired_touches_only_expired_leases(store: &Store) {
     assert_eq!(expired.lease_owner, None);
     assert_eq!(expired.failure.map(|failure| failure.status), Some(500));
 
+    // A lost lease is not the job's failure: its only attempt is not spent.
     let expired_exhausted = get(store, expired_exhausted.id).await;
-    assert_eq!(expired_exhausted.state, JobState::Failed);
-    assert_eq!(expired_exhausted.finished_at, Some(now));
-    assert_eq!(expired_exhausted.failure.map(|f| f.status), Some(500));
+    assert_eq!(expired_exhausted.state, JobState::Queued);
+    assert_eq!(
+        (expired_exhausted.attempts, expired_exhausted.interruptions),
+        (1, 1)
+    );
 
     let expired_cancelling = get(store, expired_cancelling.id).await;
     assert_eq!(expired_cancelling.state, JobState::Cancelled);

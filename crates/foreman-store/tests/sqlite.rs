@@ -162,7 +162,7 @@ async fn migrations_are_recorded_once() {
     let db = TempDb::new();
     let store = db.open().await;
     let Store::Sqlite(sqlite) = &store;
-    assert_eq!(sqlite.schema_version().await.expect("version"), 6);
+    assert_eq!(sqlite.schema_version().await.expect("version"), 7);
     store.close().await;
 
     let store = db.open().await;
@@ -175,7 +175,7 @@ async fn migrations_are_recorded_once() {
         .expect("versions")
         .collect::<Result<_, _>>()
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
 }
 
 #[tokio::test]
@@ -196,7 +196,7 @@ async fn a_newer_schema_is_refused() {
             error,
             Error::SchemaTooNew {
                 found: 99,
-                known: 6
+                known: 7
             }
         ),
         "{error}"

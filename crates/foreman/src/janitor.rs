@@ -78,6 +78,7 @@ mod tests {
                     model: "m:latest".into(),
                     load_options: String::new(),
                     payload: "{}".into(),
+                    sync: false,
                     priority: 0,
                     max_attempts: 1,
                     idempotency_key: None,

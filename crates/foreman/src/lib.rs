@@ -62,6 +62,15 @@ pub async fn serve(
         )
     })?;
     let store = Store::open(&config.database).await?;
+    // Synchronous callers' connections died with the last process: their jobs would
+    // run for nobody, and a caller told to retry would pay twice.
+    let abandoned = store.abandon_sync_jobs(clock::now_ms()).await?;
+    if abandoned > 0 {
+        tracing::warn!(
+            jobs = abandoned,
+            "cancelled the jobs of synchronous callers the last run left unanswered"
+        );
+    }
     let recovered = store.recover_running(clock::now_ms()).await?;
     if recovered > 0 {
         tracing::warn!(jobs = recovered, "requeued jobs the last run left running");

@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "load_keys_and_targets",
         sql: include_str!("migrations/0006_load_keys_and_targets.sql"),
     },
+    Migration {
+        version: 7,
+        name: "sync_jobs_and_interruptions",
+        sql: include_str!("migrations/0007_sync_jobs_and_interruptions.sql"),
+    },
 ];
 
 /// The schema version this build writes.

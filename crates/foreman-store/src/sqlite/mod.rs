@@ -43,9 +43,11 @@ const SYNCHRONOUS_FULL: i64 = 2;
 const MAX_ULID_MS: i64 = (1 << 48) - 1;
 
 const RESTART_REQUEUED: &str = "job interrupted by a restart";
-const RESTART_EXHAUSTED: &str = "job interrupted by a restart too many times";
+const RESTART_EXHAUSTED: &str = "job interrupted by restarts or lost leases too many times";
 const LEASE_REQUEUED: &str = "job lease expired";
-const LEASE_EXHAUSTED: &str = "job lease expired too many times";
+const LEASE_EXHAUSTED: &str = "job interrupted by lost leases or restarts too many times";
+const SYNC_ABANDONED: &str =
+    "its caller's connection ended with the foreman process that accepted it (restart)";
 
 /// A job store in one SQLite file.
 #[derive(Debug, Clone)]
@@ -491,17 +493,33 @@ impl SqliteStore {
     pub async fn recover_running(&self, now: i64) -> Result<u64> {
         self.change_rows(
             queries::RECOVER_RUNNING,
-            (now, RESTART_EXHAUSTED, RESTART_REQUEUED),
+            (
+                now,
+                RESTART_EXHAUSTED,
+                RESTART_REQUEUED,
+                i64::from(crate::MAX_INTERRUPTIONS),
+            ),
             true,
         )
         .await
+    }
+
+    /// See [`Store::abandon_sync_jobs`](crate::Store::abandon_sync_jobs).
+    pub async fn abandon_sync_jobs(&self, now: i64) -> Result<u64> {
+        self.change_rows(queries::ABANDON_SYNC, (now, SYNC_ABANDONED), true)
+            .await
     }
 
     /// See [`Store::rescue_expired`](crate::Store::rescue_expired).
     pub async fn rescue_expired(&self, now: i64) -> Result<u64> {
         self.change_rows(
             queries::RESCUE_EXPIRED,
-            (now, LEASE_EXHAUSTED, LEASE_REQUEUED),
+            (
+                now,
+                LEASE_EXHAUSTED,
+                LEASE_REQUEUED,
+                i64::from(crate::MAX_INTERRUPTIONS),
+            ),
             true,
         )
         .await
@@ -725,7 +743,8 @@ fn insert_job(conn: &Connection, new_job: &NewJob, id: JobId, now: i64) -> Resul
             new_job.idempotency_key,
             new_job.webhook_url,
             new_job.metadata,
-            new_job.load_options
+            new_job.load_options,
+            new_job.sync
         ],
     )?;
     if let Some(job) = inserted {

@@ -8,12 +8,12 @@
 
 /// Inserts a queued job; with an idempotency key already present it inserts nothing and
 /// returns no row. ?1 id, ?2 kind, ?3 model, ?4 payload, ?5 priority, ?6 max_attempts,
-/// ?7 now, ?8 idempotency_key, ?9 webhook_url, ?10 metadata, ?11 load_options.
+/// ?7 now, ?8 idempotency_key, ?9 webhook_url, ?10 metadata, ?11 load_options, ?12 sync.
 pub(super) const INSERT_JOB: &str = "
     INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
                       run_after, idempotency_key, webhook_url, metadata, created_at,
-                      load_options)
-    VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 0, ?6, ?7, ?8, ?9, ?10, ?7, ?11)
+                      load_options, sync)
+    VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 0, ?6, ?7, ?8, ?9, ?10, ?7, ?11, ?12)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING *";
 
@@ -102,15 +102,15 @@ pub(super) const RETRY_OR_FAIL: &str = "
     UPDATE jobs
     SET state = CASE
             WHEN cancel_requested = 1 THEN 'cancelled'
-            WHEN attempts < max_attempts THEN 'queued'
+            WHEN attempts - interruptions < max_attempts THEN 'queued'
             ELSE 'failed'
         END,
         run_after = CASE
-            WHEN cancel_requested = 0 AND attempts < max_attempts THEN ?6
+            WHEN cancel_requested = 0 AND attempts - interruptions < max_attempts THEN ?6
             ELSE run_after
         END,
         finished_at = CASE
-            WHEN cancel_requested = 0 AND attempts < max_attempts THEN NULL
+            WHEN cancel_requested = 0 AND attempts - interruptions < max_attempts THEN NULL
             ELSE ?7
         END,
         failure_status = ?4,
@@ -157,35 +157,50 @@ pub(super) const FINISH_CANCELLED: &str = "
     RETURNING *";
 
 /// The SET part shared by startup recovery and lease rescue: takes a running job away from its
-/// (dead) worker. Cancelled if a cancel was requested, failed with ?2 if its attempts are used
-/// up, else queued at once (?1 now) with ?3 as the last error.
+/// (dead) worker. The interruption is not the job's failure, so it spends no attempt (it
+/// counts in `interruptions` instead). Cancelled if a cancel was requested, failed with ?2 if
+/// this is its ?4th interruption, else queued at once (?1 now) with ?3 as the last error.
 macro_rules! take_back_running {
     () => {
         "
     UPDATE jobs
     SET state = CASE
             WHEN cancel_requested = 1 THEN 'cancelled'
-            WHEN attempts >= max_attempts THEN 'failed'
+            WHEN interruptions + 1 >= ?4 THEN 'failed'
             ELSE 'queued'
         END,
         finished_at = CASE
-            WHEN cancel_requested = 1 OR attempts >= max_attempts THEN ?1
+            WHEN cancel_requested = 1 OR interruptions + 1 >= ?4 THEN ?1
             ELSE NULL
         END,
         run_after = CASE
-            WHEN cancel_requested = 1 OR attempts >= max_attempts THEN run_after
+            WHEN cancel_requested = 1 OR interruptions + 1 >= ?4 THEN run_after
             ELSE ?1
         END,
         failure_status = CASE WHEN cancel_requested = 1 THEN failure_status ELSE 500 END,
         failure_message = CASE
             WHEN cancel_requested = 1 THEN failure_message
-            WHEN attempts >= max_attempts THEN ?2
+            WHEN interruptions + 1 >= ?4 THEN ?2
             ELSE ?3
         END,
+        interruptions = interruptions + 1,
         lease_owner = NULL,
         lease_expires_at = NULL"
     };
 }
+
+/// Cancels the unfinished jobs of synchronous callers, whose connections died with the
+/// process that accepted them (startup of a single instance). ?1 now, ?2 message.
+pub(super) const ABANDON_SYNC: &str = "
+    UPDATE jobs
+    SET state = 'cancelled',
+        finished_at = ?1,
+        cancel_requested = 0,
+        failure_status = 499,
+        failure_message = ?2,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE sync = 1 AND state IN ('queued', 'running')";
 
 /// Every running job (startup of a single instance). ?1 now, ?2 and ?3 messages.
 pub(super) const RECOVER_RUNNING: &str = concat!(

@@ -49,6 +49,8 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
         model: row.get("model")?,
         load_options: row.get("load_options")?,
         target: row.get("target")?,
+        sync: row.get("sync")?,
+        interruptions: to_u32(row.get("interruptions")?, "interruptions").map_err(&corrupt)?,
         payload: row.get("payload")?,
         state,
         priority: row.get("priority")?,

@@ -299,6 +299,7 @@ pub async fn submit(
                 model: model_key(&model),
                 load_options,
                 payload: payload.clone(),
+                sync: false,
                 priority,
                 max_attempts: state.config.max_attempts,
                 idempotency_key,

@@ -117,6 +117,7 @@ pub(super) async fn run_queued(
                 model: model_key(&model),
                 load_options,
                 payload,
+                sync: true,
                 priority,
                 max_attempts: state.config.max_attempts,
                 idempotency_key: None,

@@ -48,6 +48,22 @@ async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
     (child, url)
 }
 
+/// Submits an async chat job through the jobs API.
+async fn submit(client: &reqwest::Client, url: &str, model: &str, text: &str) {
+    let (status, _, body) = post(
+        client,
+        format!("{url}/jobs"),
+        &serde_json::json!({"kind": "chat", "request": chat_body(model, text, false)}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// foreman killed while one async job runs and others, async and synchronous, wait:
+/// after the restart every async job finishes, the one cut off without spending an
+/// attempt (a crash is not the job's failure); the synchronous jobs, whose callers'
+/// connections died with the process, are cancelled with their reason instead of
+/// running for nobody.
 #[tokio::test]
 async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
     let sim = ollama_sim::spawn(
@@ -71,15 +87,24 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
     // The target holds the first job it gets, so the kill finds it running and the
     // others queued.
     hold(&sim, true);
-    let n_jobs = 12;
-    let callers: Vec<_> = (0..n_jobs)
+    submit(&client, &url, CHAT, "cut off").await;
+    eventually("the first job at the target", async || {
+        sim.stats().held == 1
+    })
+    .await;
+    let n_async = 6;
+    for i in 0..n_async {
+        let model = if i % 2 == 0 { CHAT } else { CHAT2 };
+        submit(&client, &url, model, &format!("async {i}")).await;
+    }
+    let n_sync = 5;
+    let callers: Vec<_> = (0..n_sync)
         .map(|i| {
             let (client, url) = (client.clone(), url.clone());
-            let model = if i % 2 == 0 { CHAT } else { CHAT2 };
             tokio::spawn(async move {
                 client
                     .post(format!("{url}/api/chat"))
-                    .json(&chat_body(model, &format!("job {i}"), false))
+                    .json(&chat_body(CHAT2, &format!("sync {i}"), false))
                     .send()
                     .await
             })
@@ -90,15 +115,15 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
         limit: 100,
         ..Default::default()
     };
-    eventually("every job accepted and one at the target", async || {
-        let jobs = store.list(all()).await.unwrap();
-        jobs.len() == n_jobs && sim.stats().held == 1
+    let total = 1 + n_async + n_sync;
+    eventually("every job accepted", async || {
+        store.list(all()).await.unwrap().len() == total
     })
     .await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     for caller in callers {
-        // The callers lose their connections; their jobs must not be lost.
+        // The callers lose their connections.
         let _ = caller.await.unwrap();
     }
     let before = store.list(all()).await.unwrap();
@@ -107,38 +132,44 @@ async fn sigkill_with_jobs_queued_and_running_loses_nothing() {
         .filter(|j| j.state == JobState::Running)
         .collect();
     assert_eq!(cut_off.len(), 1, "a job was cut off while running");
-    assert_eq!(cut_off[0].attempts, 1);
+    assert!(!cut_off[0].sync);
     let cut_off = cut_off[0].id;
-    assert_eq!(
-        before
-            .iter()
-            .filter(|j| j.state == JobState::Queued && j.attempts == 0)
-            .count(),
-        n_jobs - 1,
-        "the others were still queued"
-    );
+    let requests_before = sim.stats().requests_total;
 
     let (mut second, _) = start_foreman(&sim.url(), db).await;
     hold(&sim, false);
-    eventually("every job to finish after the restart", async || {
+    eventually("every job to end after the restart", async || {
         store
             .list(all())
             .await
             .unwrap()
             .iter()
-            .all(|j| j.state == JobState::Succeeded)
+            .all(|j| j.state.is_terminal())
     })
     .await;
     let after = store.list(all()).await.unwrap();
-    assert_eq!(after.len(), n_jobs, "no job lost, none duplicated");
-    assert!(after.iter().all(|j| j.result.is_some()));
+    assert_eq!(after.len(), total, "no job lost, none duplicated");
     for job in &after {
-        let expected = if job.id == cut_off { 2 } else { 1 };
-        assert_eq!(
-            job.attempts, expected,
-            "the crashed attempt counts, and only for the job it cut off"
-        );
+        if job.sync {
+            assert_eq!(job.state, JobState::Cancelled, "{}", job.id);
+            assert_eq!(job.failure.as_ref().map(|f| f.status), Some(499));
+            assert_eq!(job.attempts, 0, "it never reached the target");
+        } else {
+            assert_eq!(job.state, JobState::Succeeded, "{}", job.id);
+            assert!(job.result.is_some());
+            let (attempts, interruptions) = if job.id == cut_off { (2, 1) } else { (1, 0) };
+            assert_eq!(
+                (job.attempts, job.interruptions),
+                (attempts, interruptions),
+                "the crash spent no attempt of the job it cut off"
+            );
+        }
     }
+    assert_eq!(
+        sim.stats().requests_total - requests_before,
+        1 + n_async as u64,
+        "only the async jobs ran after the restart"
+    );
     second.start_kill().unwrap();
     second.wait().await.unwrap();
     store.close().await;
@@ -174,6 +205,7 @@ async fn the_janitor_requeues_a_job_whose_lease_lapsed_and_it_completes() {
                     model: CHAT.into(),
                     load_options: String::new(),
                     payload: chat_body(CHAT, "left behind", false).to_string(),
+                    sync: false,
                     priority: 0,
                     max_attempts: 3,
                     idempotency_key: None,
@@ -201,7 +233,11 @@ async fn the_janitor_requeues_a_job_whose_lease_lapsed_and_it_completes() {
     assert_eq!(claimed.lease_owner.as_deref(), Some("frozen-worker"));
     let done = recorded(&store, claimed.id).await;
     assert_eq!(done.state, JobState::Succeeded);
-    assert_eq!(done.attempts, 2, "the lapsed attempt counts");
+    assert_eq!(
+        (done.attempts, done.interruptions),
+        (2, 1),
+        "the lapsed attempt is an interruption, not a failure"
+    );
     assert!(done.result.is_some());
 
     // Foreman's own claims use the configured lease.

@@ -1,5 +1,7 @@
 //! Graceful shutdown: a running job gets its grace period and is requeued (without
-//! using an attempt) if it does not finish; queued jobs stay queued.
+//! using an attempt) if it does not finish; queued jobs stay queued. Synchronous
+//! callers are told to retry, so at the next start their jobs are cancelled rather than
+//! run twice (once for nobody, once for the retry).
 
 use std::time::Duration;
 
@@ -27,7 +29,18 @@ async fn shutdown_requeues_a_job_that_outlives_the_grace_period() {
         store.queue_depth().await.unwrap() == 1
     })
     .await;
-    foreman.stop().await;
+    let mut foreman = foreman;
+    let list = async |store: &foreman_store::Store| {
+        store
+            .list(ListParams {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    };
+    let sent_before = foreman.sim.stats().requests_total;
+    foreman.restart().await;
     assert_eq!(
         slow.await.unwrap(),
         503,
@@ -38,23 +51,22 @@ async fn shutdown_requeues_a_job_that_outlives_the_grace_period() {
         503,
         "the queued job's caller is let go"
     );
-    let jobs = store
-        .list(ListParams {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let jobs = list(&store).await;
     assert_eq!(jobs.len(), 2);
-    assert!(
-        jobs.iter().all(|j| j.state == JobState::Queued),
-        "both jobs wait for the next start"
-    );
     let requeued = jobs.iter().find(|j| j.model == CHAT).unwrap();
     assert_eq!(
         requeued.attempts, 0,
         "the interrupted attempt was given back"
     );
+    // Their callers were told to retry: the next start cancels both jobs, and neither
+    // reaches the target again.
+    for job in &jobs {
+        assert_eq!(job.state, JobState::Cancelled, "{}", job.id);
+        assert_eq!(job.failure.as_ref().map(|f| f.status), Some(499));
+    }
+    hold(&foreman.sim, false);
+    assert_eq!(foreman.sim.stats().requests_total, sent_before);
+    foreman.stop().await;
 }
 
 #[tokio::test]

@@ -18,4 +18,5 @@ mod scheduling;
 mod shutdown;
 mod targets;
 mod translated;
+mod waiters;
 mod webhooks;

@@ -10,8 +10,16 @@
 //! Output counts as delivered once a reader has taken a chunk. Until then a failed
 //! attempt can be replayed: [`Hub::rewind`] drops its chunks, under the same lock
 //! readers take them with, so no reader sees half of one attempt and then another.
+//!
+//! Apart from the feeds, the hub keeps a signal per watched job for those who wait on a
+//! job's row rather than its output (long polls, event streams waiting for the
+//! commit): the runner rings the signal of exactly the job whose outcome it recorded
+//! ([`Hub::job_changed`]), so a thousand waiters on other jobs neither wake nor read
+//! the store. It also remembers, for a while, why queued jobs were cancelled: the
+//! store has no column for that on a job that never ran (see [`Hub::note_cancelled`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -76,10 +84,60 @@ struct Entry {
     holders: usize,
 }
 
-/// The registry of open feeds, one per watched job.
+/// The registry of open feeds, one per watched job, and of job signals.
 #[derive(Default)]
 pub struct Hub {
     feeds: Mutex<HashMap<JobId, Entry>>,
+    watches: Mutex<HashMap<JobId, WatchEntry>>,
+    /// How many times a [`JobWatch`] woke for a change of its job (for tests).
+    wakeups: AtomicU64,
+    /// How many watches are waiting for a change right now (for tests).
+    parked: AtomicU64,
+    cancel_notes: Mutex<CancelNotes>,
+}
+
+/// How many reasons for cancelled queued jobs are remembered.
+const CANCEL_NOTES: usize = 10_000;
+
+/// Why recently cancelled queued jobs were cancelled, oldest first out.
+#[derive(Default)]
+struct CancelNotes {
+    by_job: HashMap<JobId, JobFailure>,
+    order: VecDeque<JobId>,
+}
+
+/// Who or what cancelled a job; the API words it (see `api/error.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// The synchronous caller went away before its job ended.
+    CallerLeft,
+    /// `POST /jobs/{id}/cancel` or `DELETE /jobs/{id}`.
+    CancelCall,
+    /// Foreman was shutting down and its caller was told to retry.
+    Shutdown,
+    /// Every target that could run it was down too long; its caller got a 503.
+    TargetsDown,
+}
+
+/// A signal rung whenever the job's row changes in a way a waiter cares about.
+#[derive(Default)]
+struct Signal {
+    changes: AtomicU64,
+    notify: Notify,
+}
+
+struct WatchEntry {
+    signal: Arc<Signal>,
+    holders: usize,
+}
+
+/// A waiter on one job's row; it wakes only when that job changes.
+pub struct JobWatch {
+    hub: Arc<Hub>,
+    id: JobId,
+    signal: Arc<Signal>,
+    /// The changes seen so far.
+    seen: u64,
 }
 
 /// A reader of one job's feed; the feed goes when its last reader is dropped.
@@ -179,6 +237,128 @@ impl Hub {
     /// How many feeds are open (for tests).
     pub fn open_feeds(&self) -> usize {
         self.feeds.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Starts watching job `id`: every change signalled from now on wakes the watch.
+    /// Take it before reading the job, so a change between the read and the wait is
+    /// not missed.
+    pub fn watch(self: &Arc<Self>, id: JobId) -> JobWatch {
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = watches.entry(id).or_insert_with(|| WatchEntry {
+            signal: Arc::default(),
+            holders: 0,
+        });
+        entry.holders += 1;
+        let signal = entry.signal.clone();
+        let seen = signal.changes.load(Ordering::SeqCst);
+        JobWatch {
+            hub: self.clone(),
+            id,
+            signal,
+            seen,
+        }
+    }
+
+    /// Job `id` changed (its outcome is committed and it left the running set, or it
+    /// was cancelled while queued): wakes its watches, and only them.
+    pub fn job_changed(&self, id: JobId) {
+        let signal = self
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|entry| entry.signal.clone());
+        if let Some(signal) = signal {
+            signal.changes.fetch_add(1, Ordering::SeqCst);
+            signal.notify.notify_waiters();
+        }
+    }
+
+    /// How many times watches woke for a change of their job, in total (for tests).
+    pub fn watch_wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::SeqCst)
+    }
+
+    /// How many watches are waiting for a change right now (for tests).
+    pub fn parked_watches(&self) -> u64 {
+        self.parked.load(Ordering::SeqCst)
+    }
+
+    /// How many jobs are watched (for tests).
+    pub fn open_watches(&self) -> usize {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Remembers why a queued job was cancelled, for the job view: the store keeps a
+    /// reason only for a job cancelled while it ran. The latest [`CANCEL_NOTES`] are
+    /// kept, in memory only.
+    pub fn note_cancelled(&self, id: JobId, reason: JobFailure) {
+        let mut notes = self.cancel_notes.lock().unwrap_or_else(|e| e.into_inner());
+        if notes.by_job.insert(id, reason).is_none() {
+            notes.order.push_back(id);
+        }
+        while notes.order.len() > CANCEL_NOTES {
+            if let Some(oldest) = notes.order.pop_front() {
+                notes.by_job.remove(&oldest);
+            }
+        }
+    }
+
+    /// Why job `id` was cancelled while queued, if it was, recently, in this process.
+    pub fn cancel_note(&self, id: JobId) -> Option<JobFailure> {
+        self.cancel_notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_job
+            .get(&id)
+            .cloned()
+    }
+}
+
+impl JobWatch {
+    /// Waits until the job changes after the last change this watch saw.
+    pub async fn changed(&mut self) {
+        let _parked = Parked::new(&self.hub);
+        loop {
+            let notified = self.signal.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let changes = self.signal.changes.load(Ordering::SeqCst);
+            if changes != self.seen {
+                self.seen = changes;
+                self.hub.wakeups.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Counts a watch as waiting while it lives.
+struct Parked<'a>(&'a Hub);
+
+impl<'a> Parked<'a> {
+    fn new(hub: &'a Hub) -> Parked<'a> {
+        hub.parked.fetch_add(1, Ordering::SeqCst);
+        Parked(hub)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for JobWatch {
+    fn drop(&mut self) {
+        let mut watches = self.hub.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = watches.get_mut(&self.id) {
+            entry.holders -= 1;
+            if entry.holders == 0 {
+                watches.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -318,6 +498,48 @@ mod tests {
         assert_eq!(hub.open_feeds(), 1, "the reader still holds it");
         drop(late);
         assert_eq!(hub.open_feeds(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_watch_wakes_for_its_own_job_only() {
+        let hub = Arc::new(Hub::default());
+        let (mine, other) = (JobId::generate(), JobId::generate());
+        let mut watch = hub.watch(mine);
+        let mut bystanders: Vec<JobWatch> = (0..100).map(|_| hub.watch(other)).collect();
+        assert_eq!(hub.open_watches(), 2);
+        hub.job_changed(JobId::generate());
+        // A change before the wait is not lost.
+        hub.job_changed(mine);
+        watch.changed().await;
+        assert_eq!(hub.watch_wakeups(), 1, "the other watches stayed asleep");
+        assert!(
+            futures::FutureExt::now_or_never(watch.changed()).is_none(),
+            "nothing changed since"
+        );
+        hub.job_changed(other);
+        for bystander in &mut bystanders {
+            bystander.changed().await;
+        }
+        assert_eq!(hub.watch_wakeups(), 101);
+        drop(bystanders);
+        drop(watch);
+        assert_eq!(hub.open_watches(), 0);
+    }
+
+    #[test]
+    fn cancel_notes_keep_the_latest() {
+        let hub = Hub::default();
+        let first = JobId::generate();
+        let reason = JobFailure {
+            status: 499,
+            message: "cancelled".into(),
+        };
+        hub.note_cancelled(first, reason.clone());
+        assert_eq!(hub.cancel_note(first), Some(reason.clone()));
+        for _ in 0..CANCEL_NOTES {
+            hub.note_cancelled(JobId::generate(), reason.clone());
+        }
+        assert_eq!(hub.cancel_note(first), None, "the oldest went first");
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use foreman_store::JobFailure;
 use serde_json::json;
 use thiserror::Error;
 
-use crate::hub::TargetAnswer;
+use crate::hub::{CancelReason, TargetAnswer};
 
 pub const JSON_UTF8: &str = "application/json; charset=utf-8";
 
@@ -130,6 +130,25 @@ impl ApiError {
                 message: failure.message,
             },
         }
+    }
+}
+
+/// How a cancelled job's reason is kept and shown (its `error`): 499, as Ollama
+/// answers a request cancelled while queued, when a caller or a cancel call ended it;
+/// 503 when foreman gave it up (shutting down, or its targets down).
+pub fn cancel_failure(reason: CancelReason) -> JobFailure {
+    let (status, message) = match reason {
+        CancelReason::CallerLeft => (499, "cancelled: the caller went away"),
+        CancelReason::CancelCall => (499, "cancelled by a cancel call"),
+        CancelReason::Shutdown => (503, "cancelled: foreman was shutting down"),
+        CancelReason::TargetsDown => (
+            503,
+            "cancelled: every target that could run it was down too long",
+        ),
+    };
+    JobFailure {
+        status,
+        message: message.to_string(),
     }
 }
 

@@ -3,12 +3,13 @@
 //! routes (`queued.rs`) and the jobs API (`jobs.rs`) both use these, and neither
 //! imports the other.
 
-use foreman_store::{CancelOutcome, JobId, JobKind};
+use foreman_store::{CancelOutcome, Job, JobFailure, JobId, JobKind, JobState};
 use serde_json::{Map, Value};
 
+use super::error::cancel_failure;
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
-use crate::hub::{FeedEvent, Subscription};
+use crate::hub::{CancelReason, FeedEvent, Outcome, Subscription};
 use crate::scheduler::load_key;
 use crate::targets::ModelCheck;
 
@@ -65,15 +66,40 @@ pub(super) async fn next_event(
     }
 }
 
-/// Cancels a job in any state: a queued one at once, a running one by aborting its
-/// upstream request. Shared with the sync routes, whose callers cancel by leaving.
+/// Cancels a job in any state, for `reason`: a queued one at once, a running one by
+/// aborting its upstream request. Shared with the sync routes, whose callers cancel
+/// by leaving. The reason of a running job is stored with its end (as its error);
+/// that of a queued one only in memory (the store has no column for it on a job that
+/// never ran; see [`Hub::note_cancelled`](crate::hub::Hub::note_cancelled)).
 pub(super) async fn cancel_job(
     state: &AppState,
     id: JobId,
+    reason: CancelReason,
 ) -> Result<CancelOutcome, foreman_store::Error> {
     let outcome = state.store.cancel(id, now_ms()).await?;
-    if let CancelOutcome::Requested(_) = &outcome {
-        state.running.cancel(id);
+    match &outcome {
+        CancelOutcome::Requested(_) => {
+            state.running.cancel(id, cancel_failure(reason));
+        }
+        CancelOutcome::Cancelled(_) => {
+            state.hub.note_cancelled(id, cancel_failure(reason));
+            // Nothing else tells this job's callers and waiters: no runner had it.
+            state.hub.finish(id, Outcome::Cancelled);
+            state.hub.job_changed(id);
+        }
+        CancelOutcome::AlreadyFinished(_) | CancelOutcome::NotFound => {}
     }
     Ok(outcome)
+}
+
+/// The error a job view shows: for a cancelled job, why it was cancelled (stored for
+/// one cancelled while it ran, remembered for a while for one cancelled while queued),
+/// else the stored failure.
+pub(super) fn shown_failure(state: &AppState, job: &Job) -> Option<JobFailure> {
+    if job.state == JobState::Cancelled
+        && let Some(reason) = state.hub.cancel_note(job.id)
+    {
+        return Some(reason);
+    }
+    job.failure.clone()
 }

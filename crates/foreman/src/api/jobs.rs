@@ -38,7 +38,7 @@ use super::body::JsonBody;
 use super::{ApiError, AppState, job_control};
 use crate::artifacts;
 use crate::clock::now_ms;
-use crate::hub::{FeedEvent, Outcome};
+use crate::hub::{CancelReason, FeedEvent, Outcome};
 use crate::model_name::model_key;
 use crate::webhook::AddressPolicy;
 
@@ -64,12 +64,14 @@ pub struct JobView {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    /// Milliseconds from creation to the first start (so far, while queued).
+    /// Milliseconds from creation to the first start (so far, while queued; to the
+    /// end, for a job that ended without starting).
     pub wait_ms: i64,
     /// Milliseconds from the first start to the end (so far, while running).
     pub run_ms: Option<i64>,
     /// Jobs ahead of this one in priority-then-age order, while queued.
     pub queue_position: Option<u64>,
+    /// Why it failed, or why it was cancelled (who or what cancelled it).
     pub error: Option<JobErrorView>,
     /// The body Ollama would have returned with `"stream": false`.
     pub result: Option<Value>,
@@ -140,7 +142,13 @@ impl JobView {
             created_at: rfc3339(job.created_at),
             started_at: job.started_at.map(rfc3339),
             finished_at: job.finished_at.map(rfc3339),
-            wait_ms: job.started_at.unwrap_or(now).max(job.created_at) - job.created_at,
+            // A job cancelled while queued stopped waiting when it ended.
+            wait_ms: job
+                .started_at
+                .or(job.finished_at)
+                .unwrap_or(now)
+                .max(job.created_at)
+                - job.created_at,
             run_ms: job
                 .started_at
                 .map(|start| job.finished_at.unwrap_or(now).max(start) - start),
@@ -174,6 +182,7 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
         _ => None,
     };
     let mut view = JobView::new(job, position, now_ms());
+    view.error = error_view(state, job);
     if let Some(webhook) = view.webhook.as_mut() {
         webhook.deliveries = state
             .store
@@ -200,6 +209,13 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
             .collect();
     }
     Ok(view)
+}
+
+fn error_view(state: &AppState, job: &Job) -> Option<JobErrorView> {
+    job_control::shown_failure(state, job).map(|failure| JobErrorView {
+        status: failure.status,
+        message: failure.message,
+    })
 }
 
 fn parse_id(text: &str) -> Result<JobId, ApiError> {
@@ -361,16 +377,16 @@ pub async fn get(
             .min(MAX_WAIT),
     };
     let deadline = tokio::time::Instant::now() + wait;
+    // Watch before reading: a change between the read and the wait still wakes it.
+    // Only this job's changes do, so the row is read again only when it changed.
+    let mut watch = state.hub.watch(id);
     loop {
-        let finished = state.finished.notified();
-        tokio::pin!(finished);
-        finished.as_mut().enable();
         let job = find(&state, id).await?;
         if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(view(&state, &job).await?).into_response());
         }
         tokio::select! {
-            _ = finished => {}
+            _ = watch.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = state.shutdown.cancelled() => {
                 return Ok(Json(view(&state, &job).await?).into_response());
@@ -450,7 +466,10 @@ pub async fn list(
     let page: Vec<JobView> = jobs
         .iter()
         .take(limit as usize)
-        .map(|job| JobView::new(job, None, now))
+        .map(|job| JobView {
+            error: error_view(&state, job),
+            ..JobView::new(job, None, now)
+        })
         .collect();
     let next_cursor = more.then(|| page.last().map(|j| j.id.clone())).flatten();
     Ok(Json(JobPage {
@@ -473,7 +492,7 @@ async fn final_line(state: &AppState, job: &Job) -> Bytes {
         _ => None,
     };
     let result = job.result.clone().or(from_file);
-    let value = match (&result, &job.failure, job.state) {
+    let value = match (&result, &job_control::shown_failure(state, job), job.state) {
         (Some(result), _, JobState::Succeeded) => {
             serde_json::from_str(result).unwrap_or_else(|_| Value::String(result.clone()))
         }
@@ -531,15 +550,10 @@ pub async fn events(
 /// Waits until the runner has recorded the job's outcome (it leaves the running set
 /// after the commit), or shutdown.
 async fn until_recorded(state: &AppState, id: JobId) {
-    loop {
-        let finished = state.finished.notified();
-        tokio::pin!(finished);
-        finished.as_mut().enable();
-        if !state.running.contains(id) {
-            return;
-        }
+    let mut watch = state.hub.watch(id);
+    while state.running.contains(id) {
         tokio::select! {
-            _ = finished => {}
+            _ = watch.changed() => {}
             _ = state.shutdown.cancelled() => return,
         }
     }
@@ -586,7 +600,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    match job_control::cancel_job(&state, id).await? {
+    match job_control::cancel_job(&state, id, CancelReason::CancelCall).await? {
         CancelOutcome::Cancelled(job) => Ok(Json(view(&state, &job).await?).into_response()),
         CancelOutcome::Requested(job) => {
             Ok((StatusCode::ACCEPTED, Json(view(&state, &job).await?)).into_response())
@@ -596,5 +610,139 @@ pub async fn cancel(
             state: job.state.as_str(),
         }),
         CancelOutcome::NotFound => Err(ApiError::JobNotFound(id.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::hub::Hub;
+    use crate::runner::RunningJobs;
+    use crate::targets::Targets;
+
+    async fn state_on(dir: &tempfile::TempDir) -> AppState {
+        let db = dir.path().join("foreman.db");
+        let config = Config::for_upstream("http://127.0.0.1:1", db.to_str().unwrap());
+        let targets = Targets::new(
+            &config.targets,
+            config.upstream_timeout,
+            config.poll_interval,
+        );
+        AppState {
+            store: foreman_store::Store::open(db.to_str().unwrap())
+                .await
+                .unwrap(),
+            config: Arc::new(config),
+            hub: Arc::new(Hub::default()),
+            targets,
+            running: Arc::new(RunningJobs::default()),
+            wake: Arc::new(Notify::new()),
+            finished: Arc::new(Notify::new()),
+            show_cache: Arc::default(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    async fn enqueue(state: &AppState, now: i64) -> Job {
+        let job = NewJob {
+            id: None,
+            kind: JobKind::Chat,
+            model: "llama3.2:latest".into(),
+            load_options: String::new(),
+            payload: r#"{"model":"llama3.2","messages":[]}"#.into(),
+            sync: false,
+            priority: 0,
+            max_attempts: 3,
+            idempotency_key: None,
+            webhook_url: None,
+            metadata: None,
+        };
+        state.store.enqueue(job, now).await.unwrap().job
+    }
+
+    fn long_poll(state: &AppState, id: JobId) -> tokio::task::JoinHandle<Value> {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let query = WaitQuery {
+                wait: Some("60s".into()),
+            };
+            let response = get(State(state), Path(id.to_string()), Query(query))
+                .await
+                .unwrap();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            serde_json::from_slice(&body).unwrap()
+        })
+    }
+
+    /// 200 long polls on jobs that do not change neither wake nor read the store while
+    /// 50 other jobs end; each of those 50 wakes once, reads its row once more, and
+    /// answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_wakes_and_reads_only_when_its_own_job_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_on(&dir).await;
+        let mut jobs = Vec::new();
+        for _ in 0..250 {
+            jobs.push(enqueue(&state, now_ms()).await.id);
+        }
+        let mut polls: Vec<_> = jobs.iter().map(|id| long_poll(&state, *id)).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // Each poll has read its job once and waits.
+        while state.hub.parked_watches() < jobs.len() as u64 {
+            assert!(tokio::time::Instant::now() < deadline, "every poll waits");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for id in &jobs[200..] {
+            job_control::cancel_job(&state, *id, CancelReason::CancelCall)
+                .await
+                .unwrap();
+        }
+        for poll in polls.drain(200..) {
+            let job = poll.await.unwrap();
+            assert_eq!(job["state"], "cancelled");
+            assert_eq!(job["error"]["message"], "cancelled by a cancel call");
+            assert_eq!(job["error"]["status"], 499);
+        }
+        assert_eq!(
+            state.hub.watch_wakeups(),
+            50,
+            "one wake-up (and one read) per ended job, none for the 200 others"
+        );
+        assert_eq!(state.hub.open_watches(), 200);
+        assert_eq!(state.hub.parked_watches(), 200, "the others still wait");
+        state.shutdown.cancel();
+        for poll in polls {
+            assert_eq!(poll.await.unwrap()["state"], "queued");
+        }
+        assert_eq!(state.hub.watch_wakeups(), 50);
+        assert_eq!(state.hub.open_watches(), 0);
+        assert_eq!(state.hub.parked_watches(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_job_stops_waiting_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_on(&dir).await;
+        let created = 1_000_000;
+        let job = enqueue(&state, created).await;
+        let cancelled = match state.store.cancel(job.id, created + 250).await.unwrap() {
+            CancelOutcome::Cancelled(job) => job,
+            other => panic!("not cancelled: {other:?}"),
+        };
+        for now in [created + 300, created + 3_600_000] {
+            let view = JobView::new(&cancelled, None, now);
+            assert_eq!(view.wait_ms, 250, "at {now}");
+            assert_eq!(view.run_ms, None);
+        }
+        let queued = JobView::new(&job, None, created + 400);
+        assert_eq!(queued.wait_ms, 400, "a queued job's wait grows");
     }
 }

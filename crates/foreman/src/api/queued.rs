@@ -5,8 +5,17 @@
 //! a job (durably, before anything is answered), and then answered exactly as Ollama
 //! would answer it, from what the runner relays: an NDJSON stream forwarded chunk by
 //! chunk when `stream` is true or absent, one JSON object with `"stream": false`, or
-//! the target's own error. Headers go out only with the first chunk, as Ollama does.
-//! Every answer carries `X-Foreman-Job-Id`.
+//! the target's own error. Every answer carries `X-Foreman-Job-Id`.
+//!
+//! When the status and headers go out: a native NDJSON stream (`/api/chat` and
+//! `/api/generate` with `stream` true or absent) answers 200 and its headers as soon
+//! as its job is committed, so the caller learns the job's id while it waits in the
+//! queue; a failure before any output then comes as the stream's `{"error"}` line,
+//! as Ollama ends a stream that fails. Ollama itself sends no headers before its first
+//! chunk, and a client that waits for them waits the same. Every other answer keeps
+//! waiting for its first chunk or its end: a non-streaming one must carry its final
+//! status, and an SSE stream of Ollama's `/v1` routes has no error event to tell a
+//! failure in (nor does a load or unload request, answered as one JSON object).
 //!
 //! A caller that disconnects cancels its job: a queued job never reaches the GPU, a
 //! running one has its upstream request dropped.
@@ -33,14 +42,15 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use foreman_store::{CancelOutcome, JobId, JobKind, NewJob};
+use foreman_store::{CancelOutcome, JobFailure, JobId, JobKind, NewJob};
+use serde_json::Value;
 
 use super::body::JsonBody;
 use super::error::{Flavor, stream_error_line};
 use super::{ApiError, AppState, job_control};
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::hub::{FeedEvent, Outcome, Subscription};
+use crate::hub::{CancelReason, FeedEvent, Outcome, Subscription, TargetAnswer};
 use crate::model_name::model_key;
 use crate::targets::TargetsDown;
 
@@ -54,6 +64,7 @@ pub use crate::config::SYNC_PRIORITY;
 
 pub const JOB_ID_HEADER: &str = "x-foreman-job-id";
 pub const PRIORITY_HEADER: &str = "x-foreman-priority";
+const NDJSON: &str = "application/x-ndjson";
 
 pub async fn chat(
     State(state): State<AppState>,
@@ -99,8 +110,8 @@ pub(super) async fn run_queued(
     model: String,
     flavor: Flavor,
 ) -> Result<Response, ApiError> {
-    body.bool("stream")?;
     super::validate::queued_request(kind, &body.fields)?;
+    let early_headers = headers_at_commit(kind, flavor, &body)?;
     let priority = requested_priority(headers, &state.config)?;
     job_control::admit(&state, &model).await?;
     let raw = String::from_utf8(body.raw.to_vec())
@@ -134,14 +145,19 @@ pub(super) async fn run_queued(
         id,
         armed: true,
     };
+    if early_headers {
+        let body = relay(state, subscription, guard, None, model, true);
+        let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+        return Ok(with_job_id(response, id));
+    }
     let first = match first_event(&state, &mut subscription, &model).await {
         Ok(first) => first,
         Err(down) => {
             guard.armed = false;
-            if let Err(error) = job_control::cancel_job(&state, id).await {
-                tracing::error!(%error, job = %id, "cannot cancel");
-            }
-            tracing::info!(job = %id, %down, "targets down; caller answered 503");
+            give_up(&state, id, &down).await;
             return Ok(with_job_id(ApiError::from(down).render(flavor), id));
         }
     };
@@ -157,10 +173,10 @@ pub(super) async fn run_queued(
         Some(FeedEvent::Chunk(chunk)) => {
             let content_type = subscription
                 .content_type()
-                .unwrap_or_else(|| "application/x-ndjson".to_string());
+                .unwrap_or_else(|| NDJSON.to_string());
             // SSE has no error line: like Ollama's /v1, a failed stream just ends.
             let error_line = !content_type.starts_with("text/event-stream");
-            let body = relay(state, subscription, guard, chunk, error_line);
+            let body = relay(state, subscription, guard, Some(chunk), model, error_line);
             let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
             if let Ok(value) = HeaderValue::from_str(&content_type) {
                 response.headers_mut().insert(header::CONTENT_TYPE, value);
@@ -169,6 +185,36 @@ pub(super) async fn run_queued(
         }
     };
     Ok(with_job_id(response, id))
+}
+
+/// Whether the answer's status and headers go out once the job is committed (see the
+/// module doc): a native NDJSON stream that is not a load or unload request.
+fn headers_at_commit(kind: JobKind, flavor: Flavor, body: &JsonBody) -> Result<bool, ApiError> {
+    let streaming = body.bool("stream")? != Some(false);
+    if flavor != Flavor::Ollama || !streaming {
+        return Ok(false);
+    }
+    let present = |field: &str| match body.fields.get(field) {
+        None | Some(Value::Null) => false,
+        Some(Value::String(text)) => !text.is_empty(),
+        Some(Value::Array(items)) => !items.is_empty(),
+        Some(_) => true,
+    };
+    // Ollama answers a request with nothing to generate (it loads or unloads the
+    // model) with one JSON object, not a stream.
+    Ok(match kind {
+        JobKind::Chat => present("messages"),
+        JobKind::Generate => present("prompt") || present("images"),
+        _ => false,
+    })
+}
+
+/// Cancels a job whose targets have been down too long; its caller is told so.
+async fn give_up(state: &AppState, id: JobId, down: &TargetsDown) {
+    if let Err(error) = job_control::cancel_job(state, id, CancelReason::TargetsDown).await {
+        tracing::error!(%error, job = %id, "cannot cancel");
+    }
+    tracing::info!(job = %id, %down, "targets down; job cancelled and its caller told");
 }
 
 /// The job's first feed event, as [`job_control::next_event`] gives it; while the
@@ -225,22 +271,43 @@ fn requested_priority(headers: &HeaderMap, config: &Config) -> Result<i32, ApiEr
     }
 }
 
-/// The rest of an answer after its first chunk, ending at the job's outcome. A
-/// failure after output was sent can only be told in band, as Ollama does: one more
-/// `{"error"}` line.
+/// The rest of an answer after its first chunk (or all of it, when the status went
+/// out before: `first` is then `None`), ending at the job's outcome. A failure after
+/// the status was sent can only be told in band, as Ollama does: one more `{"error"}`
+/// line.
 fn relay(
     state: AppState,
     mut subscription: Subscription,
     guard: CancelOnDrop,
-    first: Bytes,
+    first: Option<Bytes>,
+    model: String,
     error_line: bool,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
         // Bind the whole guard: the stream owns it, so dropping the stream (the
         // caller went away) is what cancels the job.
         let mut guard = guard;
-        yield Ok(first);
-        loop {
+        let first = match first {
+            Some(chunk) => Ok(chunk),
+            None => match first_event(&state, &mut subscription, &model).await {
+                Ok(Some(FeedEvent::Chunk(chunk))) => Ok(chunk),
+                Ok(Some(FeedEvent::End(outcome))) => Err(end_without_output(outcome)),
+                Ok(None) => Err(ApiError::ShuttingDown),
+                Err(down) => {
+                    guard.armed = false;
+                    give_up(&state, subscription.id(), &down).await;
+                    Err(ApiError::from(down))
+                }
+            },
+        };
+        match first {
+            Ok(chunk) => yield Ok(chunk),
+            Err(error) => {
+                guard.armed = false;
+                yield Ok(in_stream(error));
+            }
+        }
+        while guard.armed {
             match job_control::next_event(&state, &mut subscription).await {
                 Some(FeedEvent::Chunk(chunk)) => yield Ok(chunk),
                 Some(FeedEvent::End(outcome)) => {
@@ -260,16 +327,45 @@ fn relay(
 }
 
 fn outcome_response(outcome: Outcome, flavor: Flavor) -> Response {
+    end_without_output(outcome).render(flavor)
+}
+
+/// What a caller hears of a job that ended before any output.
+fn end_without_output(outcome: Outcome) -> ApiError {
     match outcome {
         Outcome::Failed {
             failure,
             from_target,
-        } => ApiError::job_failed(failure, from_target).render(flavor),
-        Outcome::Cancelled => ApiError::Cancelled.render(flavor),
+        } => ApiError::job_failed(failure, from_target),
+        Outcome::Cancelled => ApiError::Cancelled,
         // Success or an in-band failure always come after at least one chunk.
         Outcome::Succeeded | Outcome::FailedInStream => {
             ApiError::TargetUnavailable("the target ended the answer without output".into())
-                .render(flavor)
+        }
+    }
+}
+
+/// An error as the `{"error"}` line of a stream whose status already went out: the
+/// target's own error body when it sent one, else the message.
+fn in_stream(error: ApiError) -> Bytes {
+    match error {
+        ApiError::Passthrough {
+            status,
+            content_type,
+            body,
+        } => {
+            let failure = JobFailure {
+                status,
+                message: String::new(),
+            };
+            stream_error_line(&failure, Some(&TargetAnswer { content_type, body }))
+        }
+        other => {
+            let failure = JobFailure {
+                status: other.status().as_u16(),
+                message: other.to_string(),
+            };
+            stream_error_line(&failure, None)
         }
     }
 }
@@ -296,7 +392,7 @@ impl Drop for CancelOnDrop {
         }
         let (state, id) = (self.state.clone(), self.id);
         tokio::spawn(async move {
-            match job_control::cancel_job(&state, id).await {
+            match job_control::cancel_job(&state, id, CancelReason::CallerLeft).await {
                 Ok(CancelOutcome::Requested(_)) => {
                     tracing::info!(job = %id, "caller left; running job aborted");
                 }

@@ -46,7 +46,8 @@ pub(super) enum Attempt {
     FailedInBand(String),
     /// The target refused the connection: it is down, and the job did not start.
     TargetDown(String),
-    Cancelled,
+    /// Stopped by a cancel, for this reason when one was given.
+    Cancelled(Option<JobFailure>),
     Interrupted,
 }
 
@@ -55,7 +56,7 @@ impl Attempt {
     pub(super) fn reached_target(&self) -> bool {
         matches!(
             self,
-            Attempt::Succeeded(_) | Attempt::FailedInBand(_) | Attempt::Cancelled
+            Attempt::Succeeded(_) | Attempt::FailedInBand(_) | Attempt::Cancelled(_)
         )
     }
 }
@@ -172,8 +173,18 @@ impl Attempts {
                 stored
             }
             Attempt::Failed(error) => self.record_failure(id, number, owner, error, now).await,
-            Attempt::Cancelled => {
-                let stored = self.store.finish_cancelled(id, number, owner, now).await;
+            Attempt::Cancelled(reason) => {
+                let stored = match reason {
+                    // The cancel is requested in the store before the switch is thrown,
+                    // so retry-or-fail ends the job cancelled, with the reason kept as
+                    // its error.
+                    Some(reason) => {
+                        self.store
+                            .retry_or_fail(id, number, owner, reason, now, now)
+                            .await
+                    }
+                    None => self.store.finish_cancelled(id, number, owner, now).await,
+                };
                 self.hub.finish(id, Outcome::Cancelled);
                 stored
             }

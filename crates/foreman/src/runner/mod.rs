@@ -56,7 +56,9 @@ pub struct Runners {
     pub running: Arc<RunningJobs>,
     /// Rung (all waiters) by every enqueue, dispatch and job's end.
     pub wake: Arc<Notify>,
-    /// Rung (all waiters) after every recorded outcome, once the job left `running`.
+    /// Rung (all waiters) after every recorded outcome, once the job left `running`,
+    /// for the webhook dispatcher; a job's own waiters are woken through the hub
+    /// ([`Hub::job_changed`]).
     pub finished: Arc<Notify>,
     pub settings: RunnerSettings,
 }
@@ -197,7 +199,7 @@ impl Runner {
         };
         let attempt = tokio::select! {
             attempt = shared.attempts.execute(&self.target.upstream, &job, payload) => attempt,
-            _ = cancel.cancelled() => Attempt::Cancelled,
+            _ = cancel.cancelled() => Attempt::Cancelled(shared.running.cancel_reason(job.id)),
             _ = grace_over => Attempt::Interrupted,
         };
         heartbeat.abort();
@@ -212,7 +214,9 @@ impl Runner {
             drop(keeper);
             shared.running.remove(job.id);
             // After the removal, so that a waiter woken here sees the job no longer
-            // running.
+            // running. Only this job's waiters wake (long polls, event streams); the
+            // global signal is the webhook dispatcher's.
+            shared.hub.job_changed(job.id);
             shared.finished.notify_waiters();
         });
     }

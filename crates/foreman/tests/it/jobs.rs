@@ -413,9 +413,11 @@ async fn events_stream_a_waiting_job_live_and_replay_a_finished_one() {
         .unwrap();
     assert_eq!(cancel.status(), 202, "the job was running");
     let lines = watcher.await.unwrap();
-    assert_eq!(lines.last().unwrap(), &json!({"error": "job cancelled"}));
+    // The error says who cancelled the job.
+    let reason = json!({"error": "cancelled by a cancel call"});
+    assert_eq!(lines.last().unwrap(), &reason);
     let replay = event_lines(&client, format!("{}/jobs/{doomed_id}/events", foreman.url)).await;
-    assert_eq!(replay, vec![json!({"error": "job cancelled"})]);
+    assert_eq!(replay, vec![reason]);
     foreman.stop().await;
 }
 

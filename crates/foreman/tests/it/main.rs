@@ -20,4 +20,5 @@ mod shutdown;
 mod targets;
 mod translated;
 mod validation;
+mod waiters;
 mod webhooks;

@@ -190,7 +190,7 @@ async fn a_terminal_upstream_error_passes_through_unchanged_at_once() {
             ..Default::default()
         })
         .unwrap();
-    let request = chat_body(CHAT, "crash", true);
+    let request = chat_body(CHAT, "crash", false);
     let (direct_status, direct_headers, direct_body) =
         post(&client, format!("{}/api/chat", foreman.sim.url()), &request).await;
     let (status, headers, body) =
@@ -207,6 +207,18 @@ async fn a_terminal_upstream_error_passes_through_unchanged_at_once() {
         "not retried"
     );
     assert_eq!(job.failure.unwrap().status, 500);
+
+    // A stream answers 200 once its job is committed, so the same failure, before any
+    // output, comes as the stream's error line: the target's body, one line.
+    let (status, headers, body) = post(
+        &client,
+        format!("{}/api/chat", foreman.url),
+        &chat_body(CHAT, "crash", true),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    assert_eq!(body, format!("{}\n", direct_body.trim_end()));
     foreman.stop().await;
 }
 

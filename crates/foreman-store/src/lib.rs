@@ -235,11 +235,13 @@ impl Store {
         }
     }
 
-    /// Cancels a queued job outright, or asks the worker of a running one to abort it.
-    /// Atomic with respect to claims: a job is never both claimed and reported cancelled.
-    pub async fn cancel(&self, id: JobId, now: i64) -> Result<CancelOutcome> {
+    /// Cancels a queued job outright, recording `reason` as its failure, or asks the
+    /// worker of a running one to abort it (the worker records the reason with the
+    /// job's end). Atomic with respect to claims: a job is never both claimed and
+    /// reported cancelled.
+    pub async fn cancel(&self, id: JobId, now: i64, reason: JobFailure) -> Result<CancelOutcome> {
         match self {
-            Store::Sqlite(store) => store.cancel(id, now).await,
+            Store::Sqlite(store) => store.cancel(id, now, reason).await,
         }
     }
 

@@ -184,6 +184,14 @@ pub async fn case_claim_records_its_target(store: &Store) {
     assert_eq!(done.target.as_deref(), Some("gpu1"));
 }
 
+/// Why the suite cancels jobs.
+pub fn cancel_reason() -> JobFailure {
+    JobFailure {
+        status: 499,
+        message: "cancelled by the test".to_owned(),
+    }
+}
+
 /// An arbitrary fixed epoch for the suite's clock.
 pub const T0: i64 = 1_700_000_000_000;
 const LEASE_MS: i64 = 30_000;
@@ -462,7 +470,7 @@ pub async fn case_queue_heads_pick_best_per_model(store: &Store) {
     // A model whose only job finished has no head either.
     let d_done = enqueue(store, new_job("d", 100), T0).await;
     store
-        .cancel(d_done.id, T0 + 1)
+        .cancel(d_done.id, T0 + 1, cancel_reason())
         .await
         .expect("cancel queued job");
 
@@ -1073,7 +1081,7 @@ pub async fn case_requeue_gives_the_attempt_back(store: &Store) {
 pub async fn case_cancel_in_each_state(store: &Store) {
     assert_eq!(
         store
-            .cancel(JobId::generate(), T0)
+            .cancel(JobId::generate(), T0, cancel_reason())
             .await
             .expect("cancel unknown"),
         CancelOutcome::NotFound
@@ -1081,29 +1089,37 @@ pub async fn case_cancel_in_each_state(store: &Store) {
 
     // Queued: cancelled at once, and no longer claimable or counted.
     let queued = enqueue(store, new_job("m", 0), T0).await;
-    let CancelOutcome::Cancelled(cancelled) =
-        store.cancel(queued.id, T0 + 1).await.expect("cancel")
+    let CancelOutcome::Cancelled(cancelled) = store
+        .cancel(queued.id, T0 + 1, cancel_reason())
+        .await
+        .expect("cancel")
     else {
         panic!("a queued job is cancelled outright");
     };
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert_eq!(cancelled.finished_at, Some(T0 + 1));
     assert!(!cancelled.cancel_requested);
+    assert_eq!(cancelled.failure, Some(cancel_reason()), "it says why");
     assert_eq!(get(store, queued.id).await, cancelled);
     assert_eq!(try_claim(store, queued.id, "w", T0 + 2).await, None);
     assert_eq!(store.queue_depth().await.expect("depth"), 0);
 
     // Cancelling again reports the finished job unchanged.
     assert_eq!(
-        store.cancel(queued.id, T0 + 3).await.expect("cancel"),
+        store
+            .cancel(queued.id, T0 + 3, cancel_reason())
+            .await
+            .expect("cancel"),
         CancelOutcome::AlreadyFinished(cancelled.clone())
     );
 
     // Running: only marked; the worker finishes the cancellation.
     let running = enqueue(store, new_job("m", 0), T0).await;
     claim(store, running.id, "w", T0 + 1).await;
-    let CancelOutcome::Requested(requested) =
-        store.cancel(running.id, T0 + 2).await.expect("cancel")
+    let CancelOutcome::Requested(requested) = store
+        .cancel(running.id, T0 + 2, cancel_reason())
+        .await
+        .expect("cancel")
     else {
         panic!("a running job gets a cancel request");
     };
@@ -1113,7 +1129,10 @@ pub async fn case_cancel_in_each_state(store: &Store) {
     assert_eq!(requested.lease_owner.as_deref(), Some("w"));
     // Asking twice is harmless.
     assert_eq!(
-        store.cancel(running.id, T0 + 3).await.expect("cancel"),
+        store
+            .cancel(running.id, T0 + 3, cancel_reason())
+            .await
+            .expect("cancel"),
         CancelOutcome::Requested(requested.clone())
     );
     assert_eq!(
@@ -1142,7 +1161,10 @@ pub async fn case_cancel_in_each_state(store: &Store) {
         .expect("complete")
         .expect("attempt current");
     assert_eq!(
-        store.cancel(succeeded.id, T0 + 2).await.expect("cancel"),
+        store
+            .cancel(succeeded.id, T0 + 2, cancel_reason())
+            .await
+            .expect("cancel"),
         CancelOutcome::AlreadyFinished(succeeded.clone())
     );
     assert_eq!(get(store, succeeded.id).await, succeeded);
@@ -1155,7 +1177,10 @@ pub async fn case_cancel_in_each_state(store: &Store) {
         .expect("fail")
         .expect("attempt current");
     assert_eq!(
-        store.cancel(failed.id, T0 + 2).await.expect("cancel"),
+        store
+            .cancel(failed.id, T0 + 2, cancel_reason())
+            .await
+            .expect("cancel"),
         CancelOutcome::AlreadyFinished(failed.clone())
     );
 }
@@ -1163,7 +1188,10 @@ pub async fn case_cancel_in_each_state(store: &Store) {
 pub async fn case_cancel_requested_wins_over_retry_and_requeue(store: &Store) {
     let retried = enqueue(store, new_job("m", 0), T0).await;
     claim(store, retried.id, "w", T0).await;
-    store.cancel(retried.id, T0 + 1).await.expect("cancel");
+    store
+        .cancel(retried.id, T0 + 1, cancel_reason())
+        .await
+        .expect("cancel");
     let after_retry = store
         .retry_or_fail(retried.id, 1, "w", failure(503, "busy"), T0 + 500, T0 + 2)
         .await
@@ -1175,7 +1203,10 @@ pub async fn case_cancel_requested_wins_over_retry_and_requeue(store: &Store) {
 
     let requeued = enqueue(store, new_job("m", 0), T0).await;
     claim(store, requeued.id, "w", T0).await;
-    store.cancel(requeued.id, T0 + 1).await.expect("cancel");
+    store
+        .cancel(requeued.id, T0 + 1, cancel_reason())
+        .await
+        .expect("cancel");
     let after_requeue = store
         .requeue(requeued.id, 1, "w", T0 + 2)
         .await
@@ -1207,7 +1238,12 @@ pub async fn case_concurrent_cancel_and_claim_agree(store: &Store) {
         };
         let canceller = {
             let store = store.clone();
-            tokio::spawn(async move { store.cancel(job.id, T0 + 1).await.expect("cancel") })
+            tokio::spawn(async move {
+                store
+                    .cancel(job.id, T0 + 1, cancel_reason())
+                    .await
+                    .expect("cancel")
+            })
         };
         let claimed = claimer.await.expect("claim task");
         let outcome = canceller.await.expect("cancel task");
@@ -1245,7 +1281,10 @@ pub async fn case_recover_running(store: &Store) {
     for job in [&requeued, &exhausted, &cancelling, &finished] {
         claim(store, job.id, "old-process", T0 + 1).await;
     }
-    store.cancel(cancelling.id, T0 + 2).await.expect("cancel");
+    store
+        .cancel(cancelling.id, T0 + 2, cancel_reason())
+        .await
+        .expect("cancel");
     let finished = store
         .complete(finished.id, 1, "old-process", "{}".to_owned(), T0 + 3)
         .await
@@ -1391,7 +1430,7 @@ pub async fn case_rescue_expired_touches_only_expired_leases(store: &Store) {
     claim(store, expired_exhausted.id, "w", T0).await;
     claim(store, expired_cancelling.id, "w", T0).await;
     store
-        .cancel(expired_cancelling.id, T0 + 1)
+        .cancel(expired_cancelling.id, T0 + 1, cancel_reason())
         .await
         .expect("cancel");
     claim(store, at_boundary.id, "w", T0 + 1_000).await;
@@ -1449,7 +1488,10 @@ pub async fn case_prune_respects_limit_and_cutoff(store: &Store) {
     let mut cancelled = Vec::new();
     for offset in 1..=5 {
         let job = enqueue(store, new_job("m", 0), T0).await;
-        store.cancel(job.id, T0 + offset).await.expect("cancel");
+        store
+            .cancel(job.id, T0 + offset, cancel_reason())
+            .await
+            .expect("cancel");
         cancelled.push(job.id);
     }
     let succeeded = enqueue(store, new_job("m", 0), T0).await;
@@ -1498,7 +1540,10 @@ pub async fn case_list_filters(store: &Store) {
     let a_running = enqueue(store, new_job("a", 0), T0 + 20).await;
     claim(store, a_running.id, "w", T0 + 21).await;
     let b_cancelled = enqueue(store, new_job("b", 0), T0 + 30).await;
-    store.cancel(b_cancelled.id, T0 + 31).await.expect("cancel");
+    store
+        .cancel(b_cancelled.id, T0 + 31, cancel_reason())
+        .await
+        .expect("cancel");
 
     let listed = |params: ListParams| async move { ids(&store.list(params).await.expect("list")) };
 

@@ -588,7 +588,10 @@ async fn finished_jobs_with_a_webhook_fill_the_outbox() {
     let mut cancelled = new_job("m", 0);
     cancelled.webhook_url = Some("http://hooks.example/in".to_owned());
     let cancelled = store.enqueue(cancelled, T0).await.expect("enqueue").job;
-    store.cancel(cancelled.id, T0 + 5).await.expect("cancel");
+    store
+        .cancel(cancelled.id, T0 + 5, testsuite::cancel_reason())
+        .await
+        .expect("cancel");
     let deliveries = store
         .webhooks_for_job(cancelled.id)
         .await

@@ -15,10 +15,9 @@
 //! job's row rather than its output (long polls, event streams waiting for the
 //! commit): the runner rings the signal of exactly the job whose outcome it recorded
 //! ([`Hub::job_changed`]), so a thousand waiters on other jobs neither wake nor read
-//! the store. It also remembers, for a while, why queued jobs were cancelled: the
-//! store has no column for that on a job that never ran (see [`Hub::note_cancelled`]).
+//! the store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -93,17 +92,6 @@ pub struct Hub {
     wakeups: AtomicU64,
     /// How many watches are waiting for a change right now (for tests).
     parked: AtomicU64,
-    cancel_notes: Mutex<CancelNotes>,
-}
-
-/// How many reasons for cancelled queued jobs are remembered.
-const CANCEL_NOTES: usize = 10_000;
-
-/// Why recently cancelled queued jobs were cancelled, oldest first out.
-#[derive(Default)]
-struct CancelNotes {
-    by_job: HashMap<JobId, JobFailure>,
-    order: VecDeque<JobId>,
 }
 
 /// Who or what cancelled a job; the API words it (see `api/error.rs`).
@@ -287,31 +275,6 @@ impl Hub {
     /// How many jobs are watched (for tests).
     pub fn open_watches(&self) -> usize {
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Remembers why a queued job was cancelled, for the job view: the store keeps a
-    /// reason only for a job cancelled while it ran. The latest [`CANCEL_NOTES`] are
-    /// kept, in memory only.
-    pub fn note_cancelled(&self, id: JobId, reason: JobFailure) {
-        let mut notes = self.cancel_notes.lock().unwrap_or_else(|e| e.into_inner());
-        if notes.by_job.insert(id, reason).is_none() {
-            notes.order.push_back(id);
-        }
-        while notes.order.len() > CANCEL_NOTES {
-            if let Some(oldest) = notes.order.pop_front() {
-                notes.by_job.remove(&oldest);
-            }
-        }
-    }
-
-    /// Why job `id` was cancelled while queued, if it was, recently, in this process.
-    pub fn cancel_note(&self, id: JobId) -> Option<JobFailure> {
-        self.cancel_notes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_job
-            .get(&id)
-            .cloned()
     }
 }
 
@@ -524,22 +487,6 @@ mod tests {
         drop(bystanders);
         drop(watch);
         assert_eq!(hub.open_watches(), 0);
-    }
-
-    #[test]
-    fn cancel_notes_keep_the_latest() {
-        let hub = Hub::default();
-        let first = JobId::generate();
-        let reason = JobFailure {
-            status: 499,
-            message: "cancelled".into(),
-        };
-        hub.note_cancelled(first, reason.clone());
-        assert_eq!(hub.cancel_note(first), Some(reason.clone()));
-        for _ in 0..CANCEL_NOTES {
-            hub.note_cancelled(JobId::generate(), reason.clone());
-        }
-        assert_eq!(hub.cancel_note(first), None, "the oldest went first");
     }
 
     #[tokio::test]

@@ -451,12 +451,12 @@ impl SqliteStore {
     }
 
     /// See [`Store::cancel`](crate::Store::cancel).
-    pub async fn cancel(&self, id: JobId, now: i64) -> Result<CancelOutcome> {
+    pub async fn cancel(&self, id: JobId, now: i64, reason: JobFailure) -> Result<CancelOutcome> {
         // One write: nothing can claim or finish the job between the steps.
         self.write(Durability::Durable, move |conn, mirror| {
             let id = id.to_string();
-            if let Some(job) = first_job(conn, queries::CANCEL_QUEUED, rusqlite::params![id, now])?
-            {
+            let queued = rusqlite::params![id, now, reason.status, reason.message];
+            if let Some(job) = first_job(conn, queries::CANCEL_QUEUED, queued)? {
                 mirror.track(&job);
                 return Ok(CancelOutcome::Cancelled(job));
             }

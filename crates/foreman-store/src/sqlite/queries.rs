@@ -132,10 +132,10 @@ pub(super) const REQUEUE: &str = "
     WHERE id = ?1 AND state = 'running' AND attempts = ?2 AND lease_owner = ?3
     RETURNING *";
 
-/// queued → cancelled. ?1 id, ?2 now.
+/// queued → cancelled, with why as its failure. ?1 id, ?2 now, ?3 status, ?4 message.
 pub(super) const CANCEL_QUEUED: &str = "
     UPDATE jobs
-    SET state = 'cancelled', finished_at = ?2
+    SET state = 'cancelled', finished_at = ?2, failure_status = ?3, failure_message = ?4
     WHERE id = ?1 AND state = 'queued'
     RETURNING *";
 

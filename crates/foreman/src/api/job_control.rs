@@ -3,7 +3,7 @@
 //! routes (`queued.rs`) and the jobs API (`jobs.rs`) both use these, and neither
 //! imports the other.
 
-use foreman_store::{CancelOutcome, Job, JobFailure, JobId, JobKind, JobState};
+use foreman_store::{CancelOutcome, JobId, JobKind};
 use serde_json::{Map, Value};
 
 use super::error::cancel_failure;
@@ -68,21 +68,22 @@ pub(super) async fn next_event(
 
 /// Cancels a job in any state, for `reason`: a queued one at once, a running one by
 /// aborting its upstream request. Shared with the sync routes, whose callers cancel
-/// by leaving. The reason of a running job is stored with its end (as its error);
-/// that of a queued one only in memory (the store has no column for it on a job that
-/// never ran; see [`Hub::note_cancelled`](crate::hub::Hub::note_cancelled)).
+/// by leaving. The reason is stored as the job's error: at once for a queued job, with
+/// its end for a running one.
 pub(super) async fn cancel_job(
     state: &AppState,
     id: JobId,
     reason: CancelReason,
 ) -> Result<CancelOutcome, foreman_store::Error> {
-    let outcome = state.store.cancel(id, now_ms()).await?;
+    let outcome = state
+        .store
+        .cancel(id, now_ms(), cancel_failure(reason))
+        .await?;
     match &outcome {
         CancelOutcome::Requested(_) => {
             state.running.cancel(id, cancel_failure(reason));
         }
         CancelOutcome::Cancelled(_) => {
-            state.hub.note_cancelled(id, cancel_failure(reason));
             // Nothing else tells this job's callers and waiters: no runner had it.
             state.hub.finish(id, Outcome::Cancelled);
             state.hub.job_changed(id);
@@ -90,16 +91,4 @@ pub(super) async fn cancel_job(
         CancelOutcome::AlreadyFinished(_) | CancelOutcome::NotFound => {}
     }
     Ok(outcome)
-}
-
-/// The error a job view shows: for a cancelled job, why it was cancelled (stored for
-/// one cancelled while it ran, remembered for a while for one cancelled while queued),
-/// else the stored failure.
-pub(super) fn shown_failure(state: &AppState, job: &Job) -> Option<JobFailure> {
-    if job.state == JobState::Cancelled
-        && let Some(reason) = state.hub.cancel_note(job.id)
-    {
-        return Some(reason);
-    }
-    job.failure.clone()
 }

@@ -182,7 +182,7 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
         _ => None,
     };
     let mut view = JobView::new(job, position, now_ms());
-    view.error = error_view(state, job);
+    view.error = error_view(job);
     if let Some(webhook) = view.webhook.as_mut() {
         webhook.deliveries = state
             .store
@@ -211,8 +211,8 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
     Ok(view)
 }
 
-fn error_view(state: &AppState, job: &Job) -> Option<JobErrorView> {
-    job_control::shown_failure(state, job).map(|failure| JobErrorView {
+fn error_view(job: &Job) -> Option<JobErrorView> {
+    job.failure.clone().map(|failure| JobErrorView {
         status: failure.status,
         message: failure.message,
     })
@@ -467,7 +467,7 @@ pub async fn list(
         .iter()
         .take(limit as usize)
         .map(|job| JobView {
-            error: error_view(&state, job),
+            error: error_view(job),
             ..JobView::new(job, None, now)
         })
         .collect();
@@ -492,7 +492,7 @@ async fn final_line(state: &AppState, job: &Job) -> Bytes {
         _ => None,
     };
     let result = job.result.clone().or(from_file);
-    let value = match (&result, &job_control::shown_failure(state, job), job.state) {
+    let value = match (&result, &job.failure, job.state) {
         (Some(result), _, JobState::Succeeded) => {
             serde_json::from_str(result).unwrap_or_else(|_| Value::String(result.clone()))
         }
@@ -733,7 +733,13 @@ mod tests {
         let state = state_on(&dir).await;
         let created = 1_000_000;
         let job = enqueue(&state, created).await;
-        let cancelled = match state.store.cancel(job.id, created + 250).await.unwrap() {
+        let reason = crate::api::error::cancel_failure(CancelReason::CancelCall);
+        let cancelled = match state
+            .store
+            .cancel(job.id, created + 250, reason)
+            .await
+            .unwrap()
+        {
             CancelOutcome::Cancelled(job) => job,
             other => panic!("not cancelled: {other:?}"),
         };

@@ -391,3 +391,72 @@ impl hyper::body::Body for BusyBody {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets when a connection became idle, `seconds` after a common start.
+    fn idle_from(registry: &Registry, connection: &ConnectionHandle, seconds: u64) {
+        let start = registry.lock().by_id[&0].idle_since;
+        registry
+            .lock()
+            .by_id
+            .get_mut(&connection.id)
+            .unwrap()
+            .idle_since = start + Duration::from_secs(seconds);
+    }
+
+    #[tokio::test]
+    async fn at_the_limit_the_connection_idle_longest_is_closed_never_a_busy_one() {
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let oldest_busy = registry.open();
+        let busy = registry.request_started(oldest_busy.id);
+        let idle_longest = registry.open();
+        idle_from(&registry, &idle_longest, 1);
+        let idle_since_later = registry.open();
+        idle_from(&registry, &idle_since_later, 2);
+        assert!(registry.make_room(4, &shutdown).await, "below the limit");
+
+        let room = tokio::spawn({
+            let (registry, shutdown) = (registry.clone(), shutdown.clone());
+            async move { registry.make_room(3, &shutdown).await }
+        });
+        idle_longest.close.cancelled().await;
+        assert!(!oldest_busy.close.is_cancelled() && !idle_since_later.close.is_cancelled());
+        drop(idle_longest);
+        assert!(
+            room.await.unwrap(),
+            "room once the closed connection is gone"
+        );
+
+        // A connection whose request ended is idle from then on.
+        drop(busy);
+        assert_eq!(registry.lock().by_id[&oldest_busy.id].requests, 0);
+        idle_from(&registry, &oldest_busy, 3);
+        assert!(registry.close_idlest());
+        assert!(idle_since_later.close.is_cancelled(), "idle longer");
+        assert!(registry.close_idlest());
+        assert!(oldest_busy.close.is_cancelled());
+        assert!(!registry.close_idlest(), "nothing left to close");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_room_ends_at_shutdown() {
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let connection = registry.open();
+        let _busy = registry.request_started(connection.id);
+        let room = tokio::spawn({
+            let (registry, shutdown) = (registry.clone(), shutdown.clone());
+            async move { registry.make_room(1, &shutdown).await }
+        });
+        shutdown.cancel();
+        assert!(
+            !room.await.unwrap(),
+            "a busy connection is never closed for room"
+        );
+        assert!(!connection.close.is_cancelled());
+    }
+}

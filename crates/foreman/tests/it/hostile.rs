@@ -189,11 +189,9 @@ async fn silent_connections_at_the_limit_leave_healthz_and_real_requests_served(
     .await;
     assert_eq!(status, 200, "{body}");
     // Closing makes room for the newest connections, so the oldest stalled ones go.
-    let mut n_closed = 0;
-    for stream in stalled.iter_mut().take(limit) {
-        let (closed, _) = closed_by_server(stream).await;
-        n_closed += usize::from(closed);
-    }
+    let verdicts =
+        futures::future::join_all(stalled.iter_mut().take(limit).map(closed_by_server)).await;
+    let n_closed = verdicts.iter().filter(|(closed, _)| *closed).count();
     assert_eq!(
         n_closed, limit,
         "the oldest stalled connections were closed"

@@ -1,8 +1,8 @@
 //! Clients that hold connections without finishing their requests, over raw loopback
 //! sockets: stalled heads and bodies are cut off, an oversized `Content-Length` is
 //! refused before its body, and a flood of silent connections at the connection
-//! limit leaves `/healthz` and real requests served. Deadlines are generous; no
-//! test asserts a timing.
+//! limit, or past the open-file limit of a real foreman process, leaves `/healthz`
+//! and real requests served. Deadlines are generous; no test asserts a timing.
 
 use std::time::Duration;
 
@@ -197,4 +197,67 @@ async fn silent_connections_at_the_limit_leave_healthz_and_real_requests_served(
         "the oldest stalled connections were closed"
     );
     foreman.stop().await;
+}
+
+/// The defect as found: a real foreman process at a 256-descriptor limit, with more
+/// silent connections than it has descriptors for, still answers `/healthz` and an
+/// authenticated request.
+#[tokio::test]
+async fn more_silent_connections_than_descriptors_leave_foreman_serving() {
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new("sh");
+    // Only the settings below: a FOREMAN_* variable in the developer's shell must not apply.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("FOREMAN_") {
+            command.env_remove(name);
+        }
+    }
+    let mut foreman = command
+        .args(["-c", "ulimit -n 256 && exec \"$0\" serve"])
+        .arg(env!("CARGO_BIN_EXE_foreman"))
+        .env("FOREMAN_ADDR", "127.0.0.1:0")
+        .env("FOREMAN_OLLAMA_URL", sim.url())
+        .env("FOREMAN_DATABASE", dir.path().join("foreman.db"))
+        .env("FOREMAN_DATA_DIR", dir.path().join("data"))
+        .env("FOREMAN_TOKEN", "secret")
+        .env("FOREMAN_HEADER_TIMEOUT", "1h")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("foreman starts");
+    let stdout = foreman.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let banner = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("the banner arrives")
+        .unwrap()
+        .expect("a banner line");
+    let url = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .expect("the banner names the address")
+        .to_string();
+    let address = url.strip_prefix("http://").unwrap().to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream.write_all(b"GET /healthz HT").await.unwrap();
+        stalled.push(stream);
+    }
+    let client = client();
+    let (status, health) = get_json(&client, format!("{url}/healthz")).await;
+    assert_eq!(status, 200, "{health}");
+    let tags = client
+        .get(format!("{url}/api/tags"))
+        .bearer_auth("secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), 200);
+    drop(stalled);
+    foreman.kill().await.unwrap();
+    sim.shutdown().await;
 }

@@ -147,6 +147,20 @@ pub struct ServeArgs {
     /// How often the janitor prunes finished jobs and requeues jobs whose lease lapsed.
     #[arg(long, env = "FOREMAN_JANITOR_INTERVAL", default_value = "60s", value_parser = positive_duration)]
     pub janitor_interval: Duration,
+    /// How long a client has to send a request's line and headers, counted from the
+    /// connection's start or the end of its previous answer; the connection is
+    /// closed past it (an idle keep-alive connection too).
+    #[arg(long, env = "FOREMAN_HEADER_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+    /// Longest silence while a request's body is read: past it the request gets 408
+    /// and its connection is closed.
+    #[arg(long, env = "FOREMAN_BODY_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub body_timeout: Duration,
+    /// Client connections held open at once; at the limit, the connection idle the
+    /// longest (no request under way) is closed for a new one. Lowered at start to
+    /// fit the process's open-file limit.
+    #[arg(long, env = "FOREMAN_MAX_CONNECTIONS", default_value_t = 2048, value_parser = at_least_one)]
+    pub max_connections: u64,
     /// Origins whose web pages may call foreman, comma-separated, `*` as a wildcard (as
     /// OLLAMA_ORIGINS), on top of Ollama's defaults: localhost, 127.0.0.1 and 0.0.0.0
     /// on any port over http(s), app://, file://, tauri://, vscode-webview://,
@@ -205,6 +219,13 @@ pub struct Config {
     pub artifact_threshold: usize,
     pub lease: Duration,
     pub janitor_interval: Duration,
+    /// Time to send a request's line and headers (`FOREMAN_HEADER_TIMEOUT`).
+    pub header_timeout: Duration,
+    /// Longest silence within a request body (`FOREMAN_BODY_TIMEOUT`).
+    pub body_timeout: Duration,
+    /// Client connections held at once (`FOREMAN_MAX_CONNECTIONS`), before the
+    /// open-file limit lowers it.
+    pub max_connections: usize,
     /// Origins allowed besides Ollama's defaults (`FOREMAN_ORIGINS`, checked).
     pub origins: Vec<String>,
     pub log: String,
@@ -409,6 +430,9 @@ impl ServeArgs {
             artifact_threshold: self.artifact_threshold,
             lease: self.lease,
             janitor_interval: self.janitor_interval,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             origins: crate::api::origin_guard::parse_origins(&self.origins)
                 .map_err(|reason| invalid("origins", "ORIGINS", reason))?,
             log: self.log.clone(),

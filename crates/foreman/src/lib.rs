@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod janitor;
+pub mod listener;
 pub mod model_name;
 pub mod runner;
 pub mod scheduler;
@@ -26,7 +27,6 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use foreman_store::Store;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -148,16 +148,10 @@ pub async fn serve(
         shutdown: shutdown.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "foreman listening");
-    // Without TCP_NODELAY, a streamed answer's small writes wait on the client's
-    // delayed ACK (about 40 ms each).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let connections = listener::ConnectionSettings::from_config(&state.config);
+    listener::serve(listener, api::router(state), connections, shutdown.clone()).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     store.close().await;
-    served.map_err(ServeError::from)
+    Ok(())
 }

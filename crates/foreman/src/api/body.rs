@@ -2,7 +2,7 @@
 //! object, unknown fields ignored. An empty body, malformed JSON or a field of the
 //! wrong type is a 400 in Ollama's words; a body over the limit is a 413.
 
-use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::rejection::BytesRejection;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
@@ -22,12 +22,7 @@ impl JsonBody {
         limit: usize,
         struct_name: &'static str,
     ) -> Result<JsonBody, ApiError> {
-        let raw = body.map_err(|rejection| match rejection {
-            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-                ApiError::TooLarge(limit)
-            }
-            other => ApiError::BadRequest(other.body_text()),
-        })?;
+        let raw = body.map_err(|rejection| ApiError::from_body(rejection, limit))?;
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::BadRequest("missing request body".into()));
         }

@@ -6,7 +6,8 @@
 //! `application/json; charset=utf-8`, which the official clients parse. Internal failures are logged here once and shown to the
 //! client only as a short message.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, QueryRejection};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use foreman_store::JobFailure;
@@ -47,6 +48,15 @@ pub enum ApiError {
     Forbidden(String),
     #[error("request body too large: the limit is {0} bytes")]
     TooLarge(usize),
+    /// The client stopped sending its request body for longer than the body timeout.
+    #[error("timed out reading the request body")]
+    BodyTimeout,
+    /// A path that none of foreman's routes of its API family has.
+    #[error("no route for {method} {path}")]
+    NoRoute { method: String, path: String },
+    /// A route that exists, asked with a method it does not take.
+    #[error("method {method} is not allowed for {path}")]
+    MethodNotAllowed { method: String, path: String },
     /// Ollama's own text for a full queue (two spaces after `again.`).
     #[error("server busy, please try again.  maximum pending requests exceeded")]
     QueueFull,
@@ -104,6 +114,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::QueueFull | ApiError::ShuttingDown | ApiError::TargetsDown(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -163,6 +176,92 @@ pub fn stream_error_line(failure: &JobFailure, from_target: Option<&TargetAnswer
     line.retain(|b| *b != b'\n');
     line.push(b'\n');
     Bytes::from(line)
+}
+
+impl ApiError {
+    /// A request body that could not be read: over `limit` (413), silent past the
+    /// body timeout (408), or broken off (400).
+    pub fn from_body(rejection: BytesRejection, limit: usize) -> ApiError {
+        if let BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) =
+            rejection
+        {
+            return ApiError::TooLarge(limit);
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+        while let Some(error) = cause {
+            if error.is::<tower_http::timeout::TimeoutError>() {
+                return ApiError::BodyTimeout;
+            }
+            cause = error.source();
+        }
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+/// A query string that does not fit the route's parameters (`/jobs?limit=abc`).
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        let text = rejection.body_text();
+        let detail = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        ApiError::BadRequest(format!("invalid query string: {detail}"))
+    }
+}
+
+/// The answer to a request no route takes: as Ollama's router words it (plain
+/// `404 page not found`) on the paths Ollama has, in the family's JSON on foreman's
+/// own paths (`/jobs`, `/foreman`, ...) and under `/v1/`.
+pub fn no_route(method: &Method, path: &str) -> Response {
+    match unrouted_flavor(path) {
+        Some(flavor) => ApiError::NoRoute {
+            method: method.to_string(),
+            path: path.to_string(),
+        }
+        .render(flavor),
+        None => plain_text(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+/// The answer to a route asked with a method it does not take, chosen as
+/// [`no_route`] chooses (Ollama's router answers `405 method not allowed`).
+pub fn wrong_method(method: &Method, path: &str) -> Response {
+    match unrouted_flavor(path) {
+        Some(flavor) => ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_string(),
+        }
+        .render(flavor),
+        None => plain_text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed"),
+    }
+}
+
+/// Paths of foreman's own API (not Ollama's): their errors are JSON like those of
+/// the jobs API.
+const FOREMAN_PATHS: [&str; 4] = ["/jobs", "/foreman", "/healthz", "/openapi.json"];
+
+/// The error shape for a request no handler took; `None` where Ollama answers in
+/// plain text, that is on its native paths.
+fn unrouted_flavor(path: &str) -> Option<Flavor> {
+    let foreman_own = FOREMAN_PATHS.iter().any(|own| {
+        path.strip_prefix(own)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
+    if path.starts_with("/v1/") {
+        Some(Flavor::for_path(path))
+    } else if foreman_own {
+        Some(Flavor::Ollama)
+    } else {
+        None
+    }
+}
+
+fn plain_text(status: StatusCode, text: &'static str) -> Response {
+    let mut response = (status, text).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
 }
 
 /// Which API's error shape to answer in.

@@ -32,6 +32,7 @@ mod jobs;
 mod listing;
 mod openai;
 pub mod origin_guard;
+mod query;
 mod queued;
 mod responses;
 mod show_cache;
@@ -40,8 +41,10 @@ mod validate;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, Uri, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use foreman_store::Store;
 use tokio::sync::Notify;
@@ -106,6 +109,10 @@ pub fn router(state: AppState) -> Router {
         .route("/foreman/targets", get(listing::targets))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.max_body,
+            refuse_oversized,
+        ))
         // Outermost, so that no answer (not even a 404 or 405) escapes auth.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -123,18 +130,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
-    (
-        StatusCode::NOT_FOUND,
-        [("content-type", "text/plain")],
-        "404 page not found",
-    )
+/// Unknown paths: Ollama's plain text on its paths, JSON in the family's shape on
+/// foreman's own and under `/v1/` ([`error::no_route`]).
+async fn not_found(method: Method, uri: Uri) -> Response {
+    error::no_route(&method, uri.path())
 }
 
-async fn method_not_allowed() -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        [("content-type", "text/plain")],
-        "405 method not allowed",
-    )
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error::wrong_method(&method, uri.path())
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over the body limit,
+/// before a byte of its body is read (or waited for).
+async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return ApiError::TooLarge(limit).render(error::Flavor::for_path(request.uri().path()));
+    }
+    next.run(request).await
 }

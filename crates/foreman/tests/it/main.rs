@@ -1,6 +1,7 @@
 //! foreman end to end: a real simulator upstream on loopback, foreman on port 0 with
 //! a real SQLite file, and real HTTP between them.
 
+mod auth;
 mod browser;
 mod capacity;
 mod cli;
@@ -18,4 +19,5 @@ mod scheduling;
 mod shutdown;
 mod targets;
 mod translated;
+mod webhook_addresses;
 mod webhooks;

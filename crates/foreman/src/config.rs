@@ -48,7 +48,8 @@ pub struct ServeArgs {
     /// The job queue: a SQLite file path (or sqlite://PATH).
     #[arg(long, env = "FOREMAN_DATABASE", default_value = "foreman.db")]
     pub database: String,
-    /// Bearer token required on every route but /healthz; unset means no auth.
+    /// Bearer token required on every route but /healthz; unset means no auth. Printable
+    /// ASCII with no whitespace around it.
     #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Attempts per job before it fails (retryable errors only: connection, timeout, 429, 502, 503, 504).
@@ -295,6 +296,24 @@ fn body_limit(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A token a client can present as it is: not empty, no whitespace around it (which
+/// would make it unusable, as header values lose theirs), and only printable ASCII,
+/// the characters an HTTP header carries as text.
+fn check_token(token: &str) -> Result<(), String> {
+    if token.trim().is_empty() {
+        return Err("must not be empty when set".into());
+    }
+    if token.trim() != token {
+        return Err(
+            "has whitespace at its start or end (a stray newline or space?), which no client can send; remove it".into(),
+        );
+    }
+    if !token.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+        return Err("must be printable ASCII, which is all an HTTP header carries".into());
+    }
+    Ok(())
+}
+
 impl ConfigError {
     /// The one-line form of a value clap could not parse (a duration, a number),
     /// naming the flag and its variable; `None` for other clap errors (`--help`, an
@@ -346,12 +365,9 @@ impl ServeArgs {
             "DATABASE",
             || "must not be empty".into(),
         )?;
-        ensure(
-            self.token.as_ref().is_none_or(|t| !t.trim().is_empty()),
-            "token",
-            "TOKEN",
-            || "must not be empty when set".into(),
-        )?;
+        if let Some(token) = &self.token {
+            check_token(token).map_err(|reason| invalid("token", "TOKEN", reason))?;
+        }
         ensure(
             self.priority_min <= self.priority_max,
             "priority-min",

@@ -14,9 +14,11 @@
 //!   the time the next one was scheduled for.
 //! - **Concurrent:** up to 16 attempts run at once, so one receiver that
 //!   is slow to answer holds up only its own deliveries.
-//! - **Contained:** only http(s); loopback, private, link-local, multicast and other
-//!   internal addresses are refused (also behind a DNS name, and IPv4 wrapped in
-//!   IPv6) unless `FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS` lists them. A host name is
+//! - **Contained:** only http(s); every address IANA's special-purpose registries
+//!   do not mark globally reachable (loopback, private, link-local, documentation,
+//!   reserved, ...), multicast, and anycast service addresses are refused, also behind a
+//!   DNS name and when IPv6 carries them (mapped, NAT64, 6to4, Teredo, ...), unless
+//!   `FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS` lists them ([`special_purpose`]). A host name is
 //!   resolved once per attempt (through a [`Resolver`], DNS unless a test injects
 //!   another) and the addresses checked are the only ones connected to, so a DNS
 //!   answer that changes between the check and the connection (rebinding) cannot
@@ -24,7 +26,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,11 +36,16 @@ use base64::engine::general_purpose::STANDARD;
 use foreman_store::{AttemptOutcome, Store, WebhookAttempt, WebhookDelivery};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use thiserror::Error;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
+
+pub mod special_purpose;
+
+pub use special_purpose::InternalAddress;
 
 const SECRET_PREFIX: &str = "whsec_";
 /// How often the dispatcher looks for due deliveries without a wake-up.
@@ -77,29 +84,38 @@ impl Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
 /// Parses `10.0.0.0/8, 192.168.1.0/24, fd00::/8` (an empty list is fine).
 pub fn parse_cidrs(text: &str) -> Result<Vec<Cidr>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
-        .map(|part| {
-            let (address, prefix) = part.split_once('/').unwrap_or((part, ""));
-            let network: IpAddr = address
-                .parse()
-                .map_err(|_| format!("{part:?} is not a CIDR like 192.168.1.0/24"))?;
-            let width = if network.is_ipv4() { 32 } else { 128 };
-            let prefix = if prefix.is_empty() {
-                width
-            } else {
-                prefix
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= width)
-                    .ok_or_else(|| format!("{part:?} has a bad prefix length"))?
-            };
-            Ok(Cidr { network, prefix })
-        })
+        .map(parse_cidr)
         .collect()
+}
+
+/// Parses one `192.168.1.0/24`; an address alone is a network of one.
+fn parse_cidr(part: &str) -> Result<Cidr, String> {
+    let (address, prefix) = part.split_once('/').unwrap_or((part, ""));
+    let network: IpAddr = address
+        .parse()
+        .map_err(|_| format!("{part:?} is not a CIDR like 192.168.1.0/24"))?;
+    let width = if network.is_ipv4() { 32 } else { 128 };
+    let prefix = if prefix.is_empty() {
+        width
+    } else {
+        prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= width)
+            .ok_or_else(|| format!("{part:?} has a bad prefix length"))?
+    };
+    Ok(Cidr { network, prefix })
 }
 
 /// Decodes `whsec_<base64>` into the signing key.
@@ -123,55 +139,10 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-/// True for addresses on the public internet.
+/// True for addresses a webhook may reach without the allow-list: see
+/// [`special_purpose`].
 pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => is_public_v4(ip),
-        IpAddr::V6(ip) => is_public_v6(ip),
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(a == 0
-        || a == 10
-        || a == 127
-        || (a == 100 && (64..128).contains(&b))
-        || (a == 169 && b == 254)
-        || (a == 172 && (16..32).contains(&b))
-        || (a == 192 && b == 0 && (c == 0 || c == 2))
-        || (a == 192 && b == 168)
-        || (a == 198 && (b == 18 || b == 19))
-        || (a == 198 && b == 51 && c == 100)
-        || (a == 203 && b == 0 && c == 113)
-        || a >= 224)
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let segments = ip.segments();
-    let embedded_v4 = |ip: Ipv6Addr| {
-        let o = ip.octets();
-        Ipv4Addr::new(o[12], o[13], o[14], o[15])
-    };
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_public_v4(v4);
-    }
-    // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4 address inside.
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return is_public_v4(embedded_v4(ip));
-    }
-    if segments[0] == 0x2002 {
-        let [a, b] = segments[1].to_be_bytes();
-        let [c, d] = segments[2].to_be_bytes();
-        return is_public_v4(Ipv4Addr::new(a, b, c, d));
-    }
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (segments[0] & 0xffc0) == 0xfe80
-        || (segments[0] & 0xfe00) == 0xfc00
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8)
-        || segments[..6] == [0, 0, 0, 0, 0, 0])
+    special_purpose::internal(ip).is_none()
 }
 
 /// Answers a host name with its addresses.
@@ -253,49 +224,98 @@ pub struct AddressPolicy {
     pub resolver: Resolver,
 }
 
+/// Why a webhook URL may not be used.
+#[derive(Debug, Error)]
+pub enum UrlError {
+    #[error("webhook {url:?} is not a URL: {reason}")]
+    NotAUrl { url: String, reason: String },
+    #[error("webhook scheme {0:?} is not allowed: use http or https")]
+    Scheme(String),
+    #[error("webhook URL has no host")]
+    NoHost,
+    #[error("webhook host {host:?} does not resolve: {source}")]
+    Unresolved {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("webhook host {0:?} has no address")]
+    NoAddress(String),
+    #[error(
+        "webhook address {address} is not allowed ({why}): internal addresses need FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS"
+    )]
+    Internal {
+        address: IpAddr,
+        why: InternalAddress,
+    },
+}
+
 impl AddressPolicy {
     pub fn allows(&self, ip: IpAddr) -> bool {
-        is_public(ip) || self.allowed_private.iter().any(|net| net.contains(ip))
+        self.refusal(ip).is_none()
+    }
+
+    /// Why `ip` may not be reached, or `None` if it may: public, or in a network the
+    /// allow-list names. An IPv4-mapped address is the IPv4 address to the socket,
+    /// so the allow-list matches it in either form.
+    pub fn refusal(&self, ip: IpAddr) -> Option<InternalAddress> {
+        let canonical = ip.to_canonical();
+        let listed = self
+            .allowed_private
+            .iter()
+            .any(|net| net.contains(ip) || net.contains(canonical));
+        if listed {
+            return None;
+        }
+        special_purpose::internal(ip)
+    }
+
+    /// [`AddressPolicy::check_url`] with its error as the message for a client.
+    pub async fn check(&self, url: &str) -> Result<(reqwest::Url, Vec<SocketAddr>), String> {
+        self.check_url(url).await.map_err(|error| error.to_string())
     }
 
     /// Checks a URL and resolves its host; every address it resolves to must be
     /// allowed. Returns the URL and the addresses to connect to (only these).
-    pub async fn check(&self, url: &str) -> Result<(reqwest::Url, Vec<SocketAddr>), String> {
-        let url =
-            reqwest::Url::parse(url).map_err(|e| format!("webhook {url:?} is not a URL: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
-                "webhook scheme {:?} is not allowed: use http or https",
-                url.scheme()
-            ));
+    pub async fn check_url(&self, url: &str) -> Result<(reqwest::Url, Vec<SocketAddr>), UrlError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| UrlError::NotAUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(UrlError::Scheme(parsed.scheme().to_string()));
         }
-        let host = url
+        let host = parsed
             .host_str()
-            .ok_or_else(|| "webhook URL has no host".to_string())?
+            .ok_or(UrlError::NoHost)?
             .trim_matches(['[', ']'])
             .to_string();
-        let port = url.port_or_known_default().unwrap_or(80);
+        let port = parsed.port_or_known_default().unwrap_or(80);
         let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => self
                 .resolver
                 .lookup(&host)
                 .await
-                .map_err(|e| format!("webhook host {host:?} does not resolve: {e}"))?
+                .map_err(|source| UrlError::Unresolved {
+                    host: host.clone(),
+                    source,
+                })?
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, port))
                 .collect(),
         };
         if addresses.is_empty() {
-            return Err(format!("webhook host {host:?} has no address"));
+            return Err(UrlError::NoAddress(host));
         }
-        if let Some(blocked) = addresses.iter().find(|a| !self.allows(a.ip())) {
-            return Err(format!(
-                "webhook address {} is not allowed: internal addresses need FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS",
-                blocked.ip()
-            ));
+        for address in &addresses {
+            if let Some(why) = self.refusal(address.ip()) {
+                return Err(UrlError::Internal {
+                    address: address.ip(),
+                    why,
+                });
+            }
         }
-        Ok((url, addresses))
+        Ok((parsed, addresses))
     }
 }
 
@@ -438,9 +458,9 @@ impl Dispatcher {
     async fn send(&self, delivery: &WebhookDelivery) -> Result<u16, SendError> {
         let (url, addresses) = self
             .policy
-            .check(&delivery.url)
+            .check_url(&delivery.url)
             .await
-            .map_err(SendError::Refused)?;
+            .map_err(|error| SendError::Refused(error.to_string()))?;
         let host = url
             .host_str()
             .unwrap_or_default()
@@ -534,6 +554,76 @@ mod tests {
         assert!(policy.allows("192.168.1.77".parse().unwrap()));
         assert!(!policy.allows("192.168.2.1".parse().unwrap()));
         assert!(!policy.allows("10.0.0.1".parse().unwrap()));
+    }
+
+    /// The addresses issue 13 found accepted without the allow-list, as URLs and
+    /// behind a host name; refused, each with the block that refuses it named.
+    #[tokio::test]
+    async fn urls_with_the_addresses_found_accepted_are_refused() {
+        let cases = [
+            ("::ffff:0:7f00:1", "loopback"),
+            ("fec0::1", "site-local"),
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo"),
+            ("192.88.99.1", "6to4 relay anycast"),
+            ("100::1", "discard-only"),
+        ];
+        for (address, block) in cases {
+            let ip: IpAddr = address.parse().unwrap();
+            let literal = match ip {
+                IpAddr::V4(_) => format!("http://{ip}/hook"),
+                IpAddr::V6(_) => format!("http://[{ip}]/hook"),
+            };
+            let by_name = AddressPolicy {
+                allowed_private: Vec::new(),
+                resolver: Resolver::new(Fixed(vec![ip])),
+            };
+            for url in [literal.as_str(), "https://hooks.example/in"] {
+                let error = by_name.check_url(url).await.unwrap_err();
+                assert!(
+                    matches!(error, UrlError::Internal { address, .. } if address == ip),
+                    "{url} ({address}): {error:?}"
+                );
+                let message = error.to_string();
+                assert!(
+                    message.contains("not allowed") && message.contains(block),
+                    "{url} ({address}): {message}"
+                );
+            }
+        }
+    }
+
+    /// `FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS` lets exactly the listed networks through,
+    /// an IPv4 network also in its IPv4-mapped form.
+    #[test]
+    fn the_allow_list_lets_listed_networks_through() {
+        let policy = AddressPolicy {
+            allowed_private: parse_cidrs("fec0::/10, 192.88.99.0/24, 127.0.0.0/8, 2001::/32")
+                .unwrap(),
+            ..AddressPolicy::default()
+        };
+        for allowed in [
+            "fec0::1",
+            "192.88.99.1",
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+        ] {
+            assert!(policy.allows(allowed.parse().unwrap()), "{allowed}");
+        }
+        for refused in [
+            "100::1",
+            "::ffff:0:7f00:1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            "192.168.1.1",
+            "10.0.0.1",
+        ] {
+            let ip: IpAddr = refused.parse().unwrap();
+            assert!(!policy.allows(ip), "{refused}");
+            assert!(policy.refusal(ip).is_some(), "{refused}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! a real SQLite file, and real HTTP between them.
 
 mod admission;
+mod auth;
 mod browser;
 mod capacity;
 mod cli;
@@ -23,4 +24,5 @@ mod targets;
 mod translated;
 mod validation;
 mod waiters;
+mod webhook_addresses;
 mod webhooks;

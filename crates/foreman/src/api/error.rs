@@ -6,7 +6,7 @@
 //! `application/json; charset=utf-8`, which the official clients parse. Internal failures are logged here once and shown to the
 //! client only as a short message.
 
-use axum::extract::rejection::{BytesRejection, FailedToBufferBody, QueryRejection};
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -206,6 +206,13 @@ impl From<QueryRejection> for ApiError {
             .strip_prefix("Failed to deserialize query string: ")
             .unwrap_or(&text);
         ApiError::BadRequest(format!("invalid query string: {detail}"))
+    }
+}
+
+/// A path segment that does not fit the route's parameter (`/jobs/%FF`: not UTF-8).
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::BadRequest(format!("invalid path: {}", rejection.body_text()))
     }
 }
 

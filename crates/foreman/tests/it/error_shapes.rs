@@ -54,6 +54,29 @@ async fn a_bad_query_string_is_answered_in_json() {
 }
 
 #[tokio::test]
+async fn a_path_segment_that_is_not_utf8_is_answered_in_json() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    for (method, path) in [
+        (Method::GET, "/jobs/%FF"),
+        (Method::DELETE, "/jobs/%FF"),
+        (Method::POST, "/jobs/%FF/cancel"),
+        (Method::GET, "/jobs/%FF/events"),
+        (Method::GET, "/jobs/%FF/artifacts/a"),
+    ] {
+        let (status, content_type, body) = ask(&foreman, method, path).await;
+        assert_eq!((status, content_type.as_str()), (400, JSON_UTF8), "{path}");
+        let error = serde_json::from_str::<Value>(&body).unwrap();
+        assert!(
+            error["error"]
+                .as_str()
+                .is_some_and(|text| text.starts_with("invalid path: ")),
+            "{path}: {body}"
+        );
+    }
+    foreman.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods_under_v1_answer_in_openai_json() {
     let foreman = TestForeman::start(fast_sim()).await;
     let cases = [

@@ -4,6 +4,7 @@
 mod admission;
 mod browser;
 mod capacity;
+mod chaos;
 mod cli;
 mod common;
 mod config;

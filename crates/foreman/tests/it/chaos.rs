@@ -621,13 +621,14 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
     );
     println!(
         "chaos: simulator: {} inference requests for {ran} jobs that ran ({} rows): {beyond} \
-         beyond one per job ({:.2}%); {} of them drew a fault, leaving {} reruns not \
-         explained by a fault",
+         beyond one per job ({:.2}%): at most {interruptions} of them ({:.2}% of the jobs \
+         that ran) reruns after a kill, one per interruption, the rest retries after one of \
+         the {} requests that drew a fault",
         stats.requests_total,
         jobs.len(),
         percent(beyond.max(0) as usize, ran),
+        percent(interruptions as usize, ran),
         stats.faults_injected_total,
-        beyond - stats.faults_injected_total as i64,
     );
 
     foreman.start_kill().unwrap();

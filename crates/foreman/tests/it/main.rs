@@ -5,6 +5,7 @@ mod admission;
 mod auth;
 mod browser;
 mod capacity;
+mod chaos;
 mod cli;
 mod common;
 mod config;

@@ -1,0 +1,638 @@
+//! Chaos: a real `foreman` process in front of an in-process simulator, with
+//! synchronous (`/api/chat`, streaming and not) and asynchronous (`POST /jobs`) clients
+//! running while foreman is SIGKILLed and restarted on the same database, the target
+//! refuses connections for a while, and drop, stall, busy and failure rates change.
+//!
+//! At the end (faults lifted, foreman restarted one last time and drained) it checks
+//! only what the contract promises: every accepted job is in the store exactly once,
+//! none is left queued or running, async jobs succeeded or failed with their failure
+//! recorded, and synchronous jobs finished or were cancelled with their reason. It
+//! prints, and does not assert, how often work ran more than once.
+//!
+//! Bounded for CI: 20 s of chaos by default; `FOREMAN_CHAOS_SECONDS` runs longer.
+//! Random choices come from one seed, printed, `FOREMAN_CHAOS_SEED` to replay it (the
+//! choices repeat; the interleaving of processes does not). `FOREMAN_CHAOS_LOG=1`
+//! shows foreman's logs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use foreman_store::{Job, JobId, JobState, ListParams, Store};
+use ollama_sim::{FaultsUpdate, ModelSpec, SimConfig};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+const DEFAULT_SECONDS: u64 = 20;
+const DEFAULT_SEED: u64 = 0x13c4_a05f_0e5e_ed13;
+const SYNC_CLIENTS: usize = 3;
+const ASYNC_CLIENTS: usize = 3;
+
+/// SplitMix64: small, seedable, and enough for choosing faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A number in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.below(high - low + 1))
+    }
+
+    /// An independent generator for one client.
+    fn fork(&mut self) -> Rng {
+        Rng(self.next())
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    let text = text.trim();
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{name} must be a number, not {text:?}")))
+}
+
+/// Starts the `foreman` binary on the database and waits for its banner; the address
+/// is a new free port each time.
+async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_foreman"));
+    // Only the settings below: the developer's FOREMAN_* variables must not apply.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("FOREMAN_") {
+            command.env_remove(name);
+        }
+    }
+    let verbose = std::env::var_os("FOREMAN_CHAOS_LOG").is_some();
+    let mut child = command
+        .arg("serve")
+        .env("FOREMAN_ADDR", "127.0.0.1:0")
+        .env(
+            "FOREMAN_TARGETS",
+            format!("{sim_url},name=sim,slots=2,places=2"),
+        )
+        .env("FOREMAN_DATABASE", db)
+        .env(
+            "FOREMAN_DATA_DIR",
+            std::path::Path::new(db).with_file_name("data"),
+        )
+        .env("FOREMAN_POLL_INTERVAL", "200ms")
+        .env("FOREMAN_RETRY_BASE", "50ms")
+        // A stalled answer is given up after a second and retried.
+        .env("FOREMAN_UPSTREAM_TIMEOUT", "1s")
+        // Synchronous callers give up on a refusing target after two seconds.
+        .env("FOREMAN_TARGET_DOWN_TIMEOUT", "2s")
+        .env("FOREMAN_MAX_ATTEMPTS", "4")
+        .env("FOREMAN_LOG", if verbose { "info" } else { "warn" })
+        .stdout(Stdio::piped())
+        .stderr(if verbose {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("foreman starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the banner arrives")
+        .unwrap()
+        .expect("a banner line");
+    let url = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the banner names the address")
+        .to_string();
+    (child, url)
+}
+
+/// How a synchronous request ended, seen from its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncEnd {
+    /// The whole answer arrived, with this status.
+    Answered(u16),
+    /// The connection broke after the headers (foreman was killed, or the client's
+    /// own timeout).
+    Broken,
+}
+
+#[derive(Default)]
+struct Tally {
+    /// Job ids of `POST /jobs` answered 202.
+    accepted: Vec<JobId>,
+    /// `POST /jobs` answers other than 202, by status.
+    async_refused: BTreeMap<u16, u64>,
+    /// Requests that got no answer at all (foreman down or killed meanwhile).
+    unanswered: u64,
+    /// Synchronous requests whose answer named a job, and how each ended.
+    sync_jobs: Vec<(JobId, SyncEnd, bool)>,
+    /// Synchronous answers without a job id (refused before enqueueing), by status.
+    sync_without_job: BTreeMap<u16, u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.accepted.extend(other.accepted);
+        for (status, n) in other.async_refused {
+            *self.async_refused.entry(status).or_default() += n;
+        }
+        self.unanswered += other.unanswered;
+        self.sync_jobs.extend(other.sync_jobs);
+        for (status, n) in other.sync_without_job {
+            *self.sync_without_job.entry(status).or_default() += n;
+        }
+    }
+}
+
+/// foreman's address while it runs; `None` between a kill and the restart.
+type Address = watch::Receiver<Option<String>>;
+
+async fn current(address: &Address) -> Option<String> {
+    let url = address.borrow().clone();
+    if url.is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    url
+}
+
+fn model(rng: &mut Rng) -> &'static str {
+    if rng.chance(0.5) { CHAT } else { CHAT2 }
+}
+
+async fn sync_client(
+    index: usize,
+    mut rng: Rng,
+    address: Address,
+    stop: CancellationToken,
+) -> Tally {
+    let client = client();
+    let mut tally = Tally::default();
+    let mut n = 0;
+    while !stop.is_cancelled() {
+        let Some(url) = current(&address).await else {
+            continue;
+        };
+        n += 1;
+        let stream = rng.chance(0.5);
+        let body = chat_body(model(&mut rng), &format!("sync {index} {n}"), stream);
+        let sent = client
+            .post(format!("{url}/api/chat"))
+            .timeout(Duration::from_secs(20))
+            .json(&body)
+            .send()
+            .await;
+        let Ok(mut response) = sent else {
+            tally.unanswered += 1;
+            continue;
+        };
+        let status = response.status().as_u16();
+        let id = response
+            .headers()
+            .get("x-foreman-job-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.parse::<JobId>().expect("a job id"));
+        let mut whole = true;
+        loop {
+            match response.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        match id {
+            Some(id) => {
+                let end = if whole {
+                    SyncEnd::Answered(status)
+                } else {
+                    SyncEnd::Broken
+                };
+                tally.sync_jobs.push((id, end, stream));
+            }
+            None if whole => *tally.sync_without_job.entry(status).or_default() += 1,
+            None => tally.unanswered += 1,
+        }
+        // As a real client would: at once after an answer, a pause before a retry
+        // (foreman answers 503 at once while the target has been down too long).
+        let pause = if status == 200 && whole {
+            rng.millis(0, 100)
+        } else {
+            rng.millis(200, 500)
+        };
+        tokio::time::sleep(pause).await;
+    }
+    tally
+}
+
+async fn async_client(
+    index: usize,
+    mut rng: Rng,
+    address: Address,
+    stop: CancellationToken,
+) -> Tally {
+    let client = client();
+    let mut tally = Tally::default();
+    let mut n = 0;
+    while !stop.is_cancelled() {
+        let Some(url) = current(&address).await else {
+            continue;
+        };
+        n += 1;
+        let request = chat_body(model(&mut rng), &format!("async {index} {n}"), false);
+        let sent = client
+            .post(format!("{url}/jobs"))
+            .timeout(Duration::from_secs(20))
+            .json(&json!({"kind": "chat", "request": request}))
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status() == 202 => {
+                // The job is accepted once the whole answer (with its id) arrived.
+                match response.json::<serde_json::Value>().await {
+                    Ok(view) => {
+                        let id = view["id"].as_str().expect("the job's id");
+                        tally.accepted.push(id.parse().expect("a job id"));
+                    }
+                    Err(_) => tally.unanswered += 1,
+                }
+            }
+            Ok(response) => {
+                *tally
+                    .async_refused
+                    .entry(response.status().as_u16())
+                    .or_default() += 1
+            }
+            Err(_) => tally.unanswered += 1,
+        }
+        tokio::time::sleep(rng.millis(50, 300)).await;
+    }
+    tally
+}
+
+/// Every job row, newest first.
+async fn all_jobs(store: &Store) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(ListParams {
+                cursor,
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else {
+            return jobs;
+        };
+        cursor = Some(last.id);
+        jobs.extend(page);
+    }
+}
+
+async fn count_in(store: &Store, state: JobState) -> usize {
+    store
+        .list(ListParams {
+            state: Some(state),
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+fn percent(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
+    let seconds = env_u64("FOREMAN_CHAOS_SECONDS").unwrap_or(DEFAULT_SECONDS);
+    let seed = env_u64("FOREMAN_CHAOS_SEED").unwrap_or(DEFAULT_SEED);
+    println!("chaos: seed {seed:#x} (FOREMAN_CHAOS_SEED), {seconds} s (FOREMAN_CHAOS_SECONDS)");
+    let mut rng = Rng(seed);
+    let began = Instant::now();
+
+    let sim = ollama_sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            models: vec![
+                ModelSpec::parse("llama3.2:3b,load=20ms,tps=400").unwrap(),
+                ModelSpec::parse("qwen2.5:0.5b,load=20ms,tps=400").unwrap(),
+            ],
+            num_parallel: 2,
+            max_loaded: 2,
+            seed,
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreman.db");
+    let db = db.to_str().unwrap();
+
+    let (mut foreman, url) = start_foreman(&sim.url(), db).await;
+    let (address_tx, address) = watch::channel(Some(url));
+    let stop = CancellationToken::new();
+    let mut clients = Vec::new();
+    for i in 0..SYNC_CLIENTS {
+        let task = sync_client(i, rng.fork(), address.clone(), stop.clone());
+        clients.push(tokio::spawn(task));
+    }
+    for i in 0..ASYNC_CLIENTS {
+        let task = async_client(i, rng.fork(), address.clone(), stop.clone());
+        clients.push(tokio::spawn(task));
+    }
+
+    let (mut kills, mut refusals, mut rate_changes) = (0, 0, 0);
+    let chaos_ends = Instant::now() + Duration::from_secs(seconds);
+    let mut last_kill = Instant::now();
+    while Instant::now() < chaos_ends {
+        tokio::time::sleep(rng.millis(300, 1500)).await;
+        let roll = rng.below(10);
+        // A kill at least every four seconds, whatever the seed draws.
+        if roll < 3 || last_kill.elapsed() > Duration::from_secs(4) {
+            foreman.start_kill().unwrap();
+            foreman.wait().await.unwrap();
+            address_tx.send_replace(None);
+            kills += 1;
+            tokio::time::sleep(rng.millis(0, 300)).await;
+            let (next, url) = start_foreman(&sim.url(), db).await;
+            foreman = next;
+            address_tx.send_replace(Some(url));
+            last_kill = Instant::now();
+        } else if roll < 5 {
+            let for_ms = rng.millis(200, 2500).as_millis();
+            sim.set_faults(&FaultsUpdate {
+                refuse_connections: Some(true),
+                refuse_for: Some(format!("{for_ms}ms")),
+                ..Default::default()
+            })
+            .unwrap();
+            refusals += 1;
+        } else if roll < 8 {
+            let (drop, stall) = (rng.unit() * 0.3, rng.unit() * 0.08);
+            let (busy, fail) = (rng.unit() * 0.05, rng.unit() * 0.02);
+            sim.set_faults(&FaultsUpdate {
+                drop_rate: Some(drop),
+                stall_rate: Some(stall),
+                busy_rate: Some(busy),
+                fail_rate: Some(fail),
+                ..Default::default()
+            })
+            .unwrap();
+            rate_changes += 1;
+        } else {
+            sim.set_faults(&FaultsUpdate {
+                drop_rate: Some(0.0),
+                stall_rate: Some(0.0),
+                busy_rate: Some(0.0),
+                fail_rate: Some(0.0),
+                ..Default::default()
+            })
+            .unwrap();
+            rate_changes += 1;
+        }
+    }
+
+    // The end: the clients stop, foreman dies one last time with their requests open,
+    // the faults are lifted, and foreman comes back to drain what is left.
+    stop.cancel();
+    foreman.start_kill().unwrap();
+    foreman.wait().await.unwrap();
+    address_tx.send_replace(None);
+    kills += 1;
+    let mut tally = Tally::default();
+    for client in clients {
+        let finished = tokio::time::timeout(Duration::from_secs(60), client).await;
+        tally.merge(finished.expect("a client stops").unwrap());
+    }
+    sim.set_faults(&FaultsUpdate {
+        clear: true,
+        ..Default::default()
+    })
+    .unwrap();
+    sim.refuse_connections(false);
+    let chaos_took = began.elapsed();
+    let (mut foreman, url) = start_foreman(&sim.url(), db).await;
+    let store = Store::open(db).await.unwrap();
+    let drain_began = Instant::now();
+    let drain_deadline = drain_began + Duration::from_secs(120.max(seconds));
+    loop {
+        let queued = count_in(&store, JobState::Queued).await;
+        let running = count_in(&store, JobState::Running).await;
+        if queued + running == 0 {
+            break;
+        }
+        if Instant::now() > drain_deadline {
+            let stuck: Vec<_> = all_jobs(&store)
+                .await
+                .into_iter()
+                .filter(|j| !j.state.is_terminal())
+                .collect();
+            panic!("{queued} queued and {running} running jobs left after the drain: {stuck:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drain_took = drain_began.elapsed();
+    let health = client().get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "foreman still serves after the chaos");
+
+    let jobs = all_jobs(&store).await;
+    let by_id: HashMap<JobId, &Job> = jobs.iter().map(|j| (j.id, j)).collect();
+    assert_eq!(by_id.len(), jobs.len(), "each job is one row");
+
+    // Nothing stuck, each row's end recorded once (terminal exactly with finished_at).
+    for job in &jobs {
+        assert!(job.state.is_terminal(), "stuck: {job:#?}");
+        assert!(job.finished_at.is_some(), "no end recorded: {job:#?}");
+        assert!(
+            job.lease_owner.is_none(),
+            "a lease outlived its job: {job:#?}"
+        );
+        // Crashes spend no attempts; only the target's failures do.
+        assert!(
+            job.attempts.saturating_sub(job.interruptions) <= 4 && job.interruptions <= 5,
+            "more runs than FOREMAN_MAX_ATTEMPTS and MAX_INTERRUPTIONS allow: {job:#?}"
+        );
+    }
+
+    // Async: every accepted job exists, and ran to success or a recorded failure.
+    let accepted: HashSet<JobId> = tally.accepted.iter().copied().collect();
+    assert_eq!(accepted.len(), tally.accepted.len(), "each 202 a new job");
+    for id in &accepted {
+        let job = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("accepted job {id} lost"));
+        assert!(!job.sync, "{id} was submitted to /jobs");
+    }
+    for job in jobs.iter().filter(|j| !j.sync) {
+        match job.state {
+            JobState::Succeeded => assert!(
+                job.result.is_some() || job.artifacts.is_some(),
+                "succeeded without a result: {job:#?}"
+            ),
+            JobState::Failed => assert!(
+                job.failure.is_some(),
+                "failed without a recorded failure: {job:#?}"
+            ),
+            _ => panic!("an async job neither succeeded nor failed: {job:#?}"),
+        }
+    }
+
+    // Sync: every job a caller was told of exists; each finished, or was cancelled
+    // with its reason (499: its caller was gone, a crash among them; 503: its target
+    // was down too long).
+    for (id, _, _) in &tally.sync_jobs {
+        let job = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("sync job {id} lost"));
+        assert!(job.sync, "{id} came from /api/chat");
+    }
+    for job in jobs.iter().filter(|j| j.sync) {
+        match job.state {
+            JobState::Succeeded => assert!(job.result.is_some(), "{job:#?}"),
+            JobState::Failed => assert!(job.failure.is_some(), "{job:#?}"),
+            JobState::Cancelled => {
+                let status = job.failure.as_ref().map(|f| f.status);
+                assert!(
+                    matches!(status, Some(499 | 503)),
+                    "a cancelled sync job carries its reason: {job:#?}"
+                );
+            }
+            _ => unreachable!("checked terminal above"),
+        }
+    }
+
+    // The report: rates to quote, not to assert.
+    let stats = sim.stats();
+    let async_jobs: Vec<&Job> = jobs.iter().filter(|j| !j.sync).collect();
+    let sync_jobs: Vec<&Job> = jobs.iter().filter(|j| j.sync).collect();
+    let count = |jobs: &[&Job], state: JobState| jobs.iter().filter(|j| j.state == state).count();
+    let extra_unexplained = async_jobs
+        .iter()
+        .filter(|j| j.attempts.saturating_sub(j.interruptions) > 1 && j.failure.is_none())
+        .count();
+    let interrupted = async_jobs.iter().filter(|j| j.interruptions > 0).count();
+    let interruptions: u32 = jobs.iter().map(|j| j.interruptions).sum();
+    let ran = jobs.iter().filter(|j| j.attempts > 0).count();
+    let beyond = stats.requests_total as i64 - ran as i64;
+    let sync_cancelled_by_status = |status| {
+        sync_jobs
+            .iter()
+            .filter(|j| j.state == JobState::Cancelled)
+            .filter(|j| j.failure.as_ref().is_some_and(|f| f.status == status))
+            .count()
+    };
+    let answered_then_cancelled = |streamed: bool| {
+        tally
+            .sync_jobs
+            .iter()
+            .filter(|(id, end, stream)| {
+                let job = by_id[id];
+                *stream == streamed
+                    && *end == SyncEnd::Answered(200)
+                    && job.state == JobState::Cancelled
+                    && job.failure.as_ref().is_some_and(|f| f.status == 499)
+            })
+            .count()
+    };
+    let broken = tally
+        .sync_jobs
+        .iter()
+        .filter(|(_, end, _)| *end == SyncEnd::Broken)
+        .count();
+
+    println!("chaos: {chaos_took:.1?} of load and faults, then a drain of {drain_took:.1?}");
+    println!(
+        "chaos: {kills} SIGKILLs, {refusals} refusal windows, {rate_changes} fault-rate changes"
+    );
+    println!(
+        "chaos: async: {} accepted (202), {} rows; {} succeeded, {} failed; other answers {:?}",
+        accepted.len(),
+        async_jobs.len(),
+        count(&async_jobs, JobState::Succeeded),
+        count(&async_jobs, JobState::Failed),
+        tally.async_refused,
+    );
+    println!(
+        "chaos: sync: {} rows ({} named to callers, {} cut off mid-answer); {} succeeded, {} failed, \
+         {} cancelled with 499, {} with 503; answers without a job {:?}; {} requests unanswered",
+        sync_jobs.len(),
+        tally.sync_jobs.len(),
+        broken,
+        count(&sync_jobs, JobState::Succeeded),
+        count(&sync_jobs, JobState::Failed),
+        sync_cancelled_by_status(499),
+        sync_cancelled_by_status(503),
+        tally.sync_without_job,
+        tally.unanswered,
+    );
+    println!(
+        "chaos: sync answered 200 in full, then cancelled with 499 at the restart (the kill \
+         came before the outcome's commit): {} streamed, {} not",
+        answered_then_cancelled(true),
+        answered_then_cancelled(false),
+    );
+    println!(
+        "chaos: duplicate runs: async jobs with attempts - interruptions > 1 and no failure \
+         recorded (a success clears the last failure, so retries after a target fault count \
+         here): {extra_unexplained} of {} ({:.2}%); async jobs interrupted by a kill: \
+         {interrupted} ({:.2}%); interruptions in all: {interruptions}",
+        async_jobs.len(),
+        percent(extra_unexplained, async_jobs.len()),
+        percent(interrupted, async_jobs.len()),
+    );
+    println!(
+        "chaos: simulator: {} inference requests for {ran} jobs that ran ({} rows): {beyond} \
+         beyond one per job ({:.2}%): at most {interruptions} of them ({:.2}% of the jobs \
+         that ran) reruns after a kill, one per interruption, the rest retries after one of \
+         the {} requests that drew a fault",
+        stats.requests_total,
+        jobs.len(),
+        percent(beyond.max(0) as usize, ran),
+        percent(interruptions as usize, ran),
+        stats.faults_injected_total,
+    );
+
+    foreman.start_kill().unwrap();
+    foreman.wait().await.unwrap();
+    store.close().await;
+    sim.abort();
+}

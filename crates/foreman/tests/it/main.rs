@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod config;
 mod crash;
+mod fuzz;
 mod golden;
 mod jobs;
 mod official_clients;

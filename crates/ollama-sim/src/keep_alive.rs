@@ -46,7 +46,9 @@ impl KeepAlive {
         if seconds < 0.0 {
             KeepAlive::Forever
         } else {
-            KeepAlive::For(Duration::from_secs_f64(seconds.min(1e12)))
+            // At most Go's longest duration (about 292 years): a longer one put the
+            // expiry past year 9999, which `/api/ps` cannot print.
+            KeepAlive::For(Duration::from_secs_f64(seconds.min(i64::MAX as f64 / 1e9)))
         }
     }
 

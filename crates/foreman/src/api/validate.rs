@@ -90,12 +90,25 @@ fn is_valid_model_name(name: &str) -> bool {
     let (host, namespace) = match rest.map(|r| r.rsplit_once('/').ok_or(r)) {
         None => ("registry.ollama.ai", "library"),
         Some(Err(namespace)) => ("registry.ollama.ai", namespace),
-        Some(Ok((host, namespace))) => (host.split_once("://").map_or(host, |(_, h)| h), namespace),
+        Some(Ok((host, namespace))) => match host.split_once("://") {
+            // Ollama skips the scheme unread; here it must be one, or a name such as
+            // `a/../../sim/faults?x=://h/n/m` would carry a path into the URL.
+            Some((scheme, host)) if is_scheme(scheme) => (host, namespace),
+            Some(_) => return false,
+            None => (host, namespace),
+        },
     };
     valid(Part::Host, host)
         && valid(Part::Namespace, namespace)
         && valid(Part::Model, model)
         && valid(Part::Tag, tag)
+}
+
+/// A URL scheme (RFC 3986): a letter, then letters, digits, `+`, `-` and `.`.
+fn is_scheme(text: &str) -> bool {
+    text.bytes().enumerate().all(|(i, b)| {
+        b.is_ascii_alphabetic() || (i > 0 && (b.is_ascii_digit() || b"+-.".contains(&b)))
+    }) && !text.is_empty()
 }
 
 // ---------------------------------------------------------------------------------
@@ -1189,5 +1202,225 @@ mod tests {
             "stream": true, "stream_options": {"include_usage": true}, "temperature": 0,
             "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}, "reasoning_effort": "low"});
         assert_eq!(refused(JobKind::OpenAiChat, openai), None);
+    }
+}
+
+/// Properties over arbitrary bodies and names: the checks never panic, refuse only
+/// with Ollama's statuses, and agree with the rules they copy.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::model_name::{model_key, strategies};
+    use base64::Engine;
+    use proptest::arbitrary::any;
+    use proptest::prelude::*;
+
+    const KINDS: [JobKind; 6] = [
+        JobKind::Chat,
+        JobKind::Generate,
+        JobKind::OpenAiChat,
+        JobKind::OpenAiCompletion,
+        JobKind::OpenAiResponses,
+        JobKind::AnthropicMessages,
+    ];
+
+    /// A body that passes for its kind, to mutate one field of.
+    fn valid_body(kind: JobKind) -> Map<String, Value> {
+        let body = match kind {
+            JobKind::Chat => {
+                serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+            }
+            JobKind::Generate => serde_json::json!({"model": "m", "prompt": "hi"}),
+            JobKind::OpenAiChat => {
+                serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+            }
+            JobKind::OpenAiCompletion => serde_json::json!({"model": "m", "prompt": "hi"}),
+            JobKind::OpenAiResponses => {
+                serde_json::json!({"model": "m", "input": [{"role": "user", "content": "hi"}]})
+            }
+            JobKind::AnthropicMessages => {
+                serde_json::json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+            }
+        };
+        match body {
+            Value::Object(fields) => fields,
+            _ => unreachable!("an object"),
+        }
+    }
+
+    /// Replaces the value at a path of object keys and array indices, as far as the
+    /// path goes in `value`.
+    fn replace_at(value: &mut Value, path: &[(String, usize)], new: Value) {
+        let Some(((key, index), rest)) = path.split_first() else {
+            *value = new;
+            return;
+        };
+        match value {
+            Value::Object(fields) => {
+                let slot = fields.entry(key.clone()).or_insert(Value::Null);
+                replace_at(slot, rest, new);
+            }
+            Value::Array(items) if !items.is_empty() => {
+                let len = items.len();
+                replace_at(&mut items[index % len], rest, new);
+            }
+            other => *other = new,
+        }
+    }
+
+    fn checked(kind: JobKind, body: &Map<String, Value>) -> Result<(), TestCaseError> {
+        if let Err(error) = queued_request(kind, body) {
+            let status = error.status().as_u16();
+            let refused_by_runner = matches!(error, ApiError::RunnerRefused(_));
+            prop_assert!(
+                status == 400 || (status == 500 && refused_by_runner),
+                "{status} {error} for {}",
+                Value::Object(body.clone())
+            );
+        }
+        Ok(())
+    }
+
+    /// One part of a name by Ollama's rules: a word character, then up to `max - 1`
+    /// of those, `-`, `_` and (except in a namespace) `.`.
+    fn part(max: usize, dots: bool) -> impl Strategy<Value = String> {
+        let rest = if dots {
+            "[a-zA-Z0-9_.-]"
+        } else {
+            "[a-zA-Z0-9_-]"
+        };
+        (
+            "[a-zA-Z0-9_]",
+            prop::collection::vec(prop::string::string_regex(rest).unwrap(), 0..max),
+        )
+            .prop_map(|(first, rest)| first + &rest.concat())
+    }
+
+    /// A model name Ollama accepts: `[[scheme://]host[:port]/]namespace/]model[:tag]`.
+    fn valid_name() -> impl Strategy<Value = String> {
+        let host = (
+            prop::option::of(prop::sample::select(vec!["http://", "https://"])),
+            part(40, true),
+            prop::option::of(1u16..),
+        )
+            .prop_map(|(scheme, host, port)| {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{}{host}{port}", scheme.unwrap_or(""))
+            });
+        let prefix = prop::option::of((prop::option::of(host), part(80, false)));
+        (prefix, part(80, true), prop::option::of(part(80, true))).prop_map(
+            |(prefix, model, tag)| {
+                let prefix = match prefix {
+                    None => String::new(),
+                    Some((None, namespace)) => format!("{namespace}/"),
+                    Some((Some(host), namespace)) => format!("{host}/{namespace}/"),
+                };
+                let tag = tag.map(|t| format!(":{t}")).unwrap_or_default();
+                format!("{prefix}{model}{tag}")
+            },
+        )
+    }
+
+    fn unit() -> impl Strategy<Value = (&'static str, f64)> {
+        prop::sample::select(vec![
+            ("ns", 1.0),
+            ("us", 1e3),
+            ("µs", 1e3),
+            ("ms", 1e6),
+            ("s", 1e9),
+            ("m", 60e9),
+            ("h", 3600e9),
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_of_any_kind_is_passed_or_refused_as_ollama_would(
+            kind in prop::sample::select(KINDS.to_vec()),
+            body in strategies::object(),
+        ) {
+            checked(kind, &body)?;
+        }
+
+        #[test]
+        fn a_valid_body_with_one_value_replaced_is_passed_or_refused_as_ollama_would(
+            kind in prop::sample::select(KINDS.to_vec()),
+            path in prop::collection::vec((strategies::key(), 0usize..4), 1..5),
+            new in strategies::json(),
+        ) {
+            let mut body = Value::Object(valid_body(kind));
+            replace_at(&mut body, &path, new);
+            if let Value::Object(fields) = &body {
+                checked(kind, fields)?;
+            }
+        }
+
+        #[test]
+        fn the_valid_bodies_pass(kind in prop::sample::select(KINDS.to_vec())) {
+            prop_assert!(queued_request(kind, &valid_body(kind)).is_ok());
+        }
+
+        #[test]
+        fn names_never_panic(name in any::<String>()) {
+            let _ = model_name(&name);
+        }
+
+        #[test]
+        fn a_valid_name_stays_valid_through_model_key(name in valid_name()) {
+            prop_assert!(is_valid_model_name(&name), "{}", name);
+            prop_assert!(is_valid_model_name(&model_key(&name)), "{}", model_key(&name));
+        }
+
+        #[test]
+        fn names_with_url_syntax_are_refused(
+            name in valid_name(),
+            cut in any::<prop::sample::Index>(),
+            bad in prop::sample::select(vec!["%2F", "?", "#", "\\", " ", "%", "@", "\n", "//", "/../"]),
+        ) {
+            let at = cut.index(name.len() + 1);
+            // Insert at a character boundary (names are ASCII).
+            let spoiled = format!("{}{bad}{}", &name[..at], &name[at..]);
+            prop_assert!(!is_valid_model_name(&spoiled), "{}", spoiled);
+        }
+
+        #[test]
+        fn durations_never_panic(text in any::<String>()) {
+            let _ = go_duration(&text);
+            let _ = keep_alive(&At::root("ChatRequest"), &Value::String(text));
+        }
+
+        #[test]
+        fn durations_add_up_their_amounts(
+            negative in any::<bool>(),
+            amounts in prop::collection::vec((0u32..100_000, unit()), 1..4),
+        ) {
+            let text = amounts.iter().map(|(n, (unit, _))| format!("{n}{unit}")).collect::<String>();
+            let text = if negative { format!("-{text}") } else { text };
+            let expected: f64 = amounts.iter().map(|(n, (_, scale))| f64::from(*n) * scale).sum();
+            prop_assert_eq!(go_duration(&text), Ok(expected), "{}", text);
+        }
+
+        #[test]
+        fn base64_of_any_bytes_is_accepted(
+            bytes in prop::collection::vec(any::<u8>(), 0..64),
+            wrap in 1usize..80,
+        ) {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            prop_assert_eq!(base64_error_at(encoded.as_bytes()), None, "{}", encoded);
+            // Go skips line breaks anywhere.
+            let wrapped: Vec<u8> = encoded
+                .as_bytes()
+                .chunks(wrap)
+                .flat_map(|line| line.iter().copied().chain(*b"\r\n"))
+                .collect();
+            prop_assert_eq!(base64_error_at(&wrapped), None);
+        }
+
+        #[test]
+        fn base64_errors_point_inside_the_text(text in prop::collection::vec(any::<u8>(), 0..64)) {
+            if let Some(at) = base64_error_at(&text) {
+                prop_assert!(at <= text.len());
+            }
+        }
     }
 }

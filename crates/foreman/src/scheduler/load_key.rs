@@ -195,6 +195,10 @@ pub fn apply_pins(
     let options = body
         .entry("options")
         .or_insert_with(|| Value::Object(Map::new()));
+    if options.is_null() {
+        // `null` is "not given" to Ollama: the pin still applies.
+        *options = Value::Object(Map::new());
+    }
     if !options.is_object() {
         // Not an object: the target refuses the request; leave it for it to say so.
         return None;
@@ -295,5 +299,165 @@ mod tests {
         assert!(apply_pins(&pins, JobKind::Chat, "llama3.2:3b", &pinned).is_none());
         assert!(apply_pins(&pins, JobKind::Chat, "other", &body).is_none());
         assert!(apply_pins(&pins, JobKind::OpenAiChat, "llama3.2:3b", &body).is_none());
+    }
+}
+
+/// Properties over arbitrary pin lists and bodies: parsing never panics and reads
+/// back what a formatted pin says; load options depend on values, not on order; a
+/// pinned body's load key carries the pinned values.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::model_name::strategies;
+    use proptest::prelude::*;
+
+    const KINDS: [JobKind; 6] = [
+        JobKind::Chat,
+        JobKind::Generate,
+        JobKind::OpenAiChat,
+        JobKind::OpenAiCompletion,
+        JobKind::OpenAiResponses,
+        JobKind::AnthropicMessages,
+    ];
+
+    /// Distinct reload options with values of their type.
+    fn pinned_options() -> impl Strategy<Value = Vec<(String, Value)>> {
+        prop::sample::subsequence(RELOAD_OPTIONS.to_vec(), 1..=RELOAD_OPTIONS.len())
+            .prop_shuffle()
+            .prop_flat_map(|names| {
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let value = if name == "use_mmap" {
+                            any::<bool>().prop_map(Value::Bool).boxed()
+                        } else {
+                            any::<i64>().prop_map(Value::from).boxed()
+                        };
+                        (Just(name.to_string()), value)
+                    })
+                    .collect::<Vec<_>>()
+            })
+    }
+
+    fn formatted(model: &str, options: &[(String, Value)]) -> String {
+        let list: Vec<String> = options
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        format!("{model}:{}", list.join(","))
+    }
+
+    /// A model as an operator writes it: no spaces, no `=`, colons allowed.
+    fn pin_model() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9._/-][A-Za-z0-9._/:-]{0,20}"
+    }
+
+    /// Option maps: reload options and others, with any values.
+    fn options_entries() -> impl Strategy<Value = Vec<(String, Value)>> {
+        let name = prop_oneof![
+            prop::sample::select(RELOAD_OPTIONS.to_vec()).prop_map(String::from),
+            strategies::key(),
+        ];
+        prop::collection::btree_map(name, strategies::json(), 0..10)
+            .prop_map(|map| map.into_iter().collect())
+    }
+
+    /// Found by the fuzz: `"options": null` is "not given", so the pin applies.
+    #[test]
+    fn a_null_options_is_pinned() {
+        let pins = parse_pins("m:num_ctx=8192").unwrap();
+        let body = fields(serde_json::json!({"model": "m", "options": null}));
+        let pinned = apply_pins(&pins, JobKind::Chat, "m", &body).expect("pinned");
+        assert_eq!(load_options(JobKind::Chat, &pinned), "num_ctx=8192");
+    }
+
+    proptest! {
+        #[test]
+        fn pin_lists_never_panic(text in any::<String>(), pinnish in "[a-z0-9:=,._ \t-]{0,40}") {
+            let _ = parse_pins(&text);
+            let _ = parse_pins(&pinnish);
+        }
+
+        #[test]
+        fn formatted_pins_parse_back(
+            pins in prop::collection::vec((pin_model(), pinned_options()), 0..4),
+            separator in "[ \t\n]{1,3}",
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let pins: Vec<_> = pins.into_iter().filter(|(model, _)| seen.insert(model_key(model))).collect();
+            let text = pins.iter().map(|(model, options)| formatted(model, options)).collect::<Vec<_>>().join(&separator);
+            let parsed = parse_pins(&text).map_err(TestCaseError::fail)?;
+            let expected: Vec<Pin> = pins
+                .into_iter()
+                .map(|(model, options)| Pin { model: model_key(&model), options })
+                .collect();
+            prop_assert_eq!(parsed, expected);
+        }
+
+        #[test]
+        fn load_options_ignore_the_order_of_keys(
+            entries in options_entries().prop_shuffle(),
+            kind in prop::sample::select(KINDS.to_vec()),
+        ) {
+            let body = |entries: Vec<(String, Value)>| {
+                let mut body = Map::new();
+                body.insert("options".into(), Value::Object(entries.into_iter().collect()));
+                body
+            };
+            let plain = entries.iter().all(|(_, v)| !(v.is_array() || v.is_object() || v.is_string()));
+            let mut reversed = entries.clone();
+            reversed.reverse();
+            let options = load_options(kind, &body(entries));
+            prop_assert_eq!(&options, &load_options(kind, &body(reversed)));
+            if !matches!(kind, JobKind::Chat | JobKind::Generate) {
+                prop_assert_eq!(options.as_str(), "");
+            }
+            // Values other than numbers and booleans are kept as JSON text, which may
+            // hold commas; the target refuses those anyway.
+            if plain {
+                let names: Vec<&str> = options.split(',').filter(|p| !p.is_empty()).map(|p| p.split('=').next().unwrap_or("")).collect();
+                prop_assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted, once each: {}", options);
+                prop_assert!(names.iter().all(|n| RELOAD_OPTIONS.contains(n)), "{}", options);
+            }
+        }
+
+        #[test]
+        fn any_body_has_load_options(body in strategies::object(), kind in prop::sample::select(KINDS.to_vec())) {
+            let _ = load_options(kind, &body);
+        }
+
+        #[test]
+        fn a_pinned_body_loads_with_the_pinned_values(
+            model in pin_model(),
+            options in pinned_options(),
+            mut body in strategies::object(),
+            client_options in prop::option::of(options_entries()),
+            native in any::<bool>(),
+        ) {
+            let kind = if native { JobKind::Chat } else { JobKind::Generate };
+            if let Some(entries) = client_options {
+                body.insert("options".into(), Value::Object(entries.into_iter().collect()));
+            }
+            let pins = vec![Pin { model: model_key(&model), options: options.clone() }];
+            let pinned = apply_pins(&pins, kind, &model.to_uppercase(), &body);
+            let applies = body.get("options").is_none_or(|o| o.is_object() || o.is_null());
+            let after = pinned.clone().unwrap_or_else(|| body.clone());
+            if applies {
+                let key = load_options(kind, &after);
+                for (name, value) in &options {
+                    let pair = format!("{name}={value}");
+                    prop_assert!(key.split(',').any(|p| p == pair), "{} lacks {}", key, pair);
+                }
+                // Pinning twice changes nothing more.
+                prop_assert!(apply_pins(&pins, kind, &model, &after).is_none());
+            } else {
+                prop_assert!(pinned.is_none());
+            }
+            for (name, value) in &after {
+                if name != "options" {
+                    prop_assert_eq!(Some(value), body.get(name), "only options change");
+                }
+            }
+        }
     }
 }

@@ -192,3 +192,98 @@ mod tests {
         assert!(error("http://a:1,name=a b").contains("must be"));
     }
 }
+
+/// Properties over arbitrary specs: [`parse_target`] never panics, reads back the
+/// fields of a spec it is given, and accepts what it prints.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A spec the way `--target` prints it back.
+    fn printed(target: &TargetSpec) -> String {
+        let mut spec = format!(
+            "{},slots={},places={}",
+            target.url, target.slots, target.places
+        );
+        if !target.name.is_empty() {
+            spec.push_str(&format!(",name={}", target.name));
+        }
+        spec
+    }
+
+    fn url() -> impl Strategy<Value = String> {
+        let host = prop_oneof![
+            "[a-z][a-z0-9-]{0,10}(\\.[a-z]{1,5}){0,2}",
+            (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+                .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+            Just("[::1]".to_string()),
+        ];
+        (
+            prop::sample::select(vec!["http", "https", "HTTP"]),
+            host,
+            prop::option::of(1u16..),
+            prop::sample::select(vec!["", "/", "/ollama", "//"]),
+        )
+            .prop_map(|(scheme, host, port, path)| {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{scheme}://{host}{port}{path}")
+            })
+    }
+
+    fn spec() -> impl Strategy<
+        Value = (
+            String,
+            Option<String>,
+            Option<usize>,
+            Option<usize>,
+            Vec<usize>,
+        ),
+    > {
+        (
+            prop_oneof![3 => url(), 1 => Just(SIM_URL.to_string())],
+            prop::option::of("[A-Za-z0-9._:\\[\\]-]{1,64}"),
+            prop::option::of(1..=MAX_SLOTS),
+            prop::option::of(1..=MAX_PLACES),
+            Just(vec![0usize, 1, 2]).prop_shuffle(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_target_or_a_message(text in any::<String>(), specish in "[a-z0-9:/.,= \\[\\]-]{0,40}") {
+            for text in [text, specish] {
+                if let Err(message) = parse_target(&text) {
+                    prop_assert!(!message.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn a_spec_reads_back_its_fields_and_prints_what_it_parses(
+            (url, name, slots, places, order) in spec(),
+            space in "[ ]{0,2}",
+        ) {
+            let mut parts = Vec::new();
+            for field in order {
+                match field {
+                    0 => parts.extend(name.as_ref().map(|n| format!("name={n}"))),
+                    1 => parts.extend(slots.map(|n| format!("{space}slots{space}={space}{n}"))),
+                    _ => parts.extend(places.map(|n| format!("places={n}{space}"))),
+                }
+            }
+            let text = std::iter::once(format!("{space}{url}{space}")).chain(parts).collect::<Vec<_>>().join(",");
+            let target = parse_target(&text).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(target.slots, slots.unwrap_or(1));
+            prop_assert_eq!(target.places, places.unwrap_or(1));
+            if let Some(name) = &name {
+                prop_assert_eq!(&target.name, name);
+            } else if url != SIM_URL {
+                prop_assert!(!target.name.is_empty());
+            }
+            prop_assert!(!target.url.ends_with('/'));
+            prop_assert_eq!(parse_target(&printed(&target)), Ok(target.clone()));
+            prop_assert_eq!(parse_target(&target.url).map(|t| t.url), Ok(target.url));
+        }
+    }
+}

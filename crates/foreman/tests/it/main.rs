@@ -11,6 +11,7 @@ mod common;
 mod config;
 mod crash;
 mod error_shapes;
+mod fuzz;
 mod golden;
 mod hostile;
 mod jobs;

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use crate::driver::{Driver, Record};
 use crate::ledger::Ledger;
 use crate::metrics::{PassSummary, percentile};
-use crate::procs::{cpu_seconds, open_file_limit, resident_bytes};
+use crate::procs::{cpu_seconds, machine_busy_seconds, open_file_limit, resident_bytes};
 use crate::targets::{Comparison, Scale, Targets};
 use crate::workloads::{
     Bench, EXIT_WITHIN, WorkloadReport, args, chat, round2, sample_rss, unique,
@@ -67,22 +67,46 @@ struct Window {
     end_ms: f64,
     /// foreman's CPU time (user + system) over the window, in seconds.
     cpu_s: f64,
+    /// The simulator's and the benchmark's own CPU time over the window, and the
+    /// whole machine's (every process, from `/proc/stat`), in seconds: on a shared
+    /// machine, other work shows in the last.
+    sim_cpu_s: f64,
+    bench_cpu_s: f64,
+    machine_cpu_s: f64,
     completed: usize,
     jobs_per_s: f64,
 }
 
 impl Window {
-    async fn measure(label: &str, driver: &Driver, pid: u32, length: Duration) -> Window {
-        let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
+    async fn measure(
+        label: &str,
+        driver: &Driver,
+        (foreman, sim): (u32, u32),
+        length: Duration,
+    ) -> Window {
+        let read = || {
+            [
+                cpu_seconds(foreman),
+                cpu_seconds(sim),
+                cpu_seconds(std::process::id()),
+                machine_busy_seconds(),
+            ]
+            .map(|s| s.unwrap_or(0.0))
+        };
+        let before = read();
         let start_ms = driver.now_ms();
         tokio::time::sleep(length).await;
         let end_ms = driver.now_ms();
-        let cpu_after = cpu_seconds(pid).unwrap_or(0.0);
+        let after = read();
+        let spent = |i: usize| after[i] - before[i];
         Window {
             label: label.to_string(),
             start_ms,
             end_ms,
-            cpu_s: cpu_after - cpu_before,
+            cpu_s: spent(0),
+            sim_cpu_s: spent(1),
+            bench_cpu_s: spent(2),
+            machine_cpu_s: spent(3),
             completed: 0,
             jobs_per_s: 0.0,
         }
@@ -124,12 +148,25 @@ struct PollerTally {
     errors: usize,
 }
 
-/// A thousand clients, each with a job queued behind the sync work and a
-/// `GET /jobs/{id}?wait=60s` parked on it; a poll that returns is sent again (a new
-/// job when the last one ended).
+/// What the pollers are told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Hold a long-poll on their job.
+    Parked,
+    /// Hold nothing (their long-polls dropped, connections closed); the jobs stay.
+    Away,
+    /// Finish.
+    Stop,
+}
+
+/// A thousand clients, each with a job queued behind the sync work, that hold a
+/// `GET /jobs/{id}?wait=60s` on it while parked; a poll that returns is sent again
+/// (after a new job when the last one ended).
 struct Pollers {
-    stop: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
     tasks: Vec<JoinHandle<PollerTally>>,
+    /// Pollers whose job is queued (submitted and answered 202).
+    ready: Arc<AtomicUsize>,
     /// Long-polls sent and not yet answered.
     parked: Arc<AtomicUsize>,
     /// Long-polls answered so far.
@@ -139,13 +176,15 @@ struct Pollers {
 }
 
 impl Pollers {
+    /// Starts the pollers away: each submits its job and waits to be parked.
     fn start(url: &str, count: usize) -> Result<Pollers> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(count)
             .timeout(Duration::from_secs(120))
             .build()?;
-        let (stop, stopped) = watch::channel(false);
+        let (phase, phases) = watch::channel(Phase::Away);
+        let ready = Arc::new(AtomicUsize::new(0));
         let parked = Arc::new(AtomicUsize::new(0));
         let answered = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicUsize::new(0));
@@ -155,7 +194,8 @@ impl Pollers {
                     client: client.clone(),
                     url: url.to_string(),
                     index,
-                    stopped: stopped.clone(),
+                    phase: phases.clone(),
+                    ready: ready.clone(),
                     parked: parked.clone(),
                     answered: answered.clone(),
                 };
@@ -170,8 +210,9 @@ impl Pollers {
             })
             .collect();
         Ok(Pollers {
-            stop,
+            phase,
             tasks,
+            ready,
             parked,
             answered,
             failed,
@@ -186,21 +227,50 @@ impl Pollers {
         self.answered.load(Ordering::Relaxed)
     }
 
-    /// Waits until every poller has a long-poll under way (or gave up), at most `within`.
-    async fn until_parked(&self, within: Duration) -> bool {
+    /// Waits until `done(self)` or every poller gave up, at most `within`.
+    async fn until(&self, within: Duration, done: impl Fn(&Pollers) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline {
-            if self.parked() + self.failed.load(Ordering::Relaxed) >= self.tasks.len() {
+        loop {
+            if done(self) {
                 return true;
+            }
+            if self.failed.load(Ordering::Relaxed) >= self.tasks.len()
+                || tokio::time::Instant::now() >= deadline
+            {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        false
     }
 
-    /// Lets every poller go: their long-polls are dropped (their connections closed).
+    /// Waits until every poller's job is queued.
+    async fn until_ready(&self, within: Duration) -> bool {
+        let all = self.tasks.len();
+        self.until(within, |p| {
+            p.ready.load(Ordering::Relaxed) + p.failed.load(Ordering::Relaxed) >= all
+        })
+        .await
+    }
+
+    /// Parks every poller: waits until each has its long-poll under way.
+    async fn park(&self, within: Duration) -> bool {
+        let _ = self.phase.send(Phase::Parked);
+        let all = self.tasks.len();
+        self.until(within, |p| {
+            p.parked() + p.failed.load(Ordering::Relaxed) >= all
+        })
+        .await
+    }
+
+    /// Lets every poller's long-poll go (its connection closed); the jobs stay.
+    async fn away(&self, within: Duration) -> bool {
+        let _ = self.phase.send(Phase::Away);
+        self.until(within, |p| p.parked() == 0).await
+    }
+
+    /// Ends every poller.
     async fn stop(self) -> PollerTally {
-        let _ = self.stop.send(true);
+        let _ = self.phase.send(Phase::Stop);
         let mut total = PollerTally::default();
         for task in self.tasks {
             let tally = task.await.unwrap_or(PollerTally {
@@ -220,7 +290,8 @@ struct Poller {
     client: reqwest::Client,
     url: String,
     index: usize,
-    stopped: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
+    ready: Arc<AtomicUsize>,
     parked: Arc<AtomicUsize>,
     answered: Arc<AtomicUsize>,
 }
@@ -228,14 +299,30 @@ struct Poller {
 impl Poller {
     async fn run(mut self) -> PollerTally {
         let mut tally = PollerTally::default();
-        'submit: while !*self.stopped.borrow() {
+        'submit: loop {
+            if *self.phase.borrow() == Phase::Stop {
+                break;
+            }
             tally.submitted += 1;
             let Some(id) = self.submit(tally.submitted).await else {
                 tally.errors += 1;
                 break;
             };
             tally.accepted += 1;
+            if tally.accepted == 1 {
+                self.ready.fetch_add(1, Ordering::Relaxed);
+            }
             loop {
+                // Wait to be parked.
+                match self
+                    .phase
+                    .wait_for(|phase| *phase != Phase::Away)
+                    .await
+                    .map(|phase| *phase)
+                {
+                    Ok(Phase::Parked) => {}
+                    _ => break 'submit,
+                }
                 self.parked.fetch_add(1, Ordering::Relaxed);
                 let poll = self
                     .client
@@ -246,11 +333,12 @@ impl Poller {
                         let response = poll.await?.error_for_status()?;
                         response.json::<Value>().await
                     } => Some(answer),
-                    _ = self.stopped.wait_for(|stop| *stop) => None,
+                    _ = self.phase.wait_for(|phase| *phase != Phase::Parked) => None,
                 };
                 self.parked.fetch_sub(1, Ordering::Relaxed);
                 let Some(answer) = answer else {
-                    break 'submit;
+                    // Sent away (or stopped): the poll is dropped.
+                    continue;
                 };
                 self.answered.fetch_add(1, Ordering::Relaxed);
                 tally.answered += 1;
@@ -497,25 +585,26 @@ fn mb(bytes: u64) -> f64 {
 impl Bench {
     /// Sync throughput with and without a thousand parked long-polls, in one foreman.
     ///
-    /// Sixteen closed-loop clients send short sync chats the whole time. Three
-    /// windows are measured: without pollers, with every poller's
-    /// `GET /jobs/{id}?wait=60s` parked on a job queued at the lowest priority
-    /// (behind the sync work, so it stays queued), and without again after they are
-    /// let go. The target compares the middle window with the mean of the others, so
-    /// that a drift of the shared machine's speed does not pass for the pollers' cost.
+    /// Sixteen closed-loop clients send short sync chats the whole time, and every
+    /// poller has a job queued at the lowest priority (behind the sync work, so it
+    /// stays queued). Five windows alternate: without long-polls, with every poller's
+    /// `GET /jobs/{id}?wait=60s` parked, without, with, without. The target compares
+    /// the mean of the windows with against the mean of those without, so that the
+    /// shared machine's speed drifting during the run does not pass for the
+    /// pollers' cost; the only difference between them is the parked long-polls.
     pub(crate) async fn pollers(&self) -> Result<WorkloadReport> {
         let scale = if self.quick {
             PollerScale {
                 pollers: 100,
                 warmup: Duration::from_millis(300),
-                window: Duration::from_millis(1000),
+                window: Duration::from_millis(600),
                 settle: Duration::from_millis(200),
             }
         } else {
             PollerScale {
                 pollers: 1000,
                 warmup: Duration::from_secs(1),
-                window: Duration::from_secs(10),
+                window: Duration::from_secs(6),
                 settle: Duration::from_secs(1),
             }
         };
@@ -529,9 +618,10 @@ impl Bench {
             .start_foreman(&sim.url, &database, &env)
             .await?;
         let pid = foreman.pid().context("foreman has no pid")?;
+        let pids = (pid, sim.pid().context("the simulator has no pid")?);
         let driver = Driver::new(&foreman.url, indicatif::ProgressBar::hidden());
         eprintln!(
-            "pollers: {SYNC_CLIENTS} sync clients, {} pollers, windows of {:?}",
+            "pollers: {SYNC_CLIENTS} sync clients, {} pollers, five windows of {:?}",
             scale.pollers, scale.window
         );
 
@@ -548,25 +638,45 @@ impl Bench {
             })
         };
         tokio::time::sleep(scale.warmup).await;
-        let mut before = Window::measure("pollers 0 before", &driver, pid, scale.window).await;
-
+        // The pollers' jobs are queued (under the sync load) before the first window,
+        // so that every window has the same queue.
         let pollers = Pollers::start(&foreman.url, scale.pollers)?;
-        let all_parked = pollers.until_parked(Duration::from_secs(60)).await;
+        let all_ready = pollers.until_ready(Duration::from_secs(60)).await;
         tokio::time::sleep(scale.settle).await;
-        let parked_at_start = pollers.parked();
-        let answered_before = pollers.answered();
-        let mut with = Window::measure(
-            &format!("pollers {} parked", scale.pollers),
-            &driver,
-            pid,
-            scale.window,
-        )
-        .await;
-        let parked_at_end = pollers.parked();
-        let answered_during = pollers.answered() - answered_before;
+
+        let mut windows = Vec::new();
+        // Per window with long-polls: parked when it began and ended, answered within.
+        let mut parked_windows = Vec::new();
+        let mut all_parked = all_ready;
+        for turn in 0..5 {
+            let with = turn % 2 == 1;
+            if with {
+                all_parked &= pollers.park(Duration::from_secs(60)).await;
+            } else if turn > 0 {
+                pollers.away(Duration::from_secs(60)).await;
+            }
+            if turn > 0 {
+                tokio::time::sleep(scale.settle).await;
+            }
+            let label = if with {
+                format!("pollers {} parked ({})", scale.pollers, turn / 2 + 1)
+            } else {
+                format!("pollers 0 ({})", turn / 2 + 1)
+            };
+            let (parked_before, answered_before) = (pollers.parked(), pollers.answered());
+            windows.push((
+                with,
+                Window::measure(&label, &driver, pids, scale.window).await,
+            ));
+            if with {
+                parked_windows.push((
+                    parked_before,
+                    pollers.parked(),
+                    pollers.answered() - answered_before,
+                ));
+            }
+        }
         let tally = pollers.stop().await;
-        tokio::time::sleep(scale.settle).await;
-        let mut after = Window::measure("pollers 0 after", &driver, pid, scale.window).await;
 
         running.store(false, Ordering::Relaxed);
         let records = sync.await.context("the sync clients")?;
@@ -581,39 +691,63 @@ impl Bench {
         sim.stop().await;
         let ledger = Ledger::read(&database).await?;
 
-        let rows = vec![
-            before.count(&records),
-            with.count(&records),
-            after.count(&records),
-        ];
-        let without = (before.jobs_per_s + after.jobs_per_s) / 2.0;
-        let ratio = if without > 0.0 {
-            with.jobs_per_s / without
+        let rows: Vec<PassSummary> = windows
+            .iter_mut()
+            .map(|(_, window)| window.count(&records))
+            .collect();
+        let side = |with: bool| -> Vec<&Window> {
+            windows
+                .iter()
+                .filter(|(w, _)| *w == with)
+                .map(|(_, window)| window)
+                .collect()
+        };
+        let (on, off) = (side(true), side(false));
+        let mean = |list: &[&Window], value: fn(&Window) -> f64| {
+            list.iter().map(|w| value(w)).sum::<f64>() / list.len().max(1) as f64
+        };
+        let (with_rate, without_rate) = (mean(&on, |w| w.jobs_per_s), mean(&off, |w| w.jobs_per_s));
+        let ratio = if without_rate > 0.0 {
+            with_rate / without_rate
         } else {
             0.0
         };
+        let list = |list: &[&Window], value: fn(&Window) -> f64, digits: usize| {
+            list.iter()
+                .map(|w| format!("{:.*}", digits, value(w)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let answered_during: usize = parked_windows.iter().map(|(_, _, a)| a).sum();
+        let parked_text = parked_windows
+            .iter()
+            .map(|(begin, end, _)| format!("{begin} when it began and {end} when it ended"))
+            .collect::<Vec<_>>()
+            .join("; ");
         let sync_errors = records.iter().filter(|r| !r.ok()).count();
         let sync_ok = records.len() - sync_errors;
         let succeeded = ledger.count("succeeded");
         let expected = sync_ok + tally.accepted;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
         let mut targets = Targets::new("pollers", self.quick);
         targets.check(
-            &format!("sync throughput with {} long-polls parked over without", scale.pollers),
+            &format!(
+                "sync throughput with {} long-polls parked over without",
+                scale.pollers
+            ),
             round2(ratio),
             Comparison::AtLeast,
             POLLERS_KEEP,
             "x",
             Scale::Full,
             format!(
-                "{:.0} jobs/s with them, {:.0} and {:.0} jobs/s without (before and after); foreman's CPU {:.2} s, {:.2} s and {:.2} s per {:?} window",
-                with.jobs_per_s,
-                before.jobs_per_s,
-                after.jobs_per_s,
-                with.cpu_s,
-                before.cpu_s,
-                after.cpu_s,
-                scale.window
+                "{with_rate:.0} jobs/s with them ({}), {without_rate:.0} without ({}), {:?} windows alternating; foreman's CPU per sync job {:.3} ms with, {:.3} ms without",
+                list(&on, |w| w.jobs_per_s, 0),
+                list(&off, |w| w.jobs_per_s, 0),
+                scale.window,
+                mean(&on, Window::cpu_ms_per_job),
+                mean(&off, Window::cpu_ms_per_job),
             ),
         );
         targets.check(
@@ -624,7 +758,7 @@ impl Bench {
             "polls",
             Scale::Full,
             format!(
-                "{parked_at_start} parked when the window began, {parked_at_end} when it ended{}",
+                "parked long-polls per window with them: {parked_text}{}",
                 if all_parked {
                     ""
                 } else {
@@ -655,28 +789,40 @@ impl Bench {
         );
         let findings = vec![
             format!(
-                "sync throughput ({SYNC_CLIENTS} closed-loop clients): {:.0} jobs/s without long-polls, {:.0} jobs/s with {} parked, {:.0} jobs/s after they left: {:.2}x",
-                before.jobs_per_s, with.jobs_per_s, scale.pollers, after.jobs_per_s, ratio
+                "sync throughput ({SYNC_CLIENTS} closed-loop clients): {without_rate:.0} jobs/s without long-polls ({}), {with_rate:.0} jobs/s with {} parked ({}): {ratio:.2}x",
+                list(&off, |w| w.jobs_per_s, 0),
+                scale.pollers,
+                list(&on, |w| w.jobs_per_s, 0),
             ),
             format!(
-                "foreman's CPU time per {:?} window: {:.2} s without, {:.2} s with the long-polls, {:.2} s after ({:.3}, {:.3} and {:.3} ms per sync job)",
+                "foreman's CPU time per {:?} window: {} s without, {} s with the long-polls ({:.3} and {:.3} ms per sync job)",
                 scale.window,
-                before.cpu_s,
-                with.cpu_s,
-                after.cpu_s,
-                before.cpu_ms_per_job(),
-                with.cpu_ms_per_job(),
-                after.cpu_ms_per_job()
+                list(&off, |w| w.cpu_s, 2),
+                list(&on, |w| w.cpu_s, 2),
+                mean(&off, Window::cpu_ms_per_job),
+                mean(&on, Window::cpu_ms_per_job),
             ),
             format!(
-                "long-polls answered during the window they were parked: {answered_during}; pollers' jobs submitted: {} (each ran once the sync work was over)",
+                "CPU time per window, without / with the long-polls: the simulator {} / {} s; the benchmark (clients and pollers) {} / {} s; the whole machine, every process ({}), {} / {} s of {:.0} s on {cores} cores",
+                list(&off, |w| w.sim_cpu_s, 2),
+                list(&on, |w| w.sim_cpu_s, 2),
+                list(&off, |w| w.bench_cpu_s, 2),
+                list(&on, |w| w.bench_cpu_s, 2),
+                "/proc/stat",
+                list(&off, |w| w.machine_cpu_s, 1),
+                list(&on, |w| w.machine_cpu_s, 1),
+                scale.window.as_secs_f64() * cores as f64,
+            ),
+            format!(
+                "long-polls answered during the windows they were parked: {answered_during}; pollers' jobs submitted: {} (each ran once the sync work was over)",
                 tally.accepted
             ),
         ];
+        let windows: Vec<&Window> = windows.iter().map(|(_, w)| w).collect();
         Ok(WorkloadReport {
             name: "pollers".into(),
             description: format!(
-                "sync throughput of {SYNC_CLIENTS} closed-loop clients (short chats, no load or generation time) in three windows of one foreman: without long-polls, with {} `GET /jobs/{{id}}?wait=60s` parked on jobs queued at priority {POLL_PRIORITY}, and without again. No direct pass: the target never sees a long-poll",
+                "sync throughput of {SYNC_CLIENTS} closed-loop clients (short chats, no load or generation time) in five alternating windows of one foreman, while {} jobs wait at priority {POLL_PRIORITY}: without long-polls, with a `GET /jobs/{{id}}?wait=60s` parked on each of them, and so on. No direct pass: the target never sees a long-poll",
                 scale.pollers
             ),
             parameters: json!({
@@ -686,6 +832,7 @@ impl Bench {
                 "pollers": scale.pollers,
                 "poll_priority": POLL_PRIORITY,
                 "window_s": scale.window.as_secs_f64(),
+                "windows": windows.len(),
                 "FOREMAN_MAX_WAIT": "1h",
             }),
             rows,
@@ -693,11 +840,10 @@ impl Bench {
             findings,
             svg: None,
             raw: json!({
-                "windows": [before, with, after],
+                "windows": windows,
                 "ratio": ratio,
                 "pollers": tally,
-                "parked_at_start": parked_at_start,
-                "parked_at_end": parked_at_end,
+                "parked_windows": parked_windows,
                 "answered_during": answered_during,
                 "sim_stats": stats,
             }),

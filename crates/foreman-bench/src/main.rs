@@ -55,6 +55,8 @@ async fn main() -> Result<ExitCode> {
     // `pollers` and `stalled` hold thousands of connections open at once, on both
     // ends: the soft open-file limit goes up to the hard one (foreman inherits it).
     procs::raise_open_file_limit();
+    // Every HTTP client of the run (reqwest with rustls) needs the crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let names: Vec<String> = if args.workloads.is_empty() {
         NAMES.iter().map(|n| n.to_string()).collect()
     } else {

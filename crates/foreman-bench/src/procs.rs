@@ -165,6 +165,28 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / ticks as f64)
 }
 
+/// CPU time the whole machine has spent busy so far (every CPU, every process and
+/// the kernel: all but idle and I/O wait of `/proc/stat`), in seconds.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Some(busy as f64 / per_second as f64)
+}
+
 /// Raises this process's soft limit of open files to its hard limit (the children
 /// it starts, foreman among them, inherit it) and answers with the soft limit now
 /// in force; `None` when unlimited.
@@ -192,6 +214,7 @@ mod tests {
         let pid = std::process::id();
         let spent = super::cpu_seconds(pid).expect("/proc/<pid>/stat is readable");
         assert!(spent >= 0.0);
+        assert!(super::machine_busy_seconds().expect("/proc/stat is readable") > 0.0);
         let limit = super::raise_open_file_limit();
         assert!(limit.is_none_or(|l| l >= 16), "{limit:?}");
         assert_eq!(limit, super::open_file_limit());

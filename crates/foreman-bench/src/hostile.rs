@@ -803,7 +803,7 @@ impl Bench {
                 mean(&on, Window::cpu_ms_per_job),
             ),
             format!(
-                "CPU time per window, without / with the long-polls: the simulator {} / {} s; the benchmark (clients and pollers) {} / {} s; the whole machine, every process ({}), {} / {} s of {:.0} s on {cores} cores",
+                "CPU time per window, without / with the long-polls: the simulator {} / {} s; the benchmark (clients and pollers) {} / {} s; the whole machine, every process ({}), {} / {} s of {:.1} s on {cores} cores",
                 list(&off, |w| w.sim_cpu_s, 2),
                 list(&on, |w| w.sim_cpu_s, 2),
                 list(&off, |w| w.bench_cpu_s, 2),

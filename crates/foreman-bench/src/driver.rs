@@ -1,6 +1,8 @@
 //! Sends a workload's requests and records what each one cost, the same way for
 //! both passes (straight to the target, and through foreman).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -179,6 +181,40 @@ impl Driver {
                     let mut records = Vec::with_capacity(plan.len());
                     for planned in &plan {
                         records.push(driver.send(client, planned).await);
+                    }
+                    records
+                })
+            })
+            .collect();
+        let mut records = Vec::new();
+        for task in tasks {
+            records.extend(task.await.expect("a client task"));
+        }
+        records.sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
+        records
+    }
+
+    /// `clients` closed-loop clients, each sending the next of its requests (`make(client,
+    /// turn)`) as soon as the last is answered, until `running` turns false; the
+    /// requests under way then finish.
+    pub async fn closed_loop_while(
+        &self,
+        clients: usize,
+        running: Arc<AtomicBool>,
+        make: impl Fn(usize, usize) -> Planned + Send + Sync + 'static,
+    ) -> Vec<Record> {
+        let make = Arc::new(make);
+        let tasks: Vec<_> = (0..clients)
+            .map(|client| {
+                let driver = self.clone();
+                let running = running.clone();
+                let make = make.clone();
+                tokio::spawn(async move {
+                    let mut records = Vec::new();
+                    let mut turn = 0;
+                    while running.load(Ordering::Relaxed) {
+                        records.push(driver.send(client, &make(client, turn)).await);
+                        turn += 1;
                     }
                     records
                 })

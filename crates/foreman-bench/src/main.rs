@@ -6,12 +6,13 @@
 //! judged from the run, shown first in the report, and the process exits non-zero
 //! when one is missed. `--quick` scales every workload down so the suite finishes in
 //! under a minute and judges only the targets that hold at any scale (no errors,
-//! every job committed, foreman swapping or loading less than the direct pass); CI
-//! runs it so.
+//! every job committed, foreman swapping or loading less than the direct pass,
+//! `/healthz` answering through stalled connections); CI runs it so.
 
 mod capacity;
 mod chart;
 mod driver;
+mod hostile;
 mod ledger;
 mod metrics;
 mod procs;
@@ -37,7 +38,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Workloads to run (overhead, interleaved, bursty, stream, memory, parallel,
-    /// places, parallel-places, targets, drift); all by default.
+    /// places, parallel-places, targets, drift, pollers, stalled); all by default.
     #[arg(long = "workload")]
     workloads: Vec<String>,
     /// Where report.md, results.json and the charts go.
@@ -51,6 +52,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
     let args = Args::parse();
+    // `pollers` and `stalled` hold thousands of connections open at once, on both
+    // ends: the soft open-file limit goes up to the hard one (foreman inherits it).
+    procs::raise_open_file_limit();
+    // Every HTTP client of the run (reqwest with rustls) needs the crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let names: Vec<String> = if args.workloads.is_empty() {
         NAMES.iter().map(|n| n.to_string()).collect()
     } else {

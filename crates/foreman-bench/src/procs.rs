@@ -150,3 +150,73 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// CPU time a process has used so far, user and system, in seconds: `utime` plus
+/// `stime` of `/proc/<pid>/stat` (every thread of the process), in clock ticks.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count the
+    // fields from the last `)`, whose next field is the state (field 3).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    Some((utime + stime) as f64 / ticks as f64)
+}
+
+/// CPU time the whole machine has spent busy so far (every CPU, every process and
+/// the kernel: all but idle and I/O wait of `/proc/stat`), in seconds.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Some(busy as f64 / per_second as f64)
+}
+
+/// Raises this process's soft limit of open files to its hard limit (the children
+/// it starts, foreman among them, inherit it) and answers with the soft limit now
+/// in force; `None` when unlimited.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if setrlimit(Resource::Nofile, limit).is_err() {
+            eprintln!("foreman-bench: could not raise the open-file limit");
+        }
+    }
+    open_file_limit()
+}
+
+/// This process's soft limit of open files; `None` when unlimited.
+pub fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_process_has_used_cpu_time_and_an_open_file_limit() {
+        let pid = std::process::id();
+        let spent = super::cpu_seconds(pid).expect("/proc/<pid>/stat is readable");
+        assert!(spent >= 0.0);
+        assert!(super::machine_busy_seconds().expect("/proc/stat is readable") > 0.0);
+        let limit = super::raise_open_file_limit();
+        assert!(limit.is_none_or(|l| l >= 16), "{limit:?}");
+        assert_eq!(limit, super::open_file_limit());
+    }
+}

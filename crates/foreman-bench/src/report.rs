@@ -93,7 +93,10 @@ pub fn markdown(reports: &[WorkloadReport]) -> String {
                 for summary in pair {
                     let _ = writeln!(out, "{}", row(summary));
                 }
-                if let [direct, through] = pair {
+                // A ratio only for a pair of passes straight and through foreman.
+                if let [direct, through] = pair
+                    && direct.pass.ends_with(" direct")
+                {
                     let _ = writeln!(out, "{}", ratio(direct, through));
                 }
             }

@@ -17,7 +17,7 @@ use crate::procs::{Binaries, resident_bytes};
 use crate::targets::{Comparison, Scale, Target, Targets};
 
 /// The names, in the order `--all` runs them.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 12] = [
     "overhead",
     "interleaved",
     "bursty",
@@ -28,6 +28,8 @@ pub const NAMES: [&str; 10] = [
     "parallel-places",
     "targets",
     "drift",
+    "pollers",
+    "stalled",
 ];
 
 /// One simulator of a pass: its flags, and the capacity foreman is told it has
@@ -153,7 +155,7 @@ impl Pass {
 }
 
 /// How long foreman gets to exit after SIGTERM once a pass is over.
-const EXIT_WITHIN: Duration = Duration::from_secs(60);
+pub(crate) const EXIT_WITHIN: Duration = Duration::from_secs(60);
 
 /// The sim's reply length (its default), which with a model's tokens/s sets a job's run.
 const REPLY_TOKENS: f64 = 24.0;
@@ -202,6 +204,8 @@ impl Bench {
             "parallel-places" => self.parallel_places().await,
             "targets" => self.targets().await,
             "drift" => self.drift().await,
+            "pollers" => self.pollers().await,
+            "stalled" => self.stalled().await,
             other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
         }
     }
@@ -977,7 +981,7 @@ struct BurstyScale {
 
 /// Samples a process's resident memory every `every` until told to stop; the task
 /// answers with the samples.
-fn sample_rss(
+pub(crate) fn sample_rss(
     pid: u32,
     every: Duration,
 ) -> (
@@ -1031,7 +1035,7 @@ fn parse_ms(text: &str) -> f64 {
     }
 }
 
-fn unique() -> u128 {
+pub(crate) fn unique() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

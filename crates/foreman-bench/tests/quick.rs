@@ -1,6 +1,7 @@
 //! The benchmark's `--quick` suite, as CI runs it: it must complete, judge its
 //! scale-independent targets (no errors, every job committed, foreman swapping less
-//! than the direct pass, and loading less in `targets` and `drift`) and meet them,
+//! than the direct pass, loading less in `targets` and `drift`, `/healthz` answering
+//! through `stalled`) and meet them,
 //! and write a well-formed report. No timing is asserted here: scale-dependent
 //! targets (the throughput and makespan ratios among them) are informational in a
 //! quick run.
@@ -10,7 +11,7 @@ use std::path::Path;
 use serde_json::Value;
 
 /// Every workload, in the order the suite runs them.
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 12] = [
     "overhead",
     "interleaved",
     "bursty",
@@ -21,6 +22,8 @@ const NAMES: [&str; 10] = [
     "parallel-places",
     "targets",
     "drift",
+    "pollers",
+    "stalled",
 ];
 
 #[tokio::test]
@@ -106,6 +109,20 @@ async fn the_quick_suite_meets_its_scale_independent_targets() {
                 .expect("the throughput target");
             assert_eq!(ratio["verdict"], "informational", "{name}: {ratio}");
         }
+        if name == "stalled" {
+            assert!(
+                judged("/healthz answered throughout"),
+                "{name}: {targets:?}"
+            );
+        }
+        if matches!(name, "pollers" | "stalled") {
+            // Throughput and memory are not judged at this scale.
+            let full_only = targets
+                .iter()
+                .filter(|t| t["verdict"] == "informational")
+                .count();
+            assert!(full_only >= 1, "{name}: {targets:?}");
+        }
         for target in targets {
             assert_ne!(target["verdict"], "missed", "{name}: {target}");
             if target["verdict"] == "met" {
@@ -126,6 +143,33 @@ async fn the_quick_suite_meets_its_scale_independent_targets() {
         memory["raw"]["rss_samples"].as_u64().unwrap() > 1,
         "foreman's memory was sampled during the run"
     );
+    let pollers = workloads.iter().find(|w| w["name"] == "pollers").unwrap();
+    let windows = pollers["raw"]["windows"].as_array().unwrap();
+    assert_eq!(
+        windows.len(),
+        5,
+        "without and with the long-polls, alternating"
+    );
+    for window in windows {
+        assert!(window["completed"].as_u64().unwrap() > 0, "{window}");
+        assert!(
+            window["cpu_s"].as_f64().unwrap() > 0.0,
+            "foreman's CPU time was read: {window}"
+        );
+    }
+    for parked in pollers["raw"]["parked_windows"].as_array().unwrap() {
+        assert_eq!(
+            parked[0], 100,
+            "every poller's long-poll was under way when its window began: {parked}"
+        );
+    }
+    let stalled = workloads.iter().find(|w| w["name"] == "stalled").unwrap();
+    assert_eq!(
+        stalled["raw"]["stalls"]["failed"], 0,
+        "{}",
+        stalled["raw"]["stalls"]
+    );
+    assert!(stalled["raw"]["rss_baseline_bytes"].as_u64().unwrap() > 0);
     for chart in [
         "interleaved.svg",
         "bursty.svg",

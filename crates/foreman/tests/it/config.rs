@@ -77,6 +77,71 @@ async fn bad_settings_fail_with_one_line_naming_them() {
     }
 }
 
+/// The environment of a running process, from `/proc`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn environment_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .split(|byte| *byte == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect()
+}
+
+/// `foreman serve` runs with glibc's allocator tuned to give freed connection memory
+/// back, unless the caller chose the tunable itself.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn serve_runs_with_the_allocator_tuned() {
+    use tokio::io::AsyncBufReadExt;
+    for (given, expected) in [
+        (None, "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=8192"),
+        // Ours goes first (glibc may keep only the first entry in the variable it
+        // shows).
+        (
+            Some("glibc.malloc.arena_max=2"),
+            "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=8192",
+        ),
+        (
+            Some("glibc.malloc.mmap_threshold=131072"),
+            "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = serve();
+        command
+            .arg("--simulate")
+            .env("FOREMAN_ADDR", "127.0.0.1:0")
+            .env("FOREMAN_DATABASE", dir.path().join("foreman.db"))
+            .env("FOREMAN_DATA_DIR", dir.path().join("data"))
+            .env("FOREMAN_LOG", "warn")
+            .env_remove("GLIBC_TUNABLES")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(given) = given {
+            command.env("GLIBC_TUNABLES", given);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // Once it prints its address, the process runs its final image.
+        tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("foreman prints its start")
+            .unwrap()
+            .expect("foreman is running");
+        let environment = environment_of(child.id().unwrap());
+        let tunables: Vec<&String> = environment
+            .iter()
+            .filter(|entry| entry.starts_with("GLIBC_TUNABLES="))
+            .collect();
+        assert_eq!(tunables.len(), 1, "given {given:?}");
+        assert!(
+            tunables[0].starts_with(expected),
+            "given {given:?}: {tunables:?}"
+        );
+        child.kill().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn simulate_starts_one_simulator_per_sim_target() {
     use tokio::io::AsyncBufReadExt;

@@ -78,12 +78,15 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, struct_name)?;
     let target = state.targets.for_model(model_of(&body));
+    // An embedding request may load its model: `/api/ps` should show it.
+    let inventory = target.inventory.clone();
+    let refresh: Box<dyn FnOnce() + Send> = Box::new(move || inventory.refresh_soon());
     relay(
         &target.upstream,
         reqwest::Method::POST,
         path,
         Some(body.raw),
-        None,
+        Some(refresh),
     )
     .await
 }

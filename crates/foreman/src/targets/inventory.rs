@@ -220,13 +220,15 @@ impl Inventory {
         }
     }
 
-    /// Polls now if a job is running or ran since the last poll started, so that
+    /// Polls now if a job is running or ran since the last poll started, or a poll is
+    /// under way (it may have started before the change and not be done), so that
     /// `/api/ps` shows what the target has loaded, not what it had up to a poll gap
     /// ago: a caller that reads it right after its answer sees the model loaded. A
     /// failed poll leaves the cache as it was (and marks the target unreachable).
     pub async fn refresh_if_changed(&self) {
         if self.jobs_running.load(Ordering::SeqCst) > 0
             || self.residency_changed.load(Ordering::SeqCst)
+            || self.polling.try_lock().is_err()
         {
             let _ = self.poll().await;
         }

@@ -235,9 +235,9 @@ impl Store {
         }
     }
 
-    /// Cancels a queued job outright, recording `reason` as its failure, or asks the
-    /// worker of a running one to abort it (the worker records the reason with the
-    /// job's end). Atomic with respect to claims: a job is never both claimed and
+    /// Cancels a queued job outright, or asks the worker of a running one to abort it;
+    /// either way `reason` is recorded as the job's failure (a running job that
+    /// succeeds before the worker aborts it clears it). Atomic with respect to claims: a job is never both claimed and
     /// reported cancelled.
     pub async fn cancel(&self, id: JobId, now: i64, reason: JobFailure) -> Result<CancelOutcome> {
         match self {

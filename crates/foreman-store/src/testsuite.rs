@@ -1125,6 +1125,11 @@ pub async fn case_cancel_in_each_state(store: &Store) {
     };
     assert_eq!(requested.state, JobState::Running);
     assert!(requested.cancel_requested);
+    assert_eq!(
+        requested.failure,
+        Some(cancel_reason()),
+        "why is written with the request"
+    );
     assert_eq!(requested.finished_at, None);
     assert_eq!(requested.lease_owner.as_deref(), Some("w"));
     // Asking twice is harmless.
@@ -1320,7 +1325,11 @@ pub async fn case_recover_running(store: &Store) {
     let cancelling = get(store, cancelling.id).await;
     assert_eq!(cancelling.state, JobState::Cancelled);
     assert_eq!(cancelling.finished_at, Some(now));
-    assert_eq!(cancelling.failure, None);
+    assert_eq!(
+        cancelling.failure,
+        Some(cancel_reason()),
+        "why stays with it"
+    );
 
     assert_eq!(get(store, queued.id).await, queued);
     assert_eq!(get(store, finished.id).await, finished);

@@ -455,12 +455,13 @@ impl SqliteStore {
         // One write: nothing can claim or finish the job between the steps.
         self.write(Durability::Durable, move |conn, mirror| {
             let id = id.to_string();
-            let queued = rusqlite::params![id, now, reason.status, reason.message];
+            let queued = rusqlite::params![id, now, reason.status, &reason.message];
             if let Some(job) = first_job(conn, queries::CANCEL_QUEUED, queued)? {
                 mirror.track(&job);
                 return Ok(CancelOutcome::Cancelled(job));
             }
-            if let Some(job) = first_job(conn, queries::CANCEL_RUNNING, [&id])? {
+            let running = rusqlite::params![id, reason.status, reason.message];
+            if let Some(job) = first_job(conn, queries::CANCEL_RUNNING, running)? {
                 return Ok(CancelOutcome::Requested(job));
             }
             match first_job(conn, queries::SELECT_BY_ID, [&id])? {

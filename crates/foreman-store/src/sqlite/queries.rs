@@ -139,10 +139,11 @@ pub(super) const CANCEL_QUEUED: &str = "
     WHERE id = ?1 AND state = 'queued'
     RETURNING *";
 
-/// Marks a running job for cancellation. ?1 id.
+/// Marks a running job for cancellation, with why as its failure (kept when the worker
+/// finishes it cancelled; a success clears it). ?1 id, ?2 status, ?3 message.
 pub(super) const CANCEL_RUNNING: &str = "
     UPDATE jobs
-    SET cancel_requested = 1
+    SET cancel_requested = 1, failure_status = ?2, failure_message = ?3
     WHERE id = ?1 AND state = 'running'
     RETURNING *";
 

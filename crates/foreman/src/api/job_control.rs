@@ -81,7 +81,7 @@ pub(super) async fn cancel_job(
         .await?;
     match &outcome {
         CancelOutcome::Requested(_) => {
-            state.running.cancel(id, cancel_failure(reason));
+            state.running.cancel(id);
         }
         CancelOutcome::Cancelled(_) => {
             // Nothing else tells this job's callers and waiters: no runner had it.

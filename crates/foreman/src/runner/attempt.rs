@@ -46,8 +46,8 @@ pub(super) enum Attempt {
     FailedInBand(String),
     /// The target refused the connection: it is down, and the job did not start.
     TargetDown(String),
-    /// Stopped by a cancel, for this reason when one was given.
-    Cancelled(Option<JobFailure>),
+    /// Stopped by a cancel (its reason is in the row, from the cancel request).
+    Cancelled,
     Interrupted,
 }
 
@@ -56,7 +56,7 @@ impl Attempt {
     pub(super) fn reached_target(&self) -> bool {
         matches!(
             self,
-            Attempt::Succeeded(_) | Attempt::FailedInBand(_) | Attempt::Cancelled(_)
+            Attempt::Succeeded(_) | Attempt::FailedInBand(_) | Attempt::Cancelled
         )
     }
 }
@@ -173,18 +173,9 @@ impl Attempts {
                 stored
             }
             Attempt::Failed(error) => self.record_failure(id, number, owner, error, now).await,
-            Attempt::Cancelled(reason) => {
-                let stored = match reason {
-                    // The cancel is requested in the store before the switch is thrown,
-                    // so retry-or-fail ends the job cancelled, with the reason kept as
-                    // its error.
-                    Some(reason) => {
-                        self.store
-                            .retry_or_fail(id, number, owner, reason, now, now)
-                            .await
-                    }
-                    None => self.store.finish_cancelled(id, number, owner, now).await,
-                };
+            Attempt::Cancelled => {
+                // Why is in the row already, written with the cancel request.
+                let stored = self.store.finish_cancelled(id, number, owner, now).await;
                 self.hub.finish(id, Outcome::Cancelled);
                 stored
             }

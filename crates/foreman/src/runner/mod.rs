@@ -199,7 +199,7 @@ impl Runner {
         };
         let attempt = tokio::select! {
             attempt = shared.attempts.execute(&self.target.upstream, &job, payload) => attempt,
-            _ = cancel.cancelled() => Attempt::Cancelled(shared.running.cancel_reason(job.id)),
+            _ = cancel.cancelled() => Attempt::Cancelled,
             _ = grace_over => Attempt::Interrupted,
         };
         heartbeat.abort();

@@ -1,35 +1,24 @@
 //! The cancel switches of running jobs, so that a cancel call or a disconnecting
-//! client can stop one wherever it runs, and say why.
+//! client can stop one wherever it runs. Why it was stopped is in the store, written
+//! with the cancel request.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use foreman_store::{JobFailure, JobId};
+use foreman_store::JobId;
 use tokio_util::sync::CancellationToken;
-
-/// A running job's switch, and why it was thrown.
-struct Switch {
-    token: CancellationToken,
-    reason: Option<JobFailure>,
-}
 
 /// Every job a runner holds, from just before its claim until its outcome is recorded.
 #[derive(Default)]
 pub struct RunningJobs {
-    jobs: Mutex<HashMap<JobId, Switch>>,
+    jobs: Mutex<HashMap<JobId, CancellationToken>>,
 }
 
 impl RunningJobs {
     /// Registers a job about to be claimed; its token stops it.
     pub(super) fn insert(&self, id: JobId) -> CancellationToken {
         let token = CancellationToken::new();
-        self.lock().insert(
-            id,
-            Switch {
-                token: token.clone(),
-                reason: None,
-            },
-        );
+        self.lock().insert(id, token.clone());
         token
     }
 
@@ -37,30 +26,19 @@ impl RunningJobs {
         self.lock().remove(&id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Switch>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, CancellationToken>> {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stops a running job, for `reason` (the first reason given stays); returns false
-    /// when it is not running here. Call it only once the store has the cancel
-    /// requested: the runner records the reason through the store's retry-or-fail,
-    /// which ends such a job cancelled.
-    pub fn cancel(&self, id: JobId, reason: JobFailure) -> bool {
-        match self.lock().get_mut(&id) {
-            Some(switch) => {
-                switch.reason.get_or_insert(reason);
-                switch.token.cancel();
+    /// Stops a running job; returns false when it is not running here.
+    pub fn cancel(&self, id: JobId) -> bool {
+        match self.lock().get(&id) {
+            Some(token) => {
+                token.cancel();
                 true
             }
             None => false,
         }
-    }
-
-    /// Why a running job was stopped, if it was.
-    pub(super) fn cancel_reason(&self, id: JobId) -> Option<JobFailure> {
-        self.lock()
-            .get(&id)
-            .and_then(|switch| switch.reason.clone())
     }
 
     pub fn contains(&self, id: JobId) -> bool {

@@ -143,7 +143,6 @@ pub async fn serve(
         targets,
         running,
         wake,
-        finished,
         show_cache: Arc::default(),
         shutdown: shutdown.clone(),
     };

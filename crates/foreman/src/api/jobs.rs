@@ -644,7 +644,6 @@ mod tests {
             targets,
             running: Arc::new(RunningJobs::default()),
             wake: Arc::new(Notify::new()),
-            finished: Arc::new(Notify::new()),
             show_cache: Arc::default(),
             shutdown: CancellationToken::new(),
         }

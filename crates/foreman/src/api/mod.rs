@@ -68,8 +68,6 @@ pub struct AppState {
     pub running: Arc<RunningJobs>,
     /// Rung (all waiters) after every enqueue, to wake the idle runners.
     pub wake: Arc<Notify>,
-    /// Woken whenever the runner records a job's outcome (long polls wait on it).
-    pub finished: Arc<Notify>,
     /// `/api/show` answers by request body.
     pub show_cache: Arc<show_cache::ShowCache>,
     pub shutdown: CancellationToken,

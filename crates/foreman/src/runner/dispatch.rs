@@ -38,6 +38,8 @@ pub struct Assignment {
 struct Scheduling {
     policy: Policy,
     capacity: Capacity,
+    /// Each target's inventory generation the capacity last took in.
+    seen: Vec<u64>,
 }
 
 /// The policy and capacity shared by every runner.
@@ -90,6 +92,7 @@ impl Dispatcher {
             poll_interval: settings.poll_interval,
             state: Mutex::new(Scheduling {
                 policy: Policy::new(settings.max_wait.as_millis() as i64),
+                seen: vec![u64::MAX; capacity.targets.len()],
                 capacity,
             }),
             wake,
@@ -106,9 +109,11 @@ impl Dispatcher {
         let mut scheduling = self.state.lock().await;
         loop {
             let now = now_ms();
-            self.sync(&mut scheduling.capacity, now);
+            self.sync(&mut scheduling, now);
             let heads = self.store.queue_heads(now).await?;
-            let Scheduling { policy, capacity } = &mut *scheduling;
+            let Scheduling {
+                policy, capacity, ..
+            } = &mut *scheduling;
             let Some(decision) = policy.decide(&heads, capacity, target, now) else {
                 return Ok(None);
             };
@@ -162,11 +167,23 @@ impl Dispatcher {
         self.wake.notify_waiters();
     }
 
-    /// Brings the capacity in line with the targets' inventories.
-    fn sync(&self, capacity: &mut Capacity, now: i64) {
+    /// Brings the capacity in line with what the targets' inventories learned since
+    /// the last decision (nothing to do, and nothing read, when no poll ended).
+    fn sync(&self, scheduling: &mut Scheduling, now: i64) {
         // A key idle for two poll intervals has been seen by a poll since it was used.
         let polled_since = now - 2 * self.poll_interval.as_millis() as i64;
-        for (state, target) in capacity.targets.iter_mut().zip(self.targets.all()) {
+        let Scheduling { capacity, seen, .. } = scheduling;
+        for ((state, target), seen) in capacity
+            .targets
+            .iter_mut()
+            .zip(self.targets.all())
+            .zip(seen.iter_mut())
+        {
+            let generation = target.inventory.generation();
+            if *seen == generation {
+                continue;
+            }
+            *seen = generation;
             let paused = target.inventory.paused();
             if state.paused && !paused {
                 // Back after an outage (perhaps a restart): what it had loaded before

@@ -14,7 +14,7 @@
 //! second.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,9 @@ pub struct Inventory {
     residency_changed: AtomicBool,
     /// Jobs running on the target now: each may load a model at any moment.
     jobs_running: AtomicUsize,
+    /// Bumped by every change of what the snapshot says (a poll ended, the target was
+    /// marked unreachable), so that the scheduler rereads it only then.
+    generation: AtomicU64,
 }
 
 impl Inventory {
@@ -83,6 +86,7 @@ impl Inventory {
             nudge: Notify::new(),
             residency_changed: AtomicBool::new(false),
             jobs_running: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -97,6 +101,7 @@ impl Inventory {
         }
         .await;
         let mut snapshot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         snapshot.polled_once = true;
         match result {
             Ok((tags, ps)) => {
@@ -167,8 +172,14 @@ impl Inventory {
             snapshot.reachable = false;
             snapshot.paused = true;
             snapshot.down_since.get_or_insert_with(Instant::now);
+            self.generation.fetch_add(1, Ordering::SeqCst);
         }
         self.nudge.notify_one();
+    }
+
+    /// Changes whenever what this inventory says may have changed (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// True from a failed poll or [`Inventory::mark_unreachable`] until the next

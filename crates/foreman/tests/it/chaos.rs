@@ -15,14 +15,12 @@
 //! shows foreman's logs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use foreman_store::{Job, JobId, JobState, ListParams, Store};
 use ollama_sim::{FaultsUpdate, ModelSpec, SimConfig};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -80,58 +78,25 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|_| panic!("{name} must be a number, not {text:?}")))
 }
 
-/// Starts the `foreman` binary on the database and waits for its banner; the address
-/// is a new free port each time.
+/// Starts the `foreman` binary on the database, settings for chaos.
 async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_foreman"));
-    // Only the settings below: the developer's FOREMAN_* variables must not apply.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("FOREMAN_") {
-            command.env_remove(name);
-        }
-    }
     let verbose = std::env::var_os("FOREMAN_CHAOS_LOG").is_some();
-    let mut child = command
-        .arg("serve")
-        .env("FOREMAN_ADDR", "127.0.0.1:0")
-        .env(
+    let settings = [
+        (
             "FOREMAN_TARGETS",
             format!("{sim_url},name=sim,slots=2,places=2"),
-        )
-        .env("FOREMAN_DATABASE", db)
-        .env(
-            "FOREMAN_DATA_DIR",
-            std::path::Path::new(db).with_file_name("data"),
-        )
-        .env("FOREMAN_POLL_INTERVAL", "200ms")
-        .env("FOREMAN_RETRY_BASE", "50ms")
+        ),
         // A stalled answer is given up after a second and retried.
-        .env("FOREMAN_UPSTREAM_TIMEOUT", "1s")
+        ("FOREMAN_UPSTREAM_TIMEOUT", "1s".to_string()),
         // Synchronous callers give up on a refusing target after two seconds.
-        .env("FOREMAN_TARGET_DOWN_TIMEOUT", "2s")
-        .env("FOREMAN_MAX_ATTEMPTS", "4")
-        .env("FOREMAN_LOG", if verbose { "info" } else { "warn" })
-        .stdout(Stdio::piped())
-        .stderr(if verbose {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("foreman starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("the banner arrives")
-        .unwrap()
-        .expect("a banner line");
-    let url = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("the banner names the address")
-        .to_string();
-    (child, url)
+        ("FOREMAN_TARGET_DOWN_TIMEOUT", "2s".to_string()),
+        ("FOREMAN_MAX_ATTEMPTS", "4".to_string()),
+        (
+            "FOREMAN_LOG",
+            if verbose { "info" } else { "warn" }.to_string(),
+        ),
+    ];
+    start_foreman_binary(db, &settings, verbose).await
 }
 
 /// How a synchronous request ended, seen from its caller.

@@ -279,3 +279,58 @@ pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Starts the real `foreman` binary on the database `db` with `settings` (pairs of
+/// `FOREMAN_*` variable and value) and none of the developer's `FOREMAN_*` variables,
+/// waits for its banner and returns the process and its address (a new free port
+/// each time). Quick polls and retries unless `settings` says otherwise; its log goes
+/// to the test's stderr when `show_log`.
+pub async fn start_foreman_binary(
+    db: &str,
+    settings: &[(&str, String)],
+    show_log: bool,
+) -> (tokio::process::Child, String) {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_foreman"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("FOREMAN_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("serve")
+        .env("FOREMAN_ADDR", "127.0.0.1:0")
+        .env("FOREMAN_DATABASE", db)
+        .env(
+            "FOREMAN_DATA_DIR",
+            std::path::Path::new(db).with_file_name("data"),
+        )
+        .env("FOREMAN_POLL_INTERVAL", "200ms")
+        .env("FOREMAN_RETRY_BASE", "50ms");
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(if show_log {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("foreman starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the banner arrives")
+        .unwrap()
+        .expect("a banner line");
+    let url = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .expect("the banner names the address")
+        .to_string();
+    (child, url)
+}

@@ -1,51 +1,16 @@
 //! A real `foreman` process killed with SIGKILL while jobs are queued and running,
 //! then restarted on the same database: every accepted job still finishes.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use foreman_store::{ClaimParams, JobKind, JobState, ListParams, NewJob, Store};
 use ollama_sim::{ModelSpec, SimConfig};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::common::*;
 
 async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_foreman"));
-    // Only the settings below: a FOREMAN_TOKEN in the developer's shell must not apply.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("FOREMAN_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .arg("serve")
-        .env("FOREMAN_ADDR", "127.0.0.1:0")
-        .env("FOREMAN_OLLAMA_URL", sim_url)
-        .env("FOREMAN_DATABASE", db)
-        .env(
-            "FOREMAN_DATA_DIR",
-            std::path::Path::new(db).with_file_name("data"),
-        )
-        .env("FOREMAN_POLL_INTERVAL", "200ms")
-        .env("FOREMAN_RETRY_BASE", "50ms")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("foreman starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the banner arrives")
-        .unwrap()
-        .expect("a banner line");
-    let url = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("the banner names the address")
-        .to_string();
-    (child, url)
+    start_foreman_binary(db, &[("FOREMAN_OLLAMA_URL", sim_url.to_string())], false).await
 }
 
 /// Submits an async chat job through the jobs API.

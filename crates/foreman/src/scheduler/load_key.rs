@@ -186,7 +186,7 @@ pub fn apply_pins(
     model: &str,
     body: &Map<String, Value>,
 ) -> Option<Map<String, Value>> {
-    if !matches!(kind, JobKind::Chat | JobKind::Generate) {
+    if pins.is_empty() || !matches!(kind, JobKind::Chat | JobKind::Generate) {
         return None;
     }
     let key = model_key(model);

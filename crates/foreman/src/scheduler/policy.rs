@@ -246,6 +246,9 @@ impl Policy {
                 head.best.id,
             )
         });
+        if starving.is_empty() {
+            return None;
+        }
         // Keys the bound does not unload. Where a target has several places: any key
         // within its turn (loaded less than the bound ago, with work queued at its load
         // left), so that keys taking turns in one place do not cut short the turns of

@@ -25,6 +25,7 @@ use rusqlite::{Connection, OpenFlags, Params, Row};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobFailure, JobId, NewJob, QueueHead};
 use crate::ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
+use crate::queue_index::QueuedJob;
 use mirror::Mirror;
 use readers::Readers;
 use row::{attempt_from_row, count, delivery_from_row, job_from_row};
@@ -254,6 +255,18 @@ impl SqliteStore {
         self.write(Durability::Relaxed, move |conn, mirror| {
             mirror.reload(conn)?;
             Ok(mirror.heads(now))
+        })
+        .await
+    }
+
+    /// See [`Store::queued_jobs`](crate::Store::queued_jobs).
+    pub async fn queued_jobs(&self, limit: usize) -> Result<Vec<QueuedJob>> {
+        if let Some(jobs) = self.mirror.jobs_if_fresh(limit) {
+            return Ok(jobs);
+        }
+        self.write(Durability::Relaxed, move |conn, mirror| {
+            mirror.reload(conn)?;
+            Ok(mirror.jobs(limit))
         })
         .await
     }

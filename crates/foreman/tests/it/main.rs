@@ -2,6 +2,7 @@
 //! a real SQLite file, and real HTTP between them.
 
 mod admission;
+mod answered;
 mod auth;
 mod browser;
 mod capacity;
@@ -11,6 +12,7 @@ mod common;
 mod config;
 mod crash;
 mod error_shapes;
+mod eta;
 mod fuzz;
 mod golden;
 mod hostile;

@@ -18,6 +18,7 @@ mod jobs;
 mod official_clients;
 mod openai;
 mod origin_guard;
+mod packaging;
 mod reliability;
 mod routes;
 mod scheduling;

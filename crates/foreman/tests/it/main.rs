@@ -19,6 +19,7 @@ mod official_clients;
 mod openai;
 mod origin_guard;
 mod packaging;
+mod readme;
 mod reliability;
 mod routes;
 mod scheduling;

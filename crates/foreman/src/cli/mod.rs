@@ -16,6 +16,8 @@ mod progress;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use std::io::Write as _;
+
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -342,16 +344,21 @@ fn submit_body(submit: SubmitArgs) -> Result<(Value, Option<String>), CliError> 
     Ok((body, submit.idempotency_key))
 }
 
-/// Long-polls until the job ends, keeping a live status line on a terminal
-/// ([`progress::wait_line`]).
+/// Long-polls until the job ends, keeping a live status line
+/// ([`progress::wait_line`]) on a terminal; when standard error is not a terminal
+/// (a log, a CI job), each new status is written there as a line of its own.
+/// `--json` shows neither.
 async fn wait(api: &Api, id: &str, timeout: Duration, quiet: bool) -> Result<Value, CliError> {
-    let spinner = if quiet {
+    use std::io::IsTerminal as _;
+    let on_terminal = std::io::stderr().is_terminal();
+    let spinner = if quiet || !on_terminal {
         indicatif::ProgressBar::hidden()
     } else {
         let spinner = indicatif::ProgressBar::new_spinner();
         spinner.enable_steady_tick(Duration::from_millis(120));
         spinner
     };
+    let mut last_line = String::new();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let (_, job) = api
@@ -363,7 +370,13 @@ async fn wait(api: &Api, id: &str, timeout: Duration, quiet: bool) -> Result<Val
                 &[],
             )
             .await?;
-        spinner.set_message(progress::wait_line(id, &job, SystemTime::now()));
+        let line = progress::wait_line(id, &job, SystemTime::now());
+        if !quiet && !on_terminal && line != last_line {
+            // A status nobody reads is no reason to stop waiting.
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+        spinner.set_message(line.clone());
+        last_line = line;
         let state = job["state"].as_str().unwrap_or("unknown");
         if matches!(state, "succeeded" | "failed" | "cancelled") {
             spinner.finish_and_clear();

@@ -194,3 +194,49 @@ async fn completions_and_the_man_page_come_from_the_command_line_definition() {
         "{man}"
     );
 }
+
+/// `foreman jobs wait` with standard error not a terminal writes each new status as
+/// a line there while it waits (a running job here, held by the simulator), then
+/// the answer on standard output once the job ends.
+#[tokio::test]
+async fn wait_reports_each_status_while_it_waits() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let foreman = TestForeman::start(fast_sim()).await;
+    hold(&foreman.sim, true);
+    let (code, id, stderr) = jobs(&foreman.url, &["submit", "--model", CHAT, "-m", "hi"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let id = id.trim().to_string();
+    let mut waiter = Command::new(env!("CARGO_BIN_EXE_foreman"))
+        .args(["jobs", "wait", &id])
+        .env("FOREMAN_URL", &foreman.url)
+        .env_remove("FOREMAN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut status = BufReader::new(waiter.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), status.next_line())
+            .await
+            .expect("a status line while the job is held")
+            .unwrap()
+            .unwrap_or_else(|| panic!("stderr ended: {seen:?}"));
+        let running = line == format!("{id}: running (attempt 1)");
+        seen.push(line);
+        if running {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().all(|l| l.starts_with(&format!("{id}: "))),
+        "{seen:?}"
+    );
+    hold(&foreman.sim, false);
+    let output = waiter.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("state: succeeded"), "{stdout}");
+    foreman.stop().await;
+}

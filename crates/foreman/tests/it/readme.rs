@@ -122,11 +122,8 @@ fn all_blocks() -> Vec<Block> {
 fn starts_foreman(line: &str) -> bool {
     let mut rest = line.trim_start();
     loop {
-        if rest.starts_with("foreman serve") {
-            return rest["foreman serve".len()..]
-                .chars()
-                .next()
-                .is_none_or(char::is_whitespace);
+        if let Some(after) = rest.strip_prefix("foreman serve") {
+            return after.chars().next().is_none_or(char::is_whitespace);
         }
         let name_len = rest
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

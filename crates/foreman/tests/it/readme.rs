@@ -15,6 +15,10 @@
 //!   an empty working directory, with `foreman` on `PATH` as the binary this test
 //!   run built and `python3`/`pip` from the project's `.venv` (made by
 //!   `scripts/setup-python.sh`, with the official `ollama` and `openai` clients).
+//! - `curl` fails on an error status: the run's `~/.curlrc` says `--fail-with-body`,
+//!   so an example that hits a renamed route fails here even though a plain `curl`
+//!   would exit 0. An example whose error answer is the point ends in `|| true` and
+//!   says the status in a comment.
 //! - Addresses are written as a user has them: foreman at `127.0.0.1:11435`, its
 //!   default, a real Ollama at `127.0.0.1:11434`. The whole run happens in a network
 //!   namespace of its own (`unshare --net`, root; it fails the test where that is
@@ -238,6 +242,7 @@ fn every_shell_example_in_the_readme_runs_as_written() {
         std::fs::create_dir(d).unwrap();
     }
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_foreman"), bin.join("foreman")).unwrap();
+    std::fs::write(home.join(".curlrc"), "--fail-with-body\n").unwrap();
 
     let mut driver = String::from("set -u\nip link set lo up || exit 90\n");
     driver.push_str(HELPERS);
@@ -304,6 +309,7 @@ fn every_shell_example_in_the_readme_runs_as_written() {
         .env("PATH", path)
         .env("HOME", &home)
         .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("CURL_HOME", &home)
         .env("NO_COLOR", "1")
         .env("RUN", &run)
         .output()

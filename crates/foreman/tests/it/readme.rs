@@ -23,7 +23,9 @@
 //!   default, a real Ollama at `127.0.0.1:11434`. The whole run happens in a network
 //!   namespace of its own (`unshare --net`, root; it fails the test where that is
 //!   refused), so those ports are free and private whatever runs on the machine, and
-//!   nothing reaches the Internet.
+//!   nothing reaches the Internet (so no example may need it: `pip install` lines
+//!   pass only because `.venv` already holds what they name).
+//!   `scripts/setup-readme.sh` installs `curl`, `unshare` and `ip`.
 //! - Before each block a foreman runs as the README's first command starts it
 //!   (`foreman serve --simulate`, no `FOREMAN_*` variable), on a database in the
 //!   working directory that lives for the whole run.
@@ -244,7 +246,10 @@ fn every_shell_example_in_the_readme_runs_as_written() {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_foreman"), bin.join("foreman")).unwrap();
     std::fs::write(home.join(".curlrc"), "--fail-with-body\n").unwrap();
 
-    let mut driver = String::from("set -u\nip link set lo up || exit 90\n");
+    let mut driver = String::from(
+        "set -u\ncommand -v ip >/dev/null && command -v curl >/dev/null || exit 89\n\
+         ip link set lo up || exit 90\n",
+    );
     driver.push_str(HELPERS);
     driver.push_str(&format!(
         "__server {} || exit 91\n",
@@ -297,7 +302,10 @@ fn every_shell_example_in_the_readme_runs_as_written() {
         let name_text = name.to_string_lossy();
         if name_text.starts_with("FOREMAN_")
             || name_text.starts_with("OLLAMA_")
-            || name_text == "VIRTUAL_ENV"
+            || matches!(
+                name_text.as_ref(),
+                "VIRTUAL_ENV" | "STATE_DIRECTORY" | "CREDENTIALS_DIRECTORY" | "XDG_CONFIG_HOME"
+            )
         {
             command.env_remove(name);
         }
@@ -313,12 +321,13 @@ fn every_shell_example_in_the_readme_runs_as_written() {
         .env("NO_COLOR", "1")
         .env("RUN", &run)
         .output()
-        .unwrap_or_else(|e| panic!("unshare cannot run ({e}); it comes with util-linux"));
+        .unwrap_or_else(|e| panic!("unshare cannot run ({e}): run scripts/setup-readme.sh"));
     let driver_said = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "the README run stopped ({:?}): exit 90 means no network namespace (run as root), \
-         91/92 that `{STANDARD}` did not start\n{driver_said}\n{}",
+        "the README run stopped ({:?}): exit 89 means `ip` or `curl` is missing (run \
+         scripts/setup-readme.sh), 90 no network namespace (unshare needs root), 91/92 that \
+         `{STANDARD}` did not start\n{driver_said}\n{}",
         output.status,
         std::fs::read_to_string(run.join("server.log")).unwrap_or_default()
     );

@@ -173,3 +173,52 @@ fn install_sh_with_a_prefix_lays_down_the_files() {
         "a second install keeps the settings"
     );
 }
+
+/// The shipped settings file starts foreman as it is: its values (not only its
+/// names) are valid. foreman runs in a network namespace of its own, so the
+/// file's address (`127.0.0.1:11435`) is free whatever runs on the machine; the
+/// banner shows that the settings were accepted and the address bound.
+#[tokio::test]
+async fn the_shipped_settings_start_foreman() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let settings = repo().join("packaging/foreman.env");
+    let script = format!(
+        "ip link set lo up && cd {dir} && set -a && . {settings} && set +a && exec {foreman} serve",
+        dir = dir.path().display(),
+        settings = settings.display(),
+        foreman = env!("CARGO_BIN_EXE_foreman"),
+    );
+    let mut command = tokio::process::Command::new("unshare");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("FOREMAN_") {
+            command.env_remove(name);
+        }
+    }
+    let mut foreman = command
+        .args(["--net", "--", "bash", "-c", &script])
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unshare runs (scripts/setup-readme.sh)");
+    let mut stdout = BufReader::new(foreman.stdout.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+        .await
+        .expect("the banner arrives")
+        .unwrap();
+    let Some(banner) = banner else {
+        let output = foreman.wait_with_output().await.unwrap();
+        panic!(
+            "foreman refused the shipped settings: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    assert!(
+        banner.contains("listening on http://127.0.0.1:11435"),
+        "{banner}"
+    );
+    foreman.kill().await.unwrap();
+}

@@ -187,7 +187,7 @@ __server() {
   set +m
   echo "$pid" >"$RUN/server.pid"
   for _ in $(seq 600); do
-    url=$(grep -o -m1 'listening on http://[^ ]*' "$log" | sed 's/^listening on //') || true
+    url=$(grep -o -m1 'listening on http://[][0-9A-Za-z.:-]*' "$log" | sed 's/^listening on //') || true
     if [ -n "$url" ] && curl -s -o /dev/null "$url/healthz"; then
       echo "readme: foreman started as: $1 (at $url)" >&2
       return 0

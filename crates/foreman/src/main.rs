@@ -24,6 +24,10 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Submit, inspect, wait for and cancel async jobs on a running daemon.
     Jobs(Box<foreman::cli::JobsArgs>),
+    /// Print a shell completion script.
+    Completions(foreman::cli::CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,10 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
             return runtime.block_on(foreman::cli::run(*jobs));
         }
+        Command::Completions(args) => {
+            return foreman::cli::completions(<Cli as clap::CommandFactory>::command(), args.shell);
+        }
+        Command::Man => return foreman::cli::man(<Cli as clap::CommandFactory>::command()),
     };
     let mut config = match args.validate() {
         Ok(config) => config,

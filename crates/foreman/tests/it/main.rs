@@ -20,6 +20,8 @@ mod jobs;
 mod official_clients;
 mod openai;
 mod origin_guard;
+mod packaging;
+mod readme;
 mod reliability;
 mod routes;
 mod scheduling;

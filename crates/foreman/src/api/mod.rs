@@ -27,6 +27,7 @@ mod auth;
 mod body;
 mod direct;
 mod error;
+mod health;
 mod job_control;
 mod jobs;
 mod listing;
@@ -77,6 +78,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(listing::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/", get(listing::root))
         .route("/api/version", get(listing::version))
         .route("/api/tags", get(listing::tags))

@@ -17,6 +17,7 @@ mod hostile;
 mod jobs;
 mod official_clients;
 mod openai;
+mod ops;
 mod origin_guard;
 mod reliability;
 mod routes;

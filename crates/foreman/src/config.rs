@@ -771,6 +771,9 @@ mod tests {
             .env("FOREMAN_MAX_WAIT", "1s")
             .env("FOREMAN_LEASE", "1s")
             .env("FOREMAN_ADDR", "nowhere")
+            .env("FOREMAN_TOKEN_FILE", "/nonexistent/token")
+            .env("STATE_DIRECTORY", "/nonexistent/state")
+            .env("CREDENTIALS_DIRECTORY", "/nonexistent/credentials")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -795,6 +798,8 @@ mod tests {
         assert_eq!(config.max_wait, Duration::from_secs(60));
         assert_eq!(config.lease, Duration::from_secs(30));
         assert_eq!(config.addr, "127.0.0.1:11435".parse().unwrap());
+        assert_eq!(config.database, "x.db");
+        assert_eq!(config.data_dir, std::path::Path::new("."));
     }
 
     #[test]
@@ -976,6 +981,140 @@ mod tests {
         );
         let error = targets_of(&["--target", "a:1"]).unwrap_err();
         assert!(error.contains("http or https"), "{error}");
+    }
+
+    /// Every on/off setting goes through [`boolean`]: each takes `1`, `yes`, `OFF`...
+    /// and refuses anything else, so a new flag that forgets the parser fails here.
+    #[test]
+    fn every_on_off_setting_takes_what_services_write() {
+        let command = ServeArgs::augment_args(clap::Command::new("foreman"));
+        let mut checked = Vec::new();
+        for arg in command.get_arguments() {
+            if arg.get_value_parser().type_id() != std::any::TypeId::of::<bool>() {
+                continue;
+            }
+            let long = arg.get_long().unwrap_or_default().to_string();
+            // The same argument, given a value on the command line as its variable
+            // gives one (a switch like --simulate takes none there).
+            let parse = |value: &str| {
+                clap::Command::new("x")
+                    .arg(arg.clone().action(clap::ArgAction::Set).env(None::<&str>))
+                    .try_get_matches_from(["x", &format!("--{long}={value}")])
+                    .map(|matches| *matches.get_one::<bool>(arg.get_id().as_str()).unwrap())
+            };
+            for (value, expected) in [
+                ("1", true),
+                ("0", false),
+                ("yes", true),
+                ("No", false),
+                ("ON", true),
+                ("off", false),
+                ("true", true),
+                ("FALSE", false),
+            ] {
+                assert_eq!(parse(value).ok(), Some(expected), "--{long}={value}");
+            }
+            assert!(parse("maybe").is_err(), "--{long} takes maybe");
+            checked.push(long);
+        }
+        assert_eq!(checked, ["simulate", "allow-model-management"]);
+        assert_eq!(boolean(" Yes "), Ok(true));
+        assert_eq!(boolean("off"), Ok(false));
+        assert!(boolean("2").is_err());
+    }
+
+    #[test]
+    fn the_data_directory_follows_the_platform() {
+        let path = |p: &str| Some(std::path::PathBuf::from(p));
+        let mut platform = Platform {
+            state_directory: path("/var/lib/foreman"),
+            xdg_data_home: path("/home/u/.data"),
+            home: path("/home/u"),
+            credentials_directory: None,
+        };
+        assert_eq!(platform.data_dir(), path("/var/lib/foreman"));
+        platform.state_directory = None;
+        assert_eq!(platform.data_dir(), path("/home/u/.data/foreman"));
+        platform.xdg_data_home = path("relative");
+        assert_eq!(
+            platform.data_dir(),
+            path("/home/u/.local/share/foreman"),
+            "a relative XDG_DATA_HOME is ignored, as the spec says"
+        );
+        platform.home = None;
+        assert_eq!(platform.data_dir(), None);
+
+        let storage = |database: Option<&str>, data_dir: Option<&str>| StorageArgs {
+            database: database.map(str::to_string),
+            data_dir: data_dir.map(std::path::PathBuf::from),
+        };
+        let home = Platform {
+            home: path("/home/u"),
+            ..Platform::default()
+        };
+        assert_eq!(
+            storage(None, None).resolve(&home).unwrap(),
+            (
+                "/home/u/.local/share/foreman/foreman.db".to_string(),
+                "/home/u/.local/share/foreman".into()
+            )
+        );
+        assert_eq!(
+            storage(None, Some("/srv/q")).resolve(&home).unwrap(),
+            ("/srv/q/foreman.db".to_string(), "/srv/q".into())
+        );
+        assert_eq!(
+            storage(Some("sqlite:///x/jobs.db"), Some("/srv/q"))
+                .resolve(&home)
+                .unwrap(),
+            ("sqlite:///x/jobs.db".to_string(), "/srv/q".into()),
+            "an explicit database stays where it is"
+        );
+        let error = storage(None, None)
+            .resolve(&Platform::default())
+            .unwrap_err();
+        assert_eq!(error.flag, "data-dir");
+    }
+
+    #[test]
+    fn the_token_comes_from_one_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let token_of =
+            |token: Option<&str>, file: Option<&std::path::Path>, platform: &Platform| {
+                let mut args = ServeArgs::defaults();
+                args.storage.data_dir = Some(dir.path().to_owned());
+                args.token = token.map(str::to_string);
+                args.token_file = file.map(std::path::Path::to_owned);
+                args.validate_on(platform).map(|config| config.token)
+            };
+        let none = Platform::default();
+        std::fs::write(&file, "abc\n").unwrap();
+        assert_eq!(token_of(None, Some(&file), &none), Ok(Some("abc".into())));
+        std::fs::write(&file, " abc\n").unwrap();
+        let error = token_of(None, Some(&file), &none).unwrap_err();
+        assert!(error.reason.contains("whitespace"), "{error}");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(token_of(None, Some(&file), &none).is_err(), "an empty file");
+        let missing = dir.path().join("missing");
+        let error = token_of(None, Some(&missing), &none).unwrap_err();
+        assert!(error.reason.starts_with("cannot read the file"), "{error}");
+        let error = token_of(Some("abc"), Some(&file), &none).unwrap_err();
+        assert_eq!(error.flag, "token-file");
+
+        let credentials = tempfile::tempdir().unwrap();
+        std::fs::write(credentials.path().join(TOKEN_CREDENTIAL), "cred\n").unwrap();
+        let systemd = Platform {
+            credentials_directory: Some(credentials.path().to_owned()),
+            ..Platform::default()
+        };
+        assert_eq!(token_of(None, None, &systemd), Ok(Some("cred".into())));
+        assert_eq!(
+            token_of(Some("given"), None, &systemd),
+            Ok(Some("given".into())),
+            "a token set wins over the credential"
+        );
+        assert_eq!(token_of(None, None, &none), Ok(None));
     }
 
     #[test]

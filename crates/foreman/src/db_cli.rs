@@ -68,7 +68,12 @@ async fn run_backup(args: BackupArgs) -> ExitCode {
             .display()
             .to_string()
     };
-    let source = absolute(std::path::Path::new(&database));
+    // The file the URL names, for people (`sqlite://PATH` and `sqlite:PATH` too).
+    let file = ["sqlite://", "sqlite:"]
+        .iter()
+        .find_map(|prefix| database.strip_prefix(prefix))
+        .unwrap_or(&database);
+    let source = absolute(std::path::Path::new(file));
     let backup = absolute(&report.path);
     if args.json {
         println!(

@@ -42,7 +42,8 @@ pub struct ServeArgs {
     )]
     pub targets: Vec<String>,
     /// Run the built-in Ollama simulator as the upstream (no Ollama needed): one
-    /// simulated target without --target, else one per target whose URL is `sim`.
+    /// simulated target without --target, else one per target whose URL is `sim`. The
+    /// variable, like every on/off setting, takes 1/0, true/false, yes/no, on/off.
     #[arg(long, env = "FOREMAN_SIMULATE", value_parser = boolean)]
     pub simulate: bool,
     /// Where the queue's files live (see [`StorageArgs`]).

@@ -43,3 +43,80 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
     });
     Ok(axum::Json(body).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use serde_json::Value;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+    use tower::ServiceExt as _;
+
+    use crate::api::{AppState, router};
+    use crate::config::Config;
+    use crate::hub::Hub;
+    use crate::runner::RunningJobs;
+    use crate::targets::Targets;
+
+    /// A store that cannot write (closed) beside a target that answers: 503 naming
+    /// the store, through the whole router (guard and auth included).
+    #[tokio::test]
+    async fn readyz_answers_503_when_the_store_cannot_write() {
+        let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), Default::default())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("foreman.db");
+        let mut config = Config::for_upstream(&sim.url(), db.to_str().unwrap());
+        config.token = Some("s3cret".into());
+        let targets = Targets::new(
+            &config.targets,
+            config.upstream_timeout,
+            config.poll_interval,
+        );
+        targets.poll_all().await;
+        let store = foreman_store::Store::open(db.to_str().unwrap())
+            .await
+            .unwrap();
+        let state = AppState {
+            store: store.clone(),
+            config: Arc::new(config),
+            hub: Arc::new(Hub::default()),
+            targets,
+            running: Arc::new(RunningJobs::default()),
+            wake: Arc::new(Notify::new()),
+            show_cache: Arc::default(),
+            shutdown: CancellationToken::new(),
+        };
+        let ask = async |state: &AppState| {
+            let request = Request::get("/readyz")
+                .header("Host", "127.0.0.1")
+                .body(Body::empty())
+                .unwrap();
+            let response = router(state.clone()).oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        };
+        let (status, body) = ask(&state).await;
+        assert_eq!(status, 200, "{body}");
+        store.close().await;
+        let (status, body) = ask(&state).await;
+        assert_eq!(status, 503, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("the job store cannot write"), "{error}");
+        assert!(!error.contains("no target"), "the target answers: {error}");
+        state.shutdown.cancel();
+        let (status, body) = ask(&state).await;
+        assert_eq!(status, 503);
+        assert!(
+            body["error"].as_str().unwrap().contains("shutting down"),
+            "{body}"
+        );
+    }
+}

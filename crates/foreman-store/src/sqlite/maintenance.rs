@@ -161,7 +161,7 @@ pub(super) fn backup(
         name.to_string_lossy(),
         std::process::id()
     ));
-    let outcome = write_copy(source, &partial, busy_timeout).and_then(|report| {
+    let outcome = write_copy(source, &partial, destination, busy_timeout).and_then(|report| {
         std::fs::rename(&partial, destination)
             .map_err(|error| refuse(format!("renaming the finished copy: {error}")))?;
         sync_parent(destination).map_err(|error| refuse(format!("syncing its folder: {error}")))?;
@@ -184,10 +184,15 @@ fn journal_of(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The copy, complete and checked, at `partial`.
-fn write_copy(source: &Connection, partial: &Path, busy_timeout: Duration) -> Result<BackupReport> {
+/// The copy, complete and checked, at `partial` (errors name `destination`).
+fn write_copy(
+    source: &Connection,
+    partial: &Path,
+    destination: &Path,
+    busy_timeout: Duration,
+) -> Result<BackupReport> {
     let refuse = |reason: String| Error::Backup {
-        path: partial.display().to_string(),
+        path: destination.display().to_string(),
         reason,
     };
     let _ = std::fs::remove_file(partial);

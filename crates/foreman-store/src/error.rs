@@ -14,9 +14,13 @@ pub enum Error {
 
     /// The database was written by a newer foreman whose schema this build does not know.
     #[error(
-        "database schema version {found} is newer than this build understands (at most {known})"
+        "the database has schema version {found}, written by a newer foreman; this foreman knows versions up to {known}. Run the newer foreman, or restore a backup taken before the upgrade"
     )]
     SchemaTooNew { found: i64, known: i64 },
+
+    /// A backup could not be written where it was asked to go.
+    #[error("cannot back up to {path}: {reason}")]
+    Backup { path: String, reason: String },
 
     /// A setting the store's guarantees depend on is not in force.
     #[error("sqlite setting {name} is {actual}, expected {expected}")]

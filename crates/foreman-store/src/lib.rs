@@ -23,13 +23,13 @@ pub mod sqlite;
 pub mod testsuite;
 mod webhook;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use job::{Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueHead};
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 pub use queue_index::QueuedJob;
-pub use sqlite::SqliteStore;
+pub use sqlite::{BackupReport, SqliteStore};
 pub use webhook::{AttemptOutcome, DeliveryState, WebhookAttempt, WebhookDelivery};
 
 /// How many times a job may be interrupted (its process died, or lost its lease) before
@@ -64,6 +64,58 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store> {
         match parse_location(url)? {
             Location::SqliteFile(path) => Ok(Store::Sqlite(SqliteStore::open(&path).await?)),
+        }
+    }
+
+    /// Backs up the database named by `url` into a new file at `destination` without
+    /// opening a store on it (no migration, no write): an online backup, safe while a
+    /// foreman runs on it. See [`Store::backup`].
+    pub async fn backup_database(url: &str, destination: &Path) -> Result<BackupReport> {
+        match parse_location(url)? {
+            Location::SqliteFile(path) => SqliteStore::backup_file(&path, destination).await,
+        }
+    }
+
+    /// Copies the database as one consistent snapshot into a new file at
+    /// `destination` while the store keeps working; the copy opens as a foreman
+    /// database with every job committed when the snapshot was taken. An existing
+    /// `destination` is refused ([`Error::Backup`]).
+    pub async fn backup(&self, destination: &Path) -> Result<BackupReport> {
+        match self {
+            Store::Sqlite(store) => store.backup(destination).await,
+        }
+    }
+
+    /// Where the data is, for people: the database file's absolute path.
+    pub fn location(&self) -> String {
+        match self {
+            Store::Sqlite(store) => std::path::absolute(store.path())
+                .unwrap_or_else(|_| store.path().to_owned())
+                .display()
+                .to_string(),
+        }
+    }
+
+    /// The schema version recorded in the database.
+    pub async fn schema_version(&self) -> Result<i64> {
+        match self {
+            Store::Sqlite(store) => store.schema_version().await,
+        }
+    }
+
+    /// Commits a durable write that changes nothing a job reads, through the same path
+    /// as every write: `Ok` means the store can write now (readiness).
+    pub async fn probe_write(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(store) => store.probe_write().await,
+        }
+    }
+
+    /// Gives at most `max_pages` pages that deleted rows left free back to the file
+    /// system; returns how many. Call again while it returns `max_pages`.
+    pub async fn reclaim_space(&self, max_pages: u32) -> Result<u64> {
+        match self {
+            Store::Sqlite(store) => store.reclaim_space(max_pages).await,
         }
     }
 

@@ -42,16 +42,22 @@ pub struct ServeArgs {
     )]
     pub targets: Vec<String>,
     /// Run the built-in Ollama simulator as the upstream (no Ollama needed): one
-    /// simulated target without --target, else one per target whose URL is `sim`.
-    #[arg(long, env = "FOREMAN_SIMULATE")]
+    /// simulated target without --target, else one per target whose URL is `sim`. The
+    /// variable, like every on/off setting, takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "FOREMAN_SIMULATE", value_parser = boolean)]
     pub simulate: bool,
-    /// The job queue: a SQLite file path (or sqlite://PATH).
-    #[arg(long, env = "FOREMAN_DATABASE", default_value = "foreman.db")]
-    pub database: String,
-    /// Bearer token required on every route but /healthz; unset means no auth. Printable
-    /// ASCII with no whitespace around it.
+    /// Where the queue's files live (see [`StorageArgs`]).
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Bearer token required on every route but /healthz and /readyz; unset means no
+    /// auth. Printable ASCII with no whitespace around it.
     #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the token (a trailing newline is dropped), instead of --token;
+    /// without either, `$CREDENTIALS_DIRECTORY/foreman-token` (a systemd credential) is
+    /// read if it exists.
+    #[arg(long, env = "FOREMAN_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Attempts per job before it fails (retryable errors only: connection, timeout, 429, 502, 503, 504).
     #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
@@ -132,12 +138,10 @@ pub struct ServeArgs {
         long,
         env = "FOREMAN_ALLOW_MODEL_MANAGEMENT",
         default_value_t = true,
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = boolean
     )]
     pub allow_model_management: bool,
-    /// Folder for files foreman keeps beside the database (large job results).
-    #[arg(long, env = "FOREMAN_DATA_DIR", default_value = "foreman-data")]
-    pub data_dir: std::path::PathBuf,
     /// Results larger than this many bytes are stored as files (artifacts), not in the row.
     #[arg(long, env = "FOREMAN_ARTIFACT_THRESHOLD", default_value_t = 1024 * 1024)]
     pub artifact_threshold: usize,
@@ -171,6 +175,138 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or foreman=debug.
     #[arg(long, env = "FOREMAN_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text for people (no colour unless stderr is a terminal and
+    /// NO_COLOR is unset) or as one JSON object per line.
+    #[arg(long, env = "FOREMAN_LOG_FORMAT", default_value = "text", value_enum)]
+    pub log_format: crate::logging::LogFormat,
+}
+
+/// Where the queue's files are: shared by `foreman serve` and `foreman db`.
+///
+/// The data directory holds the database (`foreman.db` with its `-wal` and `-shm`)
+/// and the artifacts. Unset, it is the platform's place for a program's data:
+/// `$STATE_DIRECTORY` when systemd sets it (`StateDirectory=foreman` gives
+/// `/var/lib/foreman`), else `$XDG_DATA_HOME/foreman`, else
+/// `~/.local/share/foreman`; never the directory foreman happens to start in.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// The job queue: a SQLite file path (or sqlite://PATH); default foreman.db in the
+    /// data directory.
+    #[arg(long, env = "FOREMAN_DATABASE", value_name = "PATH")]
+    pub database: Option<String>,
+    /// Folder for the database (unless --database says otherwise) and large job
+    /// results; default $STATE_DIRECTORY, else $XDG_DATA_HOME/foreman, else
+    /// ~/.local/share/foreman.
+    #[arg(long, env = "FOREMAN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// The database file's name in the data directory.
+pub const DATABASE_FILE: &str = "foreman.db";
+
+/// What foreman reads from its environment besides its own `FOREMAN_*` settings: the
+/// platform's places for data and secrets. Injected, so tests and
+/// [`Config::for_upstream`] do not depend on the shell.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Platform {
+    /// `$STATE_DIRECTORY`, set by systemd for `StateDirectory=` (the first, if several).
+    pub state_directory: Option<std::path::PathBuf>,
+    /// `$XDG_DATA_HOME`, used only when absolute (as the XDG spec says).
+    pub xdg_data_home: Option<std::path::PathBuf>,
+    pub home: Option<std::path::PathBuf>,
+    /// `$CREDENTIALS_DIRECTORY`, set by systemd for `LoadCredential=`.
+    pub credentials_directory: Option<std::path::PathBuf>,
+}
+
+/// The systemd credential foreman reads its token from when no token is set.
+pub const TOKEN_CREDENTIAL: &str = "foreman-token";
+
+impl Platform {
+    /// The places of this process's environment.
+    pub fn current() -> Platform {
+        let path = |name: &str| {
+            std::env::var_os(name)
+                .filter(|value| !value.is_empty())
+                .map(std::path::PathBuf::from)
+        };
+        Platform {
+            state_directory: std::env::var_os("STATE_DIRECTORY").and_then(|value| {
+                std::env::split_paths(&value).find(|p| !p.as_os_str().is_empty())
+            }),
+            xdg_data_home: path("XDG_DATA_HOME"),
+            home: path("HOME"),
+            credentials_directory: path("CREDENTIALS_DIRECTORY"),
+        }
+    }
+
+    /// The default data directory (see [`StorageArgs`]); `None` when the environment
+    /// names no place at all.
+    pub fn data_dir(&self) -> Option<std::path::PathBuf> {
+        if let Some(dir) = &self.state_directory {
+            return Some(dir.clone());
+        }
+        if let Some(dir) = self.xdg_data_home.as_ref().filter(|dir| dir.is_absolute()) {
+            return Some(dir.join("foreman"));
+        }
+        self.home
+            .as_ref()
+            .map(|home| home.join(".local").join("share").join("foreman"))
+    }
+}
+
+impl StorageArgs {
+    /// The database URL and the data directory these settings name on `platform`.
+    pub fn resolve(
+        &self,
+        platform: &Platform,
+    ) -> Result<(String, std::path::PathBuf), ConfigError> {
+        let data_dir = match &self.data_dir {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                return Err(invalid("data-dir", "DATA_DIR", "must not be empty when set"));
+            }
+            Some(dir) => dir.clone(),
+            None => platform.data_dir().ok_or_else(|| {
+                invalid(
+                    "data-dir",
+                    "DATA_DIR",
+                    "no default place for foreman's files: HOME, XDG_DATA_HOME and STATE_DIRECTORY are all unset; set this",
+                )
+            })?,
+        };
+        let database = match &self.database {
+            Some(database) => {
+                ensure(!database.trim().is_empty(), "database", "DATABASE", || {
+                    "must not be empty".into()
+                })?;
+                database.clone()
+            }
+            None => data_dir.join(DATABASE_FILE).to_string_lossy().into_owned(),
+        };
+        Ok((database, data_dir))
+    }
+
+    /// A `foreman.db` in the working directory that these settings no longer open:
+    /// where foreman kept its queue before it had a data directory.
+    pub fn stray_database(&self, opened: &str) -> Option<std::path::PathBuf> {
+        if self.database.is_some() {
+            return None;
+        }
+        let here = std::path::absolute(DATABASE_FILE).ok()?;
+        let opened = std::path::absolute(opened).ok()?;
+        (here.is_file() && here != opened).then_some(here)
+    }
+}
+
+/// The one parser of every on/off setting: `true`/`false`, `1`/`0`, `yes`/`no`,
+/// `on`/`off`, in any case, as services and shells write them.
+pub fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "{text:?} is not on or off: use true/false, 1/0, yes/no or on/off"
+        )),
+    }
 }
 
 /// Priority of a queued request that sends no X-Foreman-Priority header; the
@@ -216,6 +352,7 @@ pub struct Config {
     /// Answers webhook host names: the system's resolver; tests inject their own.
     pub webhook_resolver: crate::webhook::Resolver,
     pub allow_model_management: bool,
+    /// The folder of the database (by default) and the artifacts.
     pub data_dir: std::path::PathBuf,
     pub artifact_threshold: usize,
     pub lease: Duration,
@@ -230,6 +367,7 @@ pub struct Config {
     /// Origins allowed besides Ollama's defaults (`FOREMAN_ORIGINS`, checked).
     pub origins: Vec<String>,
     pub log: String,
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// A setting that cannot be used, named by flag and variable.
@@ -352,22 +490,62 @@ impl ConfigError {
 }
 
 impl ServeArgs {
-    /// Checks every setting and converts it to its typed form.
+    /// Checks every setting and converts it to its typed form, with this process's
+    /// [`Platform`].
     pub fn validate(&self) -> Result<Config, ConfigError> {
+        self.validate_on(&Platform::current())
+    }
+
+    /// The token: `--token`, else the file `--token-file` names, else the systemd
+    /// credential; both of the first two set is refused rather than one chosen.
+    fn token(&self, platform: &Platform) -> Result<Option<String>, ConfigError> {
+        let from_file = |path: &std::path::Path, what: &str| {
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                invalid(
+                    "token-file",
+                    "TOKEN_FILE",
+                    format!("cannot read {what} {}: {error}", path.display()),
+                )
+            })?;
+            let token = text.trim_end_matches(['\n', '\r']).to_string();
+            check_token(&token).map_err(|reason| {
+                invalid(
+                    "token-file",
+                    "TOKEN_FILE",
+                    format!("the token in {what} {} {reason}", path.display()),
+                )
+            })?;
+            Ok(Some(token))
+        };
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => Err(invalid(
+                "token-file",
+                "TOKEN_FILE",
+                "--token (FOREMAN_TOKEN) is set too; set only one of them",
+            )),
+            (Some(token), None) => {
+                check_token(token).map_err(|reason| invalid("token", "TOKEN", reason))?;
+                Ok(Some(token.clone()))
+            }
+            (None, Some(path)) => from_file(path, "the file"),
+            (None, None) => match &platform.credentials_directory {
+                Some(dir) if dir.join(TOKEN_CREDENTIAL).is_file() => {
+                    from_file(&dir.join(TOKEN_CREDENTIAL), "the systemd credential")
+                }
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// [`ServeArgs::validate`] on the given platform.
+    pub fn validate_on(&self, platform: &Platform) -> Result<Config, ConfigError> {
         let addr = self
             .addr
             .parse()
             .map_err(|_| invalid("addr", "ADDR", format!("{:?} is not HOST:PORT", self.addr)))?;
         let targets = self.target_specs()?;
-        ensure(
-            !self.database.trim().is_empty(),
-            "database",
-            "DATABASE",
-            || "must not be empty".into(),
-        )?;
-        if let Some(token) = &self.token {
-            check_token(token).map_err(|reason| invalid("token", "TOKEN", reason))?;
-        }
+        let (database, data_dir) = self.storage.resolve(platform)?;
+        let token = self.token(platform)?;
         ensure(
             self.priority_min <= self.priority_max,
             "priority-min",
@@ -409,8 +587,8 @@ impl ServeArgs {
             addr,
             targets,
             simulate: self.simulate,
-            database: self.database.clone(),
-            token: self.token.clone(),
+            database,
+            token,
             max_attempts: self.max_attempts,
             job_ttl: self.job_ttl,
             poll_interval: self.poll_interval,
@@ -442,7 +620,7 @@ impl ServeArgs {
             webhook_max_attempts: self.webhook_max_attempts,
             webhook_resolver: crate::webhook::Resolver::default(),
             allow_model_management: self.allow_model_management,
-            data_dir: self.data_dir.clone(),
+            data_dir,
             artifact_threshold: self.artifact_threshold,
             lease: self.lease,
             janitor_interval: self.janitor_interval,
@@ -452,6 +630,7 @@ impl ServeArgs {
             origins: crate::api::origin_guard::parse_origins(&self.origins)
                 .map_err(|reason| invalid("origins", "ORIGINS", reason))?,
             log: self.log.clone(),
+            log_format: self.log_format,
         })
     }
 
@@ -511,12 +690,19 @@ impl Config {
     /// Settings for tests and embedding: the defaults, with one target at
     /// `ollama_url` (1 slot, 1 place) and the given database. `FOREMAN_*` variables are not read, so a caller's environment changes
     /// nothing.
+    /// The data directory is the database's folder.
     pub fn for_upstream(ollama_url: &str, database: &str) -> Config {
-        let mut config = ServeArgs::defaults()
-            .validate()
+        let mut args = ServeArgs::defaults();
+        let folder = std::path::Path::new(database)
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        args.storage.database = Some(database.to_string());
+        args.storage.data_dir = Some(folder.to_owned());
+        let mut config = args
+            .validate_on(&Platform::default())
             .expect("the defaults are valid");
         config.targets = vec![TargetSpec::single(ollama_url).expect("an http(s) URL")];
-        config.database = database.to_string();
         config
     }
 }
@@ -586,6 +772,9 @@ mod tests {
             .env("FOREMAN_MAX_WAIT", "1s")
             .env("FOREMAN_LEASE", "1s")
             .env("FOREMAN_ADDR", "nowhere")
+            .env("FOREMAN_TOKEN_FILE", "/nonexistent/token")
+            .env("STATE_DIRECTORY", "/nonexistent/state")
+            .env("CREDENTIALS_DIRECTORY", "/nonexistent/credentials")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -610,6 +799,8 @@ mod tests {
         assert_eq!(config.max_wait, Duration::from_secs(60));
         assert_eq!(config.lease, Duration::from_secs(30));
         assert_eq!(config.addr, "127.0.0.1:11435".parse().unwrap());
+        assert_eq!(config.database, "x.db");
+        assert_eq!(config.data_dir, std::path::Path::new("."));
     }
 
     #[test]
@@ -793,6 +984,140 @@ mod tests {
         assert!(error.contains("http or https"), "{error}");
     }
 
+    /// Every on/off setting goes through [`boolean`]: each takes `1`, `yes`, `OFF`...
+    /// and refuses anything else, so a new flag that forgets the parser fails here.
+    #[test]
+    fn every_on_off_setting_takes_what_services_write() {
+        let command = ServeArgs::augment_args(clap::Command::new("foreman"));
+        let mut checked = Vec::new();
+        for arg in command.get_arguments() {
+            if arg.get_value_parser().type_id() != std::any::TypeId::of::<bool>() {
+                continue;
+            }
+            let long = arg.get_long().unwrap_or_default().to_string();
+            // The same argument, given a value on the command line as its variable
+            // gives one (a switch like --simulate takes none there).
+            let parse = |value: &str| {
+                clap::Command::new("x")
+                    .arg(arg.clone().action(clap::ArgAction::Set).env(None::<&str>))
+                    .try_get_matches_from(["x", &format!("--{long}={value}")])
+                    .map(|matches| *matches.get_one::<bool>(arg.get_id().as_str()).unwrap())
+            };
+            for (value, expected) in [
+                ("1", true),
+                ("0", false),
+                ("yes", true),
+                ("No", false),
+                ("ON", true),
+                ("off", false),
+                ("true", true),
+                ("FALSE", false),
+            ] {
+                assert_eq!(parse(value).ok(), Some(expected), "--{long}={value}");
+            }
+            assert!(parse("maybe").is_err(), "--{long} takes maybe");
+            checked.push(long);
+        }
+        assert_eq!(checked, ["simulate", "allow-model-management"]);
+        assert_eq!(boolean(" Yes "), Ok(true));
+        assert_eq!(boolean("off"), Ok(false));
+        assert!(boolean("2").is_err());
+    }
+
+    #[test]
+    fn the_data_directory_follows_the_platform() {
+        let path = |p: &str| Some(std::path::PathBuf::from(p));
+        let mut platform = Platform {
+            state_directory: path("/var/lib/foreman"),
+            xdg_data_home: path("/home/u/.data"),
+            home: path("/home/u"),
+            credentials_directory: None,
+        };
+        assert_eq!(platform.data_dir(), path("/var/lib/foreman"));
+        platform.state_directory = None;
+        assert_eq!(platform.data_dir(), path("/home/u/.data/foreman"));
+        platform.xdg_data_home = path("relative");
+        assert_eq!(
+            platform.data_dir(),
+            path("/home/u/.local/share/foreman"),
+            "a relative XDG_DATA_HOME is ignored, as the spec says"
+        );
+        platform.home = None;
+        assert_eq!(platform.data_dir(), None);
+
+        let storage = |database: Option<&str>, data_dir: Option<&str>| StorageArgs {
+            database: database.map(str::to_string),
+            data_dir: data_dir.map(std::path::PathBuf::from),
+        };
+        let home = Platform {
+            home: path("/home/u"),
+            ..Platform::default()
+        };
+        assert_eq!(
+            storage(None, None).resolve(&home).unwrap(),
+            (
+                "/home/u/.local/share/foreman/foreman.db".to_string(),
+                "/home/u/.local/share/foreman".into()
+            )
+        );
+        assert_eq!(
+            storage(None, Some("/srv/q")).resolve(&home).unwrap(),
+            ("/srv/q/foreman.db".to_string(), "/srv/q".into())
+        );
+        assert_eq!(
+            storage(Some("sqlite:///x/jobs.db"), Some("/srv/q"))
+                .resolve(&home)
+                .unwrap(),
+            ("sqlite:///x/jobs.db".to_string(), "/srv/q".into()),
+            "an explicit database stays where it is"
+        );
+        let error = storage(None, None)
+            .resolve(&Platform::default())
+            .unwrap_err();
+        assert_eq!(error.flag, "data-dir");
+    }
+
+    #[test]
+    fn the_token_comes_from_one_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let token_of =
+            |token: Option<&str>, file: Option<&std::path::Path>, platform: &Platform| {
+                let mut args = ServeArgs::defaults();
+                args.storage.data_dir = Some(dir.path().to_owned());
+                args.token = token.map(str::to_string);
+                args.token_file = file.map(std::path::Path::to_owned);
+                args.validate_on(platform).map(|config| config.token)
+            };
+        let none = Platform::default();
+        std::fs::write(&file, "abc\n").unwrap();
+        assert_eq!(token_of(None, Some(&file), &none), Ok(Some("abc".into())));
+        std::fs::write(&file, " abc\n").unwrap();
+        let error = token_of(None, Some(&file), &none).unwrap_err();
+        assert!(error.reason.contains("whitespace"), "{error}");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(token_of(None, Some(&file), &none).is_err(), "an empty file");
+        let missing = dir.path().join("missing");
+        let error = token_of(None, Some(&missing), &none).unwrap_err();
+        assert!(error.reason.starts_with("cannot read the file"), "{error}");
+        let error = token_of(Some("abc"), Some(&file), &none).unwrap_err();
+        assert_eq!(error.flag, "token-file");
+
+        let credentials = tempfile::tempdir().unwrap();
+        std::fs::write(credentials.path().join(TOKEN_CREDENTIAL), "cred\n").unwrap();
+        let systemd = Platform {
+            credentials_directory: Some(credentials.path().to_owned()),
+            ..Platform::default()
+        };
+        assert_eq!(token_of(None, None, &systemd), Ok(Some("cred".into())));
+        assert_eq!(
+            token_of(Some("given"), None, &systemd),
+            Ok(Some("given".into())),
+            "a token set wins over the credential"
+        );
+        assert_eq!(token_of(None, None, &none), Ok(None));
+    }
+
     #[test]
     fn help_lists_every_setting_with_its_default() {
         let mut command = ServeArgs::augment_args(clap::Command::new("foreman"));
@@ -802,6 +1127,9 @@ mod tests {
             assert!(help.contains(env.to_str().unwrap()), "{env:?} in --help");
             let optional = [
                 "FOREMAN_TOKEN",
+                "FOREMAN_TOKEN_FILE",
+                "FOREMAN_DATABASE",
+                "FOREMAN_DATA_DIR",
                 "FOREMAN_WEBHOOK_SECRET",
                 "FOREMAN_TARGETS",
                 "FOREMAN_SIMULATE",

@@ -15,9 +15,11 @@ pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod db_cli;
 pub mod hub;
 pub mod janitor;
 pub mod listener;
+pub mod logging;
 pub mod model_name;
 pub mod runner;
 pub mod scheduler;
@@ -65,16 +67,19 @@ pub async fn serve(
     // Synchronous callers' connections died with the last process: their jobs would
     // run for nobody, and a caller told to retry would pay twice.
     let abandoned = store.abandon_sync_jobs(clock::now_ms()).await?;
-    if abandoned > 0 {
-        tracing::warn!(
-            jobs = abandoned,
-            "cancelled the jobs of synchronous callers the last run left unanswered"
-        );
-    }
-    let recovered = store.recover_running(clock::now_ms()).await?;
-    if recovered > 0 {
-        tracing::warn!(jobs = recovered, "requeued jobs the last run left running");
-    }
+    let requeued = store.recover_running(clock::now_ms()).await?;
+    let database = store.location();
+    let schema_version = store.schema_version().await?;
+    let queued = store.queue_depth().await?;
+    // One line that says which queue this is and what the last run left in it.
+    tracing::info!(
+        database,
+        schema_version,
+        requeued_running = requeued,
+        queued,
+        abandoned_sync = abandoned,
+        "opened the job queue"
+    );
     let targets = Targets::new(
         &config.targets,
         config.upstream_timeout,
@@ -145,11 +150,42 @@ pub async fn serve(
         show_cache: Arc::default(),
         shutdown: shutdown.clone(),
     };
-    tracing::info!(addr = %listener.local_addr()?, "foreman listening");
+    logging::log_start(&state.config, &database);
+    tokio::spawn(log_shutdown(
+        shutdown.clone(),
+        state.running.clone(),
+        store.clone(),
+        state.config.shutdown_grace,
+    ));
     let connections = listener::ConnectionSettings::from_config(&state.config);
     listener::serve(listener, api::router(state), connections, shutdown.clone()).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     store.close().await;
+    tracing::info!("foreman stopped");
     Ok(())
+}
+
+/// Says, once shutdown begins, what it waits for and for how long.
+async fn log_shutdown(
+    shutdown: CancellationToken,
+    running: Arc<RunningJobs>,
+    store: Store,
+    grace: std::time::Duration,
+) {
+    shutdown.cancelled().await;
+    let queued = store.queue_depth().await.unwrap_or(0);
+    let grace = humantime::format_duration(grace);
+    match running.len() {
+        0 => tracing::info!(
+            queued,
+            "shutting down: no job is running; queued jobs stay in the queue"
+        ),
+        jobs => tracing::info!(
+            running = jobs,
+            queued,
+            "shutting down: waiting up to {grace} for {jobs} running job{}, then they are requeued; queued jobs stay in the queue",
+            if jobs == 1 { "" } else { "s" }
+        ),
+    }
 }

@@ -28,6 +28,8 @@ enum Command {
     Completions(foreman::cli::CompletionsArgs),
     /// Print the man page (roff).
     Man,
+    /// Operations on the queue's database file (backup), beside a running daemon.
+    Db(foreman::db_cli::DbArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,10 @@ fn main() -> ExitCode {
             return foreman::cli::completions(<Cli as clap::CommandFactory>::command(), args.shell);
         }
         Command::Man => return foreman::cli::man(<Cli as clap::CommandFactory>::command()),
+        Command::Db(db) => {
+            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+            return runtime.block_on(foreman::db_cli::run(db));
+        }
     };
     let mut config = match args.validate() {
         Ok(config) => config,
@@ -62,10 +68,14 @@ fn main() -> ExitCode {
     };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     allocator::tune();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
-        .with_writer(std::io::stderr)
-        .init();
+    foreman::logging::init(&config.log, config.log_format);
+    if let Some(stray) = args.storage.stray_database(&config.database) {
+        tracing::warn!(
+            found = %stray.display(),
+            opened = %config.database,
+            "a foreman.db in the working directory is not the queue this foreman opens (the default moved to the data directory); move it there or set FOREMAN_DATABASE to keep using it"
+        );
+    }
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(config.addr).await {
@@ -127,9 +137,15 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
+            let mut signals = Signals::new();
+            signals.next().await;
+            // `foreman::serve` says what the shutdown waits for.
             signal.cancel();
+            let second = signals.next().await;
+            tracing::warn!(
+                "a second signal ({second}): exiting now; running jobs stay in the queue and are requeued at the next start"
+            );
+            std::process::exit(128 + second as i32);
         });
         match foreman::serve(listener, config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -141,13 +157,44 @@ fn main() -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate.recv() => {}
+/// The signals that stop foreman, by number (the exit code is 128 + it, as a shell
+/// reports a process a signal ended).
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Interrupt = 2,
+    Terminate = 15,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Interrupt => "SIGINT",
+            Stop::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// SIGINT and SIGTERM, as they come: the first starts a graceful shutdown, the second
+/// ends the process at once.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).expect("installing a SIGINT handler"),
+            terminate: signal(SignalKind::terminate()).expect("installing a SIGTERM handler"),
+        }
+    }
+
+    async fn next(&mut self) -> Stop {
+        tokio::select! {
+            _ = self.interrupt.recv() => Stop::Interrupt,
+            _ = self.terminate.recv() => Stop::Terminate,
+        }
     }
 }
 

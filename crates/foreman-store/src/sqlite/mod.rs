@@ -7,6 +7,7 @@
 //! process holding the file makes them wait (`busy_timeout`) instead of failing. Reads use a
 //! separate read-only pool and never block the writer.
 
+mod maintenance;
 mod migrate;
 mod mirror;
 
@@ -30,6 +31,8 @@ use mirror::Mirror;
 use readers::Readers;
 use row::{attempt_from_row, count, delivery_from_row, job_from_row};
 use writer::{Durability, Writer};
+
+pub use maintenance::BackupReport;
 
 use crate::webhook::{AttemptOutcome, WebhookAttempt, WebhookDelivery};
 
@@ -121,6 +124,55 @@ impl SqliteStore {
     /// The schema version recorded in the file.
     pub async fn schema_version(&self) -> Result<i64> {
         self.readers.read(migrate::current_version).await
+    }
+
+    /// The newest schema version this build knows (and writes).
+    pub fn latest_schema_version() -> i64 {
+        migrate::latest_version()
+    }
+
+    /// Copies the database, as one consistent snapshot, into a new file at
+    /// `destination` while the store goes on (see `maintenance`); the copy is a
+    /// complete foreman database. An existing `destination` is refused.
+    pub async fn backup(&self, destination: &Path) -> Result<BackupReport> {
+        let destination = destination.to_owned();
+        self.readers
+            .read(move |conn| maintenance::backup(conn, &destination, BUSY_TIMEOUT))
+            .await
+    }
+
+    /// Like [`SqliteStore::backup`] for the database file at `path`, without opening a
+    /// store on it: nothing is migrated or written there, so it is safe beside a
+    /// running foreman of any version.
+    pub async fn backup_file(path: &Path, destination: &Path) -> Result<BackupReport> {
+        let (path, destination) = (path.to_owned(), destination.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let source = maintenance::open_source(&path, BUSY_TIMEOUT)?;
+            maintenance::backup(&source, &destination, BUSY_TIMEOUT)
+        })
+        .await
+        .map_err(|e| Error::Read(format!("the backup stopped: {e}")))?
+    }
+
+    /// Commits a durable write that changes nothing the queue reads: `Ok` proves the
+    /// store can write and sync now.
+    pub async fn probe_write(&self) -> Result<()> {
+        self.write(Durability::Durable, |conn, _| maintenance::probe(conn))
+            .await
+    }
+
+    /// Gives at most `max_pages` free pages (left by pruning) back to the file system;
+    /// returns how many it gave back.
+    pub async fn reclaim_space(&self, max_pages: u32) -> Result<u64> {
+        self.write(Durability::Durable, move |conn, _| {
+            maintenance::reclaim(conn, max_pages)
+        })
+        .await
+    }
+
+    /// The pages the database file has, free ones included.
+    pub async fn page_count(&self) -> Result<i64> {
+        self.readers.read(maintenance::page_count).await
     }
 
     /// Reads the durability-relevant settings back from the writer connection, as a
@@ -686,6 +738,8 @@ fn open_writer(path: &Path) -> Result<Connection> {
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Before the first table exists, so a new file starts in this mode.
+    maintenance::ensure_incremental_vacuum(&conn)?;
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

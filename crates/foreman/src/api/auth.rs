@@ -1,4 +1,4 @@
-//! Optional bearer-token authentication on every route but `/healthz`.
+//! Optional bearer-token authentication on every route but `/healthz` and `/readyz`.
 //!
 //! The token comes as `Authorization: Bearer ...`, the scheme in any case (`bearer`,
 //! `BEARER`: RFC 7235 makes auth schemes case-insensitive); on Anthropic's Messages
@@ -18,8 +18,8 @@ use subtle::ConstantTimeEq;
 use super::error::Flavor;
 use super::{ApiError, AppState};
 
-/// The one route open without a token, for load balancers and supervisors.
-const PUBLIC_PATH: &str = "/healthz";
+/// The routes open without a token, for load balancers and supervisors.
+const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 
 /// Where Anthropic's clients put their key.
 const ANTHROPIC_KEY_HEADER: &str = "x-api-key";
@@ -32,7 +32,7 @@ pub async fn require_token(
     let Some(expected) = state.config.token.as_deref() else {
         return next.run(request).await;
     };
-    if request.uri().path() == PUBLIC_PATH {
+    if PUBLIC_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let flavor = Flavor::for_path(request.uri().path());

@@ -62,6 +62,9 @@ pub enum ApiError {
     QueueFull,
     #[error("foreman is shutting down; retry shortly")]
     ShuttingDown,
+    /// `/readyz`: foreman cannot take work now; the reasons, for the operator.
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("request canceled")]
     Cancelled,
     #[error("{0}")]
@@ -117,9 +120,10 @@ impl ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::QueueFull | ApiError::ShuttingDown | ApiError::TargetsDown(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::QueueFull
+            | ApiError::ShuttingDown
+            | ApiError::TargetsDown(_)
+            | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
             ApiError::TargetUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Store(_) | ApiError::RunnerRefused(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -245,7 +249,7 @@ pub fn wrong_method(method: &Method, path: &str) -> Response {
 
 /// Paths of foreman's own API (not Ollama's): their errors are JSON like those of
 /// the jobs API.
-const FOREMAN_PATHS: [&str; 4] = ["/jobs", "/foreman", "/healthz", "/openapi.json"];
+const FOREMAN_PATHS: [&str; 5] = ["/jobs", "/foreman", "/healthz", "/readyz", "/openapi.json"];
 
 /// The error shape for a request no handler took; `None` where Ollama answers in
 /// plain text, that is on its native paths.

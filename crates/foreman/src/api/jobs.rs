@@ -677,15 +677,9 @@ pub async fn cancel(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use tokio::sync::Notify;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::config::Config;
-    use crate::hub::Hub;
-    use crate::runner::RunningJobs;
     use crate::targets::Targets;
 
     async fn state_on(dir: &tempfile::TempDir) -> AppState {
@@ -699,26 +693,7 @@ mod tests {
         let store = foreman_store::Store::open(db.to_str().unwrap())
             .await
             .unwrap();
-        let running = Arc::new(RunningJobs::default());
-        let wake = Arc::new(Notify::new());
-        let dispatcher = Arc::new(crate::runner::Dispatcher::new(
-            store.clone(),
-            targets.clone(),
-            running.clone(),
-            &crate::runner::RunnerSettings::from_config(&config),
-            wake.clone(),
-        ));
-        AppState {
-            store,
-            config: Arc::new(config),
-            hub: Arc::new(Hub::default()),
-            targets,
-            running,
-            wake,
-            dispatcher,
-            show_cache: Arc::default(),
-            shutdown: CancellationToken::new(),
-        }
+        AppState::for_test(config, store, targets)
     }
 
     async fn enqueue(state: &AppState, now: i64) -> Job {

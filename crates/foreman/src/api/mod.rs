@@ -27,6 +27,7 @@ mod auth;
 mod body;
 mod direct;
 mod error;
+mod health;
 mod job_control;
 mod jobs;
 mod listing;
@@ -75,10 +76,38 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+#[cfg(test)]
+impl AppState {
+    /// The state of a foreman with no runners, for unit tests of the routes.
+    pub(crate) fn for_test(config: Config, store: Store, targets: Arc<Targets>) -> AppState {
+        let running = Arc::new(RunningJobs::default());
+        let wake = Arc::new(Notify::new());
+        let dispatcher = Arc::new(crate::runner::Dispatcher::new(
+            store.clone(),
+            targets.clone(),
+            running.clone(),
+            &crate::runner::RunnerSettings::from_config(&config),
+            wake.clone(),
+        ));
+        AppState {
+            config: Arc::new(config),
+            store,
+            hub: Arc::new(Hub::default()),
+            targets,
+            running,
+            wake,
+            dispatcher,
+            show_cache: Arc::default(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(listing::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/", get(listing::root))
         .route("/api/version", get(listing::version))
         .route("/api/tags", get(listing::tags))

@@ -291,6 +291,34 @@ pub async fn start_foreman_binary(
     settings: &[(&str, String)],
     show_log: bool,
 ) -> (tokio::process::Child, String) {
+    let log = if show_log {
+        std::process::Stdio::inherit()
+    } else {
+        std::process::Stdio::null()
+    };
+    spawn_foreman_binary(db, settings, log).await
+}
+
+/// [`start_foreman_binary`] with its log (stderr) piped to the test, line by line.
+pub async fn start_foreman_binary_logged(
+    db: &str,
+    settings: &[(&str, String)],
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let (mut child, url) = spawn_foreman_binary(db, settings, std::process::Stdio::piped()).await;
+    let log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, url, log)
+}
+
+async fn spawn_foreman_binary(
+    db: &str,
+    settings: &[(&str, String)],
+    log: std::process::Stdio,
+) -> (tokio::process::Child, String) {
     use std::process::Stdio;
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_foreman"));
@@ -314,11 +342,7 @@ pub async fn start_foreman_binary(
     }
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(if show_log {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("foreman starts");

@@ -19,6 +19,7 @@ mod hostile;
 mod jobs;
 mod official_clients;
 mod openai;
+mod ops;
 mod origin_guard;
 mod packaging;
 mod readme;

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// ASCII with no whitespace around it.
     #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Serve GET /metrics without the token (for a Prometheus that scrapes without
+    /// credentials); every other route still needs it.
+    #[arg(long, env = "FOREMAN_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// Attempts per job before it fails (retryable errors only: connection, timeout, 429, 502, 503, 504).
     #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
@@ -188,6 +192,8 @@ pub struct Config {
     pub simulate: bool,
     pub database: String,
     pub token: Option<String>,
+    /// `/metrics` answers without the token.
+    pub metrics_public: bool,
     pub max_attempts: u32,
     pub job_ttl: Duration,
     pub poll_interval: Duration,
@@ -411,6 +417,7 @@ impl ServeArgs {
             simulate: self.simulate,
             database: self.database.clone(),
             token: self.token.clone(),
+            metrics_public: self.metrics_public,
             max_attempts: self.max_attempts,
             job_ttl: self.job_ttl,
             poll_interval: self.poll_interval,

@@ -18,9 +18,11 @@ pub mod config;
 pub mod hub;
 pub mod janitor;
 pub mod listener;
+pub mod metrics;
 pub mod model_name;
 pub mod runner;
 pub mod scheduler;
+pub mod status_cli;
 pub mod targets;
 pub mod upstream;
 pub mod webhook;
@@ -85,6 +87,7 @@ pub async fn serve(
     let running = Arc::new(RunningJobs::default());
     let wake = Arc::new(Notify::new());
     let finished = Arc::new(Notify::new());
+    let metrics = Arc::new(metrics::Metrics::default());
     let mut tasks = tokio::task::JoinSet::new();
     for target in targets.all() {
         tasks.spawn(target.inventory.clone().run(shutdown.clone()));
@@ -103,6 +106,7 @@ pub async fn serve(
         running: running.clone(),
         wake: wake.clone(),
         finished: finished.clone(),
+        metrics: metrics.clone(),
         settings: RunnerSettings {
             instance: format!("foreman-{}", std::process::id()),
             max_wait: config.max_wait,
@@ -130,6 +134,7 @@ pub async fn serve(
             max_attempts: config.webhook_max_attempts,
             timeout: config.webhook_timeout,
             wake: finished.clone(),
+            metrics: metrics.clone(),
         };
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
@@ -144,6 +149,7 @@ pub async fn serve(
         running,
         wake,
         show_cache: Arc::default(),
+        metrics,
         shutdown: shutdown.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "foreman listening");

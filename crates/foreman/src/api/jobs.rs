@@ -333,6 +333,7 @@ pub async fn submit(
         }
         return Ok((StatusCode::OK, Json(view(&state, &enqueued.job).await?)).into_response());
     }
+    state.metrics.enqueued(kind);
     state.wake.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,
@@ -645,6 +646,7 @@ mod tests {
             running: Arc::new(RunningJobs::default()),
             wake: Arc::new(Notify::new()),
             show_cache: Arc::default(),
+            metrics: Arc::default(),
             shutdown: CancellationToken::new(),
         }
     }

@@ -139,6 +139,7 @@ pub(super) async fn run_queued(
             state.config.max_queue,
         )
         .await?;
+    state.metrics.enqueued(kind);
     state.wake.notify_waiters();
     let mut guard = CancelOnDrop {
         state: state.clone(),

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::RunnerSettings;
 use super::running::RunningJobs;
 use crate::clock::now_ms;
+use crate::metrics::Metrics;
 use crate::scheduler::{Capacity, LoadKey, Policy, Reason, TargetState};
 use crate::targets::{TargetLoad, Targets};
 
@@ -55,6 +56,7 @@ pub struct Dispatcher {
     state: Mutex<Scheduling>,
     /// Rung (all waiters) after every dispatch and every job's end.
     pub wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -65,6 +67,7 @@ impl Dispatcher {
         running: Arc<RunningJobs>,
         settings: &RunnerSettings,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> Dispatcher {
         let now = now_ms();
         let capacity = Capacity::new(
@@ -96,6 +99,7 @@ impl Dispatcher {
                 capacity,
             }),
             wake,
+            metrics,
         }
     }
 
@@ -143,6 +147,9 @@ impl Dispatcher {
                 }
             };
             let state = &mut capacity.targets[target];
+            let load = !state.is_resident(&decision.key);
+            let key = decision.key.to_string();
+            self.metrics.dispatched(name, &key, &job, load, &heads, now);
             state.start(&decision.key, decision.evict.as_ref(), now);
             publish(&self.targets, target, state);
             self.wake.notify_waiters();
@@ -205,5 +212,13 @@ fn publish(targets: &Targets, target: usize, state: &TargetState) {
     targets.all()[target].publish_load(TargetLoad {
         resident: state.resident().map(LoadKey::to_string).collect(),
         running: state.running_total(),
+        running_by_key: {
+            let mut keys: Vec<(String, usize)> = state
+                .running_keys()
+                .map(|(key, count)| (key.to_string(), count))
+                .collect();
+            keys.sort();
+            keys
+        },
     });
 }

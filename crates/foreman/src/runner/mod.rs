@@ -30,6 +30,7 @@ use self::attempt::{Attempt, Attempts};
 pub use self::dispatch::{Assignment, Dispatcher};
 pub use self::running::RunningJobs;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::targets::{Target, Targets};
 
 /// How often an idle runner looks at the queue even without a wake-up.
@@ -60,6 +61,7 @@ pub struct Runners {
     /// for the webhook dispatcher; a job's own waiters are woken through the hub
     /// ([`Hub::job_changed`]).
     pub finished: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
     pub settings: RunnerSettings,
 }
 
@@ -73,6 +75,7 @@ struct Shared {
     wake: Arc<Notify>,
     settings: RunnerSettings,
     store: Store,
+    metrics: Arc<Metrics>,
 }
 
 impl Runners {
@@ -86,6 +89,7 @@ impl Runners {
                 self.running.clone(),
                 &self.settings,
                 self.wake.clone(),
+                self.metrics.clone(),
             ),
             attempts: Attempts {
                 store: self.store.clone(),
@@ -98,6 +102,7 @@ impl Runners {
             wake: self.wake.clone(),
             settings: self.settings.clone(),
             store: self.store.clone(),
+            metrics: self.metrics.clone(),
         });
         let records = TaskTracker::new();
         let mut runners = tokio::task::JoinSet::new();
@@ -203,6 +208,7 @@ impl Runner {
             _ = grace_over => Attempt::Interrupted,
         };
         heartbeat.abort();
+        shared.metrics.run_ended(job.id, crate::clock::now_ms());
         if let Attempt::TargetDown(reason) = &attempt {
             inventory.mark_unreachable(reason);
         }

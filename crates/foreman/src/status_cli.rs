@@ -34,6 +34,8 @@ pub enum StatusError {
 }
 
 pub async fn run(args: StatusArgs) -> ExitCode {
+    // reqwest is built without a default TLS provider; `--url https://...` needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match fetch(&args.connection).await {
         Ok(status) => {
             if args.connection.json {
@@ -53,14 +55,18 @@ pub async fn run(args: StatusArgs) -> ExitCode {
 /// `GET /foreman/status`, with the token when there is one.
 pub async fn fetch(connection: &Connection) -> Result<Value, StatusError> {
     let url = format!("{}/foreman/status", connection.url.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().get(&url);
-    if let Some(token) = &connection.token {
-        request = request.bearer_auth(token);
-    }
     let unreachable = |reason: String| StatusError::Unreachable {
         url: connection.url.clone(),
         reason,
     };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut request = client.get(&url);
+    if let Some(token) = &connection.token {
+        request = request.bearer_auth(token);
+    }
     let response = request
         .send()
         .await

@@ -92,6 +92,7 @@ pub struct AttemptSettings {
 pub(super) struct Attempts {
     pub store: Store,
     pub hub: Arc<Hub>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub settings: AttemptSettings,
 }
 
@@ -109,11 +110,15 @@ impl Attempts {
         self.hub.start(job.id, &answer.content_type);
         let mut aggregator = Aggregator::default();
         let mut whole = Vec::new();
+        let mut awaiting_first_output = true;
         while let Some(chunk) = answer.body.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(error) => return Attempt::Failed(error),
             };
+            if std::mem::take(&mut awaiting_first_output) {
+                self.metrics.first_token(job, now_ms());
+            }
             if streaming {
                 aggregator.push(&chunk);
                 self.hub.chunk(job.id, chunk);
@@ -196,7 +201,8 @@ impl Attempts {
             }
         };
         match stored {
-            Ok(Some(_)) => {}
+            // Counted, and logged in one `info` line, when the job is now terminal.
+            Ok(Some(job)) => self.metrics.finished(&job),
             Ok(None) => {
                 tracing::warn!(job = %id, attempt = number, owner, "the job changed hands; outcome dropped")
             }

@@ -94,6 +94,7 @@ impl Runners {
             attempts: Attempts {
                 store: self.store.clone(),
                 hub: self.hub.clone(),
+                metrics: self.metrics.clone(),
                 settings: self.settings.attempt.clone(),
             },
             running: self.running.clone(),

@@ -15,6 +15,7 @@ mod fuzz;
 mod golden;
 mod hostile;
 mod jobs;
+mod metrics;
 mod official_clients;
 mod openai;
 mod origin_guard;

@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod config;
 mod crash;
+mod dashboard;
 mod error_shapes;
 mod fuzz;
 mod golden;

@@ -333,7 +333,7 @@ pub async fn submit(
         }
         return Ok((StatusCode::OK, Json(view(&state, &enqueued.job).await?)).into_response());
     }
-    state.metrics.enqueued(kind);
+    state.metrics.enqueued(&enqueued.job);
     state.wake.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,

@@ -15,21 +15,23 @@
 //! settings, and models are those the targets list (a job's model is checked against
 //! them before it is queued).
 //!
-//! **Loads avoided** (`foreman_model_loads_avoided_total`): a job counts when it is
-//! dispatched to a target that already has its load key loaded while a job of another
-//! load key, enqueued before it, is waiting. Served in arrival order, that older job
-//! would have gone first, and the key this job needs would have had to be loaded
-//! again; draining served the loaded key first instead.
+//! **Loads avoided** (`foreman_model_loads_avoided_total`): the loads draining saved
+//! against serving jobs in arrival order. A job counts when the job enqueued just
+//! before it (across all models) was of another load key, so that serving in arrival
+//! order would have switched models for it, and the scheduler started it on a target
+//! that already had its key loaded. On one target with one place, loads made plus
+//! loads avoided is exactly what strict arrival order would have cost; with several
+//! places or targets, arrival order could have kept some keys loaded side by side, so
+//! the count is an upper bound of the loads saved.
 
 mod exposition;
 mod process;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use foreman_store::{
     AttemptOutcome, COMMIT_BUCKETS, CommitTimesSnapshot, Job, JobId, JobKind, JobState, QueueGroup,
-    QueueHead,
 };
 use serde::Serialize;
 
@@ -116,6 +118,12 @@ struct Recorded {
     /// By target and model.
     loads: BTreeMap<(String, String), u64>,
     loads_avoided: u64,
+    /// The load key (model, options) of the job enqueued last.
+    last_enqueued: Option<(String, String)>,
+    /// Queued jobs whose predecessor in arrival order had another load key (see the
+    /// module doc); each leaves at its dispatch or its end, so this holds at most the
+    /// queue.
+    switched: HashSet<JobId>,
     queue_wait: BTreeMap<String, Histogram>,
     first_token: BTreeMap<String, Histogram>,
     run: BTreeMap<String, Histogram>,
@@ -148,30 +156,26 @@ impl Metrics {
         self.recorded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new job was committed to the queue.
-    pub fn enqueued(&self, kind: JobKind) {
-        *self.lock().enqueued.entry(kind.as_str()).or_default() += 1;
+    /// A new job (`job`, as committed) joined the queue.
+    pub fn enqueued(&self, job: &Job) {
+        let mut recorded = self.lock();
+        *recorded.enqueued.entry(job.kind.as_str()).or_default() += 1;
+        let key = (job.model.clone(), job.load_options.clone());
+        if recorded
+            .last_enqueued
+            .as_ref()
+            .is_some_and(|last| *last != key)
+        {
+            recorded.switched.insert(job.id);
+        }
+        recorded.last_enqueued = Some(key);
     }
 
     /// The scheduler claimed `job` for `target`; `load` when its key (`key`, as the
-    /// scheduler names it) was not loaded there. `heads` are the queue heads the decision
-    /// saw, which tell whether an older job of another key was waiting (a load avoided,
-    /// see the module doc).
-    pub fn dispatched(
-        &self,
-        target: &str,
-        key: &str,
-        job: &Job,
-        load: bool,
-        heads: &[QueueHead],
-        now: i64,
-    ) {
-        let avoided = !load
-            && heads.iter().any(|head| {
-                (head.model != job.model || head.load_options != job.load_options)
-                    && head.oldest_created_at < job.created_at
-            });
+    /// scheduler names it) was not loaded there.
+    pub fn dispatched(&self, target: &str, key: &str, job: &Job, load: bool, now: i64) {
         let mut recorded = self.lock();
+        let avoided = recorded.switched.remove(&job.id) && !load;
         if load {
             *recorded
                 .loads
@@ -252,6 +256,7 @@ impl Metrics {
             "job finished"
         );
         let mut recorded = self.lock();
+        recorded.switched.remove(&job.id);
         *recorded
             .finished
             .entry((job.kind.as_str(), job.state.as_str()))
@@ -394,7 +399,7 @@ impl Metrics {
         page.family(
             "foreman_model_loads_avoided_total",
             Kind::Counter,
-            "Jobs run on an already-loaded model while an older job of another model waited.",
+            "Jobs started on an already-loaded model that arrival order would have loaded it for (another model's job arrived just before).",
         );
         page.sample(
             "foreman_model_loads_avoided_total",

@@ -149,7 +149,7 @@ impl Dispatcher {
             let state = &mut capacity.targets[target];
             let load = !state.is_resident(&decision.key);
             let key = decision.key.to_string();
-            self.metrics.dispatched(name, &key, &job, load, &heads, now);
+            self.metrics.dispatched(name, &key, &job, load, now);
             state.start(&decision.key, decision.evict.as_ref(), now);
             publish(&self.targets, target, state);
             self.wake.notify_waiters();

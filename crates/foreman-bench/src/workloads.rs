@@ -587,7 +587,9 @@ impl Bench {
             ),
             format!(
                 "/metrics after the pass: {counted_loads} loads made (the simulator counted {}) and {avoided} avoided (jobs arrival order would have loaded a model for, started on a loaded one), {} in all; straight to the simulator, {} loads",
-                through.summary.loads, counted_loads + avoided, direct.summary.loads
+                through.summary.loads,
+                counted_loads + avoided,
+                direct.summary.loads
             ),
             format!(
                 "makespan: {:.1} s straight, {:.1} s through foreman ({makespan_ratio:.2}x shorter)",

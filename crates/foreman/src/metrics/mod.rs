@@ -502,3 +502,150 @@ fn write_targets(page: &mut Page, targets: &Targets) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(model: &str, options: &str, created_at: i64) -> Job {
+        Job {
+            id: JobId::generate(),
+            kind: JobKind::Chat,
+            model: model.into(),
+            load_options: options.into(),
+            target: None,
+            sync: false,
+            interruptions: 0,
+            payload: String::new(),
+            state: JobState::Queued,
+            priority: 0,
+            attempts: 0,
+            max_attempts: 3,
+            lease_owner: None,
+            lease_expires_at: None,
+            run_after: created_at,
+            cancel_requested: false,
+            result: None,
+            failure: None,
+            idempotency_key: None,
+            webhook_url: None,
+            metadata: None,
+            artifacts: None,
+            created_at,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn claimed(mut job: Job, target: &str, at: i64) -> Job {
+        job.state = JobState::Running;
+        job.attempts += 1;
+        job.target = Some(target.into());
+        job.started_at.get_or_insert(at);
+        job
+    }
+
+    fn ended(mut job: Job, state: JobState, at: i64) -> Job {
+        job.state = state;
+        job.finished_at = Some(at);
+        job
+    }
+
+    #[test]
+    fn a_load_is_avoided_only_where_arrival_order_would_have_switched() {
+        let metrics = Metrics::default();
+        // Arrival: a, b, a, a (same key as its predecessor), a with other options.
+        let jobs = [
+            job("a", "", 1),
+            job("b", "", 2),
+            job("a", "", 3),
+            job("a", "", 4),
+            job("a", "num_ctx=8192", 5),
+        ];
+        for job in &jobs {
+            metrics.enqueued(job);
+        }
+        let run = |job: &Job, load: bool| {
+            metrics.dispatched(
+                "gpu",
+                &job.model,
+                &claimed(job.clone(), "gpu", 10),
+                load,
+                10,
+            )
+        };
+        run(&jobs[0], true); // the first: no predecessor
+        run(&jobs[2], false); // after b: avoided
+        run(&jobs[3], false); // after a: arrival order would not have switched either
+        run(&jobs[4], true); // its options need a load: not avoided
+        run(&jobs[1], true);
+        assert_eq!(
+            metrics.load_counts(),
+            LoadCounts {
+                loads: 3,
+                loads_avoided: 1
+            }
+        );
+        assert!(metrics.lock().switched.is_empty(), "every dispatch left it");
+        let page = metrics.render_for_test();
+        assert!(page.contains("foreman_model_loads_total{target=\"gpu\",model=\"a\"} 2\n"));
+        assert!(page.contains("foreman_model_loads_avoided_total 1\n"));
+        assert!(page.contains("foreman_jobs_enqueued_total{kind=\"chat\"} 5\n"));
+    }
+
+    #[test]
+    fn only_terminal_jobs_count_as_finished_and_join_the_recent_ones() {
+        let metrics = Metrics::default();
+        let queued = job("a", "", 1_000);
+        metrics.enqueued(&queued);
+        let running = claimed(queued, "gpu", 3_000);
+        metrics.dispatched("gpu", "a", &running, true, 3_000);
+        metrics.first_token(&running, 3_500);
+        // A retry is not an end.
+        metrics.finished(&running);
+        assert!(metrics.recent_jobs().is_empty());
+        metrics.run_ended(running.id, 4_000);
+        metrics.finished(&ended(running.clone(), JobState::Succeeded, 4_000));
+        let recent = metrics.recent_jobs();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].outcome, "succeeded");
+        assert_eq!(recent[0].wait_seconds, Some(2.0));
+        assert_eq!(recent[0].run_seconds, Some(1.0));
+        let timeline = metrics.timeline(0);
+        let kinds: Vec<(EventKind, Option<i64>)> =
+            timeline.iter().map(|e| (e.kind, e.end_ms)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (EventKind::Load, Some(3_000)),
+                (EventKind::Run, Some(4_000))
+            ]
+        );
+        assert!(metrics.timeline(5_000).is_empty(), "both ended before");
+        let page = metrics.render_for_test();
+        assert!(
+            page.contains("foreman_jobs_finished_total{kind=\"chat\",outcome=\"succeeded\"} 1\n")
+        );
+        assert!(page.contains("foreman_queue_wait_seconds_count{model=\"a\"} 1\n"));
+        assert!(page.contains("foreman_time_to_first_token_seconds_sum{model=\"a\"} 2.5\n"));
+        assert!(page.contains("foreman_job_run_seconds_sum{model=\"a\"} 1\n"));
+    }
+
+    impl Metrics {
+        /// The page with no targets, no queue and no commits.
+        fn render_for_test(&self) -> String {
+            let spec = crate::targets::TargetSpec::single("http://127.0.0.1:1").unwrap();
+            let second = std::time::Duration::from_secs(1);
+            let targets = Targets::new(&[spec], second, second);
+            self.render(&Scrape {
+                queue: &[],
+                targets: &targets,
+                commit_times: CommitTimesSnapshot {
+                    buckets: vec![0; COMMIT_BUCKETS.len() + 1],
+                    count: 0,
+                    sum_seconds: 0.0,
+                },
+            })
+        }
+    }
+}

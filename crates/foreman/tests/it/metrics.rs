@@ -16,20 +16,26 @@ const TOKEN: &str = "metrics-test-token";
 /// Jobs per model.
 const PER_MODEL: usize = 6;
 
-/// Parsed families: name → (type, samples as (sample name, labels, value)).
-struct Families(BTreeMap<String, (String, Vec<(String, BTreeMap<String, String>, f64)>)>);
+/// One sample: its name, labels and value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// A family: its type and samples.
+type Family = (String, Vec<Sample>);
+
+/// Parsed families by name.
+struct Families(BTreeMap<String, Family>);
 
 impl Families {
     /// The family of the metric `name`: the parser names a counter's family without
     /// its `_total`.
-    fn family(&self, name: &str) -> &(String, Vec<(String, BTreeMap<String, String>, f64)>) {
+    fn family(&self, name: &str) -> &Family {
         self.0
             .get(name)
             .or_else(|| self.0.get(name.strip_suffix("_total")?))
             .unwrap_or_else(|| panic!("no family {name}"))
     }
 
-    fn samples(&self, family: &str) -> &[(String, BTreeMap<String, String>, f64)] {
+    fn samples(&self, family: &str) -> &[Sample] {
         &self.family(family).1
     }
 

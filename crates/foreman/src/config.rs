@@ -54,7 +54,12 @@ pub struct ServeArgs {
     pub token: Option<String>,
     /// Serve GET /metrics without the token (for a Prometheus that scrapes without
     /// credentials); every other route still needs it.
-    #[arg(long, env = "FOREMAN_METRICS_PUBLIC")]
+    #[arg(
+        long,
+        env = "FOREMAN_METRICS_PUBLIC",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
     pub metrics_public: bool,
     /// Attempts per job before it fails (retryable errors only: connection, timeout, 429, 502, 503, 504).
     #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]

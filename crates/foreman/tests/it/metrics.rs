@@ -387,6 +387,15 @@ async fn the_metrics_page_parses_and_counts_the_workload_as_the_simulator_did() 
 
 #[tokio::test]
 async fn metrics_public_opens_the_metrics_page_alone() {
+    let flag = |flags: &[&str]| {
+        foreman::config::ServeArgs::from_flags(flags)
+            .unwrap()
+            .validate()
+            .unwrap()
+            .metrics_public
+    };
+    assert!(!flag(&[]), "off by default");
+    assert!(flag(&["--metrics-public", "true"]));
     let foreman = TestForeman::start_with(fast_sim(), |config| {
         config.token = Some(TOKEN.into());
         config.metrics_public = true;

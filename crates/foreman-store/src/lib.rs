@@ -32,6 +32,7 @@ pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
 };
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
+pub use queue_index::QueuedJob;
 pub use sqlite::SqliteStore;
 pub use webhook::{AttemptOutcome, DeliveryState, WebhookAttempt, WebhookDelivery};
 
@@ -109,6 +110,15 @@ impl Store {
     pub async fn queue_heads(&self, now: i64) -> Result<Vec<QueueHead>> {
         match self {
             Store::Sqlite(store) => store.queue_heads(now).await,
+        }
+    }
+
+    /// Up to `limit` queued jobs (eligible or not, in no order), with what ranking
+    /// needs and no payload: for forecasting when they run. Answered like
+    /// [`Store::queue_heads`], from a copy in memory where the backend keeps one.
+    pub async fn queued_jobs(&self, limit: usize) -> Result<Vec<QueuedJob>> {
+        match self {
+            Store::Sqlite(store) => store.queued_jobs(limit).await,
         }
     }
 

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::job::{Job, JobId, JobRef, JobState, QueueHead};
 
-/// What the index knows of one queued job.
+/// What the index knows of one queued job: what ranking needs, no payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct QueuedJob {
+pub struct QueuedJob {
     pub id: JobId,
     pub model: String,
     pub load_options: String,
@@ -117,6 +117,11 @@ impl QueueIndex {
     /// How many jobs are queued, eligible or not.
     pub(crate) fn len(&self) -> usize {
         self.jobs.len()
+    }
+
+    /// Up to `limit` queued jobs, eligible or not, in no particular order.
+    pub(crate) fn jobs(&self, limit: usize) -> Vec<QueuedJob> {
+        self.jobs.values().take(limit).cloned().collect()
     }
 
     /// The same answer as [`Store::queue_heads`](crate::Store::queue_heads): one entry

@@ -37,6 +37,8 @@ pub struct Aggregator {
     /// The final `response` object of a Responses stream.
     responses_final: Option<Value>,
     anthropic: Option<AnthropicParts>,
+    /// The stream's last event arrived (see [`Aggregator::ended`]).
+    ended: bool,
 }
 
 /// What Anthropic's message events add up to.
@@ -69,6 +71,10 @@ impl Aggregator {
 
     fn line(&mut self, line: &[u8]) {
         let line = line.strip_prefix(b"data: ").unwrap_or(line);
+        if line.trim_ascii() == b"[DONE]" {
+            self.ended = true;
+            return;
+        }
         let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(line) else {
             return;
         };
@@ -87,6 +93,7 @@ impl Aggregator {
                     .as_str()
                     .map_or_else(|| error.to_string(), str::to_string),
             );
+            self.ended = true;
             return;
         }
         let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
@@ -99,6 +106,9 @@ impl Aggregator {
             if let Some(Value::Array(calls)) = message.get("tool_calls") {
                 self.tool_calls.extend(calls.iter().cloned());
             }
+        }
+        if object.get("done") == Some(&Value::Bool(true)) {
+            self.ended = true;
         }
         self.last = Some(object);
     }
@@ -138,8 +148,11 @@ impl Aggregator {
         match kind {
             "response.completed" | "response.incomplete" | "response.failed" => {
                 self.responses_final = object.remove("response");
+                self.ended = true;
             }
+            "message_stop" => self.ended = true,
             "error" => {
+                self.ended = true;
                 let error = object.get("error").unwrap_or(&Value::Null);
                 self.error = Some(match error.get("message").and_then(Value::as_str) {
                     Some(message) => message.to_string(),
@@ -204,6 +217,14 @@ impl Aggregator {
             }
             _ => {}
         }
+    }
+
+    /// Whether the stream's last event has arrived, so the answer is whole: Ollama's
+    /// `"done": true` line, OpenAI's `data: [DONE]`, a Responses stream's
+    /// `response.completed` (or `incomplete`, `failed`), Anthropic's `message_stop`, or
+    /// an error. A caller who has read that event holds the complete answer.
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     /// The error line the stream carried, if any.

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::AppState;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::runner::{AttemptSettings, RunnerSettings, Runners, RunningJobs};
+use crate::runner::{Dispatcher, RunnerSettings, Runners, RunningJobs};
 use crate::targets::Targets;
 
 /// Why foreman could not run.
@@ -99,6 +99,15 @@ pub async fn serve(
         config.janitor_interval,
         shutdown.clone(),
     ));
+    let settings = RunnerSettings::from_config(&config);
+    let job_dispatcher = Arc::new(Dispatcher::new(
+        store.clone(),
+        targets.clone(),
+        running.clone(),
+        &settings,
+        wake.clone(),
+        metrics.clone(),
+    ));
     let runners = Runners {
         store: store.clone(),
         targets: targets.clone(),
@@ -107,18 +116,8 @@ pub async fn serve(
         wake: wake.clone(),
         finished: finished.clone(),
         metrics: metrics.clone(),
-        settings: RunnerSettings {
-            instance: format!("foreman-{}", std::process::id()),
-            max_wait: config.max_wait,
-            lease: config.lease,
-            poll_interval: config.poll_interval,
-            shutdown_grace: config.shutdown_grace,
-            attempt: AttemptSettings {
-                retry_base: config.retry_base,
-                data_dir: config.data_dir.clone(),
-                artifact_threshold: config.artifact_threshold,
-            },
-        },
+        settings,
+        dispatcher: job_dispatcher.clone(),
     };
     tasks.spawn(runners.run(shutdown.clone()));
     if let Some(key) = config.webhook_key.clone() {
@@ -148,6 +147,7 @@ pub async fn serve(
         targets,
         running,
         wake,
+        dispatcher: job_dispatcher,
         show_cache: Arc::default(),
         metrics,
         shutdown: shutdown.clone(),

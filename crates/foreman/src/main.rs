@@ -27,6 +27,10 @@ enum Command {
     Jobs(Box<foreman::cli::JobsArgs>),
     /// Show a running daemon's targets, what they have loaded and run, and the queue.
     Status(foreman::status_cli::StatusArgs),
+    /// Print a shell completion script.
+    Completions(foreman::cli::CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,10 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
             return runtime.block_on(foreman::status_cli::run(status));
         }
+        Command::Completions(args) => {
+            return foreman::cli::completions(<Cli as clap::CommandFactory>::command(), args.shell);
+        }
+        Command::Man => return foreman::cli::man(<Cli as clap::CommandFactory>::command()),
     };
     let mut config = match args.validate() {
         Ok(config) => config,

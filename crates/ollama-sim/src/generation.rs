@@ -287,6 +287,7 @@ pub fn run<G: Send + 'static>(
             eval_count,
             eval_duration,
         };
+        lease.completed();
         drop(lease);
         yield Event::Done(summary);
     }

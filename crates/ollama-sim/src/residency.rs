@@ -133,6 +133,14 @@ pub struct Lease {
     _attachment: Attachment,
 }
 
+impl Lease {
+    /// Counts the leased request's generation as run to its end (`completed` in the
+    /// stats).
+    pub fn completed(&self) {
+        self._running.completed();
+    }
+}
+
 /// A request scheduled on a loaded runner, not yet holding a slot.
 struct Scheduled {
     load_duration: Duration,

@@ -44,6 +44,11 @@ pub struct ModelStats {
     pub peak_in_flight: u64,
     /// Requests waiting right now for the `hold` fault to be lifted.
     pub held: u64,
+    /// Generations that ran to their end: the last chunk (Ollama's `"done": true`, or
+    /// the route's equivalent) was produced for the connection. A caller that then
+    /// loses the answer (a crash of its own) still counts here, so completions beyond
+    /// one per job a caller kept are work done twice.
+    pub completed: u64,
 }
 
 /// What a load had to unload first.
@@ -75,6 +80,8 @@ pub struct StatsSnapshot {
     pub load_time_ms_total: u64,
     pub busy_rejections_total: u64,
     pub faults_injected_total: u64,
+    /// See [`ModelStats::completed`].
+    pub completed_total: u64,
     /// Requests past admission right now: waiting for a load or a slot, or generating.
     pub in_flight: u64,
     /// Requests generating right now, on any model (each holds a slot).
@@ -125,6 +132,13 @@ impl Inner {
 pub struct Running {
     stats: Arc<Stats>,
     model: String,
+}
+
+impl Running {
+    /// Counts the request's generation as run to its end.
+    pub fn completed(&self) {
+        self.stats.with_model(&self.model, |m| m.completed += 1);
+    }
 }
 
 impl Drop for Running {
@@ -253,6 +267,7 @@ impl Stats {
             load_time_ms_total: sum(|m| m.load_time_ms),
             busy_rejections_total: sum(|m| m.busy_rejections),
             faults_injected_total: sum(|m| m.faults_injected),
+            completed_total: sum(|m| m.completed),
             in_flight: sum(|m| m.in_flight),
             running: inner.running,
             peak_in_flight: inner.peak_running,

@@ -68,6 +68,17 @@ impl Mirror {
         Ok(())
     }
 
+    /// Up to `limit` queued jobs, if the mirror is recent enough to answer.
+    pub(super) fn jobs_if_fresh(&self, limit: usize) -> Option<Vec<QueuedJob>> {
+        let state = self.lock();
+        (!state.stale && state.loaded_at.elapsed() < RELOAD_AFTER).then(|| state.index.jobs(limit))
+    }
+
+    /// Up to `limit` queued jobs, however old the mirror is.
+    pub(super) fn jobs(&self, limit: usize) -> Vec<QueuedJob> {
+        self.lock().index.jobs(limit)
+    }
+
     /// The heads as of `now`, however old the mirror is.
     pub(super) fn heads(&self, now: i64) -> Vec<QueueHead> {
         self.lock().index.heads(now)

@@ -26,6 +26,7 @@ use crate::commit_times::{CommitTimes, CommitTimesSnapshot};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobFailure, JobId, NewJob, QueueGroup, QueueHead};
 use crate::ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
+use crate::queue_index::QueuedJob;
 use mirror::Mirror;
 use readers::Readers;
 use row::{attempt_from_row, count, delivery_from_row, job_from_row};
@@ -259,6 +260,18 @@ impl SqliteStore {
         self.write(Durability::Relaxed, move |conn, mirror| {
             mirror.reload(conn)?;
             Ok(mirror.heads(now))
+        })
+        .await
+    }
+
+    /// See [`Store::queued_jobs`](crate::Store::queued_jobs).
+    pub async fn queued_jobs(&self, limit: usize) -> Result<Vec<QueuedJob>> {
+        if let Some(jobs) = self.mirror.jobs_if_fresh(limit) {
+            return Ok(jobs);
+        }
+        self.write(Durability::Relaxed, move |conn, mirror| {
+            mirror.reload(conn)?;
+            Ok(mirror.jobs(limit))
         })
         .await
     }

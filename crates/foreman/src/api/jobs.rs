@@ -41,6 +41,7 @@ use crate::artifacts;
 use crate::clock::now_ms;
 use crate::hub::{CancelReason, FeedEvent, Outcome};
 use crate::model_name::model_key;
+use crate::scheduler::forecast::waiting_for;
 use crate::webhook::AddressPolicy;
 
 /// Priority of async jobs that do not ask for one: below interactive requests.
@@ -72,6 +73,12 @@ pub struct JobView {
     pub run_ms: Option<i64>,
     /// Jobs ahead of this one in priority-then-age order, while queued.
     pub queue_position: Option<u64>,
+    /// When a queued or running job is expected to start and finish (single job only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<EtaView>,
+    /// Why a queued job waits, in words (single job only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// Why it failed, or why it was cancelled (who or what cancelled it).
     pub error: Option<JobErrorView>,
     /// The body Ollama would have returned with `"stream": false`.
@@ -115,6 +122,22 @@ pub struct AttemptView {
     pub error: Option<String>,
 }
 
+/// A forecast of a job's start and end (see `scheduler::forecast`).
+#[derive(Debug, Serialize)]
+pub struct EtaView {
+    /// When it is expected to be sent to a target (for a running job, when it was).
+    pub start_at: String,
+    /// When its answer is expected to end.
+    pub finish_at: String,
+    /// The target it is expected on.
+    pub target: String,
+    /// Whether its model is expected to be loaded for it first.
+    pub loads_model: bool,
+    /// `learned`: from the run and load times of its own model's jobs; `assumed`: its
+    /// model has not run yet, so other models' times (or defaults) stand in.
+    pub basis: &'static str,
+}
+
 #[derive(Debug, Serialize)]
 pub struct JobErrorView {
     pub status: u16,
@@ -154,6 +177,8 @@ impl JobView {
                 .started_at
                 .map(|start| job.finished_at.unwrap_or(now).max(start) - start),
             queue_position,
+            eta: None,
+            waiting_for: None,
             error: job.failure.as_ref().map(|f| JobErrorView {
                 status: f.status,
                 message: f.message.clone(),
@@ -177,13 +202,45 @@ impl JobView {
     }
 }
 
-async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
+/// A job's full view: its webhook deliveries, and while it is queued or running its
+/// forecast when `forecast` (not for a submission or a cancel, whose answers are about
+/// acceptance, and which a burst must not pay a forecast each for).
+async fn view(state: &AppState, job: &Job, forecast: bool) -> Result<JobView, ApiError> {
     let position = match job.state {
         JobState::Queued => state.store.queue_position(job.id).await?,
         _ => None,
     };
     let mut view = JobView::new(job, position, now_ms());
     view.error = error_view(job);
+    let forecast_applies = forecast && matches!(job.state, JobState::Queued | JobState::Running);
+    let estimate = if forecast_applies {
+        state.dispatcher.estimate(job.id).await?
+    } else {
+        None
+    };
+    if let Some(estimate) = estimate {
+        let targets = state.targets.all();
+        let target = targets.get(estimate.target).map_or("", |t| t.name.as_str());
+        view.eta = Some(EtaView {
+            start_at: rfc3339(estimate.start_at),
+            finish_at: rfc3339(estimate.finish_at),
+            target: target.to_string(),
+            loads_model: estimate.loads,
+            basis: if estimate.learned {
+                "learned"
+            } else {
+                "assumed"
+            },
+        });
+        if job.state == JobState::Queued {
+            view.waiting_for = Some(waiting_for(
+                &estimate,
+                &job.model,
+                target,
+                targets.len() > 1,
+            ));
+        }
+    }
     if let Some(webhook) = view.webhook.as_mut() {
         webhook.deliveries = state
             .store
@@ -331,13 +388,17 @@ pub async fn submit(
         if enqueued.job.payload != payload || enqueued.job.kind != kind {
             return Err(ApiError::IdempotencyMismatch);
         }
-        return Ok((StatusCode::OK, Json(view(&state, &enqueued.job).await?)).into_response());
+        return Ok((
+            StatusCode::OK,
+            Json(view(&state, &enqueued.job, false).await?),
+        )
+            .into_response());
     }
     state.metrics.enqueued(&enqueued.job);
     state.wake.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,
-        Json(view(&state, &enqueued.job).await?),
+        Json(view(&state, &enqueued.job, false).await?),
     )
         .into_response())
 }
@@ -385,13 +446,13 @@ pub async fn get(
     loop {
         let job = find(&state, id).await?;
         if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(view(&state, &job).await?).into_response());
+            return Ok(Json(view(&state, &job, true).await?).into_response());
         }
         tokio::select! {
             _ = watch.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = state.shutdown.cancelled() => {
-                return Ok(Json(view(&state, &job).await?).into_response());
+                return Ok(Json(view(&state, &job, true).await?).into_response());
             }
         }
     }
@@ -603,9 +664,9 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     match job_control::cancel_job(&state, id, CancelReason::CancelCall).await? {
-        CancelOutcome::Cancelled(job) => Ok(Json(view(&state, &job).await?).into_response()),
+        CancelOutcome::Cancelled(job) => Ok(Json(view(&state, &job, false).await?).into_response()),
         CancelOutcome::Requested(job) => {
-            Ok((StatusCode::ACCEPTED, Json(view(&state, &job).await?)).into_response())
+            Ok((StatusCode::ACCEPTED, Json(view(&state, &job, false).await?)).into_response())
         }
         CancelOutcome::AlreadyFinished(job) => Err(ApiError::AlreadyFinished {
             id: job.id.to_string(),
@@ -636,15 +697,27 @@ mod tests {
             config.upstream_timeout,
             config.poll_interval,
         );
+        let store = foreman_store::Store::open(db.to_str().unwrap())
+            .await
+            .unwrap();
+        let running = Arc::new(RunningJobs::default());
+        let wake = Arc::new(Notify::new());
+        let dispatcher = Arc::new(crate::runner::Dispatcher::new(
+            store.clone(),
+            targets.clone(),
+            running.clone(),
+            &crate::runner::RunnerSettings::from_config(&config),
+            wake.clone(),
+            Arc::default(),
+        ));
         AppState {
-            store: foreman_store::Store::open(db.to_str().unwrap())
-                .await
-                .unwrap(),
+            store,
             config: Arc::new(config),
             hub: Arc::new(Hub::default()),
             targets,
-            running: Arc::new(RunningJobs::default()),
-            wake: Arc::new(Notify::new()),
+            running,
+            wake,
+            dispatcher,
             show_cache: Arc::default(),
             metrics: Arc::default(),
             shutdown: CancellationToken::new(),

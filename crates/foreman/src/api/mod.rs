@@ -71,6 +71,8 @@ pub struct AppState {
     pub running: Arc<RunningJobs>,
     /// Rung (all waiters) after every enqueue, to wake the idle runners.
     pub wake: Arc<Notify>,
+    /// The runners' dispatcher, for forecasts of when jobs run.
+    pub dispatcher: Arc<crate::runner::Dispatcher>,
     /// `/api/show` answers by request body.
     pub show_cache: Arc<show_cache::ShowCache>,
     /// Counters and recent history for `/metrics`, `/foreman/status` and `/ui`.

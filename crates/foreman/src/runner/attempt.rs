@@ -22,6 +22,13 @@
 //! before its outcome is committed, recovery runs it again (at least once). It stays
 //! in [`RunningJobs`](super::RunningJobs) until the commit, and anyone who reads it back
 //! (the jobs API, long polls, event streams, webhooks) sees it end only then.
+//!
+//! A caller is never told an answer is complete before its outcome is committed: the
+//! chunk that ends the answer (the `"done": true` line, `data: [DONE]`, the last event;
+//! a whole `stream:false` body) is held back, the outcome committed, and only then is
+//! that chunk relayed and the response ended. So a caller who has its whole answer
+//! finds its job finished after any crash, and the work is not run again for nobody;
+//! the cost is one commit's latency at the end of each answer, not per token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,10 +47,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// How one attempt went.
 pub(super) enum Attempt {
-    Succeeded(String),
+    /// The result to store, and the end of the answer, held back until it is stored.
+    Succeeded {
+        result: String,
+        held: Bytes,
+    },
     Failed(UpstreamError),
-    /// The stream carried an `{"error"}` line: the target gave up mid-answer.
-    FailedInBand(String),
+    /// The stream carried an `{"error"}` line: the target gave up mid-answer. The
+    /// chunks from that line on are held back until the failure is stored.
+    FailedInBand {
+        message: String,
+        held: Bytes,
+    },
     /// The target refused the connection: it is down, and the job did not start.
     TargetDown(String),
     /// Stopped by a cancel (its reason is in the row, from the cancel request).
@@ -56,7 +71,7 @@ impl Attempt {
     pub(super) fn reached_target(&self) -> bool {
         matches!(
             self,
-            Attempt::Succeeded(_) | Attempt::FailedInBand(_) | Attempt::Cancelled
+            Attempt::Succeeded { .. } | Attempt::FailedInBand { .. } | Attempt::Cancelled
         )
     }
 }
@@ -111,33 +126,48 @@ impl Attempts {
         let mut aggregator = Aggregator::default();
         let mut whole = Vec::new();
         let mut awaiting_first_output = true;
+        // From the chunk that ends the answer on, nothing is relayed before the
+        // outcome is committed (see the module doc).
+        let mut held: Option<Vec<u8>> = None;
         while let Some(chunk) = answer.body.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
+                // The whole answer is in hand; what broke is only the end of the body.
+                Err(_) if aggregator.ended() => break,
                 Err(error) => return Attempt::Failed(error),
             };
             if std::mem::take(&mut awaiting_first_output) {
                 self.metrics.first_token(job, now_ms());
             }
-            if streaming {
-                aggregator.push(&chunk);
-                self.hub.chunk(job.id, chunk);
-            } else {
+            if !streaming {
                 // A single JSON object is passed on only once complete, so a broken
                 // connection mid-body can still be retried.
                 whole.extend_from_slice(&chunk);
+                continue;
+            }
+            aggregator.push(&chunk);
+            match held.as_mut() {
+                Some(held) => held.extend_from_slice(&chunk),
+                None if aggregator.ended() => held = Some(chunk.to_vec()),
+                None => self.hub.chunk(job.id, chunk),
             }
         }
         if !streaming {
             let body = Bytes::from(whole);
-            self.hub.chunk(job.id, body.clone());
-            return Attempt::Succeeded(String::from_utf8_lossy(&body).into_owned());
+            return Attempt::Succeeded {
+                result: String::from_utf8_lossy(&body).into_owned(),
+                held: body,
+            };
         }
+        let held = Bytes::from(held.unwrap_or_default());
         if let Some(error) = aggregator.error() {
-            return Attempt::FailedInBand(error.to_string());
+            return Attempt::FailedInBand {
+                message: error.to_string(),
+                held,
+            };
         }
         match aggregator.finish() {
-            Some(result) => Attempt::Succeeded(result),
+            Some(result) => Attempt::Succeeded { result, held },
             None => Attempt::Failed(UpstreamError::Broken(
                 "the target sent an empty stream".into(),
             )),
@@ -150,20 +180,24 @@ impl Attempts {
     pub(super) async fn record(&self, job: &Job, owner: &str, attempt: Attempt) {
         let (id, number, now) = (job.id, job.attempts, now_ms());
         let stored = match attempt {
-            Attempt::Succeeded(result) => {
-                // The caller has the whole answer: end its response now rather than
-                // after the fsync of the record (see the module doc).
+            Attempt::Succeeded { result, held } => {
+                // Committed first, then the end of the answer (see the module doc).
+                let stored = self.store_result(id, number, owner, result, now).await;
+                self.relay_held(id, held);
                 self.hub.finish(id, Outcome::Succeeded);
-                self.store_result(id, number, owner, result, now).await
+                stored
             }
-            Attempt::FailedInBand(message) => {
+            Attempt::FailedInBand { message, held } => {
                 let failure = JobFailure {
                     status: 500,
                     message,
                 };
-                // The caller already has a 200 stream; its error line came with it.
+                // The caller already has a 200 stream; its error line comes with the
+                // held chunks, once the failure is committed.
+                let stored = self.store.fail(id, number, owner, failure, now).await;
+                self.relay_held(id, held);
                 self.hub.finish(id, Outcome::FailedInStream);
-                self.store.fail(id, number, owner, failure, now).await
+                stored
             }
             Attempt::TargetDown(reason) => {
                 // Nothing was sent, so nothing reached anyone; the callers wait on.
@@ -207,6 +241,15 @@ impl Attempts {
                 tracing::warn!(job = %id, attempt = number, owner, "the job changed hands; outcome dropped")
             }
             Err(error) => tracing::error!(%error, job = %id, "cannot record the outcome"),
+        }
+    }
+
+    /// Relays the end of an answer that waited for its outcome's commit. It goes even
+    /// when the commit failed: the caller's answer is whole, and recovery runs the job
+    /// again (at least once).
+    fn relay_held(&self, id: JobId, held: Bytes) {
+        if !held.is_empty() {
+            self.hub.chunk(id, held);
         }
     }
 

@@ -8,11 +8,17 @@
 //! go. So two runners never pick the same job, and each decision sees every earlier
 //! one. A job's end is reported with [`Dispatcher::done`]. Both ring `wake`, since a
 //! decision or an end can give another runner something to do.
+//!
+//! The dispatcher also learns how long each load key's jobs run and load (from
+//! dispatch to the end of a successful answer), and answers [`Dispatcher::forecast`]:
+//! the policy played forward over the queue (see [`forecast`](crate::scheduler::forecast)),
+//! made at most once a second whoever asks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foreman_store::{ClaimParams, Job, Store};
+use foreman_store::{ClaimParams, Job, JobId, Store};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +26,16 @@ use super::RunnerSettings;
 use super::running::RunningJobs;
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
+use crate::scheduler::forecast::{
+    self, Durations, Estimate, Forecast, MAX_FORECAST_JOBS, RunningJob,
+};
 use crate::scheduler::{Capacity, LoadKey, Policy, Reason, TargetState};
+
+/// How long a forecast serves before the next one is made.
+const FORECAST_FRESH_MS: i64 = 1_000;
+/// How long a forecast serves even for a job it does not know, so that a burst of
+/// new jobs asking costs ten forecasts a second at most.
+const FORECAST_NEW_MS: i64 = 100;
 use crate::targets::{TargetLoad, Targets};
 
 /// A claimed job, with what the runner needs to run it.
@@ -41,6 +56,9 @@ struct Scheduling {
     capacity: Capacity,
     /// Each target's inventory generation the capacity last took in.
     seen: Vec<u64>,
+    /// The jobs dispatched and not yet ended.
+    dispatched: HashMap<JobId, RunningJob>,
+    durations: Durations,
 }
 
 /// The policy and capacity shared by every runner.
@@ -54,6 +72,8 @@ pub struct Dispatcher {
     /// How often the inventories poll `/api/ps`.
     poll_interval: Duration,
     state: Mutex<Scheduling>,
+    /// The latest forecast; the lock also keeps two callers from making one each.
+    forecast: Mutex<Option<Arc<Forecast>>>,
     /// Rung (all waiters) after every dispatch and every job's end.
     pub wake: Arc<Notify>,
     metrics: Arc<Metrics>,
@@ -97,7 +117,10 @@ impl Dispatcher {
                 policy: Policy::new(settings.max_wait.as_millis() as i64),
                 seen: vec![u64::MAX; capacity.targets.len()],
                 capacity,
+                dispatched: HashMap::new(),
+                durations: Durations::default(),
             }),
+            forecast: Mutex::new(None),
             wake,
             metrics,
         }
@@ -116,7 +139,10 @@ impl Dispatcher {
             self.sync(&mut scheduling, now);
             let heads = self.store.queue_heads(now).await?;
             let Scheduling {
-                policy, capacity, ..
+                policy,
+                capacity,
+                dispatched,
+                ..
             } = &mut *scheduling;
             let Some(decision) = policy.decide(&heads, capacity, target, now) else {
                 return Ok(None);
@@ -148,8 +174,18 @@ impl Dispatcher {
             };
             let state = &mut capacity.targets[target];
             let load = !state.is_resident(&decision.key);
-            let key = decision.key.to_string();
-            self.metrics.dispatched(name, &key, &job, load, now);
+            self.metrics
+                .dispatched(name, &decision.key.to_string(), &job, load, now);
+            dispatched.insert(
+                job.id,
+                RunningJob {
+                    id: job.id,
+                    target,
+                    key: decision.key.clone(),
+                    started_at: now,
+                    loaded: load,
+                },
+            );
             state.start(&decision.key, decision.evict.as_ref(), now);
             publish(&self.targets, target, state);
             self.wake.notify_waiters();
@@ -164,14 +200,61 @@ impl Dispatcher {
         }
     }
 
-    /// A job that [`Dispatcher::next`] assigned to `target` has ended there.
-    pub async fn done(&self, target: usize, key: &LoadKey) {
+    /// Job `id`, which [`Dispatcher::next`] assigned to `target`, has ended there;
+    /// a success teaches how long its key runs (and loads).
+    pub async fn done(&self, target: usize, id: JobId, key: &LoadKey, succeeded: bool) {
+        let now = now_ms();
         let mut scheduling = self.state.lock().await;
-        let state = &mut scheduling.capacity.targets[target];
-        state.finish(key, now_ms());
+        let Scheduling {
+            capacity,
+            dispatched,
+            durations,
+            ..
+        } = &mut *scheduling;
+        if let Some(job) = dispatched.remove(&id)
+            && succeeded
+        {
+            durations.learn(key, now - job.started_at, job.loaded);
+        }
+        let state = &mut capacity.targets[target];
+        state.finish(key, now);
         publish(&self.targets, target, state);
         drop(scheduling);
         self.wake.notify_waiters();
+    }
+
+    /// When job `id` (queued or running) is expected to start and end (see the module
+    /// doc), from a forecast at most a second old; one that does not know the job yet
+    /// (enqueued since) is made again, unless it is brand new.
+    pub async fn estimate(&self, id: JobId) -> Result<Option<Estimate>, foreman_store::Error> {
+        let mut latest = self.forecast.lock().await;
+        let now = now_ms();
+        if let Some(forecast) = latest.as_ref() {
+            let age = now - forecast.at;
+            let known = forecast.estimates.get(&id);
+            if age < FORECAST_NEW_MS || (age < FORECAST_FRESH_MS && known.is_some()) {
+                return Ok(known.cloned());
+            }
+        }
+        let queued = self.store.queued_jobs(MAX_FORECAST_JOBS).await?;
+        // Copies, so that the replay holds up no dispatch.
+        let (policy, capacity, running, durations) = {
+            let scheduling = self.state.lock().await;
+            (
+                scheduling.policy.clone(),
+                scheduling.capacity.clone(),
+                scheduling.dispatched.values().cloned().collect::<Vec<_>>(),
+                scheduling.durations.clone(),
+            )
+        };
+        let made = tokio::task::spawn_blocking(move || {
+            forecast::forecast(&policy, &capacity, &running, &queued, &durations, now)
+        })
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        let estimate = made.estimates.get(&id).cloned();
+        *latest = Some(Arc::new(made));
+        Ok(estimate)
     }
 
     /// Brings the capacity in line with what the targets' inventories learned since

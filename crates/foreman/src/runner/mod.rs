@@ -49,6 +49,24 @@ pub struct RunnerSettings {
     pub attempt: AttemptSettings,
 }
 
+impl RunnerSettings {
+    /// The runners' settings from foreman's; this process's instance name from its pid.
+    pub fn from_config(config: &crate::config::Config) -> RunnerSettings {
+        RunnerSettings {
+            instance: format!("foreman-{}", std::process::id()),
+            max_wait: config.max_wait,
+            lease: config.lease,
+            poll_interval: config.poll_interval,
+            shutdown_grace: config.shutdown_grace,
+            attempt: AttemptSettings {
+                retry_base: config.retry_base,
+                data_dir: config.data_dir.clone(),
+                artifact_threshold: config.artifact_threshold,
+            },
+        }
+    }
+}
+
 /// Everything the runners share.
 pub struct Runners {
     pub store: Store,
@@ -63,11 +81,14 @@ pub struct Runners {
     pub finished: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     pub settings: RunnerSettings,
+    /// Decides and claims for every runner (see [`Dispatcher`]); shared with the API
+    /// for its forecasts.
+    pub dispatcher: Arc<Dispatcher>,
 }
 
 /// One runner's view of the shared parts.
 struct Shared {
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
     attempts: Attempts,
     running: Arc<RunningJobs>,
     hub: Arc<Hub>,
@@ -83,14 +104,7 @@ impl Runners {
     /// period, and the outcomes still being recorded are waited for.
     pub async fn run(self, shutdown: CancellationToken) {
         let shared = Arc::new(Shared {
-            dispatcher: Dispatcher::new(
-                self.store.clone(),
-                self.targets.clone(),
-                self.running.clone(),
-                &self.settings,
-                self.wake.clone(),
-                self.metrics.clone(),
-            ),
+            dispatcher: self.dispatcher.clone(),
             attempts: Attempts {
                 store: self.store.clone(),
                 hub: self.hub.clone(),
@@ -214,7 +228,11 @@ impl Runner {
             inventory.mark_unreachable(reason);
         }
         inventory.job_ended(attempt.reached_target());
-        shared.dispatcher.done(self.index, &key).await;
+        let succeeded = matches!(attempt, Attempt::Succeeded { .. });
+        shared
+            .dispatcher
+            .done(self.index, job.id, &key, succeeded)
+            .await;
         let shared = Arc::clone(shared);
         records.spawn(async move {
             shared.attempts.record(&job, &owner, attempt).await;

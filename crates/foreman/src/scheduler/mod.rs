@@ -4,12 +4,15 @@
 //!   reload it), and the pins that rewrite those options;
 //! - [`capacity`]: every target's slots, places, loaded keys and running jobs;
 //! - [`policy`]: the pure decision, priority first, then drain by load key, with a
-//!   bound on waiting.
+//!   bound on waiting;
+//! - [`forecast`]: when queued jobs will start and finish, by playing the policy
+//!   forward with learned run and load times.
 //!
 //! The runners ([`crate::runner`]) hold one [`Policy`] and one [`Capacity`] between
 //! them, ask for a decision whenever a runner is free, and apply it.
 
 pub mod capacity;
+pub mod forecast;
 pub mod load_key;
 pub mod policy;
 #[cfg(test)]

@@ -80,7 +80,7 @@ struct Batch {
 }
 
 /// The policy with its memory between decisions.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     max_wait_ms: i64,
     /// Key → the last decision time at which it was chosen, or unloaded.

@@ -3,11 +3,16 @@
 //! running while foreman is SIGKILLed and restarted on the same database, the target
 //! refuses connections for a while, and drop, stall, busy and failure rates change.
 //!
+//! Every async job names a webhook receiver in the test, which answers at once.
+//!
 //! At the end (faults lifted, foreman restarted one last time and drained) it checks
 //! only what the contract promises: every accepted job is in the store exactly once,
 //! none is left queued or running, async jobs succeeded or failed with their failure
-//! recorded, and synchronous jobs finished or were cancelled with their reason. It
-//! prints, and does not assert, how often work ran more than once.
+//! recorded and their webhook delivered at least once, synchronous jobs finished or
+//! were cancelled with their reason, and no caller that read its whole answer finds
+//! its job unfinished or cancelled. It prints, and does not assert, how often work ran
+//! more than once: whole answers the simulator generated beyond the jobs that kept
+//! one (its `completed` count), and webhook deliveries received more than once.
 //!
 //! Bounded for CI: 20 s of chaos by default; `FOREMAN_CHAOS_SECONDS` runs longer.
 //! Random choices come from one seed, printed, `FOREMAN_CHAOS_SEED` to replay it (the
@@ -15,9 +20,12 @@
 //! shows foreman's logs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foreman_store::{Job, JobId, JobState, ListParams, Store};
+use base64::Engine;
+
+use foreman_store::{DeliveryState, Job, JobId, JobState, ListParams, Store};
 use ollama_sim::{FaultsUpdate, ModelSpec, SimConfig};
 use serde_json::json;
 use tokio::process::Child;
@@ -81,7 +89,16 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Starts the `foreman` binary on the database, settings for chaos.
 async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
     let verbose = std::env::var_os("FOREMAN_CHAOS_LOG").is_some();
+    let secret = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     let settings = [
+        ("FOREMAN_WEBHOOK_SECRET", format!("whsec_{secret}")),
+        // The receiver is on loopback; a failed delivery is tried again soon.
+        (
+            "FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS",
+            "127.0.0.0/8".to_string(),
+        ),
+        ("FOREMAN_WEBHOOK_RETRY_BASE", "100ms".to_string()),
+        ("FOREMAN_WEBHOOK_RETRY_MAX", "1s".to_string()),
         (
             "FOREMAN_TARGETS",
             format!("{sim_url},name=sim,slots=2,places=2"),
@@ -97,6 +114,47 @@ async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
         ),
     ];
     start_foreman_binary(db, &settings, verbose).await
+}
+
+/// A webhook receiver on loopback that answers 204 at once and counts the requests
+/// by `webhook-id`.
+struct Receiver {
+    url: String,
+    received: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let received: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post({
+                let received = received.clone();
+                move |headers: axum::http::HeaderMap| async move {
+                    let id = headers
+                        .get("webhook-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    *received.lock().unwrap().entry(id).or_default() += 1;
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, received }
+    }
+
+    fn count(&self, webhook_id: &str) -> u32 {
+        self.received
+            .lock()
+            .unwrap()
+            .get(webhook_id)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// How a synchronous request ended, seen from its caller.
@@ -223,6 +281,7 @@ async fn async_client(
     index: usize,
     mut rng: Rng,
     address: Address,
+    webhook: String,
     stop: CancellationToken,
 ) -> Tally {
     let client = client();
@@ -237,7 +296,7 @@ async fn async_client(
         let sent = client
             .post(format!("{url}/jobs"))
             .timeout(Duration::from_secs(20))
-            .json(&json!({"kind": "chat", "request": request}))
+            .json(&json!({"kind": "chat", "request": request, "webhook": webhook}))
             .send()
             .await;
         match sent {
@@ -332,6 +391,7 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
     let db = dir.path().join("foreman.db");
     let db = db.to_str().unwrap();
 
+    let receiver = Receiver::start().await;
     let (mut foreman, url) = start_foreman(&sim.url(), db).await;
     let (address_tx, address) = watch::channel(Some(url));
     let stop = CancellationToken::new();
@@ -341,7 +401,8 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         clients.push(tokio::spawn(task));
     }
     for i in 0..ASYNC_CLIENTS {
-        let task = async_client(i, rng.fork(), address.clone(), stop.clone());
+        let webhook = receiver.url.clone();
+        let task = async_client(i, rng.fork(), address.clone(), webhook, stop.clone());
         clients.push(tokio::spawn(task));
     }
 
@@ -505,6 +566,48 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         }
     }
 
+    // Webhooks: every async job has one delivery, and it arrived at least once.
+    let mut deliveries = Vec::new();
+    for job in jobs.iter().filter(|j| !j.sync) {
+        let found = store.webhooks_for_job(job.id).await.unwrap();
+        assert_eq!(found.len(), 1, "one delivery per ended job: {found:#?}");
+        deliveries.push(found[0].id.clone());
+    }
+    let outbox_deadline = Instant::now() + Duration::from_secs(60);
+    for (job, id) in jobs.iter().filter(|j| !j.sync).zip(&deliveries) {
+        loop {
+            let found = store.webhooks_for_job(job.id).await.unwrap();
+            if found[0].state == DeliveryState::Delivered && receiver.count(id) > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < outbox_deadline,
+                "the webhook of {} was not delivered: {found:#?}",
+                job.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let received: u32 = deliveries.iter().map(|id| receiver.count(id)).sum();
+    let delivered_twice = deliveries
+        .iter()
+        .filter(|id| receiver.count(id) > 1)
+        .count();
+
+    // A caller that read its whole answer finds its job ended as it was told, never
+    // cancelled at a restart as if its caller had gone (499): the end of an answer is
+    // relayed only after the outcome's commit.
+    for (id, end, _) in &tally.sync_jobs {
+        if let SyncEnd::Answered(_) = end {
+            let job = by_id[id];
+            assert!(
+                job.failure.as_ref().is_none_or(|f| f.status != 499),
+                "a caller read its whole answer, yet its job was cancelled for want of a \
+                 caller: {job:#?}"
+            );
+        }
+    }
+
     // The report: rates to quote, not to assert.
     let stats = sim.stats();
     let async_jobs: Vec<&Job> = jobs.iter().filter(|j| !j.sync).collect();
@@ -517,25 +620,11 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
     let interrupted = async_jobs.iter().filter(|j| j.interruptions > 0).count();
     let interruptions: u32 = jobs.iter().map(|j| j.interruptions).sum();
     let ran = jobs.iter().filter(|j| j.attempts > 0).count();
-    let beyond = stats.requests_total as i64 - ran as i64;
     let sync_cancelled_by_status = |status| {
         sync_jobs
             .iter()
             .filter(|j| j.state == JobState::Cancelled)
             .filter(|j| j.failure.as_ref().is_some_and(|f| f.status == status))
-            .count()
-    };
-    let answered_then_cancelled = |streamed: bool| {
-        tally
-            .sync_jobs
-            .iter()
-            .filter(|(id, end, stream)| {
-                let job = by_id[id];
-                *stream == streamed
-                    && *end == SyncEnd::Answered(200)
-                    && job.state == JobState::Cancelled
-                    && job.failure.as_ref().is_some_and(|f| f.status == 499)
-            })
             .count()
     };
     let broken = tally
@@ -570,12 +659,6 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         tally.unanswered,
     );
     println!(
-        "chaos: sync answered 200 in full, then cancelled with 499 at the restart (the kill \
-         came before the outcome's commit): {} streamed, {} not",
-        answered_then_cancelled(true),
-        answered_then_cancelled(false),
-    );
-    println!(
         "chaos: duplicate runs: async jobs with attempts - interruptions > 1 and no failure \
          recorded (a success clears the last failure, so retries after a target fault count \
          here): {extra_unexplained} of {} ({:.2}%); async jobs interrupted by a kill: \
@@ -584,16 +667,29 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         percent(extra_unexplained, async_jobs.len()),
         percent(interrupted, async_jobs.len()),
     );
+    let succeeded = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Succeeded)
+        .count();
+    let wasted = stats.completed_total as i64 - succeeded as i64;
     println!(
-        "chaos: simulator: {} inference requests for {ran} jobs that ran ({} rows): {beyond} \
-         beyond one per job ({:.2}%): at most {interruptions} of them ({:.2}% of the jobs \
-         that ran) reruns after a kill, one per interruption, the rest retries after one of \
-         the {} requests that drew a fault",
+        "chaos: simulator: {} inference requests for {ran} jobs that ran ({} rows), {} of \
+         them drew a fault; {} answers generated whole for {succeeded} jobs that succeeded: \
+         {wasted} whole answers lost to a kill and generated again ({:.2}% of the jobs that \
+         ran; {interruptions} interruptions in all)",
         stats.requests_total,
         jobs.len(),
-        percent(beyond.max(0) as usize, ran),
-        percent(interruptions as usize, ran),
         stats.faults_injected_total,
+        stats.completed_total,
+        percent(wasted.max(0) as usize, ran),
+    );
+    println!(
+        "chaos: webhooks: {} deliveries (one per async job), {received} requests received: \
+         {} received more than once ({:.2}%), {} extra requests",
+        deliveries.len(),
+        delivered_twice,
+        percent(delivered_twice, deliveries.len()),
+        received as usize - deliveries.len(),
     );
 
     foreman.start_kill().unwrap();

@@ -257,8 +257,9 @@ pub async fn get_json(client: &reqwest::Client, url: String) -> (u16, serde_json
     (status, response.json().await.unwrap())
 }
 
-/// A job's row once its outcome is recorded. A caller's answer ends as soon as the
-/// target's answer is relayed, a moment before the commit that records the outcome.
+/// A job's row once its outcome is recorded. A caller's answer ends only after its
+/// job's outcome is committed (`answered.rs` pins that); this also waits for the
+/// outcome of a job whose caller did not wait for it.
 pub async fn recorded(store: &Store, id: foreman_store::JobId) -> foreman_store::Job {
     let mut latest = None;
     eventually("the job's outcome to be recorded", async || {

@@ -2,6 +2,7 @@
 //! a real SQLite file, and real HTTP between them.
 
 mod admission;
+mod answered;
 mod auth;
 mod browser;
 mod capacity;
@@ -12,6 +13,7 @@ mod config;
 mod crash;
 mod dashboard;
 mod error_shapes;
+mod eta;
 mod fuzz;
 mod golden;
 mod hostile;
@@ -20,6 +22,8 @@ mod metrics;
 mod official_clients;
 mod openai;
 mod origin_guard;
+mod packaging;
+mod readme;
 mod reliability;
 mod routes;
 mod scheduling;

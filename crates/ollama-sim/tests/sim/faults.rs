@@ -337,3 +337,55 @@ async fn the_control_listener_stays_up_while_refusing() {
         .unwrap();
     assert_eq!(reset.json::<Value>().await.unwrap()["requests_total"], 0);
 }
+
+/// `completed` counts generations that ran to their last chunk: not the failed, busy or
+/// dropped ones, whatever the route's shape.
+#[tokio::test]
+async fn completed_counts_only_generations_that_ran_to_their_end() {
+    let sim = start(fast_config()).await;
+    let client = client();
+    for stream in [true, false] {
+        let (status, _, _) = post(
+            &client,
+            format!("{}/api/chat", sim.url()),
+            chat_body(stream),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, _) = post(
+        &client,
+        format!("{}/v1/chat/completions", sim.url()),
+        json!({"model": CHAT, "messages": [{"role":"user","content":"hi"}], "stream": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.stats().completed_total, 3);
+    for faults in [
+        json!({"fail_rate": 1}),
+        json!({"busy_rate": 1}),
+        json!({"drop_rate": 1}),
+    ] {
+        let (status, _, _) = post(&client, format!("{}/sim/faults", sim.url()), faults).await;
+        assert_eq!(status, 200);
+        let _ = client
+            .post(format!("{}/api/chat", sim.url()))
+            .json(&chat_body(true))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await;
+        let (status, _, _) = post(
+            &client,
+            format!("{}/sim/faults", sim.url()),
+            json!({"clear": true}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.faults_injected_total, 3);
+    assert_eq!(stats.completed_total, 3, "no faulted request completed");
+    assert_eq!(stats.models[CHAT].completed, 3);
+}

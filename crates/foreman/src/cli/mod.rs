@@ -3,13 +3,26 @@
 //! with the job's state and queue position until it ends.
 //!
 //! Exit codes: 0 when the call (or the waited-for job) succeeded, 1 when the job
-//! failed or was cancelled or foreman answered with an error, 2 for bad usage.
+//! failed or was cancelled or foreman answered with an error, 2 for bad usage; a
+//! reader of standard output that goes away early (`| head`) ends it quietly with 0
+//! (see [`output`]).
+//!
+//! `foreman completions` and `foreman man` live here too ([`generate`]).
+
+mod generate;
+mod output;
+mod progress;
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use std::io::Write as _;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+
+pub use generate::{CompletionsArgs, completions, man};
+use output::{CliError, Output};
 
 /// Where the daemon is and how to authenticate.
 #[derive(Debug, Clone, Args)]
@@ -25,7 +38,7 @@ pub struct Connection {
     /// Bearer token, when the daemon requires one.
     #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
-    /// Print the API's JSON instead of a table.
+    /// Print the API's JSON (one object per line) instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
 }
@@ -91,43 +104,24 @@ pub struct ListArgs {
     /// queued, running, succeeded, failed or cancelled.
     #[arg(long)]
     pub state: Option<String>,
+    /// Only jobs of this model.
     #[arg(long)]
     pub model: Option<String>,
+    /// Jobs per page (at most the daemon's page size).
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
-}
-
-/// A failure to report on stderr, with the exit code it deserves.
-struct Failure {
-    message: String,
-    code: u8,
-}
-
-impl Failure {
-    fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            code: 2,
-        }
-    }
-
-    fn failed(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            code: 1,
-        }
-    }
+    /// Start after this job: the `next_cursor` of the previous page, which the table
+    /// ends with as a ready `foreman jobs list ... --cursor ID` line.
+    #[arg(long)]
+    pub cursor: Option<String>,
 }
 
 /// Runs one `foreman jobs` command.
 pub async fn run(args: JobsArgs) -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match execute(args).await {
+    match execute(args, &mut Output::stdout()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("foreman: {}", failure.message);
-            ExitCode::from(failure.code)
-        }
+        Err(error) => error.report(),
     }
 }
 
@@ -141,11 +135,19 @@ impl Api {
         &self,
         method: reqwest::Method,
         path: &str,
+        query: &[(&str, &str)],
         body: Option<&Value>,
         headers: &[(&str, String)],
-    ) -> Result<(u16, Value), Failure> {
-        let url = format!("{}{path}", self.connection.url.trim_end_matches('/'));
-        let mut request = self.client.request(method, &url);
+    ) -> Result<(u16, Value), CliError> {
+        let mut url = reqwest::Url::parse(&format!(
+            "{}{path}",
+            self.connection.url.trim_end_matches('/')
+        ))
+        .map_err(|e| CliError::usage(format!("--url {}: {e}", self.connection.url)))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut request = self.client.request(method, url);
         if let Some(token) = &self.connection.token {
             request = request.bearer_auth(token);
         }
@@ -156,29 +158,28 @@ impl Api {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
-            Failure::failed(format!(
+            CliError::failed(format!(
                 "cannot reach foreman at {}: {e}",
                 self.connection.url
             ))
         })?;
         let status = response.status().as_u16();
-        let value: Value = response
-            .json()
-            .await
-            .map_err(|e| Failure::failed(format!("foreman answered {status} with no JSON: {e}")))?;
+        let value: Value = response.json().await.map_err(|e| {
+            CliError::failed(format!("foreman answered {status} with no JSON: {e}"))
+        })?;
         if status >= 400 {
             let message = value["error"].as_str().unwrap_or("unknown error");
-            return Err(Failure::failed(format!("{message} (HTTP {status})")));
+            return Err(CliError::failed(format!("{message} (HTTP {status})")));
         }
         Ok((status, value))
     }
 }
 
-async fn execute(args: JobsArgs) -> Result<(), Failure> {
+async fn execute<W: std::io::Write>(args: JobsArgs, out: &mut Output<W>) -> Result<(), CliError> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
-        .map_err(|e| Failure::failed(e.to_string()))?;
+        .map_err(|e| CliError::failed(e.to_string()))?;
     let api = Api {
         client,
         connection: args.connection,
@@ -190,59 +191,72 @@ async fn execute(args: JobsArgs) -> Result<(), Failure> {
             let headers: Vec<(&str, String)> =
                 key.into_iter().map(|k| ("Idempotency-Key", k)).collect();
             let (_, job) = api
-                .call(reqwest::Method::POST, "/jobs", Some(&body), &headers)
+                .call(reqwest::Method::POST, "/jobs", &[], Some(&body), &headers)
                 .await?;
             if json_output {
-                println!("{job}");
+                out.line(&job)?;
             } else {
-                println!("{}", job["id"].as_str().unwrap_or_default());
+                out.line(job["id"].as_str().unwrap_or_default())?;
             }
         }
         JobsCommand::Get { id } => {
             let (_, job) = api
-                .call(reqwest::Method::GET, &format!("/jobs/{id}"), None, &[])
+                .call(reqwest::Method::GET, &job_path(&id), &[], None, &[])
                 .await?;
-            print_job(&job, json_output);
+            print_job(out, &job, json_output)?;
         }
         JobsCommand::List(list) => {
-            let mut query = format!("/jobs?limit={}", list.limit);
-            if let Some(state) = &list.state {
-                query.push_str(&format!("&state={state}"));
+            let limit = list.limit.to_string();
+            let mut query = vec![("limit", limit.as_str())];
+            for (name, value) in [
+                ("state", &list.state),
+                ("model", &list.model),
+                ("cursor", &list.cursor),
+            ] {
+                if let Some(value) = value {
+                    query.push((name, value.as_str()));
+                }
             }
-            if let Some(model) = &list.model {
-                query.push_str(&format!("&model={model}"));
-            }
-            let (_, page) = api.call(reqwest::Method::GET, &query, None, &[]).await?;
+            let (_, page) = api
+                .call(reqwest::Method::GET, "/jobs", &query, None, &[])
+                .await?;
             if json_output {
-                println!("{page}");
+                out.line(&page)?;
             } else {
-                print_table(page["jobs"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+                print_table(
+                    out,
+                    page["jobs"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                )?;
+                if let Some(cursor) = page["next_cursor"].as_str() {
+                    out.line(format!("more: {}", next_page_command(&list, cursor)))?;
+                }
             }
         }
         JobsCommand::Cancel { id } => {
             let (status, job) = api
                 .call(
                     reqwest::Method::POST,
-                    &format!("/jobs/{id}/cancel"),
+                    &format!("{}/cancel", job_path(&id)),
+                    &[],
                     None,
                     &[],
                 )
                 .await?;
             if json_output {
-                println!("{job}");
+                out.line(&job)?;
             } else if status == 202 {
-                println!("{id}: cancelling (it was running)");
+                out.line(format!("{id}: cancelling (it was running)"))?;
             } else {
-                println!("{id}: cancelled");
+                out.line(format!("{id}: cancelled"))?;
             }
         }
         JobsCommand::Wait { id, timeout } => {
             let timeout = humantime::parse_duration(&timeout)
-                .map_err(|e| Failure::usage(format!("--timeout: {e}")))?;
+                .map_err(|e| CliError::usage(format!("--timeout: {e}")))?;
             let job = wait(&api, &id, timeout, json_output).await?;
-            print_job(&job, json_output);
+            print_job(out, &job, json_output)?;
             if job["state"] != "succeeded" {
-                return Err(Failure::failed(format!(
+                return Err(CliError::failed(format!(
                     "job {id} {}",
                     job["state"].as_str().unwrap_or("did not finish")
                 )));
@@ -252,20 +266,62 @@ async fn execute(args: JobsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn submit_body(submit: SubmitArgs) -> Result<(Value, Option<String>), Failure> {
+/// The path of one job; an id is a ULID, but whatever was typed is escaped so it
+/// stays one path segment.
+fn job_path(id: &str) -> String {
+    let mut escaped = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            escaped.push(byte as char);
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("/jobs/{escaped}")
+}
+
+/// The command that lists the next page: the same filters, from `cursor` on.
+fn next_page_command(list: &ListArgs, cursor: &str) -> String {
+    let mut command = String::from("foreman jobs list");
+    for (flag, value) in [("--state", &list.state), ("--model", &list.model)] {
+        if let Some(value) = value {
+            command.push_str(&format!(" {flag} {}", shell_word(value)));
+        }
+    }
+    if list.limit != 20 {
+        command.push_str(&format!(" --limit {}", list.limit));
+    }
+    command.push_str(&format!(" --cursor {}", shell_word(cursor)));
+    command
+}
+
+/// `text` as one shell word: as it is when it needs no quoting, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@+=,".contains(&b));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+fn submit_body(submit: SubmitArgs) -> Result<(Value, Option<String>), CliError> {
     let request = match &submit.file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+                .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
             serde_json::from_str::<Value>(&text)
-                .map_err(|e| Failure::usage(format!("{} is not JSON: {e}", path.display())))?
+                .map_err(|e| CliError::usage(format!("{} is not JSON: {e}", path.display())))?
         }
         None => {
             let model = submit.model.clone().ok_or_else(|| {
-                Failure::usage("--model is required (or --file with a whole request)")
+                CliError::usage("--model is required (or --file with a whole request)")
             })?;
             if submit.messages.is_empty() {
-                return Err(Failure::usage("give the text with --message (or --file)"));
+                return Err(CliError::usage("give the text with --message (or --file)"));
             }
             match submit.kind.as_str() {
                 "generate" => json!({"model": model, "prompt": submit.messages.join("\n")}),
@@ -283,44 +339,52 @@ fn submit_body(submit: SubmitArgs) -> Result<(Value, Option<String>), Failure> {
     }
     if let Some(metadata) = submit.metadata {
         body["metadata"] = serde_json::from_str(&metadata)
-            .map_err(|e| Failure::usage(format!("--metadata is not JSON: {e}")))?;
+            .map_err(|e| CliError::usage(format!("--metadata is not JSON: {e}")))?;
     }
     Ok((body, submit.idempotency_key))
 }
 
-/// Long-polls until the job ends, keeping a live status line on a terminal.
-async fn wait(api: &Api, id: &str, timeout: Duration, quiet: bool) -> Result<Value, Failure> {
-    let spinner = if quiet {
+/// Long-polls until the job ends, keeping a live status line
+/// ([`progress::wait_line`]) on a terminal; when standard error is not a terminal
+/// (a log, a CI job), each new status is written there as a line of its own.
+/// `--json` shows neither.
+async fn wait(api: &Api, id: &str, timeout: Duration, quiet: bool) -> Result<Value, CliError> {
+    use std::io::IsTerminal as _;
+    let on_terminal = std::io::stderr().is_terminal();
+    let spinner = if quiet || !on_terminal {
         indicatif::ProgressBar::hidden()
     } else {
         let spinner = indicatif::ProgressBar::new_spinner();
         spinner.enable_steady_tick(Duration::from_millis(120));
         spinner
     };
+    let mut last_line = String::new();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let (_, job) = api
             .call(
                 reqwest::Method::GET,
-                &format!("/jobs/{id}?wait=2s"),
+                &job_path(id),
+                &[("wait", "2s")],
                 None,
                 &[],
             )
             .await?;
+        let line = progress::wait_line(id, &job, SystemTime::now());
+        if !quiet && !on_terminal && line != last_line {
+            // A status nobody reads is no reason to stop waiting.
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+        spinner.set_message(line.clone());
+        last_line = line;
         let state = job["state"].as_str().unwrap_or("unknown");
-        let detail = match (state, job["queue_position"].as_u64()) {
-            ("queued", Some(position)) => format!("{id}: queued, {position} ahead"),
-            ("running", _) => format!("{id}: running (attempt {})", job["attempts"]),
-            _ => format!("{id}: {state}"),
-        };
-        spinner.set_message(detail);
         if matches!(state, "succeeded" | "failed" | "cancelled") {
             spinner.finish_and_clear();
             return Ok(job);
         }
         if tokio::time::Instant::now() >= deadline {
             spinner.finish_and_clear();
-            return Err(Failure::failed(format!(
+            return Err(CliError::failed(format!(
                 "gave up waiting for {id} after {}",
                 humantime::format_duration(timeout)
             )));
@@ -328,10 +392,13 @@ async fn wait(api: &Api, id: &str, timeout: Duration, quiet: bool) -> Result<Val
     }
 }
 
-fn print_job(job: &Value, json_output: bool) {
+fn print_job<W: std::io::Write>(
+    out: &mut Output<W>,
+    job: &Value,
+    json_output: bool,
+) -> Result<(), CliError> {
     if json_output {
-        println!("{job}");
-        return;
+        return out.line(job);
     }
     for key in [
         "id",
@@ -348,42 +415,46 @@ fn print_job(job: &Value, json_output: bool) {
         "queue_position",
     ] {
         if !job[key].is_null() {
-            println!(
+            out.line(format!(
                 "{key:>14}: {}",
                 job[key]
                     .as_str()
                     .map_or_else(|| job[key].to_string(), str::to_string)
-            );
+            ))?;
         }
     }
+    if let Some(reason) = job["waiting_for"].as_str() {
+        out.line(format!("{:>14}: {reason}", "waiting_for"))?;
+    }
     if let Some(error) = job["error"].as_object() {
-        println!(
+        out.line(format!(
             "{:>14}: {} (HTTP {})",
             "error",
             error["message"].as_str().unwrap_or(""),
             error["status"]
-        );
+        ))?;
     }
     let answer = job["result"]["message"]["content"]
         .as_str()
         .or_else(|| job["result"]["response"].as_str());
     if let Some(answer) = answer {
-        println!("\n{answer}");
+        out.line(format!("\n{answer}"))?;
     }
+    Ok(())
 }
 
-fn print_table(jobs: &[Value]) {
-    println!(
+fn print_table<W: std::io::Write>(out: &mut Output<W>, jobs: &[Value]) -> Result<(), CliError> {
+    out.line(format!(
         "{:<26}  {:<9}  {:<24}  {:>4}  {:>9}  {:>9}  CREATED",
         "ID", "STATE", "MODEL", "PRIO", "WAIT ms", "RUN ms"
-    );
+    ))?;
     for job in jobs {
         let number = |key: &str| {
             job[key]
                 .as_i64()
                 .map_or_else(|| "-".to_string(), |n| n.to_string())
         };
-        println!(
+        out.line(format!(
             "{:<26}  {:<9}  {:<24}  {:>4}  {:>9}  {:>9}  {}",
             job["id"].as_str().unwrap_or(""),
             job["state"].as_str().unwrap_or(""),
@@ -392,6 +463,27 @@ fn print_table(jobs: &[Value]) {
             number("wait_ms"),
             number("run_ms"),
             job["created_at"].as_str().unwrap_or(""),
+        ))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_line_repeats_the_filters_quoted_for_a_shell() {
+        let list = ListArgs {
+            state: Some("failed".into()),
+            model: Some("my model's".into()),
+            limit: 5,
+            cursor: Some("01OLD".into()),
+        };
+        assert_eq!(
+            next_page_command(&list, "01KB0000000000000000000000"),
+            "foreman jobs list --state failed --model 'my model'\\''s' --limit 5 --cursor 01KB0000000000000000000000"
         );
+        assert_eq!(job_path("01KB/../x y"), "/jobs/01KB%2F..%2Fx%20y");
     }
 }

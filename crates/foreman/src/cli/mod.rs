@@ -358,7 +358,7 @@ async fn wait(api: &Api, id: &str, timeout: Duration, quiet: bool) -> Result<Val
         spinner.enable_steady_tick(Duration::from_millis(120));
         spinner
     };
-    let mut last_line = String::new();
+    let mut last_status = String::new();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let (_, job) = api
@@ -371,12 +371,13 @@ async fn wait(api: &Api, id: &str, timeout: Duration, quiet: bool) -> Result<Val
             )
             .await?;
         let line = progress::wait_line(id, &job, SystemTime::now());
-        if !quiet && !on_terminal && line != last_line {
+        let status = progress::status_key(&job);
+        if !quiet && !on_terminal && status != last_status {
             // A status nobody reads is no reason to stop waiting.
             let _ = writeln!(std::io::stderr(), "{line}");
         }
-        spinner.set_message(line.clone());
-        last_line = line;
+        spinner.set_message(line);
+        last_status = status;
         let state = job["state"].as_str().unwrap_or("unknown");
         if matches!(state, "succeeded" | "failed" | "cancelled") {
             spinner.finish_and_clear();

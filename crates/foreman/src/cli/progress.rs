@@ -43,6 +43,15 @@ pub fn wait_line(id: &str, job: &Value, now: SystemTime) -> String {
     format!("{id}: {}", parts.join("; "))
 }
 
+/// What a logged status line changes with: the state, the position and the reason
+/// for the wait, not the countdown (which would make a new line every poll).
+pub fn status_key(job: &Value) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        job["state"], job["queue_position"], job["attempts"], job["waiting_for"]
+    )
+}
+
 /// A duration as a person reads an estimate: `12s`, `4m`, `2h10m`.
 fn rough(left: Duration) -> String {
     let seconds = left.as_secs_f64().round() as u64;
@@ -112,6 +121,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(wait_line("01KB", &done, now), "01KB: succeeded");
+    }
+
+    #[test]
+    fn a_logged_status_changes_with_the_wait_not_with_the_countdown() {
+        let at = |start: &str, ahead: u64| -> Value {
+            serde_json::from_str(&format!(
+                r#"{{"state":"queued","queue_position":{ahead},"attempts":0,
+                    "waiting_for":"a is being drained first","eta":{{"start_at":"{start}"}}}}"#
+            ))
+            .unwrap()
+        };
+        let first = at("2026-11-27T18:00:12Z", 3);
+        assert_eq!(
+            status_key(&first),
+            status_key(&at("2026-11-27T18:00:11Z", 3))
+        );
+        assert_ne!(
+            status_key(&first),
+            status_key(&at("2026-11-27T18:00:12Z", 2))
+        );
     }
 
     #[test]

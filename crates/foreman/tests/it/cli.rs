@@ -223,7 +223,8 @@ async fn wait_reports_each_status_while_it_waits() {
             .expect("a status line while the job is held")
             .unwrap()
             .unwrap_or_else(|| panic!("stderr ended: {seen:?}"));
-        let running = line == format!("{id}: running (attempt 1)");
+        // The line goes on with the forecast end ("; finishes in ~10s").
+        let running = line.starts_with(&format!("{id}: running (attempt 1)"));
         seen.push(line);
         if running {
             break;

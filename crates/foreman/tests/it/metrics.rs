@@ -6,6 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine as _;
 
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -385,8 +389,30 @@ async fn the_metrics_page_parses_and_counts_the_workload_as_the_simulator_did() 
     foreman.stop().await;
 }
 
+/// A receiver of webhooks that answers 200 and counts what it got.
+async fn webhook_receiver() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, received, task)
+}
+
 #[tokio::test]
-async fn metrics_public_opens_the_metrics_page_alone() {
+async fn cancelled_jobs_and_webhooks_are_counted_and_metrics_public_opens_the_page_alone() {
     let flag = |flags: &[&str]| {
         foreman::config::ServeArgs::from_flags(flags)
             .unwrap()
@@ -396,20 +422,101 @@ async fn metrics_public_opens_the_metrics_page_alone() {
     };
     assert!(!flag(&[]), "off by default");
     assert!(flag(&["--metrics-public", "true"]));
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    );
     let foreman = TestForeman::start_with(fast_sim(), |config| {
         config.token = Some(TOKEN.into());
         config.metrics_public = true;
+        config.webhook_key = Some(foreman::webhook::decode_secret(&secret).unwrap());
+        config.webhook_allow_private_nets = foreman::webhook::parse_cidrs("127.0.0.0/8").unwrap();
     })
     .await;
     let client = client();
-    let (status, _, page) = scrape(&client, &foreman.url, None).await;
-    assert_eq!(status, 200);
-    parse(&page).await;
+    let (hook, received, receiver) = webhook_receiver().await;
+
+    // One job running (held at the target), one queued; both cancelled.
+    hold(&foreman.sim, true);
+    let mut ids = Vec::new();
+    for index in 0..2 {
+        let body = json!({"kind": "chat", "webhook": hook, "request": {"model": CHAT,
+            "messages": [{"role": "user", "content": format!("cancel me {index}")}]}});
+        let response = client
+            .post(format!("{}/jobs", foreman.url))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let job: Value = response.json().await.unwrap();
+        ids.push(job["id"].as_str().unwrap().to_string());
+        if index == 0 {
+            eventually("the first job to reach the target", async || {
+                foreman.sim.stats().held == 1
+            })
+            .await;
+        }
+    }
+    for id in ids.iter().rev() {
+        let response = client
+            .post(format!("{}/jobs/{id}/cancel", foreman.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    hold(&foreman.sim, false);
+
+    // Open without the token.
+    let mut families = None;
+    eventually("both cancels and both webhooks counted", async || {
+        let (status, _, page) = scrape(&client, &foreman.url, None).await;
+        assert_eq!(status, 200);
+        let parsed = parse(&page).await;
+        let finished = "foreman_jobs_finished_total";
+        let webhooks = "foreman_webhook_deliveries_total";
+        let done = parsed.value(
+            finished,
+            finished,
+            &[("kind", "chat"), ("outcome", "cancelled")],
+        ) == 2.0
+            && parsed.value(webhooks, webhooks, &[("outcome", "delivered")]) == 2.0;
+        families = Some(parsed);
+        done
+    })
+    .await;
+    let families = families.unwrap();
+    assert_eq!(received.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        families.sum("foreman_jobs_finished_total", "foreman_jobs_finished_total"),
+        2.0
+    );
+    assert_eq!(
+        families.value(
+            "foreman_queue_depth",
+            "foreman_queue_depth",
+            &[("model", CHAT)]
+        ),
+        0.0
+    );
+    assert_eq!(
+        families.value(
+            "foreman_job_run_seconds",
+            "foreman_job_run_seconds_count",
+            &[("model", CHAT)]
+        ),
+        1.0,
+        "only the job that ran has a run time"
+    );
     let response = client
         .get(format!("{}/foreman/status", foreman.url))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 401, "the status stays behind the token");
+    receiver.abort();
     foreman.stop().await;
 }

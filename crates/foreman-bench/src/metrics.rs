@@ -81,6 +81,22 @@ impl PassSummary {
     }
 }
 
+/// The sum of every sample of `name` (whatever its labels) on a Prometheus text page.
+pub fn exposition_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once('}')?.1,
+                None => rest,
+            };
+            // Another metric whose name starts with this one has no space here.
+            value.strip_prefix(' ')?.trim().parse::<f64>().ok()
+        })
+        .sum()
+}
+
 fn sum_counter(sim_stats: &[Value], key: &str) -> u64 {
     sim_stats
         .iter()
@@ -108,7 +124,7 @@ pub fn peaks_text(peaks: &[Option<u64>]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{PassSummary, peaks_text, percentile};
+    use super::{PassSummary, exposition_sum, peaks_text, percentile};
     use serde_json::json;
 
     #[test]
@@ -119,6 +135,20 @@ mod tests {
         assert_eq!(percentile(&values, 100.0), 100.0);
         assert_eq!(percentile(&[3.0, 1.0, 2.0], 50.0), 2.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn exposition_samples_are_summed_over_their_labels() {
+        let page = "# TYPE foreman_model_loads_total counter\n\
+                    foreman_model_loads_total{target=\"a\",model=\"m\"} 2\n\
+                    foreman_model_loads_total{target=\"b\",model=\"n}\"} 3\n\
+                    foreman_model_loads_avoided_total 7\n";
+        assert_eq!(exposition_sum(page, "foreman_model_loads_total"), 5.0);
+        assert_eq!(
+            exposition_sum(page, "foreman_model_loads_avoided_total"),
+            7.0
+        );
+        assert_eq!(exposition_sum(page, "foreman_model_loads"), 0.0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::chart::{self, PassTimeline};
 use crate::driver::{Driver, Planned, Record, progress};
 use crate::ledger::Ledger;
-use crate::metrics::{PassSummary, percentile};
+use crate::metrics::{self, PassSummary, percentile};
 use crate::procs::{Binaries, resident_bytes};
 use crate::targets::{Comparison, Scale, Target, Targets};
 
@@ -130,6 +130,8 @@ pub(crate) struct Pass {
     ledger: Option<Ledger>,
     /// Each simulator's `/sim/stats` at the end of the pass, in target order.
     pub sim_stats: Vec<Value>,
+    /// foreman's `/metrics` page at the end of the pass; `None` for a direct pass.
+    pub metrics: Option<String>,
 }
 
 impl Pass {
@@ -152,6 +154,19 @@ impl Pass {
             self.summary.requests,
         )
     }
+}
+
+/// foreman's Prometheus page.
+async fn scrape_metrics(url: &str, token: Option<&str>) -> Result<String> {
+    let mut request = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!("{url}/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?.error_for_status()?;
+    Ok(response.text().await?)
 }
 
 /// How long foreman gets to exit after SIGTERM once a pass is over.
@@ -227,6 +242,13 @@ impl Bench {
             running.push(self.binaries.start_sim(&setup.args).await?);
         }
         let mut started_foreman = None;
+        let token = foreman.and_then(|setup| {
+            setup
+                .env
+                .iter()
+                .find(|(name, _)| name == "FOREMAN_TOKEN")
+                .map(|(_, value)| value.clone())
+        });
         let urls: Vec<String> = match foreman {
             Some(setup) => {
                 let database = self.scratch.path().join(format!("{label}-{}.db", unique()));
@@ -275,8 +297,15 @@ impl Bench {
         }
         // foreman commits outcomes after the answers: let it finish and exit before
         // its database is read.
+        let mut scraped = None;
         let ledger = match started_foreman {
             Some((foreman, database)) => {
+                // Its own account of the pass, as an operator's Prometheus would read it.
+                scraped = Some(
+                    scrape_metrics(&foreman.url, token.as_deref())
+                        .await
+                        .with_context(|| format!("reading foreman's /metrics after {label}"))?,
+                );
                 foreman
                     .terminate(EXIT_WITHIN)
                     .await
@@ -296,6 +325,7 @@ impl Bench {
             warmup_ok,
             ledger,
             sim_stats,
+            metrics: scraped,
         })
     }
 
@@ -535,10 +565,31 @@ impl Bench {
         );
         targets.no_errors(&[direct.errors(), through.errors()]);
         committed(&mut targets, &through);
+        let page = through.metrics.as_deref().unwrap_or_default();
+        let counted_loads = metrics::exposition_sum(page, "foreman_model_loads_total");
+        let avoided = metrics::exposition_sum(page, "foreman_model_loads_avoided_total");
+        targets.check(
+            "loads on foreman's /metrics equal the simulator's",
+            counted_loads,
+            Comparison::Equal,
+            through.summary.loads as f64,
+            "loads",
+            Scale::Independent,
+            format!(
+                "foreman_model_loads_total {counted_loads}, the simulator's loads_total {}",
+                through.summary.loads
+            ),
+        );
         let findings = vec![
             format!(
                 "swaps: {} straight, {} through foreman ({swaps_ratio:.1}x fewer)",
                 direct.summary.swaps, through.summary.swaps
+            ),
+            format!(
+                "/metrics after the pass: {counted_loads} loads made (the simulator counted {}) and {avoided} avoided (jobs arrival order would have loaded a model for, started on a loaded one), {} in all; straight to the simulator, {} loads",
+                through.summary.loads,
+                counted_loads + avoided,
+                direct.summary.loads
             ),
             format!(
                 "makespan: {:.1} s straight, {:.1} s through foreman ({makespan_ratio:.2}x shorter)",

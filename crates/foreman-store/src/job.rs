@@ -300,6 +300,16 @@ pub struct QueueHead {
     pub depth: u64,
 }
 
+/// The queued jobs of one model at one priority (see `Store::queue_summary`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueGroup {
+    pub model: String,
+    pub priority: i32,
+    pub count: u64,
+    /// `created_at` of the group's oldest job.
+    pub oldest_created_at: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 //!
 //! The `testing` feature exposes [`testsuite`], the behaviours every backend must pass.
 
+mod commit_times;
 mod error;
 mod job;
 mod ops;
@@ -25,8 +26,11 @@ mod webhook;
 
 use std::path::{Path, PathBuf};
 
+pub use commit_times::{COMMIT_BUCKETS, CommitTimes, CommitTimesSnapshot};
 pub use error::{Error, Result};
-pub use job::{Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueHead};
+pub use job::{
+    Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
+};
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 pub use queue_index::QueuedJob;
 pub use sqlite::{BackupReport, SqliteStore};
@@ -174,6 +178,22 @@ impl Store {
     pub async fn queue_depth(&self) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.queue_depth().await,
+        }
+    }
+
+    /// Queued jobs (eligible or not) grouped by model and priority, with each group's
+    /// oldest `created_at`; ordered by model, then priority, highest first. Reads only
+    /// the queued rows (a partial index), for the operator views.
+    pub async fn queue_summary(&self) -> Result<Vec<QueueGroup>> {
+        match self {
+            Store::Sqlite(store) => store.queue_summary().await,
+        }
+    }
+
+    /// How long the store's commits took so far (see [`CommitTimes`]).
+    pub fn commit_times(&self) -> CommitTimesSnapshot {
+        match self {
+            Store::Sqlite(store) => store.commit_times(),
         }
     }
 

@@ -600,3 +600,61 @@ async fn finished_jobs_with_a_webhook_fill_the_outbox() {
     assert_eq!(payload["type"], "job.cancelled");
     store.close().await;
 }
+
+/// The operator views' summary: queued jobs (eligible or not) per model and priority,
+/// with the oldest of each; running jobs are not queued. And every commit is timed.
+#[tokio::test]
+async fn the_queue_summary_groups_queued_jobs_and_commits_are_timed() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let before = store.commit_times().count;
+    let mut ids = Vec::new();
+    for (index, (model, priority)) in [("b", 0), ("a", 0), ("a", 5), ("a", 0), ("b", 0)]
+        .into_iter()
+        .enumerate()
+    {
+        let enqueued = store
+            .enqueue(new_job(model, priority), T0 + index as i64)
+            .await
+            .unwrap();
+        ids.push(enqueued.job.id);
+    }
+    // The first job of b runs: it leaves the queue, and b's oldest is its second.
+    let claimed = store
+        .claim(foreman_store::ClaimParams {
+            id: ids[0],
+            owner: "instance/gpu/0".into(),
+            target: "gpu".into(),
+            now: T0 + 10,
+            lease_for_ms: 30_000,
+        })
+        .await
+        .unwrap();
+    assert!(claimed.is_some());
+    let summary: Vec<(String, i32, u64, i64)> = store
+        .queue_summary()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|group| {
+            (
+                group.model,
+                group.priority,
+                group.count,
+                group.oldest_created_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a".to_string(), 5, 1, T0 + 2),
+            ("a".to_string(), 0, 2, T0 + 1),
+            ("b".to_string(), 0, 1, T0 + 4),
+        ]
+    );
+    let times = store.commit_times();
+    assert!(times.count >= before + 6, "five enqueues and a claim");
+    assert_eq!(times.buckets.iter().sum::<u64>(), times.count);
+    store.close().await;
+}

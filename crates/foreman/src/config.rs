@@ -58,6 +58,16 @@ pub struct ServeArgs {
     /// read if it exists.
     #[arg(long, env = "FOREMAN_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<std::path::PathBuf>,
+    /// Serve GET /metrics without the token (for a Prometheus that scrapes without
+    /// credentials); every other route still needs it.
+    #[arg(
+        long,
+        env = "FOREMAN_METRICS_PUBLIC",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = boolean
+    )]
+    pub metrics_public: bool,
     /// Attempts per job before it fails (retryable errors only: connection, timeout, 429, 502, 503, 504).
     #[arg(long, env = "FOREMAN_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
@@ -324,6 +334,8 @@ pub struct Config {
     pub simulate: bool,
     pub database: String,
     pub token: Option<String>,
+    /// `/metrics` answers without the token.
+    pub metrics_public: bool,
     pub max_attempts: u32,
     pub job_ttl: Duration,
     pub poll_interval: Duration,
@@ -589,6 +601,7 @@ impl ServeArgs {
             simulate: self.simulate,
             database,
             token,
+            metrics_public: self.metrics_public,
             max_attempts: self.max_attempts,
             job_ttl: self.job_ttl,
             poll_interval: self.poll_interval,
@@ -1018,7 +1031,7 @@ mod tests {
             assert!(parse("maybe").is_err(), "--{long} takes maybe");
             checked.push(long);
         }
-        assert_eq!(checked, ["simulate", "allow-model-management"]);
+        assert_eq!(checked, ["simulate", "metrics-public", "allow-model-management"]);
         assert_eq!(boolean(" Yes "), Ok(true));
         assert_eq!(boolean("off"), Ok(false));
         assert!(boolean("2").is_err());

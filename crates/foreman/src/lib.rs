@@ -20,9 +20,11 @@ pub mod hub;
 pub mod janitor;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod model_name;
 pub mod runner;
 pub mod scheduler;
+pub mod status_cli;
 pub mod targets;
 pub mod upstream;
 pub mod webhook;
@@ -90,6 +92,7 @@ pub async fn serve(
     let running = Arc::new(RunningJobs::default());
     let wake = Arc::new(Notify::new());
     let finished = Arc::new(Notify::new());
+    let metrics = Arc::new(metrics::Metrics::default());
     let mut tasks = tokio::task::JoinSet::new();
     for target in targets.all() {
         tasks.spawn(target.inventory.clone().run(shutdown.clone()));
@@ -108,6 +111,7 @@ pub async fn serve(
         running.clone(),
         &settings,
         wake.clone(),
+        metrics.clone(),
     ));
     let runners = Runners {
         store: store.clone(),
@@ -116,6 +120,7 @@ pub async fn serve(
         running: running.clone(),
         wake: wake.clone(),
         finished: finished.clone(),
+        metrics: metrics.clone(),
         settings,
         dispatcher: job_dispatcher.clone(),
     };
@@ -133,6 +138,7 @@ pub async fn serve(
             max_attempts: config.webhook_max_attempts,
             timeout: config.webhook_timeout,
             wake: finished.clone(),
+            metrics: metrics.clone(),
         };
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
@@ -148,6 +154,7 @@ pub async fn serve(
         wake,
         dispatcher: job_dispatcher,
         show_cache: Arc::default(),
+        metrics,
         shutdown: shutdown.clone(),
     };
     logging::log_start(&state.config, &database);

@@ -1,7 +1,8 @@
 //! The `foreman` binary. `foreman serve` parses the settings, sets up logging, binds
 //! the listener, optionally starts built-in simulators (one per `sim` target), and runs
 //! [`foreman::serve`] until SIGINT or SIGTERM; `foreman jobs ...` is the client of a
-//! running daemon's jobs API ([`foreman::cli`]).
+//! running daemon's jobs API ([`foreman::cli`]), `foreman status` its operator view
+//! ([`foreman::status_cli`]).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Submit, inspect, wait for and cancel async jobs on a running daemon.
     Jobs(Box<foreman::cli::JobsArgs>),
+    /// Show a running daemon's targets, what they have loaded and run, and the queue.
+    Status(foreman::status_cli::StatusArgs),
     /// Print a shell completion script.
     Completions(foreman::cli::CompletionsArgs),
     /// Print the man page (roff).
@@ -49,6 +52,10 @@ fn main() -> ExitCode {
         Command::Jobs(jobs) => {
             let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
             return runtime.block_on(foreman::cli::run(*jobs));
+        }
+        Command::Status(status) => {
+            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+            return runtime.block_on(foreman::status_cli::run(status));
         }
         Command::Completions(args) => {
             return foreman::cli::completions(<Cli as clap::CommandFactory>::command(), args.shell);

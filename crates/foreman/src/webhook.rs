@@ -332,6 +332,8 @@ pub struct Dispatcher {
     pub timeout: Duration,
     /// Rung when jobs finish (their deliveries may be due now).
     pub wake: Arc<Notify>,
+    /// Counts each attempt's outcome.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Dispatcher {
@@ -440,6 +442,7 @@ impl Dispatcher {
             },
         };
         tracing::info!(delivery = %delivery.id, job = %delivery.job_id, attempt = number, ?status, ?outcome, "webhook attempt");
+        self.metrics.webhook_attempt(&outcome);
         match self
             .store
             .record_webhook_attempt(&delivery.id, &attempt, outcome)

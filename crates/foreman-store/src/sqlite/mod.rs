@@ -23,8 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Params, Row};
 
+use crate::commit_times::{CommitTimes, CommitTimesSnapshot};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobFailure, JobId, NewJob, QueueHead};
+use crate::job::{Job, JobFailure, JobId, NewJob, QueueGroup, QueueHead};
 use crate::ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 use crate::queue_index::QueuedJob;
 use mirror::Mirror;
@@ -66,6 +67,8 @@ pub struct SqliteStore {
     /// Mints ids from the caller's `now`, strictly increasing within this store, so ids sort
     /// in enqueue order even within one millisecond.
     ids: Arc<Mutex<ulid::Generator>>,
+    /// How long the writer's commits take, recorded by the writer thread.
+    commit_times: Arc<CommitTimes>,
 }
 
 /// The connection settings the store depends on, as SQLite reports them on the writer.
@@ -102,7 +105,8 @@ impl SqliteStore {
             }
         };
         let mirror = Mirror::load(&conn)?;
-        let writer = Writer::spawn(conn)
+        let commit_times = Arc::new(CommitTimes::default());
+        let writer = Writer::spawn(conn, commit_times.clone())
             .map_err(|e| Error::Write(format!("cannot start the writer thread: {e}")))?;
         let readers = Readers::new(path.clone(), BUSY_TIMEOUT);
         readers.prime()?;
@@ -113,6 +117,7 @@ impl SqliteStore {
             path,
             writer,
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
+            commit_times,
         })
     }
 
@@ -333,6 +338,31 @@ impl SqliteStore {
                 Ok(count(depth))
             })
             .await
+    }
+
+    /// See [`Store::queue_summary`](crate::Store::queue_summary).
+    pub async fn queue_summary(&self) -> Result<Vec<QueueGroup>> {
+        self.readers
+            .read(|conn| {
+                let mut statement = conn.prepare_cached(queries::QUEUE_SUMMARY)?;
+                let groups = statement
+                    .query_map([], |row| {
+                        Ok(QueueGroup {
+                            model: row.get(0)?,
+                            priority: row.get(1)?,
+                            count: count(row.get(2)?),
+                            oldest_created_at: row.get(3)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(groups)
+            })
+            .await
+    }
+
+    /// See [`Store::commit_times`](crate::Store::commit_times).
+    pub fn commit_times(&self) -> CommitTimesSnapshot {
+        self.commit_times.snapshot()
     }
 
     /// See [`Store::queue_position`](crate::Store::queue_position).

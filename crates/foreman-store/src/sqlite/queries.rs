@@ -30,6 +30,15 @@ pub(super) const QUEUED_JOBS: &str = "
 
 pub(super) const QUEUE_DEPTH: &str = "SELECT count(*) FROM jobs WHERE state = 'queued'";
 
+/// Queued jobs per model and priority, with the oldest of each: a pass over the partial
+/// index of queued jobs, never the table.
+pub(super) const QUEUE_SUMMARY: &str = "
+    SELECT model, priority, count(*), min(created_at)
+    FROM jobs INDEXED BY jobs_queued_by_model
+    WHERE state = 'queued'
+    GROUP BY model, priority
+    ORDER BY model, priority DESC";
+
 /// How many queued jobs rank before ?1 in plain priority-then-age order; no row if ?1 is not
 /// queued. Split into three counts so each is one range of the queue-order index.
 pub(super) const QUEUE_POSITION: &str = "

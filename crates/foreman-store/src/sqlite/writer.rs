@@ -18,11 +18,13 @@
 //! order on disk is kept.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use crate::commit_times::CommitTimes;
 use crate::error::{Error, Result};
 
 /// Most writes one transaction takes.
@@ -98,12 +100,13 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`, which must be set to `synchronous=FULL`.
-    pub(super) fn spawn(conn: Connection) -> std::io::Result<Writer> {
+    /// Starts the writer thread on `conn`, which must be set to `synchronous=FULL`;
+    /// it adds the duration of each commit to `times`.
+    pub(super) fn spawn(conn: Connection, times: Arc<CommitTimes>) -> std::io::Result<Writer> {
         let (sender, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("foreman-sqlite-writer".to_owned())
-            .spawn(move || run(conn, receiver))?;
+            .spawn(move || run(conn, receiver, &times))?;
         Ok(Writer { sender })
     }
 
@@ -135,7 +138,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, receiver: mpsc::Receiver<Message>) {
+fn run(conn: Connection, receiver: mpsc::Receiver<Message>, times: &CommitTimes) {
     let mut synchronous = Durability::Durable;
     while let Ok(first) = receiver.recv() {
         let mut batch = Vec::new();
@@ -152,7 +155,7 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Message>) {
             }
         }
         if !batch.is_empty() {
-            commit(&conn, batch, &mut synchronous);
+            commit(&conn, batch, &mut synchronous, times);
         }
         if let Some(done) = close {
             if let Err((_, error)) = conn.close() {
@@ -165,7 +168,12 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Message>) {
 }
 
 /// Runs one batch in one transaction and answers every caller in it.
-fn commit(conn: &Connection, batch: Vec<Request>, synchronous: &mut Durability) {
+fn commit(
+    conn: &Connection,
+    batch: Vec<Request>,
+    synchronous: &mut Durability,
+    times: &CommitTimes,
+) {
     let wanted = if batch.iter().any(|r| r.durability == Durability::Durable) {
         Durability::Durable
     } else {
@@ -189,7 +197,10 @@ fn commit(conn: &Connection, batch: Vec<Request>, synchronous: &mut Durability) 
     for request in batch {
         answers.push(run_in_savepoint(conn, request.operation));
     }
-    match execute_cached(conn, "COMMIT") {
+    let committing = Instant::now();
+    let committed = execute_cached(conn, "COMMIT");
+    times.record(committing.elapsed());
+    match committed {
         Ok(_) => {
             for answer in answers {
                 answer(Ok(()));

@@ -1,4 +1,6 @@
-//! Optional bearer-token authentication on every route but `/healthz` and `/readyz`.
+//! Optional bearer-token authentication on every route but `/healthz`, `/readyz`, the
+//! dashboard's page `/ui` (it holds no data; its calls carry the token), and
+//! `/metrics` when `FOREMAN_METRICS_PUBLIC` is set.
 //!
 //! The token comes as `Authorization: Bearer ...`, the scheme in any case (`bearer`,
 //! `BEARER`: RFC 7235 makes auth schemes case-insensitive); on Anthropic's Messages
@@ -18,8 +20,12 @@ use subtle::ConstantTimeEq;
 use super::error::Flavor;
 use super::{ApiError, AppState};
 
-/// The routes open without a token, for load balancers and supervisors.
-const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+/// Open without a token: the health and readiness checks, for load balancers and
+/// supervisors, and the dashboard's page.
+const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/ui"];
+
+/// Open without a token when `FOREMAN_METRICS_PUBLIC` says so.
+const METRICS_PATH: &str = "/metrics";
 
 /// Where Anthropic's clients put their key.
 const ANTHROPIC_KEY_HEADER: &str = "x-api-key";
@@ -32,7 +38,8 @@ pub async fn require_token(
     let Some(expected) = state.config.token.as_deref() else {
         return next.run(request).await;
     };
-    if PUBLIC_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if PUBLIC_PATHS.contains(&path) || (path == METRICS_PATH && state.config.metrics_public) {
         return next.run(request).await;
     }
     let flavor = Flavor::for_path(request.uri().path());

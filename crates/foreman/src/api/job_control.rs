@@ -83,7 +83,8 @@ pub(super) async fn cancel_job(
         CancelOutcome::Requested(_) => {
             state.running.cancel(id);
         }
-        CancelOutcome::Cancelled(_) => {
+        CancelOutcome::Cancelled(job) => {
+            state.metrics.finished(job);
             // Nothing else tells this job's callers and waiters: no runner had it.
             state.hub.finish(id, Outcome::Cancelled);
             state.hub.job_changed(id);

@@ -394,6 +394,7 @@ pub async fn submit(
         )
             .into_response());
     }
+    state.metrics.enqueued(&enqueued.job);
     state.wake.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,

@@ -17,7 +17,9 @@
 //!   `/v1/embeddings`, `/v1/models` direct ([`openai`]); OpenAI's Responses API,
 //!   `/v1/responses`, queued ([`responses`]);
 //! - Anthropic's Messages API: `/v1/messages`, queued ([`anthropic`]);
-//! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, events, cancel ([`jobs`]).
+//! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, events, cancel ([`jobs`]);
+//! - the operator's views: `GET /metrics` (Prometheus), `GET /foreman/status` and the
+//!   dashboard `GET /ui` ([`observe`]).
 //!
 //! Every route, `/healthz` included, is behind Ollama's Host and Origin guard
 //! ([`origin_guard`]), as every route of Ollama is.
@@ -31,6 +33,7 @@ mod health;
 mod job_control;
 mod jobs;
 mod listing;
+mod observe;
 mod openai;
 pub mod origin_guard;
 mod query;
@@ -73,6 +76,8 @@ pub struct AppState {
     pub dispatcher: Arc<crate::runner::Dispatcher>,
     /// `/api/show` answers by request body.
     pub show_cache: Arc<show_cache::ShowCache>,
+    /// Counters and recent history for `/metrics`, `/foreman/status` and `/ui`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub shutdown: CancellationToken,
 }
 
@@ -80,6 +85,7 @@ pub struct AppState {
 impl AppState {
     /// The state of a foreman with no runners, for unit tests of the routes.
     pub(crate) fn for_test(config: Config, store: Store, targets: Arc<Targets>) -> AppState {
+        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
         let running = Arc::new(RunningJobs::default());
         let wake = Arc::new(Notify::new());
         let dispatcher = Arc::new(crate::runner::Dispatcher::new(
@@ -88,6 +94,7 @@ impl AppState {
             running.clone(),
             &crate::runner::RunnerSettings::from_config(&config),
             wake.clone(),
+            metrics.clone(),
         ));
         AppState {
             config: Arc::new(config),
@@ -98,6 +105,7 @@ impl AppState {
             wake,
             dispatcher,
             show_cache: Arc::default(),
+            metrics,
             shutdown: CancellationToken::new(),
         }
     }
@@ -136,6 +144,9 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/artifacts/{name}", get(jobs::artifact))
         .route("/openapi.json", get(listing::openapi))
         .route("/foreman/targets", get(listing::targets))
+        .route("/foreman/status", get(observe::status))
+        .route("/metrics", get(observe::metrics))
+        .route("/ui", get(observe::dashboard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -119,7 +119,7 @@ pub(super) async fn run_queued(
     let (payload, load_options) = job_control::queued_body(&state, kind, &model, &body.fields, raw);
     let id = JobId::generate();
     let mut subscription = state.hub.open(id);
-    state
+    let enqueued = state
         .store
         .enqueue_within(
             NewJob {
@@ -139,6 +139,7 @@ pub(super) async fn run_queued(
             state.config.max_queue,
         )
         .await?;
+    state.metrics.enqueued(&enqueued.job);
     state.wake.notify_waiters();
     let mut guard = CancelOnDrop {
         state: state.clone(),

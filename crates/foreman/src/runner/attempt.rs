@@ -107,6 +107,7 @@ pub struct AttemptSettings {
 pub(super) struct Attempts {
     pub store: Store,
     pub hub: Arc<Hub>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub settings: AttemptSettings,
 }
 
@@ -124,6 +125,7 @@ impl Attempts {
         self.hub.start(job.id, &answer.content_type);
         let mut aggregator = Aggregator::default();
         let mut whole = Vec::new();
+        let mut awaiting_first_output = true;
         // From the chunk that ends the answer on, nothing is relayed before the
         // outcome is committed (see the module doc).
         let mut held: Option<Vec<u8>> = None;
@@ -134,6 +136,9 @@ impl Attempts {
                 Err(_) if aggregator.ended() => break,
                 Err(error) => return Attempt::Failed(error),
             };
+            if std::mem::take(&mut awaiting_first_output) {
+                self.metrics.first_token(job, now_ms());
+            }
             if !streaming {
                 // A single JSON object is passed on only once complete, so a broken
                 // connection mid-body can still be retried.
@@ -230,7 +235,8 @@ impl Attempts {
             }
         };
         match stored {
-            Ok(Some(_)) => {}
+            // Counted, and logged in one `info` line, when the job is now terminal.
+            Ok(Some(job)) => self.metrics.finished(&job),
             Ok(None) => {
                 tracing::warn!(job = %id, attempt = number, owner, "the job changed hands; outcome dropped")
             }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::RunnerSettings;
 use super::running::RunningJobs;
 use crate::clock::now_ms;
+use crate::metrics::Metrics;
 use crate::scheduler::forecast::{
     self, Durations, Estimate, Forecast, MAX_FORECAST_JOBS, RunningJob,
 };
@@ -75,6 +76,7 @@ pub struct Dispatcher {
     forecast: Mutex<Option<Arc<Forecast>>>,
     /// Rung (all waiters) after every dispatch and every job's end.
     pub wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -85,6 +87,7 @@ impl Dispatcher {
         running: Arc<RunningJobs>,
         settings: &RunnerSettings,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> Dispatcher {
         let now = now_ms();
         let capacity = Capacity::new(
@@ -119,6 +122,7 @@ impl Dispatcher {
             }),
             forecast: Mutex::new(None),
             wake,
+            metrics,
         }
     }
 
@@ -169,6 +173,9 @@ impl Dispatcher {
                 }
             };
             let state = &mut capacity.targets[target];
+            let load = !state.is_resident(&decision.key);
+            self.metrics
+                .dispatched(name, &decision.key.to_string(), &job, load, now);
             dispatched.insert(
                 job.id,
                 RunningJob {
@@ -176,7 +183,7 @@ impl Dispatcher {
                     target,
                     key: decision.key.clone(),
                     started_at: now,
-                    loaded: !state.is_resident(&decision.key),
+                    loaded: load,
                 },
             );
             state.start(&decision.key, decision.evict.as_ref(), now);
@@ -288,5 +295,13 @@ fn publish(targets: &Targets, target: usize, state: &TargetState) {
     targets.all()[target].publish_load(TargetLoad {
         resident: state.resident().map(LoadKey::to_string).collect(),
         running: state.running_total(),
+        running_by_key: {
+            let mut keys: Vec<(String, usize)> = state
+                .running_keys()
+                .map(|(key, count)| (key.to_string(), count))
+                .collect();
+            keys.sort();
+            keys
+        },
     });
 }

@@ -30,6 +30,7 @@ use self::attempt::{Attempt, Attempts};
 pub use self::dispatch::{Assignment, Dispatcher};
 pub use self::running::RunningJobs;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::targets::{Target, Targets};
 
 /// How often an idle runner looks at the queue even without a wake-up.
@@ -78,6 +79,7 @@ pub struct Runners {
     /// for the webhook dispatcher; a job's own waiters are woken through the hub
     /// ([`Hub::job_changed`]).
     pub finished: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
     pub settings: RunnerSettings,
     /// Decides and claims for every runner (see [`Dispatcher`]); shared with the API
     /// for its forecasts.
@@ -94,6 +96,7 @@ struct Shared {
     wake: Arc<Notify>,
     settings: RunnerSettings,
     store: Store,
+    metrics: Arc<Metrics>,
 }
 
 impl Runners {
@@ -105,6 +108,7 @@ impl Runners {
             attempts: Attempts {
                 store: self.store.clone(),
                 hub: self.hub.clone(),
+                metrics: self.metrics.clone(),
                 settings: self.settings.attempt.clone(),
             },
             running: self.running.clone(),
@@ -113,6 +117,7 @@ impl Runners {
             wake: self.wake.clone(),
             settings: self.settings.clone(),
             store: self.store.clone(),
+            metrics: self.metrics.clone(),
         });
         let records = TaskTracker::new();
         let mut runners = tokio::task::JoinSet::new();
@@ -218,6 +223,7 @@ impl Runner {
             _ = grace_over => Attempt::Interrupted,
         };
         heartbeat.abort();
+        shared.metrics.run_ended(job.id, crate::clock::now_ms());
         if let Attempt::TargetDown(reason) = &attempt {
             inventory.mark_unreachable(reason);
         }

@@ -77,6 +77,11 @@ impl TargetState {
         self.running.get(key).copied().unwrap_or(0)
     }
 
+    /// The keys with jobs running here, and how many each.
+    pub fn running_keys(&self) -> impl Iterator<Item = (&LoadKey, usize)> {
+        self.running.iter().map(|(key, count)| (key, *count))
+    }
+
     pub fn running_total(&self) -> usize {
         self.running.values().sum()
     }

@@ -31,6 +31,8 @@ pub struct TargetLoad {
     pub resident: Vec<String>,
     /// Jobs running on it now.
     pub running: usize,
+    /// Jobs running now by load key (named as in `resident`), in key order.
+    pub running_by_key: Vec<(String, usize)>,
 }
 
 /// One Ollama server.

@@ -169,8 +169,10 @@ __stop() {
   pid=$(cat "$RUN/server.pid" 2>/dev/null) || return 0
   rm -f "$RUN/server.pid"
   kill -TERM -- "-$pid" 2>/dev/null || return 0
+  # The whole process group: foreman outlives the shell that started it while it
+  # shuts down, and still holds its port and writes its last lines.
   for _ in $(seq 600); do
-    __alive "$pid" || return 0
+    kill -0 -- "-$pid" 2>/dev/null || return 0
     sleep 0.1
   done
   echo "readme: foreman did not stop within 60 s after SIGTERM" >&2
@@ -179,15 +181,18 @@ __stop() {
 }
 __server() {
   __stop
-  local log="$RUN/server.log" pid url=""
-  : >"$log"
+  # A log of its own for each start (server.log names the latest), so a foreman
+  # still writing its last lines cannot write into the next one's.
+  local log pid url=""
+  log=$(mktemp "$RUN/server-XXXX.log")
+  ln -sf "$log" "$RUN/server.log"
   set -m
   eval "$1" >"$log" 2>&1 </dev/null &
   pid=$!
   set +m
   echo "$pid" >"$RUN/server.pid"
   for _ in $(seq 600); do
-    url=$(grep -o -m1 'listening on http://[][0-9A-Za-z.:-]*' "$log" | sed 's/^listening on //') || true
+    url=$(grep -a -o -m1 'listening on http://[][0-9A-Za-z.:-]*' "$log" | sed 's/^listening on //') || true
     if [ -n "$url" ] && curl -s -o /dev/null "$url/healthz"; then
       echo "readme: foreman started as: $1 (at $url)" >&2
       return 0

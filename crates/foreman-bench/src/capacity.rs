@@ -266,6 +266,7 @@ impl Bench {
         let foreman = ForemanSetup {
             env: Vec::new(),
             announce_targets: true,
+            sample_eta: false,
         };
         let plan = Plan::Closed(interleaved_plan(models, &scale));
         let (direct, through) = self.both_on(name, &sims, &foreman, &[], plan).await?;
@@ -363,6 +364,7 @@ impl Bench {
         let foreman = ForemanSetup {
             env: Vec::new(),
             announce_targets: true,
+            sample_eta: false,
         };
         let plan = Plan::Closed(interleaved_plan(&models, &scale));
         let (direct, through) = self.both_on("targets", &sims, &foreman, &[], plan).await?;
@@ -490,6 +492,7 @@ impl Bench {
         let foreman = ForemanSetup {
             env: vec![("FOREMAN_PIN_OPTIONS".into(), pin.clone())],
             announce_targets: true,
+            sample_eta: false,
         };
         let unloads_after = |client: usize| client % 12 == 11;
         let plan: Vec<Vec<Planned>> = (0..scale.clients)

@@ -1,10 +1,9 @@
 //! What foreman's database holds once a pass is over and foreman has exited.
 //!
-//! Outcomes are committed after the caller's answer, so the answers alone do not
-//! show that every job was recorded; this reads the file foreman left behind. It
-//! opens it read-only with its own connection, so the check does not go through
-//! the store code it checks, and it reads only the columns the job table documents
-//! (`state`, `model`, `created_at`, `started_at`).
+//! The answers alone do not show that every job was recorded; this reads the file
+//! foreman left behind. It opens it read-only with its own connection, so the check
+//! does not go through the store code it checks, and it reads only the columns the
+//! job table documents (`id`, `state`, `model`, `created_at`, `started_at`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +15,7 @@ use serde::Serialize;
 /// One job's row, as far as the benchmark needs it.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobRow {
+    pub id: String,
     pub model: String,
     pub state: String,
     /// Unix milliseconds.
@@ -68,14 +68,15 @@ fn read_blocking(path: &Path) -> Result<Ledger> {
     )
     .with_context(|| format!("opening {} read-only", path.display()))?;
     let mut statement =
-        conn.prepare("SELECT model, state, created_at, started_at FROM jobs ORDER BY id")?;
+        conn.prepare("SELECT id, model, state, created_at, started_at FROM jobs ORDER BY id")?;
     let jobs = statement
         .query_map([], |row| {
             Ok(JobRow {
-                model: row.get(0)?,
-                state: row.get(1)?,
-                created_at: row.get(2)?,
-                started_at: row.get(3)?,
+                id: row.get(0)?,
+                model: row.get(1)?,
+                state: row.get(2)?,
+                created_at: row.get(3)?,
+                started_at: row.get(4)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()

@@ -12,6 +12,7 @@
 mod capacity;
 mod chart;
 mod driver;
+mod eta;
 mod hostile;
 mod ledger;
 mod metrics;

@@ -48,6 +48,8 @@ pub(crate) struct ForemanSetup {
     /// Tell foreman of every simulator with its slots and places through
     /// `FOREMAN_TARGETS`; otherwise it knows only `FOREMAN_OLLAMA_URL`, the first.
     pub announce_targets: bool,
+    /// Sample the queued jobs' start forecasts during the pass ([`crate::eta`]).
+    pub sample_eta: bool,
 }
 
 /// A simulator's name in `FOREMAN_TARGETS` and in the charts.
@@ -132,6 +134,8 @@ pub(crate) struct Pass {
     pub sim_stats: Vec<Value>,
     /// foreman's `/metrics` page at the end of the pass; `None` for a direct pass.
     pub metrics: Option<String>,
+    /// How well foreman foretold the queued jobs' starts, when sampled.
+    pub eta: Option<crate::eta::Accuracy>,
 }
 
 impl Pass {
@@ -276,6 +280,10 @@ impl Bench {
             warmup_ok = records.iter().filter(|r| r.ok()).count();
         }
         let bar = progress(label, plan.len() as u64);
+        let (stop_sampling, sampling) = tokio::sync::watch::channel(false);
+        let sampler = foreman
+            .filter(|setup| setup.sample_eta)
+            .map(|_| tokio::spawn(crate::eta::sample(urls[0].clone(), token.clone(), sampling)));
         let driver = Driver::spread(urls, bar.clone());
         let records = match plan {
             Plan::Closed(lists) => driver.closed_loop(lists).await,
@@ -283,6 +291,11 @@ impl Bench {
             Plan::Mixed { closed, open } => driver.mixed(closed, open).await,
         };
         bar.finish();
+        stop_sampling.send_replace(true);
+        let samples = match sampler {
+            Some(task) => task.await.context("the forecast sampler stopped")?,
+            None => Vec::new(),
+        };
         let mut sim_stats = Vec::with_capacity(running.len());
         let mut events = Vec::new();
         for (index, sim) in running.iter().enumerate() {
@@ -317,6 +330,9 @@ impl Bench {
         for sim in running {
             sim.stop().await;
         }
+        let eta = ledger
+            .as_ref()
+            .and_then(|ledger| crate::eta::accuracy(&samples, ledger));
         let summary = PassSummary::new(label, &records, &sim_stats);
         Ok(Pass {
             summary,
@@ -326,6 +342,7 @@ impl Bench {
             ledger,
             sim_stats,
             metrics: scraped,
+            eta,
         })
     }
 
@@ -339,6 +356,20 @@ impl Bench {
         warmup: &[Planned],
         plan: Plan,
     ) -> Result<(Pass, Pass)> {
+        self.both_sampled(label, sim_args, foreman_env, warmup, plan, false)
+            .await
+    }
+
+    /// [`Bench::both`], sampling foreman's start forecasts when `sample_eta`.
+    async fn both_sampled(
+        &self,
+        label: &str,
+        sim_args: &[String],
+        foreman_env: &[(String, String)],
+        warmup: &[Planned],
+        plan: Plan,
+        sample_eta: bool,
+    ) -> Result<(Pass, Pass)> {
         let sims = [SimSetup {
             args: sim_args.to_vec(),
             slots: 1,
@@ -347,6 +378,7 @@ impl Bench {
         let foreman = ForemanSetup {
             env: foreman_env.to_vec(),
             announce_targets: false,
+            sample_eta,
         };
         self.both_on(label, &sims, &foreman, warmup, plan).await
     }
@@ -502,7 +534,9 @@ impl Bench {
                 })
                 .collect(),
         );
-        let (direct, through) = self.both("interleaved", &sim_args, &[], &[], plan).await?;
+        let (direct, through) = self
+            .both_sampled("interleaved", &sim_args, &[], &[], plan, true)
+            .await?;
         let load_sum: f64 = loads.iter().map(|l| parse_ms(l)).sum();
         let generation: f64 = through
             .records
@@ -580,7 +614,7 @@ impl Bench {
                 through.summary.loads
             ),
         );
-        let findings = vec![
+        let mut findings = vec![
             format!(
                 "swaps: {} straight, {} through foreman ({swaps_ratio:.1}x fewer)",
                 direct.summary.swaps, through.summary.swaps
@@ -599,6 +633,10 @@ impl Bench {
                 "lower bound (all prompt evaluation and generation + one load per model): {lower_bound_s:.1} s; foreman's makespan is {of_bound:.2}x of it"
             ),
         ];
+        findings.push(match &through.eta {
+            Some(eta) => eta.finding(),
+            None => "start forecasts: none of the jobs sampled while queued started".into(),
+        });
         let svg = chart::render(
             "interleaved",
             &[
@@ -708,7 +746,14 @@ impl Bench {
         let max_wait = format!("{}ms", scale.max_wait_ms);
         let env = vec![("FOREMAN_MAX_WAIT".to_string(), max_wait.clone())];
         let (direct, through) = self
-            .both("bursty", &sim_args, &env, &[], Plan::Mixed { closed, open })
+            .both_sampled(
+                "bursty",
+                &sim_args,
+                &env,
+                &[],
+                Plan::Mixed { closed, open },
+                true,
+            )
             .await?;
 
         // The bound: FOREMAN_MAX_WAIT, plus the longest run of a job in the pass (the
@@ -788,7 +833,7 @@ impl Bench {
                 .map(|r| r.latency_ms() - (r.target_total_ms - r.target_load_ms))
                 .fold(0.0, f64::max)
         };
-        let findings = vec![
+        let mut findings = vec![
             format!(
                 "rare-model jobs that waited FOREMAN_MAX_WAIT ({} ms) or longer in foreman's queue: {reached} of {} (median wait {:.0} ms); two clients kept the hot queue full, so draining alone would have served none of them",
                 scale.max_wait_ms,
@@ -805,6 +850,10 @@ impl Bench {
                 direct.summary.swaps, through.summary.swaps
             ),
         ];
+        findings.push(match &through.eta {
+            Some(eta) => eta.finding(),
+            None => "start forecasts: none of the jobs sampled while queued started".into(),
+        });
         let svg = chart::render(
             "bursty",
             &[

@@ -40,8 +40,11 @@ pub fn init(filter: &str, format: LogFormat) {
                 std::env::var_os("NO_COLOR").as_deref(),
             ))
             .init(),
+        // Events are flattened, so the module path would be a second `target` key
+        // beside the field that names the Ollama server a job ran on.
         LogFormat::Json => builder
             .json()
+            .with_target(false)
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)

@@ -510,3 +510,43 @@ async fn db_backup_beside_a_running_foreman_copies_every_job() {
     signal(&child, rustix::process::Signal::TERM);
     child.wait().await.unwrap();
 }
+
+/// A finished job writes one `info` line naming it, its model, its target, its wait
+/// and run and how it ended; in JSON, the target is the Ollama server the job ran on
+/// (the log's own module path is left out, so no key appears twice).
+#[tokio::test]
+async fn a_finished_job_logs_one_line_with_its_id_target_and_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreman.db");
+    let settings = [
+        ("FOREMAN_SIMULATE", "yes".to_string()),
+        ("FOREMAN_LOG_FORMAT", "json".to_string()),
+        ("FOREMAN_LOG", "info".to_string()),
+    ];
+    let (mut child, url, mut log) =
+        start_foreman_binary_logged(db.to_str().unwrap(), &settings).await;
+    read_until(&mut log, "foreman serving").await;
+    let response = client()
+        .post(format!("{url}/api/chat"))
+        .json(&chat_body("llama3.2:3b", "hello", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-foreman-job-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let lines = read_until(&mut log, "job finished").await;
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(child.wait().await.unwrap().success());
+    let line = lines.last().unwrap();
+    assert_eq!(line.matches("\"target\":").count(), 1, "{line}");
+    let finished: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(finished["job"], id.as_str(), "{finished:#}");
+    assert_eq!(finished["model"], "llama3.2:3b");
+    assert_eq!(finished["target"], "sim");
+    assert_eq!(finished["outcome"], "succeeded");
+    assert!(finished["wait_s"].as_f64().unwrap() >= 0.0);
+    assert!(finished["run_s"].as_f64().unwrap() > 0.0);
+}

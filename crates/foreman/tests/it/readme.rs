@@ -256,6 +256,8 @@ fn every_shell_example_in_the_readme_runs_as_written() {
          ip link set lo up || exit 90\n",
     );
     driver.push_str(HELPERS);
+    // Whatever way the run ends, no foreman outlives it.
+    driver.push_str("trap __stop EXIT\n");
     driver.push_str(&format!(
         "__server {} || exit 91\n",
         single_quoted(STANDARD)

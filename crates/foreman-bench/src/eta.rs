@@ -31,11 +31,21 @@ pub struct Sample {
     pub asked_at: i64,
     /// The forecast start (unix ms).
     pub start_at: i64,
+    /// Made from times learned from the job's own model (`eta.basis` `learned`), not
+    /// borrowed from other models or assumed before any ran.
+    pub learned: bool,
 }
 
-/// The forecasts' errors over a pass.
+/// The forecasts' errors over a pass: all of them, and those made from learned times.
 #[derive(Debug, Clone, Serialize)]
 pub struct Accuracy {
+    pub all: Errors,
+    pub learned: Option<Errors>,
+}
+
+/// Errors of a set of forecasts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Errors {
     pub samples: usize,
     pub jobs: usize,
     pub median_abs_error_s: f64,
@@ -98,6 +108,7 @@ pub async fn sample(
                         id,
                         asked_at,
                         start_at: unix_ms(start_at),
+                        learned: job["eta"]["basis"] == "learned",
                     });
                 }
             }
@@ -118,6 +129,14 @@ pub fn accuracy(samples: &[Sample], ledger: &Ledger) -> Option<Accuracy> {
         .iter()
         .filter_map(|job| Some((job.id.as_str(), job.started_at?)))
         .collect();
+    let learned: Vec<Sample> = samples.iter().filter(|s| s.learned).cloned().collect();
+    Some(Accuracy {
+        all: errors(samples, &started)?,
+        learned: errors(&learned, &started),
+    })
+}
+
+fn errors(samples: &[Sample], started: &HashMap<&str, i64>) -> Option<Errors> {
     let mut errors = Vec::new();
     let mut relative = Vec::new();
     let mut jobs = std::collections::HashSet::new();
@@ -139,7 +158,7 @@ pub fn accuracy(samples: &[Sample], ledger: &Ledger) -> Option<Accuracy> {
     let mut absolute: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
     absolute.sort_by(f64::total_cmp);
     relative.sort_by(f64::total_cmp);
-    Some(Accuracy {
+    Some(Errors {
         samples: errors.len(),
         jobs: jobs.len(),
         median_abs_error_s: percentile(&absolute, 50.0),
@@ -153,18 +172,31 @@ pub fn accuracy(samples: &[Sample], ledger: &Ledger) -> Option<Accuracy> {
     })
 }
 
-impl Accuracy {
-    /// One line for a workload's findings.
-    pub fn finding(&self) -> String {
+impl Errors {
+    fn describe(&self) -> String {
         format!(
-            "start forecasts (GET /jobs/{{id}} eta.start_at, sampled every {} ms while queued): {} forecasts of {} jobs; |actual - forecast| median {:.2} s, p90 {:.2} s; mean error {:+.2} s (above 0: later than foretold); median error over the wait still ahead {:.0}%",
-            EVERY.as_millis(),
+            "{} forecasts of {} jobs: |actual - forecast| median {:.2} s, p90 {:.2} s; mean error {:+.2} s (above 0: later than foretold); median error over the wait still ahead {:.0}%",
             self.samples,
             self.jobs,
             self.median_abs_error_s,
             self.p90_abs_error_s,
             self.mean_error_s,
             self.median_relative_error * 100.0
+        )
+    }
+}
+
+impl Accuracy {
+    /// One line for a workload's findings.
+    pub fn finding(&self) -> String {
+        let learned = match &self.learned {
+            Some(learned) => learned.describe(),
+            None => "none".into(),
+        };
+        format!(
+            "start forecasts (GET /jobs/{{id}} eta.start_at, sampled every {} ms while queued): all {}; of those made from the job's own model's learned times, {learned}",
+            EVERY.as_millis(),
+            self.all.describe(),
         )
     }
 }

@@ -1215,15 +1215,6 @@ mod fuzz {
     use proptest::arbitrary::any;
     use proptest::prelude::*;
 
-    const KINDS: [JobKind; 6] = [
-        JobKind::Chat,
-        JobKind::Generate,
-        JobKind::OpenAiChat,
-        JobKind::OpenAiCompletion,
-        JobKind::OpenAiResponses,
-        JobKind::AnthropicMessages,
-    ];
-
     /// A body that passes for its kind, to mutate one field of.
     fn valid_body(kind: JobKind) -> Map<String, Value> {
         let body = match kind {
@@ -1336,7 +1327,7 @@ mod fuzz {
     proptest! {
         #[test]
         fn any_body_of_any_kind_is_passed_or_refused_as_ollama_would(
-            kind in prop::sample::select(KINDS.to_vec()),
+            kind in prop::sample::select(JobKind::ALL.to_vec()),
             body in strategies::object(),
         ) {
             checked(kind, &body)?;
@@ -1344,7 +1335,7 @@ mod fuzz {
 
         #[test]
         fn a_valid_body_with_one_value_replaced_is_passed_or_refused_as_ollama_would(
-            kind in prop::sample::select(KINDS.to_vec()),
+            kind in prop::sample::select(JobKind::ALL.to_vec()),
             path in prop::collection::vec((strategies::key(), 0usize..4), 1..5),
             new in strategies::json(),
         ) {
@@ -1356,7 +1347,7 @@ mod fuzz {
         }
 
         #[test]
-        fn the_valid_bodies_pass(kind in prop::sample::select(KINDS.to_vec())) {
+        fn the_valid_bodies_pass(kind in prop::sample::select(JobKind::ALL.to_vec())) {
             prop_assert!(queued_request(kind, &valid_body(kind)).is_ok());
         }
 

@@ -51,16 +51,6 @@ const RECENT_JOBS: usize = 20;
 /// Load and run events kept for the timeline (a few minutes of a busy target).
 const TIMELINE_EVENTS: usize = 2000;
 
-/// Every job kind, so each has its counters from the start.
-const KINDS: [JobKind; 6] = [
-    JobKind::Chat,
-    JobKind::Generate,
-    JobKind::OpenAiChat,
-    JobKind::OpenAiCompletion,
-    JobKind::OpenAiResponses,
-    JobKind::AnthropicMessages,
-];
-
 /// The terminal states, as the `outcome` label.
 const OUTCOMES: [JobState; 3] = [JobState::Succeeded, JobState::Failed, JobState::Cancelled];
 
@@ -353,7 +343,7 @@ impl Metrics {
             Kind::Counter,
             "Jobs committed to the queue, by kind.",
         );
-        for kind in KINDS.map(JobKind::as_str) {
+        for kind in JobKind::ALL.map(JobKind::as_str) {
             let count = recorded.enqueued.get(kind).copied().unwrap_or(0);
             page.sample(
                 "foreman_jobs_enqueued_total",
@@ -366,7 +356,7 @@ impl Metrics {
             Kind::Counter,
             "Jobs that reached a terminal state, by kind and outcome.",
         );
-        for kind in KINDS.map(JobKind::as_str) {
+        for kind in JobKind::ALL.map(JobKind::as_str) {
             for outcome in OUTCOMES.map(JobState::as_str) {
                 let count = recorded
                     .finished

@@ -311,15 +311,6 @@ mod fuzz {
     use crate::model_name::strategies;
     use proptest::prelude::*;
 
-    const KINDS: [JobKind; 6] = [
-        JobKind::Chat,
-        JobKind::Generate,
-        JobKind::OpenAiChat,
-        JobKind::OpenAiCompletion,
-        JobKind::OpenAiResponses,
-        JobKind::AnthropicMessages,
-    ];
-
     /// Distinct reload options with values of their type.
     fn pinned_options() -> impl Strategy<Value = Vec<(String, Value)>> {
         prop::sample::subsequence(RELOAD_OPTIONS.to_vec(), 1..=RELOAD_OPTIONS.len())
@@ -397,7 +388,7 @@ mod fuzz {
         #[test]
         fn load_options_ignore_the_order_of_keys(
             entries in options_entries().prop_shuffle(),
-            kind in prop::sample::select(KINDS.to_vec()),
+            kind in prop::sample::select(JobKind::ALL.to_vec()),
         ) {
             let body = |entries: Vec<(String, Value)>| {
                 let mut body = Map::new();
@@ -422,7 +413,7 @@ mod fuzz {
         }
 
         #[test]
-        fn any_body_has_load_options(body in strategies::object(), kind in prop::sample::select(KINDS.to_vec())) {
+        fn any_body_has_load_options(body in strategies::object(), kind in prop::sample::select(JobKind::ALL.to_vec())) {
             let _ = load_options(kind, &body);
         }
 

@@ -1031,7 +1031,10 @@ mod tests {
             assert!(parse("maybe").is_err(), "--{long} takes maybe");
             checked.push(long);
         }
-        assert_eq!(checked, ["simulate", "metrics-public", "allow-model-management"]);
+        assert_eq!(
+            checked,
+            ["simulate", "metrics-public", "allow-model-management"]
+        );
         assert_eq!(boolean(" Yes "), Ok(true));
         assert_eq!(boolean("off"), Ok(false));
         assert!(boolean("2").is_err());

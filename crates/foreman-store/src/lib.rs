@@ -111,6 +111,14 @@ impl Store {
         }
     }
 
+    /// Whether other processes may write this database while the store runs (PostgreSQL,
+    /// built for several instances), so that startup must leave other owners' running jobs
+    /// alone and webhook deliveries must be claimed ([`Store::claim_webhooks`]). A SQLite
+    /// file has one foreman process.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
     /// The schema version recorded in the database.
     pub async fn schema_version(&self) -> Result<i64> {
         match self {

@@ -151,6 +151,19 @@ impl PgStore {
         Ok(value)
     }
 
+    /// Runs `body`, one statement that commits by itself (no BEGIN and COMMIT round
+    /// trips), and times it as the commit it includes.
+    async fn single<T>(
+        &self,
+        body: impl AsyncFnOnce(&deadpool_postgres::Object) -> Result<T>,
+    ) -> Result<T> {
+        let client = self.client().await?;
+        let started = Instant::now();
+        let value = body(&client).await?;
+        self.commit_times.record(started.elapsed());
+        Ok(value)
+    }
+
     /// The schema version recorded in the database.
     pub async fn schema_version(&self) -> Result<i64> {
         let client = self.client().await?;
@@ -244,6 +257,12 @@ impl PgStore {
             )));
         }
         let id = new_job.id.unwrap_or_else(|| self.next_id(now));
+        if max_queued.is_none() && new_job.idempotency_key.is_none() {
+            // The common case, one INSERT: it needs no transaction of its own.
+            return self
+                .single(async |client| insert_job(client, &new_job, id, now).await)
+                .await;
+        }
         self.transaction(async |tx| {
             if let Some(limit) = max_queued {
                 // Every bounded enqueue of every instance holds this lock from here to its
@@ -405,9 +424,10 @@ impl PgStore {
              RETURNING {}",
             row::qualified_columns("jobs")
         );
-        self.transaction(async |tx| {
+        // One statement: the row lock of SKIP LOCKED is held until it commits.
+        self.single(async |client| {
             first_job(
-                tx,
+                client,
                 &sql,
                 &[
                     &id,
@@ -433,8 +453,8 @@ impl PgStore {
     ) -> Result<bool> {
         let lease_expires_at = lease_expiry(now, lease_for_ms)?;
         let changed = self
-            .transaction(async |tx| {
-                Ok(tx
+            .single(async |client| {
+                Ok(client
                     .execute(
                         "UPDATE jobs
                          SET lease_expires_at = greatest(lease_expires_at, $4)
@@ -657,8 +677,8 @@ impl PgStore {
 
     /// See [`Store::prune_finished`](crate::Store::prune_finished).
     pub async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64> {
-        self.transaction(async |tx| {
-            Ok(tx
+        self.single(async |client| {
+            Ok(client
                 .execute(
                     "DELETE FROM jobs WHERE id IN (
                          SELECT id FROM jobs WHERE finished_at < $1
@@ -735,8 +755,8 @@ impl PgStore {
     ) -> Result<Vec<WebhookDelivery>> {
         let until = lease_expiry(now, lease_for_ms)?;
         let mut claimed = self
-            .transaction(async |tx| {
-                let rows = tx
+            .single(async |client| {
+                let rows = client
                     .query(
                         "WITH due AS (
                              SELECT id, next_attempt_at AS due_at FROM webhook_deliveries

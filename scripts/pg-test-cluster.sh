@@ -11,9 +11,10 @@
 # test processes at once (a lock serialises them), so every test binary may call it.
 # fsync stays on: durability is what the tests are about.
 #
-# The cluster stops itself: a watchdog stops it once nobody has called `start` for
-# FOREMAN_PG_TEST_IDLE seconds (default 300), so `cargo nextest run` alone leaves no
-# server behind for long; `scripts/test` stops it right after the run.
+# The cluster stops itself: a watchdog stops it once nobody has called `start` or `url`
+# for FOREMAN_PG_TEST_IDLE seconds (default 300, read when the cluster starts), so
+# `cargo nextest run` alone leaves no server behind for long; `scripts/test` starts it
+# with a longer idle time and stops it right after the run.
 #
 # Binaries: initdb, pg_ctl and postgres from PATH, /usr/local/bin or
 # /usr/lib/postgresql/*/bin; when none is found and apt-get is there (root), the Debian
@@ -100,10 +101,12 @@ print_url() {
   echo "postgres://postgres@127.0.0.1:$(cat "$dir/port")/postgres"
 }
 
-# Stops the cluster once `$dir/last-used` is older than the idle time.
+# Stops the cluster once `$dir/last-used` is older than the idle time; ends with the
+# cluster it was started for (`$1`, its port).
 watchdog() {
+  local mine=$1
   while sleep 10; do
-    [[ -d $data ]] || exit 0
+    [[ -d $data && $(cat "$dir/port" 2>/dev/null) == "$mine" ]] || exit 0
     local last now
     last=$(stat -c %Y "$dir/last-used" 2>/dev/null || echo 0)
     now=$(date +%s)
@@ -170,7 +173,7 @@ EOF
   fi
   # The watchdog outlives this script; it must not hold the lock or the caller's pipes.
   flock -u 9
-  ( exec 9>&- ; watchdog ) </dev/null >/dev/null 2>&1 &
+  ( exec 9>&- ; watchdog "$port" ) </dev/null >/dev/null 2>&1 &
   disown
   print_url
 }

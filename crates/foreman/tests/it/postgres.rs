@@ -229,3 +229,72 @@ async fn foreman_runs_on_postgres() {
     foreman.stop().await;
     db.drop_database().await;
 }
+
+/// The real binary on PostgreSQL, killed with SIGKILL in the middle of a run: started
+/// again with the same `FOREMAN_INSTANCE_ID`, it takes the job back at once and runs it
+/// to the end. `foreman db backup` on the database names pg_dump instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_foreman_on_postgres_takes_its_job_back_at_start() {
+    let db = TestDatabase::create().await;
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("FOREMAN_OLLAMA_URL", sim.url()),
+        ("FOREMAN_INSTANCE_ID", "bin-a".to_owned()),
+        ("FOREMAN_DATA_DIR", dir.path().display().to_string()),
+    ];
+    let (mut child, url) = start_foreman_binary(&db.url, &settings, false).await;
+    let client = client();
+    hold(&sim, true);
+    let response = client
+        .post(format!("{url}/jobs"))
+        .json(&json!({"kind": "chat",
+            "request": {"model": CHAT, "messages": [{"role": "user", "content": "survive"}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id: foreman_store::JobId = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = Store::open(&db.url).await.unwrap();
+    eventually("the job to run", async || {
+        let job = store.get(id).await.unwrap().unwrap();
+        job.state == JobState::Running
+            && job
+                .lease_owner
+                .as_deref()
+                .is_some_and(|owner| owner.starts_with("bin-a/"))
+    })
+    .await;
+    child.kill().await.unwrap();
+    hold(&sim, false);
+    let stranded = store.get(id).await.unwrap().unwrap();
+    assert_eq!(stranded.state, JobState::Running, "nobody took it back yet");
+
+    let (mut child, _url) = start_foreman_binary(&db.url, &settings, false).await;
+    let done = recorded(&store, id).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_eq!((done.attempts, done.interruptions), (2, 1));
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_foreman"))
+        .args(["db", "backup"])
+        .arg(dir.path().join("backup.db"))
+        .env("FOREMAN_DATABASE", &db.url)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("pg_dump --format=custom"), "{message}");
+    assert!(!dir.path().join("backup.db").exists());
+
+    child.kill().await.unwrap();
+    store.close().await;
+    sim.shutdown().await;
+    db.drop_database().await;
+}

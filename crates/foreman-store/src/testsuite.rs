@@ -54,6 +54,7 @@ macro_rules! store_cases {
             case_webhook_claims_are_leased,
             case_queue_summary_groups_queued_jobs_and_commits_are_timed,
             case_concurrent_claimers_never_take_one_job_twice,
+            case_text_is_ordered_bytewise,
         }
     };
 }
@@ -2354,4 +2355,28 @@ pub async fn case_idempotency_key_holds_across_handles(url: &str) {
     assert_eq!(a.queue_depth().await.expect("depth"), 1);
     a.close().await;
     b.close().await;
+}
+
+/// Models (and so queue heads and the summary) are ordered byte by byte, as SQLite does,
+/// whatever the database's locale: upper case before lower case.
+pub async fn case_text_is_ordered_bytewise(store: &Store) {
+    for model in ["b", "B", "a", "A"] {
+        enqueue(store, new_job(model, 0), T0).await;
+    }
+    let heads: Vec<String> = store
+        .queue_heads(T0)
+        .await
+        .expect("heads")
+        .into_iter()
+        .map(|head| head.model)
+        .collect();
+    assert_eq!(heads, ["A", "B", "a", "b"]);
+    let summary: Vec<String> = store
+        .queue_summary()
+        .await
+        .expect("summary")
+        .into_iter()
+        .map(|group| group.model)
+        .collect();
+    assert_eq!(summary, ["A", "B", "a", "b"]);
 }

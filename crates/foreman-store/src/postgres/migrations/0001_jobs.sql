@@ -1,17 +1,19 @@
 -- The whole schema of the PostgreSQL backend as of SQLite's version 7: jobs (with load
 -- keys, targets, sync jobs and interruptions), the webhook outbox and its attempt log.
 -- Times are unix milliseconds (bigint), as on SQLite: the store has no clock.
+-- Text that is ordered or compared by range (job ids, models, load options) is in the
+-- "C" collation: byte order, as SQLite's, whatever the database's locale.
 --
 -- No trigger writes the outbox: the store's code inserts a delivery in the transaction
 -- that finishes a job with a webhook URL.
 
 CREATE TABLE jobs (
-    id               text    NOT NULL PRIMARY KEY,
+    id               text    COLLATE "C" NOT NULL PRIMARY KEY,
     kind             text    NOT NULL
         CHECK (kind IN ('chat', 'generate', 'openai_chat', 'openai_completion',
                         'openai_responses', 'anthropic_messages')),
-    model            text    NOT NULL,
-    load_options     text    NOT NULL DEFAULT '',
+    model            text    COLLATE "C" NOT NULL,
+    load_options     text    COLLATE "C" NOT NULL DEFAULT '',
     target           text,
     sync             boolean NOT NULL DEFAULT false,
     interruptions    integer NOT NULL DEFAULT 0 CHECK (interruptions >= 0),
@@ -76,8 +78,8 @@ CREATE INDEX jobs_model_id ON jobs (model, id);
 
 CREATE TABLE webhook_deliveries (
     -- The Standard Webhooks `webhook-id`: constant across retries, the receiver's dedupe key.
-    id              text    NOT NULL PRIMARY KEY,
-    job_id          text    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    id              text    COLLATE "C" NOT NULL PRIMARY KEY,
+    job_id          text    COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     url             text    NOT NULL,
     -- The exact body sent (and signed) on every attempt.
     payload         text    NOT NULL,
@@ -96,7 +98,7 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, id)
 CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id);
 
 CREATE TABLE webhook_attempts (
-    delivery_id text    NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+    delivery_id text    COLLATE "C" NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
     attempt     integer NOT NULL,
     at          bigint  NOT NULL,
     -- The receiver's HTTP status, or NULL when none came (refused, timeout, blocked).

@@ -214,9 +214,23 @@ impl PgStore {
 
     /// One guarded change of one job, in a transaction that also writes the webhook
     /// delivery if the change finished the job.
-    async fn change_job(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Job>> {
+    ///
+    /// Most jobs have no webhook: the change is first tried as one self-committing
+    /// statement on jobs without one (a job's webhook URL never changes), and only when
+    /// that changes nothing, in a transaction that writes the delivery too.
+    async fn change_job(
+        &self,
+        change: &queries::Change,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Job>> {
+        let plain = self
+            .single(async |client| first_job(client, &change.without_webhook, params).await)
+            .await?;
+        if plain.is_some() {
+            return Ok(plain);
+        }
         self.transaction(async |tx| {
-            let job = first_job(tx, sql, params).await?;
+            let job = first_job(tx, &change.any, params).await?;
             if let Some(job) = &job {
                 outbox::record_if_finished(tx, job).await?;
             }
@@ -962,6 +976,29 @@ mod queries {
         sql.replace("{COLUMNS}", JOB_COLUMNS)
     }
 
+    /// A guarded change of one job, in two forms: for any job, and for jobs without a
+    /// webhook URL only (which cannot need an outbox row, so commit alone).
+    pub(super) struct Change {
+        pub(super) any: String,
+        pub(super) without_webhook: String,
+    }
+
+    fn change(sql: &str) -> Change {
+        let guard = "WHERE id = $1 AND";
+        assert!(
+            sql.contains(guard),
+            "a change is guarded by the job id first"
+        );
+        Change {
+            any: with_columns(sql),
+            without_webhook: with_columns(&sql.replacen(
+                guard,
+                "WHERE webhook_url IS NULL AND id = $1 AND",
+                1,
+            )),
+        }
+    }
+
     pub(super) static SELECT_BY_ID: LazyLock<String> =
         LazyLock::new(|| with_columns("SELECT {COLUMNS} FROM jobs WHERE id = $1"));
 
@@ -982,8 +1019,8 @@ mod queries {
     });
 
     /// $4 result, $5 now, $6 artifacts.
-    pub(super) static COMPLETE: LazyLock<String> = LazyLock::new(|| {
-        with_columns(
+    pub(super) static COMPLETE: LazyLock<Change> = LazyLock::new(|| {
+        change(
             "UPDATE jobs
              SET state = 'succeeded', result = $4, artifacts = $6,
                  failure_status = NULL, failure_message = NULL, finished_at = $5,
@@ -994,8 +1031,8 @@ mod queries {
     });
 
     /// $4 status, $5 message, $6 now.
-    pub(super) static FAIL: LazyLock<String> = LazyLock::new(|| {
-        with_columns(
+    pub(super) static FAIL: LazyLock<Change> = LazyLock::new(|| {
+        change(
             "UPDATE jobs
              SET state = 'failed', failure_status = $4, failure_message = $5, finished_at = $6,
                  lease_owner = NULL, lease_expires_at = NULL
@@ -1005,8 +1042,8 @@ mod queries {
     });
 
     /// $4 status, $5 message, $6 run_after, $7 now.
-    pub(super) static RETRY_OR_FAIL: LazyLock<String> = LazyLock::new(|| {
-        with_columns(
+    pub(super) static RETRY_OR_FAIL: LazyLock<Change> = LazyLock::new(|| {
+        change(
             "UPDATE jobs
              SET state = CASE
                      WHEN cancel_requested THEN 'cancelled'
@@ -1029,8 +1066,8 @@ mod queries {
     });
 
     /// $4 now.
-    pub(super) static REQUEUE: LazyLock<String> = LazyLock::new(|| {
-        with_columns(
+    pub(super) static REQUEUE: LazyLock<Change> = LazyLock::new(|| {
+        change(
             "UPDATE jobs
              SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
                  attempts = CASE WHEN cancel_requested THEN attempts ELSE attempts - 1 END,
@@ -1062,8 +1099,8 @@ mod queries {
     });
 
     /// $4 now.
-    pub(super) static FINISH_CANCELLED: LazyLock<String> = LazyLock::new(|| {
-        with_columns(
+    pub(super) static FINISH_CANCELLED: LazyLock<Change> = LazyLock::new(|| {
+        change(
             "UPDATE jobs
              SET state = 'cancelled', finished_at = $4, lease_owner = NULL, lease_expires_at = NULL
              WHERE id = $1 AND state = 'running' AND attempts = $2 AND lease_owner = $3

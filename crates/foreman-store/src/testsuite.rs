@@ -55,6 +55,7 @@ macro_rules! store_cases {
             case_queue_summary_groups_queued_jobs_and_commits_are_timed,
             case_concurrent_claimers_never_take_one_job_twice,
             case_text_is_ordered_bytewise,
+            case_every_way_of_finishing_writes_one_delivery,
         }
     };
 }
@@ -2379,4 +2380,101 @@ pub async fn case_text_is_ordered_bytewise(store: &Store) {
         .map(|group| group.model)
         .collect();
     assert_eq!(summary, ["A", "B", "a", "b"]);
+}
+
+/// Every way a job with a webhook URL can finish leaves exactly one delivery: a running
+/// job cancelled, a requeue that finds a cancel request, a rescue at the interruption
+/// bound, a recovery of a cancelled job, an abandoned sync job; a job that goes back to
+/// the queue leaves none.
+pub async fn case_every_way_of_finishing_writes_one_delivery(store: &Store) {
+    async fn hooked(store: &Store, sync: bool) -> Job {
+        let mut job = new_job("m", 0);
+        job.webhook_url = Some("http://hooks.example/in".to_owned());
+        job.sync = sync;
+        enqueue(store, job, T0).await
+    }
+    async fn deliveries(store: &Store, id: JobId) -> Vec<String> {
+        store
+            .webhooks_for_job(id)
+            .await
+            .expect("webhooks")
+            .into_iter()
+            .map(|delivery| {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&delivery.payload).expect("json");
+                payload["type"].as_str().expect("type").to_owned()
+            })
+            .collect()
+    }
+
+    let finished = hooked(store, false).await;
+    claim(store, finished.id, "w", T0 + 1).await;
+    store
+        .cancel(finished.id, T0 + 2, cancel_reason())
+        .await
+        .expect("cancel");
+    assert!(
+        deliveries(store, finished.id).await.is_empty(),
+        "still running"
+    );
+    store
+        .finish_cancelled(finished.id, 1, "w", T0 + 3)
+        .await
+        .expect("finish")
+        .expect("current");
+    assert_eq!(deliveries(store, finished.id).await, ["job.cancelled"]);
+
+    let requeued = hooked(store, false).await;
+    claim(store, requeued.id, "w", T0 + 1).await;
+    store
+        .cancel(requeued.id, T0 + 2, cancel_reason())
+        .await
+        .expect("cancel");
+    let job = store
+        .requeue(requeued.id, 1, "w", T0 + 3)
+        .await
+        .expect("requeue")
+        .expect("current");
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(deliveries(store, requeued.id).await, ["job.cancelled"]);
+
+    let back = hooked(store, false).await;
+    claim(store, back.id, "w", T0 + 1).await;
+    store
+        .requeue(back.id, 1, "w", T0 + 2)
+        .await
+        .expect("requeue")
+        .expect("current");
+    assert!(deliveries(store, back.id).await.is_empty(), "queued again");
+
+    let interrupted = hooked(store, false).await;
+    let mut now = T0 + 10;
+    for round in 1..=crate::MAX_INTERRUPTIONS {
+        claim(store, interrupted.id, "w", now).await;
+        now += LEASE_MS + 1;
+        store.rescue_expired(now).await.expect("rescue");
+        let expected: &[&str] = if round == crate::MAX_INTERRUPTIONS {
+            &["job.failed"]
+        } else {
+            &[]
+        };
+        assert_eq!(
+            deliveries(store, interrupted.id).await,
+            expected,
+            "round {round}"
+        );
+    }
+
+    let recovered = hooked(store, false).await;
+    claim(store, recovered.id, "w", now).await;
+    store
+        .cancel(recovered.id, now, cancel_reason())
+        .await
+        .expect("cancel");
+    store.recover_running(now + 1).await.expect("recover");
+    assert_eq!(deliveries(store, recovered.id).await, ["job.cancelled"]);
+
+    let abandoned = hooked(store, true).await;
+    store.abandon_sync_jobs(now + 2).await.expect("abandon");
+    assert_eq!(deliveries(store, abandoned.id).await, ["job.cancelled"]);
 }

@@ -5,9 +5,6 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The URL names a backend this build knows of but does not have yet.
-    #[error("{0}")]
-    UnsupportedBackend(String),
-
     /// The URL could not be understood; the message lists the accepted forms.
     #[error(
         "invalid database url: {reason}; use a file path, sqlite://PATH, sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"

@@ -5,11 +5,10 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The URL names a backend this build knows of but does not have yet.
-    #[error("{0}")]
-    UnsupportedBackend(String),
-
     /// The URL could not be understood; the message lists the accepted forms.
-    #[error("invalid database url: {reason}; use a file path, sqlite://PATH or sqlite:PATH")]
+    #[error(
+        "invalid database url: {reason}; use a file path, sqlite://PATH, sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
     InvalidUrl { reason: String },
 
     /// The database was written by a newer foreman whose schema this build does not know.
@@ -57,7 +56,28 @@ pub enum Error {
     /// SQLite refused a statement.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+
+    #[error("postgres error: {}", postgres_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+
+    /// A backup of a PostgreSQL store is taken with PostgreSQL's own tools.
+    #[error("foreman does not back up a PostgreSQL database itself; use pg_dump, e.g. {command}")]
+    UsePgDump { command: String },
 }
 
 /// Shorthand for results of store calls.
+/// tokio-postgres shows a server error as "db error"; the server's own words are in it.
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

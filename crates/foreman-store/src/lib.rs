@@ -2,8 +2,8 @@
 //! client gets an answer, and every state change of a job is one guarded statement here.
 //!
 //! Callers hold a [`Store`], an enum over the backends, chosen at startup from the database
-//! URL by [`Store::open`]. Today SQLite is the only backend; a PostgreSQL variant slots into
-//! the enum later without changing any caller. Each backend owns its own SQL and migrations.
+//! URL by [`Store::open`]: SQLite (one process, a file) or PostgreSQL (a database several
+//! instances may share). Each backend owns its own SQL and migrations.
 //!
 //! Invariants every backend keeps:
 //! - the store has no clock: every method that needs "now" takes it (unix milliseconds);
@@ -18,8 +18,11 @@ mod commit_times;
 mod error;
 mod job;
 mod ops;
+pub mod postgres;
 mod queue_index;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod test_postgres;
 #[cfg(feature = "testing")]
 pub mod testsuite;
 mod webhook;
@@ -32,6 +35,7 @@ pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
 };
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
+pub use postgres::PgStore;
 pub use queue_index::QueuedJob;
 pub use sqlite::{BackupReport, SqliteStore};
 pub use webhook::{AttemptOutcome, DeliveryState, WebhookAttempt, WebhookDelivery};
@@ -41,33 +45,35 @@ pub use webhook::{AttemptOutcome, DeliveryState, WebhookAttempt, WebhookDelivery
 /// down every time it runs must not run forever.
 pub const MAX_INTERRUPTIONS: u32 = 5;
 
-/// The accepted database URL forms, for error messages.
-const VALID_FORMS: &str = "a file path, sqlite://PATH or sqlite:PATH";
-
 /// A job store on one of the supported backends.
 ///
 /// Cheap to clone: clones share the same connection pools.
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 /// Where `Store::open` was told to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Location {
     SqliteFile(PathBuf),
+    /// The URL as given (tokio-postgres parses it; it may hold a password).
+    Postgres(String),
 }
 
 impl Store {
     /// Opens the store named by `url`, creating the database if missing and applying
     /// migrations.
     ///
-    /// Accepts a plain file path, `sqlite://PATH` or `sqlite:PATH`. A `postgres://` or
-    /// `postgresql://` URL gives [`Error::UnsupportedBackend`]; anything else
-    /// [`Error::InvalidUrl`].
+    /// Accepts a plain file path, `sqlite://PATH` or `sqlite:PATH` (SQLite), or a
+    /// `postgres://` or `postgresql://` URL (PostgreSQL, any form tokio-postgres reads,
+    /// e.g. `postgres://user:password@host:5432/database`); anything else gives
+    /// [`Error::InvalidUrl`]. A PostgreSQL database must exist; its tables are created.
     pub async fn open(url: &str) -> Result<Store> {
         match parse_location(url)? {
             Location::SqliteFile(path) => Ok(Store::Sqlite(SqliteStore::open(&path).await?)),
+            Location::Postgres(url) => Ok(Store::Postgres(PgStore::open(&url).await?)),
         }
     }
 
@@ -77,6 +83,9 @@ impl Store {
     pub async fn backup_database(url: &str, destination: &Path) -> Result<BackupReport> {
         match parse_location(url)? {
             Location::SqliteFile(path) => SqliteStore::backup_file(&path, destination).await,
+            Location::Postgres(url) => Err(postgres::backup_unsupported(&postgres::describe(
+                &postgres::parse_url(&url)?,
+            ))),
         }
     }
 
@@ -87,6 +96,7 @@ impl Store {
     pub async fn backup(&self, destination: &Path) -> Result<BackupReport> {
         match self {
             Store::Sqlite(store) => store.backup(destination).await,
+            Store::Postgres(store) => Err(store.backup_unsupported()),
         }
     }
 
@@ -97,13 +107,23 @@ impl Store {
                 .unwrap_or_else(|_| store.path().to_owned())
                 .display()
                 .to_string(),
+            Store::Postgres(store) => store.location().to_owned(),
         }
+    }
+
+    /// Whether other processes may write this database while the store runs (PostgreSQL,
+    /// built for several instances), so that startup must leave other owners' running jobs
+    /// alone and webhook deliveries must be claimed ([`Store::claim_webhooks`]). A SQLite
+    /// file has one foreman process.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 
     /// The schema version recorded in the database.
     pub async fn schema_version(&self) -> Result<i64> {
         match self {
             Store::Sqlite(store) => store.schema_version().await,
+            Store::Postgres(store) => store.schema_version().await,
         }
     }
 
@@ -112,6 +132,7 @@ impl Store {
     pub async fn probe_write(&self) -> Result<()> {
         match self {
             Store::Sqlite(store) => store.probe_write().await,
+            Store::Postgres(store) => store.probe_write().await,
         }
     }
 
@@ -120,6 +141,8 @@ impl Store {
     pub async fn reclaim_space(&self, max_pages: u32) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.reclaim_space(max_pages).await,
+            // PostgreSQL's autovacuum looks after the space of deleted rows.
+            Store::Postgres(_) => Ok(0),
         }
     }
 
@@ -127,6 +150,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(store) => store.close().await,
+            Store::Postgres(store) => store.close().await,
         }
     }
 
@@ -137,6 +161,7 @@ impl Store {
     pub async fn enqueue(&self, new_job: NewJob, now: i64) -> Result<Enqueued> {
         match self {
             Store::Sqlite(store) => store.enqueue(new_job, now, None).await,
+            Store::Postgres(store) => store.enqueue(new_job, now, None).await,
         }
     }
 
@@ -152,6 +177,7 @@ impl Store {
     ) -> Result<Enqueued> {
         match self {
             Store::Sqlite(store) => store.enqueue(new_job, now, Some(max_queued)).await,
+            Store::Postgres(store) => store.enqueue(new_job, now, Some(max_queued)).await,
         }
     }
 
@@ -162,6 +188,7 @@ impl Store {
     pub async fn queue_heads(&self, now: i64) -> Result<Vec<QueueHead>> {
         match self {
             Store::Sqlite(store) => store.queue_heads(now).await,
+            Store::Postgres(store) => store.queue_heads(now).await,
         }
     }
 
@@ -171,6 +198,7 @@ impl Store {
     pub async fn queued_jobs(&self, limit: usize) -> Result<Vec<QueuedJob>> {
         match self {
             Store::Sqlite(store) => store.queued_jobs(limit).await,
+            Store::Postgres(store) => store.queued_jobs(limit).await,
         }
     }
 
@@ -178,6 +206,7 @@ impl Store {
     pub async fn queue_depth(&self) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.queue_depth().await,
+            Store::Postgres(store) => store.queue_depth().await,
         }
     }
 
@@ -187,6 +216,7 @@ impl Store {
     pub async fn queue_summary(&self) -> Result<Vec<QueueGroup>> {
         match self {
             Store::Sqlite(store) => store.queue_summary().await,
+            Store::Postgres(store) => store.queue_summary().await,
         }
     }
 
@@ -194,6 +224,7 @@ impl Store {
     pub fn commit_times(&self) -> CommitTimesSnapshot {
         match self {
             Store::Sqlite(store) => store.commit_times(),
+            Store::Postgres(store) => store.commit_times(),
         }
     }
 
@@ -202,6 +233,7 @@ impl Store {
     pub async fn queue_position(&self, id: JobId) -> Result<Option<u64>> {
         match self {
             Store::Sqlite(store) => store.queue_position(id).await,
+            Store::Postgres(store) => store.queue_position(id).await,
         }
     }
 
@@ -211,6 +243,7 @@ impl Store {
     pub async fn claim(&self, params: ClaimParams) -> Result<Option<Job>> {
         match self {
             Store::Sqlite(store) => store.claim(params).await,
+            Store::Postgres(store) => store.claim(params).await,
         }
     }
 
@@ -226,6 +259,7 @@ impl Store {
     ) -> Result<bool> {
         match self {
             Store::Sqlite(store) => store.heartbeat(id, attempt, owner, now, lease_for_ms).await,
+            Store::Postgres(store) => store.heartbeat(id, attempt, owner, now, lease_for_ms).await,
         }
     }
 
@@ -241,6 +275,7 @@ impl Store {
     ) -> Result<Option<Job>> {
         match self {
             Store::Sqlite(store) => store.complete(id, attempt, owner, result, now).await,
+            Store::Postgres(store) => store.complete(id, attempt, owner, result, now).await,
         }
     }
 
@@ -261,6 +296,11 @@ impl Store {
                     .complete_with_artifacts(id, attempt, owner, artifacts, now)
                     .await
             }
+            Store::Postgres(store) => {
+                store
+                    .complete_with_artifacts(id, attempt, owner, artifacts, now)
+                    .await
+            }
         }
     }
 
@@ -276,6 +316,7 @@ impl Store {
     ) -> Result<Option<Job>> {
         match self {
             Store::Sqlite(store) => store.fail(id, attempt, owner, failure, now).await,
+            Store::Postgres(store) => store.fail(id, attempt, owner, failure, now).await,
         }
     }
 
@@ -298,6 +339,11 @@ impl Store {
                     .retry_or_fail(id, attempt, owner, failure, run_after, now)
                     .await
             }
+            Store::Postgres(store) => {
+                store
+                    .retry_or_fail(id, attempt, owner, failure, run_after, now)
+                    .await
+            }
         }
     }
 
@@ -314,6 +360,7 @@ impl Store {
     ) -> Result<Option<Job>> {
         match self {
             Store::Sqlite(store) => store.requeue(id, attempt, owner, now).await,
+            Store::Postgres(store) => store.requeue(id, attempt, owner, now).await,
         }
     }
 
@@ -324,6 +371,7 @@ impl Store {
     pub async fn cancel(&self, id: JobId, now: i64, reason: JobFailure) -> Result<CancelOutcome> {
         match self {
             Store::Sqlite(store) => store.cancel(id, now, reason).await,
+            Store::Postgres(store) => store.cancel(id, now, reason).await,
         }
     }
 
@@ -338,6 +386,7 @@ impl Store {
     ) -> Result<Option<Job>> {
         match self {
             Store::Sqlite(store) => store.finish_cancelled(id, attempt, owner, now).await,
+            Store::Postgres(store) => store.finish_cancelled(id, attempt, owner, now).await,
         }
     }
 
@@ -349,6 +398,7 @@ impl Store {
     pub async fn recover_running(&self, now: i64) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.recover_running(now).await,
+            Store::Postgres(store) => store.recover_running(None, now).await,
         }
     }
 
@@ -359,6 +409,20 @@ impl Store {
     pub async fn abandon_sync_jobs(&self, now: i64) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.abandon_sync_jobs(now).await,
+            Store::Postgres(store) => store.abandon_sync_jobs(now).await,
+        }
+    }
+
+    /// [`Store::recover_running`] for the running jobs whose lease owner starts with
+    /// `owner_prefix` only: an instance that restarts with the same instance id takes back
+    /// its own previous jobs and leaves those of other live instances on a shared
+    /// (PostgreSQL) database alone; theirs are rescued when their leases expire
+    /// ([`Store::rescue_expired`]). Lease owners are `instance/target/slot`, so pass
+    /// `"instance/"`.
+    pub async fn recover_running_owned(&self, owner_prefix: &str, now: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(store) => store.recover_running_owned(owner_prefix, now).await,
+            Store::Postgres(store) => store.recover_running(Some(owner_prefix), now).await,
         }
     }
 
@@ -367,6 +431,7 @@ impl Store {
     pub async fn rescue_expired(&self, now: i64) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.rescue_expired(now).await,
+            Store::Postgres(store) => store.rescue_expired(now).await,
         }
     }
 
@@ -375,6 +440,7 @@ impl Store {
     pub async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.prune_finished(before, limit).await,
+            Store::Postgres(store) => store.prune_finished(before, limit).await,
         }
     }
 
@@ -382,6 +448,7 @@ impl Store {
     pub async fn get(&self, id: JobId) -> Result<Option<Job>> {
         match self {
             Store::Sqlite(store) => store.get(id).await,
+            Store::Postgres(store) => store.get(id).await,
         }
     }
 
@@ -389,6 +456,7 @@ impl Store {
     pub async fn list(&self, params: ListParams) -> Result<Vec<Job>> {
         match self {
             Store::Sqlite(store) => store.list(params).await,
+            Store::Postgres(store) => store.list(params).await,
         }
     }
 
@@ -396,6 +464,25 @@ impl Store {
     pub async fn due_webhooks(&self, now: i64, limit: u32) -> Result<Vec<WebhookDelivery>> {
         match self {
             Store::Sqlite(store) => store.due_webhooks(now, limit).await,
+            Store::Postgres(store) => store.due_webhooks(now, limit).await,
+        }
+    }
+
+    /// Claims up to `limit` deliveries due by `now`, oldest due first, for one attempt
+    /// each: their due time moves to `now + lease_for_ms`, so no other dispatcher (of this
+    /// or another instance) gets them until the attempt is recorded or the lease lapses
+    /// (a dispatcher that died). The returned rows show the lease's end as
+    /// `next_attempt_at`. Choose a lease longer than an attempt can take; a late record of
+    /// an attempt is still fenced by [`Store::record_webhook_attempt`].
+    pub async fn claim_webhooks(
+        &self,
+        now: i64,
+        limit: u32,
+        lease_for_ms: i64,
+    ) -> Result<Vec<WebhookDelivery>> {
+        match self {
+            Store::Sqlite(store) => store.claim_webhooks(now, limit, lease_for_ms).await,
+            Store::Postgres(store) => store.claim_webhooks(now, limit, lease_for_ms).await,
         }
     }
 
@@ -414,6 +501,11 @@ impl Store {
                     .record_webhook_attempt(delivery_id, attempt, outcome)
                     .await
             }
+            Store::Postgres(store) => {
+                store
+                    .record_webhook_attempt(delivery_id, attempt, outcome)
+                    .await
+            }
         }
     }
 
@@ -421,6 +513,7 @@ impl Store {
     pub async fn webhooks_for_job(&self, job_id: JobId) -> Result<Vec<WebhookDelivery>> {
         match self {
             Store::Sqlite(store) => store.webhooks_for_job(job_id).await,
+            Store::Postgres(store) => store.webhooks_for_job(job_id).await,
         }
     }
 }
@@ -436,7 +529,12 @@ fn parse_location(url: &str) -> Result<Location> {
     let path = if let Some((scheme, rest)) = split_scheme(url) {
         match scheme.to_ascii_lowercase().as_str() {
             "sqlite" => rest,
-            "postgres" | "postgresql" => return Err(postgres_not_built()),
+            "postgres" | "postgresql" => {
+                // tokio-postgres reads the scheme in lower case only.
+                let url = format!("{}://{rest}", scheme.to_ascii_lowercase());
+                postgres::parse_url(&url)?;
+                return Ok(Location::Postgres(url));
+            }
             // The scheme only: the rest may hold a password.
             other => {
                 return Err(Error::InvalidUrl {
@@ -449,7 +547,9 @@ fn parse_location(url: &str) -> Result<Location> {
     } else if strip_prefix_ignore_case(url, "postgres:").is_some()
         || strip_prefix_ignore_case(url, "postgresql:").is_some()
     {
-        return Err(postgres_not_built());
+        return Err(Error::InvalidUrl {
+            reason: "a PostgreSQL url starts with postgres:// or postgresql://".to_owned(),
+        });
     } else {
         url
     };
@@ -471,12 +571,6 @@ fn parse_location(url: &str) -> Result<Location> {
         });
     }
     Ok(Location::SqliteFile(PathBuf::from(path)))
-}
-
-fn postgres_not_built() -> Error {
-    Error::UnsupportedBackend(format!(
-        "the PostgreSQL backend is not built yet; use SQLite: {VALID_FORMS}"
-    ))
 }
 
 /// `scheme://rest` → `(scheme, rest)` when `scheme` is a well-formed URL scheme.
@@ -528,18 +622,38 @@ mod tests {
     }
 
     #[test]
-    fn postgres_urls_are_known_but_not_built() {
+    fn postgres_urls_select_postgres() {
         for url in [
             "postgres://foreman:secret@db/foreman",
             "postgresql://db/foreman",
-            "postgres:foreman",
+            "POSTGRES://db:5433/foreman?connect_timeout=3",
         ] {
-            let error = parse_location(url).unwrap_err();
-            assert!(matches!(error, Error::UnsupportedBackend(_)), "{url}");
-            let message = error.to_string();
-            assert!(message.contains("PostgreSQL backend is not built yet"));
-            assert!(!message.contains("secret"));
+            assert_eq!(
+                parse_location(url).ok(),
+                Some(Location::Postgres(url.replacen("POSTGRES", "postgres", 1)))
+            );
         }
+        let error = parse_location("postgres:foreman").unwrap_err();
+        assert!(matches!(error, Error::InvalidUrl { .. }), "{error}");
+        let error = parse_location("postgres://foreman:secret@db/foreman?bogus=1").unwrap_err();
+        assert!(matches!(error, Error::InvalidUrl { .. }), "{error}");
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn postgres_locations_never_show_the_password() {
+        let config = postgres::parse_url("postgres://foreman:secret@db:5433/jobs").unwrap();
+        assert_eq!(
+            postgres::describe(&config),
+            "postgres://foreman@db:5433/jobs"
+        );
+        let message = postgres::backup_unsupported(&postgres::describe(&config)).to_string();
+        assert!(message.contains("pg_dump"), "{message}");
+        assert!(
+            message.contains("postgres://foreman@db:5433/jobs"),
+            "{message}"
+        );
+        assert!(!message.contains("secret"), "{message}");
     }
 
     #[test]

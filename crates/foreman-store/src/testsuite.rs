@@ -49,6 +49,13 @@ macro_rules! store_cases {
             case_prune_respects_limit_and_cutoff,
             case_list_filters,
             case_list_cursor_pagination,
+            case_recover_running_owned_leaves_other_owners,
+            case_finished_jobs_with_a_webhook_fill_the_outbox,
+            case_webhook_claims_are_leased,
+            case_queue_summary_groups_queued_jobs_and_commits_are_timed,
+            case_concurrent_claimers_never_take_one_job_twice,
+            case_text_is_ordered_bytewise,
+            case_every_way_of_finishing_writes_one_delivery,
         }
     };
 }
@@ -59,6 +66,23 @@ macro_rules! store_url_cases {
     ($harness:ident) => {
         $harness! {
             case_jobs_survive_reopen,
+            case_two_handles_never_claim_one_job,
+            case_stale_writes_from_another_handle_change_nothing_after_rescue,
+            case_webhooks_claimed_by_two_handles_are_sent_once,
+            case_idempotency_key_holds_across_handles,
+        }
+    };
+}
+
+/// Calls `$harness! { case, ... }` with every case (taking a database URL) that only a
+/// backend built for several instances on one database passes: PostgreSQL. SQLite
+/// serves one process; its queue limit is exact within it (the writer thread counts with
+/// the insert) but counts another process's jobs only when its mirror reloads.
+#[macro_export]
+macro_rules! shared_database_cases {
+    ($harness:ident) => {
+        $harness! {
+            case_enqueue_within_is_exact_across_handles,
         }
     };
 }
@@ -1739,4 +1763,718 @@ pub async fn case_jobs_survive_reopen(url: &str) {
     let newer = enqueue(&reopened, new_job("m", 0), T0 + 10).await;
     assert_eq!(ids(&reopened.list(all(1)).await.expect("list")), [newer.id]);
     reopened.close().await;
+}
+
+/// A startup that presents its instance's lease-owner prefix takes back only that
+/// instance's running jobs; another instance's job keeps running (its lease decides).
+pub async fn case_recover_running_owned_leaves_other_owners(store: &Store) {
+    let mine = enqueue(store, new_job("m", 0), T0).await;
+    let theirs = enqueue(store, new_job("m", 0), T0).await;
+    // "i1/" must not match an instance whose id merely starts with "i1" ("i10").
+    let similar = enqueue(store, new_job("m", 0), T0).await;
+    claim(store, mine.id, "i1/gpu/0", T0 + 1).await;
+    claim(store, theirs.id, "i2/gpu/0", T0 + 1).await;
+    claim(store, similar.id, "i10/gpu/0", T0 + 1).await;
+    let recovered = store
+        .recover_running_owned("i1/", T0 + 2)
+        .await
+        .expect("recover");
+    assert_eq!(recovered, 1);
+    let mine = get(store, mine.id).await;
+    assert_eq!((mine.state, mine.interruptions), (JobState::Queued, 1));
+    assert_eq!(get(store, theirs.id).await.state, JobState::Running);
+    assert_eq!(get(store, similar.id).await.state, JobState::Running);
+}
+
+/// A job with a webhook URL leaves a delivery in the outbox when it finishes, in the
+/// same transaction, with the Standard Webhooks body; attempts are logged and fenced.
+pub async fn case_finished_jobs_with_a_webhook_fill_the_outbox(store: &Store) {
+    use crate::{AttemptOutcome, DeliveryState, WebhookAttempt};
+    let mut hooked = new_job("m", 0);
+    hooked.webhook_url = Some("http://hooks.example/in".to_owned());
+    hooked.metadata = Some("{\"batch\":7,\"tag\":\"ü\"}".to_owned());
+    let job = enqueue(store, hooked, T0).await;
+    let plain = enqueue(store, new_job("m", 0), T0).await;
+    for (id, at) in [(job.id, T0 + 1), (plain.id, T0 + 2)] {
+        claim(store, id, "w", at).await;
+        store
+            .complete(id, 1, "w", "{}".into(), at + 1)
+            .await
+            .expect("complete")
+            .expect("completed");
+    }
+    assert!(
+        store.due_webhooks(T0, 10).await.expect("due").is_empty(),
+        "not due before the job ended"
+    );
+    let due = store.due_webhooks(T0 + 10, 10).await.expect("due");
+    assert_eq!(due.len(), 1, "only the job with a webhook");
+    let delivery = &due[0];
+    assert!(delivery.id.starts_with("msg_"));
+    assert_eq!(delivery.id.len(), 28);
+    assert_eq!(
+        (delivery.job_id, delivery.state, delivery.attempts),
+        (job.id, DeliveryState::Pending, 0)
+    );
+    assert_eq!(
+        (delivery.next_attempt_at, delivery.created_at),
+        (T0 + 2, T0 + 2)
+    );
+    let payload: serde_json::Value = serde_json::from_str(&delivery.payload).expect("json payload");
+    let expected = serde_json::json!({
+        "type": "job.succeeded",
+        "timestamp": "2023-11-14T22:13:20.002Z",
+        "data": {
+            "id": job.id.to_string(),
+            "state": "succeeded",
+            "kind": "chat",
+            "model": "m",
+            "attempts": 1,
+            "error": null,
+            "metadata": {"batch": 7, "tag": "ü"},
+            "url": format!("/jobs/{}", job.id),
+        }
+    });
+    assert_eq!(payload, expected);
+    let keys: Vec<&str> = payload
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["type", "timestamp", "data"]);
+
+    let first = WebhookAttempt {
+        attempt: 1,
+        at: T0 + 20,
+        status: Some(500),
+        latency_ms: 3,
+        error: Some("HTTP 500".into()),
+        retry_at: None,
+    };
+    assert!(
+        store
+            .record_webhook_attempt(&delivery.id, &first, AttemptOutcome::RetryAt(T0 + 1_000))
+            .await
+            .expect("record")
+    );
+    assert!(
+        !store
+            .record_webhook_attempt(&delivery.id, &first, AttemptOutcome::Delivered)
+            .await
+            .expect("record"),
+        "a stale attempt is fenced"
+    );
+    assert!(
+        store
+            .due_webhooks(T0 + 999, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(
+        store.due_webhooks(T0 + 1_000, 10).await.expect("due").len(),
+        1
+    );
+    let second = WebhookAttempt {
+        attempt: 2,
+        at: T0 + 1_000,
+        status: Some(204),
+        latency_ms: 2,
+        error: None,
+        retry_at: None,
+    };
+    assert!(
+        store
+            .record_webhook_attempt(&delivery.id, &second, AttemptOutcome::Delivered)
+            .await
+            .expect("record")
+    );
+    assert!(
+        store
+            .due_webhooks(T0 + 100_000, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    let recorded = store.webhooks_for_job(job.id).await.expect("webhooks");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].state, DeliveryState::Delivered);
+    assert_eq!(recorded[0].finished_at, Some(T0 + 1_000));
+    let first_logged = WebhookAttempt {
+        retry_at: Some(T0 + 1_000),
+        ..first
+    };
+    assert_eq!(
+        recorded[0].log,
+        vec![first_logged, second],
+        "the log keeps when each retry was scheduled"
+    );
+    assert!(
+        store
+            .webhooks_for_job(plain.id)
+            .await
+            .expect("webhooks")
+            .is_empty()
+    );
+
+    // Every way of finishing notifies: a cancel of a queued job, a failure, a retry that
+    // runs out of attempts, a running job cancelled, and recovery at its bound.
+    let mut cancelled = new_job("m", 0);
+    cancelled.webhook_url = Some("http://hooks.example/in".to_owned());
+    let cancelled = enqueue(store, cancelled, T0).await;
+    store
+        .cancel(cancelled.id, T0 + 5, cancel_reason())
+        .await
+        .expect("cancel");
+    let deliveries = store
+        .webhooks_for_job(cancelled.id)
+        .await
+        .expect("webhooks");
+    assert_eq!(deliveries.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&deliveries[0].payload).expect("json");
+    assert_eq!(payload["type"], "job.cancelled");
+    assert_eq!(
+        payload["data"]["error"],
+        serde_json::json!({"status": 499, "message": "cancelled by the test"})
+    );
+    assert_eq!(payload["data"]["metadata"], serde_json::Value::Null);
+
+    let mut failing = new_job("m", 0);
+    failing.webhook_url = Some("http://hooks.example/in".to_owned());
+    failing.max_attempts = 1;
+    let failing = enqueue(store, failing, T0).await;
+    claim(store, failing.id, "w", T0 + 6).await;
+    let retried = store
+        .retry_or_fail(failing.id, 1, "w", failure(503, "busy"), T0 + 10, T0 + 7)
+        .await
+        .expect("retry")
+        .expect("current");
+    assert_eq!(retried.state, JobState::Failed);
+    let deliveries = store.webhooks_for_job(failing.id).await.expect("webhooks");
+    assert_eq!(deliveries.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&deliveries[0].payload).expect("json");
+    assert_eq!(payload["type"], "job.failed");
+
+    // A retry that requeues does not notify.
+    let mut retrying = new_job("m", 0);
+    retrying.webhook_url = Some("http://hooks.example/in".to_owned());
+    let retrying = enqueue(store, retrying, T0).await;
+    claim(store, retrying.id, "w", T0 + 6).await;
+    store
+        .retry_or_fail(retrying.id, 1, "w", failure(503, "busy"), T0 + 10, T0 + 7)
+        .await
+        .expect("retry")
+        .expect("current");
+    assert!(
+        store
+            .webhooks_for_job(retrying.id)
+            .await
+            .expect("webhooks")
+            .is_empty()
+    );
+}
+
+/// A claimed delivery is not due again until its lease lapses (a dispatcher that died),
+/// and the claim moves oldest due first.
+pub async fn case_webhook_claims_are_leased(store: &Store) {
+    let mut jobs = Vec::new();
+    for index in 0..3 {
+        let mut hooked = new_job("m", 0);
+        hooked.webhook_url = Some(format!("http://hooks.example/{index}"));
+        let job = enqueue(store, hooked, T0).await;
+        claim(store, job.id, "w", T0 + 1).await;
+        store
+            .complete(job.id, 1, "w", "{}".into(), T0 + 10 - index)
+            .await
+            .expect("complete")
+            .expect("current");
+        jobs.push(job.id);
+    }
+    let first = store
+        .claim_webhooks(T0 + 100, 2, 5_000)
+        .await
+        .expect("claim");
+    let claimed_jobs: Vec<JobId> = first.iter().map(|delivery| delivery.job_id).collect();
+    assert_eq!(claimed_jobs, [jobs[2], jobs[1]], "oldest due first");
+    assert!(
+        first
+            .iter()
+            .all(|delivery| delivery.next_attempt_at == T0 + 5_100)
+    );
+    let second = store
+        .claim_webhooks(T0 + 100, 10, 5_000)
+        .await
+        .expect("claim");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].job_id, jobs[0]);
+    assert!(
+        store
+            .claim_webhooks(T0 + 5_099, 10, 5_000)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(
+        store
+            .due_webhooks(T0 + 5_099, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    // The dispatcher holding the first two died: they come due again with the lease.
+    let again = store
+        .claim_webhooks(T0 + 5_100, 10, 5_000)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 3);
+    assert!(
+        store.claim_webhooks(T0, 10, 0).await.is_err(),
+        "an empty lease"
+    );
+}
+
+/// The operator views' summary: queued jobs (eligible or not) per model and priority,
+/// with the oldest of each; running jobs are not queued. And every commit is timed.
+pub async fn case_queue_summary_groups_queued_jobs_and_commits_are_timed(store: &Store) {
+    let before = store.commit_times().count;
+    let mut ids = Vec::new();
+    for (index, (model, priority)) in [("b", 0), ("a", 0), ("a", 5), ("a", 0), ("b", 0)]
+        .into_iter()
+        .enumerate()
+    {
+        ids.push(
+            enqueue(store, new_job(model, priority), T0 + index as i64)
+                .await
+                .id,
+        );
+    }
+    claim(store, ids[0], "instance/gpu/0", T0 + 10).await;
+    let summary: Vec<(String, i32, u64, i64)> = store
+        .queue_summary()
+        .await
+        .expect("summary")
+        .into_iter()
+        .map(|group| {
+            (
+                group.model,
+                group.priority,
+                group.count,
+                group.oldest_created_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a".to_string(), 5, 1, T0 + 2),
+            ("a".to_string(), 0, 2, T0 + 1),
+            ("b".to_string(), 0, 1, T0 + 4),
+        ]
+    );
+    let mut queued: Vec<JobId> = store
+        .queued_jobs(100)
+        .await
+        .expect("queued")
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    queued.sort();
+    assert_eq!(queued, ids[1..].to_vec());
+    assert_eq!(store.queued_jobs(2).await.expect("queued").len(), 2);
+    let times = store.commit_times();
+    assert!(times.count >= before + 6, "five enqueues and a claim");
+    assert_eq!(times.buckets.iter().sum::<u64>(), times.count);
+}
+
+/// Eight claimers racing through 200 jobs, each in its own order, take every job once.
+pub async fn case_concurrent_claimers_never_take_one_job_twice(store: &Store) {
+    race_claimers(std::slice::from_ref(store), 200, 8).await;
+}
+
+/// Claimers on `stores` (round robin) race through `count` queued jobs; every job is
+/// claimed exactly once.
+async fn race_claimers(stores: &[Store], count: usize, claimers: usize) {
+    let mut ids = Vec::new();
+    for index in 0..count {
+        ids.push(
+            enqueue(&stores[0], new_job("m", 0), T0 + index as i64)
+                .await
+                .id,
+        );
+    }
+    let tasks: Vec<_> = (0..claimers)
+        .map(|claimer| {
+            let store = stores[claimer % stores.len()].clone();
+            let mut order = ids.clone();
+            // Each claimer walks the jobs from its own offset, half of them backwards.
+            order.rotate_left(claimer * count / claimers);
+            if claimer % 2 == 1 {
+                order.reverse();
+            }
+            tokio::spawn(async move {
+                let owner = format!("claimer{claimer}/t/0");
+                let mut won = Vec::new();
+                for id in order {
+                    if let Some(job) = try_claim(&store, id, &owner, T0 + 10_000).await {
+                        assert_eq!(job.lease_owner.as_deref(), Some(owner.as_str()));
+                        won.push(id);
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await.expect("claimer"));
+    }
+    let unique: HashSet<JobId> = claimed.iter().copied().collect();
+    assert_eq!(unique.len(), claimed.len(), "a job was claimed twice");
+    assert_eq!(claimed.len(), count, "every job was claimed");
+    for id in ids {
+        let job = get(&stores[0], id).await;
+        assert_eq!((job.state, job.attempts), (JobState::Running, 1));
+    }
+}
+
+async fn two_handles(url: &str) -> (Store, Store) {
+    let a = Store::open(url).await.expect("open first handle");
+    let b = Store::open(url).await.expect("open second handle");
+    (a, b)
+}
+
+/// Claimers on two handles of one database (two instances) never take one job twice.
+pub async fn case_two_handles_never_claim_one_job(url: &str) {
+    let (a, b) = two_handles(url).await;
+    race_claimers(&[a.clone(), b.clone()], 200, 8).await;
+    a.close().await;
+    b.close().await;
+}
+
+/// Instance A's worker lost its lease; B rescued the job and runs it again. Every write
+/// A's worker still makes, presenting its old (owner, attempt), changes nothing.
+pub async fn case_stale_writes_from_another_handle_change_nothing_after_rescue(url: &str) {
+    let (a, b) = two_handles(url).await;
+    let mut hooked = new_job("m", 0);
+    hooked.webhook_url = Some("http://hooks.example/in".to_owned());
+    let job = enqueue(&a, hooked, T0).await;
+    claim(&a, job.id, "a/gpu/0", T0 + 1).await;
+    assert_eq!(
+        b.rescue_expired(T0 + 1 + LEASE_MS + 1)
+            .await
+            .expect("rescue"),
+        1
+    );
+    let rescued = claim(&b, job.id, "b/gpu/0", T0 + LEASE_MS + 10).await;
+    assert_eq!((rescued.attempts, rescued.interruptions), (2, 1));
+
+    let now = T0 + LEASE_MS + 20;
+    for attempt in [1, 2] {
+        let owner = "a/gpu/0";
+        assert!(
+            !a.heartbeat(job.id, attempt, owner, now, LEASE_MS)
+                .await
+                .expect("heartbeat")
+        );
+        assert!(
+            a.complete(job.id, attempt, owner, "{}".into(), now)
+                .await
+                .expect("complete")
+                .is_none()
+        );
+        assert!(
+            a.complete_with_artifacts(job.id, attempt, owner, "[]".into(), now)
+                .await
+                .expect("complete")
+                .is_none()
+        );
+        assert!(
+            a.fail(job.id, attempt, owner, failure(500, "x"), now)
+                .await
+                .expect("fail")
+                .is_none()
+        );
+        assert!(
+            a.retry_or_fail(job.id, attempt, owner, failure(503, "x"), now, now)
+                .await
+                .expect("retry")
+                .is_none()
+        );
+        assert!(
+            a.requeue(job.id, attempt, owner, now)
+                .await
+                .expect("requeue")
+                .is_none()
+        );
+        assert!(
+            a.finish_cancelled(job.id, attempt, owner, now)
+                .await
+                .expect("finish")
+                .is_none()
+        );
+    }
+    // B's attempt 1 is stale too, even with the right owner.
+    assert!(
+        b.complete(job.id, 1, "b/gpu/0", "{}".into(), now)
+            .await
+            .expect("complete")
+            .is_none()
+    );
+    assert_eq!(get(&a, job.id).await, rescued, "nothing changed");
+    assert!(
+        a.webhooks_for_job(job.id)
+            .await
+            .expect("webhooks")
+            .is_empty()
+    );
+
+    let done = b
+        .complete(job.id, 2, "b/gpu/0", "{\"ok\":true}".into(), now)
+        .await
+        .expect("complete")
+        .expect("current attempt");
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(a.webhooks_for_job(job.id).await.expect("webhooks").len(), 1);
+    a.close().await;
+    b.close().await;
+}
+
+/// Two dispatchers (one per handle) claiming the same due deliveries at once: each
+/// delivery goes to exactly one of them.
+pub async fn case_webhooks_claimed_by_two_handles_are_sent_once(url: &str) {
+    let (a, b) = two_handles(url).await;
+    let mut jobs = HashSet::new();
+    for index in 0..40 {
+        let mut hooked = new_job("m", 0);
+        hooked.webhook_url = Some(format!("http://hooks.example/{index}"));
+        let job = enqueue(&a, hooked, T0).await;
+        claim(&a, job.id, "w", T0 + 1).await;
+        a.complete(job.id, 1, "w", "{}".into(), T0 + 2)
+            .await
+            .expect("complete")
+            .expect("current");
+        jobs.insert(job.id);
+    }
+    let tasks: Vec<_> = (0..6)
+        .map(|dispatcher| {
+            let store = if dispatcher % 2 == 0 {
+                a.clone()
+            } else {
+                b.clone()
+            };
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                loop {
+                    let claimed = store
+                        .claim_webhooks(T0 + 10, 3, 60_000)
+                        .await
+                        .expect("claim");
+                    if claimed.is_empty() {
+                        return sent;
+                    }
+                    sent.extend(claimed.into_iter().map(|delivery| delivery.job_id));
+                }
+            })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for task in tasks {
+        sent.extend(task.await.expect("dispatcher"));
+    }
+    let unique: HashSet<JobId> = sent.iter().copied().collect();
+    assert_eq!(unique.len(), sent.len(), "a delivery was claimed twice");
+    assert_eq!(unique, jobs, "every delivery was claimed");
+    a.close().await;
+    b.close().await;
+}
+
+/// Bounded enqueues on two handles at once fill the queue exactly to its limit.
+pub async fn case_enqueue_within_is_exact_across_handles(url: &str) {
+    let (a, b) = two_handles(url).await;
+    const LIMIT: u64 = 25;
+    let tasks: Vec<_> = (0..60)
+        .map(|index| {
+            let store = if index % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                store
+                    .enqueue_within(new_job("m", 0), T0 + index, LIMIT)
+                    .await
+            })
+        })
+        .collect();
+    let (mut created, mut full) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(enqueued) => {
+                assert!(enqueued.created);
+                created += 1;
+            }
+            Err(crate::Error::QueueFull { limit }) => {
+                assert_eq!(limit, LIMIT);
+                full += 1;
+            }
+            Err(error) => panic!("enqueue failed: {error}"),
+        }
+    }
+    assert_eq!((created, full), (LIMIT, 60 - LIMIT));
+    assert_eq!(a.queue_depth().await.expect("depth"), LIMIT);
+    assert_eq!(b.queue_depth().await.expect("depth"), LIMIT);
+    a.close().await;
+    b.close().await;
+}
+
+/// Concurrent first uses of one idempotency key on two handles make one job, which every
+/// caller gets back.
+pub async fn case_idempotency_key_holds_across_handles(url: &str) {
+    let (a, b) = two_handles(url).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|index| {
+            let store = if index % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let keyed = NewJob {
+                    idempotency_key: Some("one-key".to_owned()),
+                    ..new_job("m", 0)
+                };
+                if index % 3 == 0 {
+                    store.enqueue_within(keyed, T0 + index, 1_000).await
+                } else {
+                    store.enqueue(keyed, T0 + index).await
+                }
+                .expect("enqueue")
+            })
+        })
+        .collect();
+    let mut created = 0;
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let enqueued = task.await.expect("task");
+        created += usize::from(enqueued.created);
+        ids.insert(enqueued.job.id);
+    }
+    assert_eq!((created, ids.len()), (1, 1));
+    assert_eq!(a.queue_depth().await.expect("depth"), 1);
+    a.close().await;
+    b.close().await;
+}
+
+/// Models (and so queue heads and the summary) are ordered byte by byte, as SQLite does,
+/// whatever the database's locale: upper case before lower case.
+pub async fn case_text_is_ordered_bytewise(store: &Store) {
+    for model in ["b", "B", "a", "A"] {
+        enqueue(store, new_job(model, 0), T0).await;
+    }
+    let heads: Vec<String> = store
+        .queue_heads(T0)
+        .await
+        .expect("heads")
+        .into_iter()
+        .map(|head| head.model)
+        .collect();
+    assert_eq!(heads, ["A", "B", "a", "b"]);
+    let summary: Vec<String> = store
+        .queue_summary()
+        .await
+        .expect("summary")
+        .into_iter()
+        .map(|group| group.model)
+        .collect();
+    assert_eq!(summary, ["A", "B", "a", "b"]);
+}
+
+/// Every way a job with a webhook URL can finish leaves exactly one delivery: a running
+/// job cancelled, a requeue that finds a cancel request, a rescue at the interruption
+/// bound, a recovery of a cancelled job, an abandoned sync job; a job that goes back to
+/// the queue leaves none.
+pub async fn case_every_way_of_finishing_writes_one_delivery(store: &Store) {
+    async fn hooked(store: &Store, sync: bool) -> Job {
+        let mut job = new_job("m", 0);
+        job.webhook_url = Some("http://hooks.example/in".to_owned());
+        job.sync = sync;
+        enqueue(store, job, T0).await
+    }
+    async fn deliveries(store: &Store, id: JobId) -> Vec<String> {
+        store
+            .webhooks_for_job(id)
+            .await
+            .expect("webhooks")
+            .into_iter()
+            .map(|delivery| {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&delivery.payload).expect("json");
+                payload["type"].as_str().expect("type").to_owned()
+            })
+            .collect()
+    }
+
+    let finished = hooked(store, false).await;
+    claim(store, finished.id, "w", T0 + 1).await;
+    store
+        .cancel(finished.id, T0 + 2, cancel_reason())
+        .await
+        .expect("cancel");
+    assert!(
+        deliveries(store, finished.id).await.is_empty(),
+        "still running"
+    );
+    store
+        .finish_cancelled(finished.id, 1, "w", T0 + 3)
+        .await
+        .expect("finish")
+        .expect("current");
+    assert_eq!(deliveries(store, finished.id).await, ["job.cancelled"]);
+
+    let requeued = hooked(store, false).await;
+    claim(store, requeued.id, "w", T0 + 1).await;
+    store
+        .cancel(requeued.id, T0 + 2, cancel_reason())
+        .await
+        .expect("cancel");
+    let job = store
+        .requeue(requeued.id, 1, "w", T0 + 3)
+        .await
+        .expect("requeue")
+        .expect("current");
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(deliveries(store, requeued.id).await, ["job.cancelled"]);
+
+    let back = hooked(store, false).await;
+    claim(store, back.id, "w", T0 + 1).await;
+    store
+        .requeue(back.id, 1, "w", T0 + 2)
+        .await
+        .expect("requeue")
+        .expect("current");
+    assert!(deliveries(store, back.id).await.is_empty(), "queued again");
+
+    let interrupted = hooked(store, false).await;
+    let mut now = T0 + 10;
+    for round in 1..=crate::MAX_INTERRUPTIONS {
+        claim(store, interrupted.id, "w", now).await;
+        now += LEASE_MS + 1;
+        store.rescue_expired(now).await.expect("rescue");
+        let expected: &[&str] = if round == crate::MAX_INTERRUPTIONS {
+            &["job.failed"]
+        } else {
+            &[]
+        };
+        assert_eq!(
+            deliveries(store, interrupted.id).await,
+            expected,
+            "round {round}"
+        );
+    }
+
+    let recovered = hooked(store, false).await;
+    claim(store, recovered.id, "w", now).await;
+    store
+        .cancel(recovered.id, now, cancel_reason())
+        .await
+        .expect("cancel");
+    store.recover_running(now + 1).await.expect("recover");
+    assert_eq!(deliveries(store, recovered.id).await, ["job.cancelled"]);
+
+    let abandoned = hooked(store, true).await;
+    store.abandon_sync_jobs(now + 2).await.expect("abandon");
+    assert_eq!(deliveries(store, abandoned.id).await, ["job.cancelled"]);
 }

@@ -30,7 +30,9 @@ fn pragma(conn: &Connection, name: &str) -> i64 {
 }
 
 async fn pages(store: &Store) -> i64 {
-    let Store::Sqlite(sqlite) = store;
+    let Store::Sqlite(sqlite) = store else {
+        panic!("a SQLite store");
+    };
     sqlite.page_count().await.unwrap()
 }
 

@@ -159,6 +159,13 @@ pub struct ServeArgs {
     /// it); a job whose lease lapses is requeued by the janitor.
     #[arg(long, env = "FOREMAN_LEASE", default_value = "30s", value_parser = positive_duration)]
     pub lease: Duration,
+    /// This instance's name in the leases of the jobs it runs (`INSTANCE/TARGET/SLOT`);
+    /// default host-pid-random. At start foreman requeues the running jobs its own
+    /// previous run left, by this name, on a PostgreSQL database (a SQLite file has one
+    /// instance: all of them); give each instance a stable, unique id so that its restart
+    /// takes back its jobs at once, instead of after their leases lapse.
+    #[arg(long, env = "FOREMAN_INSTANCE_ID", value_name = "ID")]
+    pub instance_id: Option<String>,
     /// How often the janitor prunes finished jobs and requeues jobs whose lease lapsed.
     #[arg(long, env = "FOREMAN_JANITOR_INTERVAL", default_value = "60s", value_parser = positive_duration)]
     pub janitor_interval: Duration,
@@ -200,9 +207,10 @@ pub struct ServeArgs {
 /// `~/.local/share/foreman`; never the directory foreman happens to start in.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
-    /// The job queue: a SQLite file path (or sqlite://PATH); default foreman.db in the
-    /// data directory.
-    #[arg(long, env = "FOREMAN_DATABASE", value_name = "PATH")]
+    /// The job queue: a SQLite file path (or sqlite://PATH), or a PostgreSQL URL
+    /// (postgres://USER:PASSWORD@HOST:PORT/DATABASE); default foreman.db in the data
+    /// directory.
+    #[arg(long, env = "FOREMAN_DATABASE", value_name = "PATH|URL")]
     pub database: Option<String>,
     /// Folder for the database (unless --database says otherwise) and large job
     /// results; default $STATE_DIRECTORY, else $XDG_DATA_HOME/foreman, else
@@ -307,6 +315,33 @@ impl StorageArgs {
     }
 }
 
+/// An instance id goes into lease owners `INSTANCE/TARGET/SLOT` and is matched as their
+/// prefix at start: one path segment of printable characters.
+fn check_instance_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("must have 1 to 128 characters".to_owned());
+    }
+    if id.contains('/') || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{id:?} must not contain '/', spaces or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// `host-pid-random`: unique among instances that run at the same time, different at
+/// every start.
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|name| name.trim().replace(['/', ' '], "-"))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let random = ulid::Ulid::generate().random() & 0xff_ffff;
+    format!("{host}-{}-{random:06x}", std::process::id())
+}
+
 /// The one parser of every on/off setting: `true`/`false`, `1`/`0`, `yes`/`no`,
 /// `on`/`off`, in any case, as services and shells write them.
 pub fn boolean(text: &str) -> Result<bool, String> {
@@ -368,6 +403,8 @@ pub struct Config {
     pub data_dir: std::path::PathBuf,
     pub artifact_threshold: usize,
     pub lease: Duration,
+    /// Names this instance in lease owners (`FOREMAN_INSTANCE_ID`, else host-pid-random).
+    pub instance_id: String,
     pub janitor_interval: Duration,
     /// Time to send a request's line and headers (`FOREMAN_HEADER_TIMEOUT`).
     pub header_timeout: Duration,
@@ -636,6 +673,14 @@ impl ServeArgs {
             data_dir,
             artifact_threshold: self.artifact_threshold,
             lease: self.lease,
+            instance_id: match &self.instance_id {
+                Some(id) => {
+                    check_instance_id(id)
+                        .map_err(|reason| invalid("instance-id", "INSTANCE_ID", reason))?;
+                    id.clone()
+                }
+                None => default_instance_id(),
+            },
             janitor_interval: self.janitor_interval,
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
@@ -1149,6 +1194,7 @@ mod tests {
                 "FOREMAN_WEBHOOK_SECRET",
                 "FOREMAN_TARGETS",
                 "FOREMAN_SIMULATE",
+                "FOREMAN_INSTANCE_ID",
             ];
             if !optional.contains(&env.to_str().unwrap()) {
                 assert!(

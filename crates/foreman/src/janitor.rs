@@ -172,7 +172,9 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let Store::Sqlite(sqlite) = &store;
+        let Store::Sqlite(sqlite) = &store else {
+            panic!("a SQLite store");
+        };
         let full = sqlite.page_count().await.unwrap();
         assert_eq!(sweep(&store, Duration::from_secs(3600)).await, 40);
         let after = sqlite.page_count().await.unwrap();

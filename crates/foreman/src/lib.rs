@@ -69,7 +69,14 @@ pub async fn serve(
     // Synchronous callers' connections died with the last process: their jobs would
     // run for nobody, and a caller told to retry would pay twice.
     let abandoned = store.abandon_sync_jobs(clock::now_ms()).await?;
-    let requeued = store.recover_running(clock::now_ms()).await?;
+    // On a shared (PostgreSQL) database, only this instance's own previous jobs: those
+    // of other instances are theirs, or rescued when their leases lapse.
+    let requeued = if store.is_shared() {
+        let own = format!("{}/", config.instance_id);
+        store.recover_running_owned(&own, clock::now_ms()).await?
+    } else {
+        store.recover_running(clock::now_ms()).await?
+    };
     let database = store.location();
     let schema_version = store.schema_version().await?;
     let queued = store.queue_depth().await?;
@@ -77,6 +84,7 @@ pub async fn serve(
     tracing::info!(
         database,
         schema_version,
+        instance = config.instance_id,
         requeued_running = requeued,
         queued,
         abandoned_sync = abandoned,

@@ -56,6 +56,8 @@ const IN_FLIGHT: usize = 16;
 /// How long shutdown waits for attempts under way; the rest are sent again after
 /// the restart (same `webhook-id`).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// A claimed delivery's lease outlasts its attempt's timeout by this much.
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// An IP network in CIDR form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,7 +351,21 @@ impl Dispatcher {
             woken.as_mut().enable();
             let mut started = false;
             if in_flight.len() < IN_FLIGHT {
-                let due = match dispatcher.store.due_webhooks(now_ms(), BATCH).await {
+                // On a shared database, deliveries are claimed with a lease longer than
+                // an attempt, so another instance's dispatcher does not send them too.
+                let due = if dispatcher.store.is_shared() {
+                    let lease = dispatcher.timeout + CLAIM_MARGIN;
+                    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+                    // Only as many as start now: a claimed delivery waits out its lease.
+                    let free = u32::try_from(IN_FLIGHT - in_flight.len()).unwrap_or(BATCH);
+                    dispatcher
+                        .store
+                        .claim_webhooks(now_ms(), BATCH.min(free), lease_ms)
+                        .await
+                } else {
+                    dispatcher.store.due_webhooks(now_ms(), BATCH).await
+                };
+                let due = match due {
                     Ok(due) => due,
                     Err(error) => {
                         tracing::error!(%error, "cannot read the webhook outbox");

@@ -45,13 +45,15 @@ pub(super) const STATEMENT_CACHE: usize = 64;
 /// `PRAGMA synchronous` reports FULL as 2.
 const SYNCHRONOUS_FULL: i64 = 2;
 /// ULIDs carry a 48-bit millisecond timestamp.
-const MAX_ULID_MS: i64 = (1 << 48) - 1;
+pub(crate) const MAX_ULID_MS: i64 = (1 << 48) - 1;
 
-const RESTART_REQUEUED: &str = "job interrupted by a restart";
-const RESTART_EXHAUSTED: &str = "job interrupted by restarts or lost leases too many times";
-const LEASE_REQUEUED: &str = "job lease expired";
-const LEASE_EXHAUSTED: &str = "job interrupted by lost leases or restarts too many times";
-const SYNC_ABANDONED: &str =
+pub(crate) const RESTART_REQUEUED: &str = "job interrupted by a restart";
+pub(crate) const RESTART_EXHAUSTED: &str =
+    "job interrupted by restarts or lost leases too many times";
+pub(crate) const LEASE_REQUEUED: &str = "job lease expired";
+pub(crate) const LEASE_EXHAUSTED: &str =
+    "job interrupted by lost leases or restarts too many times";
+pub(crate) const SYNC_ABANDONED: &str =
     "its caller's connection ended with the foreman process that accepted it (restart)";
 
 /// A job store in one SQLite file.
@@ -600,6 +602,22 @@ impl SqliteStore {
         .await
     }
 
+    /// See [`Store::recover_running_owned`](crate::Store::recover_running_owned).
+    pub async fn recover_running_owned(&self, owner_prefix: &str, now: i64) -> Result<u64> {
+        self.change_rows(
+            queries::RECOVER_RUNNING_OWNED,
+            (
+                now,
+                RESTART_EXHAUSTED,
+                RESTART_REQUEUED,
+                i64::from(crate::MAX_INTERRUPTIONS),
+                owner_prefix.to_owned(),
+            ),
+            true,
+        )
+        .await
+    }
+
     /// See [`Store::abandon_sync_jobs`](crate::Store::abandon_sync_jobs).
     pub async fn abandon_sync_jobs(&self, now: i64) -> Result<u64> {
         self.change_rows(queries::ABANDON_SYNC, (now, SYNC_ABANDONED), true)
@@ -685,6 +703,32 @@ impl SqliteStore {
                 )
             })
             .await
+    }
+
+    /// See [`Store::claim_webhooks`](crate::Store::claim_webhooks): the read and the
+    /// lease are one write, so two stores on one file never claim one delivery.
+    pub async fn claim_webhooks(
+        &self,
+        now: i64,
+        limit: u32,
+        lease_for_ms: i64,
+    ) -> Result<Vec<WebhookDelivery>> {
+        let until = lease_expiry(now, lease_for_ms)?;
+        self.write(Durability::Durable, move |conn, _| {
+            let mut due = all_rows(
+                conn,
+                queries::DUE_WEBHOOKS,
+                rusqlite::params![now, i64::from(limit)],
+                delivery_from_row,
+            )?;
+            let mut lease = conn.prepare_cached(queries::LEASE_WEBHOOK)?;
+            for delivery in &mut due {
+                lease.execute(rusqlite::params![delivery.id, until])?;
+                delivery.next_attempt_at = until;
+            }
+            Ok(due)
+        })
+        .await
     }
 
     /// See [`Store::record_webhook_attempt`](crate::Store::record_webhook_attempt).
@@ -900,7 +944,7 @@ fn is_locked(error: &Error) -> bool {
 }
 
 /// `now + lease_for_ms`, refusing leases that are already over or overflow.
-fn lease_expiry(now: i64, lease_for_ms: i64) -> Result<i64> {
+pub(crate) fn lease_expiry(now: i64, lease_for_ms: i64) -> Result<i64> {
     if lease_for_ms <= 0 {
         return Err(Error::InvalidInput(format!(
             "lease length must be positive, got {lease_for_ms} ms"

@@ -219,6 +219,14 @@ pub(super) const RECOVER_RUNNING: &str = concat!(
     WHERE state = 'running'"
 );
 
+/// Running jobs whose lease owner starts with ?5 (startup of an instance that kept its id).
+/// ?1 now, ?2 and ?3 messages.
+pub(super) const RECOVER_RUNNING_OWNED: &str = concat!(
+    take_back_running!(),
+    "
+    WHERE state = 'running' AND substr(lease_owner, 1, length(?5)) = ?5"
+);
+
 /// Running jobs whose lease lapsed before ?1 now. ?2 and ?3 messages.
 pub(super) const RESCUE_EXPIRED: &str = concat!(
     take_back_running!(),
@@ -243,6 +251,10 @@ pub(super) const DUE_WEBHOOKS: &str = "
     WHERE state = 'pending' AND next_attempt_at <= ?1
     ORDER BY next_attempt_at, id
     LIMIT ?2";
+
+/// Moves a claimed delivery's due time to the end of its claim's lease. ?1 id, ?2 lease end.
+pub(super) const LEASE_WEBHOOK: &str =
+    "UPDATE webhook_deliveries SET next_attempt_at = ?2 WHERE id = ?1 AND state = 'pending'";
 
 /// Appends one attempt. ?1 delivery, ?2 attempt, ?3 at, ?4 status, ?5 latency, ?6 error,
 /// ?7 the time of the next attempt (NULL when none follows).

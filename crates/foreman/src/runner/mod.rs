@@ -50,10 +50,10 @@ pub struct RunnerSettings {
 }
 
 impl RunnerSettings {
-    /// The runners' settings from foreman's; this process's instance name from its pid.
+    /// The runners' settings from foreman's.
     pub fn from_config(config: &crate::config::Config) -> RunnerSettings {
         RunnerSettings {
-            instance: format!("foreman-{}", std::process::id()),
+            instance: config.instance_id.clone(),
             max_wait: config.max_wait,
             lease: config.lease,
             poll_interval: config.poll_interval,

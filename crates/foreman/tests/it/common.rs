@@ -184,9 +184,10 @@ impl TestForeman {
         jobs
     }
 
-    /// A second handle on foreman's job store, for looking at job rows.
+    /// A second handle on foreman's job store, for looking at job rows: the SQLite file,
+    /// or the PostgreSQL database a test set in `config.database`.
     pub async fn store(&self) -> Store {
-        Store::open(self.db_path.to_str().unwrap()).await.unwrap()
+        Store::open(&self.config.database).await.unwrap()
     }
 
     /// Stops foreman and its simulator. The returned guard holds the data folder: keep

@@ -35,6 +35,11 @@ async fn bad_settings_fail_with_one_line_naming_them() {
         ("FOREMAN_ADDR", "nowhere", "invalid --addr (FOREMAN_ADDR)"),
         ("FOREMAN_LEASE", "0s", "invalid --lease (FOREMAN_LEASE)"),
         (
+            "FOREMAN_INSTANCE_ID",
+            "host/1",
+            "invalid --instance-id (FOREMAN_INSTANCE_ID)",
+        ),
+        (
             "FOREMAN_ORIGINS",
             "app.example",
             "invalid --origins (FOREMAN_ORIGINS)",

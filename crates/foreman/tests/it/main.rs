@@ -24,6 +24,7 @@ mod openai;
 mod ops;
 mod origin_guard;
 mod packaging;
+mod postgres;
 mod readme;
 mod reliability;
 mod routes;

@@ -1,0 +1,180 @@
+//! Runs the backend conformance suite against PostgreSQL (a fresh database per test on the
+//! throwaway cluster of `scripts/pg-test-cluster.sh`), and checks what only this backend
+//! has: its migrations under a lock, its refusal of a newer schema, its backup answer.
+
+use foreman_store::test_postgres::TestDatabase;
+use foreman_store::testsuite::{self, T0, new_job};
+use foreman_store::{Error, PgStore, Store};
+
+macro_rules! postgres_store_tests {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let db = TestDatabase::create().await;
+                let store = Store::open(&db.url).await.expect("open store");
+                testsuite::$case(&store).await;
+                store.close().await;
+                db.drop_database().await;
+            }
+        )*
+    };
+}
+
+macro_rules! postgres_url_tests {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let db = TestDatabase::create().await;
+                testsuite::$case(&db.url).await;
+                db.drop_database().await;
+            }
+        )*
+    };
+}
+
+foreman_store::store_cases!(postgres_store_tests);
+foreman_store::store_url_cases!(postgres_url_tests);
+foreman_store::shared_database_cases!(postgres_url_tests);
+
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Instances starting together on a new database migrate it once: every open succeeds and
+/// the migration is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_migrate_once() {
+    let db = TestDatabase::create().await;
+    let opens: Vec<_> = (0..6)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { Store::open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(open.await.expect("task").expect("open"));
+    }
+    let client = raw(&db.url).await;
+    let rows = client
+        .query(
+            "SELECT version FROM foreman_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("migrations");
+    let versions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(versions, [PgStore::latest_schema_version()]);
+    for store in &stores {
+        assert_eq!(
+            store.schema_version().await.expect("version"),
+            PgStore::latest_schema_version()
+        );
+        store.probe_write().await.expect("probe");
+        store.close().await;
+    }
+    drop(client);
+    db.drop_database().await;
+}
+
+/// A database migrated by a newer foreman is refused with both versions named.
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let db = TestDatabase::create().await;
+    let store = Store::open(&db.url).await.expect("open");
+    store.close().await;
+    let client = raw(&db.url).await;
+    client
+        .execute(
+            "INSERT INTO foreman_schema_migrations VALUES (99, 'from the future', 0)",
+            &[],
+        )
+        .await
+        .expect("insert");
+    let error = Store::open(&db.url).await.unwrap_err();
+    match error {
+        Error::SchemaTooNew { found, known } => {
+            assert_eq!((found, known), (99, PgStore::latest_schema_version()));
+        }
+        other => panic!("expected SchemaTooNew, got {other}"),
+    }
+    drop(client);
+    db.drop_database().await;
+}
+
+/// The schema ties terminal states to `finished_at` and leases to `running`, as on SQLite.
+#[tokio::test]
+async fn schema_ties_terminal_states_to_finished_at() {
+    let db = TestDatabase::create().await;
+    let store = Store::open(&db.url).await.expect("open");
+    let job = store
+        .enqueue(new_job("m", 0), T0)
+        .await
+        .expect("enqueue")
+        .job;
+    let client = raw(&db.url).await;
+    for update in [
+        "UPDATE jobs SET state = 'succeeded' WHERE id = $1",
+        "UPDATE jobs SET finished_at = 5 WHERE id = $1",
+        "UPDATE jobs SET state = 'running' WHERE id = $1",
+        "UPDATE jobs SET state = 'done' WHERE id = $1",
+        "UPDATE jobs SET cancel_requested = true WHERE id = $1",
+    ] {
+        let refused = client.execute(update, &[&job.id.to_string()]).await;
+        assert!(refused.is_err(), "{update} was allowed");
+    }
+    store.close().await;
+    drop(client);
+    db.drop_database().await;
+}
+
+/// foreman does not copy a shared database itself: the error names the pg_dump command,
+/// and no password.
+#[tokio::test]
+async fn backup_names_pg_dump() {
+    let db = TestDatabase::create().await;
+    let store = Store::open(&db.url).await.expect("open");
+    let destination = std::env::temp_dir().join("foreman-never-written.db");
+    let error = store.backup(&destination).await.unwrap_err();
+    assert!(matches!(error, Error::UsePgDump { .. }), "{error}");
+    assert!(
+        error.to_string().contains("pg_dump --format=custom"),
+        "{error}"
+    );
+    assert!(!destination.exists());
+    let error = Store::backup_database("postgres://u:secret@127.0.0.1:1/db", &destination)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::UsePgDump { .. }), "{error}");
+    assert!(!error.to_string().contains("secret"), "{error}");
+    assert!(
+        store
+            .location()
+            .starts_with("postgres://postgres@127.0.0.1:")
+    );
+    assert!(!store.location().contains('?'));
+    store.close().await;
+    assert!(matches!(
+        store.get(foreman_store::JobId::generate()).await,
+        Err(Error::Closed)
+    ));
+    db.drop_database().await;
+}
+
+/// A server that is not there fails the open with a connection error, in bounded time.
+#[tokio::test]
+async fn an_unreachable_server_fails_the_open() {
+    let error = Store::open("postgres://foreman@127.0.0.1:1/foreman?connect_timeout=2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Postgres(_) | Error::Connect(_)),
+        "{error}"
+    );
+}

@@ -209,3 +209,28 @@ async fn a_durable_commit_after_a_claim_keeps_the_claim() {
     assert_eq!(second.state, JobState::Queued);
     store.close().await;
 }
+
+/// A run's outcome commits without waiting for an fsync of its own, and the writer
+/// syncs it within a short while when no durable commit comes to carry it: after a
+/// pause, a cut keeps it.
+#[tokio::test]
+async fn an_outcome_reaches_the_disk_soon_without_another_write() {
+    let disk = Disk::new();
+    let store = disk.open().await;
+    let job = store.enqueue(new_job("m", 0), T0).await.unwrap().job;
+    store.claim(claim(job.id, T0 + 1)).await.unwrap();
+    let done = store
+        .complete(job.id, 1, "worker-1", "{}".into(), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(done.map(|j| j.state), Some(JobState::Succeeded));
+    // Idle: nothing but the writer's own sync can carry the outcome to the disk.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    disk.power_cut(store).await;
+
+    let store = disk.open().await;
+    let job = store.get(job.id).await.unwrap().expect("the job");
+    assert_eq!((job.state, job.attempts), (JobState::Succeeded, 1));
+    store.close().await;
+}

@@ -230,12 +230,17 @@ impl SqliteStore {
         outcome
     }
 
-    /// A durable write that returns the job row it changed, if any.
-    async fn change_job<P>(&self, sql: &'static str, params: P) -> Result<Option<Job>>
+    /// A write that returns the job row it changed, if any.
+    async fn change_job<P>(
+        &self,
+        durability: Durability,
+        sql: &'static str,
+        params: P,
+    ) -> Result<Option<Job>>
     where
         P: Params + Send + 'static,
     {
-        self.write(Durability::Durable, move |conn, mirror| {
+        self.write(durability, move |conn, mirror| {
             let job = first_job(conn, sql, params)?;
             if let Some(job) = &job {
                 mirror.track(job);
@@ -471,6 +476,7 @@ impl SqliteStore {
         now: i64,
     ) -> Result<Option<Job>> {
         self.change_job(
+            Durability::Soon,
             queries::COMPLETE,
             (
                 id.to_string(),
@@ -494,6 +500,7 @@ impl SqliteStore {
         now: i64,
     ) -> Result<Option<Job>> {
         self.change_job(
+            Durability::Soon,
             queries::FAIL,
             (
                 id.to_string(),
@@ -518,6 +525,7 @@ impl SqliteStore {
         now: i64,
     ) -> Result<Option<Job>> {
         self.change_job(
+            Durability::Soon,
             queries::RETRY_OR_FAIL,
             (
                 id.to_string(),
@@ -541,6 +549,7 @@ impl SqliteStore {
         now: i64,
     ) -> Result<Option<Job>> {
         self.change_job(
+            Durability::Soon,
             queries::REQUEUE,
             (id.to_string(), i64::from(attempt), owner.to_owned(), now),
         )
@@ -581,6 +590,7 @@ impl SqliteStore {
         now: i64,
     ) -> Result<Option<Job>> {
         self.change_job(
+            Durability::Soon,
             queries::FINISH_CANCELLED,
             (id.to_string(), i64::from(attempt), owner.to_owned(), now),
         )

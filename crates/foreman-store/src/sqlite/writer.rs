@@ -10,16 +10,22 @@
 //! commits, and only then answers each caller. A write that fails rolls back to its
 //! savepoint alone; a failed commit fails the whole batch.
 //!
-//! Writes are durable or relaxed. A batch with any durable write commits with
-//! `synchronous=FULL`; a batch of only relaxed writes (claims, heartbeats) commits with
-//! `NORMAL`, skipping the fsync. Losing a relaxed write to a power cut is harmless (a
-//! lost claim leaves the job queued, which is what recovery makes of a claimed job
-//! anyway), and the next durable commit syncs the write-ahead log with it included, so
-//! order on disk is kept.
+//! Writes are durable, soon durable, or relaxed. A batch with any durable write commits
+//! with `synchronous=FULL`; any other batch commits with `NORMAL`, skipping the fsync.
+//! Losing a relaxed write to a power cut is harmless (a lost claim leaves the job
+//! queued, which is what recovery makes of a claimed job anyway), and the next durable
+//! commit syncs the write-ahead log with it included, so order on disk is kept.
+//!
+//! A *soon* write (a run's outcome) is committed at once, so it survives a crash of
+//! the process, and reaches the disk with the next durable commit or, when none comes
+//! within [`SYNC_SOON`], with a small durable write the writer makes for it. So the
+//! caller waiting on an outcome waits for no fsync of its own (under load the next
+//! enqueue's fsync carries it); a power cut within that window loses the outcome, and
+//! recovery runs the job again, as it would a job the cut caught running.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -30,10 +36,15 @@ use crate::error::{Error, Result};
 /// Most writes one transaction takes.
 const MAX_BATCH: usize = 512;
 
+/// The longest a soon-durable write waits for the disk (see the module doc).
+pub(super) const SYNC_SOON: Duration = Duration::from_millis(50);
+
 /// Whether a write's commit must reach the disk before its caller hears back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Durability {
     Durable,
+    /// Committed at once, on the disk within [`SYNC_SOON`].
+    Soon,
     Relaxed,
 }
 
@@ -140,7 +151,26 @@ impl Writer {
 
 fn run(conn: Connection, receiver: mpsc::Receiver<Message>, times: &CommitTimes) {
     let mut synchronous = Durability::Durable;
-    while let Ok(first) = receiver.recv() {
+    // When soon-durable writes committed without a sync must reach the disk.
+    let mut sync_by: Option<Instant> = None;
+    loop {
+        let first = match sync_by {
+            None => match receiver.recv() {
+                Ok(message) => message,
+                Err(_) => break,
+            },
+            Some(deadline) => {
+                match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(message) => message,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        sync(&conn, &mut synchronous, times);
+                        sync_by = None;
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
         let mut batch = Vec::new();
         let mut close = None;
         match first {
@@ -155,9 +185,24 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Message>, times: &CommitTimes)
             }
         }
         if !batch.is_empty() {
-            commit(&conn, batch, &mut synchronous, times);
+            let soon = batch.iter().any(|r| r.durability == Durability::Soon);
+            match commit(&conn, batch, &mut synchronous, times) {
+                Some(Durability::Durable) => sync_by = None,
+                Some(_) if soon => {
+                    sync_by.get_or_insert_with(|| Instant::now() + SYNC_SOON);
+                }
+                _ => {}
+            }
+        }
+        // Relaxed writes arriving without a pause must not put the sync off.
+        if sync_by.is_some_and(|deadline| Instant::now() >= deadline) {
+            sync(&conn, &mut synchronous, times);
+            sync_by = None;
         }
         if let Some(done) = close {
+            if sync_by.is_some() {
+                sync(&conn, &mut synchronous, times);
+            }
             if let Err((_, error)) = conn.close() {
                 tracing::warn!(%error, "closing the sqlite writer");
             }
@@ -167,13 +212,30 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Message>, times: &CommitTimes)
     }
 }
 
-/// Runs one batch in one transaction and answers every caller in it.
+/// Makes the soon-durable writes committed so far durable: a small durable write (the
+/// write probe's insert and delete), whose fsync of the write-ahead log carries them.
+fn sync(conn: &Connection, synchronous: &mut Durability, times: &CommitTimes) {
+    let (reply, _unheard) = oneshot::channel();
+    let request = Request {
+        operation: Box::new(Pending {
+            write: super::maintenance::probe,
+            reply,
+        }),
+        durability: Durability::Durable,
+    };
+    if commit(conn, vec![request], synchronous, times).is_none() {
+        tracing::error!("the sqlite writer could not sync the outcomes committed last");
+    }
+}
+
+/// Runs one batch in one transaction and answers every caller in it. Returns how it
+/// committed (`Durable`: with an fsync; `Relaxed`: without), `None` if it did not.
 fn commit(
     conn: &Connection,
     batch: Vec<Request>,
     synchronous: &mut Durability,
     times: &CommitTimes,
-) {
+) -> Option<Durability> {
     let wanted = if batch.iter().any(|r| r.durability == Durability::Durable) {
         Durability::Durable
     } else {
@@ -182,16 +244,18 @@ fn commit(
     if *synchronous != wanted {
         let setting = match wanted {
             Durability::Durable => "PRAGMA synchronous = FULL",
-            Durability::Relaxed => "PRAGMA synchronous = NORMAL",
+            Durability::Soon | Durability::Relaxed => "PRAGMA synchronous = NORMAL",
         };
         if let Err(error) = execute_cached(conn, setting) {
-            return refuse_all(batch, &error);
+            refuse_all(batch, &error);
+            return None;
         }
         *synchronous = wanted;
     }
     // The statements a batch always runs are prepared once and kept.
     if let Err(error) = execute_cached(conn, "BEGIN IMMEDIATE") {
-        return refuse_all(batch, &error);
+        refuse_all(batch, &error);
+        return None;
     }
     let mut answers = Vec::with_capacity(batch.len());
     for request in batch {
@@ -205,6 +269,7 @@ fn commit(
             for answer in answers {
                 answer(Ok(()));
             }
+            Some(wanted)
         }
         Err(error) => {
             let _ = conn.execute_batch("ROLLBACK");
@@ -212,6 +277,7 @@ fn commit(
             for answer in answers {
                 answer(Err(message.clone()));
             }
+            None
         }
     }
 }

@@ -25,7 +25,7 @@ mod outbox;
 mod row;
 mod signals;
 
-pub use signals::{PgSignals, Signal};
+pub use signals::{APPLICATION_NAME, PgSignals, Signal};
 
 use std::fmt;
 use std::str::FromStr;

@@ -17,6 +17,9 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use crate::error::Result;
 use crate::job::JobId;
 
+/// The `application_name` of listening sessions.
+pub const APPLICATION_NAME: &str = "foreman-signals";
+
 /// The channel every job signal is sent on.
 pub(crate) const CHANNEL: &str = "foreman_jobs";
 
@@ -73,6 +76,9 @@ impl std::fmt::Debug for PgSignals {
 
 impl PgSignals {
     pub(super) async fn connect(config: &tokio_postgres::Config) -> Result<PgSignals> {
+        let mut config = config.clone();
+        // Named apart from the pool's sessions, for operators (`pg_stat_activity`).
+        config.application_name(APPLICATION_NAME);
         let (client, mut connection) = config.connect(NoTls).await?;
         let (sender, payloads) = mpsc::unbounded_channel();
         tokio::spawn(async move {

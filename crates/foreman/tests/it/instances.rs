@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use foreman::config::Config;
 use foreman::signals::SignalMode;
-use foreman_store::test_postgres::TestDatabase;
 use foreman_store::postgres::APPLICATION_NAME;
+use foreman_store::test_postgres::TestDatabase;
 use foreman_store::{JobId, JobState, Store};
 use ollama_sim::SimHandle;
 use serde_json::{Value, json};
@@ -170,7 +170,11 @@ async fn long_poll_hears_the_other_instance(signals: SignalMode) {
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     eventually("the long poll to answer", async || poll.is_finished()).await;
     let (status, view) = poll.await.unwrap();
-    assert_eq!((status, view["state"].as_str()), (200, Some("succeeded")), "{view}");
+    assert_eq!(
+        (status, view["state"].as_str()),
+        (200, Some("succeeded")),
+        "{view}"
+    );
     pair.stop().await;
 }
 

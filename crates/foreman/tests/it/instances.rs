@@ -263,3 +263,30 @@ async fn listeners_reconnect_after_their_sessions_die() {
     assert_eq!(recorded(&pair.store, id).await.state, JobState::Cancelled);
     pair.stop().await;
 }
+
+/// `/jobs/{id}/events` on the instance that does not run the job ends, when the other's
+/// run ends, with the job's final line (its result); the output itself stays on the
+/// runner's instance. Without the end's signal the stream would stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_on_the_other_instance_end_with_the_result() {
+    let pair = Pair::start(SignalMode::Notify, slow_sim()).await;
+    let id = submit(&pair.a, "followed from the other instance").await;
+    let (_, other) = pair.runner_and_other(id).await;
+    let events = {
+        let url = format!("{}/jobs/{id}/events", other.url);
+        tokio::spawn(async move {
+            let response = client().get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        })
+    };
+    let job = recorded(&pair.store, id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    eventually("the event stream to end", async || events.is_finished()).await;
+    let body = events.await.unwrap();
+    let last: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+    assert_eq!(last["done"], true, "{body}");
+    let stored: Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
+    assert_eq!(last, stored);
+    pair.stop().await;
+}

@@ -35,7 +35,7 @@ pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
 };
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
-pub use postgres::PgStore;
+pub use postgres::{PgSignals, PgStore, Signal};
 pub use queue_index::QueuedJob;
 pub use sqlite::{BackupReport, SqliteStore};
 pub use webhook::{AttemptOutcome, DeliveryState, WebhookAttempt, WebhookDelivery};
@@ -117,6 +117,16 @@ impl Store {
     /// file has one foreman process.
     pub fn is_shared(&self) -> bool {
         matches!(self, Store::Postgres(_))
+    }
+
+    /// Opens a session that hears every instance's job signals (new work, state
+    /// changes, ends, cancel requests), sent at the commit of the change; `None` on
+    /// SQLite, whose one process signals in memory.
+    pub async fn listen(&self) -> Result<Option<PgSignals>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(store) => store.listen().await.map(Some),
+        }
     }
 
     /// The schema version recorded in the database.

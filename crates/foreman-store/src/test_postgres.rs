@@ -88,6 +88,47 @@ impl TestDatabase {
         }
     }
 
+    /// How many sessions on this database carry `application_name`.
+    pub async fn sessions(&self, application_name: &str) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to the test database: {error}"));
+        let driver = tokio::spawn(connection);
+        let count = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = $1",
+                &[&application_name],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("counting sessions: {error}"))
+            .get(0);
+        drop(client);
+        let _ = driver.await;
+        count
+    }
+
+    /// Terminates the sessions on this database that carry `application_name`, as a
+    /// server restart or a network cut would end them; returns how many.
+    pub async fn terminate_sessions(&self, application_name: &str) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to the test database: {error}"));
+        let driver = tokio::spawn(connection);
+        let count = client
+            .query_one(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = $1) AS ended",
+                &[&application_name],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("terminating sessions: {error}"))
+            .get(0);
+        drop(client);
+        let _ = driver.await;
+        count
+    }
+
     /// Drops the database (and any connection still open to it).
     pub async fn drop_database(self) {
         admin(

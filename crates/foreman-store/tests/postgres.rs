@@ -70,7 +70,9 @@ async fn concurrent_opens_migrate_once() {
         .await
         .expect("migrations");
     let versions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
-    assert_eq!(versions, [PgStore::latest_schema_version()]);
+    // Each migration recorded once, in order.
+    let expected: Vec<i64> = (1..=PgStore::latest_schema_version()).collect();
+    assert_eq!(versions, expected);
     for store in &stores {
         assert_eq!(
             store.schema_version().await.expect("version"),
@@ -177,4 +179,82 @@ async fn an_unreachable_server_fails_the_open() {
         matches!(error, Error::Postgres(_) | Error::Connect(_)),
         "{error}"
     );
+}
+
+/// Every change another instance's waiter cares about is heard on a listening session of
+/// another handle, after its commit: new work, a claim, a cancel request, the end; a
+/// heartbeat says nothing. A session that is dropped hears nothing more, and a new one
+/// hears what follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signals_cross_handles_at_commit() {
+    use foreman_store::{ClaimParams, JobFailure, Signal};
+    let db = TestDatabase::create().await;
+    let writer = Store::open(&db.url).await.expect("open writer");
+    let listener = Store::open(&db.url).await.expect("open listener");
+    let mut signals = listener
+        .listen()
+        .await
+        .expect("listen")
+        .expect("postgres listens");
+    let next = async |signals: &mut foreman_store::PgSignals| {
+        tokio::time::timeout(std::time::Duration::from_secs(30), signals.next())
+            .await
+            .expect("a signal within 30 s")
+            .expect("the session is open")
+    };
+
+    let job = writer
+        .enqueue(new_job("m", 0), T0)
+        .await
+        .expect("enqueue")
+        .job;
+    assert_eq!(next(&mut signals).await, Signal::NewWork(job.id));
+    let claimed = writer
+        .claim(ClaimParams {
+            id: job.id,
+            owner: "a/t/0".to_owned(),
+            target: "t".to_owned(),
+            now: T0 + 1,
+            lease_for_ms: 30_000,
+        })
+        .await
+        .expect("claim")
+        .expect("claimable");
+    assert_eq!(next(&mut signals).await, Signal::Changed(job.id));
+    // A heartbeat changes no state: nothing is sent for it, so the next signal heard is
+    // the cancel request that follows.
+    assert!(
+        writer
+            .heartbeat(job.id, claimed.attempts, "a/t/0", T0 + 2, 30_000)
+            .await
+            .expect("heartbeat")
+    );
+    let reason = JobFailure {
+        status: 499,
+        message: "cancelled".to_owned(),
+    };
+    writer.cancel(job.id, T0 + 3, reason).await.expect("cancel");
+    assert_eq!(next(&mut signals).await, Signal::CancelRequested(job.id));
+    writer
+        .finish_cancelled(job.id, claimed.attempts, "a/t/0", T0 + 4)
+        .await
+        .expect("finish cancelled");
+    assert_eq!(next(&mut signals).await, Signal::Finished(job.id));
+
+    drop(signals);
+    let mut again = listener
+        .listen()
+        .await
+        .expect("listen again")
+        .expect("postgres listens");
+    let second = writer
+        .enqueue(new_job("m", 0), T0 + 5)
+        .await
+        .expect("enqueue")
+        .job;
+    assert_eq!(next(&mut again).await, Signal::NewWork(second.id));
+
+    writer.close().await;
+    listener.close().await;
+    db.drop_database().await;
 }

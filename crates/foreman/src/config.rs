@@ -169,6 +169,15 @@ pub struct ServeArgs {
     /// How often the janitor prunes finished jobs and requeues jobs whose lease lapsed.
     #[arg(long, env = "FOREMAN_JANITOR_INTERVAL", default_value = "60s", value_parser = positive_duration)]
     pub janitor_interval: Duration,
+    /// How instances on one PostgreSQL database hear each other's changes (new work,
+    /// ends, cancel requests): `notify` (LISTEN/NOTIFY, at each commit) or `poll`
+    /// (reading the rows every --signal-poll-interval; for a transaction-pooling
+    /// PgBouncer). Unused on SQLite.
+    #[arg(long, env = "FOREMAN_SIGNALS", default_value = "notify", value_enum)]
+    pub signals: crate::signals::SignalMode,
+    /// How often `poll` signals read the rows again (and `notify` while its session is down).
+    #[arg(long, env = "FOREMAN_SIGNAL_POLL_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    pub signal_poll_interval: Duration,
     /// How long a client has to send a request's line and headers, counted from the
     /// connection's start or the end of its previous answer; the connection is
     /// closed past it (an idle keep-alive connection too).
@@ -406,6 +415,10 @@ pub struct Config {
     /// Names this instance in lease owners (`FOREMAN_INSTANCE_ID`, else host-pid-random).
     pub instance_id: String,
     pub janitor_interval: Duration,
+    /// How other instances' signals are heard (`FOREMAN_SIGNALS`).
+    pub signals: crate::signals::SignalMode,
+    /// The period of `poll` signals (`FOREMAN_SIGNAL_POLL_INTERVAL`).
+    pub signal_poll_interval: Duration,
     /// Time to send a request's line and headers (`FOREMAN_HEADER_TIMEOUT`).
     pub header_timeout: Duration,
     /// Longest silence within a request body (`FOREMAN_BODY_TIMEOUT`).
@@ -682,6 +695,8 @@ impl ServeArgs {
                 None => default_instance_id(),
             },
             janitor_interval: self.janitor_interval,
+            signals: self.signals,
+            signal_poll_interval: self.signal_poll_interval,
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),

@@ -262,6 +262,17 @@ impl Hub {
         }
     }
 
+    /// The jobs watched right now: after signals from other instances may have been
+    /// missed, each is rung once so its waiters read its row again.
+    pub fn watched_jobs(&self) -> Vec<JobId> {
+        self.watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// How many times watches woke for a change of their job, in total (for tests).
     pub fn watch_wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::SeqCst)

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model_name;
 pub mod runner;
 pub mod scheduler;
+pub mod signals;
 pub mod status_cli;
 pub mod targets;
 pub mod upstream;
@@ -112,6 +113,18 @@ pub async fn serve(
         config.janitor_interval,
         shutdown.clone(),
     ));
+    tasks.spawn(
+        signals::Relay {
+            store: store.clone(),
+            hub: hub.clone(),
+            running: running.clone(),
+            wake: wake.clone(),
+            finished: finished.clone(),
+            mode: config.signals,
+            poll_interval: config.signal_poll_interval,
+        }
+        .run(shutdown.clone()),
+    );
     let settings = RunnerSettings::from_config(&config);
     let job_dispatcher = Arc::new(Dispatcher::new(
         store.clone(),

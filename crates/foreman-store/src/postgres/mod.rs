@@ -23,6 +23,9 @@
 mod migrate;
 mod outbox;
 mod row;
+mod signals;
+
+pub use signals::{APPLICATION_NAME, PgSignals, Signal};
 
 use std::fmt;
 use std::str::FromStr;
@@ -58,6 +61,8 @@ const ADMISSION_LOCK: i64 = 0x666f_7265_6d61_6e01;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Where the dedicated signal connections go (see [`PgStore::listen`]).
+    config: Arc<tokio_postgres::Config>,
     /// `postgres://user@host:port/db`, without the password, for people.
     display: String,
     ids: Arc<Mutex<ulid::Generator>>,
@@ -92,7 +97,7 @@ impl PgStore {
         config.application_name("foreman");
         let display = describe(&config);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -107,6 +112,7 @@ impl PgStore {
             .map_err(|error| Error::Connect(error.to_string()))?;
         let store = PgStore {
             pool,
+            config: Arc::new(config),
             display,
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             commit_times: Arc::new(CommitTimes::default()),
@@ -114,6 +120,15 @@ impl PgStore {
         let mut client = store.client().await?;
         migrate::run(&mut client).await?;
         Ok(store)
+    }
+
+    /// Opens a listening session of its own (not from the pool) for the signals every
+    /// instance's changes send; see [`PgSignals`].
+    pub async fn listen(&self) -> Result<PgSignals> {
+        if self.pool.is_closed() {
+            return Err(Error::Closed);
+        }
+        PgSignals::connect(&self.config).await
     }
 
     /// Where the data is, for people: the URL without its password.

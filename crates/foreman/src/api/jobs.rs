@@ -39,7 +39,7 @@ use super::query::{Path, Query};
 use super::{ApiError, AppState, job_control};
 use crate::artifacts;
 use crate::clock::now_ms;
-use crate::hub::{CancelReason, FeedEvent, Outcome};
+use crate::hub::{CancelReason, FeedEvent, Outcome, Subscription};
 use crate::model_name::model_key;
 use crate::scheduler::forecast::waiting_for;
 use crate::webhook::AddressPolicy;
@@ -574,6 +574,9 @@ pub async fn events(
     let id = parse_id(&id)?;
     // Open the feed first, then look: a job that ends in between is seen as ended.
     let mut subscription = state.hub.open(id);
+    // On a shared database another instance may run the job: its output stays there,
+    // but its end reaches this watch (see `signals.rs`).
+    let mut watch = state.hub.watch(id);
     let job = find(&state, id).await?;
     let body: std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, Infallible>> + Send>> =
         if job.state.is_terminal() {
@@ -582,7 +585,19 @@ pub async fn events(
         } else {
             Box::pin(async_stream::stream! {
                 loop {
-                    match job_control::next_event(&state, &mut subscription).await {
+                    let event = tokio::select! {
+                        event = job_control::next_event(&state, &mut subscription) => event,
+                        _ = watch.changed(), if state.store.is_shared() => {
+                            match ended_elsewhere(&state, &subscription).await {
+                                Some(job) => {
+                                    yield Ok(final_line(&state, &job).await);
+                                    break;
+                                }
+                                None => continue,
+                            }
+                        }
+                    };
+                    match event {
                         Some(FeedEvent::Chunk(chunk)) => yield Ok(chunk),
                         Some(FeedEvent::End(Outcome::Succeeded | Outcome::FailedInStream)) => {
                             // The feed ends before the outcome's commit; a watcher that
@@ -608,6 +623,18 @@ pub async fn events(
         axum::http::HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// The job, when it ended without this instance running it (no output reached this
+/// instance's feed): another instance on the shared database ran it, and only its end
+/// (the final line) can be told here.
+async fn ended_elsewhere(state: &AppState, subscription: &Subscription) -> Option<Job> {
+    let id = subscription.id();
+    if subscription.content_type().is_some() || state.running.contains(id) {
+        return None;
+    }
+    let job = state.store.get(id).await.ok().flatten()?;
+    job.state.is_terminal().then_some(job)
 }
 
 /// Waits until the runner has recorded the job's outcome (it leaves the running set

@@ -41,6 +41,11 @@ impl RunningJobs {
         }
     }
 
+    /// The jobs held right now.
+    pub fn ids(&self) -> Vec<JobId> {
+        self.lock().keys().copied().collect()
+    }
+
     pub fn contains(&self, id: JobId) -> bool {
         self.lock().contains_key(&id)
     }

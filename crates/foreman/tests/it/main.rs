@@ -17,6 +17,7 @@ mod eta;
 mod fuzz;
 mod golden;
 mod hostile;
+mod instances;
 mod jobs;
 mod metrics;
 mod official_clients;

@@ -1,0 +1,292 @@
+//! Two foreman instances on one PostgreSQL database in front of one simulator: what one
+//! instance does reaches the other through the store's signals (LISTEN/NOTIFY, or
+//! polling with `FOREMAN_SIGNALS=poll`). Both run in this process (`foreman::serve`
+//! twice), each with its own instance id, HTTP port and in-process hub, so nothing but
+//! the database connects them.
+//!
+//! Which instance runs a job is up to the claim (both schedule the one target), so each
+//! test first finds the runner from the job's lease owner (`INSTANCE/TARGET/SLOT`) and
+//! then acts on the *other* instance.
+
+use std::time::{Duration, Instant};
+
+use foreman::config::Config;
+use foreman::signals::SignalMode;
+use foreman_store::postgres::APPLICATION_NAME;
+use foreman_store::test_postgres::TestDatabase;
+use foreman_store::{JobId, JobState, Store};
+use ollama_sim::SimHandle;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+/// One running instance.
+struct Instance {
+    id: &'static str,
+    url: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), foreman::ServeError>>,
+}
+
+impl Instance {
+    async fn start(
+        id: &'static str,
+        sim: &SimHandle,
+        database: &str,
+        data: &std::path::Path,
+        signals: SignalMode,
+    ) -> Instance {
+        let mut config: Config = test_config(&sim.url(), "unused.db");
+        config.database = database.to_owned();
+        config.data_dir = data.join(id);
+        config.instance_id = id.to_owned();
+        config.signals = signals;
+        config.signal_poll_interval = Duration::from_millis(200);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(foreman::serve(listener, config, shutdown.clone()));
+        let probe = client();
+        eventually("the instance to be ready", async || {
+            probe
+                .get(format!("{url}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        Instance {
+            id,
+            url,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Two instances, `a` and `b`, on a fresh database and one simulator.
+struct Pair {
+    db: TestDatabase,
+    sim: SimHandle,
+    a: Instance,
+    b: Instance,
+    store: Store,
+    _data: tempfile::TempDir,
+}
+
+impl Pair {
+    async fn start(signals: SignalMode, sim: ollama_sim::SimConfig) -> Pair {
+        let db = TestDatabase::create().await;
+        let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), sim)
+            .await
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let a = Instance::start("it-a", &sim, &db.url, data.path(), signals).await;
+        let b = Instance::start("it-b", &sim, &db.url, data.path(), signals).await;
+        let store = Store::open(&db.url).await.unwrap();
+        Pair {
+            db,
+            sim,
+            a,
+            b,
+            store,
+            _data: data,
+        }
+    }
+
+    /// The instance running job `id`, then the other one.
+    async fn runner_and_other(&self, id: JobId) -> (&Instance, &Instance) {
+        let mut owner = None;
+        eventually("the job to run", async || {
+            let job = self.store.get(id).await.unwrap().unwrap();
+            owner = job.lease_owner.filter(|_| job.state == JobState::Running);
+            owner.is_some()
+        })
+        .await;
+        let owner = owner.unwrap();
+        if owner.starts_with(&format!("{}/", self.a.id)) {
+            (&self.a, &self.b)
+        } else {
+            assert!(owner.starts_with(&format!("{}/", self.b.id)), "{owner}");
+            (&self.b, &self.a)
+        }
+    }
+
+    async fn stop(self) {
+        hold(&self.sim, false);
+        self.a.stop().await;
+        self.b.stop().await;
+        self.store.close().await;
+        self.sim.shutdown().await;
+        self.db.drop_database().await;
+    }
+}
+
+/// A simulator whose one model answers at 10 tokens a second: a run lasts seconds.
+fn slow_sim() -> ollama_sim::SimConfig {
+    sim_with(&["llama3.2:3b,load=20ms,tps=10"], 1, 1)
+}
+
+/// Submits an async chat to `instance`; returns its id.
+async fn submit(instance: &Instance, text: &str) -> JobId {
+    let response = client()
+        .post(format!("{}/jobs", instance.url))
+        .json(&json!({"kind": "chat",
+            "request": {"model": CHAT, "messages": [{"role": "user", "content": text}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A long poll on the instance that does not run the job answers when the other
+/// instance's run ends: the end reaches it as a signal. (Without one, it would answer
+/// only at the end of its 30 s wait, with the job still running.)
+async fn long_poll_hears_the_other_instance(signals: SignalMode) {
+    let pair = Pair::start(signals, slow_sim()).await;
+    let id = submit(&pair.a, "slow enough to be waited for").await;
+    let (_, other) = pair.runner_and_other(id).await;
+    // The run takes seconds (a slow model), so the poll's first read finds it running
+    // and the poll waits, up to 50 s. Once the end is committed, the poll must answer
+    // within the suite's usual deadline (20 s): without a signal from the runner's
+    // instance it would answer only when its 50 s are up.
+    let poll = {
+        let url = format!("{}/jobs/{id}?wait=50s", other.url);
+        tokio::spawn(async move { get_json(&client(), url).await })
+    };
+    let job = recorded(&pair.store, id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    eventually("the long poll to answer", async || poll.is_finished()).await;
+    let (status, view) = poll.await.unwrap();
+    assert_eq!(
+        (status, view["state"].as_str()),
+        (200, Some("succeeded")),
+        "{view}"
+    );
+    pair.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_poll_on_one_instance_hears_a_run_end_on_the_other() {
+    long_poll_hears_the_other_instance(SignalMode::Notify).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_poll_hears_the_other_instance_by_polling_too() {
+    long_poll_hears_the_other_instance(SignalMode::Poll).await;
+}
+
+/// A cancel sent to the instance that does not run the job stops the run on the other:
+/// the simulator's held request goes away (the runner dropped it) and the job ends
+/// cancelled. How long it took is printed.
+async fn cancel_stops_the_other_instance(signals: SignalMode) {
+    let pair = Pair::start(signals, fast_sim()).await;
+    hold(&pair.sim, true);
+    let id = submit(&pair.a, "held until cancelled").await;
+    let (_, other) = pair.runner_and_other(id).await;
+    eventually("the run to reach the target", async || {
+        pair.sim.stats().held == 1
+    })
+    .await;
+    let asked = Instant::now();
+    let response = client()
+        .post(format!("{}/jobs/{id}/cancel", other.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    eventually("the held run to be dropped", async || {
+        pair.sim.stats().held == 0
+    })
+    .await;
+    eprintln!(
+        "cancel on one instance stopped the run on the other after {:?} ({signals:?})",
+        asked.elapsed()
+    );
+    let job = recorded(&pair.store, id).await;
+    assert_eq!(job.state, JobState::Cancelled, "{job:?}");
+    pair.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_on_one_instance_stops_a_run_on_the_other() {
+    cancel_stops_the_other_instance(SignalMode::Notify).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_crosses_instances_by_polling_too() {
+    cancel_stops_the_other_instance(SignalMode::Poll).await;
+}
+
+/// When the listening sessions die (here terminated by the server), each instance opens
+/// a new one and signals cross again: a cancel sent afterwards stops the other's run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listeners_reconnect_after_their_sessions_die() {
+    let pair = Pair::start(SignalMode::Notify, fast_sim()).await;
+    let listening = async || pair.db.sessions(APPLICATION_NAME).await;
+    eventually("both instances to listen", async || listening().await == 2).await;
+    assert_eq!(pair.db.terminate_sessions(APPLICATION_NAME).await, 2);
+    // Whether the cancel below finds an instance listening anew or still reconnecting,
+    // it must cross: a new session hears it, and a reconnect reads the cancel requests
+    // of the jobs running there (what was sent meanwhile is lost). Without reconnecting,
+    // it would never reach the run.
+
+    hold(&pair.sim, true);
+    let id = submit(&pair.a, "held until cancelled").await;
+    let (_, other) = pair.runner_and_other(id).await;
+    eventually("the run to reach the target", async || {
+        pair.sim.stats().held == 1
+    })
+    .await;
+    let response = client()
+        .post(format!("{}/jobs/{id}/cancel", other.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    eventually("the held run to be dropped", async || {
+        pair.sim.stats().held == 0
+    })
+    .await;
+    assert_eq!(recorded(&pair.store, id).await.state, JobState::Cancelled);
+    pair.stop().await;
+}
+
+/// `/jobs/{id}/events` on the instance that does not run the job ends, when the other's
+/// run ends, with the job's final line (its result); the output itself stays on the
+/// runner's instance. Without the end's signal the stream would stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_on_the_other_instance_end_with_the_result() {
+    let pair = Pair::start(SignalMode::Notify, slow_sim()).await;
+    let id = submit(&pair.a, "followed from the other instance").await;
+    let (_, other) = pair.runner_and_other(id).await;
+    let events = {
+        let url = format!("{}/jobs/{id}/events", other.url);
+        tokio::spawn(async move {
+            let response = client().get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        })
+    };
+    let job = recorded(&pair.store, id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    eventually("the event stream to end", async || events.is_finished()).await;
+    let body = events.await.unwrap();
+    let last: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+    assert_eq!(last["done"], true, "{body}");
+    let stored: Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
+    assert_eq!(last, stored);
+    pair.stop().await;
+}

@@ -17,11 +17,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "jobs",
-    sql: include_str!("migrations/0001_jobs.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "jobs",
+        sql: include_str!("migrations/0001_jobs.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "target_leases",
+        sql: include_str!("migrations/0002_target_leases.sql"),
+    },
+];
 
 pub(super) fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |migration| migration.version)

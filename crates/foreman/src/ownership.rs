@@ -14,9 +14,9 @@
 //! and nothing is written: a restarted process (with a new default instance id) must not
 //! wait for its predecessor's lease to lapse.
 
+use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use foreman_store::{Lease, Store};

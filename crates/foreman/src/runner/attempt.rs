@@ -231,7 +231,9 @@ impl Attempts {
                     Outcome::Failed {
                         failure: JobFailure {
                             status: 503,
-                            message: "the job's lease passed to another foreman instance; it runs there".into(),
+                            message:
+                                "the job's lease passed to another foreman instance; it runs there"
+                                    .into(),
                         },
                         from_target: None,
                     },

@@ -206,7 +206,10 @@ async fn the_other_instance_takes_over_when_the_owner_is_killed() {
     for id in &interrupted {
         let job = store.get(*id).await.unwrap().unwrap();
         let lease_owner = job.lease_owner.unwrap();
-        assert!(lease_owner.starts_with(&format!("{owner}/")), "{lease_owner}");
+        assert!(
+            lease_owner.starts_with(&format!("{owner}/")),
+            "{lease_owner}"
+        );
     }
 
     // The owner dies mid-run.
@@ -276,6 +279,83 @@ async fn the_other_instance_takes_over_when_the_owner_is_killed() {
     survivor.start_kill().unwrap();
     survivor.wait().await.unwrap();
     store.close().await;
+    sim.shutdown().await;
+    db.drop_database().await;
+}
+
+/// Two instances on one database and one target, with a long target lease: only the
+/// holder runs jobs, whichever instance accepted them; a clean shutdown releases the
+/// target, so the other takes it at its next renewal, long before the lease would lapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_holder_schedules_and_a_clean_shutdown_hands_the_target_over() {
+    let db = TestDatabase::create().await;
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
+        .await
+        .unwrap();
+    // Each instance's own simulator is left aside: both schedule this one.
+    let instance = |id: &'static str| {
+        let (database, url) = (db.url.clone(), sim.url());
+        move |config: &mut foreman::config::Config| {
+            config.database = database;
+            config.instance_id = id.to_owned();
+            config.targets = vec![foreman::targets::TargetSpec::single(&url).unwrap()];
+            // Longer than `eventually` waits: only a release hands the target over in time.
+            config.lease_ttl = Duration::from_secs(24);
+        }
+    };
+    let first = TestForeman::start_with(fast_sim(), instance("it-a")).await;
+    let second = TestForeman::start_with(fast_sim(), instance("it-b")).await;
+    let client = client();
+    let (a, b) = (
+        target_view(&client, &first.url).await.unwrap(),
+        target_view(&client, &second.url).await.unwrap(),
+    );
+    assert_eq!(a["name"], b["name"]);
+    assert_eq!(
+        (&a["owned"], &a["lease_owner"]),
+        (&json!(true), &json!("it-a"))
+    );
+    assert_eq!(
+        (&b["owned"], &b["lease_owner"]),
+        (&json!(false), &json!("it-a"))
+    );
+
+    // Runs a job accepted by the second instance; the lease owner of its run.
+    let store = first.store().await;
+    let run = async |text: &str| {
+        hold(&sim, true);
+        let id = submit(&client, &second.url, text).await;
+        eventually("the job to run", async || {
+            store.get(id).await.unwrap().unwrap().state == JobState::Running
+                && sim.stats().held == 1
+        })
+        .await;
+        let owner = store.get(id).await.unwrap().unwrap().lease_owner.unwrap();
+        hold(&sim, false);
+        eventually("the job to succeed", async || {
+            store.get(id).await.unwrap().unwrap().state == JobState::Succeeded
+        })
+        .await;
+        owner
+    };
+    let owner = run("accepted by b, run by a").await;
+    assert!(owner.starts_with("it-a/"), "{owner}");
+
+    first.stop().await;
+    eventually(
+        "the second instance to take the released target",
+        async || {
+            target_view(&client, &second.url)
+                .await
+                .is_some_and(|view| view["owned"] == true && view["lease_owner"] == "it-b")
+        },
+    )
+    .await;
+    let owner = run("after the handover").await;
+    assert!(owner.starts_with("it-b/"), "{owner}");
+
+    store.close().await;
+    second.stop().await;
     sim.shutdown().await;
     db.drop_database().await;
 }

@@ -30,6 +30,8 @@ use crate::targets::Targets;
 pub struct Ownership {
     /// Unix ms until which the lease is this instance's; 0 when it is not.
     held_until: AtomicI64,
+    /// When another instance's lease on it expires, as last read; 0 when none was seen.
+    theirs_until: AtomicI64,
     /// The holder last seen (this instance when held); `None` before the first look.
     owner: RwLock<Option<String>>,
 }
@@ -38,6 +40,7 @@ impl Default for Ownership {
     fn default() -> Ownership {
         Ownership {
             held_until: AtomicI64::new(0),
+            theirs_until: AtomicI64::new(0),
             owner: RwLock::new(None),
         }
     }
@@ -48,6 +51,7 @@ impl Ownership {
     pub fn held_for_good(owner: &str) -> Ownership {
         Ownership {
             held_until: AtomicI64::new(i64::MAX),
+            theirs_until: AtomicI64::new(0),
             owner: RwLock::new(Some(owner.to_owned())),
         }
     }
@@ -64,6 +68,7 @@ impl Ownership {
 
     fn set(&self, held_until: i64, owner: Option<String>) {
         self.held_until.store(held_until, Ordering::SeqCst);
+        self.theirs_until.store(0, Ordering::SeqCst);
         *self.owner.write().unwrap_or_else(|e| e.into_inner()) = owner;
     }
 }
@@ -94,7 +99,9 @@ impl LeaseKeeper {
         self.renew_all().await;
     }
 
-    /// Renews every `ttl / 3` until `stop`, then releases what it holds so that another
+    /// Renews every `ttl / 3` (sooner when another instance's lease expires before that,
+    /// so that a dead holder's target is taken within `ttl` of its last renewal) until
+    /// `stop`, then releases what it holds so that another
     /// instance takes it at once. `stop` is cancelled once this instance's runners have
     /// ended, so the leases stay held while their jobs finish or are requeued.
     pub async fn run(self, stop: CancellationToken) {
@@ -104,7 +111,7 @@ impl LeaseKeeper {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(self.ttl / 3) => {}
+                _ = tokio::time::sleep(self.next_renewal()) => {}
             }
             self.renew_all().await;
         }
@@ -114,6 +121,25 @@ impl LeaseKeeper {
         }
         self.janitor.set(0, None);
         self.release(Lease::Janitor).await;
+    }
+
+    /// How long until the next round: a third of the TTL, or just past the earliest
+    /// expiry of a lease another instance holds, if that comes first.
+    fn next_renewal(&self) -> Duration {
+        let now = now_ms();
+        let regular = self.ttl / 3;
+        self.targets
+            .all()
+            .iter()
+            .map(|target| &target.ownership)
+            .chain(std::iter::once(&*self.janitor))
+            .map(|ownership| ownership.theirs_until.load(Ordering::SeqCst))
+            .filter(|&expiry| expiry > 0)
+            .map(|expiry| {
+                // A few milliseconds past it, so the store sees it expired.
+                Duration::from_millis(u64::try_from((expiry - now).max(0) + 5).unwrap_or(5))
+            })
+            .fold(regular, Duration::min)
     }
 
     async fn renew_all(&self) {
@@ -166,11 +192,13 @@ impl LeaseKeeper {
         {
             Ok(true) => ownership.set(now.saturating_add(ttl_ms), Some(self.instance.clone())),
             Ok(false) => {
-                let owner = match self.store.lease_holder(lease).await {
-                    Ok(holder) => holder.map(|holder| holder.owner),
-                    Err(_) => None,
-                };
-                ownership.set(0, owner);
+                let holder = self.store.lease_holder(lease).await.ok().flatten();
+                ownership.set(0, holder.as_ref().map(|holder| holder.owner.clone()));
+                if let Some(holder) = holder {
+                    ownership
+                        .theirs_until
+                        .store(holder.expires_at, Ordering::SeqCst);
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, ?lease, "cannot renew a lease; letting it go");

@@ -17,6 +17,7 @@
 mod commit_times;
 mod error;
 mod job;
+mod lease;
 mod ops;
 pub mod postgres;
 mod queue_index;
@@ -34,6 +35,7 @@ pub use error::{Error, Result};
 pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
 };
+pub use lease::{Lease, LeaseHolder};
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 pub use postgres::{PgSignals, PgStore, Signal};
 pub use queue_index::QueuedJob;
@@ -254,6 +256,40 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.claim(params).await,
             Store::Postgres(store) => store.claim(params).await,
+        }
+    }
+
+    /// Takes or renews `lease` for `owner` (an instance id) until `now + ttl_ms`, in one
+    /// statement: it is this owner's afterwards if it was free, already this owner's, or
+    /// expired at `now`. True when `owner` holds it; false when another owner's lease runs.
+    pub async fn acquire_lease(
+        &self,
+        lease: Lease<'_>,
+        owner: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        match self {
+            Store::Sqlite(store) => store.acquire_lease(lease, owner, now, ttl_ms).await,
+            Store::Postgres(store) => store.acquire_lease(lease, owner, now, ttl_ms).await,
+        }
+    }
+
+    /// Gives `lease` up if `owner` holds it (a clean shutdown), so another instance takes it
+    /// at once instead of after its expiry. True when a lease was released.
+    pub async fn release_lease(&self, lease: Lease<'_>, owner: &str) -> Result<bool> {
+        match self {
+            Store::Sqlite(store) => store.release_lease(lease, owner).await,
+            Store::Postgres(store) => store.release_lease(lease, owner).await,
+        }
+    }
+
+    /// The recorded holder of `lease`, expired or not; `None` if nobody took it or it was
+    /// released.
+    pub async fn lease_holder(&self, lease: Lease<'_>) -> Result<Option<LeaseHolder>> {
+        match self {
+            Store::Sqlite(store) => store.lease_holder(lease).await,
+            Store::Postgres(store) => store.lease_holder(lease).await,
         }
     }
 

@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 
 use crate::{
-    CancelOutcome, ClaimParams, Enqueued, Job, JobFailure, JobId, JobKind, JobState, ListParams,
-    NewJob, QueueHead, Store,
+    CancelOutcome, ClaimParams, Enqueued, Job, JobFailure, JobId, JobKind, JobState, Lease,
+    LeaseHolder, ListParams, NewJob, QueueHead, Store,
 };
 
 /// Calls `$harness! { case, ... }` with every case that takes `&Store`.
@@ -56,6 +56,7 @@ macro_rules! store_cases {
             case_concurrent_claimers_never_take_one_job_twice,
             case_text_is_ordered_bytewise,
             case_every_way_of_finishing_writes_one_delivery,
+            case_target_lease_acquire_renew_refuse_take_over_release,
         }
     };
 }
@@ -70,6 +71,8 @@ macro_rules! store_url_cases {
             case_stale_writes_from_another_handle_change_nothing_after_rescue,
             case_webhooks_claimed_by_two_handles_are_sent_once,
             case_idempotency_key_holds_across_handles,
+            case_one_handle_wins_a_contested_target_lease,
+            case_janitor_leader_is_one_handle_until_expiry,
         }
     };
 }
@@ -2477,4 +2480,190 @@ pub async fn case_every_way_of_finishing_writes_one_delivery(store: &Store) {
     let abandoned = hooked(store, true).await;
     store.abandon_sync_jobs(now + 2).await.expect("abandon");
     assert_eq!(deliveries(store, abandoned.id).await, ["job.cancelled"]);
+}
+
+/// A target's lease: taken when free, renewed by its holder, refused to another owner
+/// until it expires, taken over at expiry, and released only by its holder. Leases of
+/// other targets and the janitor's are apart, even under the same name.
+pub async fn case_target_lease_acquire_renew_refuse_take_over_release(store: &Store) {
+    let gpu = Lease::Target("gpu-a");
+    let ttl = 10_000;
+    assert_eq!(store.lease_holder(gpu).await.expect("holder"), None);
+    assert!(
+        store
+            .acquire_lease(gpu, "a", T0, ttl)
+            .await
+            .expect("acquire")
+    );
+    assert_eq!(
+        store.lease_holder(gpu).await.expect("holder"),
+        Some(LeaseHolder {
+            owner: "a".to_owned(),
+            expires_at: T0 + ttl
+        })
+    );
+    // Renewal moves the expiry.
+    assert!(
+        store
+            .acquire_lease(gpu, "a", T0 + 3_000, ttl)
+            .await
+            .expect("renew")
+    );
+    assert_eq!(
+        store
+            .lease_holder(gpu)
+            .await
+            .expect("holder")
+            .map(|h| h.expires_at),
+        Some(T0 + 3_000 + ttl)
+    );
+    // Another owner is refused until the renewed expiry, and refusing changes nothing.
+    assert!(
+        !store
+            .acquire_lease(gpu, "b", T0 + 12_000, ttl)
+            .await
+            .expect("refused")
+    );
+    assert!(
+        !store
+            .acquire_lease(gpu, "b", T0 + 12_999, ttl)
+            .await
+            .expect("refused")
+    );
+    assert_eq!(
+        store.lease_holder(gpu).await.expect("holder"),
+        Some(LeaseHolder {
+            owner: "a".to_owned(),
+            expires_at: T0 + 3_000 + ttl
+        })
+    );
+    // Other names are free meanwhile: another target, the janitor, a target named like it.
+    assert!(
+        store
+            .acquire_lease(Lease::Target("gpu-b"), "b", T0 + 12_000, ttl)
+            .await
+            .expect("other")
+    );
+    assert!(
+        store
+            .acquire_lease(Lease::Janitor, "b", T0 + 12_000, ttl)
+            .await
+            .expect("janitor")
+    );
+    assert!(
+        store
+            .acquire_lease(Lease::Target("janitor"), "a", T0 + 12_000, ttl)
+            .await
+            .expect("named")
+    );
+    // At expiry another owner takes it over, and the former holder is refused.
+    assert!(
+        store
+            .acquire_lease(gpu, "b", T0 + 13_000, ttl)
+            .await
+            .expect("take over")
+    );
+    assert!(
+        !store
+            .acquire_lease(gpu, "a", T0 + 13_001, ttl)
+            .await
+            .expect("lost")
+    );
+    assert_eq!(
+        store
+            .lease_holder(gpu)
+            .await
+            .expect("holder")
+            .map(|h| h.owner),
+        Some("b".to_owned())
+    );
+    // Only the holder releases; then anyone takes it at once.
+    assert!(!store.release_lease(gpu, "a").await.expect("not a's"));
+    assert!(store.release_lease(gpu, "b").await.expect("release"));
+    assert_eq!(store.lease_holder(gpu).await.expect("holder"), None);
+    assert!(
+        store
+            .acquire_lease(gpu, "a", T0 + 14_000, ttl)
+            .await
+            .expect("free again")
+    );
+    assert!(matches!(
+        store.acquire_lease(gpu, "a", T0, 0).await,
+        Err(crate::Error::InvalidInput(_))
+    ));
+}
+
+/// Many acquisitions of one free target lease at once, through two handles on one
+/// database (two instances): exactly one owner wins.
+pub async fn case_one_handle_wins_a_contested_target_lease(url: &str) {
+    let (a, b) = two_handles(url).await;
+    let tries: Vec<_> = (0..16)
+        .map(|index| {
+            let store = if index % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let owner = format!("instance-{index}");
+                let won = store
+                    .acquire_lease(Lease::Target("gpu"), &owner, T0, 10_000)
+                    .await
+                    .expect("acquire");
+                (owner, won)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for attempt in tries {
+        let (owner, won) = attempt.await.expect("task");
+        if won {
+            winners.push(owner);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let holder = b.lease_holder(Lease::Target("gpu")).await.expect("holder");
+    assert_eq!(holder.map(|h| h.owner), Some(winners[0].clone()));
+    a.close().await;
+    b.close().await;
+}
+
+/// The janitor's leader lease through two handles (two instances): only one holds it,
+/// each renewal keeps it, and the other gets it only once it expired.
+pub async fn case_janitor_leader_is_one_handle_until_expiry(url: &str) {
+    let (a, b) = two_handles(url).await;
+    let ttl = 6_000;
+    assert!(
+        a.acquire_lease(Lease::Janitor, "a", T0, ttl)
+            .await
+            .expect("a leads")
+    );
+    let mut now = T0;
+    for _ in 0..5 {
+        now += ttl / 3;
+        assert!(
+            !b.acquire_lease(Lease::Janitor, "b", now, ttl)
+                .await
+                .expect("b waits")
+        );
+        assert!(
+            a.acquire_lease(Lease::Janitor, "a", now, ttl)
+                .await
+                .expect("a renews")
+        );
+    }
+    // a stops renewing (it died): b is refused until the last renewal's expiry.
+    assert!(
+        !b.acquire_lease(Lease::Janitor, "b", now + ttl - 1, ttl)
+            .await
+            .expect("not yet")
+    );
+    assert!(
+        b.acquire_lease(Lease::Janitor, "b", now + ttl, ttl)
+            .await
+            .expect("b leads")
+    );
+    assert!(
+        !a.acquire_lease(Lease::Janitor, "a", now + ttl + 1, ttl)
+            .await
+            .expect("a follows")
+    );
+    a.close().await;
+    b.close().await;
 }

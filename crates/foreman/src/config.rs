@@ -166,6 +166,12 @@ pub struct ServeArgs {
     /// takes back its jobs at once, instead of after their leases lapse.
     #[arg(long, env = "FOREMAN_INSTANCE_ID", value_name = "ID")]
     pub instance_id: Option<String>,
+    /// How long this instance's hold on a target (and on the janitor's work) lasts
+    /// without renewal, on a PostgreSQL database shared by several instances; it is
+    /// renewed every third of it. When an instance dies, another takes its targets
+    /// within this time. A SQLite file has one instance, which holds them all.
+    #[arg(long, env = "FOREMAN_LEASE_TTL", default_value = "10s", value_parser = positive_duration)]
+    pub lease_ttl: Duration,
     /// How often the janitor prunes finished jobs and requeues jobs whose lease lapsed.
     #[arg(long, env = "FOREMAN_JANITOR_INTERVAL", default_value = "60s", value_parser = positive_duration)]
     pub janitor_interval: Duration,
@@ -414,6 +420,8 @@ pub struct Config {
     pub lease: Duration,
     /// Names this instance in lease owners (`FOREMAN_INSTANCE_ID`, else host-pid-random).
     pub instance_id: String,
+    /// How long a target's or the janitor's lease lasts unrenewed (`FOREMAN_LEASE_TTL`).
+    pub lease_ttl: Duration,
     pub janitor_interval: Duration,
     /// How other instances' signals are heard (`FOREMAN_SIGNALS`).
     pub signals: crate::signals::SignalMode,
@@ -694,6 +702,7 @@ impl ServeArgs {
                 }
                 None => default_instance_id(),
             },
+            lease_ttl: self.lease_ttl,
             janitor_interval: self.janitor_interval,
             signals: self.signals,
             signal_poll_interval: self.signal_poll_interval,

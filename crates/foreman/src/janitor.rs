@@ -3,6 +3,10 @@
 //! system (incremental vacuum, also in small steps), removes the result files of jobs
 //! that are gone, and rescues running jobs whose lease expired (a runner that stopped
 //! heartbeating).
+//!
+//! On a database shared by several instances only the holder of the janitor's lease
+//! (see [`crate::ownership`]) prunes and rescues; the others skip that part of their
+//! turns and only remove result files of pruned jobs from their own data folder.
 
 use std::time::Duration;
 
@@ -18,13 +22,17 @@ const RECLAIM_PAGES: u32 = 1024;
 /// Prunes and rescues every `interval` until shutdown.
 pub async fn run(
     store: Store,
+    leader: std::sync::Arc<crate::ownership::Ownership>,
     ttl: Duration,
     data_dir: std::path::PathBuf,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
-        sweep(&store, ttl).await;
+        if leader.held(now_ms()) {
+            sweep(&store, ttl).await;
+        }
+        // Result files live in this instance's data folder, whoever pruned their jobs.
         let removed = crate::artifacts::sweep_orphans(&store, &data_dir).await;
         if removed > 0 {
             tracing::info!(jobs = removed, "removed result files of pruned jobs");

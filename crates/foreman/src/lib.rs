@@ -22,6 +22,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod model_name;
+pub mod ownership;
 pub mod runner;
 pub mod scheduler;
 pub mod signals;
@@ -97,6 +98,19 @@ pub async fn serve(
         config.poll_interval,
     );
     targets.poll_all().await;
+    // Which targets this instance schedules (and whether it runs the janitor): taken
+    // once before the runners start, then renewed until they have stopped.
+    let janitor_lease = Arc::new(ownership::Ownership::default());
+    let keeper = ownership::LeaseKeeper {
+        store: store.clone(),
+        targets: targets.clone(),
+        janitor: janitor_lease.clone(),
+        instance: config.instance_id.clone(),
+        ttl: config.lease_ttl,
+    };
+    keeper.start().await;
+    let leases_done = CancellationToken::new();
+    let keeper = tokio::spawn(keeper.run(leases_done.clone()));
     let hub = Arc::new(Hub::default());
     let running = Arc::new(RunningJobs::default());
     let wake = Arc::new(Notify::new());
@@ -108,6 +122,7 @@ pub async fn serve(
     }
     tasks.spawn(janitor::run(
         store.clone(),
+        janitor_lease,
         config.job_ttl,
         config.data_dir.clone(),
         config.janitor_interval,
@@ -189,6 +204,9 @@ pub async fn serve(
     listener::serve(listener, api::router(state), connections, shutdown.clone()).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    // The runners have ended: the leases go, so another instance takes over at once.
+    leases_done.cancel();
+    let _ = keeper.await;
     store.close().await;
     tracing::info!("foreman stopped");
     Ok(())

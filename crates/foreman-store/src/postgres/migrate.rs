@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "signals",
         sql: include_str!("migrations/0002_signals.sql"),
     },
+    Migration {
+        version: 3,
+        name: "target_leases",
+        sql: include_str!("migrations/0003_target_leases.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

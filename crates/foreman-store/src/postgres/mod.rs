@@ -40,6 +40,7 @@ use tokio_postgres::types::ToSql;
 use crate::commit_times::{CommitTimes, CommitTimesSnapshot};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobFailure, JobId, JobRef, NewJob, QueueGroup, QueueHead};
+use crate::lease::{Lease, LeaseHolder};
 use crate::ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 use crate::queue_index::QueuedJob;
 use crate::sqlite::{
@@ -718,6 +719,58 @@ impl PgStore {
                 .await?)
         })
         .await
+    }
+
+    /// See [`Store::acquire_lease`](crate::Store::acquire_lease).
+    pub async fn acquire_lease(
+        &self,
+        lease: Lease<'_>,
+        owner: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        let expires_at = lease_expiry(now, ttl_ms)?;
+        let changed = self
+            .single(async |client| {
+                Ok(client
+                    .execute(
+                        crate::lease::ACQUIRE_POSTGRES,
+                        &[&lease.kind(), &lease.name(), &owner, &now, &expires_at],
+                    )
+                    .await?)
+            })
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// See [`Store::release_lease`](crate::Store::release_lease).
+    pub async fn release_lease(&self, lease: Lease<'_>, owner: &str) -> Result<bool> {
+        let changed = self
+            .single(async |client| {
+                Ok(client
+                    .execute(
+                        "DELETE FROM target_leases WHERE kind = $1 AND name = $2 AND owner = $3",
+                        &[&lease.kind(), &lease.name(), &owner],
+                    )
+                    .await?)
+            })
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// See [`Store::lease_holder`](crate::Store::lease_holder).
+    pub async fn lease_holder(&self, lease: Lease<'_>) -> Result<Option<LeaseHolder>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT owner, expires_at FROM target_leases WHERE kind = $1 AND name = $2",
+                &[&lease.kind(), &lease.name()],
+            )
+            .await?;
+        Ok(row.map(|row| LeaseHolder {
+            owner: row.get(0),
+            expires_at: row.get(1),
+        }))
     }
 
     /// See [`Store::get`](crate::Store::get).

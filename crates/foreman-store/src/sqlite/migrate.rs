@@ -53,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "sync_jobs_and_interruptions",
         sql: include_str!("migrations/0007_sync_jobs_and_interruptions.sql"),
     },
+    Migration {
+        version: 8,
+        name: "target_leases",
+        sql: include_str!("migrations/0008_target_leases.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -21,11 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags, Params, Row};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, Row};
 
 use crate::commit_times::{CommitTimes, CommitTimesSnapshot};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobFailure, JobId, NewJob, QueueGroup, QueueHead};
+use crate::lease::{Lease, LeaseHolder};
 use crate::ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 use crate::queue_index::QueuedJob;
 use mirror::Mirror;
@@ -652,6 +653,60 @@ impl SqliteStore {
     /// See [`Store::prune_finished`](crate::Store::prune_finished).
     pub async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64> {
         self.change_rows(queries::PRUNE_FINISHED, (before, i64::from(limit)), false)
+            .await
+    }
+
+    /// See [`Store::acquire_lease`](crate::Store::acquire_lease). A relaxed write: a lease
+    /// lost to a power cut is taken again at the next start.
+    pub async fn acquire_lease(
+        &self,
+        lease: Lease<'_>,
+        owner: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        let expires_at = lease_expiry(now, ttl_ms)?;
+        let (kind, name, owner) = (lease.kind(), lease.name().to_owned(), owner.to_owned());
+        self.write(Durability::Relaxed, move |conn, _| {
+            let changed = conn
+                .prepare_cached(crate::lease::ACQUIRE_SQLITE)?
+                .execute(rusqlite::params![kind, name, owner, now, expires_at])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// See [`Store::release_lease`](crate::Store::release_lease).
+    pub async fn release_lease(&self, lease: Lease<'_>, owner: &str) -> Result<bool> {
+        let (kind, name, owner) = (lease.kind(), lease.name().to_owned(), owner.to_owned());
+        self.write(Durability::Relaxed, move |conn, _| {
+            let changed = conn
+                .prepare_cached(
+                    "DELETE FROM target_leases WHERE kind = ?1 AND name = ?2 AND owner = ?3",
+                )?
+                .execute(rusqlite::params![kind, name, owner])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// See [`Store::lease_holder`](crate::Store::lease_holder).
+    pub async fn lease_holder(&self, lease: Lease<'_>) -> Result<Option<LeaseHolder>> {
+        let (kind, name) = (lease.kind(), lease.name().to_owned());
+        self.readers
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT owner, expires_at FROM target_leases WHERE kind = ?1 AND name = ?2",
+                    )?
+                    .query_row(rusqlite::params![kind, name], |row| {
+                        Ok(LeaseHolder {
+                            owner: row.get(0)?,
+                            expires_at: row.get(1)?,
+                        })
+                    })
+                    .optional()?)
+            })
             .await
     }
 

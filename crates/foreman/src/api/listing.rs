@@ -187,6 +187,9 @@ pub async fn targets(State(state): State<AppState>) -> Response {
                 "models": inventory.models(),
                 "resident": inventory.resident(),
                 "load": {"resident": load.resident, "running": load.running},
+                // Whether this instance schedules the target (its lease), and who does.
+                "owned": target.ownership.held(crate::clock::now_ms()),
+                "lease_owner": target.ownership.owner(),
             })
         })
         .collect();

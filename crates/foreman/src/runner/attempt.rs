@@ -64,6 +64,9 @@ pub(super) enum Attempt {
     /// Stopped by a cancel (its reason is in the row, from the cancel request).
     Cancelled,
     Interrupted,
+    /// A heartbeat found the job rescued from this owner: another attempt has it, so
+    /// nothing is recorded (the store would refuse it anyway).
+    LeaseLost,
 }
 
 impl Attempt {
@@ -71,7 +74,10 @@ impl Attempt {
     pub(super) fn reached_target(&self) -> bool {
         matches!(
             self,
-            Attempt::Succeeded { .. } | Attempt::FailedInBand { .. } | Attempt::Cancelled
+            Attempt::Succeeded { .. }
+                | Attempt::FailedInBand { .. }
+                | Attempt::Cancelled
+                | Attempt::LeaseLost
         )
     }
 }
@@ -217,6 +223,22 @@ impl Attempts {
                 let stored = self.store.finish_cancelled(id, number, owner, now).await;
                 self.hub.finish(id, Outcome::Cancelled);
                 stored
+            }
+            Attempt::LeaseLost => {
+                // Readers here get no more of this run; the job runs again elsewhere.
+                self.hub.finish(
+                    id,
+                    Outcome::Failed {
+                        failure: JobFailure {
+                            status: 503,
+                            message:
+                                "the job's lease passed to another foreman instance; it runs there"
+                                    .into(),
+                        },
+                        from_target: None,
+                    },
+                );
+                return;
             }
             Attempt::Interrupted => {
                 tracing::info!(job = %id, "shutdown grace over; job requeued");

@@ -9,6 +9,10 @@
 //! one. A job's end is reported with [`Dispatcher::done`]. Both ring `wake`, since a
 //! decision or an end can give another runner something to do.
 //!
+//! Only targets this instance holds the lease of ([`crate::ownership`]) are decided and
+//! claimed for; the others count as paused in the capacity, and a target taken over is
+//! reseeded from its inventory's `/api/ps` as one back from an outage is.
+//!
 //! The dispatcher also learns how long each load key's jobs run and load (from
 //! dispatch to the end of a successful answer), and answers [`Dispatcher::forecast`]:
 //! the policy played forward over the queue (see [`forecast`](crate::scheduler::forecast)),
@@ -56,6 +60,8 @@ struct Scheduling {
     capacity: Capacity,
     /// Each target's inventory generation the capacity last took in.
     seen: Vec<u64>,
+    /// Whether this instance held each target's lease at the last sync.
+    held: Vec<bool>,
     /// The jobs dispatched and not yet ended.
     dispatched: HashMap<JobId, RunningJob>,
     durations: Durations,
@@ -116,6 +122,7 @@ impl Dispatcher {
             state: Mutex::new(Scheduling {
                 policy: Policy::new(settings.max_wait.as_millis() as i64),
                 seen: vec![u64::MAX; capacity.targets.len()],
+                held: vec![true; capacity.targets.len()],
                 capacity,
                 dispatched: HashMap::new(),
                 durations: Durations::default(),
@@ -137,6 +144,10 @@ impl Dispatcher {
         loop {
             let now = now_ms();
             self.sync(&mut scheduling, now);
+            if !self.targets.all()[target].ownership.held(now) {
+                // Another instance schedules it (or this one cannot renew its lease).
+                return Ok(None);
+            }
             let heads = self.store.queue_heads(now).await?;
             let Scheduling {
                 policy,
@@ -262,22 +273,32 @@ impl Dispatcher {
     fn sync(&self, scheduling: &mut Scheduling, now: i64) {
         // A key idle for two poll intervals has been seen by a poll since it was used.
         let polled_since = now - 2 * self.poll_interval.as_millis() as i64;
-        let Scheduling { capacity, seen, .. } = scheduling;
-        for ((state, target), seen) in capacity
+        let Scheduling {
+            capacity,
+            seen,
+            held,
+            ..
+        } = scheduling;
+        for (((state, target), seen), held) in capacity
             .targets
             .iter_mut()
             .zip(self.targets.all())
             .zip(seen.iter_mut())
+            .zip(held.iter_mut())
         {
             let generation = target.inventory.generation();
-            if *seen == generation {
+            let owned = target.ownership.held(now);
+            if *seen == generation && *held == owned {
                 continue;
             }
             *seen = generation;
-            let paused = target.inventory.paused();
+            *held = owned;
+            // A target another instance schedules counts as paused here: this view of
+            // its load would be stale, and the policy must not count on its room.
+            let paused = target.inventory.paused() || !owned;
             if state.paused && !paused {
-                // Back after an outage (perhaps a restart): what it had loaded before
-                // tells nothing; its last poll, just made, does.
+                // Back after an outage (perhaps a restart), or taken over from another
+                // instance: what it had loaded before tells nothing; its last poll does.
                 state.reseed(&target.inventory.resident(), now);
             } else if !paused {
                 // Unloaded behind foreman's back: keep-alive expiry, VRAM pressure,

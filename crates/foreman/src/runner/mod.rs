@@ -212,7 +212,16 @@ impl Runner {
         if more_queued && let Some(held) = keep_alive::hold_loaded(&payload) {
             payload = held;
         }
-        let heartbeat = spawn_heartbeat(&shared.store, &job, owner.clone(), shared.settings.lease);
+        // Cancelled when a heartbeat finds the job no longer ours (rescued and claimed
+        // by another instance): the run stops at once, and its outcome is dropped.
+        let lost = CancellationToken::new();
+        let heartbeat = spawn_heartbeat(
+            &shared.store,
+            &job,
+            owner.clone(),
+            shared.settings.lease,
+            lost.clone(),
+        );
         let grace_over = async {
             shutdown.cancelled().await;
             tokio::time::sleep(shared.settings.shutdown_grace).await;
@@ -220,6 +229,7 @@ impl Runner {
         let attempt = tokio::select! {
             attempt = shared.attempts.execute(&self.target.upstream, &job, payload) => attempt,
             _ = cancel.cancelled() => Attempt::Cancelled,
+            _ = lost.cancelled() => Attempt::LeaseLost,
             _ = grace_over => Attempt::Interrupted,
         };
         heartbeat.abort();
@@ -247,11 +257,14 @@ impl Runner {
     }
 }
 
+/// Renews the job's lease every third of it; cancels `lost` and ends when the store
+/// says the job is no longer this attempt's and this owner's.
 fn spawn_heartbeat(
     store: &Store,
     job: &foreman_store::Job,
     owner: String,
     lease: Duration,
+    lost: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let store = store.clone();
     let (id, attempt) = (job.id, job.attempts);
@@ -269,7 +282,11 @@ fn spawn_heartbeat(
                 .await
             {
                 Ok(true) => {}
-                Ok(false) => return,
+                Ok(false) => {
+                    tracing::warn!(job = %id, attempt, owner, "the job's lease was lost; stopping its run");
+                    lost.cancel();
+                    return;
+                }
                 Err(error) => tracing::warn!(%error, job = %id, "heartbeat failed"),
             }
         }

@@ -22,6 +22,7 @@ use thiserror::Error;
 pub use self::inventory::{Inventory, ModelCheck};
 pub use self::spec::{TargetSpec, parse_target};
 use crate::model_name::model_key;
+use crate::ownership::Ownership;
 use crate::upstream::Upstream;
 
 /// What the scheduler last published about a target.
@@ -48,6 +49,8 @@ pub struct Target {
     pub inventory: Arc<Inventory>,
     /// `None` until the scheduler first publishes.
     load: RwLock<Option<TargetLoad>>,
+    /// Whether this instance schedules the target now (its lease; see [`crate::ownership`]).
+    pub ownership: Ownership,
 }
 
 impl Target {
@@ -137,6 +140,7 @@ impl Targets {
                     inventory: Inventory::new(upstream.clone(), poll_interval),
                     upstream,
                     load: RwLock::new(None),
+                    ownership: Ownership::default(),
                 })
             })
             .collect();

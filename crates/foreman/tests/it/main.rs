@@ -31,6 +31,7 @@ mod reliability;
 mod routes;
 mod scheduling;
 mod shutdown;
+mod takeover;
 mod targets;
 mod translated;
 mod validation;

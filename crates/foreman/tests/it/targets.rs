@@ -149,6 +149,11 @@ async fn two_targets_serve_one_foreman() {
         "{view:?}"
     );
     assert_eq!(view[1]["load"], json!({"resident": [], "running": 0}));
+    // One process on a SQLite file holds every target.
+    for target in &view {
+        assert_eq!(target["owned"], true, "{target}");
+        assert!(target["lease_owner"].is_string(), "{target}");
+    }
 
     // Model management names its target.
     let delete = |target: Option<&str>| {

@@ -63,6 +63,11 @@ pub enum Error {
     #[error("cannot connect to the database: {0}")]
     Connect(String),
 
+    /// Job output is relayed through the database only when instances share it
+    /// (PostgreSQL); one SQLite process keeps it in memory.
+    #[error("job output crosses instances only on a shared (PostgreSQL) database")]
+    NotShared,
+
     /// A backup of a PostgreSQL store is taken with PostgreSQL's own tools.
     #[error("foreman does not back up a PostgreSQL database itself; use pg_dump, e.g. {command}")]
     UsePgDump { command: String },

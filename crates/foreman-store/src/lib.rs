@@ -19,6 +19,7 @@ mod error;
 mod job;
 mod lease;
 mod ops;
+mod output;
 pub mod postgres;
 mod queue_index;
 pub mod sqlite;
@@ -37,6 +38,7 @@ pub use job::{
 };
 pub use lease::{Lease, LeaseHolder};
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
+pub use output::{OutputBatch, OutputCursor};
 pub use postgres::{PgSignals, PgStore, Signal};
 pub use queue_index::QueuedJob;
 pub use sqlite::{BackupReport, SqliteStore};
@@ -281,6 +283,38 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.release_lease(lease, owner).await,
             Store::Postgres(store) => store.release_lease(lease, owner).await,
+        }
+    }
+
+    /// Appends one batch of a running job's output for readers on other instances, and
+    /// signals `out:ID` at its commit. Only on a shared store ([`Error::NotShared`] on
+    /// SQLite, whose one process relays output in memory).
+    pub async fn append_output(&self, id: JobId, batch: &OutputBatch) -> Result<()> {
+        match self {
+            Store::Sqlite(_) => Err(Error::NotShared),
+            Store::Postgres(store) => store.append_output(id, batch).await,
+        }
+    }
+
+    /// The output batches of job `id` after `after` (all of them for `None`), in order;
+    /// always empty on SQLite.
+    pub async fn read_output(
+        &self,
+        id: JobId,
+        after: Option<OutputCursor>,
+    ) -> Result<Vec<OutputBatch>> {
+        match self {
+            Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(store) => store.read_output(id, after).await,
+        }
+    }
+
+    /// Deletes the output batches of jobs finished before `before`; how many went.
+    /// Nothing to do on SQLite.
+    pub async fn prune_output(&self, before: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(_) => Ok(0),
+            Store::Postgres(store) => store.prune_output(before).await,
         }
     }
 

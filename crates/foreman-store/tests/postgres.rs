@@ -258,3 +258,119 @@ async fn signals_cross_handles_at_commit() {
     listener.close().await;
     db.drop_database().await;
 }
+
+/// A job's output written through one handle is read through another, in order and after
+/// a cursor, each batch announced by `out:ID` at its commit; SQLite refuses to write it.
+/// Once the job is finished, `prune_output` deletes its batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn output_batches_cross_handles_in_order() {
+    use foreman_store::{ClaimParams, Error, OutputBatch, Signal};
+    let db = TestDatabase::create().await;
+    let writer = Store::open(&db.url).await.expect("open writer");
+    let reader = Store::open(&db.url).await.expect("open reader");
+    let job = writer
+        .enqueue(new_job("m", 0), T0)
+        .await
+        .expect("enqueue")
+        .job;
+    let claimed = writer
+        .claim(ClaimParams {
+            id: job.id,
+            owner: "a/t/0".to_owned(),
+            target: "t".to_owned(),
+            now: T0 + 1,
+            lease_for_ms: 30_000,
+        })
+        .await
+        .expect("claim")
+        .expect("claimable");
+    let mut signals = reader
+        .listen()
+        .await
+        .expect("listen")
+        .expect("postgres listens");
+    let batch = |seq: u32, bytes: &[u8], last: bool| OutputBatch {
+        attempt: claimed.attempts,
+        seq,
+        content_type: "application/x-ndjson".to_owned(),
+        bytes: bytes.to_vec(),
+        last,
+    };
+    assert!(
+        reader
+            .read_output(job.id, None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    writer
+        .append_output(job.id, &batch(0, b"{\"a\":1}\n", false))
+        .await
+        .expect("append");
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(30), signals.next())
+        .await
+        .expect("a signal within 30 s");
+    assert_eq!(heard, Some(Signal::Output(job.id)));
+    writer
+        .append_output(job.id, &batch(1, b"{\"b\":2}\n", false))
+        .await
+        .expect("append");
+    writer
+        .append_output(job.id, &batch(2, b"{\"done\":true}\n", true))
+        .await
+        .expect("append");
+    let all = reader.read_output(job.id, None).await.expect("read all");
+    assert_eq!(
+        all,
+        vec![
+            batch(0, b"{\"a\":1}\n", false),
+            batch(1, b"{\"b\":2}\n", false),
+            batch(2, b"{\"done\":true}\n", true)
+        ]
+    );
+    let after_first = reader
+        .read_output(job.id, Some(all[0].cursor()))
+        .await
+        .expect("read after the first");
+    assert_eq!(after_first, all[1..].to_vec());
+    assert!(
+        reader
+            .read_output(job.id, Some(all[2].cursor()))
+            .await
+            .expect("read after the last")
+            .is_empty()
+    );
+    // A running job's output stays; a finished one's goes.
+    assert_eq!(reader.prune_output(i64::MAX).await.expect("prune"), 0);
+    writer
+        .complete(job.id, claimed.attempts, "a/t/0", "{}".to_owned(), T0 + 2)
+        .await
+        .expect("complete")
+        .expect("completed");
+    assert_eq!(
+        reader.prune_output(T0 + 2).await.expect("prune"),
+        0,
+        "finished at T0 + 2"
+    );
+    assert_eq!(reader.prune_output(T0 + 3).await.expect("prune"), 3);
+    assert!(
+        reader
+            .read_output(job.id, None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Store::open(dir.path().join("q.db").to_str().unwrap())
+        .await
+        .expect("open sqlite");
+    assert!(matches!(
+        sqlite.append_output(job.id, &batch(0, b"x", false)).await,
+        Err(Error::NotShared)
+    ));
+    sqlite.close().await;
+    writer.close().await;
+    reader.close().await;
+    db.drop_database().await;
+}

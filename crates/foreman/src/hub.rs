@@ -81,6 +81,8 @@ impl Feed {
 struct Entry {
     feed: Arc<Feed>,
     holders: usize,
+    /// How many of the holders are keepers (a runner of this process).
+    keepers: usize,
 }
 
 /// The registry of open feeds, one per watched job, and of job signals.
@@ -145,20 +147,23 @@ impl Hub {
             .map(|entry| entry.feed.clone())
     }
 
-    fn hold(&self, id: JobId) -> Arc<Feed> {
+    fn hold(&self, id: JobId, keeper: bool) -> Arc<Feed> {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         let entry = feeds.entry(id).or_insert_with(|| Entry {
             feed: Arc::default(),
             holders: 0,
+            keepers: 0,
         });
         entry.holders += 1;
+        entry.keepers += usize::from(keeper);
         entry.feed.clone()
     }
 
-    fn release(&self, id: JobId) {
+    fn release(&self, id: JobId, keeper: bool) {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = feeds.get_mut(&id) {
             entry.holders -= 1;
+            entry.keepers -= usize::from(keeper);
             if entry.holders == 0 {
                 feeds.remove(&id);
             }
@@ -171,7 +176,7 @@ impl Hub {
         Subscription {
             hub: self.clone(),
             id,
-            feed: self.hold(id),
+            feed: self.hold(id, false),
             cursor: 0,
         }
     }
@@ -179,7 +184,7 @@ impl Hub {
     /// Keeps the feed of job `id`, and so its chunks, while the runner runs it, for
     /// readers that join late.
     pub fn keep(self: &Arc<Self>, id: JobId) -> Keeper {
-        self.hold(id);
+        self.hold(id, true);
         Keeper {
             hub: self.clone(),
             id,
@@ -220,6 +225,45 @@ impl Hub {
         if let Some(feed) = self.feed(id) {
             feed.update(|state| state.outcome = Some(outcome));
         }
+    }
+
+    /// Whether job `id` has a reader in this process (a caller or an event stream), not
+    /// only its runner's keeper.
+    pub fn has_reader(&self, id: JobId) -> bool {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|entry| entry.holders > entry.keepers)
+    }
+
+    /// Whether the feed of job `id` is read here but runs elsewhere: it is open, no
+    /// runner of this process keeps it, and it has not ended. Such a feed is filled
+    /// from the store's output batches (see `output_relay.rs`).
+    pub fn relayed(&self, id: JobId) -> bool {
+        let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        feeds.get(&id).is_some_and(|entry| {
+            entry.keepers == 0
+                && entry
+                    .feed
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .outcome
+                    .is_none()
+        })
+    }
+
+    /// The feeds that [`Hub::relayed`] holds for.
+    pub fn relayed_feeds(&self) -> Vec<JobId> {
+        let ids: Vec<JobId> = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        ids.into_iter().filter(|id| self.relayed(*id)).collect()
     }
 
     /// How many feeds are open (for tests).
@@ -375,7 +419,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.release(self.id);
+        self.hub.release(self.id, false);
     }
 }
 
@@ -387,7 +431,7 @@ pub struct Keeper {
 
 impl Drop for Keeper {
     fn drop(&mut self) {
-        self.hub.release(self.id);
+        self.hub.release(self.id, true);
     }
 }
 

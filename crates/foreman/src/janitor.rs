@@ -2,7 +2,8 @@
 //! SQLite write lock is never held long, gives the space they took back to the file
 //! system (incremental vacuum, also in small steps), removes the result files of jobs
 //! that are gone, and rescues running jobs whose lease expired (a runner that stopped
-//! heartbeating).
+//! heartbeating). On PostgreSQL it also deletes the output batches relayed between
+//! instances (`output_relay.rs`) of jobs that finished a minute ago or earlier.
 //!
 //! On a database shared by several instances only the holder of the janitor's lease
 //! (see [`crate::ownership`]) prunes and rescues; the others skip that part of their
@@ -44,6 +45,9 @@ pub async fn run(
     }
 }
 
+/// How long the output batches of a finished job stay for readers on other instances.
+const OUTPUT_KEPT_MS: i64 = 60_000;
+
 /// One pass: returns how many jobs were pruned.
 pub async fn sweep(store: &Store, ttl: Duration) -> u64 {
     let now = now_ms();
@@ -51,6 +55,11 @@ pub async fn sweep(store: &Store, ttl: Duration) -> u64 {
         Ok(0) => {}
         Ok(n) => tracing::warn!(jobs = n, "rescued jobs whose lease expired"),
         Err(error) => tracing::error!(%error, "lease rescue failed"),
+    }
+    // Output relayed between instances (PostgreSQL) is read at the job's end; what is
+    // left a minute later has no reader, and the result is in the row.
+    if let Err(error) = store.prune_output(now - OUTPUT_KEPT_MS).await {
+        tracing::error!(%error, "pruning relayed output failed");
     }
     let before = now - ttl.as_millis() as i64;
     let mut pruned = 0;

@@ -22,6 +22,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod model_name;
+pub mod output_relay;
 pub mod ownership;
 pub mod runner;
 pub mod scheduler;
@@ -137,6 +138,7 @@ pub async fn serve(
             finished: finished.clone(),
             mode: config.signals,
             poll_interval: config.signal_poll_interval,
+            output: Default::default(),
         }
         .run(shutdown.clone()),
     );

@@ -2,6 +2,8 @@
 //! ones (see `hub.rs`): new work rings the runners' `wake`, a job's change or end rings
 //! [`Hub::job_changed`] (long polls, waiters for a commit) and, at an end, the webhook
 //! dispatcher's `finished`; a cancel request stops the job's run here if it runs here.
+//! A batch of output (`out:ID`) or an end fills the feed of a job read here and run
+//! elsewhere from the store (see `output_relay.rs`).
 //!
 //! Two ways to hear them (`FOREMAN_SIGNALS`):
 //! - `notify` (the default): a session of its own that `LISTEN`s (`Store::listen`); the
@@ -22,6 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
+use crate::output_relay::Pull;
 use crate::runner::RunningJobs;
 
 /// How signals from other instances are heard (`FOREMAN_SIGNALS`).
@@ -47,6 +50,8 @@ pub struct Relay {
     pub finished: Arc<Notify>,
     pub mode: SignalMode,
     pub poll_interval: Duration,
+    /// Fills the feeds of jobs read here and run elsewhere.
+    pub output: Pull,
 }
 
 impl Relay {
@@ -106,7 +111,7 @@ impl Relay {
                     signal = signals.next() => signal,
                 };
                 match signal {
-                    Some(signal) => self.relay(signal),
+                    Some(signal) => self.relay(signal).await,
                     None => {
                         tracing::warn!(
                             "lost the session that listens for other instances' signals"
@@ -121,11 +126,14 @@ impl Relay {
     }
 
     /// Rings, in this process, what one signal says.
-    fn relay(&self, signal: Signal) {
+    async fn relay(&self, signal: Signal) {
         match signal {
             Signal::NewWork(_) => self.wake.notify_waiters(),
             Signal::Changed(id) => self.hub.job_changed(id),
+            Signal::Output(id) => self.output.pull(&self.store, &self.hub, id, false).await,
             Signal::Finished(id) => {
+                // The rest of the output and the end, before the waiters read the row.
+                self.output.pull(&self.store, &self.hub, id, true).await;
                 self.hub.job_changed(id);
                 self.finished.notify_waiters();
                 // A job that ends frees a place another key may be waiting for.
@@ -138,11 +146,13 @@ impl Relay {
     }
 
     /// Rings everything a missed signal could have rung: runners and the webhook
-    /// dispatcher look again, every watched job's waiters read its row, and every job
+    /// dispatcher look again, every feed read here and run elsewhere is filled (and
+    /// ended, if its job ended), every watched job's waiters read its row, and every job
     /// running here whose cancel was requested elsewhere is stopped.
     async fn catch_up(&self) {
         self.wake.notify_waiters();
         self.finished.notify_waiters();
+        self.output.pull_all(&self.store, &self.hub).await;
         for id in self.hub.watched_jobs() {
             self.hub.job_changed(id);
         }

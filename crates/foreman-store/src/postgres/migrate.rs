@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "target_leases",
         sql: include_str!("migrations/0003_target_leases.sql"),
     },
+    Migration {
+        version: 4,
+        name: "job_output",
+        sql: include_str!("migrations/0004_job_output.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

@@ -42,6 +42,7 @@ use crate::error::{Error, Result};
 use crate::job::{Job, JobFailure, JobId, JobRef, NewJob, QueueGroup, QueueHead};
 use crate::lease::{Lease, LeaseHolder};
 use crate::ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
+use crate::output::{OutputBatch, OutputCursor};
 use crate::queue_index::QueuedJob;
 use crate::sqlite::{
     LEASE_EXHAUSTED, LEASE_REQUEUED, MAX_ULID_MS, RESTART_EXHAUSTED, RESTART_REQUEUED,
@@ -756,6 +757,79 @@ impl PgStore {
             })
             .await?;
         Ok(changed == 1)
+    }
+
+    /// See [`Store::append_output`](crate::Store::append_output). One statement: the
+    /// insert and its signal commit together.
+    pub async fn append_output(&self, id: JobId, batch: &OutputBatch) -> Result<()> {
+        let attempt = batch.attempt as i32;
+        let seq = batch.seq as i32;
+        self.single(async |client| {
+            client
+                .execute(
+                    "WITH appended AS (
+                         INSERT INTO job_output (job_id, attempt, seq, content_type, bytes, last)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         RETURNING job_id
+                     )
+                     SELECT pg_notify('foreman_jobs', 'out:' || job_id) FROM appended",
+                    &[
+                        &id.to_string(),
+                        &attempt,
+                        &seq,
+                        &batch.content_type,
+                        &batch.bytes,
+                        &batch.last,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// See [`Store::read_output`](crate::Store::read_output).
+    pub async fn read_output(
+        &self,
+        id: JobId,
+        after: Option<OutputCursor>,
+    ) -> Result<Vec<OutputBatch>> {
+        let (attempt, seq) = after.map_or((-1, -1), |cursor| {
+            (cursor.attempt as i32, cursor.seq as i32)
+        });
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT attempt, seq, content_type, bytes, last FROM job_output
+                 WHERE job_id = $1 AND (attempt, seq) > ($2, $3)
+                 ORDER BY attempt, seq",
+                &[&id.to_string(), &attempt, &seq],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| OutputBatch {
+                attempt: row.get::<_, i32>(0) as u32,
+                seq: row.get::<_, i32>(1) as u32,
+                content_type: row.get(2),
+                bytes: row.get(3),
+                last: row.get(4),
+            })
+            .collect())
+    }
+
+    /// See [`Store::prune_output`](crate::Store::prune_output).
+    pub async fn prune_output(&self, before: i64) -> Result<u64> {
+        self.single(async |client| {
+            Ok(client
+                .execute(
+                    "DELETE FROM job_output o USING jobs j
+                     WHERE j.id = o.job_id AND j.finished_at < $1",
+                    &[&before],
+                )
+                .await?)
+        })
+        .await
     }
 
     /// See [`Store::lease_holder`](crate::Store::lease_holder).

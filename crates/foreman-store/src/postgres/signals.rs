@@ -34,6 +34,8 @@ pub enum Signal {
     Finished(JobId),
     /// The running job was asked to stop; the instance running it stops it.
     CancelRequested(JobId),
+    /// Another instance wrote a batch of the job's output (`Store::append_output`).
+    Output(JobId),
 }
 
 impl Signal {
@@ -46,6 +48,7 @@ impl Signal {
             "job" => Some(Signal::Changed(id)),
             "end" => Some(Signal::Finished(id)),
             "cancel" => Some(Signal::CancelRequested(id)),
+            "out" => Some(Signal::Output(id)),
             _ => None,
         }
     }
@@ -56,7 +59,8 @@ impl Signal {
             Signal::NewWork(id)
             | Signal::Changed(id)
             | Signal::Finished(id)
-            | Signal::CancelRequested(id) => id,
+            | Signal::CancelRequested(id)
+            | Signal::Output(id) => id,
         }
     }
 }
@@ -142,6 +146,10 @@ mod tests {
         assert_eq!(
             Signal::parse(&format!("cancel:{id}")),
             Some(Signal::CancelRequested(job))
+        );
+        assert_eq!(
+            Signal::parse(&format!("out:{id}")),
+            Some(Signal::Output(job))
         );
         assert_eq!(Signal::parse(&format!("later:{id}")), None);
         assert_eq!(Signal::parse("end:not-an-id"), None);

@@ -574,8 +574,9 @@ pub async fn events(
     let id = parse_id(&id)?;
     // Open the feed first, then look: a job that ends in between is seen as ended.
     let mut subscription = state.hub.open(id);
-    // On a shared database another instance may run the job: its output stays there,
-    // but its end reaches this watch (see `signals.rs`).
+    // On a shared database another instance may run the job: its output reaches this
+    // feed from the store (see `output_relay.rs`) unless a reader there kept it from
+    // being written, and its end reaches this watch (see `signals.rs`).
     let mut watch = state.hub.watch(id);
     let job = find(&state, id).await?;
     let body: std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, Infallible>> + Send>> =

@@ -29,6 +29,12 @@
 //! that chunk relayed and the response ended. So a caller who has its whole answer
 //! finds its job finished after any crash, and the work is not run again for nobody;
 //! the cost is one commit's latency at the end of each answer, not per token.
+//!
+//! When the job's readers are on other instances (a shared store, and no reader in this
+//! process), its chunks also go to the store through a [`Forwarder`], and the held end
+//! is written there as the `last` batch before the outcome's commit; the readers'
+//! instances relay it only once they read the row terminal (see `output_relay.rs`).
+//! Output written there counts as delivered: such an attempt is not retried.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +46,7 @@ use futures::StreamExt;
 use crate::aggregate::Aggregator;
 use crate::clock::now_ms;
 use crate::hub::{Hub, Outcome, TargetAnswer};
+use crate::output_relay::Forwarder;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Longest pause between two retries.
@@ -118,8 +125,20 @@ pub(super) struct Attempts {
 }
 
 impl Attempts {
-    /// One attempt at `job` with `payload` against `upstream`.
-    pub(super) async fn execute(&self, upstream: &Upstream, job: &Job, payload: Bytes) -> Attempt {
+    /// A forwarder of `job`'s output to the store, when its readers are elsewhere.
+    pub(super) fn forwarder(&self, job: &Job) -> Option<Forwarder> {
+        Forwarder::for_job(&self.store, &self.hub, job.id, job.attempts)
+    }
+
+    /// One attempt at `job` with `payload` against `upstream`; the output also goes to
+    /// `forward` when there is one.
+    pub(super) async fn execute(
+        &self,
+        upstream: &Upstream,
+        job: &Job,
+        payload: Bytes,
+        forward: Option<&Forwarder>,
+    ) -> Attempt {
         let mut answer = match upstream.start_job(job.kind, payload).await {
             Ok(answer) => answer,
             Err(UpstreamError::Unreachable(reason)) => return Attempt::TargetDown(reason),
@@ -129,6 +148,9 @@ impl Attempts {
         let streaming = answer.content_type.starts_with("application/x-ndjson")
             || answer.content_type.starts_with("text/event-stream");
         self.hub.start(job.id, &answer.content_type);
+        if let Some(forward) = forward {
+            forward.start(&answer.content_type);
+        }
         let mut aggregator = Aggregator::default();
         let mut whole = Vec::new();
         let mut awaiting_first_output = true;
@@ -155,7 +177,12 @@ impl Attempts {
             match held.as_mut() {
                 Some(held) => held.extend_from_slice(&chunk),
                 None if aggregator.ended() => held = Some(chunk.to_vec()),
-                None => self.hub.chunk(job.id, chunk),
+                None => {
+                    if let Some(forward) = forward {
+                        forward.chunk(chunk.clone());
+                    }
+                    self.hub.chunk(job.id, chunk)
+                }
             }
         }
         if !streaming {
@@ -183,8 +210,25 @@ impl Attempts {
     /// Records how the attempt went, and tells the waiting callers. The record presents the
     /// attempt number and `owner`, the lease owner the job was claimed as, so it changes
     /// nothing if the job has meanwhile passed to another attempt or another owner.
-    pub(super) async fn record(&self, job: &Job, owner: &str, attempt: Attempt) {
+    pub(super) async fn record(
+        &self,
+        job: &Job,
+        owner: &str,
+        attempt: Attempt,
+        forwarder: Option<Forwarder>,
+    ) {
         let (id, number, now) = (job.id, job.attempts, now_ms());
+        // The end of an answer goes to the store before the commit, and readers elsewhere
+        // relay it only once the commit is done; any other outcome drops what is unsent.
+        let mut forwarded = false;
+        match (&attempt, forwarder) {
+            (
+                Attempt::Succeeded { held, .. } | Attempt::FailedInBand { held, .. },
+                Some(forwarder),
+            ) => forwarder.finish(held.clone()).await,
+            (_, Some(forwarder)) => forwarded = forwarder.abandon(),
+            (_, None) => {}
+        }
         let stored = match attempt {
             Attempt::Succeeded { result, held } => {
                 // Committed first, then the end of the answer (see the module doc).
@@ -217,7 +261,10 @@ impl Attempts {
                 }
                 stored
             }
-            Attempt::Failed(error) => self.record_failure(id, number, owner, error, now).await,
+            Attempt::Failed(error) => {
+                self.record_failure(id, number, owner, error, forwarded, now)
+                    .await
+            }
             Attempt::Cancelled => {
                 // Why is in the row already, written with the cancel request.
                 let stored = self.store.finish_cancelled(id, number, owner, now).await;
@@ -281,6 +328,7 @@ impl Attempts {
         number: u32,
         owner: &str,
         error: UpstreamError,
+        forwarded: bool,
         now: i64,
     ) -> foreman_store::Result<Option<Job>> {
         let failure = JobFailure {
@@ -297,8 +345,9 @@ impl Attempts {
             _ => None,
         };
         // A failed attempt whose output nobody has read is dropped from the feed, so
-        // a retry starts it afresh; one whose output was read cannot be replayed.
-        let delivered = !self.hub.rewind(id);
+        // a retry starts it afresh; one whose output was read (or written to the store
+        // for readers elsewhere) cannot be replayed.
+        let delivered = !self.hub.rewind(id) || forwarded;
         let failed = |failure: &JobFailure| Outcome::Failed {
             failure: failure.clone(),
             from_target: from_target.clone(),

@@ -206,6 +206,8 @@ impl Runner {
         inventory.job_started();
         // Readers that join while the job runs get its output from the start.
         let keeper = shared.hub.keep(job.id);
+        // Its output also goes to the store when its readers are on other instances.
+        let forwarder = shared.attempts.forwarder(&job);
         // The body goes to the target as it is; moving it out spares a copy of what
         // may be megabytes of images on every attempt.
         let mut payload = Bytes::from(std::mem::take(&mut job.payload));
@@ -227,7 +229,7 @@ impl Runner {
             tokio::time::sleep(shared.settings.shutdown_grace).await;
         };
         let attempt = tokio::select! {
-            attempt = shared.attempts.execute(&self.target.upstream, &job, payload) => attempt,
+            attempt = shared.attempts.execute(&self.target.upstream, &job, payload, forwarder.as_ref()) => attempt,
             _ = cancel.cancelled() => Attempt::Cancelled,
             _ = lost.cancelled() => Attempt::LeaseLost,
             _ = grace_over => Attempt::Interrupted,
@@ -245,7 +247,10 @@ impl Runner {
             .await;
         let shared = Arc::clone(shared);
         records.spawn(async move {
-            shared.attempts.record(&job, &owner, attempt).await;
+            shared
+                .attempts
+                .record(&job, &owner, attempt, forwarder)
+                .await;
             drop(keeper);
             shared.running.remove(job.id);
             // After the removal, so that a waiter woken here sees the job no longer

@@ -264,11 +264,11 @@ async fn listeners_reconnect_after_their_sessions_die() {
     pair.stop().await;
 }
 
-/// `/jobs/{id}/events` on the instance that does not run the job ends, when the other's
-/// run ends, with the job's final line (its result); the output itself stays on the
-/// runner's instance. Without the end's signal the stream would stay open.
+/// `/jobs/{id}/events` on the instance that does not run the job streams the run's
+/// chunks as the other instance writes them to the store, then ends: its lines are the
+/// chat's stream (the last one `done`), and their content is the stored result's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn events_on_the_other_instance_end_with_the_result() {
+async fn events_on_the_other_instance_stream_the_chunks() {
     let pair = Pair::start(SignalMode::Notify, slow_sim()).await;
     let id = submit(&pair.a, "followed from the other instance").await;
     let (_, other) = pair.runner_and_other(id).await;
@@ -284,9 +284,164 @@ async fn events_on_the_other_instance_end_with_the_result() {
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     eventually("the event stream to end", async || events.is_finished()).await;
     let body = events.await.unwrap();
-    let last: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
-    assert_eq!(last["done"], true, "{body}");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(lines.len() > 2, "chunks, not only the final line: {body}");
+    assert_eq!(lines.last().unwrap()["done"], true, "{body}");
     let stored: Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
-    assert_eq!(last, stored);
+    assert_eq!(
+        streamed_content(&body),
+        stored["message"]["content"],
+        "{body}"
+    );
     pair.stop().await;
+}
+
+/// The instance holding the target (it schedules and runs every job for it), then the
+/// other one.
+async fn holder_and_other(pair: &Pair) -> (&Instance, &Instance) {
+    let mut holder = None;
+    eventually("an instance to hold the target", async || {
+        for instance in [&pair.a, &pair.b] {
+            let (_, view) = get_json(&client(), format!("{}/foreman/targets", instance.url)).await;
+            if view["targets"][0]["owned"] == true {
+                holder = Some(instance.id);
+            }
+        }
+        holder.is_some()
+    })
+    .await;
+    if holder == Some(pair.a.id) {
+        (&pair.a, &pair.b)
+    } else {
+        (&pair.b, &pair.a)
+    }
+}
+
+/// The `message.content` of every line of a native chat stream, joined.
+fn streamed_content(body: &str) -> Value {
+    let mut content = String::new();
+    for line in body.lines() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        content.push_str(line["message"]["content"].as_str().unwrap_or_default());
+    }
+    Value::String(content)
+}
+
+/// A streaming chat sent to `instance`: the body, and how long its first chunk took.
+async fn streamed_chat(instance: &Instance, text: &str) -> (String, Duration) {
+    let sent = Instant::now();
+    let mut response = client()
+        .post(format!("{}/api/chat", instance.url))
+        .json(&chat_body(CHAT, text, true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/x-ndjson",
+        "{:?}",
+        response.headers()
+    );
+    let mut body = Vec::new();
+    let mut first = None;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        first.get_or_insert_with(|| sent.elapsed());
+        body.extend_from_slice(&chunk);
+    }
+    (String::from_utf8(body).unwrap(), first.unwrap())
+}
+
+/// A synchronous chat sent to the instance that does not hold the target is answered
+/// whole, its output relayed through the database from the holder's run: streamed, the
+/// same lines (but for their timestamps and durations) with the same text as the same
+/// chat sent to the holder; not streamed, the same message. Prints the time to the first
+/// chunk on each, and what crossing instances added.
+async fn sync_chats_cross_instances(signals: SignalMode) {
+    let pair = Pair::start(signals, fast_sim()).await;
+    let (holder, other) = holder_and_other(&pair).await;
+    let text = "the same question on both instances";
+    // Once each before measuring, so both have a connection pool and a loaded model.
+    streamed_chat(holder, text).await;
+    let (direct, direct_first) = streamed_chat(holder, text).await;
+    let (relayed, relayed_first) = streamed_chat(other, text).await;
+    // No caller sees the end of an answer before its job's outcome is committed: read
+    // at once, every job is finished.
+    let all = foreman_store::ListParams {
+        limit: 100,
+        ..Default::default()
+    };
+    for job in pair.store.list(all.clone()).await.unwrap() {
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    }
+    assert_eq!(streamed_content(&relayed), streamed_content(&direct));
+    assert!(
+        streamed_content(&direct)
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{direct}"
+    );
+    let shape = |body: &str| -> Vec<Value> {
+        body.lines()
+            .map(|line| {
+                let mut line: Value = serde_json::from_str(line).unwrap();
+                let line = line.as_object_mut().unwrap();
+                line.retain(|key, _| !key.ends_with("_at") && !key.ends_with("duration"));
+                Value::Object(line.clone())
+            })
+            .collect()
+    };
+    assert_eq!(shape(&relayed), shape(&direct), "{relayed}");
+    eprintln!(
+        "time to first chunk ({signals:?}): on the holder {direct_first:?}, through the other \
+         instance {relayed_first:?}, added {:?}",
+        relayed_first.saturating_sub(direct_first)
+    );
+
+    let whole = |instance: &Instance| {
+        let url = format!("{}/api/chat", instance.url);
+        async move { post(&client(), url, &chat_body(CHAT, text, false)).await }
+    };
+    let (status, headers, body) = whole(other).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "application/json; charset=utf-8");
+    let (_, _, direct) = whole(holder).await;
+    let (relayed, direct): (Value, Value) = (
+        serde_json::from_str(&body).unwrap(),
+        serde_json::from_str(&direct).unwrap(),
+    );
+    assert_eq!(relayed["message"], direct["message"], "{relayed}");
+    assert_eq!(relayed["done"], true);
+
+    // Only the two chats sent to the other instance wrote output to the database; the
+    // holder's own callers were answered in memory.
+    let jobs = pair.store.list(all).await.unwrap();
+    assert_eq!(jobs.len(), 5);
+    let mut with_output = 0;
+    for job in &jobs {
+        if !pair
+            .store
+            .read_output(job.id, None)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            with_output += 1;
+        }
+    }
+    assert_eq!(with_output, 2, "{jobs:?}");
+    pair.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_chats_sent_to_the_other_instance_are_answered_whole() {
+    sync_chats_cross_instances(SignalMode::Notify).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_chats_cross_instances_by_polling_too() {
+    sync_chats_cross_instances(SignalMode::Poll).await;
 }

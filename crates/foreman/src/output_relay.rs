@@ -1,0 +1,318 @@
+//! A job's output across instances, on a shared (PostgreSQL) store.
+//!
+//! The runner's side ([`Forwarder`]): when the job it runs has no reader in its own
+//! process (its synchronous caller, or an event stream, is connected to another
+//! instance), its body chunks also go to the store, in batches (at most
+//! [`BATCH_WINDOW`] after the first chunk of a batch, or once [`BATCH_BYTES`] are
+//! pending), in order, each batch's insert sending `out:ID` at its commit. The chunk
+//! that ends the answer goes as a batch marked `last`, written before the outcome's
+//! commit. A job whose reader is in the runner's process is relayed in memory only, as
+//! on SQLite, and writes nothing.
+//!
+//! The reader's side ([`Pull`]): a feed open in this process's hub that no runner here
+//! keeps is filled from the store's batches after its cursor, on `out:ID` signals (or at
+//! every catch-up, which `FOREMAN_SIGNALS=poll` runs every poll interval). A `last`
+//! batch is relayed only once the job's row is terminal, read before the batches, and
+//! then the feed ends with the row's outcome: no caller sees the end of an answer before
+//! its outcome is committed, on this path too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use foreman_store::{JobFailure, JobId, JobState, OutputBatch, OutputCursor, Store};
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::hub::{Hub, Outcome};
+
+/// How long a batch collects chunks after its first one.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
+
+/// A batch is written at once when it holds this many bytes.
+pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// How long the runner waits for its last batch to be written before it commits the
+/// outcome anyway (the store is then most likely failing the commit too).
+const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Message {
+    /// The target's content type, sent once before any chunk.
+    Start(String),
+    Chunk(Bytes),
+    /// The end of the answer, written as the `last` batch.
+    Last(Bytes),
+}
+
+/// The writer of one attempt's output to the store (see the module doc).
+pub struct Forwarder {
+    sender: Option<mpsc::UnboundedSender<Message>>,
+    writer: JoinHandle<()>,
+    /// A batch was (or is being) written: a reader elsewhere may have taken it.
+    written: Arc<AtomicBool>,
+}
+
+impl Forwarder {
+    /// A forwarder for `attempt` of job `id`, when its output must cross instances: the
+    /// store is shared and nobody in this process reads the job.
+    pub fn for_job(store: &Store, hub: &Hub, id: JobId, attempt: u32) -> Option<Forwarder> {
+        if !store.is_shared() || hub.has_reader(id) {
+            return None;
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let written = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn(write_batches(
+            store.clone(),
+            id,
+            attempt,
+            receiver,
+            written.clone(),
+        ));
+        Some(Forwarder {
+            sender: Some(sender),
+            writer,
+            written,
+        })
+    }
+
+    /// The target started answering with this content type; call before any chunk.
+    pub fn start(&self, content_type: &str) {
+        self.send(Message::Start(content_type.to_owned()));
+    }
+
+    /// Passes one body chunk on.
+    pub fn chunk(&self, chunk: Bytes) {
+        self.send(Message::Chunk(chunk));
+    }
+
+    fn send(&self, message: Message) {
+        if let Some(sender) = &self.sender {
+            // The writer only stops when the forwarder goes.
+            let _ = sender.send(message);
+        }
+    }
+
+    /// Writes what is pending and then `last`, the end of the answer, and waits until
+    /// both are written: call before committing the outcome.
+    pub async fn finish(mut self, last: Bytes) {
+        self.send(Message::Last(last));
+        self.sender = None;
+        if tokio::time::timeout(FINISH_TIMEOUT, &mut self.writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the job's output for other instances was not written in time");
+            self.writer.abort();
+        }
+    }
+
+    /// Stops forwarding, dropping what is not written yet; true if any batch was
+    /// written (so the attempt's output may have reached a reader elsewhere).
+    pub fn abandon(self) -> bool {
+        self.writer.abort();
+        self.written.load(Ordering::SeqCst)
+    }
+}
+
+/// The writer task: collects chunks into batches and appends them in order.
+async fn write_batches(
+    store: Store,
+    id: JobId,
+    attempt: u32,
+    mut receiver: mpsc::UnboundedReceiver<Message>,
+    written: Arc<AtomicBool>,
+) {
+    let mut writer = BatchWriter {
+        store,
+        id,
+        attempt,
+        seq: 0,
+        content_type: String::new(),
+        written,
+    };
+    while let Some(first) = receiver.recv().await {
+        let mut pending = Vec::new();
+        let mut last = None;
+        match first {
+            Message::Start(content_type) => {
+                writer.content_type = content_type;
+                continue;
+            }
+            Message::Chunk(chunk) => pending.extend_from_slice(&chunk),
+            Message::Last(chunk) => last = Some(chunk),
+        }
+        if last.is_none() {
+            let window = tokio::time::sleep(BATCH_WINDOW);
+            tokio::pin!(window);
+            while pending.len() < BATCH_BYTES {
+                tokio::select! {
+                    _ = &mut window => break,
+                    message = receiver.recv() => match message {
+                        Some(Message::Start(content_type)) => writer.content_type = content_type,
+                        Some(Message::Chunk(chunk)) => pending.extend_from_slice(&chunk),
+                        Some(Message::Last(chunk)) => {
+                            last = Some(chunk);
+                            break;
+                        }
+                        None => break,
+                    },
+                }
+            }
+        }
+        if !pending.is_empty() {
+            writer.append(pending, false).await;
+        }
+        if let Some(last) = last {
+            writer.append(last.to_vec(), true).await;
+            return;
+        }
+    }
+}
+
+struct BatchWriter {
+    store: Store,
+    id: JobId,
+    attempt: u32,
+    seq: u32,
+    content_type: String,
+    written: Arc<AtomicBool>,
+}
+
+impl BatchWriter {
+    async fn append(&mut self, bytes: Vec<u8>, last: bool) {
+        let batch = OutputBatch {
+            attempt: self.attempt,
+            seq: self.seq,
+            content_type: self.content_type.clone(),
+            bytes,
+            last,
+        };
+        self.seq += 1;
+        self.written.store(true, Ordering::SeqCst);
+        if let Err(error) = self.store.append_output(self.id, &batch).await {
+            tracing::warn!(%error, job = %self.id, "cannot write the job's output for other instances");
+        }
+    }
+}
+
+/// Fills the feeds read here but run elsewhere from the store's batches (see the module
+/// doc); one per process, driven by the signal relay.
+#[derive(Default)]
+pub struct Pull {
+    /// Where each relayed feed is in its job's output.
+    cursors: Mutex<HashMap<JobId, OutputCursor>>,
+}
+
+impl Pull {
+    /// Relays the batches of job `id` written since the last pull, if its feed is read
+    /// here and runs elsewhere. With `check_end`, the job's row is read first and, if it
+    /// is terminal, the `last` batch is relayed too and the feed ends with the row's
+    /// outcome.
+    pub async fn pull(&self, store: &Store, hub: &Hub, id: JobId, check_end: bool) {
+        // One pull at a time: batches reach a feed once each, and in order.
+        let mut cursors = self.cursors.lock().await;
+        if !hub.relayed(id) {
+            cursors.remove(&id);
+            return;
+        }
+        let ended = if check_end {
+            match store.get(id).await {
+                Ok(Some(job)) if job.state.is_terminal() => Some(job),
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::warn!(%error, job = %id, "cannot read a job whose output runs elsewhere");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let cursor = cursors.get(&id).copied();
+        let batches = match store.read_output(id, cursor).await {
+            Ok(batches) => batches,
+            Err(error) => {
+                tracing::warn!(%error, job = %id, "cannot read a job's output from another instance");
+                return;
+            }
+        };
+        let mut ended_in_stream = false;
+        for batch in batches {
+            if batch.last && ended.is_none() {
+                break;
+            }
+            if cursor.is_none() && !cursors.contains_key(&id) {
+                hub.start(id, &batch.content_type);
+            }
+            cursors.insert(id, batch.cursor());
+            ended_in_stream |= batch.last;
+            if !batch.bytes.is_empty() {
+                hub.chunk(id, Bytes::from(batch.bytes));
+            }
+        }
+        if let Some(job) = ended {
+            cursors.remove(&id);
+            hub.finish(id, outcome(job.state, job.failure, ended_in_stream));
+        }
+    }
+
+    /// Pulls every feed read here but run elsewhere, ends included (after signals may
+    /// have been missed, and at every poll).
+    pub async fn pull_all(&self, store: &Store, hub: &Hub) {
+        let relayed = hub.relayed_feeds();
+        self.cursors
+            .lock()
+            .await
+            .retain(|id, _| relayed.contains(id));
+        for id in relayed {
+            self.pull(store, hub, id, true).await;
+        }
+    }
+}
+
+/// The outcome a caller hears for a job that ended elsewhere, from its row.
+fn outcome(state: JobState, failure: Option<JobFailure>, ended_in_stream: bool) -> Outcome {
+    match state {
+        JobState::Succeeded => Outcome::Succeeded,
+        JobState::Cancelled => Outcome::Cancelled,
+        // The runner's last batch carried the stream's error line.
+        _ if ended_in_stream => Outcome::FailedInStream,
+        _ => Outcome::Failed {
+            failure: failure.unwrap_or(JobFailure {
+                status: 500,
+                message: "the job failed on another foreman instance".into(),
+            }),
+            from_target: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_elsewhere_is_told_as_the_row_says() {
+        let failure = JobFailure {
+            status: 404,
+            message: "model not found".into(),
+        };
+        assert_eq!(outcome(JobState::Succeeded, None, true), Outcome::Succeeded);
+        assert_eq!(
+            outcome(JobState::Cancelled, None, false),
+            Outcome::Cancelled
+        );
+        assert_eq!(
+            outcome(JobState::Failed, Some(failure.clone()), true),
+            Outcome::FailedInStream
+        );
+        assert_eq!(
+            outcome(JobState::Failed, Some(failure.clone()), false),
+            Outcome::Failed {
+                failure,
+                from_target: None
+            }
+        );
+    }
+}

@@ -243,11 +243,11 @@ pub fn forecast(
     let mut idle_steps = 0;
     loop {
         // Every free runner takes what the policy gives it at `time`.
+        let mut heads = heads_of(&queues);
         let mut dispatched = true;
         while dispatched {
             dispatched = false;
             for (target, ran_here) in ran.iter_mut().enumerate() {
-                let heads = heads_of(&queues);
                 if heads.is_empty() {
                     break;
                 }
@@ -291,16 +291,26 @@ pub fn forecast(
                     target,
                     key: decision.key,
                 });
+                heads = heads_of(&queues);
                 dispatched = true;
             }
         }
         if queues.is_empty() {
             break;
         }
+        // No target that is up lists a model still queued: the rest has no estimate.
+        let servable = queues.keys().any(|key| {
+            capacity
+                .targets
+                .iter()
+                .any(|target| !target.paused && target.may_serve(&key.model))
+        });
+        if !servable {
+            break;
+        }
         // Time moves to the next expected end. With none, the policy is waiting for the
-        // clock (its wait bound), or no target can run the rest (paused, or listing
-        // none of its models): a simulated hour of seconds, then the rest has no
-        // estimate.
+        // clock (its wait bound): a simulated hour of seconds at most, then the rest
+        // has no estimate.
         match ends.iter().map(|end| end.at).min() {
             Some(next) => time = next.max(time),
             None if idle_steps < IDLE_STEPS => {

@@ -9,6 +9,7 @@
 //! inventory. See ARCHITECTURE.md for the map.
 
 pub mod aggregate;
+pub mod caller;
 pub mod api;
 pub mod artifacts;
 pub mod backoff;

@@ -45,6 +45,7 @@ async fn main() {
                                 idempotency_key: None,
                                 webhook_url: None,
                                 metadata: None,
+                                caller: None,
                             },
                             now,
                         )

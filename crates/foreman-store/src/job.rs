@@ -216,6 +216,18 @@ pub struct NewJob {
     pub webhook_url: Option<String>,
     /// Client-supplied JSON text, kept as given.
     pub metadata: Option<String>,
+    /// Who the job was enqueued for, as authentication named them; `None` when foreman
+    /// runs open. The scheduler shares targets between callers by their weight.
+    pub caller: Option<JobCaller>,
+}
+
+/// The caller a job belongs to, with the share of a target it had at enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCaller {
+    /// The key's name (`admin` for the admin token).
+    pub name: String,
+    /// The caller's weight relative to other callers; at least 1.
+    pub weight: u32,
 }
 
 /// Why an attempt (or the whole job) failed.
@@ -267,6 +279,8 @@ pub struct Job {
     /// Files holding a result too large for the row, as JSON
     /// (`[{"name","content_type","size"}]`); `None` for most jobs.
     pub artifacts: Option<String>,
+    /// See [`NewJob::caller`].
+    pub caller: Option<JobCaller>,
     pub created_at: i64,
     /// When the first attempt started.
     pub started_at: Option<i64>,
@@ -297,6 +311,23 @@ pub struct QueueHead {
     /// `created_at` of this model's oldest eligible job, for the starvation bound.
     pub oldest_created_at: i64,
     /// How many eligible jobs this model has.
+    pub depth: u64,
+    /// The head of each caller's jobs in this queue, ordered by caller name (jobs
+    /// without a caller first), for sharing the key between callers. Empty means
+    /// nothing is known per caller: the scheduler then runs `best`.
+    pub callers: Vec<CallerHead>,
+}
+
+/// The eligible jobs of one caller within one load key's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerHead {
+    /// The caller's name; `None` for jobs enqueued without one.
+    pub caller: Option<String>,
+    /// The caller's weight, as recorded with its `best` job.
+    pub weight: u32,
+    /// The caller's job that runs next: highest priority, then oldest, then lowest id.
+    pub best: JobRef,
+    /// How many eligible jobs the caller has in this queue.
     pub depth: u64,
 }
 

@@ -36,6 +36,7 @@ pub use error::{Error, Result};
 pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
 };
+pub use job::{CallerHead, JobCaller};
 pub use lease::{Lease, LeaseHolder};
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 pub use output::{OutputBatch, OutputCursor};

@@ -1,5 +1,5 @@
 //! The queue's order kept in memory: every queued job's rank, per load key (a model
-//! and its load options), so that the
+//! and its load options) and per caller within it, so that the
 //! worker's question "what are the heads of the queue?" costs no database round trip.
 //!
 //! A backend keeps one of these beside its table and changes it in the same step as the
@@ -10,7 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::job::{Job, JobId, JobRef, JobState, QueueHead};
+use crate::job::{CallerHead, Job, JobId, JobRef, JobState, QueueHead};
 
 /// What the index knows of one queued job: what ranking needs, no payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,10 @@ pub struct QueuedJob {
     pub priority: i32,
     pub created_at: i64,
     pub run_after: i64,
+    /// See [`NewJob::caller`](crate::NewJob::caller): the caller's name, if any.
+    pub caller: Option<String>,
+    /// The caller's weight at enqueue (1 without a caller).
+    pub caller_weight: u32,
 }
 
 impl QueuedJob {
@@ -42,6 +46,8 @@ impl QueuedJob {
             priority: job.priority,
             created_at: job.created_at,
             run_after: job.run_after,
+            caller: job.caller.as_ref().map(|caller| caller.name.clone()),
+            caller_weight: job.caller.as_ref().map_or(1, |caller| caller.weight.max(1)),
         })
     }
 }
@@ -53,6 +59,8 @@ type Rank = (Reverse<i32>, i64, JobId);
 struct ModelQueue {
     by_rank: BTreeSet<Rank>,
     by_age: BTreeSet<(i64, JobId)>,
+    /// The same jobs ranked per caller (jobs without a caller under `None`).
+    by_caller: BTreeMap<Option<String>, BTreeSet<Rank>>,
 }
 
 /// Every queued job, ranked per load key.
@@ -83,6 +91,11 @@ impl QueueIndex {
             .by_rank
             .insert((Reverse(job.priority), job.created_at, job.id));
         queue.by_age.insert((job.created_at, job.id));
+        queue
+            .by_caller
+            .entry(job.caller.clone())
+            .or_default()
+            .insert((Reverse(job.priority), job.created_at, job.id));
         self.by_run_after.insert((job.run_after, job.id));
         self.jobs.insert(job.id, job);
     }
@@ -99,6 +112,12 @@ impl QueueIndex {
                 .by_rank
                 .remove(&(Reverse(job.priority), job.created_at, id));
             queue.by_age.remove(&(job.created_at, id));
+            if let Some(ranks) = queue.by_caller.get_mut(&job.caller) {
+                ranks.remove(&(Reverse(job.priority), job.created_at, id));
+                if ranks.is_empty() {
+                    queue.by_caller.remove(&job.caller);
+                }
+            }
             if queue.by_rank.is_empty() {
                 self.models.remove(&key);
             }
@@ -128,8 +147,10 @@ impl QueueIndex {
     /// per load key with eligible jobs (`run_after <= now`), ordered by model name,
     /// then load options.
     pub(crate) fn heads(&self, now: i64) -> Vec<QueueHead> {
-        // Jobs still backing off, per load key: usually none, so this is one tree probe.
+        // Jobs still backing off, per load key and caller: usually none, so this is one
+        // tree probe.
         let mut waiting: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut waiting_of_caller: HashMap<(&str, &str, Option<&str>), u64> = HashMap::new();
         for (_, id) in self
             .by_run_after
             .range((now.saturating_add(1), JobId::from(ulid::Ulid::nil()))..)
@@ -137,6 +158,13 @@ impl QueueIndex {
             if let Some(job) = self.jobs.get(id) {
                 *waiting
                     .entry((job.model.as_str(), job.load_options.as_str()))
+                    .or_default() += 1;
+                *waiting_of_caller
+                    .entry((
+                        job.model.as_str(),
+                        job.load_options.as_str(),
+                        job.caller.as_deref(),
+                    ))
                     .or_default() += 1;
             }
         }
@@ -168,6 +196,28 @@ impl QueueIndex {
                 },
                 oldest_created_at,
                 depth: total - backing_off,
+                callers: queue
+                    .by_caller
+                    .iter()
+                    .filter_map(|(caller, ranks)| {
+                        let &(Reverse(priority), created_at, id) =
+                            ranks.iter().find(|(_, _, id)| eligible(id))?;
+                        let backing_off = waiting_of_caller
+                            .get(&(model.as_str(), load_options.as_str(), caller.as_deref()))
+                            .copied()
+                            .unwrap_or(0);
+                        Some(CallerHead {
+                            caller: caller.clone(),
+                            weight: self.jobs.get(&id).map_or(1, |job| job.caller_weight),
+                            best: JobRef {
+                                id,
+                                priority,
+                                created_at,
+                            },
+                            depth: ranks.len() as u64 - backing_off,
+                        })
+                    })
+                    .collect(),
             });
         }
         heads
@@ -186,6 +236,8 @@ mod tests {
             priority,
             created_at,
             run_after,
+            caller: None,
+            caller_weight: 1,
         }
     }
 

@@ -27,6 +27,7 @@ macro_rules! store_cases {
             case_concurrent_idempotent_enqueues_make_one_row,
             case_enqueue_within_never_passes_the_limit,
             case_queue_heads_pick_best_per_model,
+            case_queue_heads_give_each_callers_head,
             case_queue_heads_split_a_model_by_load_options,
             case_claim_records_its_target,
             case_queue_heads_respect_run_after,
@@ -237,6 +238,7 @@ pub fn new_job(model: &str, priority: i32) -> NewJob {
         idempotency_key: None,
         webhook_url: None,
         metadata: None,
+        caller: None,
     }
 }
 
@@ -311,12 +313,23 @@ pub async fn case_enqueue_get_round_trip(store: &Store) {
         idempotency_key: Some("key-ü".to_owned()),
         webhook_url: Some("https://hooks.example/foreman".to_owned()),
         metadata: Some(r#"{"z":1,"a":[true,null]}"#.to_owned()),
+        caller: Some(crate::JobCaller {
+            name: "ci-bot".to_owned(),
+            weight: 3,
+        }),
     };
     let Enqueued { job, created } = store.enqueue(submitted, T0).await.expect("enqueue");
     assert!(created);
     assert_eq!(job.kind, JobKind::OpenAiChat);
     assert_eq!(job.model, "llama3");
     assert_eq!(job.payload.as_bytes(), payload.as_bytes());
+    assert_eq!(
+        job.caller,
+        Some(crate::JobCaller {
+            name: "ci-bot".to_owned(),
+            weight: 3
+        })
+    );
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.priority, -7);
     assert_eq!(job.attempts, 0);
@@ -480,6 +493,100 @@ pub async fn case_concurrent_idempotent_enqueues_make_one_row(store: &Store) {
     assert_eq!(store.queue_depth().await.expect("depth"), 1);
 }
 
+/// A job enqueued for `caller` with `weight`.
+fn job_of(model: &str, priority: i32, caller: Option<(&str, u32)>) -> NewJob {
+    NewJob {
+        caller: caller.map(|(name, weight)| crate::JobCaller {
+            name: name.to_owned(),
+            weight,
+        }),
+        ..new_job(model, priority)
+    }
+}
+
+pub async fn case_queue_heads_give_each_callers_head(store: &Store) {
+    let flood_old = enqueue(store, job_of("a", 0, Some(("flood", 1))), T0).await;
+    let flood_new = enqueue(store, job_of("a", 0, Some(("flood", 1))), T0 + 1).await;
+    let flood_high = enqueue(store, job_of("a", 2, Some(("flood", 1))), T0 + 2).await;
+    let chat = enqueue(store, job_of("a", 0, Some(("chat", 3))), T0 + 3).await;
+    let open = enqueue(store, job_of("a", 0, None), T0 + 4).await;
+    let backing_off = enqueue(store, job_of("a", 9, Some(("chat", 3))), T0 + 5).await;
+    let other_model = enqueue(store, job_of("b", 0, Some(("chat", 3))), T0 + 6).await;
+    // The chat caller's priority-9 job backs off: it neither leads nor counts.
+    claim(store, backing_off.id, "w", T0 + 10).await;
+    store
+        .retry_or_fail(
+            backing_off.id,
+            1,
+            "w",
+            JobFailure {
+                status: 503,
+                message: "busy".to_owned(),
+            },
+            T0 + 1_000,
+            T0 + 11,
+        )
+        .await
+        .expect("retry");
+
+    let reference = |job: &Job| crate::JobRef {
+        id: job.id,
+        priority: job.priority,
+        created_at: job.created_at,
+    };
+    let heads = store.queue_heads(T0 + 20).await.expect("heads");
+    assert_eq!(heads.len(), 2);
+    assert_eq!(heads[0].best, reference(&flood_high));
+    assert_eq!(heads[0].depth, 5);
+    assert_eq!(heads[0].oldest_created_at, T0);
+    assert_eq!(
+        heads[0].callers,
+        vec![
+            crate::CallerHead {
+                caller: None,
+                weight: 1,
+                best: reference(&open),
+                depth: 1,
+            },
+            crate::CallerHead {
+                caller: Some("chat".to_owned()),
+                weight: 3,
+                best: reference(&chat),
+                depth: 1,
+            },
+            crate::CallerHead {
+                caller: Some("flood".to_owned()),
+                weight: 1,
+                best: reference(&flood_high),
+                depth: 3,
+            },
+        ]
+    );
+    assert_eq!(heads[1].callers.len(), 1);
+    assert_eq!(heads[1].callers[0].best, reference(&other_model));
+
+    // A caller whose jobs all run leaves the list; the next of another takes its place.
+    claim(store, chat.id, "w", T0 + 20).await;
+    claim(store, flood_high.id, "w", T0 + 20).await;
+    let heads = store.queue_heads(T0 + 20).await.expect("heads");
+    let callers: Vec<(Option<&str>, crate::JobId)> = heads[0]
+        .callers
+        .iter()
+        .map(|head| (head.caller.as_deref(), head.best.id))
+        .collect();
+    assert_eq!(callers, [(None, open.id), (Some("flood"), flood_old.id)]);
+    assert_eq!(heads[0].best.id, flood_old.id);
+    // Once its backoff is over, the chat caller's job is back, at its priority.
+    let heads = store.queue_heads(T0 + 1_000).await.expect("heads");
+    assert_eq!(heads[0].best.id, backing_off.id);
+    assert_eq!(heads[0].callers[1].best.id, backing_off.id);
+    assert_eq!(heads[0].callers[2].best.id, flood_old.id);
+    claim(store, flood_old.id, "w", T0 + 1_000).await;
+    let heads = store.queue_heads(T0 + 1_000).await.expect("heads");
+    assert_eq!(heads[0].callers[2].best.id, flood_new.id);
+    assert_eq!(heads[0].callers[2].depth, 1);
+}
+
 pub async fn case_queue_heads_pick_best_per_model(store: &Store) {
     assert_eq!(store.queue_heads(T0).await.expect("heads"), []);
 
@@ -515,6 +622,16 @@ pub async fn case_queue_heads_pick_best_per_model(store: &Store) {
                 },
                 oldest_created_at: T0,
                 depth: 4,
+                callers: vec![crate::CallerHead {
+                    caller: None,
+                    weight: 1,
+                    best: crate::JobRef {
+                        id: a_new_high.id,
+                        priority: 5,
+                        created_at: T0 + 10,
+                    },
+                    depth: 4,
+                }],
             },
             QueueHead {
                 model: "b".to_owned(),
@@ -526,6 +643,16 @@ pub async fn case_queue_heads_pick_best_per_model(store: &Store) {
                 },
                 oldest_created_at: T0 + 40,
                 depth: 2,
+                callers: vec![crate::CallerHead {
+                    caller: None,
+                    weight: 1,
+                    best: crate::JobRef {
+                        id: b_first.id,
+                        priority: 1,
+                        created_at: T0 + 40,
+                    },
+                    depth: 2,
+                }],
             },
         ]
     );

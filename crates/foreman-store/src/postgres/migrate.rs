@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_output",
         sql: include_str!("migrations/0004_job_output.sql"),
     },
+    Migration {
+        version: 8,
+        name: "job_callers",
+        sql: include_str!("migrations/0008_job_callers.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

@@ -39,7 +39,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::commit_times::{CommitTimes, CommitTimesSnapshot};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobFailure, JobId, JobRef, NewJob, QueueGroup, QueueHead};
+use crate::job::{CallerHead, Job, JobFailure, JobId, JobRef, NewJob, QueueGroup, QueueHead};
 use crate::lease::{Lease, LeaseHolder};
 use crate::ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 use crate::output::{OutputBatch, OutputCursor};
@@ -321,38 +321,66 @@ impl PgStore {
     }
 
     /// See [`Store::queue_heads`](crate::Store::queue_heads): one pass over the queue-heads
-    /// index, since other instances change the rows.
+    /// index, since other instances change the rows. The query gives the head of every
+    /// caller's jobs within each load key; a key's own head is the best of its callers'.
     pub async fn queue_heads(&self, now: i64) -> Result<Vec<QueueHead>> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT DISTINCT ON (model, load_options)
-                        model, load_options, id, priority, created_at,
-                        min(created_at) OVER per_key AS oldest,
-                        count(*) OVER per_key AS depth
+                "SELECT DISTINCT ON (model, load_options, caller)
+                        model, load_options, caller, caller_weight, id, priority, created_at,
+                        min(created_at) OVER per_caller AS oldest,
+                        count(*) OVER per_caller AS depth
                  FROM jobs
                  WHERE state = 'queued' AND run_after <= $1
-                 WINDOW per_key AS (PARTITION BY model, load_options)
-                 ORDER BY model, load_options, priority DESC, created_at, id",
+                 WINDOW per_caller AS (PARTITION BY model, load_options, caller)
+                 ORDER BY model, load_options, caller, priority DESC, created_at, id",
                 &[&now],
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.get("id");
-                Ok(QueueHead {
-                    model: row.get("model"),
-                    load_options: row.get("load_options"),
-                    best: JobRef {
-                        id: row::parse_id(&id)?,
-                        priority: row.get("priority"),
-                        created_at: row.get("created_at"),
-                    },
-                    oldest_created_at: row.get("oldest"),
-                    depth: row::count(row.get("depth")),
-                })
-            })
-            .collect()
+        let mut heads: Vec<QueueHead> = Vec::new();
+        for row in &rows {
+            let id: String = row.get("id");
+            let model: String = row.get("model");
+            let load_options: String = row.get("load_options");
+            let best = JobRef {
+                id: row::parse_id(&id)?,
+                priority: row.get("priority"),
+                created_at: row.get("created_at"),
+            };
+            let oldest: i64 = row.get("oldest");
+            let depth = row::count(row.get("depth"));
+            let caller = CallerHead {
+                caller: row.get("caller"),
+                weight: u32::try_from(row.get::<_, i32>("caller_weight")).unwrap_or(1),
+                best,
+                depth,
+            };
+            match heads.last_mut() {
+                Some(head) if head.model == model && head.load_options == load_options => {
+                    let rank = |job: &JobRef| (std::cmp::Reverse(job.priority), job.created_at, job.id);
+                    if rank(&best) < rank(&head.best) {
+                        head.best = best;
+                    }
+                    head.oldest_created_at = head.oldest_created_at.min(oldest);
+                    head.depth += depth;
+                    head.callers.push(caller);
+                }
+                _ => heads.push(QueueHead {
+                    model,
+                    load_options,
+                    best,
+                    oldest_created_at: oldest,
+                    depth,
+                    callers: vec![caller],
+                }),
+            }
+        }
+        // Jobs without a caller first, as the SQLite backend orders them.
+        for head in &mut heads {
+            head.callers.sort_by(|a, b| a.caller.cmp(&b.caller));
+        }
+        Ok(heads)
     }
 
     /// See [`Store::queued_jobs`](crate::Store::queued_jobs).
@@ -361,7 +389,8 @@ impl PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
-                "SELECT id, model, load_options, priority, created_at, run_after
+                "SELECT id, model, load_options, priority, created_at, run_after,
+                        caller, caller_weight
                  FROM jobs WHERE state = 'queued' LIMIT $1",
                 &[&limit],
             )
@@ -376,6 +405,8 @@ impl PgStore {
                     priority: row.get("priority"),
                     created_at: row.get("created_at"),
                     run_after: row.get("run_after"),
+                    caller: row.get("caller"),
+                    caller_weight: u32::try_from(row.get::<_, i32>("caller_weight")).unwrap_or(1),
                 })
             })
             .collect()
@@ -1090,6 +1121,9 @@ async fn insert_job<C: GenericClient>(
             &new_job.metadata,
             &new_job.load_options,
             &new_job.sync,
+            &new_job.caller.as_ref().map(|caller| caller.name.as_str()),
+            &i32::try_from(new_job.caller.as_ref().map_or(1, |caller| caller.weight.max(1)))
+                .unwrap_or(i32::MAX),
         ],
     )
     .await?;
@@ -1148,13 +1182,15 @@ mod queries {
         LazyLock::new(|| with_columns("SELECT {COLUMNS} FROM jobs WHERE idempotency_key = $1"));
 
     /// $1 id, $2 kind, $3 model, $4 payload, $5 priority, $6 max_attempts, $7 now,
-    /// $8 idempotency_key, $9 webhook_url, $10 metadata, $11 load_options, $12 sync.
+    /// $8 idempotency_key, $9 webhook_url, $10 metadata, $11 load_options, $12 sync,
+    /// $13 caller, $14 caller_weight.
     pub(super) static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
         with_columns(
             "INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
                                run_after, idempotency_key, webhook_url, metadata, created_at,
-                               load_options, sync)
-             VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7, $8, $9, $10, $7, $11, $12)
+                               load_options, sync, caller, caller_weight)
+             VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7, $8, $9, $10, $7, $11, $12,
+                     $13, $14)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING {COLUMNS}",
         )

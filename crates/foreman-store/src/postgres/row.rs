@@ -5,14 +5,14 @@
 use tokio_postgres::Row;
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobFailure, JobId, JobKind, JobState};
+use crate::job::{Job, JobCaller, JobFailure, JobId, JobKind, JobState};
 use crate::webhook::{DeliveryState, WebhookAttempt, WebhookDelivery};
 
 /// Every column of `jobs` a `Job` is read from.
 pub(super) const JOB_COLUMNS: &str = "id, kind, model, load_options, target, sync, interruptions, \
      payload, state, priority, attempts, max_attempts, lease_owner, lease_expires_at, run_after, \
      cancel_requested, result, failure_status, failure_message, idempotency_key, webhook_url, \
-     metadata, artifacts, created_at, started_at, finished_at";
+     metadata, artifacts, created_at, started_at, finished_at, caller, caller_weight";
 
 /// [`JOB_COLUMNS`], each prefixed with `table.` (for an UPDATE ... FROM).
 pub(super) fn qualified_columns(table: &str) -> String {
@@ -93,6 +93,13 @@ pub(super) fn job_from_row(row: &Row) -> Result<Job> {
         webhook_url: row.try_get("webhook_url")?,
         metadata: row.try_get("metadata")?,
         artifacts: row.try_get("artifacts")?,
+        caller: match row.try_get::<_, Option<String>>("caller")? {
+            Some(name) => Some(JobCaller {
+                name,
+                weight: to_u32(row.try_get("caller_weight")?, "caller_weight").map_err(&corrupt)?,
+            }),
+            None => None,
+        },
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,

@@ -58,6 +58,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "target_leases",
         sql: include_str!("migrations/0008_target_leases.sql"),
     },
+    Migration {
+        version: 12,
+        name: "job_callers",
+        sql: include_str!("migrations/0012_job_callers.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -128,6 +128,8 @@ fn read_queue(conn: &Connection) -> Result<QueueIndex> {
             priority: row.get("priority")?,
             created_at: row.get("created_at")?,
             run_after: row.get("run_after")?,
+            caller: row.get("caller")?,
+            caller_weight: u32::try_from(row.get::<_, i64>("caller_weight")?).unwrap_or(1),
         });
     }
     Ok(QueueIndex::new(jobs))

@@ -8,12 +8,13 @@
 
 /// Inserts a queued job; with an idempotency key already present it inserts nothing and
 /// returns no row. ?1 id, ?2 kind, ?3 model, ?4 payload, ?5 priority, ?6 max_attempts,
-/// ?7 now, ?8 idempotency_key, ?9 webhook_url, ?10 metadata, ?11 load_options, ?12 sync.
+/// ?7 now, ?8 idempotency_key, ?9 webhook_url, ?10 metadata, ?11 load_options, ?12 sync,
+/// ?13 caller, ?14 caller_weight.
 pub(super) const INSERT_JOB: &str = "
     INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
                       run_after, idempotency_key, webhook_url, metadata, created_at,
-                      load_options, sync)
-    VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 0, ?6, ?7, ?8, ?9, ?10, ?7, ?11, ?12)
+                      load_options, sync, caller, caller_weight)
+    VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 0, ?6, ?7, ?8, ?9, ?10, ?7, ?11, ?12, ?13, ?14)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING *";
 
@@ -24,7 +25,7 @@ pub(super) const SELECT_BY_ID: &str = "SELECT * FROM jobs WHERE id = ?1";
 /// Every queued job's rank, for the queue mirror: one pass over the covering partial
 /// queue index, never the table.
 pub(super) const QUEUED_JOBS: &str = "
-    SELECT id, model, load_options, priority, created_at, run_after
+    SELECT id, model, load_options, priority, created_at, run_after, caller, caller_weight
     FROM jobs INDEXED BY jobs_queued_by_model
     WHERE state = 'queued'";
 

@@ -4,7 +4,7 @@
 use rusqlite::Row;
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobFailure, JobId, JobKind, JobState};
+use crate::job::{Job, JobCaller, JobFailure, JobId, JobKind, JobState};
 use crate::webhook::{DeliveryState, WebhookAttempt, WebhookDelivery};
 
 /// Reads one `jobs` row.
@@ -66,9 +66,23 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
         webhook_url: row.get("webhook_url")?,
         metadata: row.get("metadata")?,
         artifacts: row.get("artifacts")?,
+        caller: caller_from_row(row).map_err(&corrupt)?,
         created_at: row.get("created_at")?,
         started_at: row.get("started_at")?,
         finished_at: row.get("finished_at")?,
+    })
+}
+
+/// The job's caller: its name and weight, or none.
+fn caller_from_row(row: &Row<'_>) -> Result<Option<JobCaller>, String> {
+    let name: Option<String> = row.get("caller").map_err(|e| e.to_string())?;
+    let weight: i64 = row.get("caller_weight").map_err(|e| e.to_string())?;
+    Ok(match name {
+        Some(name) => Some(JobCaller {
+            name,
+            weight: to_u32(weight, "caller_weight")?,
+        }),
+        None => None,
     })
 }
 

@@ -81,6 +81,17 @@ pub struct ServeArgs {
     /// Longest a queued job may wait because the runners drain other models.
     #[arg(long, env = "FOREMAN_MAX_WAIT", default_value = "60s", value_parser = duration)]
     pub max_wait: Duration,
+    /// Share each load key's turn between callers (API keys) by weight, so that one
+    /// caller's backlog does not hold another's requests behind it; false runs each
+    /// model's jobs by priority, then age.
+    #[arg(
+        long,
+        env = "FOREMAN_FAIR_SHARE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = boolean
+    )]
+    pub fair_share: bool,
     /// Queued jobs before new requests get 503.
     #[arg(long, env = "FOREMAN_MAX_QUEUE", default_value_t = 10_000, value_parser = at_least_one)]
     pub max_queue: u64,
@@ -390,6 +401,8 @@ pub struct Config {
     pub job_ttl: Duration,
     pub poll_interval: Duration,
     pub max_wait: Duration,
+    /// Callers take turns by weight within a load key (see `scheduler::fair_share`).
+    pub fair_share: bool,
     pub max_queue: u64,
     pub max_body: usize,
     pub retry_base: Duration,
@@ -664,6 +677,7 @@ impl ServeArgs {
             job_ttl: self.job_ttl,
             poll_interval: self.poll_interval,
             max_wait: self.max_wait,
+            fair_share: self.fair_share,
             max_queue: self.max_queue,
             max_body: self.max_body,
             retry_base: self.retry_base,
@@ -1102,7 +1116,12 @@ mod tests {
         }
         assert_eq!(
             checked,
-            ["simulate", "metrics-public", "allow-model-management"]
+            [
+                "simulate",
+                "metrics-public",
+                "fair-share",
+                "allow-model-management"
+            ]
         );
         assert_eq!(boolean(" Yes "), Ok(true));
         assert_eq!(boolean("off"), Ok(false));

@@ -128,6 +128,7 @@ mod tests {
             idempotency_key: None,
             webhook_url: None,
             metadata: None,
+            caller: None,
         }
     }
 

@@ -78,6 +78,7 @@ pub fn log_start(config: &Config, database: &str) {
         webhooks = if config.webhook_key.is_some() { "on" } else { "off" },
         model_management = if config.allow_model_management { "on" } else { "off" },
         max_wait = %humantime::format_duration(config.max_wait),
+        fair_share = if config.fair_share { "on" } else { "off" },
         max_queue = config.max_queue,
         shutdown_grace = %humantime::format_duration(config.shutdown_grace),
         "foreman serving"

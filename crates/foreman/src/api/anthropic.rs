@@ -16,23 +16,24 @@
 
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
+use axum::http::{Extensions, HeaderMap};
 use axum::response::Response;
 use bytes::Bytes;
-use foreman_store::JobKind;
+use foreman_store::{JobCaller, JobKind};
 use serde_json::Value;
 
 use super::body::JsonBody;
 use super::error::Flavor;
 use super::queued::run_queued;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, job_control};
 
 pub async fn messages(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    queue(state, headers, body)
+    queue(state, headers, job_control::caller_of(&extensions), body)
         .await
         .unwrap_or_else(|error| error.render(Flavor::Anthropic))
 }
@@ -40,6 +41,7 @@ pub async fn messages(
 async fn queue(
     state: AppState,
     headers: HeaderMap,
+    caller: Option<JobCaller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, "MessagesRequest")?;
@@ -70,6 +72,7 @@ async fn queue(
     run_queued(
         state,
         &headers,
+        caller,
         JobKind::AnthropicMessages,
         body,
         model,

@@ -3,11 +3,13 @@
 //! routes (`queued.rs`) and the jobs API (`jobs.rs`) both use these, and neither
 //! imports the other.
 
-use foreman_store::{CancelOutcome, JobId, JobKind};
+use axum::http::Extensions;
+use foreman_store::{CancelOutcome, JobCaller, JobId, JobKind};
 use serde_json::{Map, Value};
 
 use super::error::cancel_failure;
 use super::{ApiError, AppState};
+use crate::caller::Caller;
 use crate::clock::now_ms;
 use crate::hub::{CancelReason, FeedEvent, Outcome, Subscription};
 use crate::scheduler::load_key;
@@ -25,6 +27,16 @@ pub(super) async fn admit(state: &AppState, model: &str) -> Result<(), ApiError>
         return Err(ApiError::ShuttingDown);
     }
     Ok(())
+}
+
+/// Whose job a request enqueues: the [`Caller`] authentication put in its extensions,
+/// as the store records it (name and weight). Every route that enqueues takes its
+/// job's `caller` from here; `None` when foreman runs open.
+pub(crate) fn caller_of(extensions: &Extensions) -> Option<JobCaller> {
+    Caller::of(extensions).map(|caller| JobCaller {
+        name: caller.name.clone(),
+        weight: caller.weight.max(1),
+    })
 }
 
 /// What a job is queued with: its payload and its load options (see

@@ -25,7 +25,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use foreman_store::{
@@ -292,6 +292,7 @@ async fn find(state: &AppState, id: JobId) -> Result<Job, ApiError> {
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, "JobRequest")?;
@@ -379,6 +380,7 @@ pub async fn submit(
                 idempotency_key,
                 webhook_url,
                 metadata,
+                caller: job_control::caller_of(&extensions),
             },
             now_ms(),
             state.config.max_queue,
@@ -738,6 +740,7 @@ mod tests {
             idempotency_key: None,
             webhook_url: None,
             metadata: None,
+            caller: None,
         };
         state.store.enqueue(job, now).await.unwrap().job
     }

@@ -9,21 +9,22 @@
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{Extensions, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use foreman_store::JobKind;
+use foreman_store::{JobCaller, JobKind};
 
 use super::body::JsonBody;
 use super::direct::{model_of, relay};
 use super::error::Flavor;
 use super::queued::run_queued;
-use super::{ApiError, AppState, validate};
+use super::{ApiError, AppState, job_control, validate};
 use crate::model_name::model_key;
 
 async fn queued(
     state: AppState,
     headers: HeaderMap,
+    caller: Option<JobCaller>,
     body: Result<Bytes, BytesRejection>,
     kind: JobKind,
     struct_name: &'static str,
@@ -33,17 +34,19 @@ async fn queued(
     if model.is_empty() {
         return Err(ApiError::BadRequest("model is required".into()));
     }
-    run_queued(state, &headers, kind, body, model, Flavor::OpenAi).await
+    run_queued(state, &headers, caller, kind, body, model, Flavor::OpenAi).await
 }
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     queued(
         state,
         headers,
+        job_control::caller_of(&extensions),
         body,
         JobKind::OpenAiChat,
         "ChatCompletionRequest",
@@ -55,11 +58,13 @@ pub async fn chat_completions(
 pub async fn completions(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     queued(
         state,
         headers,
+        job_control::caller_of(&extensions),
         body,
         JobKind::OpenAiCompletion,
         "CompletionRequest",

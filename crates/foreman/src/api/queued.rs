@@ -39,10 +39,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use foreman_store::{CancelOutcome, JobFailure, JobId, JobKind, NewJob};
+use foreman_store::{CancelOutcome, JobCaller, JobFailure, JobId, JobKind, NewJob};
 use serde_json::Value;
 
 use super::body::JsonBody;
@@ -69,6 +69,7 @@ const NDJSON: &str = "application/x-ndjson";
 pub async fn chat(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, "ChatRequest")?;
@@ -77,12 +78,23 @@ pub async fn chat(
         return Err(ApiError::BadRequest("model is required".into()));
     }
     body.expect_array("messages", "[]api.Message")?;
-    run_queued(state, &headers, JobKind::Chat, body, model, Flavor::Ollama).await
+    let caller = job_control::caller_of(&extensions);
+    run_queued(
+        state,
+        &headers,
+        caller,
+        JobKind::Chat,
+        body,
+        model,
+        Flavor::Ollama,
+    )
+    .await
 }
 
 pub async fn generate(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, "GenerateRequest")?;
@@ -94,6 +106,7 @@ pub async fn generate(
     run_queued(
         state,
         &headers,
+        job_control::caller_of(&extensions),
         JobKind::Generate,
         body,
         model,
@@ -105,6 +118,7 @@ pub async fn generate(
 pub(super) async fn run_queued(
     state: AppState,
     headers: &HeaderMap,
+    caller: Option<JobCaller>,
     kind: JobKind,
     body: JsonBody,
     model: String,
@@ -134,6 +148,7 @@ pub(super) async fn run_queued(
                 idempotency_key: None,
                 webhook_url: None,
                 metadata: None,
+                caller,
             },
             now_ms(),
             state.config.max_queue,

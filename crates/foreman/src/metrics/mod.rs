@@ -521,6 +521,7 @@ mod tests {
             webhook_url: None,
             metadata: None,
             artifacts: None,
+            caller: None,
             created_at,
             started_at: None,
             finished_at: None,

@@ -120,7 +120,8 @@ impl Dispatcher {
             lease: settings.lease,
             poll_interval: settings.poll_interval,
             state: Mutex::new(Scheduling {
-                policy: Policy::new(settings.max_wait.as_millis() as i64),
+                policy: Policy::new(settings.max_wait.as_millis() as i64)
+                    .with_fair_share(settings.fair_share),
                 seen: vec![u64::MAX; capacity.targets.len()],
                 held: vec![true; capacity.targets.len()],
                 capacity,

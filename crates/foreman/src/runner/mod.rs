@@ -42,6 +42,8 @@ pub struct RunnerSettings {
     /// Names this process in lease owners (`INSTANCE/TARGET/SLOT`).
     pub instance: String,
     pub max_wait: Duration,
+    /// Callers take turns by weight within a load key (`FOREMAN_FAIR_SHARE`).
+    pub fair_share: bool,
     pub lease: Duration,
     /// How often the targets' inventories poll (see the dispatcher).
     pub poll_interval: Duration,
@@ -55,6 +57,7 @@ impl RunnerSettings {
         RunnerSettings {
             instance: config.instance_id.clone(),
             max_wait: config.max_wait,
+            fair_share: config.fair_share,
             lease: config.lease,
             poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,

@@ -16,9 +16,10 @@
 //!
 //! Pure: no clock, no I/O, so tests drive it directly.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use foreman_store::{JobId, JobRef, QueueHead, QueuedJob};
+use foreman_store::{CallerHead, JobId, JobRef, QueueHead, QueuedJob};
 
 use super::capacity::Capacity;
 use super::load_key::LoadKey;
@@ -154,16 +155,50 @@ struct Waiting {
     id: JobId,
     priority: i32,
     created_at: i64,
+    weight: u32,
+}
+
+impl Waiting {
+    fn reference(&self) -> JobRef {
+        JobRef {
+            id: self.id,
+            priority: self.priority,
+            created_at: self.created_at,
+        }
+    }
 }
 
 /// One key's replayed queue.
 #[derive(Debug, Default)]
 struct KeyQueue {
-    /// Worst first, so that the best (highest priority, then oldest, then lowest id,
-    /// the store's rank) is popped from the end.
-    ranked: Vec<Waiting>,
+    /// Each caller's jobs (jobs without one under `None`), worst first, so that the
+    /// caller's best (highest priority, then oldest, then lowest id, the store's rank)
+    /// is popped from the end. Per caller, so that the policy's fair share between
+    /// callers is replayed as the dispatcher applies it.
+    callers: BTreeMap<Option<String>, Vec<Waiting>>,
     /// Ages, for the oldest job the wait bound counts from.
     ages: BTreeSet<(i64, JobId)>,
+    len: usize,
+}
+
+impl KeyQueue {
+    /// Takes job `id` out of the queue; the policy picks a caller's best, so it is
+    /// found at the end of its caller's list.
+    fn take(&mut self, id: JobId) -> Option<Waiting> {
+        let (caller, position) = self.callers.iter().find_map(|(caller, jobs)| {
+            jobs.iter()
+                .rposition(|job| job.id == id)
+                .map(|position| (caller.clone(), position))
+        })?;
+        let jobs = self.callers.get_mut(&caller)?;
+        let job = jobs.remove(position);
+        if jobs.is_empty() {
+            self.callers.remove(&caller);
+        }
+        self.ages.remove(&(job.created_at, job.id));
+        self.len -= 1;
+        Some(job)
+    }
 }
 
 /// An expected end, ordered by time.
@@ -191,20 +226,28 @@ pub fn forecast(
         let queue = queues
             .entry(LoadKey::new(job.model.clone(), job.load_options.clone()))
             .or_default();
-        queue.ranked.push(Waiting {
-            id: job.id,
-            priority: job.priority,
-            created_at: job.created_at,
-        });
+        queue
+            .callers
+            .entry(job.caller.clone())
+            .or_default()
+            .push(Waiting {
+                id: job.id,
+                priority: job.priority,
+                created_at: job.created_at,
+                weight: job.caller_weight,
+            });
         queue.ages.insert((job.created_at, job.id));
+        queue.len += 1;
     }
     for queue in queues.values_mut() {
-        queue.ranked.sort_by(|a, b| {
-            a.priority
-                .cmp(&b.priority)
-                .then(b.created_at.cmp(&a.created_at))
-                .then(b.id.cmp(&a.id))
-        });
+        for jobs in queue.callers.values_mut() {
+            jobs.sort_by(|a, b| {
+                a.priority
+                    .cmp(&b.priority)
+                    .then(b.created_at.cmp(&a.created_at))
+                    .then(b.id.cmp(&a.id))
+            });
+        }
     }
     let mut ends: Vec<End> = running
         .iter()
@@ -257,13 +300,10 @@ pub fn forecast(
                 let Some(queue) = queues.get_mut(&decision.key) else {
                     continue;
                 };
-                let Some(position) = queue.ranked.iter().rposition(|job| job.id == decision.job)
-                else {
+                if queue.take(decision.job).is_none() {
                     continue;
-                };
-                let job = queue.ranked.remove(position);
-                queue.ages.remove(&(job.created_at, job.id));
-                if queue.ranked.is_empty() {
+                }
+                if queue.len == 0 {
                     queues.remove(&decision.key);
                 }
                 let state = &mut capacity.targets[target];
@@ -347,18 +387,31 @@ fn heads_of(queues: &BTreeMap<LoadKey, KeyQueue>) -> Vec<QueueHead> {
     queues
         .iter()
         .filter_map(|(key, queue)| {
-            let best = queue.ranked.last()?;
+            let callers: Vec<CallerHead> = queue
+                .callers
+                .iter()
+                .filter_map(|(caller, jobs)| {
+                    let best = jobs.last()?;
+                    Some(CallerHead {
+                        caller: caller.clone(),
+                        weight: best.weight,
+                        best: best.reference(),
+                        depth: jobs.len() as u64,
+                    })
+                })
+                .collect();
+            let best = callers
+                .iter()
+                .map(|caller| caller.best)
+                .min_by_key(|job| (Reverse(job.priority), job.created_at, job.id))?;
             let &(oldest, _) = queue.ages.first()?;
             Some(QueueHead {
                 model: key.model.clone(),
                 load_options: key.options.clone(),
-                best: JobRef {
-                    id: best.id,
-                    priority: best.priority,
-                    created_at: best.created_at,
-                },
+                best,
                 oldest_created_at: oldest,
-                depth: queue.ranked.len() as u64,
+                depth: queue.len as u64,
+                callers,
             })
         })
         .collect()
@@ -402,6 +455,8 @@ mod tests {
             priority: 0,
             created_at,
             run_after: created_at,
+            caller: None,
+            caller_weight: 1,
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`capacity`]: every target's slots, places, loaded keys and running jobs;
 //! - [`policy`]: the pure decision, priority first, then drain by load key, with a
 //!   bound on waiting;
+//! - [`fair_share`]: whose job a chosen key runs, callers taking turns by weight;
 //! - [`forecast`]: when queued jobs will start and finish, by playing the policy
 //!   forward with learned run and load times.
 //!
@@ -12,6 +13,7 @@
 //! them, ask for a decision whenever a runner is free, and apply it.
 
 pub mod capacity;
+pub mod fair_share;
 pub mod forecast;
 pub mod load_key;
 pub mod policy;

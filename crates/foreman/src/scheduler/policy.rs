@@ -31,6 +31,12 @@
 //! slots there and `T` has a free place, when `T` loads them too (never by unloading).
 //! A key only some targets have (their `/api/tags`) goes only there.
 //!
+//! Whose job a chosen key runs is the [`FairShare`]'s to say (on by default,
+//! `FOREMAN_FAIR_SHARE`): among the callers holding the key's top priority, the one
+//! whose weighted turn it is. Off, the key runs its best job (highest priority, then
+//! oldest). Either way the key itself is chosen as above, so fair share never makes a
+//! load.
+//!
 //! With one target of one slot and one place, this is the policy foreman had before it
 //! used several: drain the resident model, switch to the deepest queue of the top
 //! priority, load a starving model and give it a batch.
@@ -45,6 +51,7 @@ use std::collections::HashMap;
 use foreman_store::{JobId, QueueHead};
 
 use super::capacity::{Capacity, TargetState};
+use super::fair_share::FairShare;
 use super::load_key::LoadKey;
 
 /// What a free runner should do next.
@@ -86,16 +93,25 @@ pub struct Policy {
     /// Key → the last decision time at which it was chosen, or unloaded.
     served: HashMap<LoadKey, i64>,
     batch: Option<Batch>,
+    /// Turns between callers within a key; `None` runs each key's best job.
+    fair: Option<FairShare>,
 }
 
 impl Policy {
-    /// A policy whose wait bound is `max_wait_ms`.
+    /// A policy whose wait bound is `max_wait_ms`, sharing keys fairly between callers.
     pub fn new(max_wait_ms: i64) -> Policy {
         Policy {
             max_wait_ms,
             served: HashMap::new(),
             batch: None,
+            fair: Some(FairShare::default()),
         }
+    }
+
+    /// The same policy with fair share between callers on or off.
+    pub fn with_fair_share(mut self, on: bool) -> Policy {
+        self.fair = on.then(FairShare::default);
+        self
     }
 
     /// Picks the next job for a free runner of `capacity.targets[target]` from one head
@@ -112,7 +128,14 @@ impl Policy {
         if state.paused || state.running_total() >= state.runners() {
             return None;
         }
-        let decision = self.choose(heads, capacity, target, now)?;
+        let mut decision = self.choose(heads, capacity, target, now)?;
+        if let Some(fair) = self.fair.as_mut()
+            && let Some(head) = heads.iter().find(|head| decision.key.is_of(head))
+        {
+            let job = fair.pick(head);
+            decision.job = job.id;
+            fair.charge(head, job);
+        }
         self.served.insert(decision.key.clone(), now);
         if let Some(evicted) = &decision.evict {
             // Its wait restarts from when it was last used, not from its oldest job.

@@ -195,6 +195,7 @@ fn head(model: &str, priority: i32, created: i64, oldest: i64) -> QueueHead {
         },
         oldest_created_at: oldest,
         depth: 1,
+        callers: Vec::new(),
     }
 }
 
@@ -525,6 +526,7 @@ mod simulation {
                     },
                     oldest_created_at: jobs.iter().map(|job| job.arrival).min().unwrap(),
                     depth: jobs.len() as u64,
+                    callers: Vec::new(),
                 }
             })
             .collect()

@@ -176,6 +176,7 @@ async fn the_janitor_requeues_a_job_whose_lease_lapsed_and_it_completes() {
                     idempotency_key: None,
                     webhook_url: None,
                     metadata: None,
+                    caller: None,
                 },
                 now(),
             )

@@ -59,6 +59,7 @@ async fn left_running(store: &Store, owner: &str, text: &str) -> foreman_store::
                 idempotency_key: None,
                 webhook_url: None,
                 metadata: None,
+                caller: None,
             },
             now,
         )

@@ -491,6 +491,41 @@ mod tests {
         assert_eq!(empty.load_ms(&key("a")), DEFAULT_LOAD_MS);
     }
 
+    /// A caller's one job queued behind another's backlog of the same model is expected
+    /// where fair share puts it: after one of the backlog's, not all; without fair share,
+    /// after it.
+    #[test]
+    fn the_forecast_follows_fair_share_between_callers() {
+        let now = 100_000;
+        let mut target = TargetState::new("gpu", 1, 1);
+        target.seed(key("a"), now - 10_000);
+        let capacity = Capacity::new(vec![target]);
+        let mut queue: Vec<QueuedJob> = (0..50)
+            .map(|n| QueuedJob {
+                caller: Some("flood".into()),
+                ..queued(10 + n, "a", now - 5_000 + n as i64)
+            })
+            .collect();
+        queue.push(QueuedJob {
+            caller: Some("chat".into()),
+            ..queued(100, "a", now - 10)
+        });
+        let chat = JobId::from(ulid::Ulid(100));
+        let fair = forecast(&Policy::new(600_000), &capacity, &[], &queue, &learned(), now);
+        // Both callers start level, and a tie goes to the older job: one of the flood's
+        // runs first.
+        assert_eq!(fair.estimates[&chat].start_at, now + 2_000);
+        let fifo = forecast(
+            &Policy::new(600_000).with_fair_share(false),
+            &capacity,
+            &[],
+            &queue,
+            &learned(),
+            now,
+        );
+        assert_eq!(fifo.estimates[&chat].start_at, now + 50 * 2_000);
+    }
+
     /// One slot, one place, `a` loaded and running: queued `a` work drains before
     /// the older `b` job, which then loads; its wait names `a`.
     #[test]

@@ -18,6 +18,8 @@ pub mod forecast;
 pub mod load_key;
 pub mod policy;
 #[cfg(test)]
+mod fair_tests;
+#[cfg(test)]
 mod tests;
 
 pub use capacity::{Capacity, TargetState};

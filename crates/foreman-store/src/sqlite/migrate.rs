@@ -58,6 +58,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "target_leases",
         sql: include_str!("migrations/0008_target_leases.sql"),
     },
+    Migration {
+        version: 11,
+        name: "api_keys",
+        sql: include_str!("migrations/0011_api_keys.sql"),
+    },
 ];
 
 /// The schema version this build writes.

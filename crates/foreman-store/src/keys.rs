@@ -155,10 +155,8 @@ pub(crate) const USAGE_COLUMNS: &str =
 
 /// A stored digest of the wrong length is a corrupt row.
 pub(crate) fn digest(name: &str, bytes: Vec<u8>) -> Result<[u8; 32]> {
-    bytes
-        .try_into()
-        .map_err(|_| crate::Error::CorruptRow {
-            id: format!("api key {name}"),
-            reason: "secret_sha256 is not 32 bytes".into(),
-        })
+    bytes.try_into().map_err(|_| crate::Error::CorruptRow {
+        id: format!("api key {name}"),
+        reason: "secret_sha256 is not 32 bytes".into(),
+    })
 }

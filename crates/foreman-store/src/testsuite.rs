@@ -2686,10 +2686,16 @@ fn api_key(name: &str, fill: u8) -> crate::NewApiKey {
 /// its digest and grant as given, revoked once, and its latest use only moves forward.
 pub async fn case_api_keys_create_list_revoke(store: &Store) {
     assert!(store.api_keys().await.unwrap().is_empty());
-    let created = store.create_api_key(api_key("ci-bot", 7), T0).await.unwrap();
+    let created = store
+        .create_api_key(api_key("ci-bot", 7), T0)
+        .await
+        .unwrap();
     assert_eq!(created.secret_sha256, [7; 32]);
     assert_eq!((created.created_at, created.revoked_at), (T0, None));
-    store.create_api_key(api_key("alice", 9), T0 + 1).await.unwrap();
+    store
+        .create_api_key(api_key("alice", 9), T0 + 1)
+        .await
+        .unwrap();
     match store.create_api_key(api_key("ci-bot", 8), T0 + 2).await {
         Err(crate::Error::KeyExists(name)) => assert_eq!(name, "ci-bot"),
         other => panic!("a second ci-bot: {other:?}"),
@@ -2704,7 +2710,10 @@ pub async fn case_api_keys_create_list_revoke(store: &Store) {
         .touch_api_keys(vec![("alice".into(), T0 + 50), ("nobody".into(), T0)])
         .await
         .unwrap();
-    store.touch_api_keys(vec![("alice".into(), T0 + 10)]).await.unwrap();
+    store
+        .touch_api_keys(vec![("alice".into(), T0 + 10)])
+        .await
+        .unwrap();
     let alice = &store.api_keys().await.unwrap()[0];
     assert_eq!(alice.last_used_at, Some(T0 + 50));
 

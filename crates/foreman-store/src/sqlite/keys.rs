@@ -70,9 +70,8 @@ impl SqliteStore {
     pub async fn api_keys(&self) -> Result<Vec<ApiKey>> {
         self.readers
             .read(move |conn| {
-                let mut statement = conn.prepare_cached(&format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name"
-                ))?;
+                let mut statement = conn
+                    .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name"))?;
                 let rows = statement
                     .query_map([], key_from_row)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -17,6 +17,7 @@
 mod commit_times;
 mod error;
 mod job;
+mod keys;
 mod lease;
 mod ops;
 mod output;
@@ -37,6 +38,7 @@ pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
 };
 pub use job::{CallerHead, JobCaller};
+pub use keys::{ApiKey, NewApiKey, USAGE_HOUR_MS, UsageBucket, UsageDelta, usage_hour};
 pub use lease::{Lease, LeaseHolder};
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 pub use output::{OutputBatch, OutputCursor};

@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0004_job_output.sql"),
     },
     Migration {
+        version: 7,
+        name: "api_keys",
+        sql: include_str!("migrations/0007_api_keys.sql"),
+    },
+    Migration {
         version: 8,
         name: "job_callers",
         sql: include_str!("migrations/0008_job_callers.sql"),

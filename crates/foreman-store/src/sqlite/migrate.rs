@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0008_target_leases.sql"),
     },
     Migration {
+        version: 11,
+        name: "api_keys",
+        sql: include_str!("migrations/0011_api_keys.sql"),
+    },
+    Migration {
         version: 12,
         name: "job_callers",
         sql: include_str!("migrations/0012_job_callers.sql"),

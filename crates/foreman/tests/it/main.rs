@@ -14,6 +14,7 @@ mod crash;
 mod dashboard;
 mod error_shapes;
 mod eta;
+mod fair_share;
 mod fuzz;
 mod golden;
 mod hostile;

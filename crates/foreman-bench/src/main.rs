@@ -19,6 +19,7 @@ mod metrics;
 mod procs;
 mod report;
 mod targets;
+mod tenants;
 mod workloads;
 
 use std::path::PathBuf;
@@ -39,7 +40,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Workloads to run (overhead, interleaved, bursty, stream, memory, parallel,
-    /// places, parallel-places, targets, drift, pollers, stalled); all by default.
+    /// places, parallel-places, targets, drift, pollers, stalled, tenants); all by
+    /// default.
     #[arg(long = "workload")]
     workloads: Vec<String>,
     /// Where report.md, results.json and the charts go.

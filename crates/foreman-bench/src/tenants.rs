@@ -62,7 +62,8 @@ struct Contention {
     waits: Vec<f64>,
     /// Its requests' latencies as its client saw them, in ms.
     latencies: Vec<f64>,
-    /// The flood's jobs that started before the pass ended, and their waits.
+    /// The flood's queued jobs (its warm-up request left out) that started before the
+    /// pass ended.
     flood_started: usize,
     requests: usize,
     errors: usize,
@@ -267,7 +268,7 @@ async fn contend(bench: &Bench, scale: &Sizes, fair: bool) -> Result<Contention>
         .collect();
     let flood_started = rows
         .iter()
-        .filter(|row| row.caller.as_deref() == Some(FLOOD) && row.started_at.is_some())
+        .filter(|row| row.caller.as_deref() == Some(FLOOD) && !row.sync && row.started_at.is_some())
         .count();
     Ok(Contention {
         fair,
@@ -360,6 +361,8 @@ fn database(bench: &Bench, part: &str, fair: bool) -> PathBuf {
 /// A job row as far as this workload needs it.
 struct Row {
     caller: Option<String>,
+    /// Asked on a synchronous route (the warm-up and the interactive requests).
+    sync: bool,
     created_at: i64,
     started_at: Option<i64>,
 }
@@ -370,13 +373,14 @@ async fn read_jobs(path: &Path) -> Result<Vec<Row>> {
     tokio::task::spawn_blocking(move || -> Result<Vec<Row>> {
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("opening {} read-only", path.display()))?;
-        let mut statement = conn.prepare("SELECT caller, created_at, started_at FROM jobs")?;
+        let mut statement = conn.prepare("SELECT caller, sync, created_at, started_at FROM jobs")?;
         let rows = statement
             .query_map([], |row| {
                 Ok(Row {
                     caller: row.get(0)?,
-                    created_at: row.get(1)?,
-                    started_at: row.get(2)?,
+                    sync: row.get(1)?,
+                    created_at: row.get(2)?,
+                    started_at: row.get(3)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -205,7 +205,10 @@ async fn contend(bench: &Bench, scale: &Sizes, fair: bool) -> Result<Contention>
         .await?;
     anyhow::ensure!(warm.status() == 200, "warm-up answered {}", warm.status());
 
-    eprintln!("{label}: queueing {} jobs for the flooding key", scale.backlog);
+    eprintln!(
+        "{label}: queueing {} jobs for the flooding key",
+        scale.backlog
+    );
     let submitted: Vec<u16> = futures::stream::iter(0..scale.backlog)
         .map(|i| {
             let (http, url, flood) = (http.clone(), url.clone(), flood.clone());
@@ -351,11 +354,10 @@ async fn interleave(bench: &Bench, scale: &Sizes, fair: bool) -> Result<Loads> {
 }
 
 fn database(bench: &Bench, part: &str, fair: bool) -> PathBuf {
-    bench.scratch.path().join(format!(
-        "tenants-{part}-{}-{}.db",
-        setting(fair),
-        unique()
-    ))
+    bench
+        .scratch
+        .path()
+        .join(format!("tenants-{part}-{}-{}.db", setting(fair), unique()))
 }
 
 /// A job row as far as this workload needs it.
@@ -373,7 +375,8 @@ async fn read_jobs(path: &Path) -> Result<Vec<Row>> {
     tokio::task::spawn_blocking(move || -> Result<Vec<Row>> {
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("opening {} read-only", path.display()))?;
-        let mut statement = conn.prepare("SELECT caller, sync, created_at, started_at FROM jobs")?;
+        let mut statement =
+            conn.prepare("SELECT caller, sync, created_at, started_at FROM jobs")?;
         let rows = statement
             .query_map([], |row| {
                 Ok(Row {
@@ -390,7 +393,12 @@ async fn read_jobs(path: &Path) -> Result<Vec<Row>> {
     .context("reading the database stopped")?
 }
 
-fn report(quick: bool, scale: &Sizes, contention: &[Contention], loads: &[Loads]) -> WorkloadReport {
+fn report(
+    quick: bool,
+    scale: &Sizes,
+    contention: &[Contention],
+    loads: &[Loads],
+) -> WorkloadReport {
     let mut targets = Targets::new("tenants", quick);
     let of = |fair: bool| {
         contention

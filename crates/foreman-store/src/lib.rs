@@ -34,10 +34,10 @@ use std::path::{Path, PathBuf};
 
 pub use commit_times::{COMMIT_BUCKETS, CommitTimes, CommitTimesSnapshot};
 pub use error::{Error, Result};
+pub use job::{CallerHead, JobCaller};
 pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
 };
-pub use job::{CallerHead, JobCaller};
 pub use keys::{ApiKey, NewApiKey, USAGE_HOUR_MS, UsageBucket, UsageDelta, usage_hour};
 pub use lease::{Lease, LeaseHolder};
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};

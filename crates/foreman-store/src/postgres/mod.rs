@@ -359,7 +359,8 @@ impl PgStore {
             };
             match heads.last_mut() {
                 Some(head) if head.model == model && head.load_options == load_options => {
-                    let rank = |job: &JobRef| (std::cmp::Reverse(job.priority), job.created_at, job.id);
+                    let rank =
+                        |job: &JobRef| (std::cmp::Reverse(job.priority), job.created_at, job.id);
                     if rank(&best) < rank(&head.best) {
                         head.best = best;
                     }
@@ -1123,8 +1124,13 @@ async fn insert_job<C: GenericClient>(
             &new_job.load_options,
             &new_job.sync,
             &new_job.caller.as_ref().map(|caller| caller.name.as_str()),
-            &i32::try_from(new_job.caller.as_ref().map_or(1, |caller| caller.weight.max(1)))
-                .unwrap_or(i32::MAX),
+            &i32::try_from(
+                new_job
+                    .caller
+                    .as_ref()
+                    .map_or(1, |caller| caller.weight.max(1)),
+            )
+            .unwrap_or(i32::MAX),
         ],
     )
     .await?;

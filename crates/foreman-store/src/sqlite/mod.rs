@@ -954,7 +954,12 @@ fn insert_job(conn: &Connection, new_job: &NewJob, id: JobId, now: i64) -> Resul
             new_job.load_options,
             new_job.sync,
             new_job.caller.as_ref().map(|caller| caller.name.as_str()),
-            i64::from(new_job.caller.as_ref().map_or(1, |caller| caller.weight.max(1)))
+            i64::from(
+                new_job
+                    .caller
+                    .as_ref()
+                    .map_or(1, |caller| caller.weight.max(1))
+            )
         ],
     )?;
     if let Some(job) = inserted {

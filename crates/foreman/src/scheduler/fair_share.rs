@@ -171,10 +171,7 @@ mod tests {
     fn only_callers_holding_the_top_priority_take_turns() {
         let fair = FairShare::default();
         let urgent = job(5, 7, 50);
-        let mixed = head(vec![
-            caller("a", 1, job(1, 0, 1)),
-            caller("b", 100, urgent),
-        ]);
+        let mixed = head(vec![caller("a", 1, job(1, 0, 1)), caller("b", 100, urgent)]);
         assert_eq!(fair.pick(&mixed), urgent);
         // Without per-caller heads, the key's best job runs.
         let plain = QueueHead {

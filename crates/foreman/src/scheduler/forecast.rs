@@ -511,7 +511,14 @@ mod tests {
             ..queued(100, "a", now - 10)
         });
         let chat = JobId::from(ulid::Ulid(100));
-        let fair = forecast(&Policy::new(600_000), &capacity, &[], &queue, &learned(), now);
+        let fair = forecast(
+            &Policy::new(600_000),
+            &capacity,
+            &[],
+            &queue,
+            &learned(),
+            now,
+        );
         // Both callers start level, and a tie goes to the older job: one of the flood's
         // runs first.
         assert_eq!(fair.estimates[&chat].start_at, now + 2_000);

@@ -14,11 +14,11 @@
 
 pub mod capacity;
 pub mod fair_share;
+#[cfg(test)]
+mod fair_tests;
 pub mod forecast;
 pub mod load_key;
 pub mod policy;
-#[cfg(test)]
-mod fair_tests;
 #[cfg(test)]
 mod tests;
 

@@ -61,7 +61,10 @@ async fn flood_then_chat(fair_share: bool) -> (Vec<Job>, Job) {
     // The flood's first job runs (held); the rest of its backlog queues behind it.
     hold(&foreman.sim, true);
     submit(&foreman, &flood, "flood 0").await;
-    eventually("the first job to run", async || foreman.sim.stats().held == 1).await;
+    eventually("the first job to run", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
     for i in 1..=BACKLOG {
         submit(&foreman, &flood, &format!("flood {i}")).await;
     }
@@ -125,9 +128,7 @@ fn flood_jobs_before(jobs: &[Job], chat_job: &Job) -> usize {
     let distinct: std::collections::BTreeSet<Option<i64>> =
         jobs.iter().map(|job| job.started_at).collect();
     assert_eq!(distinct.len(), jobs.len(), "two jobs share a start");
-    jobs.iter()
-        .take_while(|job| job.id != chat_job.id)
-        .count()
+    jobs.iter().take_while(|job| job.id != chat_job.id).count()
 }
 
 #[tokio::test]

@@ -10,6 +10,9 @@
 
 use std::collections::HashSet;
 
+mod instances;
+pub use instances::*;
+
 use crate::{
     CancelOutcome, ClaimParams, Enqueued, Job, JobFailure, JobId, JobKind, JobState, Lease,
     LeaseHolder, ListParams, NewJob, QueueHead, Store,
@@ -57,6 +60,9 @@ macro_rules! store_cases {
             case_text_is_ordered_bytewise,
             case_every_way_of_finishing_writes_one_delivery,
             case_target_lease_acquire_renew_refuse_take_over_release,
+            case_orphaned_sync_jobs_are_abandoned_without_an_instance_lease,
+            case_a_finished_job_writes_one_exact_delivery_with_its_outcome,
+            case_occupants_are_the_running_jobs_of_a_target,
         }
     };
 }
@@ -73,6 +79,7 @@ macro_rules! store_url_cases {
             case_idempotency_key_holds_across_handles,
             case_one_handle_wins_a_contested_target_lease,
             case_janitor_leader_is_one_handle_until_expiry,
+            case_sync_jobs_are_abandoned_per_instance,
         }
     };
 }

@@ -6,7 +6,9 @@
 //! instances (`output_relay.rs`) of jobs that finished a minute ago or earlier.
 //!
 //! On a database shared by several instances only the holder of the janitor's lease
-//! (see [`crate::ownership`]) prunes and rescues; the others skip that part of their
+//! (see [`crate::ownership`]) prunes and rescues, and abandons the unfinished synchronous
+//! jobs of instances that hold no instance lease any more (their callers were connected
+//! to them); the others skip that part of their
 //! turns and only remove result files of pruned jobs from their own data folder.
 
 use std::time::Duration;
@@ -48,6 +50,10 @@ pub async fn run(
 /// How long the output batches of a finished job stay for readers on other instances.
 const OUTPUT_KEPT_MS: i64 = 60_000;
 
+/// How long after its acceptance a synchronous job of an instance without a live
+/// instance lease is abandoned: room for an instance whose first lease write failed.
+const ORPHANED_AFTER_MS: i64 = 10_000;
+
 /// One pass: returns how many jobs were pruned.
 pub async fn sweep(store: &Store, ttl: Duration) -> u64 {
     let now = now_ms();
@@ -55,6 +61,22 @@ pub async fn sweep(store: &Store, ttl: Duration) -> u64 {
         Ok(0) => {}
         Ok(n) => tracing::warn!(jobs = n, "rescued jobs whose lease expired"),
         Err(error) => tracing::error!(%error, "lease rescue failed"),
+    }
+    // On a shared database, the synchronous jobs of instances that are gone (stopped, or
+    // dead and not back: no live instance lease) have no caller any more. On SQLite the
+    // start of the one process abandons them all.
+    if store.is_shared() {
+        match store
+            .abandon_orphaned_sync_jobs(now, now - ORPHANED_AFTER_MS)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                jobs = n,
+                "abandoned synchronous jobs whose instance is gone (their callers were connected there)"
+            ),
+            Err(error) => tracing::error!(%error, "abandoning orphaned synchronous jobs failed"),
+        }
     }
     // Output relayed between instances (PostgreSQL) is read at the job's end; what is
     // left a minute later has no reader, and the result is in the row.

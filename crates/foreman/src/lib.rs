@@ -69,10 +69,21 @@ pub async fn serve(
             format!("FOREMAN_DATA_DIR {}: {error}", config.data_dir.display()),
         )
     })?;
-    let store = Store::open(&config.database).await?;
+    // Every job this instance accepts records it (`accepted_by`).
+    let store = Store::open(&config.database)
+        .await?
+        .with_instance(&config.instance_id);
     // Synchronous callers' connections died with the last process: their jobs would
-    // run for nobody, and a caller told to retry would pay twice.
-    let abandoned = store.abandon_sync_jobs(clock::now_ms()).await?;
+    // run for nobody, and a caller told to retry would pay twice. On a shared database
+    // only this instance's: other instances' callers are alive (the janitor's holder
+    // abandons those of instances that are gone).
+    let abandoned = if store.is_shared() {
+        store
+            .abandon_sync_jobs_of(&config.instance_id, clock::now_ms())
+            .await?
+    } else {
+        store.abandon_sync_jobs(clock::now_ms()).await?
+    };
     // On a shared (PostgreSQL) database, only this instance's own previous jobs: those
     // of other instances are theirs, or rescued when their leases lapse.
     let requeued = if store.is_shared() {
@@ -118,6 +129,8 @@ pub async fn serve(
     let wake = Arc::new(Notify::new());
     let finished = Arc::new(Notify::new());
     let metrics = Arc::new(metrics::Metrics::default());
+    // Feeds read here and run elsewhere: filled by the signal relay, cut by the runners.
+    let relayed_output = Arc::new(output_relay::Pull::default());
     let mut tasks = tokio::task::JoinSet::new();
     for target in targets.all() {
         tasks.spawn(target.inventory.clone().run(shutdown.clone()));
@@ -139,7 +152,7 @@ pub async fn serve(
             finished: finished.clone(),
             mode: config.signals,
             poll_interval: config.signal_poll_interval,
-            output: Default::default(),
+            output: relayed_output.clone(),
         }
         .run(shutdown.clone()),
     );
@@ -162,6 +175,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         settings,
         dispatcher: job_dispatcher.clone(),
+        relayed_output,
     };
     tasks.spawn(runners.run(shutdown.clone()));
     if let Some(key) = config.webhook_key.clone() {

@@ -50,8 +50,8 @@ pub struct Relay {
     pub finished: Arc<Notify>,
     pub mode: SignalMode,
     pub poll_interval: Duration,
-    /// Fills the feeds of jobs read here and run elsewhere.
-    pub output: Pull,
+    /// Fills the feeds of jobs read here and run elsewhere (shared with the runners).
+    pub output: Arc<Pull>,
 }
 
 impl Relay {
@@ -129,7 +129,11 @@ impl Relay {
     async fn relay(&self, signal: Signal) {
         match signal {
             Signal::NewWork(_) => self.wake.notify_waiters(),
-            Signal::Changed(id) => self.hub.job_changed(id),
+            Signal::Changed(id) => {
+                // A relayed feed whose run left `running` (requeued, rescued) is cut.
+                self.output.pull(&self.store, &self.hub, id, true).await;
+                self.hub.job_changed(id);
+            }
             Signal::Output(id) => self.output.pull(&self.store, &self.hub, id, false).await,
             Signal::Finished(id) => {
                 // The rest of the output and the end, before the waiters read the row.

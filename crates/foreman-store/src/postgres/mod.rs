@@ -619,11 +619,28 @@ impl PgStore {
         owner: &str,
         now: i64,
     ) -> Result<Option<Job>> {
-        self.change_job(
-            &queries::REQUEUE,
-            &[&id.to_string(), &attempt_i32(attempt)?, &owner, &now],
-        )
-        .await
+        let attempt = attempt_i32(attempt)?;
+        let requeued = self
+            .change_job(&queries::REQUEUE, &[&id.to_string(), &attempt, &owner, &now])
+            .await?;
+        if requeued
+            .as_ref()
+            .is_some_and(|job| job.state == crate::JobState::Queued)
+        {
+            // The attempt number is given back, so the next run writes its output under
+            // it again: the cut run's batches go (its readers elsewhere are told it was
+            // cut off), and a reader who joins later sees the next run's only.
+            self.single(async |client| {
+                Ok(client
+                    .execute(
+                        "DELETE FROM job_output WHERE job_id = $1 AND attempt >= $2",
+                        &[&id.to_string(), &attempt],
+                    )
+                    .await?)
+            })
+            .await?;
+        }
+        Ok(requeued)
     }
 
     /// See [`Store::cancel`](crate::Store::cancel).

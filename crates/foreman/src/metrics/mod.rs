@@ -524,6 +524,7 @@ mod tests {
             created_at,
             started_at: None,
             finished_at: None,
+            accepted_by: None,
         }
     }
 

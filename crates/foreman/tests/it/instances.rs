@@ -675,3 +675,50 @@ async fn a_new_target_holder_counts_the_previous_holders_running_jobs() {
     sim.shutdown().await;
     db.drop_database().await;
 }
+
+/// An instance that starts abandons only the synchronous jobs it accepted itself before:
+/// the callers of another live instance keep theirs (one running, one queued behind it)
+/// and get their answers, and a third instance's start in between cancels nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_starting_instance_leaves_other_instances_sync_jobs_alone() {
+    let pair = Pair::start(SignalMode::Notify, fast_sim()).await;
+    hold(&pair.sim, true);
+    let (_, other) = holder_and_other(&pair).await;
+    let client = client();
+    let first = spawn_chat(&client, &other.url, CHAT, "held while an instance starts");
+    let second = spawn_chat(&client, &other.url, CHAT, "queued while an instance starts");
+    let mut sync_jobs = Vec::new();
+    eventually("both callers' jobs to be accepted, one running", async || {
+        sync_jobs = pair
+            .store
+            .list(foreman_store::ListParams {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        sync_jobs.len() == 2
+            && sync_jobs.iter().all(|job| job.sync)
+            && pair.sim.stats().held == 1
+    })
+    .await;
+    for job in &sync_jobs {
+        assert_eq!(job.accepted_by.as_deref(), Some(other.id), "{job:?}");
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    let third = Instance::start("it-c", &pair.sim, &pair.db.url, data.path(), SignalMode::Notify).await;
+    for job in &sync_jobs {
+        let now = pair.store.get(job.id).await.unwrap().unwrap();
+        assert!(!now.state.is_terminal(), "{now:?}");
+        assert!(!now.cancel_requested, "{now:?}");
+    }
+    hold(&pair.sim, false);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+    for job in &sync_jobs {
+        assert_eq!(recorded(&pair.store, job.id).await.state, JobState::Succeeded);
+    }
+    third.stop().await;
+    pair.stop().await;
+}

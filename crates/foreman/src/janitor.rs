@@ -22,18 +22,21 @@ const BATCH: u32 = 500;
 /// Pages given back per write: 1,024 pages of 4 KiB, 4 MiB, a short hold of the writer.
 const RECLAIM_PAGES: u32 = 1024;
 
-/// Prunes and rescues every `interval` until shutdown.
+/// Prunes, rescues and abandons orphaned synchronous jobs (accepted `orphaned_after`
+/// ago or more) every `interval` until shutdown.
 pub async fn run(
     store: Store,
     leader: std::sync::Arc<crate::ownership::Ownership>,
     ttl: Duration,
     data_dir: std::path::PathBuf,
     interval: Duration,
+    orphaned_after: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
         if leader.held(now_ms()) {
             sweep(&store, ttl).await;
+            abandon_orphans(&store, orphaned_after).await;
         }
         // Result files live in this instance's data folder, whoever pruned their jobs.
         let removed = crate::artifacts::sweep_orphans(&store, &data_dir).await;
@@ -50,10 +53,6 @@ pub async fn run(
 /// How long the output batches of a finished job stay for readers on other instances.
 const OUTPUT_KEPT_MS: i64 = 60_000;
 
-/// How long after its acceptance a synchronous job of an instance without a live
-/// instance lease is abandoned: room for an instance whose first lease write failed.
-const ORPHANED_AFTER_MS: i64 = 10_000;
-
 /// One pass: returns how many jobs were pruned.
 pub async fn sweep(store: &Store, ttl: Duration) -> u64 {
     let now = now_ms();
@@ -61,22 +60,6 @@ pub async fn sweep(store: &Store, ttl: Duration) -> u64 {
         Ok(0) => {}
         Ok(n) => tracing::warn!(jobs = n, "rescued jobs whose lease expired"),
         Err(error) => tracing::error!(%error, "lease rescue failed"),
-    }
-    // On a shared database, the synchronous jobs of instances that are gone (stopped, or
-    // dead and not back: no live instance lease) have no caller any more. On SQLite the
-    // start of the one process abandons them all.
-    if store.is_shared() {
-        match store
-            .abandon_orphaned_sync_jobs(now, now - ORPHANED_AFTER_MS)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                jobs = n,
-                "abandoned synchronous jobs whose instance is gone (their callers were connected there)"
-            ),
-            Err(error) => tracing::error!(%error, "abandoning orphaned synchronous jobs failed"),
-        }
     }
     // Output relayed between instances (PostgreSQL) is read at the job's end; what is
     // left a minute later has no reader, and the result is in the row.
@@ -109,6 +92,35 @@ pub async fn sweep(store: &Store, ttl: Duration) -> u64 {
         );
     }
     pruned
+}
+
+/// On a shared database, abandons the synchronous jobs of instances that are gone
+/// (stopped, or dead and not back: no live instance lease; see `ownership`), accepted at
+/// least `after` ago (room for an instance whose first lease writes failed): their callers
+/// were connected there. On SQLite the start of the one process abandons them all.
+pub async fn abandon_orphans(store: &Store, after: Duration) -> u64 {
+    if !store.is_shared() {
+        return 0;
+    }
+    let now = now_ms();
+    let after = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    match store
+        .abandon_orphaned_sync_jobs(now, now.saturating_sub(after))
+        .await
+    {
+        Ok(0) => 0,
+        Ok(n) => {
+            tracing::warn!(
+                jobs = n,
+                "abandoned synchronous jobs whose instance is gone (their callers were connected there)"
+            );
+            n
+        }
+        Err(error) => {
+            tracing::error!(%error, "abandoning orphaned synchronous jobs failed");
+            0
+        }
+    }
 }
 
 /// Gives the pages that pruning left free back to the file system, a few at a time so

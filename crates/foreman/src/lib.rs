@@ -141,6 +141,8 @@ pub async fn serve(
         config.job_ttl,
         config.data_dir.clone(),
         config.janitor_interval,
+        // Two lease TTLs: an instance's first lease write may fail and be tried again.
+        config.lease_ttl * 2,
         shutdown.clone(),
     ));
     tasks.spawn(

@@ -722,3 +722,78 @@ async fn a_starting_instance_leaves_other_instances_sync_jobs_alone() {
     third.stop().await;
     pair.stop().await;
 }
+
+/// The synchronous jobs of an instance that is gone (here stopped: its callers were told
+/// to retry) have no caller any more: once its instance lease is gone, the janitor's
+/// holder abandons them, the queued one cancelled with 499 and why, the running one
+/// (held on the target by the other instance) stopped there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sync_jobs_of_an_instance_gone_are_abandoned_by_the_janitor() {
+    let db = TestDatabase::create().await;
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let quick = |config: &mut Config| {
+        config.lease_ttl = Duration::from_secs(1);
+        config.janitor_interval = Duration::from_millis(200);
+    };
+    let a = Instance::start_with("it-a", &sim, &db.url, data.path(), SignalMode::Notify, quick).await;
+    let b = Instance::start_with("it-b", &sim, &db.url, data.path(), SignalMode::Notify, quick).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let name = foreman::targets::TargetSpec::single(&sim.url()).unwrap().name;
+    let holder = store
+        .lease_holder(foreman_store::Lease::Target(&name))
+        .await
+        .unwrap()
+        .map(|lease| lease.owner);
+    assert_eq!(holder.as_deref(), Some(a.id), "the first instance schedules the target");
+    for id in [a.id, b.id] {
+        let lease = store
+            .lease_holder(foreman_store::Lease::Instance(id))
+            .await
+            .unwrap();
+        assert_eq!(lease.map(|lease| lease.owner).as_deref(), Some(id));
+    }
+
+    hold(&sim, true);
+    let client = client();
+    let running = spawn_chat(&client, &b.url, CHAT, "held when its instance stops");
+    let queued = spawn_chat(&client, &b.url, CHAT, "queued when its instance stops");
+    let mut jobs = Vec::new();
+    eventually("both of b's callers' jobs, one held on the target", async || {
+        jobs = store
+            .list(foreman_store::ListParams {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        jobs.len() == 2 && sim.stats().held == 1
+    })
+    .await;
+    b.stop().await;
+    assert_eq!(running.await.unwrap(), 503);
+    assert_eq!(queued.await.unwrap(), 503);
+    assert_eq!(
+        store
+            .lease_holder(foreman_store::Lease::Instance("it-b"))
+            .await
+            .unwrap(),
+        None,
+        "released at the clean stop"
+    );
+    for job in &jobs {
+        let ended = recorded(&store, job.id).await;
+        assert_eq!(ended.state, JobState::Cancelled, "{ended:?}");
+        let failure = ended.failure.expect("why");
+        assert_eq!(failure.status, 499, "{failure:?}");
+        assert!(failure.message.contains("stopped or died"), "{failure:?}");
+    }
+    eventually("the held run to be dropped", async || sim.stats().held == 0).await;
+
+    a.stop().await;
+    store.close().await;
+    sim.shutdown().await;
+    db.drop_database().await;
+}

@@ -532,11 +532,7 @@ impl Store {
     pub async fn abandon_orphaned_sync_jobs(&self, now: i64, accepted_before: i64) -> Result<u64> {
         match self {
             Store::Sqlite(store) => store.abandon_orphaned_sync_jobs(now, accepted_before).await,
-            Store::Postgres(store) => {
-                store
-                    .abandon_orphaned_sync_jobs(now, accepted_before)
-                    .await
-            }
+            Store::Postgres(store) => store.abandon_orphaned_sync_jobs(now, accepted_before).await,
         }
     }
 

@@ -319,10 +319,7 @@ impl Pull {
         }
         if let Some(job) = ended {
             feeds.remove(&id);
-            hub.finish(
-                id,
-                outcome(job.state, job.failure.clone(), ended_in_stream),
-            );
+            hub.finish(id, outcome(job.state, job.failure.clone(), ended_in_stream));
         }
     }
 

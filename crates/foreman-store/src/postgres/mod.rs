@@ -621,7 +621,10 @@ impl PgStore {
     ) -> Result<Option<Job>> {
         let attempt = attempt_i32(attempt)?;
         let requeued = self
-            .change_job(&queries::REQUEUE, &[&id.to_string(), &attempt, &owner, &now])
+            .change_job(
+                &queries::REQUEUE,
+                &[&id.to_string(), &attempt, &owner, &now],
+            )
             .await?;
         if requeued
             .as_ref()

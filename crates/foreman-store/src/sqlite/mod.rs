@@ -56,8 +56,7 @@ pub(crate) const LEASE_EXHAUSTED: &str =
     "job interrupted by lost leases or restarts too many times";
 pub(crate) const SYNC_ABANDONED: &str =
     "its caller's connection ended with the foreman process that accepted it (restart)";
-pub(crate) const SYNC_ORPHANED: &str =
-    "its caller's connection ended with the foreman instance that accepted it (that instance stopped or died)";
+pub(crate) const SYNC_ORPHANED: &str = "its caller's connection ended with the foreman instance that accepted it (that instance stopped or died)";
 
 /// A job store in one SQLite file.
 #[derive(Debug, Clone)]
@@ -689,9 +688,7 @@ impl SqliteStore {
     pub async fn occupants(&self, target: &str) -> Result<Vec<crate::Occupant>> {
         let target = target.to_owned();
         self.readers
-            .read(move |conn| {
-                all_rows(conn, queries::OCCUPANTS, [target], row::occupant_from_row)
-            })
+            .read(move |conn| all_rows(conn, queries::OCCUPANTS, [target], row::occupant_from_row))
             .await
     }
 

@@ -30,7 +30,10 @@ pub async fn case_sync_jobs_are_abandoned_per_instance(url: &str) {
     claim(&b, a_running.id, "b/t/0", T0 + 1).await;
     claim(&a, b_running.id, "a/t/0", T0 + 1).await;
 
-    assert_eq!(a.abandon_sync_jobs_of("a", T0 + 10).await.expect("abandon"), 2);
+    assert_eq!(
+        a.abandon_sync_jobs_of("a", T0 + 10).await.expect("abandon"),
+        2
+    );
     let job = get(&b, a_queued.id).await;
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(job.finished_at, Some(T0 + 10));
@@ -59,7 +62,10 @@ pub async fn case_sync_jobs_are_abandoned_per_instance(url: &str) {
         assert_eq!(job.failure, None);
     }
     // Nothing left of a's: a second start changes nothing.
-    assert_eq!(a.abandon_sync_jobs_of("a", T0 + 20).await.expect("abandon"), 0);
+    assert_eq!(
+        a.abandon_sync_jobs_of("a", T0 + 20).await.expect("abandon"),
+        0
+    );
     a.close().await;
     b.close().await;
 }
@@ -142,7 +148,10 @@ pub async fn case_orphaned_sync_jobs_are_abandoned_without_an_instance_lease(sto
     assert_eq!(running.state, JobState::Running);
     assert!(running.cancel_requested);
     assert_eq!(get(store, of_live.id).await.state, JobState::Queued);
-    assert_eq!(get(store, async_of_stopped.id).await.state, JobState::Queued);
+    assert_eq!(
+        get(store, async_of_stopped.id).await.state,
+        JobState::Queued
+    );
     // Asked once: a later sweep changes nothing more.
     assert_eq!(
         store
@@ -167,15 +176,28 @@ pub async fn case_a_finished_job_writes_one_exact_delivery_with_its_outcome(stor
         claim(store, id, "w", T0 + 1).await;
     }
     let failed = store
-        .fail(hooked.id, 1, "w", super::failure(502, "bad \"gateway\""), T0 + 2)
+        .fail(
+            hooked.id,
+            1,
+            "w",
+            super::failure(502, "bad \"gateway\""),
+            T0 + 2,
+        )
         .await
         .expect("fail")
         .expect("current attempt");
     assert_eq!(failed.finished_at, Some(T0 + 2));
     let deliveries = store.webhooks_for_job(hooked.id).await.expect("webhooks");
-    assert_eq!(deliveries.len(), 1, "one delivery, there when fail returned");
+    assert_eq!(
+        deliveries.len(),
+        1,
+        "one delivery, there when fail returned"
+    );
     let delivery = &deliveries[0];
-    assert_eq!((delivery.created_at, delivery.next_attempt_at), (T0 + 2, T0 + 2));
+    assert_eq!(
+        (delivery.created_at, delivery.next_attempt_at),
+        (T0 + 2, T0 + 2)
+    );
     assert_eq!(delivery.url, "http://hooks.example/in");
     let id = hooked.id;
     assert_eq!(
@@ -195,16 +217,37 @@ pub async fn case_a_finished_job_writes_one_exact_delivery_with_its_outcome(stor
             .expect("complete")
             .is_none()
     );
-    assert!(store.cancel(hooked.id, T0 + 3, super::cancel_reason()).await.is_ok());
-    assert_eq!(store.webhooks_for_job(hooked.id).await.expect("webhooks").len(), 1);
+    assert!(
+        store
+            .cancel(hooked.id, T0 + 3, super::cancel_reason())
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        store
+            .webhooks_for_job(hooked.id)
+            .await
+            .expect("webhooks")
+            .len(),
+        1
+    );
 
     store
         .complete(plain.id, 1, "w", "{}".into(), T0 + 2)
         .await
         .expect("complete")
         .expect("current attempt");
-    assert!(store.webhooks_for_job(plain.id).await.expect("webhooks").is_empty());
-    assert_eq!(store.due_webhooks(T0 + 100, 10).await.expect("due").len(), 1);
+    assert!(
+        store
+            .webhooks_for_job(plain.id)
+            .await
+            .expect("webhooks")
+            .is_empty()
+    );
+    assert_eq!(
+        store.due_webhooks(T0 + 100, 10).await.expect("due").len(),
+        1
+    );
 }
 
 /// The running jobs of a target, with their owners, whichever instance runs them; jobs

@@ -474,7 +474,9 @@ async fn a_cut_off_run_ends_the_relayed_stream(signals: SignalMode) {
     let a = Instance::start_with("it-a", &sim, &db.url, data.path(), signals, short_grace).await;
     let b = Instance::start_with("it-b", &sim, &db.url, data.path(), signals, short_grace).await;
     let store = Store::open(&db.url).await.unwrap();
-    let name = foreman::targets::TargetSpec::single(&sim.url()).unwrap().name;
+    let name = foreman::targets::TargetSpec::single(&sim.url())
+        .unwrap()
+        .name;
     let mut holder = None;
     eventually("an instance to hold the target", async || {
         holder = store
@@ -494,8 +496,10 @@ async fn a_cut_off_run_ends_the_relayed_stream(signals: SignalMode) {
     // Forty tokens at ten a second: the run lasts seconds.
     let response = client()
         .post(format!("{}/api/chat", caller.url))
-        .json(&json!({"model": CHAT, "stream": true, "options": {"num_predict": 40},
-            "messages": [{"role": "user", "content": "cut off halfway"}]}))
+        .json(
+            &json!({"model": CHAT, "stream": true, "options": {"num_predict": 40},
+            "messages": [{"role": "user", "content": "cut off halfway"}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -508,7 +512,9 @@ async fn a_cut_off_run_ends_the_relayed_stream(signals: SignalMode) {
             let mut chunks = response.bytes_stream();
             while let Some(chunk) = chunks.next().await {
                 let chunk = chunk.unwrap();
-                body.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk));
+                body.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk));
             }
         })
     };
@@ -542,7 +548,9 @@ async fn a_cut_off_run_ends_the_relayed_stream(signals: SignalMode) {
         .collect();
     let last = lines.last().unwrap();
     assert!(
-        last["error"].as_str().is_some_and(|error| error.contains("cut off")),
+        last["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("cut off")),
         "{body}"
     );
     assert!(
@@ -583,7 +591,9 @@ async fn a_new_target_holder_counts_the_previous_holders_running_jobs() {
         .unwrap();
     let data = tempfile::tempdir().unwrap();
     let store = Store::open(&db.url).await.unwrap();
-    let name = foreman::targets::TargetSpec::single(&sim.url()).unwrap().name;
+    let name = foreman::targets::TargetSpec::single(&sim.url())
+        .unwrap()
+        .name;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -601,8 +611,7 @@ async fn a_new_target_holder_counts_the_previous_holders_running_jobs() {
                 kind: foreman_store::JobKind::Chat,
                 model: CHAT.to_owned(),
                 load_options: String::new(),
-                payload: chat_body(CHAT, "still running on the previous holder", false)
-                    .to_string(),
+                payload: chat_body(CHAT, "still running on the previous holder", false).to_string(),
                 sync: false,
                 priority: 0,
                 max_attempts: 1,
@@ -688,26 +697,36 @@ async fn a_starting_instance_leaves_other_instances_sync_jobs_alone() {
     let first = spawn_chat(&client, &other.url, CHAT, "held while an instance starts");
     let second = spawn_chat(&client, &other.url, CHAT, "queued while an instance starts");
     let mut sync_jobs = Vec::new();
-    eventually("both callers' jobs to be accepted, one running", async || {
-        sync_jobs = pair
-            .store
-            .list(foreman_store::ListParams {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        sync_jobs.len() == 2
-            && sync_jobs.iter().all(|job| job.sync)
-            && pair.sim.stats().held == 1
-    })
+    eventually(
+        "both callers' jobs to be accepted, one running",
+        async || {
+            sync_jobs = pair
+                .store
+                .list(foreman_store::ListParams {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            sync_jobs.len() == 2
+                && sync_jobs.iter().all(|job| job.sync)
+                && pair.sim.stats().held == 1
+        },
+    )
     .await;
     for job in &sync_jobs {
         assert_eq!(job.accepted_by.as_deref(), Some(other.id), "{job:?}");
     }
 
     let data = tempfile::tempdir().unwrap();
-    let third = Instance::start("it-c", &pair.sim, &pair.db.url, data.path(), SignalMode::Notify).await;
+    let third = Instance::start(
+        "it-c",
+        &pair.sim,
+        &pair.db.url,
+        data.path(),
+        SignalMode::Notify,
+    )
+    .await;
     for job in &sync_jobs {
         let now = pair.store.get(job.id).await.unwrap().unwrap();
         assert!(!now.state.is_terminal(), "{now:?}");
@@ -717,7 +736,10 @@ async fn a_starting_instance_leaves_other_instances_sync_jobs_alone() {
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(second.await.unwrap(), 200);
     for job in &sync_jobs {
-        assert_eq!(recorded(&pair.store, job.id).await.state, JobState::Succeeded);
+        assert_eq!(
+            recorded(&pair.store, job.id).await.state,
+            JobState::Succeeded
+        );
     }
     third.stop().await;
     pair.stop().await;
@@ -738,16 +760,38 @@ async fn the_sync_jobs_of_an_instance_gone_are_abandoned_by_the_janitor() {
         config.lease_ttl = Duration::from_secs(1);
         config.janitor_interval = Duration::from_millis(200);
     };
-    let a = Instance::start_with("it-a", &sim, &db.url, data.path(), SignalMode::Notify, quick).await;
-    let b = Instance::start_with("it-b", &sim, &db.url, data.path(), SignalMode::Notify, quick).await;
+    let a = Instance::start_with(
+        "it-a",
+        &sim,
+        &db.url,
+        data.path(),
+        SignalMode::Notify,
+        quick,
+    )
+    .await;
+    let b = Instance::start_with(
+        "it-b",
+        &sim,
+        &db.url,
+        data.path(),
+        SignalMode::Notify,
+        quick,
+    )
+    .await;
     let store = Store::open(&db.url).await.unwrap();
-    let name = foreman::targets::TargetSpec::single(&sim.url()).unwrap().name;
+    let name = foreman::targets::TargetSpec::single(&sim.url())
+        .unwrap()
+        .name;
     let holder = store
         .lease_holder(foreman_store::Lease::Target(&name))
         .await
         .unwrap()
         .map(|lease| lease.owner);
-    assert_eq!(holder.as_deref(), Some(a.id), "the first instance schedules the target");
+    assert_eq!(
+        holder.as_deref(),
+        Some(a.id),
+        "the first instance schedules the target"
+    );
     for id in [a.id, b.id] {
         let lease = store
             .lease_holder(foreman_store::Lease::Instance(id))
@@ -761,16 +805,19 @@ async fn the_sync_jobs_of_an_instance_gone_are_abandoned_by_the_janitor() {
     let running = spawn_chat(&client, &b.url, CHAT, "held when its instance stops");
     let queued = spawn_chat(&client, &b.url, CHAT, "queued when its instance stops");
     let mut jobs = Vec::new();
-    eventually("both of b's callers' jobs, one held on the target", async || {
-        jobs = store
-            .list(foreman_store::ListParams {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        jobs.len() == 2 && sim.stats().held == 1
-    })
+    eventually(
+        "both of b's callers' jobs, one held on the target",
+        async || {
+            jobs = store
+                .list(foreman_store::ListParams {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            jobs.len() == 2 && sim.stats().held == 1
+        },
+    )
     .await;
     b.stop().await;
     assert_eq!(running.await.unwrap(), 503);

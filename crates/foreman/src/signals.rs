@@ -3,7 +3,8 @@
 //! [`Hub::job_changed`] (long polls, waiters for a commit) and, at an end, the webhook
 //! dispatcher's `finished`; a cancel request stops the job's run here if it runs here.
 //! A batch of output (`out:ID`) or an end fills the feed of a job read here and run
-//! elsewhere from the store (see `output_relay.rs`).
+//! elsewhere from the store (see `output_relay.rs`); a change (`job:ID`) also checks such
+//! a feed's run, which a requeue or a rescue has cut off.
 //!
 //! Two ways to hear them (`FOREMAN_SIGNALS`):
 //! - `notify` (the default): a session of its own that `LISTEN`s (`Store::listen`); the

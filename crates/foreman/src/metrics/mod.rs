@@ -454,7 +454,8 @@ impl Metrics {
     /// Keys are few and named by the operator, so the label stays bounded.
     fn write_keys(&self, page: &mut Page) {
         let totals = self.usage.totals();
-        let families: [(&str, &str, fn(&crate::keys::ledger::Totals) -> f64); 5] = [
+        type Read = fn(&crate::keys::ledger::Totals) -> f64;
+        let families: [(&str, &str, Read); 5] = [
             (
                 "foreman_key_requests_total",
                 "Requests admitted, by API key.",

@@ -12,8 +12,9 @@
 //! process) is read at scrape time instead of being copied here.
 //!
 //! Label values are bounded: job kinds and outcomes are enums, targets come from the
-//! settings, and models are those the targets list (a job's model is checked against
-//! them before it is queued).
+//! settings, models are those the targets list (a job's model is checked against
+//! them before it is queued), and API keys are the few the operator named (the
+//! per-key usage is kept by [`crate::keys::Ledger`], fed by the same hooks).
 //!
 //! **Loads avoided** (`foreman_model_loads_avoided_total`): the loads draining saved
 //! against serving jobs in arrival order. A job counts when the job enqueued just

@@ -854,3 +854,117 @@ async fn secrets_reach_neither_the_log_nor_the_database_file() {
     );
     sim.shutdown().await;
 }
+
+/// One `foreman::serve` on `database` with its own instance id and port.
+async fn instance(
+    id: &str,
+    sim: &ollama_sim::SimHandle,
+    database: &str,
+    data: &std::path::Path,
+) -> (
+    String,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), foreman::ServeError>>,
+) {
+    let mut config = test_config(&sim.url(), "unused.db");
+    config.database = database.to_owned();
+    config.data_dir = data.join(id);
+    config.instance_id = id.to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(foreman::serve(listener, config, shutdown.clone()));
+    let probe = client();
+    eventually("the instance to be ready", async || {
+        probe
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    (url, shutdown, task)
+}
+
+/// Two instances on one PostgreSQL database: a key's job accepted by one and run by
+/// the other holds the key's place in the accepting instance until it ends there in
+/// the other, and is then booked (its usage recorded) by the instance that accepted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_run_by_another_instance_frees_its_keys_place_where_it_was_accepted() {
+    let db = foreman_store::test_postgres::TestDatabase::create().await;
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let store = foreman_store::Store::open(&db.url).await.unwrap();
+    let grant: foreman::keys::Grant =
+        serde_json::from_value(json!({"scopes": ["jobs"], "max_queued": 1})).unwrap();
+    let secret = foreman::keys::manage::create(&store, "shared", &grant, 1)
+        .await
+        .unwrap()
+        .secret;
+    let a = instance("it-a", &sim, &db.url, data.path()).await;
+    let b = instance("it-b", &sim, &db.url, data.path()).await;
+    let c = client();
+    let submit = async |url: &str| {
+        call(
+            c.post(format!("{url}/jobs")).json(&job_body(CHAT, None)),
+            &secret,
+        )
+        .await
+    };
+
+    // Which instance holds the target (and so runs every job)?
+    hold(&sim, true);
+    let (status, _, first) = submit(&a.0).await;
+    assert_eq!(status, 202);
+    let first: foreman_store::JobId = first["id"].as_str().unwrap().parse().unwrap();
+    let mut owner = String::new();
+    eventually("the first job to run", async || {
+        let job = store.get(first).await.unwrap().unwrap();
+        owner = job.lease_owner.clone().unwrap_or_default();
+        job.state == JobState::Running
+    })
+    .await;
+    let other = if owner.starts_with("it-a/") {
+        &b.0
+    } else {
+        &a.0
+    };
+    hold(&sim, false);
+    recorded(&store, first).await;
+
+    // Accepted by the other, run by the holder.
+    hold(&sim, true);
+    let (status, _, second) = submit(other).await;
+    assert_eq!(status, 202, "{second}");
+    let second: foreman_store::JobId = second["id"].as_str().unwrap().parse().unwrap();
+    let (status, _, body) = submit(other).await;
+    assert_eq!(status, 429, "the second job holds the key's place: {body}");
+    hold(&sim, false);
+    let done = recorded(&store, second).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert!(done.target.is_some());
+    eventually(
+        "the place to be freed where the job was accepted",
+        async || submit(other).await.0 == 202,
+    )
+    .await;
+    eventually("its usage to be booked", async || {
+        store
+            .key_usage(Some("shared"), 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|bucket| bucket.completion_tokens)
+            .sum::<i64>()
+            > 0
+    })
+    .await;
+    for (_, shutdown, task) in [a, b] {
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+    store.close().await;
+    sim.shutdown().await;
+}

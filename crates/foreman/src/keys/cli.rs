@@ -169,7 +169,7 @@ async fn execute(store: &Store, command: &KeysCommand) -> Result<(Value, String)
         }
         KeysCommand::List { .. } => {
             let keys = store.api_keys().await?;
-            let mut text = String::new();
+            let mut text = String::from("name\tprefix\tscopes\tstate\n");
             for key in &keys {
                 let view = manage::key_view(key);
                 let scopes = view["grant"]["scopes"]
@@ -187,7 +187,7 @@ async fn execute(store: &Store, command: &KeysCommand) -> Result<(Value, String)
                     _ => "never used".into(),
                 };
                 text.push_str(&format!(
-                    "{}\t{}…\t{}\t{}\n",
+                    "{}\t{}\t{}\t{}\n",
                     key.name, key.prefix, scopes, state
                 ));
             }

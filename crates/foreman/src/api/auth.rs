@@ -86,6 +86,10 @@ pub async fn require_token(
     match admit(&state, &key, request).await {
         Ok((request, admission)) => serve(&state, key, admission, request, next, openai).await,
         Err(error) => {
+            if let ApiError::Forbidden(_) | ApiError::RateLimited { .. } = &error {
+                let limited = matches!(error, ApiError::RateLimited { .. });
+                state.metrics.usage.refused(&key.name, limited);
+            }
             let mut response = error.render(flavor);
             if openai {
                 rate_headers(response.headers_mut(), &key, now_ms());

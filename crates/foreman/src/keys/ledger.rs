@@ -45,6 +45,10 @@ pub struct Totals {
     pub completion_tokens: u64,
     pub gpu_seconds: f64,
     pub loads: u64,
+    /// Requests refused with 403 (a scope or model the key lacks).
+    pub forbidden: u64,
+    /// Requests refused with 429 (a limit reached).
+    pub limited: u64,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +118,17 @@ impl Ledger {
         book.totals.entry(key.to_owned()).or_default().requests += 1;
         let last = book.last_used.entry(key.to_owned()).or_insert(now);
         *last = (*last).max(now);
+    }
+
+    /// A request of `key` was refused: `limited` for a 429, else a 403.
+    pub fn refused(&self, key: &str, limited: bool) {
+        let mut book = self.lock();
+        let totals = book.totals.entry(key.to_owned()).or_default();
+        if limited {
+            totals.limited += 1;
+        } else {
+            totals.forbidden += 1;
+        }
     }
 
     /// `job` was committed to the queue; it is the key's of the request being served,

@@ -489,6 +489,17 @@ impl Metrics {
                 page.sample(name, &[("key", key)], value(total));
             }
         }
+        let name = "foreman_key_refusals_total";
+        page.family(
+            name,
+            Kind::Counter,
+            "Requests refused, by API key and reason (forbidden: a scope or model it lacks; limited: a limit reached).",
+        );
+        for (key, total) in &totals {
+            for (reason, count) in [("forbidden", total.forbidden), ("limited", total.limited)] {
+                page.sample(name, &[("key", key), ("reason", reason)], count as f64);
+            }
+        }
     }
 }
 

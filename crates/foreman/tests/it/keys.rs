@@ -577,6 +577,8 @@ async fn usage_is_counted_per_key_in_the_store_metrics_and_the_cli() {
     }
     assert!(prompt > 0 && completion > 0);
     let (_, _, _) = call(c.get(format!("{}/api/tags", foreman.url)), &counted).await;
+    let (status, _, _) = call(c.get(format!("{}/metrics", foreman.url)), &counted).await;
+    assert_eq!(status, 403, "refused: not counted as a request");
 
     let usage_url = format!("{}/foreman/keys/usage?key=counted", foreman.url);
     let mut usage = Value::Null;
@@ -609,6 +611,8 @@ async fn usage_is_counted_per_key_in_the_store_metrics_and_the_cli() {
         format!("foreman_key_prompt_tokens_total{{key=\"counted\"}} {prompt}"),
         format!("foreman_key_completion_tokens_total{{key=\"counted\"}} {completion}"),
         "foreman_key_model_loads_total{key=\"counted\"} 1".to_owned(),
+        "foreman_key_refusals_total{key=\"counted\",reason=\"forbidden\"} 1".to_owned(),
+        "foreman_key_refusals_total{key=\"counted\",reason=\"limited\"} 0".to_owned(),
     ] {
         assert!(page.lines().any(|l| l == line), "{line} in\n{page}");
     }

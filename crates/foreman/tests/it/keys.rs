@@ -475,9 +475,9 @@ async fn limits_answer_429_with_retry_after_and_openai_rate_headers() {
     foreman.stop().await;
 }
 
-/// The official `openai` Python client with a key: its calls work, a missing scope is
-/// its `PermissionDeniedError`, the rate limit its `RateLimitError`, a revoked key its
-/// `AuthenticationError`.
+/// The official `openai` Python client with two keys: each one's calls work as its
+/// grant says, a missing scope is the client's `PermissionDeniedError`, the rate limit
+/// its `RateLimitError` (with `Retry-After`), a revoked key its `AuthenticationError`.
 #[tokio::test]
 async fn the_official_openai_client_sees_scopes_limits_and_revocation() {
     let foreman = start().await;
@@ -486,21 +486,30 @@ async fn the_official_openai_client_sees_scopes_limits_and_revocation() {
         json!({"name": "py", "scopes": ["chat"], "requests_per_minute": 2}),
     )
     .await;
+    let embed_key = create_key(
+        &foreman,
+        json!({"name": "py-embed", "scopes": ["embed"], "models": ["nomic-*"]}),
+    )
+    .await;
     let script = r#"
 import json, sys, openai
 client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
-seen = {}
-seen["models"] = len(client.models.list().data) > 0
-reply = client.chat.completions.create(model=sys.argv[3], messages=[{"role": "user", "content": "hi"}])
-seen["chat"] = reply.choices[0].message.role
-try:
-    client.embeddings.create(model=sys.argv[4], input="x")
-except openai.PermissionDeniedError as error:
-    seen["embed"] = [error.status_code, error.body["type"]]
-try:
-    client.chat.completions.create(model=sys.argv[3], messages=[{"role": "user", "content": "hi"}])
-except openai.RateLimitError as error:
-    seen["limited"] = [error.status_code, error.response.headers.get("retry-after") is not None]
+def attempt(call):
+    try:
+        call()
+        return "ok"
+    except openai.PermissionDeniedError as error:
+        return [error.status_code, error.body["type"]]
+    except openai.RateLimitError as error:
+        return [error.status_code, error.response.headers.get("retry-after") is not None]
+chat = lambda: client.chat.completions.create(model=sys.argv[3], messages=[{"role": "user", "content": "hi"}]).choices[0].message.content
+embed = lambda: client.embeddings.create(model=sys.argv[4], input="x").data[0].embedding[0]
+seen = {
+    "models": attempt(lambda: client.models.list()),
+    "chat": attempt(chat),
+    "embed": attempt(embed),
+    "chat again": attempt(chat),
+}
 print(json.dumps(seen))
 "#;
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
@@ -514,17 +523,25 @@ print(json.dumps(seen))
                 .unwrap()
         })
     };
-    let output = run(key.clone()).await.unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(
-        seen,
-        json!({"models": true, "chat": "assistant", "embed": [403, "permission_error"], "limited": [429, true]})
-    );
+    for (key, expected) in [
+        (
+            &key,
+            json!({"models": "ok", "chat": "ok", "embed": [403, "permission_error"], "chat again": [429, true]}),
+        ),
+        (
+            &embed_key,
+            json!({"models": "ok", "chat": [403, "permission_error"], "embed": "ok", "chat again": [403, "permission_error"]}),
+        ),
+    ] {
+        let output = run(key.clone()).await.unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(seen, expected);
+    }
 
     let revoked = client()
         .delete(format!("{}/foreman/keys/py", foreman.url))

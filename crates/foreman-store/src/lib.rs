@@ -17,6 +17,7 @@
 mod commit_times;
 mod error;
 mod job;
+mod keys;
 mod lease;
 mod occupancy;
 mod ops;
@@ -38,6 +39,7 @@ pub use error::{Error, Result};
 pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
 };
+pub use keys::{ApiKey, NewApiKey, USAGE_HOUR_MS, UsageBucket, UsageDelta, usage_hour};
 pub use lease::{Lease, LeaseHolder};
 pub use occupancy::Occupant;
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};

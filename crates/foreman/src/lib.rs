@@ -19,6 +19,7 @@ pub mod config;
 pub mod db_cli;
 pub mod hub;
 pub mod janitor;
+pub mod keys;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
@@ -200,8 +201,18 @@ pub async fn serve(
     // The origin guard checks Host only on a loopback listener, as Ollama decides from
     // the address it actually bound, not from the setting.
     config.addr = listener.local_addr()?;
+    let keys = Arc::new(keys::KeyRing::new(store.clone(), config.token.as_deref()));
+    if let Err(error) = keys.reload().await {
+        tracing::warn!(%error, "could not read the API keys; will try again at the next request");
+    }
+    tasks.spawn(keys::ledger::flush_until(
+        metrics.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
     let state = AppState {
         config: Arc::new(config),
+        keys,
         store: store.clone(),
         hub,
         targets,

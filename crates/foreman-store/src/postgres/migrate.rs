@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "instances",
         sql: include_str!("migrations/0005_instances.sql"),
     },
+    Migration {
+        version: 7,
+        name: "api_keys",
+        sql: include_str!("migrations/0007_api_keys.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

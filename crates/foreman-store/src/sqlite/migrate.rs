@@ -63,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "instances_and_outbox_in_code",
         sql: include_str!("migrations/0009_instances_and_outbox_in_code.sql"),
     },
+    Migration {
+        version: 11,
+        name: "api_keys",
+        sql: include_str!("migrations/0011_api_keys.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod db_cli;
 pub mod hub;
 pub mod janitor;
+pub mod batch;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -29,6 +29,7 @@ mod auth;
 mod body;
 mod direct;
 mod error;
+mod files;
 mod health;
 mod job_control;
 mod jobs;
@@ -55,6 +56,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use jobs::ASYNC_PRIORITY;
 
 use crate::config::Config;
 use crate::hub::Hub;
@@ -111,6 +113,9 @@ impl AppState {
     }
 }
 
+/// Room for a multipart body's boundaries and headers around an upload's bytes.
+const UPLOAD_OVERHEAD: usize = 64 * 1024;
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -137,6 +142,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/responses", post(responses::responses))
         .route("/v1/messages", post(anthropic::messages))
+        .route(
+            "/v1/files",
+            post(files::upload)
+                .layer(DefaultBodyLimit::max(
+                    state.config.batch.files_max_bytes + UPLOAD_OVERHEAD,
+                ))
+                .get(files::list),
+        )
+        .route("/v1/files/{id}", get(files::get).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
@@ -183,6 +198,10 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 /// Answers 413 at once to a request whose `Content-Length` is over the body limit,
 /// before a byte of its body is read (or waited for).
 async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    // Uploads have their own limit (FOREMAN_FILES_MAX_BYTES), counted as they stream.
+    if request.uri().path() == "/v1/files" && request.method() == Method::POST {
+        return next.run(request).await;
+    }
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

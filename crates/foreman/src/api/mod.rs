@@ -26,6 +26,7 @@
 
 mod anthropic;
 mod auth;
+mod batches;
 mod body;
 mod direct;
 mod error;
@@ -56,6 +57,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use batches::{batch_object, check_line_body};
 pub use jobs::ASYNC_PRIORITY;
 
 use crate::config::Config;
@@ -81,6 +83,8 @@ pub struct AppState {
     /// Counters and recent history for `/metrics`, `/foreman/status` and `/ui`.
     pub metrics: Arc<crate::metrics::Metrics>,
     pub shutdown: CancellationToken,
+    /// Rung when a batch is created or cancelled, to wake the batch driver.
+    pub batch_kick: Arc<Notify>,
 }
 
 #[cfg(test)]
@@ -109,6 +113,7 @@ impl AppState {
             show_cache: Arc::default(),
             metrics,
             shutdown: CancellationToken::new(),
+            batch_kick: Arc::default(),
         }
     }
 }
@@ -152,6 +157,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/files/{id}", get(files::get).delete(files::delete))
         .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", post(batches::create).get(batches::list))
+        .route("/v1/batches/{id}", get(batches::get))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/cancel", post(jobs::cancel))

@@ -524,3 +524,53 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
     assert_eq!(jobs.len(), total as usize);
     store.close().await;
 }
+
+/// On PostgreSQL the batch runs the same way, driven under the batch's lease, which
+/// another instance cannot take while this one holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_runs_on_postgres_under_its_lease() {
+    let db = foreman_store::test_postgres::TestDatabase::create().await;
+    let database = db.url.clone();
+    let foreman = TestForeman::start_with(fast_sim(), move |config| {
+        config.database = database;
+        config.instance_id = "batch-a".to_owned();
+    })
+    .await;
+    let client = client();
+    let lines: Vec<String> = (0..30)
+        .map(|i| chat_line(&format!("p{i}"), if i % 2 == 0 { CHAT } else { CHAT2 }, "pg"))
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    let created = create(&client, &foreman.url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let finished = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(finished["request_counts"]["completed"], 30);
+    let output = content(&client, &foreman.url, &finished["output_file_id"]).await;
+    let seen = custom_ids(&output);
+    assert_eq!(seen.len(), 30);
+    assert!(seen.values().all(|&n| n == 1));
+    let other = Store::open(&db.url).await.unwrap();
+    let holder = other
+        .lease_holder(foreman_store::Lease::Batch(&id))
+        .await
+        .unwrap()
+        .expect("the batch's lease");
+    assert_eq!(holder.owner, "batch-a");
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    assert!(
+        !other
+            .acquire_lease(foreman_store::Lease::Batch(&id), "batch-b", now, 30_000)
+            .await
+            .unwrap(),
+        "another instance cannot drive it while the lease holds"
+    );
+    other.close().await;
+    foreman.stop().await;
+    db.drop_database().await;
+}

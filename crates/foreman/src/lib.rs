@@ -9,17 +9,17 @@
 //! inventory. See ARCHITECTURE.md for the map.
 
 pub mod aggregate;
-pub mod caller;
 pub mod api;
 pub mod artifacts;
 pub mod backoff;
+pub mod batch;
+pub mod caller;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db_cli;
 pub mod hub;
 pub mod janitor;
-pub mod batch;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

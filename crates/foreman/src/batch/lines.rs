@@ -52,7 +52,12 @@ impl Reader {
 }
 
 /// A validation error in OpenAI's shape.
-pub fn error(code: &str, message: impl Into<String>, param: Option<&str>, line: Option<u64>) -> Value {
+pub fn error(
+    code: &str,
+    message: impl Into<String>,
+    param: Option<&str>,
+    line: Option<u64>,
+) -> Value {
     json!({"code": code, "message": message.into(), "param": param, "line": line})
 }
 
@@ -153,7 +158,12 @@ fn check_line(
     let fields = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(fields)) => fields,
         Ok(_) => {
-            return Some(error("invalid_json_line", "the line is not a JSON object", None, at));
+            return Some(error(
+                "invalid_json_line",
+                "the line is not a JSON object",
+                None,
+                at,
+            ));
         }
         Err(e) => {
             return Some(error(
@@ -232,7 +242,10 @@ pub fn job(settings: &JobSettings<'_>, index: u64, line: &Line) -> NewJob {
     let model = line.body.get("model").and_then(Value::as_str).unwrap_or("");
     let mut body = line.body.clone();
     body.insert("stream".into(), Value::Bool(true));
-    if matches!(settings.kind, JobKind::OpenAiChat | JobKind::OpenAiCompletion) {
+    if matches!(
+        settings.kind,
+        JobKind::OpenAiChat | JobKind::OpenAiCompletion
+    ) {
         // The answer a client gets without streaming has `usage`; streamed, only when
         // asked for.
         body.insert("stream_options".into(), json!({"include_usage": true}));

@@ -131,8 +131,10 @@ fn custom_ids(lines: &[Value]) -> HashMap<String, usize> {
     seen
 }
 
-#[path = "../../../../tests/support/pytest.rs"]
-mod pytest;
+/// The repository root.
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 /// The official `openai` client uploads 300 chat requests over three models, creates a
 /// batch, polls it to the end and reads the output: every line once, each answer the
@@ -141,9 +143,8 @@ mod pytest;
 #[tokio::test]
 async fn the_official_openai_client_runs_a_batch_over_three_models() {
     let foreman = TestForeman::start(three_models()).await;
-    let python = pytest::repo_root(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let script = pytest::repo_root(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python/openai_batch_flow.py");
+    let python = repo_root().join(".venv/bin/python");
+    let script = repo_root().join("tests/python/openai_batch_flow.py");
     let output = tokio::time::timeout(
         Duration::from_secs(300),
         tokio::process::Command::new(&python)
@@ -170,7 +171,11 @@ async fn the_official_openai_client_runs_a_batch_over_three_models() {
     let jobs = foreman.jobs().await;
     let lines: Vec<_> = jobs
         .iter()
-        .filter(|job| job.idempotency_key.as_deref().is_some_and(|k| k.starts_with("batch:")))
+        .filter(|job| {
+            job.idempotency_key
+                .as_deref()
+                .is_some_and(|k| k.starts_with("batch:"))
+        })
         .collect();
     assert_eq!(lines.len(), 300, "one job per line");
     let priority = foreman::config::ServeArgs::defaults().batch.batch_priority;
@@ -264,7 +269,8 @@ async fn files_round_trip_and_refuse_what_a_batch_cannot_use() {
         .await
         .unwrap();
     assert_eq!(body, text);
-    let (status, listed) = get_json(&client, format!("{}/v1/files?purpose=batch", foreman.url)).await;
+    let (status, listed) =
+        get_json(&client, format!("{}/v1/files?purpose=batch", foreman.url)).await;
     assert_eq!(status, 200);
     assert_eq!(listed["object"], "list");
     assert_eq!(listed["data"][0]["id"], id);
@@ -272,14 +278,24 @@ async fn files_round_trip_and_refuse_what_a_batch_cannot_use() {
     let (status, refused) = upload_as(&client, &foreman.url, &text, "fine-tune").await;
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["error"]["type"], "invalid_request_error");
-    let four = [1, 2, 3, 4].map(|i| chat_line(&i.to_string(), CHAT, "x")).join("\n");
+    let four = [1, 2, 3, 4]
+        .map(|i| chat_line(&i.to_string(), CHAT, "x"))
+        .join("\n");
     let (status, refused) = upload_as(&client, &foreman.url, &four, "batch").await;
     assert_eq!(status, 400, "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("more than 3 lines"));
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 lines")
+    );
     let (status, missing) =
         get_json(&client, format!("{}/v1/files/file-nothere", foreman.url)).await;
     assert_eq!(status, 404);
-    assert_eq!(missing["error"]["message"], "No such File object: file-nothere");
+    assert_eq!(
+        missing["error"]["message"],
+        "No such File object: file-nothere"
+    );
     let deleted: Value = client
         .delete(format!("{}/v1/files/{id}", foreman.url))
         .send()
@@ -288,7 +304,10 @@ async fn files_round_trip_and_refuse_what_a_batch_cannot_use() {
         .json()
         .await
         .unwrap();
-    assert_eq!(deleted, json!({"id": id, "object": "file", "deleted": true}));
+    assert_eq!(
+        deleted,
+        json!({"id": id, "object": "file", "deleted": true})
+    );
     let (status, _) = get_json(&client, format!("{}/v1/files/{id}/content", foreman.url)).await;
     assert_eq!(status, 404);
     // Only the refused uploads' partial files could be left: none are.
@@ -346,8 +365,14 @@ async fn a_cancelled_batch_stops_what_has_not_run() {
     // Only the held line ever started; the others were cancelled while queued.
     let jobs = foreman.jobs().await;
     assert_eq!(jobs.len(), 20);
-    assert_eq!(jobs.iter().filter(|job| job.started_at.is_some()).count(), 1);
-    assert!(jobs.iter().all(|job| job.state == foreman_store::JobState::Cancelled));
+    assert_eq!(
+        jobs.iter().filter(|job| job.started_at.is_some()).count(),
+        1
+    );
+    assert!(
+        jobs.iter()
+            .all(|job| job.state == foreman_store::JobState::Cancelled)
+    );
     let (status, _, again) = post(
         &client,
         format!("{}/v1/batches/{id}/cancel", foreman.url),
@@ -383,8 +408,15 @@ async fn a_batch_past_its_window_expires_with_what_ran() {
     let seen = custom_ids(&[output.clone(), errors.clone()].concat());
     assert_eq!(seen.len(), 10);
     assert!(seen.values().all(|&n| n == 1), "{seen:?}");
-    assert!(errors.iter().any(|line| line["error"]["code"] == "batch_expired"));
-    assert_eq!(output.len() as i64, expired["request_counts"]["completed"].as_i64().unwrap());
+    assert!(
+        errors
+            .iter()
+            .any(|line| line["error"]["code"] == "batch_expired")
+    );
+    assert_eq!(
+        output.len() as i64,
+        expired["request_counts"]["completed"].as_i64().unwrap()
+    );
     foreman.stop().await;
 }
 
@@ -411,8 +443,7 @@ async fn a_finished_batch_calls_its_webhook_signed() {
     let key = foreman::webhook::decode_secret(secret).unwrap();
     let foreman = TestForeman::start_with(fast_sim(), |config| {
         config.webhook_key = Some(foreman::webhook::decode_secret(secret).unwrap());
-        config.webhook_allow_private_nets =
-            foreman::webhook::parse_cidrs("127.0.0.0/8").unwrap();
+        config.webhook_allow_private_nets = foreman::webhook::parse_cidrs("127.0.0.0/8").unwrap();
     })
     .await;
     let client = client();
@@ -508,8 +539,15 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
     let output = content(&client, &url, &finished["output_file_id"]).await;
     let seen = custom_ids(&output);
     assert_eq!(seen.len(), total as usize);
-    assert!(seen.values().all(|&n| n == 1), "each custom id exactly once");
-    assert!(output.iter().all(|line| line["response"]["status_code"] == 200));
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "each custom id exactly once"
+    );
+    assert!(
+        output
+            .iter()
+            .all(|line| line["response"]["status_code"] == 200)
+    );
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     // One job per line, whatever ran twice.
@@ -538,7 +576,13 @@ async fn a_batch_runs_on_postgres_under_its_lease() {
     .await;
     let client = client();
     let lines: Vec<String> = (0..30)
-        .map(|i| chat_line(&format!("p{i}"), if i % 2 == 0 { CHAT } else { CHAT2 }, "pg"))
+        .map(|i| {
+            chat_line(
+                &format!("p{i}"),
+                if i % 2 == 0 { CHAT } else { CHAT2 },
+                "pg",
+            )
+        })
         .collect();
     let file = upload(&client, &foreman.url, &lines.join("\n")).await;
     let created = create(&client, &foreman.url, batch_body(&file)).await;

@@ -42,8 +42,9 @@ use crate::targets::Targets;
 const CHUNK: usize = 500;
 /// How often open batches are looked at without a wake-up.
 const TICK: Duration = Duration::from_secs(1);
-/// After a job ends, how long the driver lets others end before it counts them.
-const SETTLE: Duration = Duration::from_millis(100);
+/// After a job ends, how long the driver lets others end before it counts them: at most
+/// a few passes over the pending lines a second.
+const SETTLE: Duration = Duration::from_millis(250);
 /// Jobs read at once while counting or finalising.
 pub(super) const READS_AT_ONCE: usize = 16;
 

@@ -515,6 +515,7 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
     let created = create(&client, &url, batch_body(&file)).await;
     let id = created["id"].as_str().unwrap().to_string();
     let mut url = url;
+    let files = dir.path().join("data").join("files");
     // Kill when these many lines are done (the last ones at or past the end, when the
     // batch is finalising or has just ended).
     for done in [0, 40, 120, 220, total - 10, total] {
@@ -531,7 +532,11 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
         }
         child.start_kill().unwrap();
         child.wait().await.unwrap();
+        // As an upload cut short by the kill leaves it: removed at the start.
+        let partial = files.join("file-cut-short.partial");
+        std::fs::write(&partial, "{\"custom_id\": \"half").unwrap();
         (child, url) = start_foreman_binary(&db, &settings, false).await;
+        eventually("the partial upload removed", async || !partial.exists()).await;
     }
     let finished = until(&client, &url, &id, "completed").await;
     assert_eq!(finished["request_counts"]["total"], total);

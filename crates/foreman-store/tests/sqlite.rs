@@ -199,7 +199,7 @@ async fn a_newer_schema_is_refused() {
             error,
             Error::SchemaTooNew {
                 found: 99,
-                known: 8
+                known: 10
             }
         ),
         "{error}"

@@ -623,3 +623,67 @@ async fn a_batch_runs_on_postgres_under_its_lease() {
     foreman.stop().await;
     db.drop_database().await;
 }
+
+/// `GET /v1/batches` pages newest first with `after` and `limit` in OpenAI's list shape;
+/// `POST /v1/batches` refuses what OpenAI refuses (metadata over its limits, another
+/// window, an unknown endpoint, an unknown file) in OpenAI's error shape.
+#[tokio::test]
+async fn batches_page_and_refuse_bad_requests() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let file = upload(&client, &foreman.url, &chat_line("x", CHAT, "page")).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let created = create(&client, &foreman.url, batch_body(&file)).await;
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    let (status, page) = get_json(&client, format!("{}/v1/batches?limit=2", foreman.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["first_id"], ids[2]);
+    assert_eq!(page["last_id"], ids[1]);
+    let (_, rest) = get_json(
+        &client,
+        format!("{}/v1/batches?limit=2&after={}", foreman.url, ids[1]),
+    )
+    .await;
+    assert_eq!(rest["has_more"], false);
+    assert_eq!(rest["data"][0]["id"], ids[0]);
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+    let too_many: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let long_key = json!({"k".repeat(65): "v"});
+    let long_value = json!({"k": "v".repeat(513)});
+    for (change, field) in [
+        (json!({"metadata": too_many}), "metadata"),
+        (json!({"metadata": long_key}), "metadata"),
+        (json!({"metadata": long_value}), "metadata"),
+        (json!({"metadata": {"k": 1}}), "metadata"),
+        (json!({"completion_window": "48h"}), "completion_window"),
+        (json!({"endpoint": "/v1/responses"}), "endpoint"),
+        (json!({"endpoint": "/v1/embeddings"}), "endpoint"),
+        (json!({"input_file_id": "file-missing"}), "No such File"),
+    ] {
+        let mut body = batch_body(&file);
+        for (key, value) in change.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let (status, _, answer) = post(&client, format!("{}/v1/batches", foreman.url), &body).await;
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert!(
+            status == 400 || status == 404,
+            "{change}: {status} {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{change}: {message}");
+    }
+    let (status, missing) =
+        get_json(&client, format!("{}/v1/batches/batch_nothere", foreman.url)).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        missing["error"]["message"],
+        "No such Batch object: batch_nothere"
+    );
+    foreman.stop().await;
+}

@@ -456,7 +456,9 @@ impl Driver {
         let (Some(url), Some(key)) = (&batch.webhook_url, &self.config.webhook_key) else {
             let mut done = batch.clone();
             done.webhook_done = true;
-            self.store.save_batch(done, batch.status).await?;
+            if self.store.save_batch(done, batch.status).await? {
+                release(&self.store, &batch.id, &self.config.instance_id).await;
+            }
             return Ok(());
         };
         if !sending
@@ -473,13 +475,18 @@ impl Driver {
             url.clone(),
             sending.clone(),
         );
+        let owner = self.config.instance_id.clone();
         tokio::spawn(async move {
             let delivered = notifier.deliver(&url, &batch).await;
             tracing::info!(batch = %batch.id, delivered, "batch webhook");
             let mut done = batch.clone();
             done.webhook_done = true;
-            if let Err(error) = store.save_batch(done, batch.status).await {
-                tracing::error!(batch = %batch.id, %error, "cannot record the batch webhook");
+            match store.save_batch(done, batch.status).await {
+                Ok(true) => release(&store, &batch.id, &owner).await,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(batch = %batch.id, %error, "cannot record the batch webhook")
+                }
             }
             sending
                 .lock()
@@ -487,6 +494,13 @@ impl Driver {
                 .remove(&batch.id);
         });
         Ok(())
+    }
+}
+
+/// Gives up the lease of a batch the driver is done with, so its row goes.
+async fn release(store: &Store, id: &str, owner: &str) {
+    if let Err(error) = store.release_lease(Lease::Batch(id), owner).await {
+        tracing::warn!(batch = %id, %error, "cannot release the batch's lease");
     }
 }
 

@@ -569,7 +569,8 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
 }
 
 /// On PostgreSQL the batch runs the same way, driven under the batch's lease, which
-/// another instance cannot take while this one holds it.
+/// another instance cannot take while this one holds it, and which goes when the batch
+/// has ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_runs_on_postgres_under_its_lease() {
     let db = foreman_store::test_postgres::TestDatabase::create().await;
@@ -590,14 +591,13 @@ async fn a_batch_runs_on_postgres_under_its_lease() {
         })
         .collect();
     let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    hold(&foreman.sim, true);
     let created = create(&client, &foreman.url, batch_body(&file)).await;
     let id = created["id"].as_str().unwrap().to_string();
-    let finished = until(&client, &foreman.url, &id, "completed").await;
-    assert_eq!(finished["request_counts"]["completed"], 30);
-    let output = content(&client, &foreman.url, &finished["output_file_id"]).await;
-    let seen = custom_ids(&output);
-    assert_eq!(seen.len(), 30);
-    assert!(seen.values().all(|&n| n == 1));
+    eventually("a line held at the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
     let other = Store::open(&db.url).await.unwrap();
     let holder = other
         .lease_holder(foreman_store::Lease::Batch(&id))
@@ -619,6 +619,22 @@ async fn a_batch_runs_on_postgres_under_its_lease() {
             .unwrap(),
         "another instance cannot drive it while the lease holds"
     );
+    hold(&foreman.sim, false);
+    let finished = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(finished["request_counts"]["completed"], 30);
+    let output = content(&client, &foreman.url, &finished["output_file_id"]).await;
+    let seen = custom_ids(&output);
+    assert_eq!(seen.len(), 30);
+    assert!(seen.values().all(|&n| n == 1));
+    // Done with it, the driver gives the lease up.
+    eventually("the batch's lease released", async || {
+        other
+            .lease_holder(foreman_store::Lease::Batch(&id))
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
     other.close().await;
     foreman.stop().await;
     db.drop_database().await;

@@ -335,6 +335,15 @@ async fn a_cancelled_batch_stops_what_has_not_run() {
         foreman.sim.stats().held == 1
     })
     .await;
+    // Its input cannot go while the batch still reads it.
+    let response = client
+        .delete(format!("{}/v1/files/{file}", foreman.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let refused: Value = response.json().await.unwrap();
+    assert!(refused["error"]["message"].as_str().unwrap().contains(&id));
     let (status, _, cancelling) = post(
         &client,
         format!("{}/v1/batches/{id}/cancel", foreman.url),

@@ -712,3 +712,88 @@ async fn batches_page_and_refuse_bad_requests() {
     );
     foreman.stop().await;
 }
+
+/// A batch over two models on a target that holds one at a time runs each model's lines
+/// back to back: a handful of loads for a hundred lines, not one per line.
+#[tokio::test]
+async fn a_batch_is_drained_by_model() {
+    let foreman = TestForeman::start(sim_with(
+        &[
+            "llama3.2:3b,load=20ms,tps=4000",
+            "qwen2.5:0.5b,load=20ms,tps=4000",
+        ],
+        1,
+        1,
+    ))
+    .await;
+    let client = client();
+    let lines: Vec<String> = (0..100)
+        .map(|i| {
+            chat_line(
+                &format!("d{i}"),
+                if i % 2 == 0 { CHAT } else { CHAT2 },
+                "drain",
+            )
+        })
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    let created = create(&client, &foreman.url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let finished = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(finished["request_counts"]["completed"], 100);
+    let loads = foreman.sim.stats().loads_total;
+    assert!(loads <= 3, "{loads} loads for 100 lines over two models");
+    foreman.stop().await;
+}
+
+/// A live request that arrives while a batch's lines wait runs before them: the batch's
+/// priority is below interactive work.
+#[tokio::test]
+async fn live_requests_run_before_waiting_batch_lines() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let lines: Vec<String> = (0..10)
+        .map(|i| chat_line(&format!("l{i}"), CHAT, &format!("line {i}")))
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    hold(&foreman.sim, true);
+    let created = create(&client, &foreman.url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    eventually("a line held at the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
+    let live = spawn_chat(&client, &foreman.url, CHAT, "live");
+    eventually("the live request queued", async || {
+        foreman
+            .jobs()
+            .await
+            .iter()
+            .any(|job| job.idempotency_key.is_none())
+    })
+    .await;
+    hold(&foreman.sim, false);
+    assert_eq!(live.await.unwrap(), 200);
+    until(&client, &foreman.url, &id, "completed").await;
+    let jobs = foreman.jobs().await;
+    let live_job = jobs
+        .iter()
+        .find(|job| job.idempotency_key.is_none())
+        .unwrap();
+    let live_start = live_job.started_at.unwrap();
+    let batch_starts: Vec<i64> = jobs
+        .iter()
+        .filter(|job| job.idempotency_key.is_some())
+        .map(|job| job.started_at.unwrap())
+        .collect();
+    // Only the line already running when the live request came started before it.
+    assert_eq!(
+        batch_starts
+            .iter()
+            .filter(|&&start| start <= live_start)
+            .count(),
+        1,
+        "live started at {live_start}, lines at {batch_starts:?}"
+    );
+    foreman.stop().await;
+}

@@ -383,13 +383,16 @@ impl Driver {
                 .into());
             }
             let upto = *next;
-            if let Err(error) = self
+            match self
                 .store
                 .enqueue_batch_lines(&batch.id, jobs, upto as i64, now_ms())
                 .await
             {
-                tracked.cursor = None;
-                return Err(error.into());
+                Ok(created) => created.iter().for_each(|job| self.metrics.enqueued(job)),
+                Err(error) => {
+                    tracked.cursor = None;
+                    return Err(error.into());
+                }
             }
             tracked.pending.extend(first..upto);
             batch.enqueued = upto as i64;

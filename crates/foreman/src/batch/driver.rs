@@ -92,8 +92,9 @@ impl Driver {
     /// Drives open batches until shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
         let removed = storage::sweep_partial(&self.config.data_dir).await;
-        if removed > 0 {
-            tracing::info!(removed, "removed files a crash left half-written");
+        let orphans = storage::sweep_orphans(&self.store, &self.config.data_dir).await;
+        if removed + orphans > 0 {
+            tracing::info!(removed, orphans, "removed files a crash left unrecorded");
         }
         let sending: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut tracked: HashMap<String, Tracked> = HashMap::new();

@@ -544,8 +544,18 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
         // As an upload cut short by the kill leaves it: removed at the start.
         let partial = files.join("file-cut-short.partial");
         std::fs::write(&partial, "{\"custom_id\": \"half").unwrap();
+        // As an upload cut between its rename and its record leaves it, an hour later.
+        let orphan = files.join("file-never-recorded");
+        std::fs::write(&orphan, "{}").unwrap();
+        let touched = std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(&orphan)
+            .status()
+            .unwrap();
+        assert!(touched.success());
         (child, url) = start_foreman_binary(&db, &settings, false).await;
         eventually("the partial upload removed", async || !partial.exists()).await;
+        eventually("the old unrecorded file removed", async || !orphan.exists()).await;
     }
     let finished = until(&client, &url, &id, "completed").await;
     assert_eq!(finished["request_counts"]["total"], total);

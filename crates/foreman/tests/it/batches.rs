@@ -250,7 +250,13 @@ async fn invalid_lines_fail_the_batch_with_errors_by_line() {
 /// a deleted file is gone.
 #[tokio::test]
 async fn files_round_trip_and_refuse_what_a_batch_cannot_use() {
-    let foreman = TestForeman::start_with(fast_sim(), |config| config.batch.max_lines = 3).await;
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.batch.max_lines = 3;
+        // Uploads have their own limit, not the request body's.
+        config.max_body = 2048;
+        config.batch.files_max_bytes = 16 * 1024;
+    })
+    .await;
     let client = client();
     let text = [chat_line("1", CHAT, "a"), chat_line("2", CHAT, "b")].join("\n");
     let (status, file) = upload_as(&client, &foreman.url, &text, "batch").await;
@@ -289,6 +295,27 @@ async fn files_round_trip_and_refuse_what_a_batch_cannot_use() {
             .unwrap()
             .contains("more than 3 lines")
     );
+    let padding = "x".repeat(4000);
+    let big = [1, 2]
+        .map(|i| chat_line(&i.to_string(), CHAT, &padding))
+        .join("\n");
+    let (status, file) = upload_as(&client, &foreman.url, &big, "batch").await;
+    assert_eq!(
+        status, 200,
+        "over FOREMAN_MAX_BODY, within the upload limit: {file}"
+    );
+    let huge = [1, 2, 3]
+        .map(|i| chat_line(&i.to_string(), CHAT, &"y".repeat(6000)))
+        .join("\n");
+    let (status, refused) = upload_as(&client, &foreman.url, &huge, "batch").await;
+    assert_eq!(status, 413, "{refused}");
+    assert_eq!(refused["error"]["type"], "invalid_request_error");
+    let big_id = file["id"].as_str().unwrap();
+    client
+        .delete(format!("{}/v1/files/{big_id}", foreman.url))
+        .send()
+        .await
+        .unwrap();
     let (status, missing) =
         get_json(&client, format!("{}/v1/files/file-nothere", foreman.url)).await;
     assert_eq!(status, 404);

@@ -834,3 +834,45 @@ async fn live_requests_run_before_waiting_batch_lines() {
     );
     foreman.stop().await;
 }
+
+/// The real binary SIGKILLed while a 20,000-line batch is being validated: after the
+/// restart the batch is validated again from its stored state, runs, and a cancel then
+/// ends it with every custom id once across its two files.
+#[tokio::test]
+async fn a_batch_killed_while_validating_goes_on_after_the_restart() {
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreman.db");
+    let db = db.to_str().unwrap().to_string();
+    let settings = [("FOREMAN_OLLAMA_URL", sim.url())];
+    let (mut child, url) = start_foreman_binary(&db, &settings, false).await;
+    let client = client();
+    let total = 20_000;
+    let lines: Vec<String> = (0..total)
+        .map(|i| chat_line(&format!("v{i}"), CHAT, &format!("line {i}")))
+        .collect();
+    let file = upload(&client, &url, &lines.join("\n")).await;
+    hold(&sim, true);
+    let created = create(&client, &url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let seen = batch(&client, &url, &id).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(seen["status"], "validating", "killed while validating");
+    let (mut child, url) = start_foreman_binary(&db, &settings, false).await;
+    let running = until(&client, &url, &id, "in_progress").await;
+    assert_eq!(running["request_counts"]["total"], total);
+    let (status, _, _) = post(&client, format!("{url}/v1/batches/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200);
+    let cancelled = until(&client, &url, &id, "cancelled").await;
+    hold(&sim, false);
+    let output = content(&client, &url, &cancelled["output_file_id"]).await;
+    let errors = content(&client, &url, &cancelled["error_file_id"]).await;
+    let seen = custom_ids(&[output, errors].concat());
+    assert_eq!(seen.len(), total as usize);
+    assert!(seen.values().all(|&n| n == 1));
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}

@@ -86,6 +86,10 @@ pub async fn require_token(
     match admit(&state, &key, request).await {
         Ok((request, admission)) => serve(&state, key, admission, request, next, openai).await,
         Err(error) => {
+            if let ApiError::Forbidden(_) | ApiError::RateLimited { .. } = &error {
+                let limited = matches!(error, ApiError::RateLimited { .. });
+                state.metrics.usage.refused(&key.name, limited);
+            }
             let mut response = error.render(flavor);
             if openai {
                 rate_headers(response.headers_mut(), &key, now_ms());
@@ -353,6 +357,7 @@ fn bearer_credentials(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Grant;
 
     #[test]
     fn the_bearer_scheme_is_matched_in_any_case() {
@@ -397,5 +402,86 @@ mod tests {
             ["c", "a", "b"]
         );
         assert!(named_models(&copy, Need::Scope(Scope::Chat)).is_empty());
+    }
+
+    /// The contract with the scheduler's fair share: an authenticated request carries
+    /// its `Caller`, the key's name and weight, or `admin` with weight 1 for the token;
+    /// an open foreman marks nobody.
+    #[tokio::test]
+    async fn authenticated_requests_carry_their_caller() {
+        use axum::routing::get;
+        use tower::ServiceExt as _;
+
+        use crate::config::Config;
+        use crate::targets::Targets;
+
+        async fn echo(request: Request) -> String {
+            match Caller::of(request.extensions()) {
+                Some(caller) => format!("{}/{}", caller.name, caller.weight),
+                None => "nobody".into(),
+            }
+        }
+        async fn ask(state: &AppState, secret: Option<&str>) -> (u16, String) {
+            let app = axum::Router::new()
+                .route("/api/tags", get(echo))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    require_token,
+                ))
+                .with_state(state.clone());
+            let mut request = Request::builder().uri("/api/tags");
+            if let Some(secret) = secret {
+                request = request.header("authorization", format!("Bearer {secret}"));
+            }
+            let response = app
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("foreman.db");
+        let open = |token: Option<&str>| {
+            let mut config = Config::for_upstream("http://127.0.0.1:1", db.to_str().unwrap());
+            config.token = token.map(str::to_owned);
+            config
+        };
+        let store = foreman_store::Store::open(db.to_str().unwrap())
+            .await
+            .unwrap();
+        let targets = |config: &Config| {
+            Targets::new(
+                &config.targets,
+                config.upstream_timeout,
+                config.poll_interval,
+            )
+        };
+        let config = open(None);
+        let state = AppState::for_test(config.clone(), store.clone(), targets(&config));
+        assert_eq!(ask(&state, None).await, (200, "nobody".into()));
+
+        let grant = Grant {
+            scopes: [Scope::Chat].into(),
+            weight: 4,
+            ..Grant::admin()
+        };
+        let created = crate::keys::manage::create(&store, "ci-bot", &grant, now_ms())
+            .await
+            .unwrap();
+        let config = open(Some("t0ken"));
+        let state = AppState::for_test(config.clone(), store.clone(), targets(&config));
+        assert_eq!(
+            ask(&state, Some(&created.secret)).await,
+            (200, "ci-bot/4".into())
+        );
+        assert_eq!(ask(&state, Some("t0ken")).await, (200, "admin/1".into()));
+        assert_eq!(ask(&state, Some("nope")).await.0, 401);
+        assert_eq!(ask(&state, None).await.0, 401);
+        store.close().await;
     }
 }

@@ -21,11 +21,16 @@ use crate::config::{Platform, StorageArgs};
 pub struct KeysArgs {
     #[command(subcommand)]
     pub command: KeysCommand,
+}
+
+/// What every `foreman keys` command takes.
+#[derive(Debug, Args)]
+pub struct Common {
     /// Which database: the same settings as `foreman serve`.
     #[command(flatten)]
     pub storage: StorageArgs,
     /// Print the outcome as JSON (errors too, as {"error": "..."}).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -34,11 +39,16 @@ pub enum KeysCommand {
     /// Create a key and print its secret (shown this once).
     Create(CreateArgs),
     /// List the keys (never their secrets).
-    List,
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Revoke a key: its secret is refused from now on.
     Revoke {
         /// The key's name.
         name: String,
+        #[command(flatten)]
+        common: Common,
     },
     /// Show what keys used (requests, tokens, GPU seconds, loads), per hour.
     Usage {
@@ -47,7 +57,20 @@ pub enum KeysCommand {
         /// Hours back from now.
         #[arg(long, default_value_t = 24)]
         hours: u32,
+        #[command(flatten)]
+        common: Common,
     },
+}
+
+impl KeysCommand {
+    fn common(&self) -> &Common {
+        match self {
+            KeysCommand::Create(create) => &create.common,
+            KeysCommand::List { common }
+            | KeysCommand::Revoke { common, .. }
+            | KeysCommand::Usage { common, .. } => common,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +103,8 @@ pub struct CreateArgs {
     /// Its share of a target against other keys of equal priority.
     #[arg(long, default_value_t = 1)]
     pub weight: u32,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 impl CreateArgs {
@@ -99,19 +124,21 @@ impl CreateArgs {
 
 /// Runs a `foreman keys` command; the exit code follows the module doc.
 pub async fn run(args: KeysArgs) -> ExitCode {
-    let (database, _) = match args.storage.resolve(&Platform::current()) {
+    let common = args.command.common();
+    let json = common.json;
+    let (database, _) = match common.storage.resolve(&Platform::current()) {
         Ok(location) => location,
-        Err(error) => return fail(args.json, &error.to_string(), 2),
+        Err(error) => return fail(json, &error.to_string(), 2),
     };
     let store = match Store::open(&database).await {
         Ok(store) => store,
-        Err(error) => return fail(args.json, &error.to_string(), 1),
+        Err(error) => return fail(json, &error.to_string(), 1),
     };
-    let outcome = execute(&store, &args).await;
+    let outcome = execute(&store, &args.command).await;
     store.close().await;
     match outcome {
         Ok((value, text)) => {
-            if args.json {
+            if json {
                 println!("{value}");
             } else {
                 print!("{text}");
@@ -124,14 +151,14 @@ pub async fn run(args: KeysArgs) -> ExitCode {
             } else {
                 1
             };
-            fail(args.json, &error.to_string(), code)
+            fail(json, &error.to_string(), code)
         }
     }
 }
 
-async fn execute(store: &Store, args: &KeysArgs) -> Result<(Value, String), ManageError> {
+async fn execute(store: &Store, command: &KeysCommand) -> Result<(Value, String), ManageError> {
     let now = crate::clock::now_ms();
-    match &args.command {
+    match command {
         KeysCommand::Create(create) => {
             let created = manage::create(store, &create.name, &create.grant(), now).await?;
             let text = format!(
@@ -140,9 +167,9 @@ async fn execute(store: &Store, args: &KeysArgs) -> Result<(Value, String), Mana
             );
             Ok((manage::created_view(&created), text))
         }
-        KeysCommand::List => {
+        KeysCommand::List { .. } => {
             let keys = store.api_keys().await?;
-            let mut text = String::new();
+            let mut text = String::from("name\tprefix\tscopes\tstate\n");
             for key in &keys {
                 let view = manage::key_view(key);
                 let scopes = view["grant"]["scopes"]
@@ -160,18 +187,18 @@ async fn execute(store: &Store, args: &KeysArgs) -> Result<(Value, String), Mana
                     _ => "never used".into(),
                 };
                 text.push_str(&format!(
-                    "{}\t{}…\t{}\t{}\n",
+                    "{}\t{}\t{}\t{}\n",
                     key.name, key.prefix, scopes, state
                 ));
             }
             let views: Vec<Value> = keys.iter().map(manage::key_view).collect();
             Ok((json!({ "keys": views }), text))
         }
-        KeysCommand::Revoke { name } => {
+        KeysCommand::Revoke { name, .. } => {
             manage::revoke(store, name, now).await?;
             Ok((json!({ "revoked": name }), format!("revoked key {name}\n")))
         }
-        KeysCommand::Usage { name, hours } => {
+        KeysCommand::Usage { name, hours, .. } => {
             let hours = i64::from((*hours).max(1));
             let since = now - (hours - 1) * foreman_store::USAGE_HOUR_MS;
             let usage = manage::usage(store, name.as_deref(), since).await?;

@@ -9,7 +9,10 @@
 //! request), and to totals since start for `/metrics`.
 //!
 //! Jobs are attributed in the process that enqueued them: a job left queued by a
-//! previous run, or run by another instance, is not counted against its key here.
+//! previous run is not counted against its key. A job run by another instance (on a
+//! shared database) ends in that instance's hooks, not here: on such a database the
+//! flusher also reads the rows of jobs it tracks ([`Ledger::due_for_check`], a bounded
+//! number every few seconds) and books those that ended elsewhere.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,11 @@ tokio::task_local! {
 /// How often pending usage is written to the store.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// On a shared database: how long a tracked job goes unchecked before its row is read
+/// for an end recorded by another instance, and how many rows one sweep reads.
+const CHECK_AFTER_MS: i64 = 3_000;
+const CHECKS_PER_SWEEP: usize = 100;
+
 /// A key's amounts since this process started (for `/metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Totals {
@@ -37,12 +45,17 @@ pub struct Totals {
     pub completion_tokens: u64,
     pub gpu_seconds: f64,
     pub loads: u64,
+    /// Requests refused with 403 (a scope or model the key lacks).
+    pub forbidden: u64,
+    /// Requests refused with 429 (a limit reached).
+    pub limited: u64,
 }
 
 #[derive(Debug, Default)]
 struct Book {
-    /// Unfinished jobs enqueued here, with their key.
-    jobs: HashMap<JobId, Arc<LiveKey>>,
+    /// Unfinished jobs enqueued here, with their key and when their row was last
+    /// looked at (their enqueue, at first).
+    jobs: HashMap<JobId, (Arc<LiveKey>, i64)>,
     /// Not yet written: by key and hour.
     pending: HashMap<(String, i64), UsageDelta>,
     /// Latest use per key, not yet written.
@@ -107,6 +120,17 @@ impl Ledger {
         *last = (*last).max(now);
     }
 
+    /// A request of `key` was refused: `limited` for a 429, else a 403.
+    pub fn refused(&self, key: &str, limited: bool) {
+        let mut book = self.lock();
+        let totals = book.totals.entry(key.to_owned()).or_default();
+        if limited {
+            totals.limited += 1;
+        } else {
+            totals.forbidden += 1;
+        }
+    }
+
     /// `job` was committed to the queue; it is the key's of the request being served,
     /// if one is.
     pub fn enqueued(&self, job: &Job) {
@@ -118,7 +142,7 @@ impl Ledger {
         }) else {
             return;
         };
-        self.lock().jobs.insert(job.id, key);
+        self.lock().jobs.insert(job.id, (key, job.created_at));
     }
 
     /// `job` was sent to a target; `load` when its model had to be loaded for it.
@@ -127,7 +151,7 @@ impl Ledger {
             return;
         }
         let mut book = self.lock();
-        let Some(key) = book.jobs.get(&job).map(|key| key.name.clone()) else {
+        let Some(key) = book.jobs.get(&job).map(|(key, _)| key.name.clone()) else {
             return;
         };
         book.delta(&key, now).loads += 1;
@@ -140,7 +164,7 @@ impl Ledger {
             return;
         };
         let mut book = self.lock();
-        let Some(key) = book.jobs.remove(&job.id) else {
+        let Some((key, _)) = book.jobs.remove(&job.id) else {
             return;
         };
         let (prompt, completion) = job.result.as_deref().map_or((0, 0), token_counts);
@@ -156,6 +180,50 @@ impl Ledger {
         totals.prompt_tokens += prompt;
         totals.completion_tokens += completion;
         totals.gpu_seconds += gpu_ms as f64 / 1000.0;
+    }
+
+    /// Up to [`CHECKS_PER_SWEEP`] tracked jobs not looked at for [`CHECK_AFTER_MS`],
+    /// longest unchecked first; each is marked as checked at `now`.
+    pub fn due_for_check(&self, now: i64) -> Vec<JobId> {
+        let mut book = self.lock();
+        let mut due: Vec<(i64, JobId)> = book
+            .jobs
+            .iter()
+            .filter(|(_, (_, checked))| *checked <= now - CHECK_AFTER_MS)
+            .map(|(id, (_, checked))| (*checked, *id))
+            .collect();
+        due.sort_unstable();
+        due.truncate(CHECKS_PER_SWEEP);
+        for (_, id) in &due {
+            if let Some((_, checked)) = book.jobs.get_mut(id) {
+                *checked = now;
+            }
+        }
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// A tracked job whose row is gone (pruned after its end): it no longer counts
+    /// among its key's unfinished jobs; what it used is unknown here.
+    pub fn forget(&self, job: JobId, now: i64) {
+        if let Some((key, _)) = self.lock().jobs.remove(&job) {
+            key.job_finished(0, now);
+        }
+    }
+
+    /// Books tracked jobs that ended in another instance (see the module doc).
+    pub async fn sweep(&self, store: &Store) {
+        let now = crate::clock::now_ms();
+        for id in self.due_for_check(now) {
+            match store.get(id).await {
+                Ok(Some(job)) if job.state.is_terminal() => self.finished(&job),
+                Ok(Some(_)) => {}
+                Ok(None) => self.forget(id, now),
+                Err(error) => {
+                    tracing::warn!(%error, "could not read tracked jobs for their keys' usage");
+                    return;
+                }
+            }
+        }
     }
 
     /// Every key's amounts since start, by name.
@@ -189,19 +257,26 @@ impl Ledger {
     }
 }
 
-/// Writes the ledger to the store every second until `shutdown`, then once more.
+/// Writes the ledger to the store every second until `shutdown`, then once more. On a
+/// shared database it also sweeps for jobs that ended in other instances.
 pub async fn flush_until(
-    ledger: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
     store: Store,
     shutdown: CancellationToken,
 ) {
+    let ledger = &metrics.usage;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(FLUSH_EVERY) => ledger.usage.flush(&store).await,
+            _ = tokio::time::sleep(FLUSH_EVERY) => {
+                if store.is_shared() {
+                    ledger.sweep(&store).await;
+                }
+                ledger.flush(&store).await;
+            }
             _ = shutdown.cancelled() => break,
         }
     }
-    ledger.usage.flush(&store).await;
+    ledger.flush(&store).await;
 }
 
 #[cfg(test)]

@@ -156,24 +156,22 @@ impl LiveKey {
                 });
             }
         }
-        if enqueues {
-            if let Some(limit) = grant.max_queued {
-                let taken =
-                    self.unfinished
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            (n < limit).then_some(n + 1)
-                        });
-                if taken.is_err() {
-                    return Err(Refusal {
-                        message: format!(
-                            "API key '{}' has {limit} unfinished jobs, its limit of queued jobs",
-                            self.name
-                        ),
-                        retry_after: BUSY_RETRY_SECONDS,
-                    });
-                }
-                admission.reserved.store(true, Ordering::Release);
+        if enqueues && let Some(limit) = grant.max_queued {
+            let taken = self
+                .unfinished
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < limit).then_some(n + 1)
+                });
+            if taken.is_err() {
+                return Err(Refusal {
+                    message: format!(
+                        "API key '{}' has {limit} unfinished jobs, its limit of queued jobs",
+                        self.name
+                    ),
+                    retry_after: BUSY_RETRY_SECONDS,
+                });
             }
+            admission.reserved.store(true, Ordering::Release);
         }
         if let Some(limit) = grant.requests_per_minute {
             let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());

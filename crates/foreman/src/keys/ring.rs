@@ -114,7 +114,22 @@ impl KeyRing {
                     let grant = match serde_json::from_str::<Grant>(&key.grant_json) {
                         Ok(grant) => grant,
                         Err(error) => {
+                            // Kept as revoked: it authenticates nothing, and foreman stays
+                            // closed (it is a key that exists).
                             tracing::warn!(key = %key.name, %error, "API key with an unreadable grant; it authenticates nothing");
+                            entries.push(Entry {
+                                digest: key.secret_sha256,
+                                revoked: true,
+                                key: Arc::new(LiveKey::new(
+                                    key.name,
+                                    Grant {
+                                        scopes: Default::default(),
+                                        ..Grant::admin()
+                                    },
+                                    0,
+                                    now,
+                                )),
+                            });
                             continue;
                         }
                     };
@@ -174,17 +189,5 @@ impl KeyRing {
             }
         }
         found
-    }
-
-    /// The live key of this name (the admin token's under [`ADMIN_NAME`]).
-    pub fn live(&self, name: &str) -> Option<Arc<LiveKey>> {
-        if name == ADMIN_NAME {
-            return Some(self.admin.clone());
-        }
-        self.read()
-            .entries
-            .iter()
-            .find(|entry| entry.key.name == name)
-            .map(|entry| entry.key.clone())
     }
 }

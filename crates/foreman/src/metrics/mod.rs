@@ -12,8 +12,9 @@
 //! process) is read at scrape time instead of being copied here.
 //!
 //! Label values are bounded: job kinds and outcomes are enums, targets come from the
-//! settings, and models are those the targets list (a job's model is checked against
-//! them before it is queued).
+//! settings, models are those the targets list (a job's model is checked against
+//! them before it is queued), and API keys are the few the operator named (the
+//! per-key usage is kept by [`crate::keys::Ledger`], fed by the same hooks).
 //!
 //! **Loads avoided** (`foreman_model_loads_avoided_total`): the loads draining saved
 //! against serving jobs in arrival order. A job counts when the job enqueued just
@@ -454,7 +455,8 @@ impl Metrics {
     /// Keys are few and named by the operator, so the label stays bounded.
     fn write_keys(&self, page: &mut Page) {
         let totals = self.usage.totals();
-        let families: [(&str, &str, fn(&crate::keys::ledger::Totals) -> f64); 5] = [
+        type Read = fn(&crate::keys::ledger::Totals) -> f64;
+        let families: [(&str, &str, Read); 5] = [
             (
                 "foreman_key_requests_total",
                 "Requests admitted, by API key.",
@@ -485,6 +487,17 @@ impl Metrics {
             page.family(name, Kind::Counter, help);
             for (key, total) in &totals {
                 page.sample(name, &[("key", key)], value(total));
+            }
+        }
+        let name = "foreman_key_refusals_total";
+        page.family(
+            name,
+            Kind::Counter,
+            "Requests refused, by API key and reason (forbidden: a scope or model it lacks; limited: a limit reached).",
+        );
+        for (key, total) in &totals {
+            for (reason, count) in [("forbidden", total.forbidden), ("limited", total.limited)] {
+                page.sample(name, &[("key", key), ("reason", reason)], count as f64);
             }
         }
     }
@@ -572,6 +585,7 @@ mod tests {
             created_at,
             started_at: None,
             finished_at: None,
+            accepted_by: None,
         }
     }
 

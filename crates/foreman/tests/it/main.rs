@@ -4,6 +4,7 @@
 mod admission;
 mod answered;
 mod auth;
+mod batches;
 mod browser;
 mod capacity;
 mod chaos;
@@ -20,6 +21,7 @@ mod golden;
 mod hostile;
 mod instances;
 mod jobs;
+mod keys;
 mod metrics;
 mod official_clients;
 mod openai;

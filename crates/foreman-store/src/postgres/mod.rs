@@ -294,23 +294,24 @@ impl PgStore {
                 .single(async |client| insert_job(client, &new_job, id, now).await)
                 .await;
         }
+        if let (Some(limit), None) = (max_queued, &new_job.idempotency_key) {
+            return self.enqueue_bounded(&new_job, id, now, limit).await;
+        }
         self.transaction(async |tx| {
             if let Some(limit) = max_queued {
                 // Every bounded enqueue of every instance holds this lock from here to its
                 // commit, and under READ COMMITTED the count below sees every job a
                 // previous holder inserted: the count and the insert are one step.
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMISSION_LOCK])
-                    .await?;
+                let lock = tx.prepare_cached(queries::ADMISSION_LOCK).await?;
+                tx.execute(&lock, &[&ADMISSION_LOCK]).await?;
                 if let Some(job) = existing_for_key(tx, &new_job).await? {
                     return Ok(Enqueued {
                         job,
                         created: false,
                     });
                 }
-                let queued: i64 = tx
-                    .query_one("SELECT count(*) FROM jobs WHERE state = 'queued'", &[])
-                    .await?
-                    .get(0);
+                let count = tx.prepare_cached(queries::COUNT_QUEUED).await?;
+                let queued: i64 = tx.query_one(&count, &[]).await?.get(0);
                 if u64::try_from(queued).unwrap_or(0) >= limit {
                     return Err(Error::QueueFull { limit });
                 }
@@ -320,12 +321,66 @@ impl PgStore {
         .await
     }
 
+    /// A bounded enqueue without an idempotency key, the daemon's every request: the
+    /// admission lock and one statement that inserts only while the queue has room,
+    /// sent together (pipelined) in one transaction. The insert's snapshot is taken
+    /// when it starts, after the lock is granted, so its count sees every job the
+    /// previous holder committed, as in the general path; three round trips (BEGIN,
+    /// the pair, COMMIT) instead of the general path's five to seven, and the lock
+    /// held for one of them and the commit.
+    async fn enqueue_bounded(
+        &self,
+        new_job: &NewJob,
+        id: JobId,
+        now: i64,
+        limit: u64,
+    ) -> Result<Enqueued> {
+        let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
+        let max_attempts = attempt_i32(new_job.max_attempts)?;
+        let id_text = id.to_string();
+        self.transaction(async |tx| {
+            let (lock, insert) = tokio::try_join!(
+                tx.prepare_cached(queries::ADMISSION_LOCK),
+                tx.prepare_cached(&queries::INSERT_JOB_WITHIN),
+            )?;
+            let params: [&(dyn ToSql + Sync); 13] = [
+                &id_text,
+                &new_job.kind.as_str(),
+                &new_job.model,
+                &new_job.payload,
+                &new_job.priority,
+                &max_attempts,
+                &now,
+                &new_job.idempotency_key,
+                &new_job.webhook_url,
+                &new_job.metadata,
+                &new_job.load_options,
+                &new_job.sync,
+                &limit_i64,
+            ];
+            // Both futures are polled in this order, so the lock's messages are sent
+            // first and the server runs the insert after granting it.
+            let (_, inserted) = tokio::try_join!(
+                tx.execute(&lock, &[&ADMISSION_LOCK]),
+                tx.query_opt(&insert, &params),
+            )?;
+            match inserted {
+                Some(row) => Ok(Enqueued {
+                    job: job_from_row(&row)?,
+                    created: true,
+                }),
+                None => Err(Error::QueueFull { limit }),
+            }
+        })
+        .await
+    }
+
     /// See [`Store::queue_heads`](crate::Store::queue_heads): one pass over the queue-heads
     /// index, since other instances change the rows.
     pub async fn queue_heads(&self, now: i64) -> Result<Vec<QueueHead>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT DISTINCT ON (model, load_options)
                         model, load_options, id, priority, created_at,
                         min(created_at) OVER per_key AS oldest,
@@ -334,9 +389,9 @@ impl PgStore {
                  WHERE state = 'queued' AND run_after <= $1
                  WINDOW per_key AS (PARTITION BY model, load_options)
                  ORDER BY model, load_options, priority DESC, created_at, id",
-                &[&now],
             )
             .await?;
+        let rows = client.query(&statement, &[&now]).await?;
         rows.iter()
             .map(|row| {
                 let id: String = row.get("id");
@@ -384,10 +439,8 @@ impl PgStore {
     /// See [`Store::queue_depth`](crate::Store::queue_depth).
     pub async fn queue_depth(&self) -> Result<u64> {
         let client = self.client().await?;
-        let depth: i64 = client
-            .query_one("SELECT count(*) FROM jobs WHERE state = 'queued'", &[])
-            .await?
-            .get(0);
+        let statement = client.prepare_cached(queries::COUNT_QUEUED).await?;
+        let depth: i64 = client.query_one(&statement, &[]).await?.get(0);
         Ok(row::count(depth))
     }
 
@@ -485,12 +538,17 @@ impl PgStore {
         let lease_expires_at = lease_expiry(now, lease_for_ms)?;
         let changed = self
             .single(async |client| {
-                Ok(client
-                    .execute(
+                let statement = client
+                    .prepare_cached(
                         "UPDATE jobs
                          SET lease_expires_at = greatest(lease_expires_at, $4)
                          WHERE id = $1 AND state = 'running' AND attempts = $2
                            AND lease_owner = $3",
+                    )
+                    .await?;
+                Ok(client
+                    .execute(
+                        &statement,
                         &[
                             &id.to_string(),
                             &attempt_i32(attempt)?,
@@ -733,9 +791,12 @@ impl PgStore {
         let expires_at = lease_expiry(now, ttl_ms)?;
         let changed = self
             .single(async |client| {
+                let statement = client
+                    .prepare_cached(crate::lease::ACQUIRE_POSTGRES)
+                    .await?;
                 Ok(client
                     .execute(
-                        crate::lease::ACQUIRE_POSTGRES,
+                        &statement,
                         &[&lease.kind(), &lease.name(), &owner, &now, &expires_at],
                     )
                     .await?)
@@ -765,14 +826,19 @@ impl PgStore {
         let attempt = batch.attempt as i32;
         let seq = batch.seq as i32;
         self.single(async |client| {
-            client
-                .execute(
+            let statement = client
+                .prepare_cached(
                     "WITH appended AS (
                          INSERT INTO job_output (job_id, attempt, seq, content_type, bytes, last)
                          VALUES ($1, $2, $3, $4, $5, $6)
                          RETURNING job_id
                      )
                      SELECT pg_notify('foreman_jobs', 'out:' || job_id) FROM appended",
+                )
+                .await?;
+            client
+                .execute(
+                    &statement,
                     &[
                         &id.to_string(),
                         &attempt,
@@ -798,13 +864,15 @@ impl PgStore {
             (cursor.attempt as i32, cursor.seq as i32)
         });
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT attempt, seq, content_type, bytes, last FROM job_output
                  WHERE job_id = $1 AND (attempt, seq) > ($2, $3)
                  ORDER BY attempt, seq",
-                &[&id.to_string(), &attempt, &seq],
             )
+            .await?;
+        let rows = client
+            .query(&statement, &[&id.to_string(), &attempt, &seq])
             .await?;
         Ok(rows
             .iter()
@@ -835,11 +903,13 @@ impl PgStore {
     /// See [`Store::lease_holder`](crate::Store::lease_holder).
     pub async fn lease_holder(&self, lease: Lease<'_>) -> Result<Option<LeaseHolder>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let statement = client
+            .prepare_cached(
                 "SELECT owner, expires_at FROM target_leases WHERE kind = $1 AND name = $2",
-                &[&lease.kind(), &lease.name()],
             )
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&lease.kind(), &lease.name()])
             .await?;
         Ok(row.map(|row| LeaseHolder {
             owner: row.get(0),
@@ -1155,6 +1225,28 @@ mod queries {
                                run_after, idempotency_key, webhook_url, metadata, created_at,
                                load_options, sync)
              VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7, $8, $9, $10, $7, $11, $12)
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING {COLUMNS}",
+        )
+    });
+
+    /// The admission lock of bounded enqueues: $1 its key.
+    pub(super) const ADMISSION_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
+    pub(super) const COUNT_QUEUED: &str = "SELECT count(*) FROM jobs WHERE state = 'queued'";
+
+    /// [`INSERT_JOB`]'s insert, made only while fewer than $13 jobs are queued (no row
+    /// when the queue is full). The values are typed here: in `INSERT ... SELECT` the
+    /// target columns do not type the parameters.
+    pub(super) static INSERT_JOB_WITHIN: LazyLock<String> = LazyLock::new(|| {
+        with_columns(
+            "INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
+                               run_after, idempotency_key, webhook_url, metadata, created_at,
+                               load_options, sync)
+             SELECT $1::text, $2::text, $3::text, $4::text, 'queued', $5::integer, 0,
+                    $6::integer, $7::bigint, $8::text, $9::text, $10::text, $7::bigint,
+                    $11::text, $12::boolean
+             WHERE (SELECT count(*) FROM jobs WHERE state = 'queued') < $13::bigint
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING {COLUMNS}",
         )

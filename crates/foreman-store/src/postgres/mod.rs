@@ -297,37 +297,61 @@ impl PgStore {
         if let (Some(limit), None) = (max_queued, &new_job.idempotency_key) {
             return self.enqueue_bounded(&new_job, id, now, limit).await;
         }
-        self.transaction(async |tx| {
-            if let Some(limit) = max_queued {
-                // Every bounded enqueue of every instance holds this lock from here to its
-                // commit, and under READ COMMITTED the count below sees every job a
-                // previous holder inserted: the count and the insert are one step.
-                let lock = tx.prepare_cached(queries::ADMISSION_LOCK).await?;
-                tx.execute(&lock, &[&ADMISSION_LOCK]).await?;
-                if let Some(job) = existing_for_key(tx, &new_job).await? {
-                    return Ok(Enqueued {
-                        job,
-                        created: false,
-                    });
-                }
-                let count = tx.prepare_cached(queries::COUNT_QUEUED).await?;
-                let queued: i64 = tx.query_one(&count, &[]).await?.get(0);
-                if u64::try_from(queued).unwrap_or(0) >= limit {
-                    return Err(Error::QueueFull { limit });
-                }
+        match max_queued {
+            Some(limit) => self.enqueue_exclusive(&new_job, id, now, limit).await,
+            None => {
+                self.transaction(async |tx| insert_job(tx, &new_job, id, now).await)
+                    .await
             }
-            insert_job(tx, &new_job, id, now).await
+        }
+    }
+
+    /// A bounded enqueue under the exclusive admission lock: the key's job if it has
+    /// one, otherwise an exact count of the queued jobs, then the insert.
+    async fn enqueue_exclusive(
+        &self,
+        new_job: &NewJob,
+        id: JobId,
+        now: i64,
+        limit: u64,
+    ) -> Result<Enqueued> {
+        self.transaction(async |tx| {
+            // Every exclusive enqueue of every instance holds this lock from here to its
+            // commit (and waits for the shared holders of the path above), and under
+            // READ COMMITTED the count below sees every job a previous holder inserted:
+            // the count and the insert are one step.
+            let lock = tx.prepare_cached(queries::ADMISSION_LOCK).await?;
+            tx.execute(&lock, &[&ADMISSION_LOCK]).await?;
+            if let Some(job) = existing_for_key(tx, new_job).await? {
+                return Ok(Enqueued {
+                    job,
+                    created: false,
+                });
+            }
+            let count = tx.prepare_cached(queries::COUNT_QUEUED).await?;
+            let queued: i64 = tx.query_one(&count, &[]).await?.get(0);
+            if u64::try_from(queued).unwrap_or(0) >= limit {
+                return Err(Error::QueueFull { limit });
+            }
+            insert_job(tx, new_job, id, now).await
         })
         .await
     }
 
-    /// A bounded enqueue without an idempotency key, the daemon's every request: the
-    /// admission lock and one statement that inserts only while the queue has room,
-    /// sent together (pipelined) in one transaction. The insert's snapshot is taken
-    /// when it starts, after the lock is granted, so its count sees every job the
-    /// previous holder committed, as in the general path; three round trips (BEGIN,
-    /// the pair, COMMIT) instead of the general path's five to seven, and the lock
-    /// held for one of them and the commit.
+    /// A bounded enqueue without an idempotency key, the daemon's every request.
+    ///
+    /// Far from the limit it takes the admission lock *shared* and inserts with one
+    /// statement only if the queued jobs it sees plus the server's `max_connections`
+    /// stay within the limit, the two sent together (pipelined) in one transaction:
+    /// three round trips (BEGIN, the pair, COMMIT), and concurrent enqueues neither
+    /// wait for each other nor commit one by one, so PostgreSQL flushes their commits
+    /// together. Exact all the same: a job not yet committed is invisible to the count,
+    /// but each one is an open transaction on a connection of its own, so at most
+    /// `max_connections` are unseen by any count (the last of them to take its snapshot
+    /// sees every other committed or in flight); and the exclusive lock of the path
+    /// below waits for every shared holder. Near the limit (the insert found no room)
+    /// that transaction ends and the general path decides, under the exclusive lock,
+    /// with an exact count.
     async fn enqueue_bounded(
         &self,
         new_job: &NewJob,
@@ -338,41 +362,41 @@ impl PgStore {
         let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
         let max_attempts = attempt_i32(new_job.max_attempts)?;
         let id_text = id.to_string();
-        self.transaction(async |tx| {
-            let (lock, insert) = tokio::try_join!(
-                tx.prepare_cached(queries::ADMISSION_LOCK),
-                tx.prepare_cached(&queries::INSERT_JOB_WITHIN),
-            )?;
-            let params: [&(dyn ToSql + Sync); 13] = [
-                &id_text,
-                &new_job.kind.as_str(),
-                &new_job.model,
-                &new_job.payload,
-                &new_job.priority,
-                &max_attempts,
-                &now,
-                &new_job.idempotency_key,
-                &new_job.webhook_url,
-                &new_job.metadata,
-                &new_job.load_options,
-                &new_job.sync,
-                &limit_i64,
-            ];
-            // Both futures are polled in this order, so the lock's messages are sent
-            // first and the server runs the insert after granting it.
-            let (_, inserted) = tokio::try_join!(
-                tx.execute(&lock, &[&ADMISSION_LOCK]),
-                tx.query_opt(&insert, &params),
-            )?;
-            match inserted {
-                Some(row) => Ok(Enqueued {
-                    job: job_from_row(&row)?,
-                    created: true,
-                }),
-                None => Err(Error::QueueFull { limit }),
-            }
-        })
-        .await
+        let inserted = self
+            .transaction(async |tx| {
+                let (lock, insert) = tokio::try_join!(
+                    tx.prepare_cached(queries::ADMISSION_LOCK_SHARED),
+                    tx.prepare_cached(&queries::INSERT_JOB_FAR_FROM_LIMIT),
+                )?;
+                let params: [&(dyn ToSql + Sync); 13] = [
+                    &id_text,
+                    &new_job.kind.as_str(),
+                    &new_job.model,
+                    &new_job.payload,
+                    &new_job.priority,
+                    &max_attempts,
+                    &now,
+                    &new_job.idempotency_key,
+                    &new_job.webhook_url,
+                    &new_job.metadata,
+                    &new_job.load_options,
+                    &new_job.sync,
+                    &limit_i64,
+                ];
+                // Both futures are polled in this order, so the lock's messages are sent
+                // first and the server runs the insert (and takes its snapshot) after
+                // granting it.
+                let (_, inserted) = tokio::try_join!(
+                    tx.execute(&lock, &[&ADMISSION_LOCK]),
+                    tx.query_opt(&insert, &params),
+                )?;
+                inserted.map(|row| job_from_row(&row)).transpose()
+            })
+            .await?;
+        match inserted {
+            Some(job) => Ok(Enqueued { job, created: true }),
+            None => self.enqueue_exclusive(new_job, id, now, limit).await,
+        }
     }
 
     /// See [`Store::queue_heads`](crate::Store::queue_heads): one pass over the queue-heads
@@ -1233,12 +1257,16 @@ mod queries {
     /// The admission lock of bounded enqueues: $1 its key.
     pub(super) const ADMISSION_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
 
+    /// The admission lock taken shared, far from the limit: $1 its key.
+    pub(super) const ADMISSION_LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+
     pub(super) const COUNT_QUEUED: &str = "SELECT count(*) FROM jobs WHERE state = 'queued'";
 
-    /// [`INSERT_JOB`]'s insert, made only while fewer than $13 jobs are queued (no row
-    /// when the queue is full). The values are typed here: in `INSERT ... SELECT` the
-    /// target columns do not type the parameters.
-    pub(super) static INSERT_JOB_WITHIN: LazyLock<String> = LazyLock::new(|| {
+    /// [`INSERT_JOB`]'s insert, made only while the queued jobs plus `max_connections`
+    /// (the most inserts that may be in flight unseen) are at most $13 (no row
+    /// otherwise). The values are typed here: in `INSERT ... SELECT` the target columns
+    /// do not type the parameters.
+    pub(super) static INSERT_JOB_FAR_FROM_LIMIT: LazyLock<String> = LazyLock::new(|| {
         with_columns(
             "INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
                                run_after, idempotency_key, webhook_url, metadata, created_at,
@@ -1246,7 +1274,8 @@ mod queries {
              SELECT $1::text, $2::text, $3::text, $4::text, 'queued', $5::integer, 0,
                     $6::integer, $7::bigint, $8::text, $9::text, $10::text, $7::bigint,
                     $11::text, $12::boolean
-             WHERE (SELECT count(*) FROM jobs WHERE state = 'queued') < $13::bigint
+             WHERE (SELECT count(*) FROM jobs WHERE state = 'queued')
+                   + current_setting('max_connections')::bigint <= $13::bigint
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING {COLUMNS}",
         )

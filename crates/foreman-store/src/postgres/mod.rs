@@ -340,16 +340,15 @@ impl PgStore {
 
     /// A bounded enqueue without an idempotency key, the daemon's every request.
     ///
-    /// Far from the limit it takes the admission lock *shared* and inserts with one
-    /// statement only if the queued jobs it sees plus the server's `max_connections`
-    /// stay within the limit, the two sent together (pipelined) in one transaction:
-    /// three round trips (BEGIN, the pair, COMMIT), and concurrent enqueues neither
-    /// wait for each other nor commit one by one, so PostgreSQL flushes their commits
-    /// together. Exact all the same: a job not yet committed is invisible to the count,
+    /// Far from the limit it takes the admission lock *shared* and counts the queued
+    /// jobs (the two pipelined), then inserts if they plus the server's
+    /// `max_connections` stay within the limit: four round trips (BEGIN, the pair, the
+    /// insert, COMMIT), and concurrent enqueues neither wait for each other nor commit
+    /// one by one, so PostgreSQL flushes their commits together. Exact all the same: a job not yet committed is invisible to the count,
     /// but each one is an open transaction on a connection of its own, so at most
     /// `max_connections` are unseen by any count (the last of them to take its snapshot
     /// sees every other committed or in flight); and the exclusive lock of the path
-    /// below waits for every shared holder. Near the limit (the insert found no room)
+    /// below waits for every shared holder. Near the limit (no room by that count)
     /// that transaction ends and the general path decides, under the exclusive lock,
     /// with an exact count.
     async fn enqueue_bounded(
@@ -359,42 +358,28 @@ impl PgStore {
         now: i64,
         limit: u64,
     ) -> Result<Enqueued> {
-        let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
-        let max_attempts = attempt_i32(new_job.max_attempts)?;
-        let id_text = id.to_string();
         let inserted = self
             .transaction(async |tx| {
-                let (lock, insert) = tokio::try_join!(
+                let (lock, count) = tokio::try_join!(
                     tx.prepare_cached(queries::ADMISSION_LOCK_SHARED),
-                    tx.prepare_cached(&queries::INSERT_JOB_FAR_FROM_LIMIT),
+                    tx.prepare_cached(queries::COUNT_QUEUED_AND_UNSEEN),
                 )?;
-                let params: [&(dyn ToSql + Sync); 13] = [
-                    &id_text,
-                    &new_job.kind.as_str(),
-                    &new_job.model,
-                    &new_job.payload,
-                    &new_job.priority,
-                    &max_attempts,
-                    &now,
-                    &new_job.idempotency_key,
-                    &new_job.webhook_url,
-                    &new_job.metadata,
-                    &new_job.load_options,
-                    &new_job.sync,
-                    &limit_i64,
-                ];
                 // Both futures are polled in this order, so the lock's messages are sent
-                // first and the server runs the insert (and takes its snapshot) after
+                // first and the server runs the count (and takes its snapshot) after
                 // granting it.
-                let (_, inserted) = tokio::try_join!(
+                let (_, row) = tokio::try_join!(
                     tx.execute(&lock, &[&ADMISSION_LOCK]),
-                    tx.query_opt(&insert, &params),
+                    tx.query_one(&count, &[]),
                 )?;
-                inserted.map(|row| job_from_row(&row)).transpose()
+                let at_most: i64 = row.get(0);
+                if u64::try_from(at_most).unwrap_or(0) > limit {
+                    return Ok(None);
+                }
+                insert_job(tx, new_job, id, now).await.map(Some)
             })
             .await?;
         match inserted {
-            Some(job) => Ok(Enqueued { job, created: true }),
+            Some(enqueued) => Ok(enqueued),
             None => self.enqueue_exclusive(new_job, id, now, limit).await,
         }
     }
@@ -1262,24 +1247,11 @@ mod queries {
 
     pub(super) const COUNT_QUEUED: &str = "SELECT count(*) FROM jobs WHERE state = 'queued'";
 
-    /// [`INSERT_JOB`]'s insert, made only while the queued jobs plus `max_connections`
-    /// (the most inserts that may be in flight unseen) are at most $13 (no row
-    /// otherwise). The values are typed here: in `INSERT ... SELECT` the target columns
-    /// do not type the parameters.
-    pub(super) static INSERT_JOB_FAR_FROM_LIMIT: LazyLock<String> = LazyLock::new(|| {
-        with_columns(
-            "INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
-                               run_after, idempotency_key, webhook_url, metadata, created_at,
-                               load_options, sync)
-             SELECT $1::text, $2::text, $3::text, $4::text, 'queued', $5::integer, 0,
-                    $6::integer, $7::bigint, $8::text, $9::text, $10::text, $7::bigint,
-                    $11::text, $12::boolean
-             WHERE (SELECT count(*) FROM jobs WHERE state = 'queued')
-                   + current_setting('max_connections')::bigint <= $13::bigint
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING {COLUMNS}",
-        )
-    });
+    /// The queued jobs plus `max_connections`: the most inserts that may be in flight
+    /// unseen by this count.
+    pub(super) const COUNT_QUEUED_AND_UNSEEN: &str =
+        "SELECT count(*) + current_setting('max_connections')::bigint
+         FROM jobs WHERE state = 'queued'";
 
     /// $4 result, $5 now, $6 artifacts.
     pub(super) static COMPLETE: LazyLock<Change> = LazyLock::new(|| {

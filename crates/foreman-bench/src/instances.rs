@@ -322,7 +322,7 @@ impl Bench {
             Comparison::Below,
             ttl_ms + 1000.0,
             "ms",
-            Scale::Independent,
+            Scale::Full,
             format!(
                 "from the kill to the first job started by the survivor, {rounds} rounds: {}; FOREMAN_LEASE_TTL={lease_ttl}",
                 to_start

@@ -15,6 +15,9 @@ pub enum Lease<'a> {
     Target(&'a str),
     /// Pruning finished jobs and rescuing expired job leases (the janitor's leader).
     Janitor,
+    /// Being alive: each instance holds the lease named by its own id while it runs, so
+    /// that the janitor's holder can tell whose synchronous callers are gone.
+    Instance(&'a str),
 }
 
 impl Lease<'_> {
@@ -23,13 +26,14 @@ impl Lease<'_> {
         match self {
             Lease::Target(_) => "target",
             Lease::Janitor => "leader",
+            Lease::Instance(_) => "instance",
         }
     }
 
     /// The stored `name` column.
     pub(crate) fn name(&self) -> &str {
         match self {
-            Lease::Target(name) => name,
+            Lease::Target(name) | Lease::Instance(name) => name,
             Lease::Janitor => "janitor",
         }
     }

@@ -38,6 +38,16 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_output",
         sql: include_str!("migrations/0004_job_output.sql"),
     },
+    Migration {
+        version: 5,
+        name: "instances",
+        sql: include_str!("migrations/0005_instances.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "api_keys",
+        sql: include_str!("migrations/0007_api_keys.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

@@ -18,6 +18,8 @@ pub enum Lease<'a> {
     /// Being alive: each instance holds the lease named by its own id while it runs, so
     /// that the janitor's holder can tell whose synchronous callers are gone.
     Instance(&'a str),
+    /// Driving the batch of this id (`batch_...`) through its states.
+    Batch(&'a str),
 }
 
 impl Lease<'_> {
@@ -27,6 +29,8 @@ impl Lease<'_> {
             Lease::Target(_) => "target",
             Lease::Janitor => "leader",
             Lease::Instance(_) => "instance",
+            // A batch's driver leads its batch; batch ids never read `janitor`.
+            Lease::Batch(_) => "leader",
         }
     }
 
@@ -35,6 +39,7 @@ impl Lease<'_> {
         match self {
             Lease::Target(name) | Lease::Instance(name) => name,
             Lease::Janitor => "janitor",
+            Lease::Batch(id) => id,
         }
     }
 }

@@ -70,11 +70,8 @@ async fn concurrent_opens_migrate_once() {
         .await
         .expect("migrations");
     let versions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
-    // Each migration recorded once, in order (5 and 6 are numbers given to work on
-    // other branches).
-    let expected: Vec<i64> = (1..=PgStore::latest_schema_version())
-        .filter(|version| ![5, 6].contains(version))
-        .collect();
+    // Each migration recorded once, in order.
+    let expected: Vec<i64> = (1..=PgStore::latest_schema_version()).collect();
     assert_eq!(versions, expected);
     for store in &stores {
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod aggregate;
 pub mod api;
 pub mod artifacts;
 pub mod backoff;
+pub mod batch;
 pub mod caller;
 pub mod cli;
 pub mod clock;
@@ -198,6 +199,21 @@ pub async fn serve(
         };
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
+    let batch_kick = Arc::new(Notify::new());
+    tasks.spawn(
+        batch::Driver {
+            store: store.clone(),
+            config: Arc::new(config.clone()),
+            targets: targets.clone(),
+            running: running.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+            kick: batch_kick.clone(),
+            finished: finished.clone(),
+        }
+        .run(shutdown.clone()),
+    );
     // The origin guard checks Host only on a loopback listener, as Ollama decides from
     // the address it actually bound, not from the setting.
     config.addr = listener.local_addr()?;
@@ -222,6 +238,7 @@ pub async fn serve(
         show_cache: Arc::default(),
         metrics,
         shutdown: shutdown.clone(),
+        batch_kick,
     };
     logging::log_start(&state.config, &database);
     tokio::spawn(log_shutdown(

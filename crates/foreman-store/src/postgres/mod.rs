@@ -21,6 +21,7 @@
 //! TLS); see ARCHITECTURE.md for why this client.
 
 mod keys;
+mod batch;
 mod migrate;
 mod outbox;
 mod row;

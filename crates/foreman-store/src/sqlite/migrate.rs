@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0009_instances_and_outbox_in_code.sql"),
     },
     Migration {
+        version: 10,
+        name: "batches",
+        sql: include_str!("migrations/0010_batches.sql"),
+    },
+    Migration {
         version: 11,
         name: "api_keys",
         sql: include_str!("migrations/0011_api_keys.sql"),

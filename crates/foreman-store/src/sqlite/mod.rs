@@ -8,6 +8,7 @@
 //! separate read-only pool and never block the writer.
 
 mod keys;
+mod batch;
 mod maintenance;
 mod migrate;
 mod mirror;

@@ -4,6 +4,7 @@
 mod admission;
 mod answered;
 mod auth;
+mod batches;
 mod browser;
 mod capacity;
 mod chaos;

@@ -27,9 +27,7 @@ use crate::ledger::Ledger;
 use crate::metrics::{PassSummary, percentile};
 use crate::procs::{cpu_seconds, machine_busy_seconds, open_file_limit, resident_bytes};
 use crate::targets::{Comparison, Scale, Targets};
-use crate::workloads::{
-    Bench, EXIT_WITHIN, WorkloadReport, args, chat, round2, sample_rss, unique,
-};
+use crate::workloads::{Bench, EXIT_WITHIN, WorkloadReport, args, chat, round2, sample_rss};
 
 /// The model every request of these workloads goes to: no load time, no generation
 /// time, 4-token replies, so that foreman's own work sets the pace.
@@ -609,13 +607,13 @@ impl Bench {
             }
         };
         let sim = self.binaries.start_sim(&sim_args()).await?;
-        let database = self.scratch.path().join(format!("pollers-{}.db", unique()));
+        let database = self.database.fresh(self.scratch.path(), "pollers").await?;
         // The pollers' jobs wait longer than FOREMAN_MAX_WAIT's default (60 s) in a
         // long run; they must never be forced ahead of the sync work.
         let env = [("FOREMAN_MAX_WAIT".to_string(), "1h".to_string())];
         let foreman = self
             .binaries
-            .start_foreman(&sim.url, &database, &env)
+            .start_foreman(&sim.url, &database, 0, &env)
             .await?;
         let pid = foreman.pid().context("foreman has no pid")?;
         let pids = (pid, sim.pid().context("the simulator has no pid")?);
@@ -875,7 +873,7 @@ impl Bench {
             None => scale.connections,
         };
         let sim = self.binaries.start_sim(&sim_args()).await?;
-        let database = self.scratch.path().join(format!("stalled-{}.db", unique()));
+        let database = self.database.fresh(self.scratch.path(), "stalled").await?;
         // Read by the foreman of issue 13's connection work; ignored before it.
         let env: Vec<(String, String)> = [
             ("FOREMAN_TOKEN", TOKEN),
@@ -888,7 +886,7 @@ impl Bench {
         .collect();
         let foreman = self
             .binaries
-            .start_foreman(&sim.url, &database, &env)
+            .start_foreman(&sim.url, &database, 0, &env)
             .await?;
         let pid = foreman.pid().context("foreman has no pid")?;
         let addr = foreman

@@ -1,9 +1,10 @@
 //! What foreman's database holds once a pass is over and foreman has exited.
 //!
 //! The answers alone do not show that every job was recorded; this reads the file
-//! foreman left behind. It opens it read-only with its own connection, so the check
-//! does not go through the store code it checks, and it reads only the columns the
-//! job table documents (`id`, `state`, `model`, `created_at`, `started_at`).
+//! (or PostgreSQL database) foreman left behind. It opens it with its own connection
+//! (a SQLite file read-only), so the check does not go through the store code it
+//! checks, and it reads only the columns the job table documents (`id`, `state`,
+//! `model`, `created_at`, `started_at`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
+
+use crate::database::QueueDb;
 
 /// One job's row, as far as the benchmark needs it.
 #[derive(Debug, Clone, Serialize)]
@@ -38,12 +41,17 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Reads every job of the database at `path`.
-    pub async fn read(path: &Path) -> Result<Ledger> {
-        let path: PathBuf = path.to_owned();
-        tokio::task::spawn_blocking(move || read_blocking(&path))
-            .await
-            .context("reading the database stopped")?
+    /// Reads every job of the pass's database.
+    pub async fn read(database: &QueueDb) -> Result<Ledger> {
+        match database {
+            QueueDb::File(path) => {
+                let path: PathBuf = path.to_owned();
+                tokio::task::spawn_blocking(move || read_blocking(&path))
+                    .await
+                    .context("reading the database stopped")?
+            }
+            QueueDb::Postgres { url, .. } => read_postgres(url).await,
+        }
     }
 
     /// How many jobs are in `state`.
@@ -59,6 +67,31 @@ impl Ledger {
         }
         counts
     }
+}
+
+async fn read_postgres(url: &str) -> Result<Ledger> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT id, model, state, created_at, started_at FROM jobs ORDER BY id",
+            &[],
+        )
+        .await
+        .with_context(|| format!("reading the jobs of {url}"))?;
+    let jobs = rows
+        .iter()
+        .map(|row| JobRow {
+            id: row.get(0),
+            model: row.get(1),
+            state: row.get(2),
+            created_at: row.get(3),
+            started_at: row.get(4),
+        })
+        .collect();
+    Ok(Ledger { jobs })
 }
 
 fn read_blocking(path: &Path) -> Result<Ledger> {

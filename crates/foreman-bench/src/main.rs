@@ -11,9 +11,11 @@
 
 mod capacity;
 mod chart;
+mod database;
 mod driver;
 mod eta;
 mod hostile;
+mod instances;
 mod ledger;
 mod metrics;
 mod procs;
@@ -29,6 +31,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::json;
 
+use crate::database::Backend;
+use crate::instances::INSTANCE_NAMES;
 use crate::procs::Binaries;
 use crate::workloads::{Bench, NAMES};
 
@@ -50,6 +54,19 @@ struct Args {
     /// Folder holding the `ollama-sim` and `foreman` binaries (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Where foreman keeps its queue: `sqlite` (a file per pass) or `postgres` (a
+    /// database per pass on the cluster of `scripts/pg-test-cluster.sh start`, or on
+    /// `--postgres-url`).
+    #[arg(long, default_value = "sqlite")]
+    database: String,
+    /// foreman instances per pass, on one database (more than one needs `postgres`);
+    /// clients are spread over them.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// A PostgreSQL cluster's maintenance database URL, where each pass creates its own
+    /// database (default: the project's throwaway cluster).
+    #[arg(long)]
+    postgres_url: Option<String>,
 }
 
 #[tokio::main]
@@ -60,6 +77,7 @@ async fn main() -> Result<ExitCode> {
     procs::raise_open_file_limit();
     // Every HTTP client of the run (reqwest with rustls) needs the crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let database = Backend::new(&args.database, args.instances, args.postgres_url.clone())?;
     let names: Vec<String> = if args.workloads.is_empty() {
         NAMES.iter().map(|n| n.to_string()).collect()
     } else {
@@ -67,15 +85,17 @@ async fn main() -> Result<ExitCode> {
     };
     for name in &names {
         anyhow::ensure!(
-            NAMES.contains(&name.as_str()),
-            "unknown workload {name:?}; known: {}",
-            NAMES.join(", ")
+            NAMES.contains(&name.as_str()) || INSTANCE_NAMES.contains(&name.as_str()),
+            "unknown workload {name:?}; known: {}, and with --database postgres --instances 2: {}",
+            NAMES.join(", "),
+            INSTANCE_NAMES.join(", ")
         );
     }
     let bench = Bench {
         binaries: Binaries::find(args.bin_dir.as_deref())?,
         quick: args.quick,
         scratch: tempfile::tempdir()?,
+        database,
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -91,14 +111,16 @@ async fn main() -> Result<ExitCode> {
         reports.push(report);
     }
     let markdown = report::markdown(&reports);
+    let command: Vec<String> = std::env::args().skip(1).collect();
     let header = format!(
-        "## foreman-bench{}\n\nMachine: {} cores, {}. Command: `foreman-bench{}`.\n\n",
+        "## foreman-bench{}\n\nMachine: {} cores, {}. Queue: {}. Command: `foreman-bench {}`.\n\n",
         if args.quick { " (quick)" } else { "" },
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         std::env::consts::ARCH,
-        if args.quick { " --quick" } else { "" },
+        bench.database.describe(),
+        command.join(" "),
     );
     std::fs::write(args.out.join("report.md"), format!("{header}{markdown}"))?;
     let targets = report::all_targets(&reports);

@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::database::QueueDb;
+
 /// A started process and the base URL it serves.
 pub struct Running {
     pub url: String,
@@ -93,11 +95,13 @@ impl Binaries {
         start(command).await.context("starting ollama-sim")
     }
 
-    /// Starts foreman in front of `upstream` with these extra variables.
+    /// Starts foreman instance `instance` on `database` in front of `upstream` with
+    /// these extra variables.
     pub async fn start_foreman(
         &self,
         upstream: &str,
-        database: &Path,
+        database: &QueueDb,
+        instance: usize,
         env: &[(String, String)],
     ) -> Result<Running> {
         let mut command = Command::new(&self.foreman);
@@ -105,8 +109,7 @@ impl Binaries {
             .arg("serve")
             .env("FOREMAN_ADDR", "127.0.0.1:0")
             .env("FOREMAN_OLLAMA_URL", upstream)
-            .env("FOREMAN_DATABASE", database)
-            .env("FOREMAN_DATA_DIR", database.with_extension("data"))
+            .env("FOREMAN_DATABASE", database.location())
             // FOREMAN_BENCH_LOG sets the log filter of the foreman under test, for
             // profiling (`foreman::worker=trace` prints each job's timings).
             .env(
@@ -114,7 +117,7 @@ impl Binaries {
                 std::env::var("FOREMAN_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
             .env("FOREMAN_MAX_QUEUE", "1000000");
-        for (key, value) in env {
+        for (key, value) in database.instance_env(instance).iter().chain(env) {
             command.env(key, value);
         }
         start(command).await.context("starting foreman")

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::chart::{self, PassTimeline};
+use crate::database::Backend;
 use crate::driver::{Driver, Planned, Record, progress};
 use crate::ledger::Ledger;
 use crate::metrics::{self, PassSummary, percentile};
@@ -97,6 +98,8 @@ pub struct Bench {
     pub binaries: Binaries,
     pub quick: bool,
     pub scratch: tempfile::TempDir,
+    /// Where foreman's queue lives, and how many instances share it.
+    pub database: Backend,
 }
 
 /// How a pass sends its requests.
@@ -227,6 +230,8 @@ impl Bench {
             "pollers" => self.pollers().await,
             "stalled" => self.stalled().await,
             "tenants" => crate::tenants::run(self).await,
+            "relay" => self.relay().await,
+            "takeover" => self.takeover().await,
             other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
         }
     }
@@ -257,7 +262,7 @@ impl Bench {
         });
         let urls: Vec<String> = match foreman {
             Some(setup) => {
-                let database = self.scratch.path().join(format!("{label}-{}.db", unique()));
+                let database = self.database.fresh(self.scratch.path(), label).await?;
                 let mut env = setup.env.clone();
                 if setup.announce_targets {
                     let urls: Vec<&str> = running.iter().map(|sim| sim.url.as_str()).collect();
@@ -265,13 +270,19 @@ impl Bench {
                 }
                 // The first simulator is also foreman's `FOREMAN_OLLAMA_URL`: a foreman
                 // that does not know FOREMAN_TARGETS still runs, on that one alone.
-                let process = self
-                    .binaries
-                    .start_foreman(&running[0].url, &database, &env)
-                    .await?;
-                let url = process.url.clone();
-                started_foreman = Some((process, database));
-                vec![url]
+                // With several instances (PostgreSQL), all share the database and the
+                // simulators, and the clients are spread over them.
+                let mut processes = Vec::new();
+                for instance in 0..self.database.instances() {
+                    processes.push(
+                        self.binaries
+                            .start_foreman(&running[0].url, &database, instance, &env)
+                            .await?,
+                    );
+                }
+                let urls = processes.iter().map(|p| p.url.clone()).collect();
+                started_foreman = Some((processes, database));
+                urls
             }
             None => running.iter().map(|sim| sim.url.clone()).collect(),
         };
@@ -314,17 +325,20 @@ impl Bench {
         // its database is read.
         let mut scraped = None;
         let ledger = match started_foreman {
-            Some((foreman, database)) => {
-                // Its own account of the pass, as an operator's Prometheus would read it.
+            Some((processes, database)) => {
+                // Its own account of the pass, as an operator's Prometheus would read it
+                // (the first instance's, when there are several).
                 scraped = Some(
-                    scrape_metrics(&foreman.url, token.as_deref())
+                    scrape_metrics(&processes[0].url, token.as_deref())
                         .await
                         .with_context(|| format!("reading foreman's /metrics after {label}"))?,
                 );
-                foreman
-                    .terminate(EXIT_WITHIN)
-                    .await
-                    .with_context(|| format!("stopping foreman after {label}"))?;
+                for process in processes {
+                    process
+                        .terminate(EXIT_WITHIN)
+                        .await
+                        .with_context(|| format!("stopping foreman after {label}"))?;
+                }
                 Some(Ledger::read(&database).await?)
             }
             None => None,
@@ -966,12 +980,12 @@ impl Bench {
             .binaries
             .start_sim(&args(&["--model", "tiny,load=0s", "--stall-rate", "1"]))
             .await?;
-        let database = self.scratch.path().join(format!("memory-{}.db", unique()));
+        let database = self.database.fresh(self.scratch.path(), "memory").await?;
         // The stalled job is requeued at shutdown; it need not be waited for.
         let env = [("FOREMAN_SHUTDOWN_GRACE".to_string(), "100ms".to_string())];
         let foreman = self
             .binaries
-            .start_foreman(&sim.url, &database, &env)
+            .start_foreman(&sim.url, &database, 0, &env)
             .await?;
         let pid = foreman.pid().context("foreman has no pid")?;
         let (stop_sampling, sampler) = sample_rss(pid, Duration::from_millis(20));

@@ -200,3 +200,73 @@ async fn the_quick_suite_meets_its_scale_independent_targets() {
         assert!(svg.contains(lane), "one residency lane per target");
     }
 }
+
+/// The PostgreSQL run with two instances, scaled down: `overhead` with its clients
+/// spread over both instances (every answered job found committed in the database),
+/// and the two workloads about instances. Takeover and first-chunk times are
+/// informational here, as every timing is in a quick run.
+#[tokio::test]
+async fn the_quick_postgres_run_with_two_instances_commits_every_job() {
+    let bench = Path::new(env!("CARGO_BIN_EXE_foreman-bench"));
+    let out = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(bench)
+        .args([
+            "--quick",
+            "--database",
+            "postgres",
+            "--instances",
+            "2",
+            "--workload",
+            "overhead",
+            "--workload",
+            "relay",
+            "--workload",
+            "takeover",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "foreman-bench failed:\n{stdout}\n{stderr}"
+    );
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(
+        report.contains("PostgreSQL (a database per pass")
+            && report.contains("2 foreman instance(s)"),
+        "{report}"
+    );
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    let workloads = results["workloads"].as_array().unwrap();
+    let names: Vec<&str> = workloads
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["overhead", "relay", "takeover"]);
+    for workload in workloads {
+        let name = workload["name"].as_str().unwrap();
+        let targets = workload["targets"].as_array().unwrap();
+        let met = |prefix: &str| {
+            targets
+                .iter()
+                .any(|t| t["name"].as_str().unwrap().starts_with(prefix) && t["verdict"] == "met")
+        };
+        assert!(met("no request failed"), "{name}: {targets:?}");
+        if name == "overhead" {
+            assert!(met("every job durably committed"), "{targets:?}");
+        }
+    }
+    let takeover = &workloads[2]["raw"];
+    assert_eq!(
+        takeover["kill_to_first_start_ms"].as_array().unwrap().len(),
+        2,
+        "two kills, each followed by a job the survivor started: {takeover}"
+    );
+    let relay = &workloads[1]["raw"]["first_chunk_ms"];
+    assert_eq!(relay["other"].as_array().unwrap().len(), 20, "{relay}");
+}

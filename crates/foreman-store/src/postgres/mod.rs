@@ -306,30 +306,96 @@ impl PgStore {
                 .single(async |client| insert_job(client, &new_job, id, now, accepted_by).await)
                 .await;
         }
-        self.transaction(async |tx| {
-            if let Some(limit) = max_queued {
-                // Every bounded enqueue of every instance holds this lock from here to its
-                // commit, and under READ COMMITTED the count below sees every job a
-                // previous holder inserted: the count and the insert are one step.
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMISSION_LOCK])
-                    .await?;
-                if let Some(job) = existing_for_key(tx, &new_job).await? {
-                    return Ok(Enqueued {
-                        job,
-                        created: false,
-                    });
-                }
-                let queued: i64 = tx
-                    .query_one("SELECT count(*) FROM jobs WHERE state = 'queued'", &[])
-                    .await?
-                    .get(0);
-                if u64::try_from(queued).unwrap_or(0) >= limit {
-                    return Err(Error::QueueFull { limit });
-                }
+        if let (Some(limit), None) = (max_queued, &new_job.idempotency_key) {
+            return self.enqueue_bounded(&new_job, id, now, limit).await;
+        }
+        match max_queued {
+            Some(limit) => self.enqueue_exclusive(&new_job, id, now, limit).await,
+            None => {
+                self.transaction(async |tx| insert_job(tx, &new_job, id, now, accepted_by).await)
+                    .await
             }
-            insert_job(tx, &new_job, id, now, accepted_by).await
+        }
+    }
+
+    /// A bounded enqueue under the exclusive admission lock: the key's job if it has
+    /// one, otherwise an exact count of the queued jobs, then the insert.
+    async fn enqueue_exclusive(
+        &self,
+        new_job: &NewJob,
+        id: JobId,
+        now: i64,
+        limit: u64,
+    ) -> Result<Enqueued> {
+        self.transaction(async |tx| {
+            // Every exclusive enqueue of every instance holds this lock from here to its
+            // commit (and waits for the shared holders of the path above), and under
+            // READ COMMITTED the count below sees every job a previous holder inserted:
+            // the count and the insert are one step.
+            let lock = tx.prepare_cached(queries::ADMISSION_LOCK).await?;
+            tx.execute(&lock, &[&ADMISSION_LOCK]).await?;
+            if let Some(job) = existing_for_key(tx, new_job).await? {
+                return Ok(Enqueued {
+                    job,
+                    created: false,
+                });
+            }
+            let count = tx.prepare_cached(queries::COUNT_QUEUED).await?;
+            let queued: i64 = tx.query_one(&count, &[]).await?.get(0);
+            if u64::try_from(queued).unwrap_or(0) >= limit {
+                return Err(Error::QueueFull { limit });
+            }
+            insert_job(tx, new_job, id, now, self.instance.as_deref()).await
         })
         .await
+    }
+
+    /// A bounded enqueue without an idempotency key, the daemon's every request.
+    ///
+    /// Far from the limit it takes the admission lock *shared* and counts the queued
+    /// jobs (the two pipelined), then inserts if they plus the server's
+    /// `max_connections` stay within the limit: four round trips (BEGIN, the pair, the
+    /// insert, COMMIT), and concurrent enqueues neither wait for each other nor commit
+    /// one by one, so PostgreSQL flushes their commits together. Exact all the same: a job not yet committed is invisible to the count,
+    /// but each one is an open transaction on a connection of its own, so at most
+    /// `max_connections` are unseen by any count (the last of them to take its snapshot
+    /// sees every other committed or in flight); and the exclusive lock of the path
+    /// below waits for every shared holder. Near the limit (no room by that count)
+    /// that transaction ends and the general path decides, under the exclusive lock,
+    /// with an exact count.
+    async fn enqueue_bounded(
+        &self,
+        new_job: &NewJob,
+        id: JobId,
+        now: i64,
+        limit: u64,
+    ) -> Result<Enqueued> {
+        let inserted = self
+            .transaction(async |tx| {
+                let (lock, count) = tokio::try_join!(
+                    tx.prepare_cached(queries::ADMISSION_LOCK_SHARED),
+                    tx.prepare_cached(queries::COUNT_QUEUED_AND_UNSEEN),
+                )?;
+                // Both futures are polled in this order, so the lock's messages are sent
+                // first and the server runs the count (and takes its snapshot) after
+                // granting it.
+                let (_, row) = tokio::try_join!(
+                    tx.execute(&lock, &[&ADMISSION_LOCK]),
+                    tx.query_one(&count, &[]),
+                )?;
+                let at_most: i64 = row.get(0);
+                if u64::try_from(at_most).unwrap_or(0) > limit {
+                    return Ok(None);
+                }
+                insert_job(tx, new_job, id, now, self.instance.as_deref())
+                    .await
+                    .map(Some)
+            })
+            .await?;
+        match inserted {
+            Some(enqueued) => Ok(enqueued),
+            None => self.enqueue_exclusive(new_job, id, now, limit).await,
+        }
     }
 
     /// See [`Store::queue_heads`](crate::Store::queue_heads): one pass over the queue-heads
@@ -337,8 +403,8 @@ impl PgStore {
     /// caller's jobs within each load key; a key's own head is the best of its callers'.
     pub async fn queue_heads(&self, now: i64) -> Result<Vec<QueueHead>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT DISTINCT ON (model, load_options, caller)
                         model, load_options, caller, caller_weight, id, priority, created_at,
                         min(created_at) OVER per_caller AS oldest,
@@ -347,9 +413,9 @@ impl PgStore {
                  WHERE state = 'queued' AND run_after <= $1
                  WINDOW per_caller AS (PARTITION BY model, load_options, caller)
                  ORDER BY model, load_options, caller, priority DESC, created_at, id",
-                &[&now],
             )
             .await?;
+        let rows = client.query(&statement, &[&now]).await?;
         let mut heads: Vec<QueueHead> = Vec::new();
         for row in &rows {
             let id: String = row.get("id");
@@ -428,10 +494,8 @@ impl PgStore {
     /// See [`Store::queue_depth`](crate::Store::queue_depth).
     pub async fn queue_depth(&self) -> Result<u64> {
         let client = self.client().await?;
-        let depth: i64 = client
-            .query_one("SELECT count(*) FROM jobs WHERE state = 'queued'", &[])
-            .await?
-            .get(0);
+        let statement = client.prepare_cached(queries::COUNT_QUEUED).await?;
+        let depth: i64 = client.query_one(&statement, &[]).await?.get(0);
         Ok(row::count(depth))
     }
 
@@ -529,12 +593,17 @@ impl PgStore {
         let lease_expires_at = lease_expiry(now, lease_for_ms)?;
         let changed = self
             .single(async |client| {
-                Ok(client
-                    .execute(
+                let statement = client
+                    .prepare_cached(
                         "UPDATE jobs
                          SET lease_expires_at = greatest(lease_expires_at, $4)
                          WHERE id = $1 AND state = 'running' AND attempts = $2
                            AND lease_owner = $3",
+                    )
+                    .await?;
+                Ok(client
+                    .execute(
+                        &statement,
                         &[
                             &id.to_string(),
                             &attempt_i32(attempt)?,
@@ -838,9 +907,12 @@ impl PgStore {
         let expires_at = lease_expiry(now, ttl_ms)?;
         let changed = self
             .single(async |client| {
+                let statement = client
+                    .prepare_cached(crate::lease::ACQUIRE_POSTGRES)
+                    .await?;
                 Ok(client
                     .execute(
-                        crate::lease::ACQUIRE_POSTGRES,
+                        &statement,
                         &[&lease.kind(), &lease.name(), &owner, &now, &expires_at],
                     )
                     .await?)
@@ -870,14 +942,19 @@ impl PgStore {
         let attempt = batch.attempt as i32;
         let seq = batch.seq as i32;
         self.single(async |client| {
-            client
-                .execute(
+            let statement = client
+                .prepare_cached(
                     "WITH appended AS (
                          INSERT INTO job_output (job_id, attempt, seq, content_type, bytes, last)
                          VALUES ($1, $2, $3, $4, $5, $6)
                          RETURNING job_id
                      )
                      SELECT pg_notify('foreman_jobs', 'out:' || job_id) FROM appended",
+                )
+                .await?;
+            client
+                .execute(
+                    &statement,
                     &[
                         &id.to_string(),
                         &attempt,
@@ -903,13 +980,15 @@ impl PgStore {
             (cursor.attempt as i32, cursor.seq as i32)
         });
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT attempt, seq, content_type, bytes, last FROM job_output
                  WHERE job_id = $1 AND (attempt, seq) > ($2, $3)
                  ORDER BY attempt, seq",
-                &[&id.to_string(), &attempt, &seq],
             )
+            .await?;
+        let rows = client
+            .query(&statement, &[&id.to_string(), &attempt, &seq])
             .await?;
         Ok(rows
             .iter()
@@ -940,11 +1019,13 @@ impl PgStore {
     /// See [`Store::lease_holder`](crate::Store::lease_holder).
     pub async fn lease_holder(&self, lease: Lease<'_>) -> Result<Option<LeaseHolder>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let statement = client
+            .prepare_cached(
                 "SELECT owner, expires_at FROM target_leases WHERE kind = $1 AND name = $2",
-                &[&lease.kind(), &lease.name()],
             )
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&lease.kind(), &lease.name()])
             .await?;
         Ok(row.map(|row| LeaseHolder {
             owner: row.get(0),
@@ -1276,6 +1357,20 @@ mod queries {
              RETURNING {COLUMNS}",
         )
     });
+
+    /// The admission lock of bounded enqueues: $1 its key.
+    pub(super) const ADMISSION_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
+    /// The admission lock taken shared, far from the limit: $1 its key.
+    pub(super) const ADMISSION_LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+
+    pub(super) const COUNT_QUEUED: &str = "SELECT count(*) FROM jobs WHERE state = 'queued'";
+
+    /// The queued jobs plus `max_connections`: the most inserts that may be in flight
+    /// unseen by this count.
+    pub(super) const COUNT_QUEUED_AND_UNSEEN: &str =
+        "SELECT count(*) + current_setting('max_connections')::bigint
+         FROM jobs WHERE state = 'queued'";
 
     /// $4 result, $5 now, $6 artifacts.
     pub(super) static COMPLETE: LazyLock<Change> = LazyLock::new(|| {

@@ -1,7 +1,11 @@
-//! Chaos: a real `foreman` process in front of an in-process simulator, with
+//! Chaos: real `foreman` processes in front of an in-process simulator, with
 //! synchronous (`/api/chat`, streaming and not) and asynchronous (`POST /jobs`) clients
 //! running while foreman is SIGKILLed and restarted on the same database, the target
 //! refuses connections for a while, and drop, stall, busy and failure rates change.
+//! Two runs share this machinery: one process on a SQLite file, and two instances
+//! (distinct `FOREMAN_INSTANCE_ID`s, a 2 s `FOREMAN_LEASE_TTL`) on one PostgreSQL
+//! database, the clients spread over both and either one killed at random, so that
+//! the survivor takes the target over and rescues the killed one's jobs.
 //!
 //! Every async job names a webhook receiver in the test, which answers at once.
 //!
@@ -14,7 +18,7 @@
 //! more than once: whole answers the simulator generated beyond the jobs that kept
 //! one (its `completed` count), and webhook deliveries received more than once.
 //!
-//! Bounded for CI: 20 s of chaos by default; `FOREMAN_CHAOS_SECONDS` runs longer.
+//! Bounded for CI: 20 s of chaos by default (each run); `FOREMAN_CHAOS_SECONDS` runs longer.
 //! Random choices come from one seed, printed, `FOREMAN_CHAOS_SEED` to replay it (the
 //! choices repeat; the interleaving of processes does not). `FOREMAN_CHAOS_LOG=1`
 //! shows foreman's logs.
@@ -25,6 +29,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use foreman_store::test_postgres::TestDatabase;
 use foreman_store::{DeliveryState, Job, JobId, JobState, ListParams, Store};
 use ollama_sim::{FaultsUpdate, ModelSpec, SimConfig};
 use serde_json::json;
@@ -86,11 +91,16 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|_| panic!("{name} must be a number, not {text:?}")))
 }
 
-/// Starts the `foreman` binary on the database, settings for chaos.
-async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
+/// Starts the `foreman` binary on the database, settings for chaos, then `extra`
+/// (an instance's own).
+async fn start_foreman(
+    sim_url: &str,
+    db: &str,
+    extra: &[(&'static str, String)],
+) -> (Child, String) {
     let verbose = std::env::var_os("FOREMAN_CHAOS_LOG").is_some();
     let secret = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    let settings = [
+    let mut settings = vec![
         ("FOREMAN_WEBHOOK_SECRET", format!("whsec_{secret}")),
         // The receiver is on loopback; a failed delivery is tried again soon.
         (
@@ -113,7 +123,86 @@ async fn start_foreman(sim_url: &str, db: &str) -> (Child, String) {
             if verbose { "info" } else { "warn" }.to_string(),
         ),
     ];
+    settings.extend(extra.iter().cloned());
     start_foreman_binary(db, &settings, verbose).await
+}
+
+/// The foreman processes of a run on one database, each restarted under its own
+/// settings (its instance id among them), and where their clients find them.
+struct Fleet {
+    sim_url: String,
+    db: String,
+    settings: Vec<Vec<(&'static str, String)>>,
+    processes: Vec<Option<Child>>,
+    addresses: Vec<watch::Sender<Option<String>>>,
+}
+
+impl Fleet {
+    /// Starts one process per entry of `settings`.
+    async fn start(sim_url: &str, db: &str, settings: Vec<Vec<(&'static str, String)>>) -> Fleet {
+        let mut fleet = Fleet {
+            sim_url: sim_url.to_owned(),
+            db: db.to_owned(),
+            processes: settings.iter().map(|_| None).collect(),
+            addresses: settings.iter().map(|_| watch::channel(None).0).collect(),
+            settings,
+        };
+        for index in 0..fleet.len() {
+            fleet.restart(index).await;
+        }
+        fleet
+    }
+
+    fn len(&self) -> usize {
+        self.settings.len()
+    }
+
+    /// Where the clients of instance `index` send.
+    fn address(&self, index: usize) -> Address {
+        self.addresses[index % self.len()].subscribe()
+    }
+
+    /// The address of a running instance.
+    fn url(&self, index: usize) -> String {
+        self.addresses[index]
+            .borrow()
+            .clone()
+            .expect("the instance runs")
+    }
+
+    /// SIGKILLs instance `index` (if it runs); its clients wait for the restart.
+    async fn kill(&mut self, index: usize) {
+        if let Some(mut process) = self.processes[index].take() {
+            process.start_kill().unwrap();
+            process.wait().await.unwrap();
+        }
+        self.addresses[index].send_replace(None);
+    }
+
+    async fn kill_all(&mut self) {
+        for index in 0..self.len() {
+            self.kill(index).await;
+        }
+    }
+
+    /// Starts instance `index` again on the same database, under the same settings.
+    async fn restart(&mut self, index: usize) {
+        let (process, url) = start_foreman(&self.sim_url, &self.db, &self.settings[index]).await;
+        self.processes[index] = Some(process);
+        self.addresses[index].send_replace(Some(url));
+    }
+}
+
+/// What differs between the runs.
+struct Run {
+    /// `chaos` or `chaos-pg`: the prefix of the report's lines.
+    label: &'static str,
+    /// A SQLite file's path or a PostgreSQL URL.
+    db: String,
+    /// One entry per foreman instance: its own settings.
+    instances: Vec<Vec<(&'static str, String)>>,
+    /// How long a killed instance stays down, in ms (a range).
+    down_ms: (u64, u64),
 }
 
 /// A webhook receiver on loopback that answers 204 at once and counts the requests
@@ -366,12 +455,59 @@ fn percent(part: usize, whole: usize) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreman.db");
+    run_chaos(Run {
+        label: "chaos",
+        db: db.to_str().unwrap().to_owned(),
+        instances: vec![Vec::new()],
+        down_ms: (0, 300),
+    })
+    .await;
+}
+
+/// Two instances on one PostgreSQL database: a killed instance stays down up to 3 s,
+/// longer than the 2 s target lease and the 3 s job lease at times, so the survivor
+/// takes the target and rescues the killed one's runs before it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_two_instances_of_one_postgres_database_loses_no_accepted_job() {
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let instance = |id: &str| {
+        vec![
+            ("FOREMAN_INSTANCE_ID", id.to_owned()),
+            ("FOREMAN_LEASE_TTL", "2s".to_owned()),
+            ("FOREMAN_LEASE", "3s".to_owned()),
+            ("FOREMAN_JANITOR_INTERVAL", "500ms".to_owned()),
+            // A delivery claimed by an instance killed before it sent it waits for its
+            // claim's lease (this timeout plus 30 s); the receiver answers at once.
+            ("FOREMAN_WEBHOOK_TIMEOUT", "2s".to_owned()),
+            (
+                "FOREMAN_DATA_DIR",
+                dir.path().join(id).to_str().unwrap().to_owned(),
+            ),
+        ]
+    };
+    run_chaos(Run {
+        label: "chaos-pg",
+        db: database.url.clone(),
+        instances: vec![instance("chaos-a"), instance("chaos-b")],
+        down_ms: (0, 3000),
+    })
+    .await;
+    database.drop_database().await;
+}
+
+async fn run_chaos(run: Run) {
+    let label = run.label;
     let seconds = env_u64("FOREMAN_CHAOS_SECONDS").unwrap_or(DEFAULT_SECONDS);
     let seed = env_u64("FOREMAN_CHAOS_SEED").unwrap_or(DEFAULT_SEED);
-    println!("chaos: seed {seed:#x} (FOREMAN_CHAOS_SEED), {seconds} s (FOREMAN_CHAOS_SECONDS)");
+    println!(
+        "{label}: seed {seed:#x} (FOREMAN_CHAOS_SEED), {seconds} s (FOREMAN_CHAOS_SECONDS), {} instance(s)",
+        run.instances.len()
+    );
     let mut rng = Rng(seed);
     let began = Instant::now();
-
     let sim = ollama_sim::spawn(
         "127.0.0.1:0".parse().unwrap(),
         SimConfig {
@@ -387,22 +523,20 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
     )
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("foreman.db");
-    let db = db.to_str().unwrap();
+    let db = run.db.as_str();
 
     let receiver = Receiver::start().await;
-    let (mut foreman, url) = start_foreman(&sim.url(), db).await;
-    let (address_tx, address) = watch::channel(Some(url));
+    let mut fleet = Fleet::start(&sim.url(), db, run.instances).await;
     let stop = CancellationToken::new();
     let mut clients = Vec::new();
+    // Client `i` of each kind calls instance `i % instances`.
     for i in 0..SYNC_CLIENTS {
-        let task = sync_client(i, rng.fork(), address.clone(), stop.clone());
+        let task = sync_client(i, rng.fork(), fleet.address(i), stop.clone());
         clients.push(tokio::spawn(task));
     }
     for i in 0..ASYNC_CLIENTS {
         let webhook = receiver.url.clone();
-        let task = async_client(i, rng.fork(), address.clone(), webhook, stop.clone());
+        let task = async_client(i, rng.fork(), fleet.address(i), webhook, stop.clone());
         clients.push(tokio::spawn(task));
     }
 
@@ -414,14 +548,11 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         let roll = rng.below(10);
         // A kill at least every four seconds, whatever the seed draws.
         if roll < 3 || last_kill.elapsed() > Duration::from_secs(4) {
-            foreman.start_kill().unwrap();
-            foreman.wait().await.unwrap();
-            address_tx.send_replace(None);
+            let victim = rng.below(fleet.len() as u64) as usize;
+            fleet.kill(victim).await;
             kills += 1;
-            tokio::time::sleep(rng.millis(0, 300)).await;
-            let (next, url) = start_foreman(&sim.url(), db).await;
-            foreman = next;
-            address_tx.send_replace(Some(url));
+            tokio::time::sleep(rng.millis(run.down_ms.0, run.down_ms.1)).await;
+            fleet.restart(victim).await;
             last_kill = Instant::now();
         } else if roll < 5 {
             let for_ms = rng.millis(200, 2500).as_millis();
@@ -457,13 +588,11 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         }
     }
 
-    // The end: the clients stop, foreman dies one last time with their requests open,
-    // the faults are lifted, and foreman comes back to drain what is left.
+    // The end: the clients stop, every instance dies one last time with their requests
+    // open, the faults are lifted, and the instances come back to drain what is left.
     stop.cancel();
-    foreman.start_kill().unwrap();
-    foreman.wait().await.unwrap();
-    address_tx.send_replace(None);
-    kills += 1;
+    fleet.kill_all().await;
+    kills += fleet.len();
     let mut tally = Tally::default();
     for client in clients {
         let finished = tokio::time::timeout(Duration::from_secs(60), client).await;
@@ -476,7 +605,9 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
     .unwrap();
     sim.refuse_connections(false);
     let chaos_took = began.elapsed();
-    let (mut foreman, url) = start_foreman(&sim.url(), db).await;
+    for index in 0..fleet.len() {
+        fleet.restart(index).await;
+    }
     let store = Store::open(db).await.unwrap();
     let drain_began = Instant::now();
     let drain_deadline = drain_began + Duration::from_secs(120.max(seconds));
@@ -497,8 +628,11 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain_took = drain_began.elapsed();
-    let health = client().get(format!("{url}/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), 200, "foreman still serves after the chaos");
+    for index in 0..fleet.len() {
+        let url = fleet.url(index);
+        let health = client().get(format!("{url}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200, "foreman still serves after the chaos");
+    }
 
     let jobs = all_jobs(&store).await;
     let by_id: HashMap<JobId, &Job> = jobs.iter().map(|j| (j.id, j)).collect();
@@ -573,7 +707,8 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         assert_eq!(found.len(), 1, "one delivery per ended job: {found:#?}");
         deliveries.push(found[0].id.clone());
     }
-    let outbox_deadline = Instant::now() + Duration::from_secs(60);
+    let outbox_began = Instant::now();
+    let outbox_deadline = outbox_began + Duration::from_secs(60);
     for (job, id) in jobs.iter().filter(|j| !j.sync).zip(&deliveries) {
         loop {
             let found = store.webhooks_for_job(job.id).await.unwrap();
@@ -588,6 +723,7 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    let outbox_took = outbox_began.elapsed();
     let received: u32 = deliveries.iter().map(|id| receiver.count(id)).sum();
     let delivered_twice = deliveries
         .iter()
@@ -633,12 +769,12 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         .filter(|(_, end, _)| *end == SyncEnd::Broken)
         .count();
 
-    println!("chaos: {chaos_took:.1?} of load and faults, then a drain of {drain_took:.1?}");
+    println!("{label}: {chaos_took:.1?} of load and faults, then a drain of {drain_took:.1?}");
     println!(
-        "chaos: {kills} SIGKILLs, {refusals} refusal windows, {rate_changes} fault-rate changes"
+        "{label}: {kills} SIGKILLs, {refusals} refusal windows, {rate_changes} fault-rate changes"
     );
     println!(
-        "chaos: async: {} accepted (202), {} rows; {} succeeded, {} failed; other answers {:?}",
+        "{label}: async: {} accepted (202), {} rows; {} succeeded, {} failed; other answers {:?}",
         accepted.len(),
         async_jobs.len(),
         count(&async_jobs, JobState::Succeeded),
@@ -646,7 +782,7 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         tally.async_refused,
     );
     println!(
-        "chaos: sync: {} rows ({} named to callers, {} cut off mid-answer); {} succeeded, {} failed, \
+        "{label}: sync: {} rows ({} named to callers, {} cut off mid-answer); {} succeeded, {} failed, \
          {} cancelled with 499, {} with 503; answers without a job {:?}; {} requests unanswered",
         sync_jobs.len(),
         tally.sync_jobs.len(),
@@ -659,7 +795,7 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         tally.unanswered,
     );
     println!(
-        "chaos: duplicate runs: async jobs with attempts - interruptions > 1 and no failure \
+        "{label}: duplicate runs: async jobs with attempts - interruptions > 1 and no failure \
          recorded (a success clears the last failure, so retries after a target fault count \
          here): {extra_unexplained} of {} ({:.2}%); async jobs interrupted by a kill: \
          {interrupted} ({:.2}%); interruptions in all: {interruptions}",
@@ -673,7 +809,7 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         .count();
     let wasted = stats.completed_total as i64 - succeeded as i64;
     println!(
-        "chaos: simulator: {} inference requests for {ran} jobs that ran ({} rows), {} of \
+        "{label}: simulator: {} inference requests for {ran} jobs that ran ({} rows), {} of \
          them drew a fault; {} answers generated whole for {succeeded} jobs that succeeded: \
          {wasted} whole answers lost to a kill and generated again ({:.2}% of the jobs that \
          ran; {interruptions} interruptions in all)",
@@ -684,16 +820,16 @@ async fn chaos_loses_no_accepted_job_and_leaves_none_stuck() {
         percent(wasted.max(0) as usize, ran),
     );
     println!(
-        "chaos: webhooks: {} deliveries (one per async job), {received} requests received: \
-         {} received more than once ({:.2}%), {} extra requests",
+        "{label}: webhooks: {} deliveries (one per async job), {received} requests received: \
+         {} received more than once ({:.2}%), {} extra requests; all delivered \
+         {outbox_took:.1?} after the drain",
         deliveries.len(),
         delivered_twice,
         percent(delivered_twice, deliveries.len()),
         received as usize - deliveries.len(),
     );
 
-    foreman.start_kill().unwrap();
-    foreman.wait().await.unwrap();
+    fleet.kill_all().await;
     store.close().await;
     sim.abort();
 }

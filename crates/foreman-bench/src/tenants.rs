@@ -192,7 +192,12 @@ async fn contend(bench: &Bench, scale: &Sizes, fair: bool) -> Result<Contention>
     ];
     let foreman = bench
         .binaries
-        .start_foreman(&running_sim.url, &database, &env)
+        .start_foreman(
+            &running_sim.url,
+            &crate::database::QueueDb::File(database.clone()),
+            0,
+            &env,
+        )
         .await?;
     let http = client()?;
     let url = foreman.url.clone();
@@ -298,7 +303,12 @@ async fn interleave(bench: &Bench, scale: &Sizes, fair: bool) -> Result<Loads> {
     let env = vec![("FOREMAN_FAIR_SHARE".to_owned(), fair.to_string())];
     let foreman = bench
         .binaries
-        .start_foreman(&running_sim.url, &database, &env)
+        .start_foreman(
+            &running_sim.url,
+            &crate::database::QueueDb::File(database.clone()),
+            0,
+            &env,
+        )
         .await?;
     let http = client()?;
     eprintln!(

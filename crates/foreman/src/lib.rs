@@ -9,10 +9,10 @@
 //! inventory. See ARCHITECTURE.md for the map.
 
 pub mod aggregate;
-pub mod caller;
 pub mod api;
 pub mod artifacts;
 pub mod backoff;
+pub mod caller;
 pub mod cli;
 pub mod clock;
 pub mod config;

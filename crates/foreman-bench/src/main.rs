@@ -9,6 +9,7 @@
 //! every job committed, foreman swapping or loading less than the direct pass,
 //! `/healthz` answering through stalled connections); CI runs it so.
 
+mod batch;
 mod capacity;
 mod chart;
 mod driver;
@@ -39,7 +40,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Workloads to run (overhead, interleaved, bursty, stream, memory, parallel,
-    /// places, parallel-places, targets, drift, pollers, stalled); all by default.
+    /// places, parallel-places, targets, drift, pollers, stalled, batch); all by default.
     #[arg(long = "workload")]
     workloads: Vec<String>,
     /// Where report.md, results.json and the charts go.

@@ -17,7 +17,7 @@ use crate::procs::{Binaries, resident_bytes};
 use crate::targets::{Comparison, Scale, Target, Targets};
 
 /// The names, in the order `--all` runs them.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "overhead",
     "interleaved",
     "bursty",
@@ -30,6 +30,7 @@ pub const NAMES: [&str; 12] = [
     "drift",
     "pollers",
     "stalled",
+    "batch",
 ];
 
 /// One simulator of a pass: its flags, and the capacity foreman is told it has
@@ -225,6 +226,7 @@ impl Bench {
             "drift" => self.drift().await,
             "pollers" => self.pollers().await,
             "stalled" => self.stalled().await,
+            "batch" => self.batch().await,
             other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
         }
     }

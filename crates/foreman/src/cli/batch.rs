@@ -367,7 +367,7 @@ async fn upload(api: &OpenAi, path: &Path) -> Result<Value, CliError> {
     let (head, tail) = (form.head(), form.tail());
     let length = head.len() as u64 + size + tail.len() as u64;
     let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) })
-        .chain(tokio_util::io::ReaderStream::new(file).map(|chunk| chunk.map(bytes::Bytes::from)))
+        .chain(tokio_util::io::ReaderStream::new(file))
         .chain(futures::stream::once(async move { Ok(tail) }));
     let request = api
         .request(reqwest::Method::POST, "/v1/files", &[])?

@@ -15,6 +15,8 @@ pub enum Lease<'a> {
     Target(&'a str),
     /// Pruning finished jobs and rescuing expired job leases (the janitor's leader).
     Janitor,
+    /// Driving the batch of this id (`batch_...`) through its states.
+    Batch(&'a str),
 }
 
 impl Lease<'_> {
@@ -23,6 +25,8 @@ impl Lease<'_> {
         match self {
             Lease::Target(_) => "target",
             Lease::Janitor => "leader",
+            // A batch's driver leads its batch; batch ids never read `janitor`.
+            Lease::Batch(_) => "leader",
         }
     }
 
@@ -31,6 +35,7 @@ impl Lease<'_> {
         match self {
             Lease::Target(name) => name,
             Lease::Janitor => "janitor",
+            Lease::Batch(id) => id,
         }
     }
 }

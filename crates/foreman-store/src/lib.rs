@@ -14,6 +14,7 @@
 //!
 //! The `testing` feature exposes [`testsuite`], the behaviours every backend must pass.
 
+mod batch;
 mod commit_times;
 mod error;
 mod job;
@@ -31,6 +32,7 @@ mod webhook;
 
 use std::path::{Path, PathBuf};
 
+pub use batch::{Batch, BatchStatus, FileListParams, StoredFile};
 pub use commit_times::{COMMIT_BUCKETS, CommitTimes, CommitTimesSnapshot};
 pub use error::{Error, Result};
 pub use job::{

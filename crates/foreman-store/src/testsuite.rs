@@ -57,6 +57,9 @@ macro_rules! store_cases {
             case_text_is_ordered_bytewise,
             case_every_way_of_finishing_writes_one_delivery,
             case_target_lease_acquire_renew_refuse_take_over_release,
+            case_files_are_recorded_listed_and_deleted,
+            case_batch_saves_are_guarded_by_the_status_read,
+            case_batch_lines_are_enqueued_once,
         }
     };
 }
@@ -2666,4 +2669,255 @@ pub async fn case_janitor_leader_is_one_handle_until_expiry(url: &str) {
     );
     a.close().await;
     b.close().await;
+}
+
+
+fn stored_file(id: &str, purpose: &str, created_at: i64) -> crate::StoredFile {
+    crate::StoredFile {
+        id: id.to_owned(),
+        purpose: purpose.to_owned(),
+        filename: format!("{id}.jsonl"),
+        bytes: 42,
+        lines: 3,
+        created_at,
+    }
+}
+
+fn new_batch(id: &str) -> crate::Batch {
+    crate::Batch {
+        id: id.to_owned(),
+        endpoint: "/v1/chat/completions".to_owned(),
+        input_file_id: "file-in".to_owned(),
+        completion_window: "24h".to_owned(),
+        status: crate::BatchStatus::Validating,
+        ending: None,
+        metadata: Some(r#"{"k":"v"}"#.to_owned()),
+        webhook_url: None,
+        created_at: T0,
+        expires_at: T0 + 86_400_000,
+        in_progress_at: None,
+        finalizing_at: None,
+        completed_at: None,
+        failed_at: None,
+        expired_at: None,
+        cancelling_at: None,
+        cancelled_at: None,
+        total: 0,
+        completed: 0,
+        failed: 0,
+        enqueued: 0,
+        errors: None,
+        output_file_id: None,
+        error_file_id: None,
+        webhook_done: false,
+    }
+}
+
+/// Files: recorded once per id, read back, listed by purpose in both orders with a cursor,
+/// and deleted.
+pub async fn case_files_are_recorded_listed_and_deleted(store: &Store) {
+    for (id, purpose) in [("file-a", "batch"), ("file-b", "batch_output"), ("file-c", "batch")] {
+        store
+            .insert_file(stored_file(id, purpose, T0))
+            .await
+            .expect("insert");
+    }
+    // The same id again (a file written again after a crash) changes nothing.
+    let mut again = stored_file("file-a", "batch", T0 + 5);
+    again.bytes = 7;
+    store.insert_file(again).await.expect("insert again");
+    assert_eq!(
+        store.get_file("file-a").await.expect("get"),
+        Some(stored_file("file-a", "batch", T0))
+    );
+    assert_eq!(store.get_file("file-z").await.expect("get"), None);
+    let ids = |files: Vec<crate::StoredFile>| files.into_iter().map(|f| f.id).collect::<Vec<_>>();
+    let all = crate::FileListParams {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(store.list_files(all.clone()).await.expect("list")),
+        ["file-c", "file-b", "file-a"]
+    );
+    let batch_only = crate::FileListParams {
+        purpose: Some("batch".to_owned()),
+        ascending: true,
+        ..all.clone()
+    };
+    assert_eq!(
+        ids(store.list_files(batch_only.clone()).await.expect("list")),
+        ["file-a", "file-c"]
+    );
+    let after = crate::FileListParams {
+        after: Some("file-a".to_owned()),
+        limit: 1,
+        ..batch_only
+    };
+    assert_eq!(ids(store.list_files(after).await.expect("list")), ["file-c"]);
+    assert!(store.delete_file("file-b").await.expect("delete"));
+    assert!(!store.delete_file("file-b").await.expect("delete again"));
+    assert_eq!(
+        ids(store.list_files(all).await.expect("list")),
+        ["file-c", "file-a"]
+    );
+}
+
+/// A batch's driver writes only over the status it read: a cancel in between wins, and a
+/// cancel of a batch that already left `in_progress` changes nothing. Open batches are
+/// those not terminal or with the end's webhook still due.
+pub async fn case_batch_saves_are_guarded_by_the_status_read(store: &Store) {
+    use crate::BatchStatus;
+    store.insert_batch(new_batch("batch_1")).await.expect("insert");
+    store.insert_batch(new_batch("batch_2")).await.expect("insert");
+    let mut batch = store.get_batch("batch_1").await.expect("get").expect("found");
+    assert_eq!(batch, new_batch("batch_1"));
+    batch.status = BatchStatus::InProgress;
+    batch.in_progress_at = Some(T0 + 1);
+    batch.total = 3;
+    assert!(
+        store
+            .save_batch(batch.clone(), BatchStatus::Validating)
+            .await
+            .expect("save")
+    );
+    // A save from a driver that read an older status changes nothing.
+    let mut stale = batch.clone();
+    stale.status = BatchStatus::Failed;
+    assert!(
+        !store
+            .save_batch(stale, BatchStatus::Validating)
+            .await
+            .expect("stale save")
+    );
+    assert!(store.cancel_batch("batch_1", T0 + 2).await.expect("cancel"));
+    let cancelling = store.get_batch("batch_1").await.expect("get").expect("found");
+    assert_eq!(cancelling.status, BatchStatus::Cancelling);
+    assert_eq!(cancelling.ending, Some(BatchStatus::Cancelled));
+    assert_eq!(cancelling.cancelling_at, Some(T0 + 2));
+    assert_eq!(cancelling.total, 3);
+    // The driver's save over `in_progress` loses to the cancel.
+    batch.completed = 2;
+    assert!(
+        !store
+            .save_batch(batch, BatchStatus::InProgress)
+            .await
+            .expect("save")
+    );
+    let mut done = cancelling.clone();
+    done.status = BatchStatus::Cancelled;
+    done.cancelled_at = Some(T0 + 3);
+    done.output_file_id = Some("file-out".to_owned());
+    assert!(
+        store
+            .save_batch(done.clone(), BatchStatus::Cancelling)
+            .await
+            .expect("save")
+    );
+    assert!(!store.cancel_batch("batch_1", T0 + 4).await.expect("cancel"));
+    let open: Vec<String> = store
+        .open_batches()
+        .await
+        .expect("open")
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    // batch_1 is terminal but its webhook is not marked done yet.
+    assert_eq!(open, ["batch_1", "batch_2"]);
+    done.webhook_done = true;
+    assert!(
+        store
+            .save_batch(done, BatchStatus::Cancelled)
+            .await
+            .expect("save")
+    );
+    let open: Vec<String> = store
+        .open_batches()
+        .await
+        .expect("open")
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(open, ["batch_2"]);
+    let listed: Vec<String> = store
+        .list_batches(None, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(listed, ["batch_2", "batch_1"]);
+    let after: Vec<String> = store
+        .list_batches(Some("batch_2".to_owned()), 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(after, ["batch_1"]);
+    let mut bad = new_batch("batch_3");
+    bad.ending = Some(BatchStatus::InProgress);
+    assert!(matches!(
+        store.insert_batch(bad).await,
+        Err(crate::Error::InvalidInput(_))
+    ));
+}
+
+/// A chunk of a batch's lines enqueued twice (a driver that crashed after the commit)
+/// makes each line's job once, and the count of enqueued lines only grows.
+pub async fn case_batch_lines_are_enqueued_once(store: &Store) {
+    store.insert_batch(new_batch("batch_9")).await.expect("insert");
+    let lines = |range: std::ops::Range<i64>| {
+        range
+            .map(|line| NewJob {
+                id: Some(JobId::generate()),
+                idempotency_key: Some(format!("batch:batch_9:{line}")),
+                ..new_job("m", -10)
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = lines(0..3);
+    let ids: Vec<JobId> = first.iter().map(|job| job.id.expect("id")).collect();
+    assert_eq!(
+        store
+            .enqueue_batch_lines("batch_9", first, 3, T0)
+            .await
+            .expect("enqueue"),
+        3
+    );
+    // Again with fresh ids, as a restarted driver might: the keys find the jobs.
+    assert_eq!(
+        store
+            .enqueue_batch_lines("batch_9", lines(0..3), 3, T0 + 1)
+            .await
+            .expect("enqueue again"),
+        0
+    );
+    assert_eq!(
+        store
+            .enqueue_batch_lines("batch_9", lines(3..4), 4, T0 + 2)
+            .await
+            .expect("enqueue"),
+        1
+    );
+    // An older count does not move it back.
+    store
+        .enqueue_batch_lines("batch_9", Vec::new(), 2, T0 + 3)
+        .await
+        .expect("enqueue nothing");
+    assert_eq!(store.queue_depth().await.expect("depth"), 4);
+    for id in ids {
+        let job = store.get(id).await.expect("get").expect("the line's job");
+        assert_eq!(job.priority, -10);
+    }
+    let batch = store.get_batch("batch_9").await.expect("get").expect("found");
+    assert_eq!(batch.enqueued, 4);
+    let no_id = NewJob {
+        id: None,
+        ..new_job("m", 0)
+    };
+    assert!(matches!(
+        store.enqueue_batch_lines("batch_9", vec![no_id], 5, T0).await,
+        Err(crate::Error::InvalidInput(_))
+    ));
 }

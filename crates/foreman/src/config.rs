@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// Where the queue's files live (see [`StorageArgs`]).
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// OpenAI's Files and Batch API (see [`BatchArgs`]).
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// Bearer token required on every route but /healthz and /readyz; unset means no
     /// auth. Printable ASCII with no whitespace around it.
     #[arg(long, env = "FOREMAN_TOKEN", hide_env_values = true)]
@@ -438,6 +441,8 @@ pub struct Config {
     pub origins: Vec<String>,
     pub log: String,
     pub log_format: crate::logging::LogFormat,
+    /// OpenAI's Files and Batch API (`FOREMAN_FILES_*`, `FOREMAN_BATCH_*`).
+    pub batch: BatchSettings,
 }
 
 /// A setting that cannot be used, named by flag and variable.
@@ -713,6 +718,7 @@ impl ServeArgs {
                 .map_err(|reason| invalid("origins", "ORIGINS", reason))?,
             log: self.log.clone(),
             log_format: self.log_format,
+            batch: self.batch.validate()?,
         })
     }
 
@@ -1228,5 +1234,98 @@ mod tests {
             }
         }
         assert!(help.contains("[default: 5m]"), "{help}");
+    }
+}
+
+
+/// The settings of OpenAI's Files and Batch API (`/v1/files`, `/v1/batches`).
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Largest file accepted by POST /v1/files, in bytes (OpenAI's limit: 200 MB).
+    #[arg(long, env = "FOREMAN_FILES_MAX_BYTES", default_value_t = 200 * 1024 * 1024, value_parser = body_limit)]
+    pub files_max_bytes: usize,
+    /// Most lines in a batch's input file (OpenAI's limit: 50,000).
+    #[arg(long, env = "FOREMAN_BATCH_MAX_LINES", default_value_t = 50_000, value_parser = at_least_one)]
+    pub batch_max_lines: u64,
+    /// Priority of a batch's lines: below async jobs (0) and interactive requests (10),
+    /// so live work always runs first; FOREMAN_MAX_WAIT still bounds a model's wait.
+    #[arg(
+        long,
+        env = "FOREMAN_BATCH_PRIORITY",
+        default_value_t = -10,
+        allow_negative_numbers = true
+    )]
+    pub batch_priority: i32,
+    /// What the completion window `24h` lasts. Only tests should shorten it (to see a
+    /// batch expire); OpenAI's clients always ask for 24h.
+    #[arg(long, env = "FOREMAN_BATCH_WINDOW", default_value = "24h", value_parser = positive_duration)]
+    pub batch_window: Duration,
+    /// Lines of one batch queued at once: more are enqueued as these finish, so a batch
+    /// never fills the queue (FOREMAN_MAX_QUEUE) that live requests need.
+    #[arg(long, env = "FOREMAN_BATCH_QUEUED", default_value_t = 1_000, value_parser = at_least_one)]
+    pub batch_queued: u64,
+}
+
+/// [`BatchArgs`], checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSettings {
+    pub files_max_bytes: usize,
+    pub max_lines: u64,
+    pub priority: i32,
+    pub window: Duration,
+    pub queued: u64,
+}
+
+impl BatchArgs {
+    fn validate(&self) -> Result<BatchSettings, ConfigError> {
+        ensure(
+            self.batch_priority < crate::api::ASYNC_PRIORITY,
+            "batch-priority",
+            "BATCH_PRIORITY",
+            || {
+                format!(
+                    "must be below {}, the priority of async jobs (and so of interactive requests)",
+                    crate::api::ASYNC_PRIORITY
+                )
+            },
+        )?;
+        Ok(BatchSettings {
+            files_max_bytes: self.files_max_bytes,
+            max_lines: self.batch_max_lines,
+            priority: self.batch_priority,
+            window: self.batch_window,
+            queued: self.batch_queued,
+        })
+    }
+}
+
+#[cfg(test)]
+mod batch_settings_tests {
+    use super::*;
+
+    #[test]
+    fn batch_defaults_are_openai_limits_and_a_priority_below_async_jobs() {
+        let config = ServeArgs::defaults()
+            .validate_on(&Platform {
+                home: Some("/home/u".into()),
+                ..Platform::default()
+            })
+            .expect("valid");
+        assert_eq!(config.batch.files_max_bytes, 200 * 1024 * 1024);
+        assert_eq!(config.batch.max_lines, 50_000);
+        assert_eq!(config.batch.priority, -10);
+        assert_eq!(config.batch.window, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn a_batch_priority_at_or_above_async_jobs_is_refused() {
+        let mut args = ServeArgs::from_flags(&["--batch-priority", "0"]).expect("parses");
+        args.storage.data_dir = Some("/tmp".into());
+        let error = args.validate_on(&Platform::default()).expect_err("refused");
+        assert_eq!(error.env, "BATCH_PRIORITY");
+        let error = ServeArgs::from_flags(&["--batch-window", "0s"])
+            .map_err(|error| ConfigError::from_clap(&error).expect("a bad value"))
+            .expect_err("refused");
+        assert_eq!(error.env, "BATCH_WINDOW");
     }
 }

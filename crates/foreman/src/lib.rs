@@ -19,6 +19,7 @@ pub mod config;
 pub mod db_cli;
 pub mod hub;
 pub mod janitor;
+pub mod batch;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
@@ -181,6 +182,21 @@ pub async fn serve(
         };
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
+    let batch_kick = Arc::new(Notify::new());
+    tasks.spawn(
+        batch::Driver {
+            store: store.clone(),
+            config: Arc::new(config.clone()),
+            targets: targets.clone(),
+            running: running.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+            kick: batch_kick.clone(),
+            finished: finished.clone(),
+        }
+        .run(shutdown.clone()),
+    );
     // The origin guard checks Host only on a loopback listener, as Ollama decides from
     // the address it actually bound, not from the setting.
     config.addr = listener.local_addr()?;
@@ -195,6 +211,7 @@ pub async fn serve(
         show_cache: Arc::default(),
         metrics,
         shutdown: shutdown.clone(),
+        batch_kick,
     };
     logging::log_start(&state.config, &database);
     tokio::spawn(log_shutdown(

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_output",
         sql: include_str!("migrations/0004_job_output.sql"),
     },
+    Migration {
+        version: 6,
+        name: "batches",
+        sql: include_str!("migrations/0006_batches.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

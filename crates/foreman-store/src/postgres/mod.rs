@@ -20,6 +20,7 @@
 //! Connections come from a `deadpool-postgres` pool over `tokio-postgres` (plain TCP, no
 //! TLS); see ARCHITECTURE.md for why this client.
 
+mod batch;
 mod migrate;
 mod outbox;
 mod row;

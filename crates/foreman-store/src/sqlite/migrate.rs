@@ -58,6 +58,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "target_leases",
         sql: include_str!("migrations/0008_target_leases.sql"),
     },
+    Migration {
+        version: 10,
+        name: "batches",
+        sql: include_str!("migrations/0010_batches.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -7,6 +7,7 @@
 //! process holding the file makes them wait (`busy_timeout`) instead of failing. Reads use a
 //! separate read-only pool and never block the writer.
 
+mod batch;
 mod maintenance;
 mod migrate;
 mod mirror;

@@ -38,6 +38,9 @@ pub enum ApiError {
     JobNotFound(String),
     #[error("{0}")]
     ArtifactNotFound(String),
+    /// OpenAI's words for an unknown file or batch id, e.g. `No such File object: file-x`.
+    #[error("No such {kind} object: {id}")]
+    NoSuchObject { kind: &'static str, id: String },
     #[error("Idempotency-Key was already used for a different request")]
     IdempotencyMismatch,
     #[error("job {id} is already {state}")]
@@ -110,7 +113,8 @@ impl ApiError {
             | ApiError::TargetChoice(_) => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound(_)
             | ApiError::JobNotFound(_)
-            | ApiError::ArtifactNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::ArtifactNotFound(_)
+            | ApiError::NoSuchObject { .. } => StatusCode::NOT_FOUND,
             ApiError::IdempotencyMismatch | ApiError::AlreadyFinished { .. } => {
                 StatusCode::CONFLICT
             }

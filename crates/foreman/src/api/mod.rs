@@ -26,9 +26,11 @@
 
 mod anthropic;
 mod auth;
+mod batches;
 mod body;
 mod direct;
 mod error;
+mod files;
 mod health;
 mod job_control;
 mod jobs;
@@ -55,6 +57,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use batches::{batch_object, check_line_body};
+pub use jobs::ASYNC_PRIORITY;
 
 use crate::config::Config;
 use crate::hub::Hub;
@@ -79,6 +83,8 @@ pub struct AppState {
     /// Counters and recent history for `/metrics`, `/foreman/status` and `/ui`.
     pub metrics: Arc<crate::metrics::Metrics>,
     pub shutdown: CancellationToken,
+    /// Rung when a batch is created or cancelled, to wake the batch driver.
+    pub batch_kick: Arc<Notify>,
 }
 
 #[cfg(test)]
@@ -107,9 +113,13 @@ impl AppState {
             show_cache: Arc::default(),
             metrics,
             shutdown: CancellationToken::new(),
+            batch_kick: Arc::default(),
         }
     }
 }
+
+/// Room for a multipart body's boundaries and headers around an upload's bytes.
+const UPLOAD_OVERHEAD: usize = 64 * 1024;
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
@@ -137,6 +147,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/responses", post(responses::responses))
         .route("/v1/messages", post(anthropic::messages))
+        .route(
+            "/v1/files",
+            post(files::upload)
+                .layer(DefaultBodyLimit::max(
+                    state.config.batch.files_max_bytes + UPLOAD_OVERHEAD,
+                ))
+                .get(files::list),
+        )
+        .route("/v1/files/{id}", get(files::get).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", post(batches::create).get(batches::list))
+        .route("/v1/batches/{id}", get(batches::get))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
@@ -183,6 +206,10 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 /// Answers 413 at once to a request whose `Content-Length` is over the body limit,
 /// before a byte of its body is read (or waited for).
 async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    // Uploads have their own limit (FOREMAN_FILES_MAX_BYTES), counted as they stream.
+    if request.uri().path() == "/v1/files" && request.method() == Method::POST {
+        return next.run(request).await;
+    }
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

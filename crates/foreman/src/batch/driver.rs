@@ -1,0 +1,473 @@
+//! The batch driver: one task per foreman that takes every open batch through its states,
+//! a step at a time, from what the store holds.
+//!
+//! - `validating`: every line is checked ([`lines::check`]); errors make the batch
+//!   `failed` with them by line, else it goes `in_progress` with its total.
+//! - `in_progress`: lines are enqueued a chunk per commit, at most `FOREMAN_BATCH_QUEUED`
+//!   of them unfinished at once, so the batch neither fills the queue live requests need
+//!   nor holds the store's writer; the lines' jobs are read to count what finished. Past
+//!   `expires_at` the batch is finalised as `expired`; with every line finished, as
+//!   `completed`.
+//! - `cancelling` (a cancel call) and `finalizing` towards `expired`: the lines still
+//!   queued are cancelled and running ones stopped; once every line's job has ended the
+//!   output is written ([`finalise`]) and the batch ends.
+//! - A batch that ended with a webhook to send is announced ([`notify`]).
+//!
+//! Every write of a step is guarded by the status the step read, so a cancel that lands
+//! meanwhile wins. Nothing a step knows is only in memory: after a crash the next driver
+//! re-reads the row, recounts the lines' jobs and enqueues from the stored count (a
+//! line's job is found again by its key, never made twice). On PostgreSQL, a batch is
+//! driven by the instance holding its lease (`Lease::Batch`), taken for `FOREMAN_LEASE_TTL`
+//! and renewed at every step.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foreman_store::{Batch, BatchStatus, CancelOutcome, JobFailure, JobState, Lease, Store};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::lines::{self, Checked, JobSettings, Reader};
+use super::{Endpoint, finalise, ids, notify, storage};
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::hub::{Hub, Outcome};
+use crate::metrics::Metrics;
+use crate::runner::RunningJobs;
+use crate::targets::Targets;
+
+/// Lines enqueued per commit.
+const CHUNK: usize = 500;
+/// How often open batches are looked at without a wake-up.
+const TICK: Duration = Duration::from_secs(1);
+/// After a job ends, how long the driver lets others end before it counts them.
+const SETTLE: Duration = Duration::from_millis(100);
+/// Jobs read at once while counting or finalising.
+pub(super) const READS_AT_ONCE: usize = 16;
+
+/// Everything the driver reads and wakes.
+#[derive(Clone)]
+pub struct Driver {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub targets: Arc<Targets>,
+    pub running: Arc<RunningJobs>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// Rung after lines are enqueued (the runners').
+    pub wake: Arc<Notify>,
+    /// Rung by the API when a batch is created or cancelled.
+    pub kick: Arc<Notify>,
+    /// Rung when jobs end.
+    pub finished: Arc<Notify>,
+}
+
+/// What the driver keeps between steps of one batch; all of it can be rebuilt from the store.
+#[derive(Default)]
+struct Tracked {
+    /// Enqueued lines whose jobs have not been seen ending.
+    pending: BTreeSet<u64>,
+    /// Whether `pending` was filled from the stored count of enqueued lines.
+    loaded: bool,
+    completed: i64,
+    failed: i64,
+    /// Where the next line to enqueue is read from, and its index.
+    cursor: Option<(Reader, u64)>,
+    /// Jobs already asked to stop (asked once).
+    stopped: HashSet<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Store(#[from] foreman_store::Error),
+    #[error("batch files: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Driver {
+    /// Drives open batches until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let removed = storage::sweep_partial(&self.config.data_dir).await;
+        if removed > 0 {
+            tracing::info!(removed, "removed files a crash left half-written");
+        }
+        let sending: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let mut tracked: HashMap<String, Tracked> = HashMap::new();
+        loop {
+            let kicked = self.kick.notified();
+            let finished = self.finished.notified();
+            tokio::pin!(kicked, finished);
+            kicked.as_mut().enable();
+            finished.as_mut().enable();
+            match self.store.open_batches().await {
+                Ok(open) => {
+                    let ids: HashSet<String> = open.iter().map(|b| b.id.clone()).collect();
+                    tracked.retain(|id, _| ids.contains(id));
+                    for batch in open {
+                        if shutdown.is_cancelled() {
+                            break;
+                        }
+                        if !self.hold(&batch.id).await {
+                            tracked.remove(&batch.id);
+                            continue;
+                        }
+                        let id = batch.id.clone();
+                        let entry = tracked.entry(id.clone()).or_default();
+                        if let Err(error) = self.drive(batch, entry, &sending).await {
+                            tracing::error!(batch = %id, %error, "a batch step failed; it is tried again");
+                            tracked.remove(&id);
+                        }
+                    }
+                }
+                Err(error) => tracing::error!(%error, "cannot read the open batches"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = &mut kicked => {}
+                _ = &mut finished => tokio::time::sleep(SETTLE).await,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// Takes or renews this instance's lease on the batch.
+    async fn hold(&self, id: &str) -> bool {
+        let ttl = i64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .store
+            .acquire_lease(Lease::Batch(id), &self.config.instance_id, now_ms(), ttl)
+            .await
+        {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::warn!(batch = %id, %error, "cannot take the batch's lease");
+                false
+            }
+        }
+    }
+
+    /// Steps one batch until it waits for something.
+    async fn drive(
+        &self,
+        mut batch: Batch,
+        tracked: &mut Tracked,
+        sending: &Arc<Mutex<HashSet<String>>>,
+    ) -> Result<(), StepError> {
+        loop {
+            let read = batch.status;
+            let moved = match read {
+                BatchStatus::Validating => self.validate(&mut batch).await?,
+                BatchStatus::InProgress => self.advance(&mut batch, tracked).await?,
+                BatchStatus::Cancelling | BatchStatus::Finalizing => {
+                    self.finish(&mut batch, tracked).await?
+                }
+                _ => {
+                    self.announce(&batch, sending).await?;
+                    return Ok(());
+                }
+            };
+            if !moved {
+                return Ok(());
+            }
+            if !self.store.save_batch(batch.clone(), read).await? {
+                // Something else (a cancel) moved it: read it again next time.
+                *tracked = Tracked::default();
+                return Ok(());
+            }
+            if batch.status == read {
+                return Ok(());
+            }
+            tracing::info!(batch = %batch.id, status = %batch.status, "batch moved on");
+        }
+    }
+
+    /// `validating` → `in_progress` or `failed`. Returns whether the batch changed.
+    async fn validate(&self, batch: &mut Batch) -> Result<bool, StepError> {
+        let now = now_ms();
+        let Some(kind) = Endpoint::parse(&batch.endpoint).and_then(Endpoint::job_kind) else {
+            fail(batch, vec![lines::error("invalid_url", format!("endpoint {} cannot run in a batch", batch.endpoint), Some("endpoint"), None)], now);
+            return Ok(true);
+        };
+        let path = storage::path(&self.config.data_dir, &batch.input_file_id);
+        let checked = match lines::check(
+            &path,
+            &batch.endpoint,
+            kind,
+            self.config.batch.max_lines,
+            &self.targets,
+        )
+        .await
+        {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Checked::Invalid {
+                errors: vec![lines::error(
+                    "file_not_found",
+                    format!("input file {} was deleted", batch.input_file_id),
+                    Some("input_file_id"),
+                    None,
+                )],
+            },
+            other => other?,
+        };
+        match checked {
+            Checked::Valid { lines } => {
+                batch.status = BatchStatus::InProgress;
+                batch.in_progress_at = Some(now);
+                batch.total = lines as i64;
+            }
+            Checked::Invalid { errors } => fail(batch, errors, now),
+        }
+        Ok(true)
+    }
+
+    /// `in_progress`: enqueue more lines, count what ended, and move on when every line
+    /// ended or the window closed.
+    async fn advance(&self, batch: &mut Batch, tracked: &mut Tracked) -> Result<bool, StepError> {
+        let now = now_ms();
+        if now >= batch.expires_at {
+            batch.status = BatchStatus::Finalizing;
+            batch.ending = Some(BatchStatus::Expired);
+            batch.expired_at = Some(now);
+            batch.finalizing_at = Some(now);
+            return Ok(true);
+        }
+        self.load(batch, tracked);
+        let before = (batch.completed, batch.failed, batch.enqueued);
+        self.count(batch, tracked).await?;
+        self.enqueue(batch, tracked).await?;
+        if batch.enqueued >= batch.total && tracked.pending.is_empty() {
+            batch.status = BatchStatus::Finalizing;
+            batch.ending = Some(BatchStatus::Completed);
+            batch.finalizing_at = Some(now);
+            return Ok(true);
+        }
+        Ok(before != (batch.completed, batch.failed, batch.enqueued))
+    }
+
+    /// `cancelling`, or `finalizing`: stop what has not run (unless every line is to
+    /// run), wait for every line's job to end, write the output and end the batch.
+    async fn finish(&self, batch: &mut Batch, tracked: &mut Tracked) -> Result<bool, StepError> {
+        let ending = batch.ending.unwrap_or(BatchStatus::Completed);
+        self.load(batch, tracked);
+        let before = (batch.completed, batch.failed);
+        self.count(batch, tracked).await?;
+        if ending != BatchStatus::Completed {
+            self.stop(batch, tracked).await?;
+            self.count(batch, tracked).await?;
+        }
+        if !tracked.pending.is_empty() {
+            return Ok(before != (batch.completed, batch.failed));
+        }
+        let written = finalise::write(self, batch, ending).await?;
+        let now = now_ms();
+        batch.output_file_id = written.output_file_id;
+        batch.error_file_id = written.error_file_id;
+        batch.completed = written.completed;
+        batch.failed = written.failed;
+        batch.status = ending;
+        match ending {
+            BatchStatus::Cancelled => batch.cancelled_at = Some(now),
+            BatchStatus::Expired => {
+                batch.expired_at.get_or_insert(now);
+            }
+            _ => batch.completed_at = Some(now),
+        }
+        Ok(true)
+    }
+
+    /// Fills `pending` with every enqueued line, once per tracking (after a restart, the
+    /// lines' jobs are read again from the first).
+    fn load(&self, batch: &Batch, tracked: &mut Tracked) {
+        if !tracked.loaded {
+            tracked.pending = (0..batch.enqueued.max(0) as u64).collect();
+            tracked.completed = 0;
+            tracked.failed = 0;
+            tracked.loaded = true;
+        }
+    }
+
+    /// Reads the jobs of pending lines; those that ended leave `pending` and are counted.
+    async fn count(&self, batch: &mut Batch, tracked: &mut Tracked) -> Result<(), StepError> {
+        let lines: Vec<u64> = tracked.pending.iter().copied().collect();
+        for chunk in lines.chunks(READS_AT_ONCE) {
+            let reads = chunk.iter().map(|&line| {
+                let id = ids::line_job_id(&batch.id, batch.created_at, line);
+                async move { (line, self.store.get(id).await) }
+            });
+            for (line, job) in futures::future::join_all(reads).await {
+                match job? {
+                    Some(job) if job.state.is_terminal() => {
+                        tracked.pending.remove(&line);
+                        match job.state {
+                            JobState::Succeeded => tracked.completed += 1,
+                            JobState::Failed => tracked.failed += 1,
+                            _ => {}
+                        }
+                    }
+                    Some(_) => {}
+                    // Pruned before the batch ended: it counts as failed, and its line
+                    // says so in the error file.
+                    None => {
+                        tracked.pending.remove(&line);
+                        tracked.failed += 1;
+                    }
+                }
+            }
+        }
+        batch.completed = tracked.completed;
+        batch.failed = tracked.failed;
+        Ok(())
+    }
+
+    /// Enqueues lines until `FOREMAN_BATCH_QUEUED` are unfinished or all are in, a
+    /// chunk per commit.
+    async fn enqueue(&self, batch: &mut Batch, tracked: &mut Tracked) -> Result<(), StepError> {
+        let Some(kind) = Endpoint::parse(&batch.endpoint).and_then(Endpoint::job_kind) else {
+            return Ok(());
+        };
+        let room = |tracked: &Tracked| {
+            (self.config.batch.queued as usize).saturating_sub(tracked.pending.len())
+        };
+        while batch.enqueued < batch.total && room(tracked) > 0 {
+            if tracked.cursor.is_none() {
+                let path = storage::path(&self.config.data_dir, &batch.input_file_id);
+                let mut reader = Reader::open(&path).await?;
+                for _ in 0..batch.enqueued {
+                    reader.next().await?;
+                }
+                tracked.cursor = Some((reader, batch.enqueued as u64));
+            }
+            let take = room(tracked).min(CHUNK);
+            let (reader, next) = tracked.cursor.as_mut().expect("opened above");
+            let settings = JobSettings {
+                batch_id: &batch.id,
+                created_at: batch.created_at,
+                kind,
+                priority: self.config.batch.priority,
+                max_attempts: self.config.max_attempts,
+                pins: &self.config.pins,
+            };
+            let mut jobs = Vec::with_capacity(take);
+            let first = *next;
+            while jobs.len() < take && (*next as i64) < batch.total {
+                let Some((number, text)) = reader.next().await? else {
+                    break;
+                };
+                let line = lines::parse(&text).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "line {number} of {} no longer parses",
+                        batch.input_file_id
+                    ))
+                })?;
+                jobs.push(lines::job(&settings, *next, &line));
+                *next += 1;
+            }
+            if jobs.is_empty() {
+                // The file ended early: it changed under the batch.
+                return Err(std::io::Error::other(format!(
+                    "input file {} has fewer lines than validated",
+                    batch.input_file_id
+                ))
+                .into());
+            }
+            let upto = *next;
+            if let Err(error) = self
+                .store
+                .enqueue_batch_lines(&batch.id, jobs, upto as i64, now_ms())
+                .await
+            {
+                tracked.cursor = None;
+                return Err(error.into());
+            }
+            tracked.pending.extend(first..upto);
+            batch.enqueued = upto as i64;
+            self.wake.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Cancels the pending lines' jobs: queued ones end at once, running ones are
+    /// stopped (their upstream request dropped).
+    async fn stop(&self, batch: &Batch, tracked: &mut Tracked) -> Result<(), StepError> {
+        let reason = match batch.ending {
+            Some(BatchStatus::Expired) => "the batch expired before this request ran",
+            _ => "the batch was cancelled before this request ran",
+        };
+        let lines: Vec<u64> = tracked
+            .pending
+            .iter()
+            .copied()
+            .filter(|line| !tracked.stopped.contains(line))
+            .collect();
+        for line in lines {
+            let id = ids::line_job_id(&batch.id, batch.created_at, line);
+            let failure = JobFailure {
+                status: 499,
+                message: reason.to_owned(),
+            };
+            match self.store.cancel(id, now_ms(), failure).await? {
+                CancelOutcome::Requested(_) => {
+                    self.running.cancel(id);
+                }
+                CancelOutcome::Cancelled(job) => {
+                    self.metrics.finished(&job);
+                    self.hub.finish(id, Outcome::Cancelled);
+                    self.hub.job_changed(id);
+                }
+                CancelOutcome::AlreadyFinished(_) | CancelOutcome::NotFound => {}
+            }
+            tracked.stopped.insert(line);
+        }
+        Ok(())
+    }
+
+    /// A batch that ended: its webhook, once, in a task of its own; then marked done.
+    async fn announce(
+        &self,
+        batch: &Batch,
+        sending: &Arc<Mutex<HashSet<String>>>,
+    ) -> Result<(), StepError> {
+        let (Some(url), Some(key)) = (&batch.webhook_url, &self.config.webhook_key) else {
+            let mut done = batch.clone();
+            done.webhook_done = true;
+            self.store.save_batch(done, batch.status).await?;
+            return Ok(());
+        };
+        if !sending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(batch.id.clone())
+        {
+            return Ok(());
+        }
+        let notifier = notify::Notifier::from_config(&self.config, key.clone());
+        let (store, batch, url, sending) = (
+            self.store.clone(),
+            batch.clone(),
+            url.clone(),
+            sending.clone(),
+        );
+        tokio::spawn(async move {
+            let delivered = notifier.deliver(&url, &batch).await;
+            tracing::info!(batch = %batch.id, delivered, "batch webhook");
+            let mut done = batch.clone();
+            done.webhook_done = true;
+            if let Err(error) = store.save_batch(done, batch.status).await {
+                tracing::error!(batch = %batch.id, %error, "cannot record the batch webhook");
+            }
+            sending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&batch.id);
+        });
+        Ok(())
+    }
+}
+
+fn fail(batch: &mut Batch, errors: Vec<Value>, now: i64) {
+    batch.status = BatchStatus::Failed;
+    batch.failed_at = Some(now);
+    batch.errors = Some(Value::Array(errors).to_string());
+}

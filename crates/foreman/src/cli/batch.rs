@@ -38,6 +38,14 @@ pub enum BatchCommand {
     Submit(BatchSubmitArgs),
     /// Show one batch.
     Get { id: String },
+    /// Wait for a batch to end, showing its progress; prints the batch, exits 1
+    /// unless it completed.
+    Wait {
+        id: String,
+        /// How often to ask for the batch's state.
+        #[arg(long, default_value = "1s")]
+        poll: String,
+    },
     /// List batches, newest first.
     List(BatchListArgs),
     /// Cancel a batch: the lines not yet run are dropped, what ran is kept.
@@ -198,6 +206,13 @@ async fn execute<W: std::io::Write>(args: BatchArgs, out: &mut Output<W>) -> Res
             let batch = api.batch(&id).await?;
             print_batch(out, &batch, json_output)?;
         }
+        BatchCommand::Wait { id, poll } => {
+            let poll = humantime::parse_duration(&poll)
+                .map_err(|e| CliError::usage(format!("--poll: {e}")))?;
+            let batch = wait(&api, &id, poll, json_output).await?;
+            print_batch(out, &batch, json_output)?;
+            ended_well(&id, &batch)?;
+        }
         BatchCommand::List(list) => {
             let limit = list.limit.to_string();
             let mut query = vec![("limit", limit.as_str())];
@@ -290,11 +305,13 @@ async fn submit_batch<W: std::io::Write>(
         out.line(&id)?;
     }
     let batch = wait(api, &id, poll, json_output).await?;
-    if json_output {
-        out.line(&batch)?;
-    } else {
-        print_batch(out, &batch, false)?;
-    }
+    print_batch(out, &batch, json_output)?;
+    ended_well(&id, &batch)
+}
+
+/// A waited-for batch that did not complete (failed, expired, cancelled) is a
+/// failure of the command, as a failed job is for `foreman jobs wait`.
+fn ended_well(id: &str, batch: &Value) -> Result<(), CliError> {
     match batch["status"].as_str() {
         Some("completed") => Ok(()),
         other => Err(CliError::failed(format!(

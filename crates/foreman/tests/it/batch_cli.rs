@@ -204,6 +204,11 @@ async fn the_batch_listing_says_how_to_get_the_next_page() {
         !second.contains(&ids[1]) && !second.contains("more:"),
         "the last page:\n{second}"
     );
+    let (code, out, stderr) = batch(url, &["wait", &ids[0], "--json", "--poll", "50ms"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let waited: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(waited["status"], "completed");
+    assert!(stderr.is_empty(), "--json shows no progress: {stderr}");
     let (_, json, _) = batch(url, &["list", "--limit", "2", "--json"]).await;
     let page: Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(page["object"], "list");
@@ -257,6 +262,10 @@ async fn cancel_stops_a_batch_and_keeps_what_ran() {
         ended["status"] == "cancelled"
     })
     .await;
+    let (code, out, stderr) = batch(url, &["wait", &id]).await;
+    assert_eq!(code, 1, "a cancelled batch is no success: {out}");
+    assert!(stderr.contains(&format!("batch {id} cancelled")), "{stderr}");
+    assert!(out.contains("status: cancelled"), "{out}");
     let counts = &ended["request_counts"];
     let ran = counts["completed"].as_u64().unwrap() + counts["failed"].as_u64().unwrap();
     assert_eq!(counts["total"], 30);

@@ -116,6 +116,7 @@ impl Bench {
             .await;
 
         // Without the batch.
+        let start: Value = sim_stats(&http, &sim.url).await?;
         let alone_driver = Driver::new(&foreman.url, indicatif::ProgressBar::hidden());
         let alone = alone_driver
             .open_loop(interactive(scale.alone, scale.every))
@@ -190,14 +191,26 @@ impl Bench {
             .unwrap_or(0)
             .saturating_sub(before["swaps_total"].as_u64().unwrap_or(0));
 
-        let window_stats =
-            |loads: u64, swaps: u64| json!({"loads_total": loads, "swaps_total": swaps});
+        // A row's loads and swaps are its model's, within its window.
+        let window_stats = |model: &str, from: &Value, to: &Value| {
+            let delta = |key: &str| {
+                to["models"][model][key]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(from["models"][model][key].as_u64().unwrap_or(0))
+            };
+            json!({"loads_total": delta("loads"), "swaps_total": delta("swaps"), "reloads_total": delta("reloads")})
+        };
         let mut rows = Vec::new();
         let mut latency = Vec::new();
         for (model, role) in [(SHARED, "a batch model"), (OWN, "not in the batch")] {
             for (window, records, stats) in [
-                ("no batch", &alone, json!({})),
-                ("batch running", &beside, window_stats(loads, swaps)),
+                ("no batch", &alone, window_stats(model, &start, &before)),
+                (
+                    "batch running",
+                    &beside,
+                    window_stats(model, &before, &after),
+                ),
             ] {
                 let of_model: Vec<Record> = records
                     .iter()
@@ -307,7 +320,7 @@ impl Bench {
                 "loads": {"during": loads, "per_model": per_model, "minimum": minimum, "swaps": swaps},
                 "latency": latency.iter().map(|(label, f)| json!({"window": label, "figures": f})).collect::<Vec<_>>(),
                 "records": {"alone": alone, "beside": beside_all},
-                "sim_stats": {"before": before, "after": after},
+                "sim_stats": {"start": start, "before": before, "after": after},
             }),
         })
     }

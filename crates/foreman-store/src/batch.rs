@@ -151,7 +151,8 @@ pub(crate) const FILE_COLUMNS: &str = "id, purpose, filename, bytes, lines, crea
 
 /// Statements in SQLite's placeholders; [`postgres`] turns `?` into `$`.
 pub(crate) mod sql {
-    pub(crate) const INSERT_FILE: &str = "INSERT INTO files (id, purpose, filename, bytes, lines, created_at)
+    pub(crate) const INSERT_FILE: &str =
+        "INSERT INTO files (id, purpose, filename, bytes, lines, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING";
     pub(crate) const DELETE_FILE: &str = "DELETE FROM files WHERE id = ?1";
     pub(crate) const INSERT_BATCH: &str = "INSERT INTO batches (id, endpoint, input_file_id,

@@ -2671,7 +2671,6 @@ pub async fn case_janitor_leader_is_one_handle_until_expiry(url: &str) {
     b.close().await;
 }
 
-
 fn stored_file(id: &str, purpose: &str, created_at: i64) -> crate::StoredFile {
     crate::StoredFile {
         id: id.to_owned(),
@@ -2716,7 +2715,11 @@ fn new_batch(id: &str) -> crate::Batch {
 /// Files: recorded once per id, read back, listed by purpose in both orders with a cursor,
 /// and deleted.
 pub async fn case_files_are_recorded_listed_and_deleted(store: &Store) {
-    for (id, purpose) in [("file-a", "batch"), ("file-b", "batch_output"), ("file-c", "batch")] {
+    for (id, purpose) in [
+        ("file-a", "batch"),
+        ("file-b", "batch_output"),
+        ("file-c", "batch"),
+    ] {
         store
             .insert_file(stored_file(id, purpose, T0))
             .await
@@ -2754,7 +2757,10 @@ pub async fn case_files_are_recorded_listed_and_deleted(store: &Store) {
         limit: 1,
         ..batch_only
     };
-    assert_eq!(ids(store.list_files(after).await.expect("list")), ["file-c"]);
+    assert_eq!(
+        ids(store.list_files(after).await.expect("list")),
+        ["file-c"]
+    );
     assert!(store.delete_file("file-b").await.expect("delete"));
     assert!(!store.delete_file("file-b").await.expect("delete again"));
     assert_eq!(
@@ -2768,9 +2774,19 @@ pub async fn case_files_are_recorded_listed_and_deleted(store: &Store) {
 /// those not terminal or with the end's webhook still due.
 pub async fn case_batch_saves_are_guarded_by_the_status_read(store: &Store) {
     use crate::BatchStatus;
-    store.insert_batch(new_batch("batch_1")).await.expect("insert");
-    store.insert_batch(new_batch("batch_2")).await.expect("insert");
-    let mut batch = store.get_batch("batch_1").await.expect("get").expect("found");
+    store
+        .insert_batch(new_batch("batch_1"))
+        .await
+        .expect("insert");
+    store
+        .insert_batch(new_batch("batch_2"))
+        .await
+        .expect("insert");
+    let mut batch = store
+        .get_batch("batch_1")
+        .await
+        .expect("get")
+        .expect("found");
     assert_eq!(batch, new_batch("batch_1"));
     batch.status = BatchStatus::InProgress;
     batch.in_progress_at = Some(T0 + 1);
@@ -2791,7 +2807,11 @@ pub async fn case_batch_saves_are_guarded_by_the_status_read(store: &Store) {
             .expect("stale save")
     );
     assert!(store.cancel_batch("batch_1", T0 + 2).await.expect("cancel"));
-    let cancelling = store.get_batch("batch_1").await.expect("get").expect("found");
+    let cancelling = store
+        .get_batch("batch_1")
+        .await
+        .expect("get")
+        .expect("found");
     assert_eq!(cancelling.status, BatchStatus::Cancelling);
     assert_eq!(cancelling.ending, Some(BatchStatus::Cancelled));
     assert_eq!(cancelling.cancelling_at, Some(T0 + 2));
@@ -2866,7 +2886,10 @@ pub async fn case_batch_saves_are_guarded_by_the_status_read(store: &Store) {
 /// A chunk of a batch's lines enqueued twice (a driver that crashed after the commit)
 /// makes each line's job once, and the count of enqueued lines only grows.
 pub async fn case_batch_lines_are_enqueued_once(store: &Store) {
-    store.insert_batch(new_batch("batch_9")).await.expect("insert");
+    store
+        .insert_batch(new_batch("batch_9"))
+        .await
+        .expect("insert");
     let lines = |range: std::ops::Range<i64>| {
         range
             .map(|line| NewJob {
@@ -2910,14 +2933,20 @@ pub async fn case_batch_lines_are_enqueued_once(store: &Store) {
         let job = store.get(id).await.expect("get").expect("the line's job");
         assert_eq!(job.priority, -10);
     }
-    let batch = store.get_batch("batch_9").await.expect("get").expect("found");
+    let batch = store
+        .get_batch("batch_9")
+        .await
+        .expect("get")
+        .expect("found");
     assert_eq!(batch.enqueued, 4);
     let no_id = NewJob {
         id: None,
         ..new_job("m", 0)
     };
     assert!(matches!(
-        store.enqueue_batch_lines("batch_9", vec![no_id], 5, T0).await,
+        store
+            .enqueue_batch_lines("batch_9", vec![no_id], 5, T0)
+            .await,
         Err(crate::Error::InvalidInput(_))
     ));
 }

@@ -1237,7 +1237,6 @@ mod tests {
     }
 }
 
-
 /// The settings of OpenAI's Files and Batch API (`/v1/files`, `/v1/batches`).
 #[derive(Debug, Clone, Args)]
 pub struct BatchArgs {

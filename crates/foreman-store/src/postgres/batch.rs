@@ -266,7 +266,10 @@ impl PgStore {
         enqueued: i64,
         now: i64,
     ) -> Result<u64> {
-        if jobs.iter().any(|job| job.id.is_none() || job.max_attempts == 0) {
+        if jobs
+            .iter()
+            .any(|job| job.id.is_none() || job.max_attempts == 0)
+        {
             return Err(Error::InvalidInput(
                 "a batch line's job needs its own id and at least one attempt".to_owned(),
             ));
@@ -279,11 +282,8 @@ impl PgStore {
                     created += 1;
                 }
             }
-            tx.execute(
-                &sql::postgres(sql::SET_ENQUEUED),
-                &[&batch_id, &enqueued],
-            )
-            .await?;
+            tx.execute(&sql::postgres(sql::SET_ENQUEUED), &[&batch_id, &enqueued])
+                .await?;
             Ok(created)
         })
         .await

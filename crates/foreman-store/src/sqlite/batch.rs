@@ -74,14 +74,15 @@ impl SqliteStore {
     /// See [`Store::insert_file`](crate::Store::insert_file).
     pub async fn insert_file(&self, file: StoredFile) -> Result<()> {
         self.write(Durability::Durable, move |conn, _| {
-            conn.prepare_cached(sql::INSERT_FILE)?.execute(rusqlite::params![
-                file.id,
-                file.purpose,
-                file.filename,
-                file.bytes,
-                file.lines,
-                file.created_at
-            ])?;
+            conn.prepare_cached(sql::INSERT_FILE)?
+                .execute(rusqlite::params![
+                    file.id,
+                    file.purpose,
+                    file.filename,
+                    file.bytes,
+                    file.lines,
+                    file.created_at
+                ])?;
             Ok(())
         })
         .await
@@ -136,33 +137,34 @@ impl SqliteStore {
     pub async fn insert_batch(&self, batch: Batch) -> Result<()> {
         crate::batch::check_batch(&batch)?;
         self.write(Durability::Durable, move |conn, _| {
-            conn.prepare_cached(sql::INSERT_BATCH)?.execute(rusqlite::params![
-                batch.id,
-                batch.endpoint,
-                batch.input_file_id,
-                batch.completion_window,
-                batch.status.as_str(),
-                batch.ending.map(|e| e.as_str()),
-                batch.metadata,
-                batch.webhook_url,
-                batch.created_at,
-                batch.expires_at,
-                batch.in_progress_at,
-                batch.finalizing_at,
-                batch.completed_at,
-                batch.failed_at,
-                batch.expired_at,
-                batch.cancelling_at,
-                batch.cancelled_at,
-                batch.total,
-                batch.completed,
-                batch.failed,
-                batch.enqueued,
-                batch.errors,
-                batch.output_file_id,
-                batch.error_file_id,
-                batch.webhook_done
-            ])?;
+            conn.prepare_cached(sql::INSERT_BATCH)?
+                .execute(rusqlite::params![
+                    batch.id,
+                    batch.endpoint,
+                    batch.input_file_id,
+                    batch.completion_window,
+                    batch.status.as_str(),
+                    batch.ending.map(|e| e.as_str()),
+                    batch.metadata,
+                    batch.webhook_url,
+                    batch.created_at,
+                    batch.expires_at,
+                    batch.in_progress_at,
+                    batch.finalizing_at,
+                    batch.completed_at,
+                    batch.failed_at,
+                    batch.expired_at,
+                    batch.cancelling_at,
+                    batch.cancelled_at,
+                    batch.total,
+                    batch.completed,
+                    batch.failed,
+                    batch.enqueued,
+                    batch.errors,
+                    batch.output_file_id,
+                    batch.error_file_id,
+                    batch.webhook_done
+                ])?;
             Ok(())
         })
         .await
@@ -212,27 +214,29 @@ impl SqliteStore {
     pub async fn save_batch(&self, batch: Batch, read_status: crate::BatchStatus) -> Result<bool> {
         crate::batch::check_batch(&batch)?;
         self.write(Durability::Durable, move |conn, _| {
-            let changed = conn.prepare_cached(sql::SAVE_BATCH)?.execute(rusqlite::params![
-                batch.id,
-                batch.status.as_str(),
-                batch.ending.map(|e| e.as_str()),
-                batch.in_progress_at,
-                batch.finalizing_at,
-                batch.completed_at,
-                batch.failed_at,
-                batch.expired_at,
-                batch.cancelling_at,
-                batch.cancelled_at,
-                batch.total,
-                batch.completed,
-                batch.failed,
-                batch.enqueued,
-                batch.errors,
-                batch.output_file_id,
-                batch.error_file_id,
-                batch.webhook_done,
-                read_status.as_str()
-            ])?;
+            let changed = conn
+                .prepare_cached(sql::SAVE_BATCH)?
+                .execute(rusqlite::params![
+                    batch.id,
+                    batch.status.as_str(),
+                    batch.ending.map(|e| e.as_str()),
+                    batch.in_progress_at,
+                    batch.finalizing_at,
+                    batch.completed_at,
+                    batch.failed_at,
+                    batch.expired_at,
+                    batch.cancelling_at,
+                    batch.cancelled_at,
+                    batch.total,
+                    batch.completed,
+                    batch.failed,
+                    batch.enqueued,
+                    batch.errors,
+                    batch.output_file_id,
+                    batch.error_file_id,
+                    batch.webhook_done,
+                    read_status.as_str()
+                ])?;
             Ok(changed == 1)
         })
         .await
@@ -258,7 +262,10 @@ impl SqliteStore {
         enqueued: i64,
         now: i64,
     ) -> Result<u64> {
-        if jobs.iter().any(|job| job.id.is_none() || job.max_attempts == 0) {
+        if jobs
+            .iter()
+            .any(|job| job.id.is_none() || job.max_attempts == 0)
+        {
             return Err(Error::InvalidInput(
                 "a batch line's job needs its own id and at least one attempt".to_owned(),
             ));

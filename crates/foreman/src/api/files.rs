@@ -191,9 +191,9 @@ fn write_failure(error: storage::WriteError) -> ApiError {
         storage::WriteError::TooManyLines { .. } | storage::WriteError::Upload(_) => {
             ApiError::BadRequest(error.to_string())
         }
-        storage::WriteError::Io(error) => {
-            ApiError::Store(foreman_store::Error::Write(format!("file storage: {error}")))
-        }
+        storage::WriteError::Io(error) => ApiError::Store(foreman_store::Error::Write(format!(
+            "file storage: {error}"
+        ))),
     }
 }
 

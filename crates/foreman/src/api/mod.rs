@@ -56,8 +56,8 @@ use foreman_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use error::ApiError;
 pub use batches::{batch_object, check_line_body};
+pub use error::ApiError;
 pub use jobs::ASYNC_PRIORITY;
 
 use crate::config::Config;

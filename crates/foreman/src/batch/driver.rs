@@ -188,7 +188,16 @@ impl Driver {
     async fn validate(&self, batch: &mut Batch) -> Result<bool, StepError> {
         let now = now_ms();
         let Some(kind) = Endpoint::parse(&batch.endpoint).and_then(Endpoint::job_kind) else {
-            fail(batch, vec![lines::error("invalid_url", format!("endpoint {} cannot run in a batch", batch.endpoint), Some("endpoint"), None)], now);
+            fail(
+                batch,
+                vec![lines::error(
+                    "invalid_url",
+                    format!("endpoint {} cannot run in a batch", batch.endpoint),
+                    Some("endpoint"),
+                    None,
+                )],
+                now,
+            );
             return Ok(true);
         };
         let path = storage::path(&self.config.data_dir, &batch.input_file_id);

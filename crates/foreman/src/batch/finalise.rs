@@ -10,7 +10,7 @@
 //! ids are fixed per batch, so a finalisation done again after a crash writes them again
 //! and records them once.
 
-use foreman_store::{BatchStatus, Batch, Job, JobState, StoredFile};
+use foreman_store::{Batch, BatchStatus, Job, JobState, StoredFile};
 use serde_json::{Value, json};
 
 use super::driver::{Driver, READS_AT_ONCE, StepError};
@@ -31,7 +31,11 @@ const PURPOSE: &str = "batch_output";
 
 /// Writes the output and error files of `batch`, whose lines' jobs have all ended, and
 /// records them.
-pub async fn write(driver: &Driver, batch: &Batch, ending: BatchStatus) -> Result<Written, StepError> {
+pub async fn write(
+    driver: &Driver,
+    batch: &Batch,
+    ending: BatchStatus,
+) -> Result<Written, StepError> {
     let data_dir = &driver.config.data_dir;
     let output_id = ids::output_file_id(&batch.id);
     let error_id = ids::error_file_id(&batch.id);
@@ -50,7 +54,9 @@ pub async fn write(driver: &Driver, batch: &Batch, ending: BatchStatus) -> Resul
             let Some((_, text)) = reader.next().await? else {
                 break;
             };
-            let custom_id = lines::parse(&text).map(|line| line.custom_id).unwrap_or_default();
+            let custom_id = lines::parse(&text)
+                .map(|line| line.custom_id)
+                .unwrap_or_default();
             chunk.push((index, custom_id));
             index += 1;
         }

@@ -52,7 +52,12 @@ impl Reader {
 }
 
 /// A validation error in OpenAI's shape.
-pub fn error(code: &str, message: impl Into<String>, param: Option<&str>, line: Option<u64>) -> Value {
+pub fn error(
+    code: &str,
+    message: impl Into<String>,
+    param: Option<&str>,
+    line: Option<u64>,
+) -> Value {
     json!({"code": code, "message": message.into(), "param": param, "line": line})
 }
 
@@ -153,7 +158,12 @@ fn check_line(
     let fields = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(fields)) => fields,
         Ok(_) => {
-            return Some(error("invalid_json_line", "the line is not a JSON object", None, at));
+            return Some(error(
+                "invalid_json_line",
+                "the line is not a JSON object",
+                None,
+                at,
+            ));
         }
         Err(e) => {
             return Some(error(

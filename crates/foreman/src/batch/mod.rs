@@ -9,12 +9,12 @@
 //! bounds every model's wait. All of a batch's state is in the store: a driver that
 //! starts (after a crash too) picks every open batch up from its row and its lines' jobs.
 
-pub mod ids;
-pub mod storage;
 pub mod driver;
 pub mod finalise;
+pub mod ids;
 pub mod lines;
 pub mod notify;
+pub mod storage;
 
 use foreman_store::JobKind;
 

@@ -264,7 +264,10 @@ async fn cancel_stops_a_batch_and_keeps_what_ran() {
     .await;
     let (code, out, stderr) = batch(url, &["wait", &id]).await;
     assert_eq!(code, 1, "a cancelled batch is no success: {out}");
-    assert!(stderr.contains(&format!("batch {id} cancelled")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("batch {id} cancelled")),
+        "{stderr}"
+    );
     assert!(out.contains("status: cancelled"), "{out}");
     let counts = &ended["request_counts"];
     let ran = counts["completed"].as_u64().unwrap() + counts["failed"].as_u64().unwrap();

@@ -397,8 +397,9 @@ impl Driver {
         Ok(())
     }
 
-    /// Cancels the pending lines' jobs: queued ones end at once, running ones are
-    /// stopped (their upstream request dropped).
+    /// Cancels the pending lines' jobs: queued ones first, so that no runner freed by a
+    /// stopped line takes another of them in between; then the running ones are stopped
+    /// (their upstream request dropped).
     async fn stop(&self, batch: &Batch, tracked: &mut Tracked) -> Result<(), StepError> {
         let reason = match batch.ending {
             Some(BatchStatus::Expired) => "the batch expired before this request ran",
@@ -410,24 +411,37 @@ impl Driver {
             .copied()
             .filter(|line| !tracked.stopped.contains(line))
             .collect();
+        let mut running = Vec::new();
         for line in lines {
             let id = ids::line_job_id(&batch.id, batch.created_at, line);
-            let failure = JobFailure {
-                status: 499,
-                message: reason.to_owned(),
-            };
-            match self.store.cancel(id, now_ms(), failure).await? {
-                CancelOutcome::Requested(_) => {
-                    self.running.cancel(id);
-                }
-                CancelOutcome::Cancelled(job) => {
-                    self.metrics.finished(&job);
-                    self.hub.finish(id, Outcome::Cancelled);
-                    self.hub.job_changed(id);
-                }
-                CancelOutcome::AlreadyFinished(_) | CancelOutcome::NotFound => {}
+            match self.store.get(id).await? {
+                Some(job) if job.state == JobState::Queued => self.cancel(id, reason).await?,
+                Some(job) if job.state == JobState::Running => running.push(id),
+                _ => {}
             }
             tracked.stopped.insert(line);
+        }
+        for id in running {
+            self.cancel(id, reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn cancel(&self, id: foreman_store::JobId, reason: &str) -> Result<(), StepError> {
+        let failure = JobFailure {
+            status: 499,
+            message: reason.to_owned(),
+        };
+        match self.store.cancel(id, now_ms(), failure).await? {
+            CancelOutcome::Requested(_) => {
+                self.running.cancel(id);
+            }
+            CancelOutcome::Cancelled(job) => {
+                self.metrics.finished(&job);
+                self.hub.finish(id, Outcome::Cancelled);
+                self.hub.job_changed(id);
+            }
+            CancelOutcome::AlreadyFinished(_) | CancelOutcome::NotFound => {}
         }
         Ok(())
     }

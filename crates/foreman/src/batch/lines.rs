@@ -233,7 +233,8 @@ pub struct JobSettings<'a> {
     pub pins: &'a [crate::scheduler::load_key::Pin],
 }
 
-/// The job of line `index`: the body streamed (the runner relays and assembles it),
+/// The job of line `index`: the body streamed (the runner relays and assembles it, with
+/// `usage` on OpenAI's routes),
 /// the model's pins applied, its id and key derived from the batch and the index, and
 /// the batch, line and custom id in its metadata.
 pub fn job(settings: &JobSettings<'_>, index: u64, line: &Line) -> NewJob {
@@ -241,6 +242,14 @@ pub fn job(settings: &JobSettings<'_>, index: u64, line: &Line) -> NewJob {
     let model = line.body.get("model").and_then(Value::as_str).unwrap_or("");
     let mut body = line.body.clone();
     body.insert("stream".into(), Value::Bool(true));
+    if matches!(
+        settings.kind,
+        JobKind::OpenAiChat | JobKind::OpenAiCompletion
+    ) {
+        // The answer a client gets without streaming has `usage`; streamed, only when
+        // asked for.
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
     let body = load_key::apply_pins(settings.pins, settings.kind, model, &body).unwrap_or(body);
     NewJob {
         id: Some(ids::line_job_id(

@@ -111,6 +111,7 @@ impl Writer {
         if let Some(limit) = self.max_lines
             && self.lines > limit
         {
+            self.abandon().await;
             return Err(WriteError::TooManyLines { limit });
         }
         self.file.flush().await?;

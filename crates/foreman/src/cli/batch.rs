@@ -58,9 +58,9 @@ pub enum BatchCommand {
 pub struct BatchSubmitArgs {
     /// The JSONL file: one request a line, `{"custom_id", "method", "url", "body"}`.
     pub file: PathBuf,
-    /// The route every line calls (/v1/chat/completions, /v1/completions,
-    /// /v1/embeddings, /api/chat, /api/generate, /api/embed); by default the `url`
-    /// of the file's first line.
+    /// The route every line calls (/v1/chat/completions, /v1/completions, or
+    /// foreman's /api/chat and /api/generate); by default the `url` of the file's
+    /// first line.
     #[arg(long)]
     pub endpoint: Option<String>,
     /// The time the batch has to finish.

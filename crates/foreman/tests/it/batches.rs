@@ -1,0 +1,619 @@
+//! OpenAI's Files and Batch API against foreman in front of the simulator: the official
+//! `openai` client's flow, validation by line, cancel, expiry, the end's webhook, and
+//! real `foreman` processes SIGKILLed while a batch runs and is finalised.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foreman_store::{ListParams, Store};
+use ollama_sim::SimConfig;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const CHAT3: &str = "gemma3:1b";
+
+/// Three fast chat models, all resident at once.
+fn three_models() -> SimConfig {
+    sim_with(
+        &[
+            "llama3.2:3b,load=20ms,tps=4000",
+            "qwen2.5:0.5b,load=20ms,tps=4000",
+            "gemma3:1b,load=20ms,tps=4000",
+        ],
+        1,
+        3,
+    )
+}
+
+/// A JSONL line of a chat request.
+fn chat_line(custom_id: &str, model: &str, text: &str) -> String {
+    json!({
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 6},
+    })
+    .to_string()
+}
+
+/// Uploads `content` as a batch file with a hand-made multipart body; the status and
+/// the answer.
+async fn upload_as(
+    client: &reqwest::Client,
+    url: &str,
+    content: &str,
+    purpose: &str,
+) -> (u16, Value) {
+    let boundary = "foremanbatchtestboundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"input.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{content}\r\n--{boundary}--\r\n"
+    );
+    let response = client
+        .post(format!("{url}/v1/files"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn upload(client: &reqwest::Client, url: &str, content: &str) -> String {
+    let (status, file) = upload_as(client, url, content, "batch").await;
+    assert_eq!(status, 200, "{file}");
+    file["id"].as_str().unwrap().to_string()
+}
+
+async fn create(client: &reqwest::Client, url: &str, body: Value) -> Value {
+    let (status, _, batch) = post(client, format!("{url}/v1/batches"), &body).await;
+    assert_eq!(status, 200, "{batch}");
+    serde_json::from_str(&batch).unwrap()
+}
+
+fn batch_body(file: &str) -> Value {
+    json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+}
+
+async fn batch(client: &reqwest::Client, url: &str, id: &str) -> Value {
+    let (status, batch) = get_json(client, format!("{url}/v1/batches/{id}")).await;
+    assert_eq!(status, 200, "{batch}");
+    batch
+}
+
+/// Polls the batch until it is in `status`.
+async fn until(client: &reqwest::Client, url: &str, id: &str, status: &str) -> Value {
+    let mut last = Value::Null;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while tokio::time::Instant::now() < deadline {
+        last = batch(client, url, id).await;
+        if last["status"] == status {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("batch {id} never became {status}: {last}");
+}
+
+/// The lines of a file's content (empty for no file).
+async fn content(client: &reqwest::Client, url: &str, file: &Value) -> Vec<Value> {
+    let Some(id) = file.as_str() else {
+        return Vec::new();
+    };
+    let response = client
+        .get(format!("{url}/v1/files/{id}/content"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Each custom id of the output and error files together, with how often it appears.
+fn custom_ids(lines: &[Value]) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for line in lines {
+        *seen
+            .entry(line["custom_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    seen
+}
+
+#[path = "../../../../tests/support/pytest.rs"]
+mod pytest;
+
+/// The official `openai` client uploads 300 chat requests over three models, creates a
+/// batch, polls it to the end and reads the output: every line once, each answer the
+/// one the simulator gives to the same request asked directly. The lines ran as jobs
+/// at the batch priority.
+#[tokio::test]
+async fn the_official_openai_client_runs_a_batch_over_three_models() {
+    let foreman = TestForeman::start(three_models()).await;
+    let python = pytest::repo_root(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let script =
+        pytest::repo_root(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_batch_flow.py");
+    let output = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .args([
+                foreman.url.as_str(),
+                foreman.sim.url().as_str(),
+                &format!("{CHAT},{CHAT2},{CHAT3}"),
+                "300",
+            ])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the flow ends within five minutes")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.starts_with("ok"),
+        "the openai client's batch flow failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let jobs = foreman.jobs().await;
+    let lines: Vec<_> = jobs
+        .iter()
+        .filter(|job| {
+            job.idempotency_key
+                .as_deref()
+                .is_some_and(|k| k.starts_with("batch:"))
+        })
+        .collect();
+    assert_eq!(lines.len(), 300, "one job per line");
+    let priority = foreman::config::ServeArgs::defaults().batch.batch_priority;
+    assert!(lines.iter().all(|job| job.priority == priority));
+    assert!(priority < foreman::api::ASYNC_PRIORITY);
+    foreman.stop().await;
+}
+
+/// Every kind of bad line fails the batch before anything runs, with OpenAI's errors
+/// by line; no job is queued.
+#[tokio::test]
+async fn invalid_lines_fail_the_batch_with_errors_by_line() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let good = chat_line("a", CHAT, "fine");
+    let lines = [
+        good.clone(),
+        "{not json".to_string(),
+        json!({"method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT, "messages": []}}).to_string(),
+        chat_line("a", CHAT, "again"),
+        json!({"custom_id": "u", "method": "POST", "url": "/v1/completions", "body": {"model": CHAT, "prompt": "x"}}).to_string(),
+        json!({"custom_id": "m", "method": "GET", "url": "/v1/chat/completions", "body": {"model": CHAT, "messages": []}}).to_string(),
+        json!({"custom_id": "v", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT, "messages": "not a list"}}).to_string(),
+        chat_line("n", "no-such-model", "hello"),
+        String::new(),
+        chat_line("ok", CHAT2, "fine too"),
+    ];
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    let created = create(&client, &foreman.url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap();
+    let failed = until(&client, &foreman.url, id, "failed").await;
+    assert!(failed["failed_at"].is_i64());
+    assert_eq!(failed["errors"]["object"], "list");
+    let errors: Vec<(String, i64, Value)> = failed["errors"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap().to_string(),
+                e["line"].as_i64().unwrap(),
+                e["param"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("invalid_json_line".to_string(), 2, Value::Null),
+            ("missing_custom_id".to_string(), 3, json!("custom_id")),
+            ("duplicate_custom_id".to_string(), 4, json!("custom_id")),
+            ("invalid_url".to_string(), 5, json!("url")),
+            ("invalid_method".to_string(), 6, json!("method")),
+            ("invalid_request".to_string(), 7, json!("body")),
+            ("model_not_found".to_string(), 8, json!("body.model")),
+        ]
+    );
+    // The validator's own words for the body a live request would get refused with.
+    let body_error = &failed["errors"]["data"][5]["message"];
+    assert!(
+        body_error.as_str().unwrap().contains("cannot unmarshal"),
+        "{body_error}"
+    );
+    assert_eq!(failed["output_file_id"], Value::Null);
+    assert!(foreman.jobs().await.is_empty(), "nothing was queued");
+    assert_eq!(foreman.sim.stats().completed_total, 0);
+    foreman.stop().await;
+}
+
+/// The Files API: a batch upload round-trips byte for byte and lists in OpenAI's shape;
+/// other purposes, too many lines and unknown ids are refused in OpenAI's error shape;
+/// a deleted file is gone.
+#[tokio::test]
+async fn files_round_trip_and_refuse_what_a_batch_cannot_use() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| config.batch.max_lines = 3).await;
+    let client = client();
+    let text = [chat_line("1", CHAT, "a"), chat_line("2", CHAT, "b")].join("\n");
+    let (status, file) = upload_as(&client, &foreman.url, &text, "batch").await;
+    assert_eq!(status, 200, "{file}");
+    assert_eq!(file["object"], "file");
+    assert_eq!(file["purpose"], "batch");
+    assert_eq!(file["filename"], "input.jsonl");
+    assert_eq!(file["bytes"], text.len());
+    let id = file["id"].as_str().unwrap();
+    let body = client
+        .get(format!("{}/v1/files/{id}/content", foreman.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, text);
+    let (status, listed) =
+        get_json(&client, format!("{}/v1/files?purpose=batch", foreman.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["object"], "list");
+    assert_eq!(listed["data"][0]["id"], id);
+    assert_eq!(listed["has_more"], false);
+    let (status, refused) = upload_as(&client, &foreman.url, &text, "fine-tune").await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["type"], "invalid_request_error");
+    let four = [1, 2, 3, 4]
+        .map(|i| chat_line(&i.to_string(), CHAT, "x"))
+        .join("\n");
+    let (status, refused) = upload_as(&client, &foreman.url, &four, "batch").await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 lines")
+    );
+    let (status, missing) =
+        get_json(&client, format!("{}/v1/files/file-nothere", foreman.url)).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        missing["error"]["message"],
+        "No such File object: file-nothere"
+    );
+    let deleted: Value = client
+        .delete(format!("{}/v1/files/{id}", foreman.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted,
+        json!({"id": id, "object": "file", "deleted": true})
+    );
+    let (status, _) = get_json(&client, format!("{}/v1/files/{id}/content", foreman.url)).await;
+    assert_eq!(status, 404);
+    // Only the refused uploads' partial files could be left: none are.
+    let folder = foreman.db_path.with_file_name("data").join("files");
+    let left: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    foreman.stop().await;
+}
+
+/// A batch cancelled while its first line runs at the target: the queued lines are
+/// cancelled without reaching the target, the running one is stopped, and the batch
+/// ends `cancelled` with every custom id once across its two files.
+#[tokio::test]
+async fn a_cancelled_batch_stops_what_has_not_run() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let lines: Vec<String> = (0..20)
+        .map(|i| chat_line(&format!("c{i}"), CHAT, &format!("line {i}")))
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    hold(&foreman.sim, true);
+    let created = create(&client, &foreman.url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    eventually("a line held at the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
+    let (status, _, cancelling) = post(
+        &client,
+        format!("{}/v1/batches/{id}/cancel", foreman.url),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{cancelling}");
+    let cancelling: Value = serde_json::from_str(&cancelling).unwrap();
+    assert!(
+        cancelling["status"] == "cancelling" || cancelling["status"] == "cancelled",
+        "{cancelling}"
+    );
+    let cancelled = until(&client, &foreman.url, &id, "cancelled").await;
+    hold(&foreman.sim, false);
+    assert!(cancelled["cancelling_at"].is_i64() && cancelled["cancelled_at"].is_i64());
+    let output = content(&client, &foreman.url, &cancelled["output_file_id"]).await;
+    let errors = content(&client, &foreman.url, &cancelled["error_file_id"]).await;
+    let seen = custom_ids(&[output.clone(), errors.clone()].concat());
+    assert_eq!(seen.len(), 20);
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|line| line["error"]["code"] == "batch_cancelled"),
+        "{errors:?}"
+    );
+    assert!(output.is_empty(), "nothing finished before the cancel");
+    // Only the held line ever started; the others were cancelled while queued.
+    let jobs = foreman.jobs().await;
+    assert_eq!(jobs.len(), 20);
+    assert_eq!(
+        jobs.iter().filter(|job| job.started_at.is_some()).count(),
+        1
+    );
+    assert!(
+        jobs.iter()
+            .all(|job| job.state == foreman_store::JobState::Cancelled)
+    );
+    let (status, _, again) = post(
+        &client,
+        format!("{}/v1/batches/{id}/cancel", foreman.url),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 400, "{again}");
+    foreman.stop().await;
+}
+
+/// A batch whose window closes before its lines could run ends `expired`: what ran is
+/// in the output, the rest in the error file as `batch_expired`, each custom id once.
+#[tokio::test]
+async fn a_batch_past_its_window_expires_with_what_ran() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.batch.window = Duration::from_secs(2);
+    })
+    .await;
+    let client = client();
+    let lines: Vec<String> = (0..10)
+        .map(|i| chat_line(&format!("e{i}"), CHAT, &format!("line {i}")))
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    hold(&foreman.sim, true);
+    let created = create(&client, &foreman.url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let expired = until(&client, &foreman.url, &id, "expired").await;
+    hold(&foreman.sim, false);
+    assert!(expired["expired_at"].is_i64());
+    assert_eq!(expired["request_counts"]["total"], 10);
+    let output = content(&client, &foreman.url, &expired["output_file_id"]).await;
+    let errors = content(&client, &foreman.url, &expired["error_file_id"]).await;
+    let seen = custom_ids(&[output.clone(), errors.clone()].concat());
+    assert_eq!(seen.len(), 10);
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|line| line["error"]["code"] == "batch_expired")
+    );
+    assert_eq!(
+        output.len() as i64,
+        expired["request_counts"]["completed"].as_i64().unwrap()
+    );
+    foreman.stop().await;
+}
+
+/// A batch's end is announced to its `webhook`, signed, as `batch.completed` with the
+/// Batch object.
+#[tokio::test]
+async fn a_finished_batch_calls_its_webhook_signed() {
+    use axum::http::HeaderMap;
+    let received: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let received = received.clone();
+            move |headers: HeaderMap, body: String| async move {
+                received.lock().unwrap().push((headers, body));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let key = foreman::webhook::decode_secret(secret).unwrap();
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.webhook_key = Some(foreman::webhook::decode_secret(secret).unwrap());
+        config.webhook_allow_private_nets = foreman::webhook::parse_cidrs("127.0.0.0/8").unwrap();
+    })
+    .await;
+    let client = client();
+    let file = upload(&client, &foreman.url, &chat_line("w", CHAT, "hook")).await;
+    let mut body = batch_body(&file);
+    body["webhook"] = json!(hook);
+    let created = create(&client, &foreman.url, body).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    until(&client, &foreman.url, &id, "completed").await;
+    eventually("the webhook", async || !received.lock().unwrap().is_empty()).await;
+    let (headers, payload) = received.lock().unwrap()[0].clone();
+    let event: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(event["type"], "batch.completed");
+    assert_eq!(event["data"]["id"], id);
+    assert_eq!(event["data"]["status"], "completed");
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_string();
+    assert_eq!(header("webhook-id"), format!("{id}.completed"));
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    assert_eq!(
+        header("webhook-signature"),
+        foreman::webhook::sign(&key, &header("webhook-id"), timestamp, &payload)
+    );
+    // Once: the batch records that its end was announced.
+    let store = foreman.store().await;
+    eventually("the webhook recorded as done", async || {
+        store.get_batch(&id).await.unwrap().unwrap().webhook_done
+    })
+    .await;
+    assert_eq!(received.lock().unwrap().len(), 1);
+    foreman.stop().await;
+}
+
+/// The real binary SIGKILLed again and again while a 300-line batch runs (and, as it
+/// nears its end, while it is finalised), then restarted on the same database: the
+/// batch completes with every custom id exactly once in its output.
+#[tokio::test]
+async fn a_batch_survives_sigkills_while_running_and_finalising() {
+    let sim = ollama_sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        sim_with(
+            &[
+                "llama3.2:3b,load=20ms,tps=400",
+                "qwen2.5:0.5b,load=20ms,tps=400",
+            ],
+            1,
+            2,
+        ),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreman.db");
+    let db = db.to_str().unwrap().to_string();
+    let settings = [
+        ("FOREMAN_OLLAMA_URL", sim.url()),
+        // Few lines queued at once, so kills land between enqueued chunks too.
+        ("FOREMAN_BATCH_QUEUED", "40".to_string()),
+    ];
+    let (mut child, url) = start_foreman_binary(&db, &settings, false).await;
+    let client = client();
+    let total = 300;
+    let lines: Vec<String> = (0..total)
+        .map(|i| {
+            let model = if i % 2 == 0 { CHAT } else { CHAT2 };
+            chat_line(&format!("k{i}"), model, &format!("line {i}"))
+        })
+        .collect();
+    let file = upload(&client, &url, &lines.join("\n")).await;
+    let created = create(&client, &url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut url = url;
+    // Kill when these many lines are done (the last ones at or past the end, when the
+    // batch is finalising or has just ended).
+    for done in [0, 40, 120, 220, total - 10, total] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let batch = batch(&client, &url, &id).await;
+            let completed = batch["request_counts"]["completed"].as_i64().unwrap();
+            let status = batch["status"].as_str().unwrap().to_string();
+            if completed >= done || status == "finalizing" || status == "completed" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stuck: {batch}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        (child, url) = start_foreman_binary(&db, &settings, false).await;
+    }
+    let finished = until(&client, &url, &id, "completed").await;
+    assert_eq!(finished["request_counts"]["total"], total);
+    assert_eq!(finished["request_counts"]["completed"], total);
+    let output = content(&client, &url, &finished["output_file_id"]).await;
+    let seen = custom_ids(&output);
+    assert_eq!(seen.len(), total as usize);
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "each custom id exactly once"
+    );
+    assert!(
+        output
+            .iter()
+            .all(|line| line["response"]["status_code"] == 200)
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    // One job per line, whatever ran twice.
+    let store = Store::open(&db).await.unwrap();
+    let jobs = store
+        .list(ListParams {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), total as usize);
+    store.close().await;
+}
+
+/// On PostgreSQL the batch runs the same way, driven under the batch's lease, which
+/// another instance cannot take while this one holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_runs_on_postgres_under_its_lease() {
+    let db = foreman_store::test_postgres::TestDatabase::create().await;
+    let database = db.url.clone();
+    let foreman = TestForeman::start_with(fast_sim(), move |config| {
+        config.database = database;
+        config.instance_id = "batch-a".to_owned();
+    })
+    .await;
+    let client = client();
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            chat_line(
+                &format!("p{i}"),
+                if i % 2 == 0 { CHAT } else { CHAT2 },
+                "pg",
+            )
+        })
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    let created = create(&client, &foreman.url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let finished = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(finished["request_counts"]["completed"], 30);
+    let output = content(&client, &foreman.url, &finished["output_file_id"]).await;
+    let seen = custom_ids(&output);
+    assert_eq!(seen.len(), 30);
+    assert!(seen.values().all(|&n| n == 1));
+    let other = Store::open(&db.url).await.unwrap();
+    let holder = other
+        .lease_holder(foreman_store::Lease::Batch(&id))
+        .await
+        .unwrap()
+        .expect("the batch's lease");
+    assert_eq!(holder.owner, "batch-a");
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    assert!(
+        !other
+            .acquire_lease(foreman_store::Lease::Batch(&id), "batch-b", now, 30_000)
+            .await
+            .unwrap(),
+        "another instance cannot drive it while the lease holds"
+    );
+    other.close().await;
+    foreman.stop().await;
+    db.drop_database().await;
+}

@@ -360,7 +360,7 @@ fn interactive(length: Duration, every: Duration) -> Vec<Planned> {
     let count = (length.as_secs_f64() / every.as_secs_f64()).floor() as usize;
     (0..count)
         .map(|i| {
-            let model = if i % 2 == 0 { SHARED } else { OWN };
+            let model = if i.is_multiple_of(2) { SHARED } else { OWN };
             let mut planned = chat(model, format!("interactive {i}"), false);
             planned.at = Some(every * i as u32);
             planned

@@ -32,7 +32,7 @@ async fn batch(url: &str, args: &[&str]) -> (i32, String, String) {
 fn write_input(dir: &Path, prefix: &str, lines: usize) -> String {
     let mut text = String::new();
     for i in 0..lines {
-        let model = if i % 2 == 0 { CHAT } else { CHAT2 };
+        let model = if i.is_multiple_of(2) { CHAT } else { CHAT2 };
         let line = json!({
             "custom_id": format!("{prefix}-{i}"),
             "method": "POST",
@@ -146,7 +146,7 @@ async fn submit_wait_get_and_output_from_the_command_line() {
         let n: usize = line["custom_id"].as_str().unwrap()[4..].parse().unwrap();
         assert_eq!(
             model,
-            if n % 2 == 0 { CHAT } else { CHAT2 },
+            if n.is_multiple_of(2) { CHAT } else { CHAT2 },
             "the line ran on its own model: {line}"
         );
     }

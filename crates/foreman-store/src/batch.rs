@@ -294,14 +294,14 @@ impl crate::Store {
 
     /// Enqueues a chunk of a batch's lines, each with its own id and idempotency key (a
     /// line enqueued before is found, not inserted again), and records that the first
-    /// `enqueued` lines are in, in one commit. Returns how many jobs were new.
+    /// `enqueued` lines are in, in one commit. Returns the jobs that were new.
     pub async fn enqueue_batch_lines(
         &self,
         batch_id: &str,
         jobs: Vec<crate::NewJob>,
         enqueued: i64,
         now: i64,
-    ) -> crate::Result<u64> {
+    ) -> crate::Result<Vec<crate::Job>> {
         match self {
             crate::Store::Sqlite(store) => {
                 store

@@ -71,6 +71,11 @@ pub enum Error {
     /// A backup of a PostgreSQL store is taken with PostgreSQL's own tools.
     #[error("foreman does not back up a PostgreSQL database itself; use pg_dump, e.g. {command}")]
     UsePgDump { command: String },
+
+    /// An API key of this name exists already (revoked or not: names are not reused,
+    /// so usage recorded under a name stays that key's).
+    #[error("an API key named {0} exists already")]
+    KeyExists(String),
 }
 
 /// Shorthand for results of store calls.

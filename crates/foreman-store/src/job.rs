@@ -272,6 +272,10 @@ pub struct Job {
     pub started_at: Option<i64>,
     /// Set exactly when the state is terminal.
     pub finished_at: Option<i64>,
+    /// The instance (`FOREMAN_INSTANCE_ID`) whose store handle enqueued the job (see
+    /// `Store::with_instance`); `None` for a handle without one, and for jobs accepted
+    /// before it was recorded.
+    pub accepted_by: Option<String>,
 }
 
 /// Enough of a job to rank it in the queue.

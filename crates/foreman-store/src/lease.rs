@@ -15,6 +15,9 @@ pub enum Lease<'a> {
     Target(&'a str),
     /// Pruning finished jobs and rescuing expired job leases (the janitor's leader).
     Janitor,
+    /// Being alive: each instance holds the lease named by its own id while it runs, so
+    /// that the janitor's holder can tell whose synchronous callers are gone.
+    Instance(&'a str),
     /// Driving the batch of this id (`batch_...`) through its states.
     Batch(&'a str),
 }
@@ -25,6 +28,7 @@ impl Lease<'_> {
         match self {
             Lease::Target(_) => "target",
             Lease::Janitor => "leader",
+            Lease::Instance(_) => "instance",
             // A batch's driver leads its batch; batch ids never read `janitor`.
             Lease::Batch(_) => "leader",
         }
@@ -33,7 +37,7 @@ impl Lease<'_> {
     /// The stored `name` column.
     pub(crate) fn name(&self) -> &str {
         match self {
-            Lease::Target(name) => name,
+            Lease::Target(name) | Lease::Instance(name) => name,
             Lease::Janitor => "janitor",
             Lease::Batch(id) => id,
         }

@@ -18,8 +18,11 @@ mod batch;
 mod commit_times;
 mod error;
 mod job;
+mod keys;
 mod lease;
+mod occupancy;
 mod ops;
+mod outbox;
 mod output;
 pub mod postgres;
 mod queue_index;
@@ -38,7 +41,9 @@ pub use error::{Error, Result};
 pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
 };
+pub use keys::{ApiKey, NewApiKey, USAGE_HOUR_MS, UsageBucket, UsageDelta, usage_hour};
 pub use lease::{Lease, LeaseHolder};
+pub use occupancy::Occupant;
 pub use ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 pub use output::{OutputBatch, OutputCursor};
 pub use postgres::{PgSignals, PgStore, Signal};
@@ -497,6 +502,49 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.abandon_sync_jobs(now).await,
             Store::Postgres(store) => store.abandon_sync_jobs(now).await,
+        }
+    }
+
+    /// This handle, recording `instance` (an instance id) as [`Job::accepted_by`] on every
+    /// job it enqueues, so that the instance abandons only its own synchronous jobs when
+    /// it starts again ([`Store::abandon_sync_jobs_of`]).
+    pub fn with_instance(self, instance: &str) -> Store {
+        match self {
+            Store::Sqlite(store) => Store::Sqlite(store.with_instance(instance)),
+            Store::Postgres(store) => Store::Postgres(store.with_instance(instance)),
+        }
+    }
+
+    /// At startup of one of several instances on a shared database: the unfinished
+    /// synchronous jobs that `instance` accepted lost their callers with its previous
+    /// process. Queued ones are cancelled (status 499 and why); running ones, which
+    /// another instance may be running, are asked to stop (cancel requested, with the same
+    /// reason): their runner ends them cancelled, and a dead runner's job is cancelled when
+    /// it is taken back. Other instances' jobs are left alone. Returns how many changed.
+    pub async fn abandon_sync_jobs_of(&self, instance: &str, now: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(store) => store.abandon_sync_jobs_of(instance, now).await,
+            Store::Postgres(store) => store.abandon_sync_jobs_of(instance, now).await,
+        }
+    }
+
+    /// The treatment of [`Store::abandon_sync_jobs_of`] for the unfinished synchronous
+    /// jobs accepted before `accepted_before` by an instance that holds no live
+    /// [`Lease::Instance`] at `now` (it stopped, or died and did not come back), or by
+    /// no recorded instance: their callers were connected there. For the holder of the
+    /// janitor's lease on a shared database. Returns how many changed.
+    pub async fn abandon_orphaned_sync_jobs(&self, now: i64, accepted_before: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(store) => store.abandon_orphaned_sync_jobs(now, accepted_before).await,
+            Store::Postgres(store) => store.abandon_orphaned_sync_jobs(now, accepted_before).await,
+        }
+    }
+
+    /// The running jobs on `target`, whoever runs them (see [`Occupant`]).
+    pub async fn occupants(&self, target: &str) -> Result<Vec<Occupant>> {
+        match self {
+            Store::Sqlite(store) => store.occupants(target).await,
+            Store::Postgres(store) => store.occupants(target).await,
         }
     }
 

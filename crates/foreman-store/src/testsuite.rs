@@ -10,6 +10,9 @@
 
 use std::collections::HashSet;
 
+mod instances;
+pub use instances::*;
+
 use crate::{
     CancelOutcome, ClaimParams, Enqueued, Job, JobFailure, JobId, JobKind, JobState, Lease,
     LeaseHolder, ListParams, NewJob, QueueHead, Store,
@@ -57,6 +60,11 @@ macro_rules! store_cases {
             case_text_is_ordered_bytewise,
             case_every_way_of_finishing_writes_one_delivery,
             case_target_lease_acquire_renew_refuse_take_over_release,
+            case_orphaned_sync_jobs_are_abandoned_without_an_instance_lease,
+            case_a_finished_job_writes_one_exact_delivery_with_its_outcome,
+            case_occupants_are_the_running_jobs_of_a_target,
+            case_api_keys_create_list_revoke,
+            case_key_usage_adds_up_per_key_and_hour,
             case_files_are_recorded_listed_and_deleted,
             case_batch_saves_are_guarded_by_the_status_read,
             case_batch_lines_are_enqueued_once,
@@ -76,6 +84,8 @@ macro_rules! store_url_cases {
             case_idempotency_key_holds_across_handles,
             case_one_handle_wins_a_contested_target_lease,
             case_janitor_leader_is_one_handle_until_expiry,
+            case_sync_jobs_are_abandoned_per_instance,
+            case_api_keys_are_shared_between_handles,
         }
     };
 }
@@ -2671,6 +2681,127 @@ pub async fn case_janitor_leader_is_one_handle_until_expiry(url: &str) {
     b.close().await;
 }
 
+// ---- API keys and their usage ----
+
+fn api_key(name: &str, fill: u8) -> crate::NewApiKey {
+    crate::NewApiKey {
+        name: name.into(),
+        prefix: format!("fk_{name}"),
+        secret_sha256: [fill; 32],
+        grant_json: format!(r#"{{"scopes":["chat"],"for":"{name}"}}"#),
+    }
+}
+
+/// A key is created once per name (a revoked name stays taken), listed by name with
+/// its digest and grant as given, revoked once, and its latest use only moves forward.
+pub async fn case_api_keys_create_list_revoke(store: &Store) {
+    assert!(store.api_keys().await.unwrap().is_empty());
+    let created = store
+        .create_api_key(api_key("ci-bot", 7), T0)
+        .await
+        .unwrap();
+    assert_eq!(created.secret_sha256, [7; 32]);
+    assert_eq!((created.created_at, created.revoked_at), (T0, None));
+    store
+        .create_api_key(api_key("alice", 9), T0 + 1)
+        .await
+        .unwrap();
+    match store.create_api_key(api_key("ci-bot", 8), T0 + 2).await {
+        Err(crate::Error::KeyExists(name)) => assert_eq!(name, "ci-bot"),
+        other => panic!("a second ci-bot: {other:?}"),
+    }
+    let keys = store.api_keys().await.unwrap();
+    let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["alice", "ci-bot"]);
+    assert_eq!(keys[1], created);
+    assert_eq!(keys[0].grant_json, api_key("alice", 9).grant_json);
+
+    store
+        .touch_api_keys(vec![("alice".into(), T0 + 50), ("nobody".into(), T0)])
+        .await
+        .unwrap();
+    store
+        .touch_api_keys(vec![("alice".into(), T0 + 10)])
+        .await
+        .unwrap();
+    let alice = &store.api_keys().await.unwrap()[0];
+    assert_eq!(alice.last_used_at, Some(T0 + 50));
+
+    assert!(store.revoke_api_key("ci-bot", T0 + 100).await.unwrap());
+    assert!(!store.revoke_api_key("ci-bot", T0 + 200).await.unwrap());
+    assert!(!store.revoke_api_key("nobody", T0 + 200).await.unwrap());
+    let keys = store.api_keys().await.unwrap();
+    assert_eq!(keys[1].revoked_at, Some(T0 + 100));
+    assert_eq!(keys[0].revoked_at, None);
+    assert!(matches!(
+        store.create_api_key(api_key("ci-bot", 3), T0 + 300).await,
+        Err(crate::Error::KeyExists(_))
+    ));
+}
+
+/// Deltas add up in their key's bucket of their hour; reads start at the hour holding
+/// `since` and may be limited to one key.
+pub async fn case_key_usage_adds_up_per_key_and_hour(store: &Store) {
+    let hour = crate::usage_hour(T0);
+    let delta = |key: &str, hour: i64, requests: i64, tokens: i64| crate::UsageDelta {
+        key_name: key.into(),
+        hour,
+        requests,
+        prompt_tokens: tokens,
+        completion_tokens: 2 * tokens,
+        gpu_ms: 10 * tokens,
+        loads: 1,
+    };
+    store
+        .add_key_usage(vec![delta("a", hour, 1, 5), delta("b", hour, 2, 1)])
+        .await
+        .unwrap();
+    store
+        .add_key_usage(vec![
+            delta("a", hour, 3, 7),
+            delta("a", hour + crate::USAGE_HOUR_MS, 1, 1),
+        ])
+        .await
+        .unwrap();
+    let all = store.key_usage(None, T0).await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            crate::UsageDelta {
+                loads: 2,
+                ..delta("a", hour, 4, 12)
+            },
+            delta("a", hour + crate::USAGE_HOUR_MS, 1, 1),
+            delta("b", hour, 2, 1),
+        ]
+    );
+    let later = store
+        .key_usage(Some("a"), hour + crate::USAGE_HOUR_MS + 5)
+        .await
+        .unwrap();
+    assert_eq!(later, vec![delta("a", hour + crate::USAGE_HOUR_MS, 1, 1)]);
+    assert!(store.key_usage(Some("c"), 0).await.unwrap().is_empty());
+}
+
+/// A key created or revoked through one handle (the `foreman keys` command) is seen by
+/// another (the daemon) at its next read.
+pub async fn case_api_keys_are_shared_between_handles(url: &str) {
+    let one = Store::open(url).await.unwrap();
+    let two = Store::open(url).await.unwrap();
+    one.create_api_key(api_key("ci-bot", 1), T0).await.unwrap();
+    let seen = two.api_keys().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].secret_sha256, [1; 32]);
+    assert!(matches!(
+        two.create_api_key(api_key("ci-bot", 2), T0).await,
+        Err(crate::Error::KeyExists(_))
+    ));
+    assert!(two.revoke_api_key("ci-bot", T0 + 1).await.unwrap());
+    assert_eq!(one.api_keys().await.unwrap()[0].revoked_at, Some(T0 + 1));
+    one.close().await;
+    two.close().await;
+}
+
 fn stored_file(id: &str, purpose: &str, created_at: i64) -> crate::StoredFile {
     crate::StoredFile {
         id: id.to_owned(),
@@ -2905,7 +3036,8 @@ pub async fn case_batch_lines_are_enqueued_once(store: &Store) {
         store
             .enqueue_batch_lines("batch_9", first, 3, T0)
             .await
-            .expect("enqueue"),
+            .expect("enqueue")
+            .len(),
         3
     );
     // Again with fresh ids, as a restarted driver might: the keys find the jobs.
@@ -2913,14 +3045,16 @@ pub async fn case_batch_lines_are_enqueued_once(store: &Store) {
         store
             .enqueue_batch_lines("batch_9", lines(0..3), 3, T0 + 1)
             .await
-            .expect("enqueue again"),
+            .expect("enqueue again")
+            .len(),
         0
     );
     assert_eq!(
         store
             .enqueue_batch_lines("batch_9", lines(3..4), 4, T0 + 2)
             .await
-            .expect("enqueue"),
+            .expect("enqueue")
+            .len(),
         1
     );
     // An older count does not move it back.

@@ -71,7 +71,7 @@ async fn concurrent_opens_migrate_once() {
         .expect("migrations");
     let versions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
     // Each migration recorded once, in order.
-    let expected: Vec<i64> = vec![1, 2, 3, 4, 6];
+    let expected: Vec<i64> = (1..=PgStore::latest_schema_version()).collect();
     assert_eq!(versions, expected);
     for store in &stores {
         assert_eq!(
@@ -372,5 +372,59 @@ async fn output_batches_cross_handles_in_order() {
     sqlite.close().await;
     writer.close().await;
     reader.close().await;
+    db.drop_database().await;
+}
+
+/// A run's outcome and its webhook delivery are one transaction: when the delivery cannot
+/// be inserted (its table renamed away), the outcome is rolled back and the job stays
+/// running; once it can, both are recorded, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outcome_whose_delivery_cannot_be_written_is_not_recorded() {
+    let db = TestDatabase::create().await;
+    let store = Store::open(&db.url).await.expect("open store");
+    let mut hooked = new_job("m", 0);
+    hooked.webhook_url = Some("http://hooks.example/in".to_owned());
+    let job = store.enqueue(hooked, T0).await.expect("enqueue").job;
+    store
+        .claim(foreman_store::ClaimParams {
+            id: job.id,
+            owner: "w".to_owned(),
+            target: "t".to_owned(),
+            now: T0 + 1,
+            lease_for_ms: 30_000,
+        })
+        .await
+        .expect("claim")
+        .expect("claimable");
+    let client = raw(&db.url).await;
+    client
+        .batch_execute("ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_away")
+        .await
+        .expect("rename");
+    assert!(
+        store
+            .complete(job.id, 1, "w", "{}".to_owned(), T0 + 2)
+            .await
+            .is_err()
+    );
+    let now = store.get(job.id).await.expect("get").expect("exists");
+    assert_eq!(
+        (now.state, now.finished_at),
+        (foreman_store::JobState::Running, None)
+    );
+    client
+        .batch_execute("ALTER TABLE webhook_deliveries_away RENAME TO webhook_deliveries")
+        .await
+        .expect("rename back");
+    let done = store
+        .complete(job.id, 1, "w", "{}".to_owned(), T0 + 3)
+        .await
+        .expect("complete")
+        .expect("current attempt");
+    assert_eq!(done.state, foreman_store::JobState::Succeeded);
+    let deliveries = store.webhooks_for_job(job.id).await.expect("webhooks");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].created_at, T0 + 3);
+    store.close().await;
     db.drop_database().await;
 }

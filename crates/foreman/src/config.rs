@@ -1261,7 +1261,7 @@ pub struct BatchArgs {
     pub batch_window: Duration,
     /// Lines of one batch queued at once: more are enqueued as these finish, so a batch
     /// never fills the queue (FOREMAN_MAX_QUEUE) that live requests need.
-    #[arg(long, env = "FOREMAN_BATCH_QUEUED", default_value_t = 1_000, value_parser = at_least_one)]
+    #[arg(long, env = "FOREMAN_BATCH_QUEUED", default_value_t = 500, value_parser = at_least_one)]
     pub batch_queued: u64,
 }
 

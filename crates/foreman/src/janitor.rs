@@ -6,7 +6,9 @@
 //! instances (`output_relay.rs`) of jobs that finished a minute ago or earlier.
 //!
 //! On a database shared by several instances only the holder of the janitor's lease
-//! (see [`crate::ownership`]) prunes and rescues; the others skip that part of their
+//! (see [`crate::ownership`]) prunes and rescues, and abandons the unfinished synchronous
+//! jobs of instances that hold no instance lease any more (their callers were connected
+//! to them); the others skip that part of their
 //! turns and only remove result files of pruned jobs from their own data folder.
 
 use std::time::Duration;
@@ -20,18 +22,21 @@ const BATCH: u32 = 500;
 /// Pages given back per write: 1,024 pages of 4 KiB, 4 MiB, a short hold of the writer.
 const RECLAIM_PAGES: u32 = 1024;
 
-/// Prunes and rescues every `interval` until shutdown.
+/// Prunes, rescues and abandons orphaned synchronous jobs (accepted `orphaned_after`
+/// ago or more) every `interval` until shutdown.
 pub async fn run(
     store: Store,
     leader: std::sync::Arc<crate::ownership::Ownership>,
     ttl: Duration,
     data_dir: std::path::PathBuf,
     interval: Duration,
+    orphaned_after: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
         if leader.held(now_ms()) {
             sweep(&store, ttl).await;
+            abandon_orphans(&store, orphaned_after).await;
         }
         // Result files live in this instance's data folder, whoever pruned their jobs.
         let removed = crate::artifacts::sweep_orphans(&store, &data_dir).await;
@@ -87,6 +92,35 @@ pub async fn sweep(store: &Store, ttl: Duration) -> u64 {
         );
     }
     pruned
+}
+
+/// On a shared database, abandons the synchronous jobs of instances that are gone
+/// (stopped, or dead and not back: no live instance lease; see `ownership`), accepted at
+/// least `after` ago (room for an instance whose first lease writes failed): their callers
+/// were connected there. On SQLite the start of the one process abandons them all.
+pub async fn abandon_orphans(store: &Store, after: Duration) -> u64 {
+    if !store.is_shared() {
+        return 0;
+    }
+    let now = now_ms();
+    let after = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    match store
+        .abandon_orphaned_sync_jobs(now, now.saturating_sub(after))
+        .await
+    {
+        Ok(0) => 0,
+        Ok(n) => {
+            tracing::warn!(
+                jobs = n,
+                "abandoned synchronous jobs whose instance is gone (their callers were connected there)"
+            );
+            n
+        }
+        Err(error) => {
+            tracing::error!(%error, "abandoning orphaned synchronous jobs failed");
+            0
+        }
+    }
 }
 
 /// Gives the pages that pruning left free back to the file system, a few at a time so

@@ -20,6 +20,7 @@ pub mod config;
 pub mod db_cli;
 pub mod hub;
 pub mod janitor;
+pub mod keys;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
@@ -70,10 +71,21 @@ pub async fn serve(
             format!("FOREMAN_DATA_DIR {}: {error}", config.data_dir.display()),
         )
     })?;
-    let store = Store::open(&config.database).await?;
+    // Every job this instance accepts records it (`accepted_by`).
+    let store = Store::open(&config.database)
+        .await?
+        .with_instance(&config.instance_id);
     // Synchronous callers' connections died with the last process: their jobs would
-    // run for nobody, and a caller told to retry would pay twice.
-    let abandoned = store.abandon_sync_jobs(clock::now_ms()).await?;
+    // run for nobody, and a caller told to retry would pay twice. On a shared database
+    // only this instance's: other instances' callers are alive (the janitor's holder
+    // abandons those of instances that are gone).
+    let abandoned = if store.is_shared() {
+        store
+            .abandon_sync_jobs_of(&config.instance_id, clock::now_ms())
+            .await?
+    } else {
+        store.abandon_sync_jobs(clock::now_ms()).await?
+    };
     // On a shared (PostgreSQL) database, only this instance's own previous jobs: those
     // of other instances are theirs, or rescued when their leases lapse.
     let requeued = if store.is_shared() {
@@ -119,6 +131,8 @@ pub async fn serve(
     let wake = Arc::new(Notify::new());
     let finished = Arc::new(Notify::new());
     let metrics = Arc::new(metrics::Metrics::default());
+    // Feeds read here and run elsewhere: filled by the signal relay, cut by the runners.
+    let relayed_output = Arc::new(output_relay::Pull::default());
     let mut tasks = tokio::task::JoinSet::new();
     for target in targets.all() {
         tasks.spawn(target.inventory.clone().run(shutdown.clone()));
@@ -129,6 +143,8 @@ pub async fn serve(
         config.job_ttl,
         config.data_dir.clone(),
         config.janitor_interval,
+        // Two lease TTLs: an instance's first lease write may fail and be tried again.
+        config.lease_ttl * 2,
         shutdown.clone(),
     ));
     tasks.spawn(
@@ -140,7 +156,7 @@ pub async fn serve(
             finished: finished.clone(),
             mode: config.signals,
             poll_interval: config.signal_poll_interval,
-            output: Default::default(),
+            output: relayed_output.clone(),
         }
         .run(shutdown.clone()),
     );
@@ -163,6 +179,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         settings,
         dispatcher: job_dispatcher.clone(),
+        relayed_output,
     };
     tasks.spawn(runners.run(shutdown.clone()));
     if let Some(key) = config.webhook_key.clone() {
@@ -200,8 +217,18 @@ pub async fn serve(
     // The origin guard checks Host only on a loopback listener, as Ollama decides from
     // the address it actually bound, not from the setting.
     config.addr = listener.local_addr()?;
+    let keys = Arc::new(keys::KeyRing::new(store.clone(), config.token.as_deref()));
+    if let Err(error) = keys.reload().await {
+        tracing::warn!(%error, "could not read the API keys; will try again at the next request");
+    }
+    tasks.spawn(keys::ledger::flush_until(
+        metrics.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
     let state = AppState {
         config: Arc::new(config),
+        keys,
         store: store.clone(),
         hub,
         targets,

@@ -35,6 +35,8 @@ enum Command {
     Man,
     /// Operations on the queue's database file (backup), beside a running daemon.
     Db(foreman::db_cli::DbArgs),
+    /// Create, list and revoke API keys, and show what they used (on the database).
+    Keys(foreman::keys::cli::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,10 @@ fn main() -> ExitCode {
         Command::Db(db) => {
             let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
             return runtime.block_on(foreman::db_cli::run(db));
+        }
+        Command::Keys(keys) => {
+            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+            return runtime.block_on(foreman::keys::cli::run(keys));
         }
     };
     let mut config = match args.validate() {

@@ -15,6 +15,14 @@
 //! batch is relayed only once the job's row is terminal, read before the batches, and
 //! then the feed ends with the row's outcome: no caller sees the end of an answer before
 //! its outcome is committed, on this path too.
+//!
+//! A run cut off before its end (its instance lost the job's lease, or its shutdown
+//! grace ran out) leaves a relayed feed with part of an answer; the job runs again. The
+//! feed then ends with a 503, as a caller on the runner's own instance is told
+//! ([`cut_off`]), instead of going on with the next run's output: the reader notices
+//! when the job's row no longer shows the run it relayed (read at `job:ID`, `end:ID`
+//! and every catch-up), when batches of another attempt come, or when a runner of its
+//! own process is about to run the job.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use foreman_store::{JobFailure, JobId, JobState, OutputBatch, OutputCursor, Store};
+use foreman_store::{Job, JobFailure, JobId, JobState, OutputBatch, OutputCursor, Store};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
@@ -198,29 +206,53 @@ impl BatchWriter {
 }
 
 /// Fills the feeds read here but run elsewhere from the store's batches (see the module
-/// doc); one per process, driven by the signal relay.
+/// doc); one per process, driven by the signal relay, and asked by this process's runners
+/// before they run a job (see [`Pull::cut_before_rerun`]).
 #[derive(Default)]
 pub struct Pull {
-    /// Where each relayed feed is in its job's output.
-    cursors: Mutex<HashMap<JobId, OutputCursor>>,
+    /// Where each relayed feed is in its job's output, and which run fed it.
+    feeds: Mutex<HashMap<JobId, Relayed>>,
+}
+
+/// A feed that has taken output relayed from the store.
+#[derive(Debug, Clone)]
+struct Relayed {
+    cursor: OutputCursor,
+    /// The lease owner of the run whose output it took, when its row showed it.
+    run: Option<String>,
+}
+
+impl Relayed {
+    /// Whether `job`'s row (not terminal) still shows the run whose output was relayed.
+    fn same_run(&self, job: &Job) -> bool {
+        job.state == JobState::Running
+            && job.attempts == self.cursor.attempt
+            && self
+                .run
+                .as_ref()
+                .is_none_or(|run| job.lease_owner.as_deref() == Some(run.as_str()))
+    }
 }
 
 impl Pull {
     /// Relays the batches of job `id` written since the last pull, if its feed is read
-    /// here and runs elsewhere. With `check_end`, the job's row is read first and, if it
-    /// is terminal, the `last` batch is relayed too and the feed ends with the row's
-    /// outcome.
-    pub async fn pull(&self, store: &Store, hub: &Hub, id: JobId, check_end: bool) {
+    /// here and runs elsewhere. With `check_row`, the job's row is read first: if it is
+    /// terminal, the `last` batch is relayed too and the feed ends with the row's outcome;
+    /// if the run whose output the feed took is no longer the job's (requeued at the end
+    /// of a shutdown grace, rescued after its lease lapsed, claimed again), the feed is
+    /// cut (see [`cut_off`]). Batches of another attempt than the one relayed cut it too.
+    pub async fn pull(&self, store: &Store, hub: &Hub, id: JobId, check_row: bool) {
         // One pull at a time: batches reach a feed once each, and in order.
-        let mut cursors = self.cursors.lock().await;
+        let mut feeds = self.feeds.lock().await;
         if !hub.relayed(id) {
-            cursors.remove(&id);
+            feeds.remove(&id);
             return;
         }
-        let ended = if check_end {
+        let relayed = feeds.get(&id).cloned();
+        // The first batch's run is learned from the row.
+        let row = if check_row || relayed.is_none() {
             match store.get(id).await {
-                Ok(Some(job)) if job.state.is_terminal() => Some(job),
-                Ok(_) => None,
+                Ok(row) => row,
                 Err(error) => {
                     tracing::warn!(%error, job = %id, "cannot read a job whose output runs elsewhere");
                     return;
@@ -229,8 +261,19 @@ impl Pull {
         } else {
             None
         };
-        let cursor = cursors.get(&id).copied();
-        let batches = match store.read_output(id, cursor).await {
+        if let (Some(relayed), Some(job)) = (&relayed, &row)
+            && !job.state.is_terminal()
+            && !relayed.same_run(job)
+        {
+            feeds.remove(&id);
+            cut(hub, id);
+            return;
+        }
+        let ended = row.as_ref().filter(|job| job.state.is_terminal());
+        let batches = match store
+            .read_output(id, relayed.as_ref().map(|relayed| relayed.cursor))
+            .await
+        {
             Ok(batches) => batches,
             Err(error) => {
                 tracing::warn!(%error, job = %id, "cannot read a job's output from another instance");
@@ -239,35 +282,84 @@ impl Pull {
         };
         let mut ended_in_stream = false;
         for batch in batches {
+            if let Some(relayed) = feeds.get(&id)
+                && batch.attempt != relayed.cursor.attempt
+            {
+                // Another run's output after this one's was cut off.
+                feeds.remove(&id);
+                cut(hub, id);
+                return;
+            }
             if batch.last && ended.is_none() {
                 break;
             }
-            if cursor.is_none() && !cursors.contains_key(&id) {
-                hub.start(id, &batch.content_type);
+            match feeds.get_mut(&id) {
+                Some(relayed) => relayed.cursor = batch.cursor(),
+                None => {
+                    hub.start(id, &batch.content_type);
+                    let run = row
+                        .as_ref()
+                        .filter(|job| {
+                            job.state == JobState::Running && job.attempts == batch.attempt
+                        })
+                        .and_then(|job| job.lease_owner.clone());
+                    feeds.insert(
+                        id,
+                        Relayed {
+                            cursor: batch.cursor(),
+                            run,
+                        },
+                    );
+                }
             }
-            cursors.insert(id, batch.cursor());
             ended_in_stream |= batch.last;
             if !batch.bytes.is_empty() {
                 hub.chunk(id, Bytes::from(batch.bytes));
             }
         }
         if let Some(job) = ended {
-            cursors.remove(&id);
-            hub.finish(id, outcome(job.state, job.failure, ended_in_stream));
+            feeds.remove(&id);
+            hub.finish(id, outcome(job.state, job.failure.clone(), ended_in_stream));
         }
     }
 
-    /// Pulls every feed read here but run elsewhere, ends included (after signals may
+    /// Pulls every feed read here but run elsewhere, rows checked (after signals may
     /// have been missed, and at every poll).
     pub async fn pull_all(&self, store: &Store, hub: &Hub) {
         let relayed = hub.relayed_feeds();
-        self.cursors
-            .lock()
-            .await
-            .retain(|id, _| relayed.contains(id));
+        self.feeds.lock().await.retain(|id, _| relayed.contains(id));
         for id in relayed {
             self.pull(store, hub, id, true).await;
         }
+    }
+
+    /// A runner of this process is about to run job `id`: if its feed here took output
+    /// relayed from an earlier run elsewhere, that run was cut off, and the feed ends
+    /// (see [`cut_off`]) before this run's output could follow it.
+    pub async fn cut_before_rerun(&self, hub: &Hub, id: JobId) {
+        if self.feeds.lock().await.remove(&id).is_some() {
+            cut(hub, id);
+        }
+    }
+}
+
+/// Ends a relayed feed whose run was cut off.
+fn cut(hub: &Hub, id: JobId) {
+    tracing::info!(job = %id, "the run relayed to a caller here was cut off on another instance");
+    hub.finish(id, cut_off());
+}
+
+/// How a caller here hears that the run it was streamed from another instance stopped
+/// before its end (that instance lost the job's lease, or its shutdown grace ran out):
+/// as a caller of that instance does, with a 503; the job runs again, and its next run's
+/// output is not glued to the part this caller has.
+pub fn cut_off() -> Outcome {
+    Outcome::Failed {
+        failure: JobFailure {
+            status: 503,
+            message: "the job's run on another foreman instance was cut off (its lease was lost or that instance shut down); the job was requeued and runs again".into(),
+        },
+        from_target: None,
     }
 }
 

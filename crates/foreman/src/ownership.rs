@@ -10,6 +10,10 @@
 //! renewals fail or stall stops scheduling the target before another can take it over.
 //! A failed renewal or one refused (another instance took it) drops it at once.
 //!
+//! Each instance also holds a lease named by its own id ([`Lease::Instance`]) while it
+//! runs, renewed with the others and released at a clean shutdown: the janitor's holder
+//! abandons the synchronous jobs of instances without one (see `janitor`).
+//!
 //! On SQLite there is one process per database file, so every lease is held for good
 //! and nothing is written: a restarted process (with a new default instance id) must not
 //! wait for its predecessor's lease to lapse.
@@ -121,6 +125,9 @@ impl LeaseKeeper {
         }
         self.janitor.set(0, None);
         self.release(Lease::Janitor).await;
+        // Gone: the synchronous jobs it accepted (their callers were told to retry) are
+        // abandoned by the janitor's holder, unless it starts again first.
+        self.release(Lease::Instance(&self.instance)).await;
     }
 
     /// How long until the next round: a third of the TTL, or just past the earliest
@@ -164,6 +171,22 @@ impl LeaseKeeper {
                     target.inventory.refresh_soon();
                 }
             }
+        }
+        // This instance's own lease says it is alive: while it runs, the janitor's holder
+        // leaves the synchronous jobs it accepted alone.
+        let now = now_ms();
+        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .store
+            .acquire_lease(Lease::Instance(&self.instance), &self.instance, now, ttl_ms)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::error!(
+                instance = %self.instance,
+                "another live instance has this instance id; give each instance its own FOREMAN_INSTANCE_ID"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot renew this instance's lease"),
         }
         let was_leader = self.janitor.held(now_ms());
         self.renew(Lease::Janitor, &self.janitor).await;

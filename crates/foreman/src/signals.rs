@@ -3,7 +3,8 @@
 //! [`Hub::job_changed`] (long polls, waiters for a commit) and, at an end, the webhook
 //! dispatcher's `finished`; a cancel request stops the job's run here if it runs here.
 //! A batch of output (`out:ID`) or an end fills the feed of a job read here and run
-//! elsewhere from the store (see `output_relay.rs`).
+//! elsewhere from the store (see `output_relay.rs`); a change (`job:ID`) also checks such
+//! a feed's run, which a requeue or a rescue has cut off.
 //!
 //! Two ways to hear them (`FOREMAN_SIGNALS`):
 //! - `notify` (the default): a session of its own that `LISTEN`s (`Store::listen`); the
@@ -50,8 +51,8 @@ pub struct Relay {
     pub finished: Arc<Notify>,
     pub mode: SignalMode,
     pub poll_interval: Duration,
-    /// Fills the feeds of jobs read here and run elsewhere.
-    pub output: Pull,
+    /// Fills the feeds of jobs read here and run elsewhere (shared with the runners).
+    pub output: Arc<Pull>,
 }
 
 impl Relay {
@@ -129,7 +130,11 @@ impl Relay {
     async fn relay(&self, signal: Signal) {
         match signal {
             Signal::NewWork(_) => self.wake.notify_waiters(),
-            Signal::Changed(id) => self.hub.job_changed(id),
+            Signal::Changed(id) => {
+                // A relayed feed whose run left `running` (requeued, rescued) is cut.
+                self.output.pull(&self.store, &self.hub, id, true).await;
+                self.hub.job_changed(id);
+            }
             Signal::Output(id) => self.output.pull(&self.store, &self.hub, id, false).await,
             Signal::Finished(id) => {
                 // The rest of the output and the end, before the waiters read the row.

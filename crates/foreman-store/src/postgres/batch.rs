@@ -265,7 +265,7 @@ impl PgStore {
         jobs: Vec<NewJob>,
         enqueued: i64,
         now: i64,
-    ) -> Result<u64> {
+    ) -> Result<Vec<crate::Job>> {
         if jobs
             .iter()
             .any(|job| job.id.is_none() || job.max_attempts == 0)
@@ -274,12 +274,14 @@ impl PgStore {
                 "a batch line's job needs its own id and at least one attempt".to_owned(),
             ));
         }
+        let accepted_by = self.instance.as_deref();
         self.transaction(async |tx| {
-            let mut created = 0;
+            let mut created = Vec::new();
             for job in &jobs {
                 let id = job.id.expect("checked above");
-                if insert_job(tx, job, id, now).await?.created {
-                    created += 1;
+                let enqueued = insert_job(tx, job, id, now, accepted_by).await?;
+                if enqueued.created {
+                    created.push(enqueued.job);
                 }
             }
             tx.execute(&sql::postgres(sql::SET_ENQUEUED), &[&batch_id, &enqueued])

@@ -39,9 +39,19 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0004_job_output.sql"),
     },
     Migration {
+        version: 5,
+        name: "instances",
+        sql: include_str!("migrations/0005_instances.sql"),
+    },
+    Migration {
         version: 6,
         name: "batches",
         sql: include_str!("migrations/0006_batches.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "api_keys",
+        sql: include_str!("migrations/0007_api_keys.sql"),
     },
 ];
 

@@ -20,6 +20,7 @@
 //! Connections come from a `deadpool-postgres` pool over `tokio-postgres` (plain TCP, no
 //! TLS); see ARCHITECTURE.md for why this client.
 
+mod keys;
 mod batch;
 mod migrate;
 mod outbox;
@@ -47,7 +48,7 @@ use crate::output::{OutputBatch, OutputCursor};
 use crate::queue_index::QueuedJob;
 use crate::sqlite::{
     LEASE_EXHAUSTED, LEASE_REQUEUED, MAX_ULID_MS, RESTART_EXHAUSTED, RESTART_REQUEUED,
-    SYNC_ABANDONED, lease_expiry,
+    SYNC_ABANDONED, SYNC_ORPHANED, lease_expiry,
 };
 use crate::webhook::{AttemptOutcome, WebhookAttempt, WebhookDelivery};
 use row::{JOB_COLUMNS, attempt_from_row, delivery_from_row, job_from_row};
@@ -70,6 +71,8 @@ pub struct PgStore {
     display: String,
     ids: Arc<Mutex<ulid::Generator>>,
     commit_times: Arc<CommitTimes>,
+    /// Recorded as `accepted_by` on every job this handle enqueues.
+    instance: Option<Arc<str>>,
 }
 
 impl fmt::Debug for PgStore {
@@ -119,10 +122,17 @@ impl PgStore {
             display,
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             commit_times: Arc::new(CommitTimes::default()),
+            instance: None,
         };
         let mut client = store.client().await?;
         migrate::run(&mut client).await?;
         Ok(store)
+    }
+
+    /// This handle, recording `instance` as `accepted_by` on the jobs it enqueues.
+    pub fn with_instance(mut self, instance: &str) -> PgStore {
+        self.instance = Some(Arc::from(instance));
+        self
     }
 
     /// Opens a listening session of its own (not from the pool) for the signals every
@@ -289,10 +299,11 @@ impl PgStore {
             )));
         }
         let id = new_job.id.unwrap_or_else(|| self.next_id(now));
+        let accepted_by = self.instance.as_deref();
         if max_queued.is_none() && new_job.idempotency_key.is_none() {
             // The common case, one INSERT: it needs no transaction of its own.
             return self
-                .single(async |client| insert_job(client, &new_job, id, now).await)
+                .single(async |client| insert_job(client, &new_job, id, now, accepted_by).await)
                 .await;
         }
         self.transaction(async |tx| {
@@ -316,7 +327,7 @@ impl PgStore {
                     return Err(Error::QueueFull { limit });
                 }
             }
-            insert_job(tx, &new_job, id, now).await
+            insert_job(tx, &new_job, id, now, accepted_by).await
         })
         .await
     }
@@ -610,11 +621,31 @@ impl PgStore {
         owner: &str,
         now: i64,
     ) -> Result<Option<Job>> {
-        self.change_job(
-            &queries::REQUEUE,
-            &[&id.to_string(), &attempt_i32(attempt)?, &owner, &now],
-        )
-        .await
+        let attempt = attempt_i32(attempt)?;
+        let requeued = self
+            .change_job(
+                &queries::REQUEUE,
+                &[&id.to_string(), &attempt, &owner, &now],
+            )
+            .await?;
+        if requeued
+            .as_ref()
+            .is_some_and(|job| job.state == crate::JobState::Queued)
+        {
+            // The attempt number is given back, so the next run writes its output under
+            // it again: the cut run's batches go (its readers elsewhere are told it was
+            // cut off), and a reader who joins later sees the next run's only.
+            self.single(async |client| {
+                Ok(client
+                    .execute(
+                        "DELETE FROM job_output WHERE job_id = $1 AND attempt >= $2",
+                        &[&id.to_string(), &attempt],
+                    )
+                    .await?)
+            })
+            .await?;
+        }
+        Ok(requeued)
     }
 
     /// See [`Store::cancel`](crate::Store::cancel).
@@ -695,6 +726,47 @@ impl PgStore {
     pub async fn abandon_sync_jobs(&self, now: i64) -> Result<u64> {
         self.change_jobs(&queries::ABANDON_SYNC, &[&now, &SYNC_ABANDONED])
             .await
+    }
+
+    /// See [`Store::abandon_sync_jobs_of`](crate::Store::abandon_sync_jobs_of).
+    pub async fn abandon_sync_jobs_of(&self, instance: &str, now: i64) -> Result<u64> {
+        self.change_jobs(
+            &queries::ABANDON_SYNC_OF,
+            &[&now, &SYNC_ABANDONED, &instance],
+        )
+        .await
+    }
+
+    /// See [`Store::abandon_orphaned_sync_jobs`](crate::Store::abandon_orphaned_sync_jobs).
+    pub async fn abandon_orphaned_sync_jobs(&self, now: i64, accepted_before: i64) -> Result<u64> {
+        self.change_jobs(
+            &queries::ABANDON_ORPHANED_SYNC,
+            &[&now, &SYNC_ORPHANED, &accepted_before],
+        )
+        .await
+    }
+
+    /// See [`Store::occupants`](crate::Store::occupants).
+    pub async fn occupants(&self, target: &str) -> Result<Vec<crate::Occupant>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, model, load_options, lease_owner FROM jobs
+                 WHERE state = 'running' AND target = $1",
+                &[&target],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.get("id");
+                Ok(crate::Occupant {
+                    id: row::parse_id(&id)?,
+                    model: row.get("model"),
+                    load_options: row.get("load_options"),
+                    lease_owner: row.get("lease_owner"),
+                })
+            })
+            .collect()
     }
 
     /// See [`Store::rescue_expired`](crate::Store::rescue_expired).
@@ -1074,6 +1146,7 @@ async fn insert_job<C: GenericClient>(
     new_job: &NewJob,
     id: JobId,
     now: i64,
+    accepted_by: Option<&str>,
 ) -> Result<Enqueued> {
     let inserted = first_job(
         client,
@@ -1091,6 +1164,7 @@ async fn insert_job<C: GenericClient>(
             &new_job.metadata,
             &new_job.load_options,
             &new_job.sync,
+            &accepted_by,
         ],
     )
     .await?;
@@ -1149,13 +1223,14 @@ mod queries {
         LazyLock::new(|| with_columns("SELECT {COLUMNS} FROM jobs WHERE idempotency_key = $1"));
 
     /// $1 id, $2 kind, $3 model, $4 payload, $5 priority, $6 max_attempts, $7 now,
-    /// $8 idempotency_key, $9 webhook_url, $10 metadata, $11 load_options, $12 sync.
+    /// $8 idempotency_key, $9 webhook_url, $10 metadata, $11 load_options, $12 sync,
+    /// $13 accepted_by.
     pub(super) static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
         with_columns(
             "INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
                                run_after, idempotency_key, webhook_url, metadata, created_at,
-                               load_options, sync)
-             VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7, $8, $9, $10, $7, $11, $12)
+                               load_options, sync, accepted_by)
+             VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7, $8, $9, $10, $7, $11, $12, $13)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING {COLUMNS}",
         )
@@ -1291,6 +1366,41 @@ mod queries {
         with_columns(&format!(
             "{TAKE_BACK_RUNNING}
              WHERE state = 'running' AND lease_expires_at < $1
+             RETURNING {{COLUMNS}}"
+        ))
+    });
+
+    /// Abandons synchronous jobs whose caller is gone while other instances may run them
+    /// (see the SQLite backend's `abandon_sync`): queued ones cancelled at once, running ones
+    /// asked to stop. $1 now, $2 message.
+    const ABANDON_SYNC_WHILE_SHARED: &str = "
+        UPDATE jobs
+        SET state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+            finished_at = CASE WHEN state = 'queued' THEN $1::bigint ELSE finished_at END,
+            cancel_requested = state = 'running',
+            failure_status = 499,
+            failure_message = $2::text
+        WHERE sync
+          AND (state = 'queued' OR (state = 'running' AND NOT cancel_requested))";
+
+    /// Those accepted by instance $3.
+    pub(super) static ABANDON_SYNC_OF: LazyLock<String> = LazyLock::new(|| {
+        with_columns(&format!(
+            "{ABANDON_SYNC_WHILE_SHARED}
+               AND accepted_by = $3
+             RETURNING {{COLUMNS}}"
+        ))
+    });
+
+    /// Those accepted before $3 by an instance without a live instance lease at $1, or by
+    /// nobody recorded.
+    pub(super) static ABANDON_ORPHANED_SYNC: LazyLock<String> = LazyLock::new(|| {
+        with_columns(&format!(
+            "{ABANDON_SYNC_WHILE_SHARED}
+               AND created_at < $3
+               AND NOT EXISTS (
+                   SELECT 1 FROM target_leases
+                   WHERE kind = 'instance' AND name = jobs.accepted_by AND expires_at > $1)
              RETURNING {{COLUMNS}}"
         ))
     });

@@ -12,7 +12,7 @@ use crate::webhook::{DeliveryState, WebhookAttempt, WebhookDelivery};
 pub(super) const JOB_COLUMNS: &str = "id, kind, model, load_options, target, sync, interruptions, \
      payload, state, priority, attempts, max_attempts, lease_owner, lease_expires_at, run_after, \
      cancel_requested, result, failure_status, failure_message, idempotency_key, webhook_url, \
-     metadata, artifacts, created_at, started_at, finished_at";
+     metadata, artifacts, created_at, started_at, finished_at, accepted_by";
 
 /// [`JOB_COLUMNS`], each prefixed with `table.` (for an UPDATE ... FROM).
 pub(super) fn qualified_columns(table: &str) -> String {
@@ -95,6 +95,7 @@ pub(super) fn job_from_row(row: &Row) -> Result<Job> {
         artifacts: row.try_get("artifacts")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
+        accepted_by: row.try_get("accepted_by")?,
         finished_at: row.try_get("finished_at")?,
     })
 }

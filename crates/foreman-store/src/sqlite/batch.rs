@@ -261,7 +261,7 @@ impl SqliteStore {
         jobs: Vec<NewJob>,
         enqueued: i64,
         now: i64,
-    ) -> Result<u64> {
+    ) -> Result<Vec<crate::Job>> {
         if jobs
             .iter()
             .any(|job| job.id.is_none() || job.max_attempts == 0)
@@ -271,14 +271,15 @@ impl SqliteStore {
             ));
         }
         let batch_id = batch_id.to_owned();
+        let accepted_by = self.instance.clone();
         self.write(Durability::Durable, move |conn, mirror| {
-            let mut created = 0;
+            let mut created = Vec::new();
             for job in &jobs {
                 let id = job.id.expect("checked above");
-                let enqueued = insert_job(conn, job, id, now)?;
+                let enqueued = insert_job(conn, job, id, now, accepted_by.as_deref())?;
                 if enqueued.created {
                     mirror.track(&enqueued.job);
-                    created += 1;
+                    created.push(enqueued.job);
                 }
             }
             conn.prepare_cached(sql::SET_ENQUEUED)?

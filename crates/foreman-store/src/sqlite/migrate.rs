@@ -59,9 +59,19 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0008_target_leases.sql"),
     },
     Migration {
+        version: 9,
+        name: "instances_and_outbox_in_code",
+        sql: include_str!("migrations/0009_instances_and_outbox_in_code.sql"),
+    },
+    Migration {
         version: 10,
         name: "batches",
         sql: include_str!("migrations/0010_batches.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "api_keys",
+        sql: include_str!("migrations/0011_api_keys.sql"),
     },
 ];
 
@@ -226,13 +236,18 @@ mod tests {
             .is_err(),
             "the kind is still checked"
         );
-        // The outbox trigger came back with the table.
+        // Migration 5 brought the outbox trigger back with the table; migration 9 drops
+        // it, since the store's code writes deliveries now (`sqlite/outbox.rs`).
         conn.execute(
             "UPDATE jobs SET state = 'cancelled', finished_at = 5 WHERE state = 'queued'",
             [],
         )
         .unwrap();
-        assert_eq!(count("SELECT count(*) FROM webhook_deliveries"), 3);
+        assert_eq!(count("SELECT count(*) FROM webhook_deliveries"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'"),
+            0
+        );
         assert_eq!(
             count("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_autoindex_jobs_1'"),
             1

@@ -7,11 +7,12 @@
 //! process holding the file makes them wait (`busy_timeout`) instead of failing. Reads use a
 //! separate read-only pool and never block the writer.
 
+mod keys;
 mod batch;
 mod maintenance;
 mod migrate;
 mod mirror;
-
+mod outbox;
 mod queries;
 mod readers;
 mod row;
@@ -57,6 +58,7 @@ pub(crate) const LEASE_EXHAUSTED: &str =
     "job interrupted by lost leases or restarts too many times";
 pub(crate) const SYNC_ABANDONED: &str =
     "its caller's connection ended with the foreman process that accepted it (restart)";
+pub(crate) const SYNC_ORPHANED: &str = "its caller's connection ended with the foreman instance that accepted it (that instance stopped or died)";
 
 /// A job store in one SQLite file.
 #[derive(Debug, Clone)]
@@ -73,6 +75,8 @@ pub struct SqliteStore {
     ids: Arc<Mutex<ulid::Generator>>,
     /// How long the writer's commits take, recorded by the writer thread.
     commit_times: Arc<CommitTimes>,
+    /// Recorded as `accepted_by` on every job this handle enqueues.
+    instance: Option<Arc<str>>,
 }
 
 /// The connection settings the store depends on, as SQLite reports them on the writer.
@@ -122,7 +126,14 @@ impl SqliteStore {
             writer,
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             commit_times,
+            instance: None,
         })
+    }
+
+    /// This handle, recording `instance` as `accepted_by` on the jobs it enqueues.
+    pub fn with_instance(mut self, instance: &str) -> SqliteStore {
+        self.instance = Some(Arc::from(instance));
+        self
     }
 
     /// The database file.
@@ -245,9 +256,30 @@ impl SqliteStore {
         self.write(durability, move |conn, mirror| {
             let job = first_job(conn, sql, params)?;
             if let Some(job) = &job {
+                outbox::record_if_finished(conn, job)?;
                 mirror.track(job);
             }
             Ok(job)
+        })
+        .await
+    }
+
+    /// A durable change of many jobs (`sql` returns every row it changed), with the
+    /// webhook deliveries of those it finished; the mirror is reloaded, since rows may
+    /// have gone back to the queue or left it. Returns how many rows changed.
+    async fn change_jobs<P>(&self, sql: &'static str, params: P) -> Result<u64>
+    where
+        P: Params + Send + 'static,
+    {
+        self.write(Durability::Durable, move |conn, mirror| {
+            let jobs = all_rows(conn, sql, params, job_from_row)?;
+            for job in &jobs {
+                outbox::record_if_finished(conn, job)?;
+            }
+            if !jobs.is_empty() {
+                mirror.reload(conn)?;
+            }
+            Ok(jobs.len() as u64)
         })
         .await
     }
@@ -288,6 +320,7 @@ impl SqliteStore {
             )));
         }
         let id = new_job.id.unwrap_or_else(|| self.next_id(now));
+        let accepted_by = self.instance.clone();
         // The insert and the fallback read of a duplicate key share one write, so the
         // existing row a duplicate key points at cannot be pruned in between.
         self.write(Durability::Durable, move |conn, mirror| {
@@ -304,7 +337,7 @@ impl SqliteStore {
                     return Err(Error::QueueFull { limit });
                 }
             }
-            let enqueued = insert_job(conn, &new_job, id, now)?;
+            let enqueued = insert_job(conn, &new_job, id, now, accepted_by.as_deref())?;
             if enqueued.created {
                 mirror.track(&enqueued.job);
             }
@@ -565,6 +598,7 @@ impl SqliteStore {
             let id = id.to_string();
             let queued = rusqlite::params![id, now, reason.status, &reason.message];
             if let Some(job) = first_job(conn, queries::CANCEL_QUEUED, queued)? {
+                outbox::record_if_finished(conn, &job)?;
                 mirror.track(&job);
                 return Ok(CancelOutcome::Cancelled(job));
             }
@@ -601,7 +635,7 @@ impl SqliteStore {
 
     /// See [`Store::recover_running`](crate::Store::recover_running).
     pub async fn recover_running(&self, now: i64) -> Result<u64> {
-        self.change_rows(
+        self.change_jobs(
             queries::RECOVER_RUNNING,
             (
                 now,
@@ -609,14 +643,13 @@ impl SqliteStore {
                 RESTART_REQUEUED,
                 i64::from(crate::MAX_INTERRUPTIONS),
             ),
-            true,
         )
         .await
     }
 
     /// See [`Store::recover_running_owned`](crate::Store::recover_running_owned).
     pub async fn recover_running_owned(&self, owner_prefix: &str, now: i64) -> Result<u64> {
-        self.change_rows(
+        self.change_jobs(
             queries::RECOVER_RUNNING_OWNED,
             (
                 now,
@@ -625,20 +658,45 @@ impl SqliteStore {
                 i64::from(crate::MAX_INTERRUPTIONS),
                 owner_prefix.to_owned(),
             ),
-            true,
         )
         .await
     }
 
     /// See [`Store::abandon_sync_jobs`](crate::Store::abandon_sync_jobs).
     pub async fn abandon_sync_jobs(&self, now: i64) -> Result<u64> {
-        self.change_rows(queries::ABANDON_SYNC, (now, SYNC_ABANDONED), true)
+        self.change_jobs(queries::ABANDON_SYNC, (now, SYNC_ABANDONED))
+            .await
+    }
+
+    /// See [`Store::abandon_sync_jobs_of`](crate::Store::abandon_sync_jobs_of).
+    pub async fn abandon_sync_jobs_of(&self, instance: &str, now: i64) -> Result<u64> {
+        self.change_jobs(
+            queries::ABANDON_SYNC_OF,
+            (now, SYNC_ABANDONED, instance.to_owned()),
+        )
+        .await
+    }
+
+    /// See [`Store::abandon_orphaned_sync_jobs`](crate::Store::abandon_orphaned_sync_jobs).
+    pub async fn abandon_orphaned_sync_jobs(&self, now: i64, accepted_before: i64) -> Result<u64> {
+        self.change_jobs(
+            queries::ABANDON_ORPHANED_SYNC,
+            (now, SYNC_ORPHANED, accepted_before),
+        )
+        .await
+    }
+
+    /// See [`Store::occupants`](crate::Store::occupants).
+    pub async fn occupants(&self, target: &str) -> Result<Vec<crate::Occupant>> {
+        let target = target.to_owned();
+        self.readers
+            .read(move |conn| all_rows(conn, queries::OCCUPANTS, [target], row::occupant_from_row))
             .await
     }
 
     /// See [`Store::rescue_expired`](crate::Store::rescue_expired).
     pub async fn rescue_expired(&self, now: i64) -> Result<u64> {
-        self.change_rows(
+        self.change_jobs(
             queries::RESCUE_EXPIRED,
             (
                 now,
@@ -646,7 +704,6 @@ impl SqliteStore {
                 LEASE_REQUEUED,
                 i64::from(crate::MAX_INTERRUPTIONS),
             ),
-            true,
         )
         .await
     }
@@ -936,7 +993,13 @@ fn existing_for_key(conn: &Connection, new_job: &NewJob) -> Result<Option<Job>> 
 
 /// Inserts one job, or finds the job an idempotency key already names (also one
 /// inserted earlier in the same batch).
-fn insert_job(conn: &Connection, new_job: &NewJob, id: JobId, now: i64) -> Result<Enqueued> {
+fn insert_job(
+    conn: &Connection,
+    new_job: &NewJob,
+    id: JobId,
+    now: i64,
+    accepted_by: Option<&str>,
+) -> Result<Enqueued> {
     let inserted = first_job(
         conn,
         queries::INSERT_JOB,
@@ -952,7 +1015,8 @@ fn insert_job(conn: &Connection, new_job: &NewJob, id: JobId, now: i64) -> Resul
             new_job.webhook_url,
             new_job.metadata,
             new_job.load_options,
-            new_job.sync
+            new_job.sync,
+            accepted_by
         ],
     )?;
     if let Some(job) = inserted {

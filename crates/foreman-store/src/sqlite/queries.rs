@@ -8,12 +8,13 @@
 
 /// Inserts a queued job; with an idempotency key already present it inserts nothing and
 /// returns no row. ?1 id, ?2 kind, ?3 model, ?4 payload, ?5 priority, ?6 max_attempts,
-/// ?7 now, ?8 idempotency_key, ?9 webhook_url, ?10 metadata, ?11 load_options, ?12 sync.
+/// ?7 now, ?8 idempotency_key, ?9 webhook_url, ?10 metadata, ?11 load_options, ?12 sync,
+/// ?13 accepted_by.
 pub(super) const INSERT_JOB: &str = "
     INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
                       run_after, idempotency_key, webhook_url, metadata, created_at,
-                      load_options, sync)
-    VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 0, ?6, ?7, ?8, ?9, ?10, ?7, ?11, ?12)
+                      load_options, sync, accepted_by)
+    VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 0, ?6, ?7, ?8, ?9, ?10, ?7, ?11, ?12, ?13)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING *";
 
@@ -210,13 +211,60 @@ pub(super) const ABANDON_SYNC: &str = "
         failure_message = ?2,
         lease_owner = NULL,
         lease_expires_at = NULL
-    WHERE sync = 1 AND state IN ('queued', 'running')";
+    WHERE sync = 1 AND state IN ('queued', 'running')
+    RETURNING *";
+
+/// The SET part of abandoning synchronous jobs whose caller is gone, while other instances
+/// may run them: a queued one is cancelled at once, a running one is asked to stop (its
+/// runner, wherever it is, ends it cancelled; a dead runner's job is cancelled when it is
+/// taken back). Either way the job records why (499, ?2). ?1 now.
+macro_rules! abandon_sync {
+    () => {
+        "
+    UPDATE jobs
+    SET state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+        finished_at = CASE WHEN state = 'queued' THEN ?1 ELSE finished_at END,
+        cancel_requested = CASE WHEN state = 'running' THEN 1 ELSE 0 END,
+        failure_status = 499,
+        failure_message = ?2
+    WHERE sync = 1
+      AND (state = 'queued' OR (state = 'running' AND cancel_requested = 0))"
+    };
+}
+
+/// The unfinished synchronous jobs instance ?3 accepted (its start: its callers' connections
+/// died with its previous process). ?1 now, ?2 message.
+pub(super) const ABANDON_SYNC_OF: &str = concat!(
+    abandon_sync!(),
+    "
+      AND accepted_by = ?3
+    RETURNING *"
+);
+
+/// The unfinished synchronous jobs accepted before ?3 by an instance that holds no live
+/// instance lease at ?1 (stopped, or dead and never back), or by nobody recorded.
+/// ?2 message.
+pub(super) const ABANDON_ORPHANED_SYNC: &str = concat!(
+    abandon_sync!(),
+    "
+      AND created_at < ?3
+      AND NOT EXISTS (
+          SELECT 1 FROM target_leases
+          WHERE kind = 'instance' AND name = jobs.accepted_by AND expires_at > ?1)
+    RETURNING *"
+);
+
+/// The running jobs on target ?1, with their lease owners.
+pub(super) const OCCUPANTS: &str = "
+    SELECT id, model, load_options, lease_owner FROM jobs
+    WHERE state = 'running' AND target = ?1";
 
 /// Every running job (startup of a single instance). ?1 now, ?2 and ?3 messages.
 pub(super) const RECOVER_RUNNING: &str = concat!(
     take_back_running!(),
     "
-    WHERE state = 'running'"
+    WHERE state = 'running'
+    RETURNING *"
 );
 
 /// Running jobs whose lease owner starts with ?5 (startup of an instance that kept its id).
@@ -224,14 +272,16 @@ pub(super) const RECOVER_RUNNING: &str = concat!(
 pub(super) const RECOVER_RUNNING_OWNED: &str = concat!(
     take_back_running!(),
     "
-    WHERE state = 'running' AND substr(lease_owner, 1, length(?5)) = ?5"
+    WHERE state = 'running' AND substr(lease_owner, 1, length(?5)) = ?5
+    RETURNING *"
 );
 
 /// Running jobs whose lease lapsed before ?1 now. ?2 and ?3 messages.
 pub(super) const RESCUE_EXPIRED: &str = concat!(
     take_back_running!(),
     "
-    WHERE state = 'running' AND lease_expires_at < ?1"
+    WHERE state = 'running' AND lease_expires_at < ?1
+    RETURNING *"
 );
 
 /// Deletes up to ?2 terminal jobs that finished before ?1, oldest first. The schema allows

@@ -68,6 +68,7 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
         artifacts: row.get("artifacts")?,
         created_at: row.get("created_at")?,
         started_at: row.get("started_at")?,
+        accepted_by: row.get("accepted_by")?,
         finished_at: row.get("finished_at")?,
     })
 }
@@ -116,5 +117,20 @@ pub(super) fn attempt_from_row(row: &Row<'_>) -> Result<WebhookAttempt> {
         latency_ms: row.get("latency_ms")?,
         error: row.get("error")?,
         retry_at: row.get("retry_at")?,
+    })
+}
+
+/// Reads one row of `queries::OCCUPANTS`.
+pub(super) fn occupant_from_row(row: &Row<'_>) -> Result<crate::Occupant> {
+    let id_text: String = row.get("id")?;
+    let id: JobId = id_text.parse().map_err(|e| Error::CorruptRow {
+        id: id_text.clone(),
+        reason: format!("{e}"),
+    })?;
+    Ok(crate::Occupant {
+        id,
+        model: row.get("model")?,
+        load_options: row.get("load_options")?,
+        lease_owner: row.get("lease_owner")?,
     })
 }

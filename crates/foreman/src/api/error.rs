@@ -49,6 +49,14 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// An API key's limit was reached; `retry_after` seconds until it may ask again.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
+    /// The keys API was asked about a key that does not exist (or is revoked).
+    #[error("{0}")]
+    KeyNotFound(String),
+    #[error("{0}")]
+    KeyExists(String),
     #[error("request body too large: the limit is {0} bytes")]
     TooLarge(usize),
     /// The client stopped sending its request body for longer than the body timeout.
@@ -120,6 +128,9 @@ impl ApiError {
             }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::KeyNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::KeyExists(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
@@ -355,6 +366,8 @@ impl ApiError {
                     }
                     StatusCode::NOT_FOUND => "not_found_error",
                     StatusCode::UNAUTHORIZED => "authentication_error",
+                    StatusCode::FORBIDDEN => "permission_error",
+                    StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
                     _ => "api_error",
                 };
                 json!({"error": {"message": self.to_string(), "type": kind, "param": null, "code": null}})
@@ -377,6 +390,9 @@ impl ApiError {
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             _ => {}
         }

@@ -4,7 +4,8 @@
 //!   (never held whole in memory) and answers the File object;
 //! - `GET /v1/files` lists them (`purpose`, `limit`, `order`, `after`), in OpenAI's list
 //!   shape; `GET /v1/files/{id}` shows one; `GET /v1/files/{id}/content` streams its bytes;
-//!   `DELETE /v1/files/{id}` removes it.
+//!   `DELETE /v1/files/{id}` removes it (not while it is the input of a batch that has
+//!   not ended).
 //!
 //! Only `purpose=batch` is accepted for uploads (the other purposes of OpenAI, fine-tuning
 //! and assistants, have nothing to serve them here); batches write `batch_output` files.
@@ -281,6 +282,17 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
     openai(
         async {
             let file = find(&state, &id).await?;
+            // A running batch reads its input again as it enqueues and finalises.
+            let open = state.store.open_batches().await?;
+            if let Some(batch) = open
+                .iter()
+                .find(|batch| batch.input_file_id == file.id && !batch.status.is_terminal())
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "file {} is the input of batch {}, which is {}; delete it once the batch has ended",
+                    file.id, batch.id, batch.status
+                )));
+            }
             let deleted = state.store.delete_file(&file.id).await?;
             // The record goes first: a crash in between leaves bytes nobody lists, never
             // a listed file without its bytes.

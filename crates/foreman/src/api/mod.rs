@@ -18,6 +18,8 @@
 //!   `/v1/responses`, queued ([`responses`]);
 //! - Anthropic's Messages API: `/v1/messages`, queued ([`anthropic`]);
 //! - async jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, events, cancel ([`jobs`]);
+//! - API keys (behind the `admin` scope): `GET`/`POST /foreman/keys`,
+//!   `DELETE /foreman/keys/{name}`, `GET /foreman/keys/usage` ([`keys`]);
 //! - the operator's views: `GET /metrics` (Prometheus), `GET /foreman/status` and the
 //!   dashboard `GET /ui` ([`observe`]).
 //!
@@ -34,6 +36,7 @@ mod files;
 mod health;
 mod job_control;
 mod jobs;
+mod keys;
 mod listing;
 mod observe;
 mod openai;
@@ -82,6 +85,8 @@ pub struct AppState {
     pub show_cache: Arc<show_cache::ShowCache>,
     /// Counters and recent history for `/metrics`, `/foreman/status` and `/ui`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The API keys and `FOREMAN_TOKEN`, for auth and the keys API.
+    pub keys: Arc<crate::keys::KeyRing>,
     pub shutdown: CancellationToken,
     /// Rung when a batch is created or cancelled, to wake the batch driver.
     pub batch_kick: Arc<Notify>,
@@ -102,8 +107,13 @@ impl AppState {
             wake.clone(),
             metrics.clone(),
         ));
+        let keys = Arc::new(crate::keys::KeyRing::new(
+            store.clone(),
+            config.token.as_deref(),
+        ));
         AppState {
             config: Arc::new(config),
+            keys,
             store,
             hub: Arc::new(Hub::default()),
             targets,
@@ -169,6 +179,9 @@ pub fn router(state: AppState) -> Router {
         .route("/foreman/targets", get(listing::targets))
         .route("/foreman/status", get(observe::status))
         .route("/metrics", get(observe::metrics))
+        .route("/foreman/keys", get(keys::list).post(keys::create))
+        .route("/foreman/keys/usage", get(keys::usage))
+        .route("/foreman/keys/{name}", delete(keys::revoke))
         .route("/ui", get(observe::dashboard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -42,8 +42,9 @@ use crate::targets::Targets;
 const CHUNK: usize = 500;
 /// How often open batches are looked at without a wake-up.
 const TICK: Duration = Duration::from_secs(1);
-/// After a job ends, how long the driver lets others end before it counts them.
-const SETTLE: Duration = Duration::from_millis(100);
+/// After a job ends, how long the driver lets others end before it counts them: at most
+/// a few passes over the pending lines a second.
+const SETTLE: Duration = Duration::from_millis(250);
 /// Jobs read at once while counting or finalising.
 pub(super) const READS_AT_ONCE: usize = 16;
 
@@ -91,8 +92,9 @@ impl Driver {
     /// Drives open batches until shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
         let removed = storage::sweep_partial(&self.config.data_dir).await;
-        if removed > 0 {
-            tracing::info!(removed, "removed files a crash left half-written");
+        let orphans = storage::sweep_orphans(&self.store, &self.config.data_dir).await;
+        if removed + orphans > 0 {
+            tracing::info!(removed, orphans, "removed files a crash left unrecorded");
         }
         let sending: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut tracked: HashMap<String, Tracked> = HashMap::new();
@@ -382,13 +384,16 @@ impl Driver {
                 .into());
             }
             let upto = *next;
-            if let Err(error) = self
+            match self
                 .store
                 .enqueue_batch_lines(&batch.id, jobs, upto as i64, now_ms())
                 .await
             {
-                tracked.cursor = None;
-                return Err(error.into());
+                Ok(created) => created.iter().for_each(|job| self.metrics.enqueued(job)),
+                Err(error) => {
+                    tracked.cursor = None;
+                    return Err(error.into());
+                }
             }
             tracked.pending.extend(first..upto);
             batch.enqueued = upto as i64;
@@ -455,7 +460,9 @@ impl Driver {
         let (Some(url), Some(key)) = (&batch.webhook_url, &self.config.webhook_key) else {
             let mut done = batch.clone();
             done.webhook_done = true;
-            self.store.save_batch(done, batch.status).await?;
+            if self.store.save_batch(done, batch.status).await? {
+                release(&self.store, &batch.id, &self.config.instance_id).await;
+            }
             return Ok(());
         };
         if !sending
@@ -472,13 +479,18 @@ impl Driver {
             url.clone(),
             sending.clone(),
         );
+        let owner = self.config.instance_id.clone();
         tokio::spawn(async move {
             let delivered = notifier.deliver(&url, &batch).await;
             tracing::info!(batch = %batch.id, delivered, "batch webhook");
             let mut done = batch.clone();
             done.webhook_done = true;
-            if let Err(error) = store.save_batch(done, batch.status).await {
-                tracing::error!(batch = %batch.id, %error, "cannot record the batch webhook");
+            match store.save_batch(done, batch.status).await {
+                Ok(true) => release(&store, &batch.id, &owner).await,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(batch = %batch.id, %error, "cannot record the batch webhook")
+                }
             }
             sending
                 .lock()
@@ -486,6 +498,13 @@ impl Driver {
                 .remove(&batch.id);
         });
         Ok(())
+    }
+}
+
+/// Gives up the lease of a batch the driver is done with, so its row goes.
+async fn release(store: &Store, id: &str, owner: &str) {
+    if let Err(error) = store.release_lease(Lease::Batch(id), owner).await {
+        tracing::warn!(batch = %id, %error, "cannot release the batch's lease");
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A file is written to a temporary name, synced, renamed to its id and the folder
 //! synced, and only then recorded in the store: a file the store lists is whole on disk.
-//! A crash mid-write leaves a temporary file (removed at the next start) and no record.
+//! A crash mid-write leaves a temporary file (removed at the next start) and no record;
+//! a crash between the rename and the record leaves a file nobody was told of, removed
+//! at a later start once it is an hour old (an upload under way is never that old).
 
 use std::path::{Path, PathBuf};
 
@@ -152,6 +154,38 @@ pub async fn sweep_partial(data_dir: &Path) -> u64 {
     let mut removed = 0;
     while let Ok(Some(entry)) = entries.next_entry().await {
         if entry.file_name().to_string_lossy().ends_with(PARTIAL)
+            && tokio::fs::remove_file(entry.path()).await.is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// How old a file without a record must be before a start removes it.
+const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes files with no record in the store (an upload cut between its rename and its
+/// record) once they are [`ORPHAN_AGE`] old.
+pub async fn sweep_orphans(store: &foreman_store::Store, data_dir: &Path) -> u64 {
+    let Ok(mut entries) = tokio::fs::read_dir(folder(data_dir)).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(PARTIAL) || !super::ids::is_valid(&name, "file-") {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|meta| meta.modified().ok())
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age >= ORPHAN_AGE);
+        if old
+            && matches!(store.get_file(&name).await, Ok(None))
             && tokio::fs::remove_file(entry.path()).await.is_ok()
         {
             removed += 1;

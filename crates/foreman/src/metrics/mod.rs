@@ -12,8 +12,9 @@
 //! process) is read at scrape time instead of being copied here.
 //!
 //! Label values are bounded: job kinds and outcomes are enums, targets come from the
-//! settings, and models are those the targets list (a job's model is checked against
-//! them before it is queued).
+//! settings, models are those the targets list (a job's model is checked against
+//! them before it is queued), and API keys are the few the operator named (the
+//! per-key usage is kept by [`crate::keys::Ledger`], fed by the same hooks).
 //!
 //! **Loads avoided** (`foreman_model_loads_avoided_total`): the loads draining saved
 //! against serving jobs in arrival order. A job counts when the job enqueued just
@@ -127,6 +128,8 @@ struct Recorded {
 #[derive(Debug, Default)]
 pub struct Metrics {
     recorded: Mutex<Recorded>,
+    /// What each API key used (its own lock), fed by the same hooks.
+    pub usage: crate::keys::Ledger,
 }
 
 /// What a scrape reads from elsewhere.
@@ -148,6 +151,7 @@ impl Metrics {
 
     /// A new job (`job`, as committed) joined the queue.
     pub fn enqueued(&self, job: &Job) {
+        self.usage.enqueued(job);
         let mut recorded = self.lock();
         *recorded.enqueued.entry(job.kind.as_str()).or_default() += 1;
         let key = (job.model.clone(), job.load_options.clone());
@@ -164,6 +168,7 @@ impl Metrics {
     /// The scheduler claimed `job` for `target`; `load` when its key (`key`, as the
     /// scheduler names it) was not loaded there.
     pub fn dispatched(&self, target: &str, key: &str, job: &Job, load: bool, now: i64) {
+        self.usage.dispatched(job.id, load, now);
         let mut recorded = self.lock();
         let avoided = recorded.switched.remove(&job.id) && !load;
         if load {
@@ -230,6 +235,7 @@ impl Metrics {
         let (Some(finished_at), true) = (job.finished_at, job.state.is_terminal()) else {
             return;
         };
+        self.usage.finished(job);
         let wait = job
             .started_at
             .map(|started| seconds_between(job.created_at, started));
@@ -316,6 +322,7 @@ impl Metrics {
         self.write_loads(&mut page);
         self.write_times(&mut page);
         self.write_webhooks(&mut page);
+        self.write_keys(&mut page);
         page.family(
             "foreman_store_commit_seconds",
             Kind::Histogram,
@@ -443,6 +450,59 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Per API key (and `admin`, the token): what it used since this process started.
+    /// Keys are few and named by the operator, so the label stays bounded.
+    fn write_keys(&self, page: &mut Page) {
+        let totals = self.usage.totals();
+        type Read = fn(&crate::keys::ledger::Totals) -> f64;
+        let families: [(&str, &str, Read); 5] = [
+            (
+                "foreman_key_requests_total",
+                "Requests admitted, by API key.",
+                |t| t.requests as f64,
+            ),
+            (
+                "foreman_key_prompt_tokens_total",
+                "Prompt tokens of finished jobs, as the targets reported them, by API key.",
+                |t| t.prompt_tokens as f64,
+            ),
+            (
+                "foreman_key_completion_tokens_total",
+                "Completion tokens of finished jobs, as the targets reported them, by API key.",
+                |t| t.completion_tokens as f64,
+            ),
+            (
+                "foreman_key_gpu_seconds_total",
+                "Run time of finished jobs on their targets, by API key.",
+                |t| t.gpu_seconds,
+            ),
+            (
+                "foreman_key_model_loads_total",
+                "Model loads the scheduler made for jobs, by API key.",
+                |t| t.loads as f64,
+            ),
+        ];
+        for (name, help, value) in families {
+            page.family(name, Kind::Counter, help);
+            for (key, total) in &totals {
+                page.sample(name, &[("key", key)], value(total));
+            }
+        }
+        let name = "foreman_key_refusals_total";
+        page.family(
+            name,
+            Kind::Counter,
+            "Requests refused, by API key and reason (forbidden: a scope or model it lacks; limited: a limit reached).",
+        );
+        for (key, total) in &totals {
+            for (reason, count) in [("forbidden", total.forbidden), ("limited", total.limited)] {
+                page.sample(name, &[("key", key), ("reason", reason)], count as f64);
+            }
+        }
+    }
+}
+
 /// Queued jobs per model: every model a target lists (0 when none waits), and any
 /// other model with jobs queued.
 fn write_queue(page: &mut Page, scrape: &Scrape<'_>) {
@@ -524,6 +584,7 @@ mod tests {
             created_at,
             started_at: None,
             finished_at: None,
+            accepted_by: None,
         }
     }
 

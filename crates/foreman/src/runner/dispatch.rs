@@ -11,7 +11,10 @@
 //!
 //! Only targets this instance holds the lease of ([`crate::ownership`]) are decided and
 //! claimed for; the others count as paused in the capacity, and a target taken over is
-//! reseeded from its inventory's `/api/ps` as one back from an outage is.
+//! reseeded from its inventory's `/api/ps` as one back from an outage is. On a shared
+//! store, a target held is also read for the jobs other instances still run on it
+//! ([`Store::occupants`], at start, when the target is taken over, and again while any
+//! are left): they are *inherited* in its capacity, busy slots until they end.
 //!
 //! The dispatcher also learns how long each load key's jobs run and load (from
 //! dispatch to the end of a successful answer), and answers [`Dispatcher::forecast`]:
@@ -40,6 +43,9 @@ const FORECAST_FRESH_MS: i64 = 1_000;
 /// How long a forecast serves even for a job it does not know, so that a burst of
 /// new jobs asking costs ten forecasts a second at most.
 const FORECAST_NEW_MS: i64 = 100;
+/// How often a target with inherited jobs (another instance's runs still going there)
+/// is read again for them, at most.
+const INHERITED_RECHECK_MS: i64 = 250;
 use crate::targets::{TargetLoad, Targets};
 
 /// A claimed job, with what the runner needs to run it.
@@ -62,6 +68,9 @@ struct Scheduling {
     seen: Vec<u64>,
     /// Whether this instance held each target's lease at the last sync.
     held: Vec<bool>,
+    /// When each target was last read for jobs other instances run on it; `None`: to be
+    /// read before the next decision (at start, and when the target was taken over).
+    inherited_read: Vec<Option<i64>>,
     /// The jobs dispatched and not yet ended.
     dispatched: HashMap<JobId, RunningJob>,
     durations: Durations,
@@ -123,6 +132,7 @@ impl Dispatcher {
                 policy: Policy::new(settings.max_wait.as_millis() as i64),
                 seen: vec![u64::MAX; capacity.targets.len()],
                 held: vec![true; capacity.targets.len()],
+                inherited_read: vec![None; capacity.targets.len()],
                 capacity,
                 dispatched: HashMap::new(),
                 durations: Durations::default(),
@@ -148,6 +158,7 @@ impl Dispatcher {
                 // Another instance schedules it (or this one cannot renew its lease).
                 return Ok(None);
             }
+            self.read_inherited(&mut scheduling, now).await?;
             let heads = self.store.queue_heads(now).await?;
             let Scheduling {
                 policy,
@@ -249,7 +260,7 @@ impl Dispatcher {
         }
         let queued = self.store.queued_jobs(MAX_FORECAST_JOBS).await?;
         // Copies, so that the replay holds up no dispatch.
-        let (policy, capacity, running, durations) = {
+        let (policy, mut capacity, running, durations) = {
             let scheduling = self.state.lock().await;
             (
                 scheduling.policy.clone(),
@@ -258,6 +269,11 @@ impl Dispatcher {
                 scheduling.durations.clone(),
             )
         };
+        // Another instance's runs here end at times this one cannot foresee; the replay
+        // plays only what this instance runs.
+        for state in &mut capacity.targets {
+            state.inherit(HashMap::new(), now);
+        }
         let made = tokio::task::spawn_blocking(move || {
             forecast::forecast(&policy, &capacity, &running, &queued, &durations, now)
         })
@@ -266,6 +282,55 @@ impl Dispatcher {
         let estimate = made.estimates.get(&id).cloned();
         *latest = Some(Arc::new(made));
         Ok(estimate)
+    }
+
+    /// Counts, on every target this instance holds that is due for it, the jobs other
+    /// instances still run there (see the module doc). Nothing is read on a store that
+    /// is not shared: there, one process runs every job.
+    async fn read_inherited(
+        &self,
+        scheduling: &mut Scheduling,
+        now: i64,
+    ) -> Result<(), foreman_store::Error> {
+        if !self.store.is_shared() {
+            return Ok(());
+        }
+        let own = format!("{}/", self.instance);
+        for (index, target) in self.targets.all().iter().enumerate() {
+            let due = match scheduling.inherited_read[index] {
+                None => true,
+                Some(at) => {
+                    scheduling.capacity.targets[index].inherited_total() > 0
+                        && now - at >= INHERITED_RECHECK_MS
+                }
+            };
+            if !due || !target.ownership.held(now) {
+                continue;
+            }
+            let occupants = self.store.occupants(&target.name).await?;
+            let mut inherited: HashMap<LoadKey, usize> = HashMap::new();
+            for occupant in occupants
+                .iter()
+                .filter(|occupant| !occupant.lease_owner.starts_with(&own))
+            {
+                *inherited
+                    .entry(LoadKey::new(&occupant.model, &occupant.load_options))
+                    .or_default() += 1;
+            }
+            let state = &mut scheduling.capacity.targets[index];
+            let count: usize = inherited.values().sum();
+            if count != state.inherited_total() {
+                tracing::info!(
+                    target = %target.name,
+                    running = count,
+                    "jobs another instance still runs on the target hold its slots"
+                );
+            }
+            state.inherit(inherited, now);
+            publish(&self.targets, index, state);
+            scheduling.inherited_read[index] = Some(now);
+        }
+        Ok(())
     }
 
     /// Brings the capacity in line with what the targets' inventories learned since
@@ -277,17 +342,23 @@ impl Dispatcher {
             capacity,
             seen,
             held,
+            inherited_read,
             ..
         } = scheduling;
-        for (((state, target), seen), held) in capacity
+        for ((((state, target), seen), held), inherited_read) in capacity
             .targets
             .iter_mut()
             .zip(self.targets.all())
             .zip(seen.iter_mut())
             .zip(held.iter_mut())
+            .zip(inherited_read.iter_mut())
         {
             let generation = target.inventory.generation();
             let owned = target.ownership.held(now);
+            if owned && !*held {
+                // Taken over: the previous holder's runs may still go on there.
+                *inherited_read = None;
+            }
             if *seen == generation && *held == owned {
                 continue;
             }

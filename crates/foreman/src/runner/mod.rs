@@ -84,6 +84,9 @@ pub struct Runners {
     /// Decides and claims for every runner (see [`Dispatcher`]); shared with the API
     /// for its forecasts.
     pub dispatcher: Arc<Dispatcher>,
+    /// The feeds of this process relayed from runs on other instances (see
+    /// `output_relay`): one a runner here is about to run again is cut first.
+    pub relayed_output: Arc<crate::output_relay::Pull>,
 }
 
 /// One runner's view of the shared parts.
@@ -97,6 +100,7 @@ struct Shared {
     settings: RunnerSettings,
     store: Store,
     metrics: Arc<Metrics>,
+    relayed_output: Arc<crate::output_relay::Pull>,
 }
 
 impl Runners {
@@ -118,6 +122,7 @@ impl Runners {
             settings: self.settings.clone(),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
+            relayed_output: self.relayed_output.clone(),
         });
         let records = TaskTracker::new();
         let mut runners = tokio::task::JoinSet::new();
@@ -204,6 +209,12 @@ impl Runner {
         tracing::debug!(job = %job.id, key = %key, target = %self.target.name, ?reason, attempt = job.attempts, "running");
         let inventory = &self.target.inventory;
         inventory.job_started();
+        // A caller here streamed part of an earlier run on another instance, cut off
+        // there, hears so instead of this run's output after it.
+        shared
+            .relayed_output
+            .cut_before_rerun(&shared.hub, job.id)
+            .await;
         // Readers that join while the job runs get its output from the start.
         let keeper = shared.hub.keep(job.id);
         // Its output also goes to the store when its readers are on other instances.

@@ -8,6 +8,12 @@
 //! when a job of it is dispatched, and leaves when the policy loads another key over
 //! it. This state is plain data with no clock or I/O, so the policy's property tests
 //! drive it directly.
+//!
+//! Jobs another instance still runs on a target this instance has just taken over (a
+//! handover: the previous holder's lease lapsed or was released while its runs went on)
+//! are *inherited*: they hold slots (and their keys are loaded) like this instance's
+//! own, until the dispatcher reads them gone from the store, so the new holder never
+//! starts more runs than the target has slots.
 
 use std::collections::{HashMap, HashSet};
 
@@ -38,6 +44,8 @@ pub struct TargetState {
     /// Loaded keys, least recently used first.
     resident: Vec<Resident>,
     running: HashMap<LoadKey, usize>,
+    /// Jobs another instance still runs here, per key (see the module doc).
+    inherited: HashMap<LoadKey, usize>,
 }
 
 impl TargetState {
@@ -50,6 +58,7 @@ impl TargetState {
             models: None,
             resident: Vec::new(),
             running: HashMap::new(),
+            inherited: HashMap::new(),
         }
     }
 
@@ -73,17 +82,45 @@ impl TargetState {
         self.resident.iter().map(|resident| &resident.key)
     }
 
+    /// Jobs of `key` running here: this instance's and those inherited.
     pub fn running_of(&self, key: &LoadKey) -> usize {
-        self.running.get(key).copied().unwrap_or(0)
+        self.running.get(key).copied().unwrap_or(0) + self.inherited.get(key).copied().unwrap_or(0)
     }
 
-    /// The keys with jobs running here, and how many each.
+    /// The keys with jobs running here (inherited ones included), and how many each.
     pub fn running_keys(&self) -> impl Iterator<Item = (&LoadKey, usize)> {
-        self.running.iter().map(|(key, count)| (key, *count))
+        let inherited_only = self
+            .inherited
+            .keys()
+            .filter(|key| !self.running.contains_key(*key));
+        self.running
+            .keys()
+            .chain(inherited_only)
+            .map(|key| (key, self.running_of(key)))
     }
 
     pub fn running_total(&self) -> usize {
-        self.running.values().sum()
+        self.running.values().sum::<usize>() + self.inherited_total()
+    }
+
+    /// Jobs another instance still runs here.
+    pub fn inherited_total(&self) -> usize {
+        self.inherited.values().sum()
+    }
+
+    /// Replaces the inherited jobs with `running` (per key, as the store shows them now);
+    /// their keys are loaded, since they run.
+    pub fn inherit(&mut self, running: HashMap<LoadKey, usize>, now: i64) {
+        for key in running.keys() {
+            self.seed(key.clone(), now);
+        }
+        self.inherited = running;
+        self.inherited.retain(|_, count| *count > 0);
+    }
+
+    /// Whether `key` has a job running here, this instance's or inherited.
+    fn busy(&self, key: &LoadKey) -> bool {
+        self.running.contains_key(key) || self.inherited.contains_key(key)
     }
 
     /// A job of `key` could start now without waiting for a slot.
@@ -159,20 +196,21 @@ impl TargetState {
     /// after `before`): the target unloaded them (keep-alive expiry, VRAM pressure, a
     /// restart).
     pub fn forget_unloaded(&mut self, loaded_models: &[String], before: i64) {
-        let running = &self.running;
-        self.resident.retain(|resident| {
-            running.contains_key(&resident.key)
+        let mut resident = std::mem::take(&mut self.resident);
+        resident.retain(|resident| {
+            self.busy(&resident.key)
                 || resident.used_at >= before
                 || loaded_models.contains(&resident.key.model)
         });
+        self.resident = resident;
     }
 
     /// Forgets every loaded key that runs nothing, then seeds from `loaded_models`:
     /// after the target was down, what it had loaded before tells nothing.
     pub fn reseed(&mut self, loaded_models: &[String], now: i64) {
-        let running = &self.running;
-        self.resident
-            .retain(|resident| running.contains_key(&resident.key));
+        let mut resident = std::mem::take(&mut self.resident);
+        resident.retain(|resident| self.busy(&resident.key));
+        self.resident = resident;
         for model in loaded_models {
             self.seed(LoadKey::new(model.clone(), ""), now);
         }
@@ -261,6 +299,34 @@ mod tests {
         target.reseed(&["x".to_string()], 20);
         let left: Vec<&LoadKey> = target.resident().collect();
         assert_eq!(left, [&key("c"), &key("x")]);
+    }
+
+    #[test]
+    fn inherited_jobs_hold_slots_until_they_are_read_gone() {
+        let mut target = TargetState::new("gpu", 2, 2);
+        target.start(&key("a"), None, 1);
+        target.inherit(HashMap::from([(key("a"), 1), (key("b"), 2)]), 2);
+        assert!(target.is_resident(&key("b")), "a running key is loaded");
+        assert_eq!(target.running_of(&key("a")), 2);
+        assert!(!target.has_free_slot_for(&key("a")));
+        assert!(!target.has_free_slot_for(&key("b")));
+        assert_eq!((target.running_total(), target.inherited_total()), (4, 3));
+        let mut keys: Vec<(LoadKey, usize)> = target
+            .running_keys()
+            .map(|(key, count)| (key.clone(), count))
+            .collect();
+        keys.sort_by(|x, y| x.0.model.cmp(&y.0.model));
+        assert_eq!(keys, [(key("a"), 2), (key("b"), 2)]);
+        // Busy keys stay loaded whatever the target's list says.
+        target.reseed(&[], 3);
+        assert!(target.is_resident(&key("b")));
+        target.inherit(HashMap::from([(key("b"), 1)]), 4);
+        assert!(target.has_free_slot_for(&key("a")));
+        assert!(target.has_free_slot_for(&key("b")));
+        assert_eq!(target.running_total(), 2);
+        target.inherit(HashMap::new(), 5);
+        assert_eq!(target.inherited_total(), 0);
+        assert_eq!(target.running_total(), 1);
     }
 
     #[test]

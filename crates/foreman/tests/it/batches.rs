@@ -131,8 +131,10 @@ fn custom_ids(lines: &[Value]) -> HashMap<String, usize> {
     seen
 }
 
-#[path = "../../../../tests/support/pytest.rs"]
-mod pytest;
+/// The repository root.
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 /// The official `openai` client uploads 300 chat requests over three models, creates a
 /// batch, polls it to the end and reads the output: every line once, each answer the
@@ -141,9 +143,8 @@ mod pytest;
 #[tokio::test]
 async fn the_official_openai_client_runs_a_batch_over_three_models() {
     let foreman = TestForeman::start(three_models()).await;
-    let python = pytest::repo_root(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let script =
-        pytest::repo_root(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_batch_flow.py");
+    let python = repo_root().join(".venv/bin/python");
+    let script = repo_root().join("tests/python/openai_batch_flow.py");
     let output = tokio::time::timeout(
         Duration::from_secs(300),
         tokio::process::Command::new(&python)
@@ -249,7 +250,13 @@ async fn invalid_lines_fail_the_batch_with_errors_by_line() {
 /// a deleted file is gone.
 #[tokio::test]
 async fn files_round_trip_and_refuse_what_a_batch_cannot_use() {
-    let foreman = TestForeman::start_with(fast_sim(), |config| config.batch.max_lines = 3).await;
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.batch.max_lines = 3;
+        // Uploads have their own limit, not the request body's.
+        config.max_body = 2048;
+        config.batch.files_max_bytes = 16 * 1024;
+    })
+    .await;
     let client = client();
     let text = [chat_line("1", CHAT, "a"), chat_line("2", CHAT, "b")].join("\n");
     let (status, file) = upload_as(&client, &foreman.url, &text, "batch").await;
@@ -288,6 +295,27 @@ async fn files_round_trip_and_refuse_what_a_batch_cannot_use() {
             .unwrap()
             .contains("more than 3 lines")
     );
+    let padding = "x".repeat(4000);
+    let big = [1, 2]
+        .map(|i| chat_line(&i.to_string(), CHAT, &padding))
+        .join("\n");
+    let (status, file) = upload_as(&client, &foreman.url, &big, "batch").await;
+    assert_eq!(
+        status, 200,
+        "over FOREMAN_MAX_BODY, within the upload limit: {file}"
+    );
+    let huge = [1, 2, 3]
+        .map(|i| chat_line(&i.to_string(), CHAT, &"y".repeat(6000)))
+        .join("\n");
+    let (status, refused) = upload_as(&client, &foreman.url, &huge, "batch").await;
+    assert_eq!(status, 413, "{refused}");
+    assert_eq!(refused["error"]["type"], "invalid_request_error");
+    let big_id = file["id"].as_str().unwrap();
+    client
+        .delete(format!("{}/v1/files/{big_id}", foreman.url))
+        .send()
+        .await
+        .unwrap();
     let (status, missing) =
         get_json(&client, format!("{}/v1/files/file-nothere", foreman.url)).await;
     assert_eq!(status, 404);
@@ -334,6 +362,15 @@ async fn a_cancelled_batch_stops_what_has_not_run() {
         foreman.sim.stats().held == 1
     })
     .await;
+    // Its input cannot go while the batch still reads it.
+    let response = client
+        .delete(format!("{}/v1/files/{file}", foreman.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let refused: Value = response.json().await.unwrap();
+    assert!(refused["error"]["message"].as_str().unwrap().contains(&id));
     let (status, _, cancelling) = post(
         &client,
         format!("{}/v1/batches/{id}/cancel", foreman.url),
@@ -514,6 +551,7 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
     let created = create(&client, &url, batch_body(&file)).await;
     let id = created["id"].as_str().unwrap().to_string();
     let mut url = url;
+    let files = dir.path().join("data").join("files");
     // Kill when these many lines are done (the last ones at or past the end, when the
     // batch is finalising or has just ended).
     for done in [0, 40, 120, 220, total - 10, total] {
@@ -530,7 +568,21 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
         }
         child.start_kill().unwrap();
         child.wait().await.unwrap();
+        // As an upload cut short by the kill leaves it: removed at the start.
+        let partial = files.join("file-cut-short.partial");
+        std::fs::write(&partial, "{\"custom_id\": \"half").unwrap();
+        // As an upload cut between its rename and its record leaves it, an hour later.
+        let orphan = files.join("file-never-recorded");
+        std::fs::write(&orphan, "{}").unwrap();
+        let touched = std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(&orphan)
+            .status()
+            .unwrap();
+        assert!(touched.success());
         (child, url) = start_foreman_binary(&db, &settings, false).await;
+        eventually("the partial upload removed", async || !partial.exists()).await;
+        eventually("the old unrecorded file removed", async || !orphan.exists()).await;
     }
     let finished = until(&client, &url, &id, "completed").await;
     assert_eq!(finished["request_counts"]["total"], total);
@@ -563,7 +615,8 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
 }
 
 /// On PostgreSQL the batch runs the same way, driven under the batch's lease, which
-/// another instance cannot take while this one holds it.
+/// another instance cannot take while this one holds it, and which goes when the batch
+/// has ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_runs_on_postgres_under_its_lease() {
     let db = foreman_store::test_postgres::TestDatabase::create().await;
@@ -584,14 +637,13 @@ async fn a_batch_runs_on_postgres_under_its_lease() {
         })
         .collect();
     let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    hold(&foreman.sim, true);
     let created = create(&client, &foreman.url, batch_body(&file)).await;
     let id = created["id"].as_str().unwrap().to_string();
-    let finished = until(&client, &foreman.url, &id, "completed").await;
-    assert_eq!(finished["request_counts"]["completed"], 30);
-    let output = content(&client, &foreman.url, &finished["output_file_id"]).await;
-    let seen = custom_ids(&output);
-    assert_eq!(seen.len(), 30);
-    assert!(seen.values().all(|&n| n == 1));
+    eventually("a line held at the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
     let other = Store::open(&db.url).await.unwrap();
     let holder = other
         .lease_holder(foreman_store::Lease::Batch(&id))
@@ -613,7 +665,214 @@ async fn a_batch_runs_on_postgres_under_its_lease() {
             .unwrap(),
         "another instance cannot drive it while the lease holds"
     );
+    hold(&foreman.sim, false);
+    let finished = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(finished["request_counts"]["completed"], 30);
+    let output = content(&client, &foreman.url, &finished["output_file_id"]).await;
+    let seen = custom_ids(&output);
+    assert_eq!(seen.len(), 30);
+    assert!(seen.values().all(|&n| n == 1));
+    // Done with it, the driver gives the lease up.
+    eventually("the batch's lease released", async || {
+        other
+            .lease_holder(foreman_store::Lease::Batch(&id))
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
     other.close().await;
     foreman.stop().await;
     db.drop_database().await;
+}
+
+/// `GET /v1/batches` pages newest first with `after` and `limit` in OpenAI's list shape;
+/// `POST /v1/batches` refuses what OpenAI refuses (metadata over its limits, another
+/// window, an unknown endpoint, an unknown file) in OpenAI's error shape.
+#[tokio::test]
+async fn batches_page_and_refuse_bad_requests() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let file = upload(&client, &foreman.url, &chat_line("x", CHAT, "page")).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let created = create(&client, &foreman.url, batch_body(&file)).await;
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    let (status, page) = get_json(&client, format!("{}/v1/batches?limit=2", foreman.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["first_id"], ids[2]);
+    assert_eq!(page["last_id"], ids[1]);
+    let (_, rest) = get_json(
+        &client,
+        format!("{}/v1/batches?limit=2&after={}", foreman.url, ids[1]),
+    )
+    .await;
+    assert_eq!(rest["has_more"], false);
+    assert_eq!(rest["data"][0]["id"], ids[0]);
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+    let too_many: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let long_key = json!({"k".repeat(65): "v"});
+    let long_value = json!({"k": "v".repeat(513)});
+    for (change, field) in [
+        (json!({"metadata": too_many}), "metadata"),
+        (json!({"metadata": long_key}), "metadata"),
+        (json!({"metadata": long_value}), "metadata"),
+        (json!({"metadata": {"k": 1}}), "metadata"),
+        (json!({"completion_window": "48h"}), "completion_window"),
+        (json!({"endpoint": "/v1/responses"}), "endpoint"),
+        (json!({"endpoint": "/v1/embeddings"}), "endpoint"),
+        (json!({"input_file_id": "file-missing"}), "No such File"),
+    ] {
+        let mut body = batch_body(&file);
+        for (key, value) in change.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let (status, _, answer) = post(&client, format!("{}/v1/batches", foreman.url), &body).await;
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert!(
+            status == 400 || status == 404,
+            "{change}: {status} {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{change}: {message}");
+    }
+    let (status, missing) =
+        get_json(&client, format!("{}/v1/batches/batch_nothere", foreman.url)).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        missing["error"]["message"],
+        "No such Batch object: batch_nothere"
+    );
+    foreman.stop().await;
+}
+
+/// A batch over two models on a target that holds one at a time runs each model's lines
+/// back to back: a handful of loads for a hundred lines, not one per line.
+#[tokio::test]
+async fn a_batch_is_drained_by_model() {
+    let foreman = TestForeman::start(sim_with(
+        &[
+            "llama3.2:3b,load=20ms,tps=4000",
+            "qwen2.5:0.5b,load=20ms,tps=4000",
+        ],
+        1,
+        1,
+    ))
+    .await;
+    let client = client();
+    let lines: Vec<String> = (0..100)
+        .map(|i| {
+            chat_line(
+                &format!("d{i}"),
+                if i % 2 == 0 { CHAT } else { CHAT2 },
+                "drain",
+            )
+        })
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    let created = create(&client, &foreman.url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let finished = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(finished["request_counts"]["completed"], 100);
+    let loads = foreman.sim.stats().loads_total;
+    assert!(loads <= 3, "{loads} loads for 100 lines over two models");
+    foreman.stop().await;
+}
+
+/// A live request that arrives while a batch's lines wait runs before them: the batch's
+/// priority is below interactive work.
+#[tokio::test]
+async fn live_requests_run_before_waiting_batch_lines() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let lines: Vec<String> = (0..10)
+        .map(|i| chat_line(&format!("l{i}"), CHAT, &format!("line {i}")))
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    hold(&foreman.sim, true);
+    let created = create(&client, &foreman.url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    eventually("a line held at the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
+    let live = spawn_chat(&client, &foreman.url, CHAT, "live");
+    eventually("the live request queued", async || {
+        foreman
+            .jobs()
+            .await
+            .iter()
+            .any(|job| job.idempotency_key.is_none())
+    })
+    .await;
+    hold(&foreman.sim, false);
+    assert_eq!(live.await.unwrap(), 200);
+    until(&client, &foreman.url, &id, "completed").await;
+    let jobs = foreman.jobs().await;
+    let live_job = jobs
+        .iter()
+        .find(|job| job.idempotency_key.is_none())
+        .unwrap();
+    let live_start = live_job.started_at.unwrap();
+    let batch_starts: Vec<i64> = jobs
+        .iter()
+        .filter(|job| job.idempotency_key.is_some())
+        .map(|job| job.started_at.unwrap())
+        .collect();
+    // Only the line already running when the live request came started before it.
+    assert_eq!(
+        batch_starts
+            .iter()
+            .filter(|&&start| start <= live_start)
+            .count(),
+        1,
+        "live started at {live_start}, lines at {batch_starts:?}"
+    );
+    foreman.stop().await;
+}
+
+/// The real binary SIGKILLed while a 20,000-line batch is being validated: after the
+/// restart the batch is validated again from its stored state, runs, and a cancel then
+/// ends it with every custom id once across its two files.
+#[tokio::test]
+async fn a_batch_killed_while_validating_goes_on_after_the_restart() {
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreman.db");
+    let db = db.to_str().unwrap().to_string();
+    let settings = [("FOREMAN_OLLAMA_URL", sim.url())];
+    let (mut child, url) = start_foreman_binary(&db, &settings, false).await;
+    let client = client();
+    let total = 20_000;
+    let lines: Vec<String> = (0..total)
+        .map(|i| chat_line(&format!("v{i}"), CHAT, &format!("line {i}")))
+        .collect();
+    let file = upload(&client, &url, &lines.join("\n")).await;
+    hold(&sim, true);
+    let created = create(&client, &url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let seen = batch(&client, &url, &id).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(seen["status"], "validating", "killed while validating");
+    let (mut child, url) = start_foreman_binary(&db, &settings, false).await;
+    let running = until(&client, &url, &id, "in_progress").await;
+    assert_eq!(running["request_counts"]["total"], total);
+    let (status, _, _) = post(&client, format!("{url}/v1/batches/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200);
+    let cancelled = until(&client, &url, &id, "cancelled").await;
+    hold(&sim, false);
+    let output = content(&client, &url, &cancelled["output_file_id"]).await;
+    let errors = content(&client, &url, &cancelled["error_file_id"]).await;
+    let seen = custom_ids(&[output, errors].concat());
+    assert_eq!(seen.len(), total as usize);
+    assert!(seen.values().all(|&n| n == 1));
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
 }

@@ -38,12 +38,25 @@ impl Instance {
         data: &std::path::Path,
         signals: SignalMode,
     ) -> Instance {
+        Instance::start_with(id, sim, database, data, signals, |_| {}).await
+    }
+
+    /// [`Instance::start`], with `adjust` given the settings last.
+    async fn start_with(
+        id: &'static str,
+        sim: &SimHandle,
+        database: &str,
+        data: &std::path::Path,
+        signals: SignalMode,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Instance {
         let mut config: Config = test_config(&sim.url(), "unused.db");
         config.database = database.to_owned();
         config.data_dir = data.join(id);
         config.instance_id = id.to_owned();
         config.signals = signals;
         config.signal_poll_interval = Duration::from_millis(200);
+        adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
@@ -444,4 +457,390 @@ async fn sync_chats_sent_to_the_other_instance_are_answered_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sync_chats_cross_instances_by_polling_too() {
     sync_chats_cross_instances(SignalMode::Poll).await;
+}
+
+/// A caller streamed a run of another instance that is cut off before its end (here that
+/// instance's shutdown grace runs out, and the job is requeued): the caller's stream ends
+/// with a 503 error line, as a caller on the runner's own instance hears, and does not go
+/// on with the output of the job's next run (which here runs on the caller's instance,
+/// once it takes the target over). The job itself is not lost: it runs again.
+async fn a_cut_off_run_ends_the_relayed_stream(signals: SignalMode) {
+    let db = TestDatabase::create().await;
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), slow_sim())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let short_grace = |config: &mut Config| config.shutdown_grace = Duration::from_millis(300);
+    let a = Instance::start_with("it-a", &sim, &db.url, data.path(), signals, short_grace).await;
+    let b = Instance::start_with("it-b", &sim, &db.url, data.path(), signals, short_grace).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let name = foreman::targets::TargetSpec::single(&sim.url())
+        .unwrap()
+        .name;
+    let mut holder = None;
+    eventually("an instance to hold the target", async || {
+        holder = store
+            .lease_holder(foreman_store::Lease::Target(&name))
+            .await
+            .unwrap()
+            .map(|lease| lease.owner);
+        holder.is_some()
+    })
+    .await;
+    let (runner, caller) = if holder.as_deref() == Some(a.id) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+
+    // Forty tokens at ten a second: the run lasts seconds.
+    let response = client()
+        .post(format!("{}/api/chat", caller.url))
+        .json(
+            &json!({"model": CHAT, "stream": true, "options": {"num_predict": 40},
+            "messages": [{"role": "user", "content": "cut off halfway"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reading = {
+        let body = body.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut chunks = response.bytes_stream();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.unwrap();
+                body.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+    };
+    eventually("a chunk relayed from the runner's instance", async || {
+        body.lock().unwrap().contains("\"message\"")
+    })
+    .await;
+    let job = store
+        .list(foreman_store::ListParams {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(job.accepted_by.as_deref(), Some(caller.id));
+    assert!(
+        job.lease_owner
+            .as_deref()
+            .is_some_and(|owner| owner.starts_with(&format!("{}/", runner.id))),
+        "{job:?}"
+    );
+
+    // The runner's instance stops; its grace runs out mid-answer and the job is requeued.
+    runner.stop().await;
+    eventually("the caller's stream to end", async || reading.is_finished()).await;
+    let body = body.lock().unwrap().clone();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("cut off")),
+        "{body}"
+    );
+    assert!(
+        lines.iter().all(|line| line["done"] != true),
+        "no answer's end after a cut: {body}"
+    );
+    // The rest of the job is not lost: it runs again (on the caller's instance, which
+    // took the target over) and ends.
+    let ended = recorded(&store, job.id).await;
+    assert!(ended.state.is_terminal(), "{ended:?}");
+    assert!(ended.attempts >= 1, "{ended:?}");
+
+    caller.stop().await;
+    store.close().await;
+    sim.shutdown().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_cut_off_on_another_instance_ends_the_callers_stream_with_503() {
+    a_cut_off_run_ends_the_relayed_stream(SignalMode::Notify).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_run_ends_the_relayed_stream_by_polling_too() {
+    a_cut_off_run_ends_the_relayed_stream(SignalMode::Poll).await;
+}
+
+/// A target taken over while the previous holder still runs a job there: the new holder
+/// counts that job as busy in its capacity (one slot, one place), so the next job starts
+/// only once it has ended. The previous holder is played through the store: it holds the
+/// target's lease for two seconds and runs one job there under a long job lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_target_holder_counts_the_previous_holders_running_jobs() {
+    let db = TestDatabase::create().await;
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(&db.url).await.unwrap();
+    let name = foreman::targets::TargetSpec::single(&sim.url())
+        .unwrap()
+        .name;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        store
+            .acquire_lease(foreman_store::Lease::Target(&name), "gone", now, 2_000)
+            .await
+            .unwrap()
+    );
+    let previous = store
+        .enqueue(
+            foreman_store::NewJob {
+                id: None,
+                kind: foreman_store::JobKind::Chat,
+                model: CHAT.to_owned(),
+                load_options: String::new(),
+                payload: chat_body(CHAT, "still running on the previous holder", false).to_string(),
+                sync: false,
+                priority: 0,
+                max_attempts: 1,
+                idempotency_key: None,
+                webhook_url: None,
+                metadata: None,
+            },
+            now,
+        )
+        .await
+        .unwrap()
+        .job;
+    let owner = format!("gone/{name}/0");
+    store
+        .claim(foreman_store::ClaimParams {
+            id: previous.id,
+            owner: owner.clone(),
+            target: name.clone(),
+            now,
+            lease_for_ms: 600_000,
+        })
+        .await
+        .unwrap()
+        .expect("claimed by the previous holder");
+
+    let b = Instance::start_with(
+        "it-b",
+        &sim,
+        &db.url,
+        data.path(),
+        SignalMode::Notify,
+        |config| config.lease_ttl = Duration::from_secs(2),
+    )
+    .await;
+    let next = submit(&b, "waits for the previous holder's run").await;
+    // B takes the target once the lease lapses, and counts the job running there.
+    eventually("B to hold the target and count the run on it", async || {
+        let (_, view) = get_json(&client(), format!("{}/foreman/targets", b.url)).await;
+        view["targets"][0]["owned"] == true && view["targets"][0]["load"]["running"] == 1
+    })
+    .await;
+    assert_eq!(
+        store.get(next).await.unwrap().unwrap().state,
+        JobState::Queued,
+        "the one slot is the previous holder's"
+    );
+    assert_eq!(sim.stats().requests_total, 0);
+
+    // The previous holder's run ends; only then does B start the next job.
+    let ended_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    store
+        .complete(previous.id, 1, &owner, "{}".to_owned(), ended_at)
+        .await
+        .unwrap()
+        .expect("the previous holder's outcome");
+    let job = recorded(&store, next).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert!(
+        job.started_at.is_some_and(|started| started >= ended_at),
+        "started {:?}, the previous run ended at {ended_at}",
+        job.started_at
+    );
+    assert_eq!(sim.stats().peak_in_flight, 1);
+
+    b.stop().await;
+    store.close().await;
+    sim.shutdown().await;
+    db.drop_database().await;
+}
+
+/// An instance that starts abandons only the synchronous jobs it accepted itself before:
+/// the callers of another live instance keep theirs (one running, one queued behind it)
+/// and get their answers, and a third instance's start in between cancels nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_starting_instance_leaves_other_instances_sync_jobs_alone() {
+    let pair = Pair::start(SignalMode::Notify, fast_sim()).await;
+    hold(&pair.sim, true);
+    let (_, other) = holder_and_other(&pair).await;
+    let client = client();
+    let first = spawn_chat(&client, &other.url, CHAT, "held while an instance starts");
+    let second = spawn_chat(&client, &other.url, CHAT, "queued while an instance starts");
+    let mut sync_jobs = Vec::new();
+    eventually(
+        "both callers' jobs to be accepted, one running",
+        async || {
+            sync_jobs = pair
+                .store
+                .list(foreman_store::ListParams {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            sync_jobs.len() == 2
+                && sync_jobs.iter().all(|job| job.sync)
+                && pair.sim.stats().held == 1
+        },
+    )
+    .await;
+    for job in &sync_jobs {
+        assert_eq!(job.accepted_by.as_deref(), Some(other.id), "{job:?}");
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    let third = Instance::start(
+        "it-c",
+        &pair.sim,
+        &pair.db.url,
+        data.path(),
+        SignalMode::Notify,
+    )
+    .await;
+    for job in &sync_jobs {
+        let now = pair.store.get(job.id).await.unwrap().unwrap();
+        assert!(!now.state.is_terminal(), "{now:?}");
+        assert!(!now.cancel_requested, "{now:?}");
+    }
+    hold(&pair.sim, false);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+    for job in &sync_jobs {
+        assert_eq!(
+            recorded(&pair.store, job.id).await.state,
+            JobState::Succeeded
+        );
+    }
+    third.stop().await;
+    pair.stop().await;
+}
+
+/// The synchronous jobs of an instance that is gone (here stopped: its callers were told
+/// to retry) have no caller any more: once its instance lease is gone, the janitor's
+/// holder abandons them, the queued one cancelled with 499 and why, the running one
+/// (held on the target by the other instance) stopped there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sync_jobs_of_an_instance_gone_are_abandoned_by_the_janitor() {
+    let db = TestDatabase::create().await;
+    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let quick = |config: &mut Config| {
+        config.lease_ttl = Duration::from_secs(1);
+        config.janitor_interval = Duration::from_millis(200);
+    };
+    let a = Instance::start_with(
+        "it-a",
+        &sim,
+        &db.url,
+        data.path(),
+        SignalMode::Notify,
+        quick,
+    )
+    .await;
+    let b = Instance::start_with(
+        "it-b",
+        &sim,
+        &db.url,
+        data.path(),
+        SignalMode::Notify,
+        quick,
+    )
+    .await;
+    let store = Store::open(&db.url).await.unwrap();
+    let name = foreman::targets::TargetSpec::single(&sim.url())
+        .unwrap()
+        .name;
+    let holder = store
+        .lease_holder(foreman_store::Lease::Target(&name))
+        .await
+        .unwrap()
+        .map(|lease| lease.owner);
+    assert_eq!(
+        holder.as_deref(),
+        Some(a.id),
+        "the first instance schedules the target"
+    );
+    for id in [a.id, b.id] {
+        let lease = store
+            .lease_holder(foreman_store::Lease::Instance(id))
+            .await
+            .unwrap();
+        assert_eq!(lease.map(|lease| lease.owner).as_deref(), Some(id));
+    }
+
+    hold(&sim, true);
+    let client = client();
+    let running = spawn_chat(&client, &b.url, CHAT, "held when its instance stops");
+    let queued = spawn_chat(&client, &b.url, CHAT, "queued when its instance stops");
+    let mut jobs = Vec::new();
+    eventually(
+        "both of b's callers' jobs, one held on the target",
+        async || {
+            jobs = store
+                .list(foreman_store::ListParams {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            jobs.len() == 2 && sim.stats().held == 1
+        },
+    )
+    .await;
+    b.stop().await;
+    assert_eq!(running.await.unwrap(), 503);
+    assert_eq!(queued.await.unwrap(), 503);
+    assert_eq!(
+        store
+            .lease_holder(foreman_store::Lease::Instance("it-b"))
+            .await
+            .unwrap(),
+        None,
+        "released at the clean stop"
+    );
+    for job in &jobs {
+        let ended = recorded(&store, job.id).await;
+        assert_eq!(ended.state, JobState::Cancelled, "{ended:?}");
+        let failure = ended.failure.expect("why");
+        assert_eq!(failure.status, 499, "{failure:?}");
+        assert!(failure.message.contains("stopped or died"), "{failure:?}");
+    }
+    eventually("the held run to be dropped", async || sim.stats().held == 0).await;
+
+    a.stop().await;
+    store.close().await;
+    sim.shutdown().await;
+    db.drop_database().await;
 }

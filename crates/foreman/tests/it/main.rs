@@ -21,6 +21,7 @@ mod golden;
 mod hostile;
 mod instances;
 mod jobs;
+mod keys;
 mod metrics;
 mod official_clients;
 mod openai;

@@ -19,6 +19,7 @@ use ollama_sim::text::Rng;
 use serde_json::{Value, json};
 
 use crate::driver::{Driver, Planned, Record};
+use crate::ledger::Ledger;
 use crate::metrics::{PassSummary, percentile};
 use crate::procs::Binaries;
 use crate::targets::{Comparison, Scale, Targets};
@@ -156,6 +157,7 @@ impl Bench {
             .await
             .context("stopping foreman after the batch workload")?;
         sim.stop().await;
+        let ledger = Ledger::read(&database).await?;
 
         let beside: Vec<Record> = beside_all
             .iter()
@@ -236,6 +238,14 @@ impl Bench {
                 beside_all.len(),
             ),
         ]);
+        // Every chat answered 200 and every line the batch counts completed is a
+        // succeeded job in foreman's database after it exited.
+        let answered = [&warmup, &alone, &beside_all]
+            .iter()
+            .map(|records| records.iter().filter(|r| r.ok()).count())
+            .sum::<usize>()
+            + completed as usize;
+        targets.committed("chats and batch lines", ledger.count("succeeded"), answered);
         targets.check(
             "batch completed with every line answered",
             completed as f64,

@@ -9,6 +9,7 @@
 //! every job committed, foreman swapping or loading less than the direct pass,
 //! `/healthz` answering through stalled connections); CI runs it so.
 
+mod batch;
 mod capacity;
 mod chart;
 mod database;
@@ -44,7 +45,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Workloads to run (overhead, interleaved, bursty, stream, memory, parallel,
-    /// places, parallel-places, targets, drift, pollers, stalled, tenants); all by
+    /// places, parallel-places, targets, drift, pollers, stalled, tenants, batch); all by
     /// default.
     #[arg(long = "workload")]
     workloads: Vec<String>,

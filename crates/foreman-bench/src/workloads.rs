@@ -32,6 +32,7 @@ pub const NAMES: [&str; 13] = [
     "pollers",
     "stalled",
     "tenants",
+    "batch",
 ];
 
 /// One simulator of a pass: its flags, and the capacity foreman is told it has
@@ -232,6 +233,7 @@ impl Bench {
             "tenants" => crate::tenants::run(self).await,
             "relay" => self.relay().await,
             "takeover" => self.takeover().await,
+            "batch" => self.batch().await,
             other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
         }
     }

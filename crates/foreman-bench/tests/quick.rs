@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::Value;
 
 /// Every workload, in the order the suite runs them.
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 14] = [
     "overhead",
     "interleaved",
     "bursty",
@@ -24,6 +24,8 @@ const NAMES: [&str; 12] = [
     "drift",
     "pollers",
     "stalled",
+    "tenants",
+    "batch",
 ];
 
 #[tokio::test]

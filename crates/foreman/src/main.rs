@@ -25,6 +25,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Submit, inspect, wait for and cancel async jobs on a running daemon.
     Jobs(Box<foreman::cli::JobsArgs>),
+    /// Submit, watch, list, cancel and download OpenAI-style batches (JSONL files of requests).
+    Batch(Box<foreman::cli::batch::BatchArgs>),
     /// Show a running daemon's targets, what they have loaded and run, and the queue.
     Status(foreman::status_cli::StatusArgs),
     /// Print a shell completion script.
@@ -54,6 +56,10 @@ fn main() -> ExitCode {
         Command::Jobs(jobs) => {
             let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
             return runtime.block_on(foreman::cli::run(*jobs));
+        }
+        Command::Batch(batch) => {
+            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+            return runtime.block_on(foreman::cli::batch::run(*batch));
         }
         Command::Status(status) => {
             let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");

@@ -9,6 +9,7 @@
 //!
 //! `foreman completions` and `foreman man` live here too ([`generate`]).
 
+pub mod batch;
 mod generate;
 mod output;
 mod progress;

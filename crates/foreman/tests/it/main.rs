@@ -4,6 +4,7 @@
 mod admission;
 mod answered;
 mod auth;
+mod batch_cli;
 mod batches;
 mod browser;
 mod capacity;

@@ -53,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "api_keys",
         sql: include_str!("migrations/0007_api_keys.sql"),
     },
+    Migration {
+        version: 9,
+        name: "embedding_job_kinds",
+        sql: include_str!("migrations/0009_embedding_job_kinds.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

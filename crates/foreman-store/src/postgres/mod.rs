@@ -20,8 +20,8 @@
 //! Connections come from a `deadpool-postgres` pool over `tokio-postgres` (plain TCP, no
 //! TLS); see ARCHITECTURE.md for why this client.
 
-mod keys;
 mod batch;
+mod keys;
 mod migrate;
 mod outbox;
 mod row;

@@ -7,8 +7,8 @@
 //! process holding the file makes them wait (`busy_timeout`) instead of failing. Reads use a
 //! separate read-only pool and never block the writer.
 
-mod keys;
 mod batch;
+mod keys;
 mod maintenance;
 mod migrate;
 mod mirror;

@@ -876,3 +876,142 @@ async fn a_batch_killed_while_validating_goes_on_after_the_restart() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }
+
+/// The official `openai` client runs a `/v1/embeddings` batch: every line once, each
+/// with the vectors and the `usage` the simulator gives the same request asked directly.
+/// The lines ran as queued `openai_embedding` jobs at the batch priority, one call to the
+/// target each.
+#[tokio::test]
+async fn the_official_openai_client_runs_an_embeddings_batch() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let python = repo_root().join(".venv/bin/python");
+    let script = repo_root().join("tests/python/openai_batch_embeddings.py");
+    let before = foreman.sim.stats();
+    let output = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .args([
+                foreman.url.as_str(),
+                foreman.sim.url().as_str(),
+                EMBED,
+                "60",
+            ])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the flow ends within five minutes")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.starts_with("ok"),
+        "the openai client's embeddings batch flow failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let jobs = foreman.jobs().await;
+    assert_eq!(jobs.len(), 60, "one job per line");
+    let priority = foreman::config::ServeArgs::defaults().batch.batch_priority;
+    assert!(
+        jobs.iter()
+            .all(|job| job.kind == foreman_store::JobKind::OpenAiEmbedding
+                && job.priority == priority
+                && job.state == foreman_store::JobState::Succeeded)
+    );
+    // One call per line through foreman, one more per line asked directly by the script.
+    let after = foreman.sim.stats();
+    let requests = |stats: &ollama_sim::StatsSnapshot| -> u64 {
+        stats
+            .models
+            .iter()
+            .filter(|(name, _)| name.starts_with(EMBED))
+            .map(|(_, model)| model.requests)
+            .sum()
+    };
+    assert_eq!(requests(&after) - requests(&before), 120);
+    foreman.stop().await;
+}
+
+/// A batch on Ollama's `/api/embed` (foreman's extension): its lines run as queued
+/// `embed` jobs, and each output line carries the answer the simulator gives the same
+/// request directly, its own `prompt_eval_count` included.
+#[tokio::test]
+async fn a_native_embed_batch_answers_each_line_as_the_target_does() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let bodies: Vec<Value> = (0..12)
+        .map(|i| {
+            let input = match i % 2 {
+                0 => json!(format!("text {i} ").repeat(1 + i)),
+                _ => json!(
+                    (0..=i % 3)
+                        .map(|p| format!("part {p} of {i}"))
+                        .collect::<Vec<_>>()
+                ),
+            };
+            json!({"model": EMBED, "input": input})
+        })
+        .collect();
+    let lines: Vec<String> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            json!({"custom_id": format!("n{i}"), "method": "POST", "url": "/api/embed", "body": body})
+                .to_string()
+        })
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    let created = create(
+        &client,
+        &foreman.url,
+        json!({"input_file_id": file, "endpoint": "/api/embed", "completion_window": "24h"}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let done = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(done["request_counts"]["completed"], 12);
+    let output = content(&client, &foreman.url, &done["output_file_id"]).await;
+    assert_eq!(output.len(), 12);
+    let mut counts = std::collections::HashSet::new();
+    for line in &output {
+        let custom_id = line["custom_id"].as_str().unwrap();
+        let index: usize = custom_id[1..].parse().unwrap();
+        let (status, _, direct) = post(
+            &client,
+            format!("{}/api/embed", foreman.sim.url()),
+            &bodies[index],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let direct: Value = serde_json::from_str(&direct).unwrap();
+        let body = &line["response"]["body"];
+        assert_eq!(line["response"]["status_code"], 200, "{line}");
+        assert_eq!(body["model"], direct["model"]);
+        assert_eq!(
+            body["prompt_eval_count"], direct["prompt_eval_count"],
+            "{custom_id}"
+        );
+        let got = body["embeddings"].as_array().unwrap();
+        let want = direct["embeddings"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{custom_id}");
+        for (got, want) in got.iter().zip(want) {
+            let (got, want) = (got.as_array().unwrap(), want.as_array().unwrap());
+            assert_eq!(got.len(), want.len());
+            assert!(
+                got.iter()
+                    .zip(want)
+                    .all(|(a, b)| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-7),
+                "{custom_id}"
+            );
+        }
+        counts.insert(body["prompt_eval_count"].as_i64().unwrap());
+    }
+    assert!(counts.len() > 1, "each line has its own count: {counts:?}");
+    let jobs = foreman.jobs().await;
+    assert_eq!(jobs.len(), 12);
+    assert!(jobs.iter().all(
+        |job| job.kind == foreman_store::JobKind::Embed && !job.payload.contains("\"stream\"")
+    ));
+    foreman.stop().await;
+}

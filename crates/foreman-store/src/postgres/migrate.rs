@@ -55,8 +55,8 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 9,
-        name: "embedding_job_kinds",
-        sql: include_str!("migrations/0009_embedding_job_kinds.sql"),
+        name: "embedding_kinds_and_file_expiry",
+        sql: include_str!("migrations/0009_embedding_kinds_and_file_expiry.sql"),
     },
 ];
 

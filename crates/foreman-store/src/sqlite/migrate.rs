@@ -75,8 +75,8 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 13,
-        name: "embedding_job_kinds",
-        sql: include_str!("migrations/0013_embedding_job_kinds.sql"),
+        name: "embedding_kinds_and_file_expiry",
+        sql: include_str!("migrations/0013_embedding_kinds_and_file_expiry.sql"),
     },
 ];
 

@@ -10,6 +10,7 @@
 //! starts (after a crash too) picks every open batch up from its row and its lines' jobs.
 
 pub mod driver;
+pub mod expiry;
 pub mod finalise;
 pub mod ids;
 pub mod lines;

@@ -398,6 +398,12 @@ async fn a_cancelled_batch_stops_what_has_not_run() {
         "{errors:?}"
     );
     assert!(output.is_empty(), "nothing finished before the cancel");
+    // As OpenAI counts them: lines that never ran are in `total` only, neither
+    // completed nor failed.
+    assert_eq!(
+        cancelled["request_counts"],
+        json!({"total": 20, "completed": 0, "failed": 0})
+    );
     // Only the held line ever started; the others were cancelled while queued.
     let jobs = foreman.jobs().await;
     assert_eq!(jobs.len(), 20);
@@ -453,6 +459,15 @@ async fn a_batch_past_its_window_expires_with_what_ran() {
         output.len() as i64,
         expired["request_counts"]["completed"].as_i64().unwrap()
     );
+    // The lines that never ran are neither completed nor failed (OpenAI's counts): the
+    // error file holds only them, and `failed` stays 0.
+    assert_eq!(expired["request_counts"]["failed"], 0);
+    assert!(
+        errors
+            .iter()
+            .all(|line| line["error"]["code"] == "batch_expired")
+    );
+    assert_eq!(output.len() + errors.len(), 10);
     foreman.stop().await;
 }
 
@@ -724,7 +739,6 @@ async fn batches_page_and_refuse_bad_requests() {
         (json!({"metadata": {"k": 1}}), "metadata"),
         (json!({"completion_window": "48h"}), "completion_window"),
         (json!({"endpoint": "/v1/responses"}), "endpoint"),
-        (json!({"endpoint": "/v1/embeddings"}), "endpoint"),
         (json!({"input_file_id": "file-missing"}), "No such File"),
     ] {
         let mut body = batch_body(&file);
@@ -1013,5 +1027,81 @@ async fn a_native_embed_batch_answers_each_line_as_the_target_does() {
     assert!(jobs.iter().all(
         |job| job.kind == foreman_store::JobKind::Embed && !job.payload.contains("\"stream\"")
     ));
+    foreman.stop().await;
+}
+
+/// Batch files expire as OpenAI's do: an input (purpose `batch`) and a batch's output
+/// carry `expires_at` `FOREMAN_BATCH_FILES_TTL` after they were written, and the
+/// janitor removes them (record and bytes) once past it; a file of another purpose has
+/// none. The input of a batch still running stays past its expiry until the batch ends.
+#[tokio::test]
+async fn batch_files_expire_and_the_janitor_removes_them() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.batch.files_ttl = Duration::from_secs(2);
+        config.janitor_interval = Duration::from_millis(100);
+    })
+    .await;
+    let client = client();
+    let files = foreman.db_path.with_file_name("data").join("files");
+    let gone = async |id: &str| {
+        let (status, _) = get_json(&client, format!("{}/v1/files/{id}", foreman.url)).await;
+        status == 404 && !files.join(id).exists()
+    };
+
+    // A batch that ends: its input and output expire.
+    let lines: Vec<String> = (0..3)
+        .map(|i| chat_line(&format!("x{i}"), CHAT, &format!("line {i}")))
+        .collect();
+    let input = upload(&client, &foreman.url, &lines.join("\n")).await;
+    let (_, uploaded) = get_json(&client, format!("{}/v1/files/{input}", foreman.url)).await;
+    assert_eq!(
+        uploaded["expires_at"].as_i64().unwrap() - uploaded["created_at"].as_i64().unwrap(),
+        2,
+        "{uploaded}"
+    );
+    let created = create(&client, &foreman.url, batch_body(&input)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let done = until(&client, &foreman.url, &id, "completed").await;
+    let output = done["output_file_id"].as_str().unwrap().to_string();
+    let (_, written) = get_json(&client, format!("{}/v1/files/{output}", foreman.url)).await;
+    assert_eq!(
+        written["expires_at"].as_i64().unwrap() - written["created_at"].as_i64().unwrap(),
+        2,
+        "{written}"
+    );
+    assert!(files.join(&output).exists());
+    eventually("the output file expired and removed", async || {
+        gone(&output).await
+    })
+    .await;
+    eventually("the input file expired and removed", async || {
+        gone(&input).await
+    })
+    .await;
+
+    // A batch held running: its input outlives its expiry; a file uploaded after it
+    // expires later, so once that one is gone the input is past its expiry too.
+    let held_input = upload(&client, &foreman.url, &chat_line("h", CHAT, "held")).await;
+    hold(&foreman.sim, true);
+    let held = create(&client, &foreman.url, batch_body(&held_input)).await;
+    let held_id = held["id"].as_str().unwrap().to_string();
+    eventually("a line held at the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
+    let later = upload(&client, &foreman.url, &chat_line("l", CHAT, "later")).await;
+    eventually("the later file expired and removed", async || {
+        gone(&later).await
+    })
+    .await;
+    let (status, kept) = get_json(&client, format!("{}/v1/files/{held_input}", foreman.url)).await;
+    assert_eq!(status, 200, "the running batch's input stays: {kept}");
+    assert!(files.join(&held_input).exists());
+    hold(&foreman.sim, false);
+    until(&client, &foreman.url, &held_id, "completed").await;
+    eventually("the input removed once its batch ended", async || {
+        gone(&held_input).await
+    })
+    .await;
     foreman.stop().await;
 }

@@ -15,3 +15,8 @@ UPDATE sqlite_schema
 PRAGMA writable_schema = RESET;
 CREATE TABLE foreman_schema_cookie_bump (unused INTEGER);
 DROP TABLE foreman_schema_cookie_bump;
+
+-- A file's expiry (OpenAI's `expires_at`, unix milliseconds here); NULL keeps it until
+-- it is deleted. The janitor's leader removes the files past it.
+ALTER TABLE files ADD COLUMN expires_at INTEGER;
+CREATE INDEX files_expires_at ON files (expires_at) WHERE expires_at IS NOT NULL;

@@ -1105,3 +1105,98 @@ async fn batch_files_expire_and_the_janitor_removes_them() {
     .await;
     foreman.stop().await;
 }
+
+/// A `foreman` process SIGKILLed while it writes a batch's output files: every line has
+/// finished, finalisation has created its partial output file, and the kill lands before
+/// the files are recorded. Proved structurally after the kill: the row is still
+/// `finalizing` and the partial file is on disk, with no output file recorded. After the
+/// restart the partial file is swept, finalisation writes the files again from the lines'
+/// jobs, and the output has each `custom_id` once.
+///
+/// The batch is large (2,000 lines with long answers), so its finalisation lasts far
+/// longer than the test takes to see the partial file and kill; should finalisation
+/// still win that race, the test says so and tries again with a new batch (at most three).
+#[tokio::test]
+async fn a_batch_killed_while_writing_its_output_files_writes_them_again() {
+    let sim = ollama_sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        sim_with(&["llama3.2:3b,load=20ms,tps=200000"], 4, 1),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreman.db");
+    let db = db.to_str().unwrap().to_string();
+    let settings = [("FOREMAN_OLLAMA_URL", sim.url())];
+    let (mut child, mut url) = start_foreman_binary(&db, &settings, false).await;
+    let client = client();
+    let files = dir.path().join("data").join("files");
+    let total = 2_000;
+    let mut killed_mid_write = false;
+    for attempt in 0..3 {
+        let lines: Vec<String> = (0..total)
+            .map(|i| {
+                json!({
+                    "custom_id": format!("w{attempt}-{i}"),
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": CHAT, "messages": [{"role": "user", "content": format!("line {i}")}], "max_tokens": 200},
+                })
+                .to_string()
+            })
+            .collect();
+        let file = upload(&client, &url, &lines.join("\n")).await;
+        let created = create(&client, &url, batch_body(&file)).await;
+        let id = created["id"].as_str().unwrap().to_string();
+        let partial = files.join(format!(
+            "{}.partial",
+            foreman::batch::ids::output_file_id(&id)
+        ));
+        // The partial output file appears when finalisation starts writing.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        while !partial.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "finalisation never started: {}",
+                batch(&client, &url, &id).await
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        let store = Store::open(&db).await.unwrap();
+        let row = store.get_batch(&id).await.unwrap().unwrap();
+        store.close().await;
+        if row.status == foreman_store::BatchStatus::Finalizing {
+            assert!(partial.exists(), "the kill left the partial output file");
+            assert_eq!(row.output_file_id, None, "no output file was recorded");
+            assert_eq!(row.completed, total, "every line had run: {row:?}");
+            killed_mid_write = true;
+        } else {
+            eprintln!(
+                "attempt {attempt}: finalisation ended ({}) before the kill landed",
+                row.status
+            );
+        }
+        (child, url) = start_foreman_binary(&db, &settings, false).await;
+        let finished = until(&client, &url, &id, "completed").await;
+        assert!(!partial.exists(), "the partial file is swept at the start");
+        assert_eq!(finished["request_counts"]["completed"], total);
+        let output = content(&client, &url, &finished["output_file_id"]).await;
+        let seen = custom_ids(&output);
+        assert_eq!(seen.len(), total as usize);
+        assert!(
+            seen.values().all(|&n| n == 1),
+            "each custom id exactly once"
+        );
+        if killed_mid_write {
+            break;
+        }
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(
+        killed_mid_write,
+        "in three tries no kill landed while the output files were written"
+    );
+}

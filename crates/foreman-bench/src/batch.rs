@@ -88,14 +88,14 @@ impl Bench {
             slots: SLOTS,
             places: PLACES,
         };
-        let database = self.scratch.path().join(format!("batch-{}.db", unique()));
+        let database = self.database.fresh(self.scratch.path(), "batch").await?;
         let env = [(
             "FOREMAN_TARGETS".to_string(),
             targets_spec(&[sim.url.as_str()], &[setup]),
         )];
         let foreman = self
             .binaries
-            .start_foreman(&sim.url, &database, &env)
+            .start_foreman(&sim.url, &database, 0, &env)
             .await?;
         let http = reqwest::Client::builder().no_proxy().build()?;
         let input = self

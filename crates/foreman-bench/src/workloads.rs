@@ -18,7 +18,7 @@ use crate::procs::{Binaries, resident_bytes};
 use crate::targets::{Comparison, Scale, Target, Targets};
 
 /// The names, in the order `--all` runs them.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "overhead",
     "interleaved",
     "bursty",

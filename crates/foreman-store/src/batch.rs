@@ -21,6 +21,9 @@ pub struct StoredFile {
     /// Lines of JSONL content (non-empty lines).
     pub lines: i64,
     pub created_at: i64,
+    /// When the janitor's leader removes the file (OpenAI's `expires_at`); `None` keeps it
+    /// until it is deleted.
+    pub expires_at: Option<i64>,
 }
 
 /// Where a batch is, with OpenAI's names.
@@ -147,13 +150,13 @@ pub(crate) const BATCH_COLUMNS: &str = "id, endpoint, input_file_id, completion_
      enqueued, errors, output_file_id, error_file_id, webhook_done";
 
 /// The columns of a file row.
-pub(crate) const FILE_COLUMNS: &str = "id, purpose, filename, bytes, lines, created_at";
+pub(crate) const FILE_COLUMNS: &str = "id, purpose, filename, bytes, lines, created_at, expires_at";
 
 /// Statements in SQLite's placeholders; [`postgres`] turns `?` into `$`.
 pub(crate) mod sql {
     pub(crate) const INSERT_FILE: &str =
-        "INSERT INTO files (id, purpose, filename, bytes, lines, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING";
+        "INSERT INTO files (id, purpose, filename, bytes, lines, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING";
     pub(crate) const DELETE_FILE: &str = "DELETE FROM files WHERE id = ?1";
     pub(crate) const INSERT_BATCH: &str = "INSERT INTO batches (id, endpoint, input_file_id,
          completion_window, status, ending, metadata, webhook_url, created_at, expires_at,
@@ -226,6 +229,14 @@ impl crate::Store {
         match self {
             crate::Store::Sqlite(store) => store.list_files(params).await,
             crate::Store::Postgres(store) => store.list_files(params).await,
+        }
+    }
+
+    /// Files whose `expires_at` is at or before `now`, soonest first, at most `limit`.
+    pub async fn expired_files(&self, now: i64, limit: u32) -> crate::Result<Vec<StoredFile>> {
+        match self {
+            crate::Store::Sqlite(store) => store.expired_files(now, limit).await,
+            crate::Store::Postgres(store) => store.expired_files(now, limit).await,
         }
     }
 

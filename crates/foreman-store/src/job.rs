@@ -146,17 +146,24 @@ pub enum JobKind {
     OpenAiResponses,
     /// Anthropic's Messages API, `/v1/messages`.
     AnthropicMessages,
+    /// Ollama `/api/embed`, queued only as a batch's line (live requests go straight to
+    /// a target).
+    Embed,
+    /// OpenAI-compatible `/v1/embeddings`, queued only as a batch's line.
+    OpenAiEmbedding,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 8] = [
         JobKind::Chat,
         JobKind::Generate,
         JobKind::OpenAiChat,
         JobKind::OpenAiCompletion,
         JobKind::OpenAiResponses,
         JobKind::AnthropicMessages,
+        JobKind::Embed,
+        JobKind::OpenAiEmbedding,
     ];
 
     /// The snake-case name stored in the database and shown to clients.
@@ -168,6 +175,8 @@ impl JobKind {
             JobKind::OpenAiCompletion => "openai_completion",
             JobKind::OpenAiResponses => "openai_responses",
             JobKind::AnthropicMessages => "anthropic_messages",
+            JobKind::Embed => "embed",
+            JobKind::OpenAiEmbedding => "openai_embedding",
         }
     }
 }
@@ -379,13 +388,15 @@ mod tests {
                 "openai_chat",
                 "openai_completion",
                 "openai_responses",
-                "anthropic_messages"
+                "anthropic_messages",
+                "embed",
+                "openai_embedding"
             ]
         );
         for kind in JobKind::ALL {
             assert_eq!(kind.as_str().parse::<JobKind>(), Ok(kind));
         }
-        assert!("embed".parse::<JobKind>().is_err());
+        assert!("embeddings".parse::<JobKind>().is_err());
     }
 
     #[test]

@@ -67,6 +67,7 @@ macro_rules! store_cases {
             case_api_keys_create_list_revoke,
             case_key_usage_adds_up_per_key_and_hour,
             case_files_are_recorded_listed_and_deleted,
+            case_expired_files_are_found_soonest_first,
             case_batch_saves_are_guarded_by_the_status_read,
             case_batch_lines_are_enqueued_once,
         }
@@ -2937,6 +2938,7 @@ fn stored_file(id: &str, purpose: &str, created_at: i64) -> crate::StoredFile {
         bytes: 42,
         lines: 3,
         created_at,
+        expires_at: None,
     }
 }
 
@@ -2968,6 +2970,55 @@ fn new_batch(id: &str) -> crate::Batch {
         error_file_id: None,
         webhook_done: false,
     }
+}
+
+/// Files past their `expires_at` are found, soonest first and at most the limit; a file
+/// without one never is, and the expiry reads back as written.
+pub async fn case_expired_files_are_found_soonest_first(store: &Store) {
+    for (id, expires_at) in [
+        ("file-late", Some(T0 + 300)),
+        ("file-never", None),
+        ("file-soon", Some(T0 + 100)),
+        ("file-mid", Some(T0 + 200)),
+    ] {
+        let mut file = stored_file(id, "batch_output", T0);
+        file.expires_at = expires_at;
+        store.insert_file(file).await.expect("insert");
+    }
+    assert_eq!(
+        store
+            .get_file("file-mid")
+            .await
+            .expect("get")
+            .unwrap()
+            .expires_at,
+        Some(T0 + 200)
+    );
+    let ids = |files: Vec<crate::StoredFile>| files.into_iter().map(|f| f.id).collect::<Vec<_>>();
+    assert!(
+        store
+            .expired_files(T0 + 99, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert_eq!(
+        ids(store.expired_files(T0 + 200, 10).await.expect("read")),
+        ["file-soon", "file-mid"]
+    );
+    assert_eq!(
+        ids(store.expired_files(T0 + 1_000, 2).await.expect("read")),
+        ["file-soon", "file-mid"]
+    );
+    assert_eq!(
+        ids(store.expired_files(T0 + 1_000, 10).await.expect("read")),
+        ["file-soon", "file-mid", "file-late"]
+    );
+    assert!(store.delete_file("file-soon").await.expect("delete"));
+    assert_eq!(
+        ids(store.expired_files(T0 + 1_000, 10).await.expect("read")),
+        ["file-mid", "file-late"]
+    );
 }
 
 /// Files: recorded once per id, read back, listed by purpose in both orders with a cursor,

@@ -70,9 +70,14 @@ async fn concurrent_opens_migrate_once() {
         .await
         .expect("migrations");
     let versions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
-    // Each migration recorded once, in order.
-    let expected: Vec<i64> = (1..=PgStore::latest_schema_version()).collect();
-    assert_eq!(versions, expected);
+    // Each migration recorded once, in order, up to the latest. Version numbers are
+    // assigned ahead to branches built in parallel, so a build may lack one in between.
+    assert!(
+        versions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{versions:?}"
+    );
+    assert_eq!(versions.first(), Some(&1));
+    assert_eq!(versions.last(), Some(&PgStore::latest_schema_version()));
     for store in &stores {
         assert_eq!(
             store.schema_version().await.expect("version"),

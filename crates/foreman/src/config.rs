@@ -1282,6 +1282,11 @@ pub struct BatchArgs {
     /// never fills the queue (FOREMAN_MAX_QUEUE) that live requests need.
     #[arg(long, env = "FOREMAN_BATCH_QUEUED", default_value_t = 500, value_parser = at_least_one)]
     pub batch_queued: u64,
+    /// How long batch files live: an uploaded input (purpose `batch`) and a batch's
+    /// output and error files expire this long after they are written (their
+    /// `expires_at`), as OpenAI's do after 30 days, and the janitor removes them.
+    #[arg(long, env = "FOREMAN_BATCH_FILES_TTL", default_value = "30d", value_parser = positive_duration)]
+    pub batch_files_ttl: Duration,
 }
 
 /// [`BatchArgs`], checked.
@@ -1292,6 +1297,7 @@ pub struct BatchSettings {
     pub priority: i32,
     pub window: Duration,
     pub queued: u64,
+    pub files_ttl: Duration,
 }
 
 impl BatchArgs {
@@ -1313,6 +1319,7 @@ impl BatchArgs {
             priority: self.batch_priority,
             window: self.batch_window,
             queued: self.batch_queued,
+            files_ttl: self.batch_files_ttl,
         })
     }
 }
@@ -1333,6 +1340,7 @@ mod batch_settings_tests {
         assert_eq!(config.batch.max_lines, 50_000);
         assert_eq!(config.batch.priority, -10);
         assert_eq!(config.batch.window, Duration::from_secs(24 * 3600));
+        assert_eq!(config.batch.files_ttl, Duration::from_secs(30 * 24 * 3600));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! SQLite write lock is never held long, gives the space they took back to the file
 //! system (incremental vacuum, also in small steps), removes the result files of jobs
 //! that are gone, and rescues running jobs whose lease expired (a runner that stopped
-//! heartbeating). On PostgreSQL it also deletes the output batches relayed between
+//! heartbeating), and removes batch files past their `expires_at` (`batch::expiry`).
+//! On PostgreSQL it also deletes the output batches relayed between
 //! instances (`output_relay.rs`) of jobs that finished a minute ago or earlier.
 //!
 //! On a database shared by several instances only the holder of the janitor's lease
@@ -37,6 +38,11 @@ pub async fn run(
         if leader.held(now_ms()) {
             sweep(&store, ttl).await;
             abandon_orphans(&store, orphaned_after).await;
+            match crate::batch::expiry::prune(&store, &data_dir, now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed batch files past their expiry"),
+                Err(error) => tracing::error!(%error, "removing expired batch files failed"),
+            }
         }
         // Result files live in this instance's data folder, whoever pruned their jobs.
         let removed = crate::artifacts::sweep_orphans(&store, &data_dir).await;

@@ -208,6 +208,8 @@ pub fn route_of(kind: JobKind) -> &'static str {
         JobKind::OpenAiChat => "/v1/chat/completions",
         JobKind::OpenAiCompletion => "/v1/completions",
         JobKind::OpenAiResponses => "/v1/responses",
+        JobKind::Embed => "/api/embed",
+        JobKind::OpenAiEmbedding => "/v1/embeddings",
         JobKind::AnthropicMessages => "/v1/messages",
     }
 }

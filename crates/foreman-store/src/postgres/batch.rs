@@ -16,6 +16,7 @@ fn file_from_row(row: &Row) -> StoredFile {
         bytes: row.get(3),
         lines: row.get(4),
         created_at: row.get(5),
+        expires_at: row.get(6),
     }
 }
 
@@ -73,6 +74,7 @@ impl PgStore {
                         &file.bytes,
                         &file.lines,
                         &file.created_at,
+                        &file.expires_at,
                     ],
                 )
                 .await?;
@@ -108,6 +110,22 @@ impl PgStore {
                      ORDER BY id {order} LIMIT $3"
                 ),
                 &[&params.purpose, &params.after, &i64::from(params.limit)],
+            )
+            .await?;
+        Ok(rows.iter().map(file_from_row).collect())
+    }
+
+    /// See [`Store::expired_files`](crate::Store::expired_files).
+    pub async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<StoredFile>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {FILE_COLUMNS} FROM files
+                     WHERE expires_at IS NOT NULL AND expires_at <= $1
+                     ORDER BY expires_at, id LIMIT $2"
+                ),
+                &[&now, &i64::from(limit)],
             )
             .await?;
         Ok(rows.iter().map(file_from_row).collect())

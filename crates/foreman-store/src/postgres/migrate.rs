@@ -58,6 +58,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_callers",
         sql: include_str!("migrations/0008_job_callers.sql"),
     },
+    Migration {
+        version: 9,
+        name: "embedding_kinds_and_file_expiry",
+        sql: include_str!("migrations/0009_embedding_kinds_and_file_expiry.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

@@ -17,6 +17,7 @@ fn file_from_row(row: &Row<'_>) -> rusqlite::Result<StoredFile> {
         bytes: row.get(3)?,
         lines: row.get(4)?,
         created_at: row.get(5)?,
+        expires_at: row.get(6)?,
     })
 }
 
@@ -81,7 +82,8 @@ impl SqliteStore {
                     file.filename,
                     file.bytes,
                     file.lines,
-                    file.created_at
+                    file.created_at,
+                    file.expires_at
                 ])?;
             Ok(())
         })
@@ -119,6 +121,22 @@ impl SqliteStore {
                     rusqlite::params![params.purpose, params.after, i64::from(params.limit)],
                     file_from_row,
                 )?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+
+    /// See [`Store::expired_files`](crate::Store::expired_files).
+    pub async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<StoredFile>> {
+        self.readers
+            .read(move |conn| {
+                let mut statement = conn.prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS} FROM files
+                     WHERE expires_at IS NOT NULL AND expires_at <= ?1
+                     ORDER BY expires_at, id LIMIT ?2"
+                ))?;
+                let rows =
+                    statement.query_map(rusqlite::params![now, i64::from(limit)], file_from_row)?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
             .await

@@ -78,6 +78,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_callers",
         sql: include_str!("migrations/0012_job_callers.sql"),
     },
+    Migration {
+        version: 13,
+        name: "embedding_kinds_and_file_expiry",
+        sql: include_str!("migrations/0013_embedding_kinds_and_file_expiry.sql"),
+    },
 ];
 
 /// The schema version this build writes.
@@ -235,12 +240,37 @@ mod tests {
         assert!(
             conn.execute(
                 "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts, run_after, created_at)
-                 VALUES ('01J0000000000000000000000C', 'embed', 'm', '{}', 'queued', 0, 1, 0, 1)",
+                 VALUES ('01J0000000000000000000000C', 'embeddings', 'm', '{}', 'queued', 0, 1, 0, 1)",
                 [],
             )
             .is_err(),
             "the kind is still checked"
         );
+        // Migration 13 widened the check in place: the embedding kinds go in, on this
+        // connection (which ran it) as on a new one, and the file stays sound.
+        for (id, kind) in [
+            ("01J0000000000000000000000D", "embed"),
+            ("01J0000000000000000000000E", "openai_embedding"),
+        ] {
+            conn.execute(
+                "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts, run_after, created_at)
+                 VALUES (?1, ?2, 'm', '{}', 'queued', 0, 1, 0, 1)",
+                rusqlite::params![id, kind],
+            )
+            .unwrap();
+        }
+        let other = Connection::open(dir.path().join("old.db")).expect("open again");
+        other
+            .execute(
+                "INSERT INTO jobs (id, kind, model, payload, state, priority, max_attempts, run_after, created_at)
+                 VALUES ('01J0000000000000000000000F', 'openai_embedding', 'm', '{}', 'queued', 0, 1, 0, 1)",
+                [],
+            )
+            .unwrap();
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
         // Migration 5 brought the outbox trigger back with the table; migration 9 drops
         // it, since the store's code writes deliveries now (`sqlite/outbox.rs`).
         conn.execute(

@@ -7,10 +7,9 @@
 //!   (`after`, `limit`, OpenAI's list shape with `has_more`, `first_id`, `last_id`);
 //! - `POST /v1/batches/{id}/cancel` moves a validating or running batch to `cancelling`.
 //!
-//! Endpoints: OpenAI's `/v1/chat/completions` and `/v1/completions`, and Ollama's
-//! `/api/chat` and `/api/generate` as an extension. The embedding endpoints are refused
-//! (see the README's section on the Batch API). Each line's body is checked by the same
-//! validator as a live request ([`check_line_body`]).
+//! Endpoints: OpenAI's `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings`,
+//! and Ollama's `/api/chat`, `/api/generate` and `/api/embed` as an extension. Each
+//! line's body is checked by the same validator as a live request ([`check_line_body`]).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -128,11 +127,6 @@ async fn create_batch(
             Endpoint::SUPPORTED.join(", ")
         ))
     })?;
-    if endpoint.job_kind().is_none() {
-        return Err(bad(format!(
-            "endpoint {endpoint_text} is not supported by foreman's batches yet: embeddings are answered at once by /v1/embeddings and /api/embed, which take many inputs per request"
-        )));
-    }
     match body.string("completion_window")? {
         "24h" => {}
         "" => return Err(bad("completion_window is required (24h)".into())),

@@ -43,7 +43,7 @@ pub fn file_object(file: &StoredFile) -> Value {
         "object": "file",
         "bytes": file.bytes,
         "created_at": file.created_at / 1000,
-        "expires_at": null,
+        "expires_at": file.expires_at.map(|at| at / 1000),
         "filename": file.filename,
         "purpose": file.purpose,
         "status": "processed",
@@ -149,13 +149,18 @@ async fn receive(state: &AppState, mut multipart: Multipart) -> Result<Response,
         let (filename, bytes, lines) = stored
             .clone()
             .ok_or_else(|| bad("file is required: the JSONL file, as a multipart file".into()))?;
+        let created_at = now_ms();
+        // As OpenAI's: a batch input expires (FOREMAN_BATCH_FILES_TTL), others stay.
+        let expires_at = (purpose == "batch")
+            .then(|| crate::batch::expiry::expires_at(created_at, settings.files_ttl));
         let file = StoredFile {
             id: id.clone(),
             purpose,
             filename,
             bytes: bytes as i64,
             lines: lines as i64,
-            created_at: now_ms(),
+            created_at,
+            expires_at,
         };
         state.store.insert_file(file.clone()).await?;
         Ok::<_, ApiError>(file)

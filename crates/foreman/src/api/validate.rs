@@ -33,6 +33,8 @@ pub(super) fn queued_request(kind: JobKind, fields: &Map<String, Value>) -> Resu
         JobKind::OpenAiCompletion => openai_completion(fields),
         JobKind::OpenAiResponses => openai_responses(fields),
         JobKind::AnthropicMessages => anthropic_messages(fields),
+        JobKind::Embed => ollama_embed(fields),
+        JobKind::OpenAiEmbedding => openai_embedding(fields),
     }
 }
 
@@ -895,6 +897,65 @@ fn openai_completion(body: &Map<String, Value>) -> Result<(), ApiError> {
     )
 }
 
+/// Whether an embedding request's `input` is a string or a list of strings.
+fn embed_input_is_text(input: &Value) -> bool {
+    match input {
+        Value::String(_) => true,
+        Value::Array(items) => items.iter().all(Value::is_string),
+        _ => false,
+    }
+}
+
+/// Ollama's `EmbedRequest` (`/api/embed`): its handler takes a string or a list of
+/// strings as `input`, and no `input` at all (it only loads the model).
+fn ollama_embed(body: &Map<String, Value>) -> Result<(), ApiError> {
+    members(
+        &At::root("EmbedRequest"),
+        body,
+        Some("EmbedRequest"),
+        &[
+            ("model", string),
+            ("input", any),
+            ("keep_alive", keep_alive),
+            ("truncate", boolean),
+            ("dimensions", int),
+        ],
+    )?;
+    options(body)?;
+    match body.get("input") {
+        None | Some(Value::Null) => Ok(()),
+        Some(input) if embed_input_is_text(input) => Ok(()),
+        Some(_) => Err(ApiError::BadRequest("invalid input type".into())),
+    }
+}
+
+/// The OpenAI-compatible `EmbedRequest` (`/v1/embeddings`): `input` is required, a
+/// string or a list of strings, and `encoding_format` is `float` or `base64`.
+fn openai_embedding(body: &Map<String, Value>) -> Result<(), ApiError> {
+    members(
+        &At::root("EmbedRequest"),
+        body,
+        Some("EmbedRequest"),
+        &[
+            ("model", string),
+            ("input", any),
+            ("dimensions", int),
+            ("encoding_format", string),
+        ],
+    )?;
+    match body.get("input") {
+        None | Some(Value::Null) => return Err(ApiError::BadRequest("invalid input".into())),
+        Some(input) if embed_input_is_text(input) => {}
+        Some(_) => return Err(ApiError::BadRequest("invalid input".into())),
+    }
+    match body.get("encoding_format").and_then(Value::as_str) {
+        None | Some("" | "float" | "base64") => Ok(()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "invalid encoding_format {other:?}: use float or base64"
+        ))),
+    }
+}
+
 fn openai_responses(body: &Map<String, Value>) -> Result<(), ApiError> {
     members(
         &At::root("ResponsesRequest"),
@@ -1232,6 +1293,8 @@ mod fuzz {
             JobKind::AnthropicMessages => {
                 serde_json::json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
             }
+            JobKind::Embed => serde_json::json!({"model": "m", "input": ["a", "b"]}),
+            JobKind::OpenAiEmbedding => serde_json::json!({"model": "m", "input": "hi"}),
         };
         match body {
             Value::Object(fields) => fields,

@@ -189,7 +189,7 @@ impl Driver {
     /// `validating` → `in_progress` or `failed`. Returns whether the batch changed.
     async fn validate(&self, batch: &mut Batch) -> Result<bool, StepError> {
         let now = now_ms();
-        let Some(kind) = Endpoint::parse(&batch.endpoint).and_then(Endpoint::job_kind) else {
+        let Some(kind) = Endpoint::parse(&batch.endpoint).map(Endpoint::job_kind) else {
             fail(
                 batch,
                 vec![lines::error(
@@ -335,7 +335,7 @@ impl Driver {
     /// Enqueues lines until `FOREMAN_BATCH_QUEUED` are unfinished or all are in, a
     /// chunk per commit.
     async fn enqueue(&self, batch: &mut Batch, tracked: &mut Tracked) -> Result<(), StepError> {
-        let Some(kind) = Endpoint::parse(&batch.endpoint).and_then(Endpoint::job_kind) else {
+        let Some(kind) = Endpoint::parse(&batch.endpoint).map(Endpoint::job_kind) else {
             return Ok(());
         };
         let room = |tracked: &Tracked| {

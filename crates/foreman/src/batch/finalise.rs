@@ -130,6 +130,7 @@ async fn record(
         return Ok(None);
     }
     let (bytes, lines) = writer.finish().await.map_err(into_step)?;
+    let now = now_ms();
     driver
         .store
         .insert_file(StoredFile {
@@ -138,7 +139,11 @@ async fn record(
             filename: format!("{}_{what}.jsonl", batch.id),
             bytes: bytes as i64,
             lines: lines as i64,
-            created_at: now_ms(),
+            created_at: now,
+            expires_at: Some(super::expiry::expires_at(
+                now,
+                driver.config.batch.files_ttl,
+            )),
         })
         .await?;
     Ok(Some(id.to_owned()))

@@ -233,15 +233,18 @@ pub struct JobSettings<'a> {
     pub pins: &'a [crate::scheduler::load_key::Pin],
 }
 
-/// The job of line `index`: the body streamed (the runner relays and assembles it, with
-/// `usage` on OpenAI's routes),
-/// the model's pins applied, its id and key derived from the batch and the index, and
-/// the batch, line and custom id in its metadata.
+/// The job of line `index`: a generating body streamed (the runner relays and assembles
+/// it, with `usage` on OpenAI's routes), an embedding body as it came (the target answers
+/// it in one JSON object, its `usage` included, which the runner stores whole), the
+/// model's pins applied, its id and key derived from the batch and the index, and the
+/// batch, line and custom id in its metadata.
 pub fn job(settings: &JobSettings<'_>, index: u64, line: &Line) -> NewJob {
     use crate::scheduler::load_key;
     let model = line.body.get("model").and_then(Value::as_str).unwrap_or("");
     let mut body = line.body.clone();
-    body.insert("stream".into(), Value::Bool(true));
+    if !matches!(settings.kind, JobKind::Embed | JobKind::OpenAiEmbedding) {
+        body.insert("stream".into(), Value::Bool(true));
+    }
     if matches!(
         settings.kind,
         JobKind::OpenAiChat | JobKind::OpenAiCompletion

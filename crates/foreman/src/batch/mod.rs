@@ -10,6 +10,7 @@
 //! starts (after a crash too) picks every open batch up from its row and its lines' jobs.
 
 pub mod driver;
+pub mod expiry;
 pub mod finalise;
 pub mod ids;
 pub mod lines;
@@ -34,11 +35,13 @@ pub enum Endpoint {
 impl Endpoint {
     /// Every endpoint a batch may name, as OpenAI writes them (the native ones are
     /// foreman's extension).
-    pub const SUPPORTED: [&'static str; 4] = [
+    pub const SUPPORTED: [&'static str; 6] = [
         "/v1/chat/completions",
         "/v1/completions",
+        "/v1/embeddings",
         "/api/chat",
         "/api/generate",
+        "/api/embed",
     ];
 
     pub fn parse(text: &str) -> Option<Endpoint> {
@@ -64,15 +67,15 @@ impl Endpoint {
         }
     }
 
-    /// The kind of job a line becomes; `None` for the embedding endpoints, which have no
-    /// queued job kind.
-    pub fn job_kind(self) -> Option<JobKind> {
+    /// The kind of job a line becomes.
+    pub fn job_kind(self) -> JobKind {
         match self {
-            Endpoint::ChatCompletions => Some(JobKind::OpenAiChat),
-            Endpoint::Completions => Some(JobKind::OpenAiCompletion),
-            Endpoint::OllamaChat => Some(JobKind::Chat),
-            Endpoint::OllamaGenerate => Some(JobKind::Generate),
-            Endpoint::Embeddings | Endpoint::OllamaEmbed => None,
+            Endpoint::ChatCompletions => JobKind::OpenAiChat,
+            Endpoint::Completions => JobKind::OpenAiCompletion,
+            Endpoint::Embeddings => JobKind::OpenAiEmbedding,
+            Endpoint::OllamaChat => JobKind::Chat,
+            Endpoint::OllamaGenerate => JobKind::Generate,
+            Endpoint::OllamaEmbed => JobKind::Embed,
         }
     }
 }

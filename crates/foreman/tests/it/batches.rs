@@ -398,6 +398,12 @@ async fn a_cancelled_batch_stops_what_has_not_run() {
         "{errors:?}"
     );
     assert!(output.is_empty(), "nothing finished before the cancel");
+    // As OpenAI counts them: lines that never ran are in `total` only, neither
+    // completed nor failed.
+    assert_eq!(
+        cancelled["request_counts"],
+        json!({"total": 20, "completed": 0, "failed": 0})
+    );
     // Only the held line ever started; the others were cancelled while queued.
     let jobs = foreman.jobs().await;
     assert_eq!(jobs.len(), 20);
@@ -453,6 +459,15 @@ async fn a_batch_past_its_window_expires_with_what_ran() {
         output.len() as i64,
         expired["request_counts"]["completed"].as_i64().unwrap()
     );
+    // The lines that never ran are neither completed nor failed (OpenAI's counts): the
+    // error file holds only them, and `failed` stays 0.
+    assert_eq!(expired["request_counts"]["failed"], 0);
+    assert!(
+        errors
+            .iter()
+            .all(|line| line["error"]["code"] == "batch_expired")
+    );
+    assert_eq!(output.len() + errors.len(), 10);
     foreman.stop().await;
 }
 
@@ -724,7 +739,6 @@ async fn batches_page_and_refuse_bad_requests() {
         (json!({"metadata": {"k": 1}}), "metadata"),
         (json!({"completion_window": "48h"}), "completion_window"),
         (json!({"endpoint": "/v1/responses"}), "endpoint"),
-        (json!({"endpoint": "/v1/embeddings"}), "endpoint"),
         (json!({"input_file_id": "file-missing"}), "No such File"),
     ] {
         let mut body = batch_body(&file);
@@ -875,4 +889,314 @@ async fn a_batch_killed_while_validating_goes_on_after_the_restart() {
     assert!(seen.values().all(|&n| n == 1));
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+}
+
+/// The official `openai` client runs a `/v1/embeddings` batch: every line once, each
+/// with the vectors and the `usage` the simulator gives the same request asked directly.
+/// The lines ran as queued `openai_embedding` jobs at the batch priority, one call to the
+/// target each.
+#[tokio::test]
+async fn the_official_openai_client_runs_an_embeddings_batch() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let python = repo_root().join(".venv/bin/python");
+    let script = repo_root().join("tests/python/openai_batch_embeddings.py");
+    let before = foreman.sim.stats();
+    let output = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .args([
+                foreman.url.as_str(),
+                foreman.sim.url().as_str(),
+                EMBED,
+                "60",
+            ])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the flow ends within five minutes")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.starts_with("ok"),
+        "the openai client's embeddings batch flow failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let jobs = foreman.jobs().await;
+    assert_eq!(jobs.len(), 60, "one job per line");
+    let priority = foreman::config::ServeArgs::defaults().batch.batch_priority;
+    assert!(
+        jobs.iter()
+            .all(|job| job.kind == foreman_store::JobKind::OpenAiEmbedding
+                && job.priority == priority
+                && job.state == foreman_store::JobState::Succeeded)
+    );
+    // One call per line through foreman, one more per line asked directly by the script.
+    let after = foreman.sim.stats();
+    let requests = |stats: &ollama_sim::StatsSnapshot| -> u64 {
+        stats
+            .models
+            .iter()
+            .filter(|(name, _)| name.starts_with(EMBED))
+            .map(|(_, model)| model.requests)
+            .sum()
+    };
+    assert_eq!(requests(&after) - requests(&before), 120);
+    foreman.stop().await;
+}
+
+/// A batch on Ollama's `/api/embed` (foreman's extension): its lines run as queued
+/// `embed` jobs, and each output line carries the answer the simulator gives the same
+/// request directly, its own `prompt_eval_count` included.
+#[tokio::test]
+async fn a_native_embed_batch_answers_each_line_as_the_target_does() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    let bodies: Vec<Value> = (0..12)
+        .map(|i| {
+            let input = match i % 2 {
+                0 => json!(format!("text {i} ").repeat(1 + i)),
+                _ => json!(
+                    (0..=i % 3)
+                        .map(|p| format!("part {p} of {i}"))
+                        .collect::<Vec<_>>()
+                ),
+            };
+            json!({"model": EMBED, "input": input})
+        })
+        .collect();
+    let lines: Vec<String> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            json!({"custom_id": format!("n{i}"), "method": "POST", "url": "/api/embed", "body": body})
+                .to_string()
+        })
+        .collect();
+    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
+    let created = create(
+        &client,
+        &foreman.url,
+        json!({"input_file_id": file, "endpoint": "/api/embed", "completion_window": "24h"}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let done = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(done["request_counts"]["completed"], 12);
+    let output = content(&client, &foreman.url, &done["output_file_id"]).await;
+    assert_eq!(output.len(), 12);
+    let mut counts = std::collections::HashSet::new();
+    for line in &output {
+        let custom_id = line["custom_id"].as_str().unwrap();
+        let index: usize = custom_id[1..].parse().unwrap();
+        let (status, _, direct) = post(
+            &client,
+            format!("{}/api/embed", foreman.sim.url()),
+            &bodies[index],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let direct: Value = serde_json::from_str(&direct).unwrap();
+        let body = &line["response"]["body"];
+        assert_eq!(line["response"]["status_code"], 200, "{line}");
+        assert_eq!(body["model"], direct["model"]);
+        assert_eq!(
+            body["prompt_eval_count"], direct["prompt_eval_count"],
+            "{custom_id}"
+        );
+        let got = body["embeddings"].as_array().unwrap();
+        let want = direct["embeddings"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{custom_id}");
+        for (got, want) in got.iter().zip(want) {
+            let (got, want) = (got.as_array().unwrap(), want.as_array().unwrap());
+            assert_eq!(got.len(), want.len());
+            assert!(
+                got.iter()
+                    .zip(want)
+                    .all(|(a, b)| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-7),
+                "{custom_id}"
+            );
+        }
+        counts.insert(body["prompt_eval_count"].as_i64().unwrap());
+    }
+    assert!(counts.len() > 1, "each line has its own count: {counts:?}");
+    let jobs = foreman.jobs().await;
+    assert_eq!(jobs.len(), 12);
+    assert!(jobs.iter().all(
+        |job| job.kind == foreman_store::JobKind::Embed && !job.payload.contains("\"stream\"")
+    ));
+    foreman.stop().await;
+}
+
+/// Batch files expire as OpenAI's do: an input (purpose `batch`) and a batch's output
+/// carry `expires_at` `FOREMAN_BATCH_FILES_TTL` after they were written, and the
+/// janitor removes them (record and bytes) once past it; a file of another purpose has
+/// none. The input of a batch still running stays past its expiry until the batch ends.
+#[tokio::test]
+async fn batch_files_expire_and_the_janitor_removes_them() {
+    let foreman = TestForeman::start_with(fast_sim(), |config| {
+        config.batch.files_ttl = Duration::from_secs(2);
+        config.janitor_interval = Duration::from_millis(100);
+    })
+    .await;
+    let client = client();
+    let files = foreman.db_path.with_file_name("data").join("files");
+    let gone = async |id: &str| {
+        let (status, _) = get_json(&client, format!("{}/v1/files/{id}", foreman.url)).await;
+        status == 404 && !files.join(id).exists()
+    };
+
+    // A batch that ends: its input and output expire.
+    let lines: Vec<String> = (0..3)
+        .map(|i| chat_line(&format!("x{i}"), CHAT, &format!("line {i}")))
+        .collect();
+    let input = upload(&client, &foreman.url, &lines.join("\n")).await;
+    let (_, uploaded) = get_json(&client, format!("{}/v1/files/{input}", foreman.url)).await;
+    assert_eq!(
+        uploaded["expires_at"].as_i64().unwrap() - uploaded["created_at"].as_i64().unwrap(),
+        2,
+        "{uploaded}"
+    );
+    let created = create(&client, &foreman.url, batch_body(&input)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let done = until(&client, &foreman.url, &id, "completed").await;
+    let output = done["output_file_id"].as_str().unwrap().to_string();
+    let (_, written) = get_json(&client, format!("{}/v1/files/{output}", foreman.url)).await;
+    assert_eq!(
+        written["expires_at"].as_i64().unwrap() - written["created_at"].as_i64().unwrap(),
+        2,
+        "{written}"
+    );
+    assert!(files.join(&output).exists());
+    eventually("the output file expired and removed", async || {
+        gone(&output).await
+    })
+    .await;
+    eventually("the input file expired and removed", async || {
+        gone(&input).await
+    })
+    .await;
+
+    // A batch held running: its input outlives its expiry; a file uploaded after it
+    // expires later, so once that one is gone the input is past its expiry too.
+    let held_input = upload(&client, &foreman.url, &chat_line("h", CHAT, "held")).await;
+    hold(&foreman.sim, true);
+    let held = create(&client, &foreman.url, batch_body(&held_input)).await;
+    let held_id = held["id"].as_str().unwrap().to_string();
+    eventually("a line held at the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
+    let later = upload(&client, &foreman.url, &chat_line("l", CHAT, "later")).await;
+    eventually("the later file expired and removed", async || {
+        gone(&later).await
+    })
+    .await;
+    let (status, kept) = get_json(&client, format!("{}/v1/files/{held_input}", foreman.url)).await;
+    assert_eq!(status, 200, "the running batch's input stays: {kept}");
+    assert!(files.join(&held_input).exists());
+    hold(&foreman.sim, false);
+    until(&client, &foreman.url, &held_id, "completed").await;
+    eventually("the input removed once its batch ended", async || {
+        gone(&held_input).await
+    })
+    .await;
+    foreman.stop().await;
+}
+
+/// A `foreman` process SIGKILLed while it writes a batch's output files: every line has
+/// finished, finalisation has created its partial output file, and the kill lands before
+/// the files are recorded. Proved structurally after the kill: the row is still
+/// `finalizing` and the partial file is on disk, with no output file recorded. After the
+/// restart the partial file is swept, finalisation writes the files again from the lines'
+/// jobs, and the output has each `custom_id` once.
+///
+/// The batch is large (2,000 lines with long answers), so its finalisation lasts far
+/// longer than the test takes to see the partial file and kill; should finalisation
+/// still win that race, the test says so and tries again with a new batch (at most three).
+#[tokio::test]
+async fn a_batch_killed_while_writing_its_output_files_writes_them_again() {
+    let sim = ollama_sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        sim_with(&["llama3.2:3b,load=20ms,tps=200000"], 4, 1),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("foreman.db");
+    let db = db.to_str().unwrap().to_string();
+    let settings = [("FOREMAN_OLLAMA_URL", sim.url())];
+    let (mut child, mut url) = start_foreman_binary(&db, &settings, false).await;
+    let client = client();
+    let files = dir.path().join("data").join("files");
+    let total = 2_000;
+    let mut killed_mid_write = false;
+    for attempt in 0..3 {
+        let lines: Vec<String> = (0..total)
+            .map(|i| {
+                json!({
+                    "custom_id": format!("w{attempt}-{i}"),
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": CHAT, "messages": [{"role": "user", "content": format!("line {i}")}], "max_tokens": 200},
+                })
+                .to_string()
+            })
+            .collect();
+        let file = upload(&client, &url, &lines.join("\n")).await;
+        let created = create(&client, &url, batch_body(&file)).await;
+        let id = created["id"].as_str().unwrap().to_string();
+        let partial = files.join(format!(
+            "{}.partial",
+            foreman::batch::ids::output_file_id(&id)
+        ));
+        // The partial output file appears when finalisation starts writing.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        while !partial.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "finalisation never started: {}",
+                batch(&client, &url, &id).await
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        let store = Store::open(&db).await.unwrap();
+        let row = store.get_batch(&id).await.unwrap().unwrap();
+        store.close().await;
+        if row.status == foreman_store::BatchStatus::Finalizing {
+            assert!(partial.exists(), "the kill left the partial output file");
+            assert_eq!(row.output_file_id, None, "no output file was recorded");
+            assert_eq!(row.completed, total, "every line had run: {row:?}");
+            killed_mid_write = true;
+        } else {
+            eprintln!(
+                "attempt {attempt}: finalisation ended ({}) before the kill landed",
+                row.status
+            );
+        }
+        (child, url) = start_foreman_binary(&db, &settings, false).await;
+        let finished = until(&client, &url, &id, "completed").await;
+        assert!(!partial.exists(), "the partial file is swept at the start");
+        assert_eq!(finished["request_counts"]["completed"], total);
+        let output = content(&client, &url, &finished["output_file_id"]).await;
+        let seen = custom_ids(&output);
+        assert_eq!(seen.len(), total as usize);
+        assert!(
+            seen.values().all(|&n| n == 1),
+            "each custom id exactly once"
+        );
+        if killed_mid_write {
+            break;
+        }
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(
+        killed_mid_write,
+        "in three tries no kill landed while the output files were written"
+    );
 }

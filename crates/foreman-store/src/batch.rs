@@ -130,6 +130,9 @@ pub struct Batch {
     pub error_file_id: Option<String>,
     /// The end's webhook was delivered or given up on.
     pub webhook_done: bool,
+    /// Who created the batch (the API key, or `None` when foreman runs open): its lines
+    /// are that caller's jobs.
+    pub caller: Option<crate::JobCaller>,
 }
 
 /// Arguments of `Store::list_files`.
@@ -147,7 +150,7 @@ pub struct FileListParams {
 pub(crate) const BATCH_COLUMNS: &str = "id, endpoint, input_file_id, completion_window, status, \
      ending, metadata, webhook_url, created_at, expires_at, in_progress_at, finalizing_at, \
      completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, \
-     enqueued, errors, output_file_id, error_file_id, webhook_done";
+     enqueued, errors, output_file_id, error_file_id, webhook_done, caller, caller_weight";
 
 /// The columns of a file row.
 pub(crate) const FILE_COLUMNS: &str = "id, purpose, filename, bytes, lines, created_at, expires_at";
@@ -162,9 +165,9 @@ pub(crate) mod sql {
          completion_window, status, ending, metadata, webhook_url, created_at, expires_at,
          in_progress_at, finalizing_at, completed_at, failed_at, expired_at, cancelling_at,
          cancelled_at, total, completed, failed, enqueued, errors, output_file_id, error_file_id,
-         webhook_done)
+         webhook_done, caller, caller_weight)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                 ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
+                 ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)";
     /// Writes every field a driver changes, only while the row is in the status the
     /// driver read (`?19`), so a cancel in between is not overwritten.
     pub(crate) const SAVE_BATCH: &str = "UPDATE batches SET status = ?2, ending = ?3,

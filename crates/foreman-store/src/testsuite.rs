@@ -2969,6 +2969,7 @@ fn new_batch(id: &str) -> crate::Batch {
         output_file_id: None,
         error_file_id: None,
         webhook_done: false,
+        caller: None,
     }
 }
 
@@ -3087,10 +3088,16 @@ pub async fn case_batch_saves_are_guarded_by_the_status_read(store: &Store) {
         .insert_batch(new_batch("batch_1"))
         .await
         .expect("insert");
-    store
-        .insert_batch(new_batch("batch_2"))
-        .await
-        .expect("insert");
+    // The creator's key and weight read back as written.
+    let owned = crate::Batch {
+        caller: Some(crate::JobCaller {
+            name: "ci-bot".to_owned(),
+            weight: 3,
+        }),
+        ..new_batch("batch_2")
+    };
+    store.insert_batch(owned.clone()).await.expect("insert");
+    assert_eq!(store.get_batch("batch_2").await.expect("get"), Some(owned));
     let mut batch = store
         .get_batch("batch_1")
         .await

@@ -71,7 +71,10 @@ async fn concurrent_opens_migrate_once() {
         .expect("migrations");
     let versions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
     // Each migration recorded once, in order, none missing.
-    assert_eq!(versions, (1..=PgStore::latest_schema_version()).collect::<Vec<i64>>());
+    assert_eq!(
+        versions,
+        (1..=PgStore::latest_schema_version()).collect::<Vec<i64>>()
+    );
     for store in &stores {
         assert_eq!(
             store.schema_version().await.expect("version"),

@@ -199,6 +199,10 @@ pub async fn serve(
         };
         tasks.spawn(dispatcher.run(shutdown.clone()));
     }
+    let keys = Arc::new(keys::KeyRing::new(store.clone(), config.token.as_deref()));
+    if let Err(error) = keys.reload().await {
+        tracing::warn!(%error, "could not read the API keys; will try again at the next request");
+    }
     let batch_kick = Arc::new(Notify::new());
     tasks.spawn(
         batch::Driver {
@@ -211,16 +215,13 @@ pub async fn serve(
             wake: wake.clone(),
             kick: batch_kick.clone(),
             finished: finished.clone(),
+            keys: keys.clone(),
         }
         .run(shutdown.clone()),
     );
     // The origin guard checks Host only on a loopback listener, as Ollama decides from
     // the address it actually bound, not from the setting.
     config.addr = listener.local_addr()?;
-    let keys = Arc::new(keys::KeyRing::new(store.clone(), config.token.as_deref()));
-    if let Err(error) = keys.reload().await {
-        tracing::warn!(%error, "could not read the API keys; will try again at the next request");
-    }
     tasks.spawn(keys::ledger::flush_until(
         metrics.clone(),
         store.clone(),

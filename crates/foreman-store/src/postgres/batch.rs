@@ -56,6 +56,12 @@ fn batch_from_row(row: &Row) -> Result<Batch> {
         output_file_id: row.get(22),
         error_file_id: row.get(23),
         webhook_done: row.get(24),
+        caller: row
+            .get::<_, Option<String>>(25)
+            .map(|name| crate::JobCaller {
+                name,
+                weight: u32::try_from(row.get::<_, i32>(26)).unwrap_or(1).max(1),
+            }),
         id,
     })
 }
@@ -146,6 +152,10 @@ impl PgStore {
     /// See [`Store::insert_batch`](crate::Store::insert_batch).
     pub async fn insert_batch(&self, batch: Batch) -> Result<()> {
         crate::batch::check_batch(&batch)?;
+        let caller_name = batch.caller.as_ref().map(|caller| caller.name.clone());
+        let caller_weight = batch.caller.as_ref().map_or(1, |caller| {
+            i32::try_from(caller.weight.max(1)).unwrap_or(i32::MAX)
+        });
         self.single(async |client| {
             client
                 .execute(
@@ -176,6 +186,8 @@ impl PgStore {
                         &batch.output_file_id,
                         &batch.error_file_id,
                         &batch.webhook_done,
+                        &caller_name,
+                        &caller_weight,
                     ],
                 )
                 .await?;

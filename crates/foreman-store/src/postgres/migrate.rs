@@ -63,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "embedding_kinds_and_file_expiry",
         sql: include_str!("migrations/0009_embedding_kinds_and_file_expiry.sql"),
     },
+    Migration {
+        version: 11,
+        name: "batch_callers",
+        sql: include_str!("migrations/0011_batch_callers.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

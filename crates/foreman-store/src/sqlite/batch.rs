@@ -57,6 +57,13 @@ fn batch_from_row(row: &Row<'_>) -> Result<Batch> {
         output_file_id: row.get(22)?,
         error_file_id: row.get(23)?,
         webhook_done: row.get::<_, i64>(24)? != 0,
+        caller: match row.get::<_, Option<String>>(25)? {
+            Some(name) => Some(crate::JobCaller {
+                name,
+                weight: u32::try_from(row.get::<_, i64>(26)?).unwrap_or(1).max(1),
+            }),
+            None => None,
+        },
         id,
     })
 }
@@ -181,7 +188,12 @@ impl SqliteStore {
                     batch.errors,
                     batch.output_file_id,
                     batch.error_file_id,
-                    batch.webhook_done
+                    batch.webhook_done,
+                    batch.caller.as_ref().map(|caller| caller.name.clone()),
+                    batch
+                        .caller
+                        .as_ref()
+                        .map_or(1, |caller| i64::from(caller.weight.max(1)))
                 ])?;
             Ok(())
         })

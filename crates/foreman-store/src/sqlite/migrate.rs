@@ -83,6 +83,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "embedding_kinds_and_file_expiry",
         sql: include_str!("migrations/0013_embedding_kinds_and_file_expiry.sql"),
     },
+    Migration {
+        version: 14,
+        name: "batch_callers",
+        sql: include_str!("migrations/0014_batch_callers.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -15,6 +15,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::http::Extensions;
 use axum::response::{IntoResponse, Response};
 use foreman_store::{Batch, BatchStatus, JobKind};
 use serde::Deserialize;
@@ -109,13 +110,16 @@ async fn find(state: &AppState, id: &str) -> Result<Batch, ApiError> {
 
 pub async fn create(
     State(state): State<AppState>,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    openai(create_batch(&state, body).await)
+    let caller = super::job_control::caller_of(&extensions);
+    openai(create_batch(&state, caller, body).await)
 }
 
 async fn create_batch(
     state: &AppState,
+    caller: Option<foreman_store::JobCaller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = JsonBody::parse(body, state.config.max_body, "BatchRequest")?;
@@ -203,6 +207,7 @@ async fn create_batch(
         output_file_id: None,
         error_file_id: None,
         webhook_done: false,
+        caller,
     };
     state.store.insert_batch(batch.clone()).await?;
     state.batch_kick.notify_one();

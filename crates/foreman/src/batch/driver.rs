@@ -63,6 +63,8 @@ pub struct Driver {
     pub kick: Arc<Notify>,
     /// Rung when jobs end.
     pub finished: Arc<Notify>,
+    /// The API keys: a batch's lines are its creator's work (models it may use, usage).
+    pub keys: Arc<crate::keys::KeyRing>,
 }
 
 /// What the driver keeps between steps of one batch; all of it can be rebuilt from the store.
@@ -202,6 +204,13 @@ impl Driver {
             );
             return Ok(true);
         };
+        let key = match self.creator(batch).await {
+            Ok(key) => key,
+            Err(refusal) => {
+                fail(batch, vec![refusal], now);
+                return Ok(true);
+            }
+        };
         let path = storage::path(&self.config.data_dir, &batch.input_file_id);
         let checked = match lines::check(
             &path,
@@ -209,6 +218,7 @@ impl Driver {
             kind,
             self.config.batch.max_lines,
             &self.targets,
+            key.as_deref(),
         )
         .await
         {
@@ -332,6 +342,30 @@ impl Driver {
         Ok(())
     }
 
+    /// The live key that created `batch`: `None` when foreman ran open (no caller), an
+    /// error line for the batch when that key was revoked or deleted since.
+    async fn creator(
+        &self,
+        batch: &Batch,
+    ) -> Result<Option<Arc<crate::keys::live::LiveKey>>, serde_json::Value> {
+        let Some(caller) = &batch.caller else {
+            return Ok(None);
+        };
+        self.keys.refresh_if_stale().await;
+        match self.keys.named(&caller.name) {
+            Some(crate::keys::ring::Identity::Key(key)) => Ok(Some(key)),
+            _ => Err(lines::error(
+                "key_revoked",
+                format!(
+                    "the API key '{}' that created this batch was revoked",
+                    caller.name
+                ),
+                None,
+                None,
+            )),
+        }
+    }
+
     /// Enqueues lines until `FOREMAN_BATCH_QUEUED` are unfinished or all are in, a
     /// chunk per commit.
     async fn enqueue(&self, batch: &mut Batch, tracked: &mut Tracked) -> Result<(), StepError> {
@@ -359,6 +393,7 @@ impl Driver {
                 priority: self.config.batch.priority,
                 max_attempts: self.config.max_attempts,
                 pins: &self.config.pins,
+                caller: batch.caller.as_ref(),
             };
             let mut jobs = Vec::with_capacity(take);
             let first = *next;
@@ -389,7 +424,17 @@ impl Driver {
                 .enqueue_batch_lines(&batch.id, jobs, upto as i64, now_ms())
                 .await
             {
-                Ok(created) => created.iter().for_each(|job| self.metrics.enqueued(job)),
+                Ok(created) => {
+                    // The lines are the creator's work; a key revoked since is no
+                    // longer booked (its lines were admitted when the batch was).
+                    let key = self.creator(batch).await.ok().flatten();
+                    for job in &created {
+                        self.metrics.enqueued(job);
+                        if let Some(key) = &key {
+                            self.metrics.usage.enqueued_for_batch(job, key.clone());
+                        }
+                    }
+                }
                 Err(error) => {
                     tracked.cursor = None;
                     return Err(error.into());

@@ -83,13 +83,15 @@ pub enum Checked {
 
 /// Checks every line of the input as OpenAI does before a batch runs: JSON, a unique
 /// `custom_id`, `method` POST, `url` the batch's endpoint, and a body the live route would
-/// accept (the same validator), for a model some target has.
+/// accept (the same validator), for a model some target has and the batch's key (if
+/// any) may use.
 pub async fn check(
     path: &Path,
     endpoint: &str,
     kind: JobKind,
     max_lines: u64,
     targets: &Targets,
+    key: Option<&crate::keys::live::LiveKey>,
 ) -> std::io::Result<Checked> {
     let mut reader = Reader::open(path).await?;
     let mut errors = Vec::new();
@@ -123,6 +125,15 @@ pub async fn check(
                 errors.push(error(
                     "model_not_found",
                     format!("model '{model}' not found"),
+                    Some("body.model"),
+                    Some(number),
+                ));
+            } else if let Some(key) = key
+                && !key.grant.allows_model(model)
+            {
+                errors.push(error(
+                    "model_not_allowed",
+                    format!("API key '{}' may not use model '{model}'", key.name),
                     Some("body.model"),
                     Some(number),
                 ));
@@ -231,6 +242,8 @@ pub struct JobSettings<'a> {
     pub priority: i32,
     pub max_attempts: u32,
     pub pins: &'a [crate::scheduler::load_key::Pin],
+    /// Who created the batch: its lines are that caller's jobs (fair share, usage).
+    pub caller: Option<&'a foreman_store::JobCaller>,
 }
 
 /// The job of line `index`: a generating body streamed (the runner relays and assembles
@@ -273,8 +286,6 @@ pub fn job(settings: &JobSettings<'_>, index: u64, line: &Line) -> NewJob {
             json!({"batch_id": settings.batch_id, "line": index, "custom_id": line.custom_id})
                 .to_string(),
         ),
-        // The batch does not record the key that created it yet: its lines share the
-        // GPU as the anonymous caller.
-        caller: None,
+        caller: settings.caller.cloned(),
     }
 }

@@ -56,6 +56,9 @@ struct Book {
     /// Unfinished jobs enqueued here, with their key and when their row was last
     /// looked at (their enqueue, at first).
     jobs: HashMap<JobId, (Arc<LiveKey>, i64)>,
+    /// Those of `jobs` that are batch lines, not counted among their key's unfinished
+    /// jobs.
+    batch_lines: std::collections::HashSet<JobId>,
     /// Not yet written: by key and hour.
     pending: HashMap<(String, i64), UsageDelta>,
     /// Latest use per key, not yet written.
@@ -145,6 +148,16 @@ impl Ledger {
         self.lock().jobs.insert(job.id, (key, job.created_at));
     }
 
+    /// `job`, a line of a batch `key` created, was committed to the queue by the batch
+    /// driver: what it uses is the key's. It does not count among the key's queued jobs
+    /// (that limit admits requests; the batch was admitted when it was created, and the
+    /// driver keeps at most `FOREMAN_BATCH_QUEUED` of its lines in the queue).
+    pub fn enqueued_for_batch(&self, job: &Job, key: Arc<LiveKey>) {
+        let mut book = self.lock();
+        book.batch_lines.insert(job.id);
+        book.jobs.insert(job.id, (key, job.created_at));
+    }
+
     /// `job` was sent to a target; `load` when its model had to be loaded for it.
     pub fn dispatched(&self, job: JobId, load: bool, now: i64) {
         if !load {
@@ -167,11 +180,15 @@ impl Ledger {
         let Some((key, _)) = book.jobs.remove(&job.id) else {
             return;
         };
+        let batch_line = book.batch_lines.remove(&job.id);
         let (prompt, completion) = job.result.as_deref().map_or((0, 0), token_counts);
         let gpu_ms = job
             .started_at
             .map_or(0, |started| (finished_at - started).max(0));
-        key.job_finished(prompt + completion, finished_at);
+        match batch_line {
+            true => key.tokens_used(prompt + completion, finished_at),
+            false => key.job_finished(prompt + completion, finished_at),
+        }
         let delta = book.delta(&key.name, finished_at);
         delta.prompt_tokens += prompt as i64;
         delta.completion_tokens += completion as i64;
@@ -205,7 +222,10 @@ impl Ledger {
     /// A tracked job whose row is gone (pruned after its end): it no longer counts
     /// among its key's unfinished jobs; what it used is unknown here.
     pub fn forget(&self, job: JobId, now: i64) {
-        if let Some((key, _)) = self.lock().jobs.remove(&job) {
+        let mut book = self.lock();
+        if let Some((key, _)) = book.jobs.remove(&job)
+            && !book.batch_lines.remove(&job)
+        {
             key.job_finished(0, now);
         }
     }

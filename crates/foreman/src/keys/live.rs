@@ -229,6 +229,12 @@ impl LiveKey {
         let _ = self
             .unfinished
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.tokens_used(tokens, now);
+    }
+
+    /// Work of the key that was not counted among its unfinished jobs (a batch's line)
+    /// used `tokens`.
+    pub fn tokens_used(&self, tokens: u64, now: i64) {
         let mut counted = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if counted.0 != day_of(now) {
             *counted = (day_of(now), 0);

@@ -170,6 +170,23 @@ impl KeyRing {
         self.token.is_some() || !self.read().entries.is_empty()
     }
 
+    /// The key of this name as last loaded (`admin` is the admin token's, when one is
+    /// set), whether revoked or not; `None` when no such key is known. Work queued later
+    /// on a request's behalf (a batch's lines) finds its key here.
+    pub fn named(&self, name: &str) -> Option<Identity> {
+        if name == ADMIN_NAME && self.token.is_some() {
+            return Some(Identity::Key(self.admin.clone()));
+        }
+        self.read()
+            .entries
+            .iter()
+            .find(|entry| entry.key.name == name)
+            .map(|entry| match entry.revoked {
+                true => Identity::Revoked,
+                false => Identity::Key(entry.key.clone()),
+            })
+    }
+
     /// Who `presented` is.
     pub fn identify(&self, presented: &str) -> Identity {
         let digest = secret::digest(presented);

@@ -1200,3 +1200,100 @@ async fn a_batch_killed_while_writing_its_output_files_writes_them_again() {
         "in three tries no kill landed while the output files were written"
     );
 }
+
+/// A batch created with an API key is that key's work: a line for a model the key may
+/// not use fails validation by line (nothing queued), and the lines of an allowed batch
+/// are queued as the key's jobs (fair share) and booked to its usage.
+#[tokio::test]
+async fn a_keys_batch_keeps_to_its_models_and_is_booked_to_it() {
+    const TOKEN: &str = "batch-admin-s3cret";
+    let foreman =
+        TestForeman::start_with(fast_sim(), |config| config.token = Some(TOKEN.into())).await;
+    let response = client()
+        .post(format!("{}/foreman/keys", foreman.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "batcher", "scopes": ["batch"], "models": [CHAT], "weight": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let secret = response.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {secret}").parse().unwrap(),
+    );
+    let keyed = reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+
+    let refused = [chat_line("a", CHAT, "one"), chat_line("b", CHAT2, "two")];
+    let file = upload(&keyed, &foreman.url, &refused.join("\n")).await;
+    let created = create(&keyed, &foreman.url, batch_body(&file)).await;
+    let failed = until(
+        &keyed,
+        &foreman.url,
+        created["id"].as_str().unwrap(),
+        "failed",
+    )
+    .await;
+    let errors = failed["errors"]["data"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{failed}");
+    assert_eq!(errors[0]["code"], "model_not_allowed");
+    assert_eq!(errors[0]["line"], 2);
+    assert!(foreman.jobs().await.is_empty(), "nothing was queued");
+
+    let allowed: Vec<String> = (0..4)
+        .map(|n| chat_line(&format!("c{n}"), CHAT, &format!("line {n}")))
+        .collect();
+    let file = upload(&keyed, &foreman.url, &allowed.join("\n")).await;
+    let created = create(&keyed, &foreman.url, batch_body(&file)).await;
+    let done = until(
+        &keyed,
+        &foreman.url,
+        created["id"].as_str().unwrap(),
+        "completed",
+    )
+    .await;
+    let output = content(&keyed, &foreman.url, &done["output_file_id"]).await;
+    assert_eq!(output.len(), 4);
+    let completion: i64 = output
+        .iter()
+        .map(|line| {
+            line["response"]["body"]["usage"]["completion_tokens"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    assert!(completion > 0);
+    let jobs = foreman.jobs().await;
+    assert_eq!(jobs.len(), 4);
+    for job in &jobs {
+        let caller = job
+            .caller
+            .as_ref()
+            .expect("a batch line has its key's caller");
+        assert_eq!((caller.name.as_str(), caller.weight), ("batcher", 2));
+    }
+    let usage_url = format!("{}/foreman/keys/usage?key=batcher", foreman.url);
+    let admin = client();
+    eventually("the batch's usage to be booked to its key", async || {
+        let usage: Value = admin
+            .get(&usage_url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        usage["keys"][0]["completion_tokens"] == json!(completion)
+    })
+    .await;
+    foreman.stop().await;
+}

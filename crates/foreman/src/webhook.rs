@@ -475,51 +475,68 @@ impl Dispatcher {
     }
 
     async fn send(&self, delivery: &WebhookDelivery) -> Result<u16, SendError> {
-        let (url, addresses) = self
-            .policy
-            .check_url(&delivery.url)
-            .await
-            .map_err(|error| SendError::Refused(error.to_string()))?;
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_string();
-        // Connect to the checked addresses only: a second lookup could answer another
-        // (internal) address than the one checked.
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.timeout)
-            .dns_resolver(self.policy.resolver.clone())
-            .resolve_to_addrs(&host, &addresses)
-            .build()
-            .map_err(|e| SendError::Failed(e.to_string()))?;
-        let timestamp = now_ms() / 1000;
-        let response = client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &delivery.id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                sign(&self.key, &delivery.id, timestamp, &delivery.payload),
-            )
-            .body(delivery.payload.clone())
-            .send()
-            .await
-            .map_err(|e| {
-                SendError::Failed(if e.is_timeout() {
-                    "the receiver timed out".into()
-                } else {
-                    e.to_string()
-                })
-            })?;
-        Ok(response.status().as_u16())
+        post_signed(
+            &self.policy,
+            &self.key,
+            self.timeout,
+            &delivery.url,
+            &delivery.id,
+            &delivery.payload,
+        )
+        .await
     }
 }
 
-enum SendError {
+/// One signed attempt: `body` POSTed to `url` (checked against `policy`, and connected
+/// to only at the addresses the check resolved, so a second lookup cannot answer another,
+/// internal, address), with the Standard Webhooks headers for `id` under `key`; the
+/// receiver's status. Job deliveries and a batch's end both send through it.
+pub(crate) async fn post_signed(
+    policy: &AddressPolicy,
+    key: &[u8],
+    timeout: Duration,
+    url: &str,
+    id: &str,
+    body: &str,
+) -> Result<u16, SendError> {
+    let (url, addresses) = policy
+        .check_url(url)
+        .await
+        .map_err(|error| SendError::Refused(error.to_string()))?;
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .dns_resolver(policy.resolver.clone())
+        .resolve_to_addrs(&host, &addresses)
+        .build()
+        .map_err(|e| SendError::Failed(e.to_string()))?;
+    let timestamp = now_ms() / 1000;
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", sign(key, id, timestamp, body))
+        .body(body.to_owned())
+        .send()
+        .await
+        .map_err(|e| {
+            SendError::Failed(if e.is_timeout() {
+                "the receiver timed out".into()
+            } else {
+                e.to_string()
+            })
+        })?;
+    Ok(response.status().as_u16())
+}
+
+pub(crate) enum SendError {
     /// The URL may not be used: no retry.
     Refused(String),
     /// The attempt failed in transit: retry.

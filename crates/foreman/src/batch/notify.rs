@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::webhook::{AddressPolicy, sign};
+use crate::webhook::{AddressPolicy, SendError, post_signed};
 
 /// Sends one batch's end.
 pub struct Notifier {
@@ -65,11 +65,11 @@ impl Notifier {
                 Ok(status) => {
                     tracing::warn!(batch = %batch.id, attempt, status, "batch webhook refused")
                 }
-                Err(Attempt::Refused(reason)) => {
+                Err(SendError::Refused(reason)) => {
                     tracing::warn!(batch = %batch.id, %reason, "batch webhook address refused");
                     return false;
                 }
-                Err(Attempt::Failed(reason)) => {
+                Err(SendError::Failed(reason)) => {
                     tracing::warn!(batch = %batch.id, attempt, %reason, "batch webhook failed")
                 }
             }
@@ -81,42 +81,8 @@ impl Notifier {
         false
     }
 
-    async fn send(&self, url: &str, id: &str, body: &str) -> Result<u16, Attempt> {
-        let (url, addresses) = self
-            .policy
-            .check_url(url)
-            .await
-            .map_err(|error| Attempt::Refused(error.to_string()))?;
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_string();
-        // Only the checked addresses are connected to (no second lookup).
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.timeout)
-            .dns_resolver(self.policy.resolver.clone())
-            .resolve_to_addrs(&host, &addresses)
-            .build()
-            .map_err(|e| Attempt::Failed(e.to_string()))?;
-        let timestamp = now_ms() / 1000;
-        let response = client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", sign(&self.key, id, timestamp, body))
-            .body(body.to_owned())
-            .send()
-            .await
-            .map_err(|e| Attempt::Failed(e.to_string()))?;
-        Ok(response.status().as_u16())
+    async fn send(&self, url: &str, id: &str, body: &str) -> Result<u16, SendError> {
+        post_signed(&self.policy, &self.key, self.timeout, url, id, body).await
     }
 }
 
-enum Attempt {
-    Refused(String),
-    Failed(String),
-}

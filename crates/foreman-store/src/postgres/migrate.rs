@@ -58,10 +58,19 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_callers",
         sql: include_str!("migrations/0008_job_callers.sql"),
     },
+    Migration {
+        version: 10,
+        name: "quiet_claims",
+        sql: include_str!("migrations/0010_quiet_claims.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
+pub(super) fn versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|migration| migration.version).collect()
 }
 
 pub(super) async fn run(client: &mut deadpool_postgres::Object) -> Result<()> {

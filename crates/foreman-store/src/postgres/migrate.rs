@@ -70,7 +70,10 @@ pub(super) fn latest_version() -> i64 {
 }
 
 pub(super) fn versions() -> Vec<i64> {
-    MIGRATIONS.iter().map(|migration| migration.version).collect()
+    MIGRATIONS
+        .iter()
+        .map(|migration| migration.version)
+        .collect()
 }
 
 pub(super) async fn run(client: &mut deadpool_postgres::Object) -> Result<()> {

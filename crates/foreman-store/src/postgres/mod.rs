@@ -720,10 +720,7 @@ impl PgStore {
             // cut off), and a reader who joins later sees the next run's only.
             self.single(async |client| {
                 Ok(client
-                    .execute(
-                        &*queries::DELETE_RERUN_OUTPUT,
-                        &[&id.to_string(), &attempt],
-                    )
+                    .execute(&*queries::DELETE_RERUN_OUTPUT, &[&id.to_string(), &attempt])
                     .await?)
             })
             .await?;

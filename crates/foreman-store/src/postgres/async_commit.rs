@@ -22,6 +22,10 @@
 /// The guard term that makes its transaction commit asynchronously; always true.
 const ASYNC_COMMIT: &str = "set_config('synchronous_commit', 'off', true) IS NOT NULL";
 
+/// The same for a transaction of several statements (one round trip more): its first
+/// statement.
+pub(super) const IN_THIS_TRANSACTION: &str = "SET LOCAL synchronous_commit = off";
+
 /// `sql` with its first `WHERE` made to commit its transaction asynchronously.
 ///
 /// The term is a filter evaluated on each row the statement looks at, so it has run for

@@ -184,8 +184,8 @@ async fn an_unreachable_server_fails_the_open() {
 }
 
 /// Every change another instance's waiter cares about is heard on a listening session of
-/// another handle, after its commit: new work, a claim, a cancel request, the end; a
-/// heartbeat says nothing. A session that is dropped hears nothing more, and a new one
+/// another handle, after its commit: new work, a requeue, a cancel request, the end; a
+/// claim and a heartbeat say nothing. A session that is dropped hears nothing more, and a new one
 /// hears what follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signals_cross_handles_at_commit() {
@@ -222,15 +222,32 @@ async fn signals_cross_handles_at_commit() {
         .await
         .expect("claim")
         .expect("claimable");
-    assert_eq!(next(&mut signals).await, Signal::Changed(job.id));
-    // A heartbeat changes no state: nothing is sent for it, so the next signal heard is
-    // the cancel request that follows.
+    // Neither a claim nor a heartbeat sends anything (migration 10), so the next signals
+    // heard are those of the requeue that follows: its run was cut off, and there is work.
     assert!(
         writer
             .heartbeat(job.id, claimed.attempts, "a/t/0", T0 + 2, 30_000)
             .await
             .expect("heartbeat")
     );
+    writer
+        .requeue(job.id, claimed.attempts, "a/t/0", T0 + 2)
+        .await
+        .expect("requeue")
+        .expect("requeued");
+    assert_eq!(next(&mut signals).await, Signal::Changed(job.id));
+    assert_eq!(next(&mut signals).await, Signal::NewWork(job.id));
+    let claimed = writer
+        .claim(ClaimParams {
+            id: job.id,
+            owner: "a/t/0".to_owned(),
+            target: "t".to_owned(),
+            now: T0 + 2,
+            lease_for_ms: 30_000,
+        })
+        .await
+        .expect("claim again")
+        .expect("claimable again");
     let reason = JobFailure {
         status: 499,
         message: "cancelled".to_owned(),

@@ -3,7 +3,7 @@
 
 use tokio_postgres::Row;
 
-use super::PgStore;
+use super::{PgStore, async_commit};
 use crate::error::{Error, Result};
 use crate::keys::{
     ADD_USAGE_POSTGRES, ApiKey, KEY_COLUMNS, NewApiKey, USAGE_COLUMNS, UsageBucket, UsageDelta,
@@ -84,24 +84,23 @@ impl PgStore {
     /// See [`Store::touch_api_keys`](crate::Store::touch_api_keys).
     pub async fn touch_api_keys(&self, uses: Vec<(String, i64)>) -> Result<()> {
         let (names, times): (Vec<String>, Vec<i64>) = uses.into_iter().unzip();
-        self.single(async |client| {
-            Ok(client
-                .execute(
-                    "UPDATE api_keys SET last_used_at = u.at
-                     FROM unnest($1::text[], $2::bigint[]) AS u(name, at)
-                     WHERE api_keys.name = u.name
-                       AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < u.at)",
-                    &[&names, &times],
-                )
-                .await?)
-        })
-        .await?;
+        // A relaxed write, as on SQLite (see `async_commit.rs`).
+        let sql = async_commit::asynchronous(
+            "UPDATE api_keys SET last_used_at = u.at
+             FROM unnest($1::text[], $2::bigint[]) AS u(name, at)
+             WHERE api_keys.name = u.name
+               AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < u.at)",
+        );
+        self.single(async |client| Ok(client.execute(&sql, &[&names, &times]).await?))
+            .await?;
         Ok(())
     }
 
     /// See [`Store::add_key_usage`](crate::Store::add_key_usage): one transaction.
     pub async fn add_key_usage(&self, deltas: Vec<UsageDelta>) -> Result<()> {
         self.transaction(async |tx| {
+            // A soon write, as on SQLite (see `async_commit.rs`).
+            tx.batch_execute(async_commit::IN_THIS_TRANSACTION).await?;
             let statement = tx.prepare_cached(ADD_USAGE_POSTGRES).await?;
             for d in &deltas {
                 tx.execute(

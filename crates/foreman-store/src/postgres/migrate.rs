@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0009_embedding_kinds_and_file_expiry.sql"),
     },
     Migration {
+        version: 10,
+        name: "quiet_claims",
+        sql: include_str!("migrations/0010_quiet_claims.sql"),
+    },
+    Migration {
         version: 11,
         name: "batch_callers",
         sql: include_str!("migrations/0011_batch_callers.sql"),

@@ -20,6 +20,7 @@
 //! Connections come from a `deadpool-postgres` pool over `tokio-postgres` (plain TCP, no
 //! TLS); see ARCHITECTURE.md for why this client.
 
+mod async_commit;
 mod batch;
 mod keys;
 mod migrate;
@@ -545,29 +546,11 @@ impl PgStore {
     pub async fn claim(&self, params: ClaimParams) -> Result<Option<Job>> {
         let lease_expires_at = lease_expiry(params.now, params.lease_for_ms)?;
         let id = params.id.to_string();
-        let sql = format!(
-            "WITH claimable AS (
-                 SELECT id FROM jobs
-                 WHERE id = $1 AND state = 'queued' AND run_after <= $4
-                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE jobs
-             SET state = 'running',
-                 attempts = attempts + 1,
-                 lease_owner = $2,
-                 target = $5,
-                 lease_expires_at = $3,
-                 started_at = coalesce(started_at, $4)
-             FROM claimable
-             WHERE jobs.id = claimable.id
-             RETURNING {}",
-            row::qualified_columns("jobs")
-        );
         // One statement: the row lock of SKIP LOCKED is held until it commits.
         self.single(async |client| {
             first_job(
                 client,
-                &sql,
+                &queries::CLAIM,
                 &[
                     &id,
                     &params.owner,
@@ -593,14 +576,7 @@ impl PgStore {
         let lease_expires_at = lease_expiry(now, lease_for_ms)?;
         let changed = self
             .single(async |client| {
-                let statement = client
-                    .prepare_cached(
-                        "UPDATE jobs
-                         SET lease_expires_at = greatest(lease_expires_at, $4)
-                         WHERE id = $1 AND state = 'running' AND attempts = $2
-                           AND lease_owner = $3",
-                    )
-                    .await?;
+                let statement = client.prepare_cached(&queries::HEARTBEAT).await?;
                 Ok(client
                     .execute(
                         &statement,
@@ -738,10 +714,7 @@ impl PgStore {
             // cut off), and a reader who joins later sees the next run's only.
             self.single(async |client| {
                 Ok(client
-                    .execute(
-                        "DELETE FROM job_output WHERE job_id = $1 AND attempt >= $2",
-                        &[&id.to_string(), &attempt],
-                    )
+                    .execute(&*queries::DELETE_RERUN_OUTPUT, &[&id.to_string(), &attempt])
                     .await?)
             })
             .await?;
@@ -1308,6 +1281,7 @@ async fn insert_job<C: GenericClient>(
 mod queries {
     use std::sync::LazyLock;
 
+    use super::async_commit::asynchronous;
     use super::row::JOB_COLUMNS;
 
     fn with_columns(sql: &str) -> String {
@@ -1320,6 +1294,57 @@ mod queries {
         pub(super) any: String,
         pub(super) without_webhook: String,
     }
+
+    /// A change that is a run's outcome: a *soon* write, committed asynchronously (see
+    /// `async_commit.rs`).
+    fn outcome(sql: &str) -> Change {
+        let Change {
+            any,
+            without_webhook,
+        } = change(sql);
+        Change {
+            any: asynchronous(&any),
+            without_webhook: asynchronous(&without_webhook),
+        }
+    }
+
+    /// A claim, a relaxed write: $1 id, $2 owner, $3 lease expiry, $4 now, $5 target.
+    /// One statement: the row lock of SKIP LOCKED is held until it commits.
+    pub(super) static CLAIM: LazyLock<String> = LazyLock::new(|| {
+        asynchronous(&format!(
+            "WITH claimable AS (
+                 SELECT id FROM jobs
+                 WHERE id = $1 AND state = 'queued' AND run_after <= $4
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE jobs
+             SET state = 'running',
+                 attempts = attempts + 1,
+                 lease_owner = $2,
+                 target = $5,
+                 lease_expires_at = $3,
+                 started_at = coalesce(started_at, $4)
+             FROM claimable
+             WHERE jobs.id = claimable.id
+             RETURNING {}",
+            super::row::qualified_columns("jobs")
+        ))
+    });
+
+    /// A lease renewal, a relaxed write: $4 the new expiry.
+    pub(super) static HEARTBEAT: LazyLock<String> = LazyLock::new(|| {
+        asynchronous(
+            "UPDATE jobs
+             SET lease_expires_at = greatest(lease_expires_at, $4)
+             WHERE id = $1 AND state = 'running' AND attempts = $2 AND lease_owner = $3",
+        )
+    });
+
+    /// The output of a requeued run and after, committed with the requeue's class:
+    /// $1 job id, $2 the attempt given back.
+    pub(super) static DELETE_RERUN_OUTPUT: LazyLock<String> = LazyLock::new(|| {
+        asynchronous("DELETE FROM job_output WHERE job_id = $1 AND attempt >= $2")
+    });
 
     fn change(sql: &str) -> Change {
         let guard = "WHERE id = $1 AND";
@@ -1374,7 +1399,7 @@ mod queries {
 
     /// $4 result, $5 now, $6 artifacts.
     pub(super) static COMPLETE: LazyLock<Change> = LazyLock::new(|| {
-        change(
+        outcome(
             "UPDATE jobs
              SET state = 'succeeded', result = $4, artifacts = $6,
                  failure_status = NULL, failure_message = NULL, finished_at = $5,
@@ -1386,7 +1411,7 @@ mod queries {
 
     /// $4 status, $5 message, $6 now.
     pub(super) static FAIL: LazyLock<Change> = LazyLock::new(|| {
-        change(
+        outcome(
             "UPDATE jobs
              SET state = 'failed', failure_status = $4, failure_message = $5, finished_at = $6,
                  lease_owner = NULL, lease_expires_at = NULL
@@ -1397,7 +1422,7 @@ mod queries {
 
     /// $4 status, $5 message, $6 run_after, $7 now.
     pub(super) static RETRY_OR_FAIL: LazyLock<Change> = LazyLock::new(|| {
-        change(
+        outcome(
             "UPDATE jobs
              SET state = CASE
                      WHEN cancel_requested THEN 'cancelled'
@@ -1421,7 +1446,7 @@ mod queries {
 
     /// $4 now.
     pub(super) static REQUEUE: LazyLock<Change> = LazyLock::new(|| {
-        change(
+        outcome(
             "UPDATE jobs
              SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
                  attempts = CASE WHEN cancel_requested THEN attempts ELSE attempts - 1 END,
@@ -1454,7 +1479,7 @@ mod queries {
 
     /// $4 now.
     pub(super) static FINISH_CANCELLED: LazyLock<Change> = LazyLock::new(|| {
-        change(
+        outcome(
             "UPDATE jobs
              SET state = 'cancelled', finished_at = $4, lease_owner = NULL, lease_expires_at = NULL
              WHERE id = $1 AND state = 'running' AND attempts = $2 AND lease_owner = $3

@@ -85,4 +85,3 @@ impl Notifier {
         post_signed(&self.policy, &self.key, self.timeout, url, id, body).await
     }
 }
-

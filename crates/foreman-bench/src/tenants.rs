@@ -67,6 +67,13 @@ struct Contention {
     flood_started: usize,
     requests: usize,
     errors: usize,
+    /// Synchronous requests answered 200 (the warm-up included), and their succeeded
+    /// rows in the database after foreman exited.
+    answered: usize,
+    answered_rows: u64,
+    /// The flood's submissions answered 202, and its queued jobs' rows.
+    accepted: usize,
+    accepted_rows: u64,
 }
 
 /// Part two's outcome for one setting of fair share.
@@ -234,6 +241,7 @@ async fn contend(bench: &Bench, scale: &Sizes, fair: bool) -> Result<Contention>
         .collect()
         .await;
     let mut errors = submitted.iter().filter(|status| **status != 202).count();
+    let accepted = submitted.len() - errors;
 
     // The interactive key asks at the flood's priority, one request every `gap`.
     let start = Instant::now();
@@ -278,6 +286,16 @@ async fn contend(bench: &Bench, scale: &Sizes, fair: bool) -> Result<Contention>
         .iter()
         .filter(|row| row.caller.as_deref() == Some(FLOOD) && !row.sync && row.started_at.is_some())
         .count();
+    // The warm-up, then each interactive request answered.
+    let answered = 1 + latencies.len();
+    let answered_rows = rows
+        .iter()
+        .filter(|row| row.sync && row.state == "succeeded")
+        .count() as u64;
+    let accepted_rows = rows
+        .iter()
+        .filter(|row| row.caller.as_deref() == Some(FLOOD) && !row.sync)
+        .count() as u64;
     Ok(Contention {
         fair,
         waits,
@@ -285,6 +303,10 @@ async fn contend(bench: &Bench, scale: &Sizes, fair: bool) -> Result<Contention>
         flood_started,
         requests: scale.backlog + scale.interactive,
         errors,
+        answered,
+        answered_rows,
+        accepted,
+        accepted_rows,
     })
 }
 
@@ -375,6 +397,7 @@ struct Row {
     caller: Option<String>,
     /// Asked on a synchronous route (the warm-up and the interactive requests).
     sync: bool,
+    state: String,
     created_at: i64,
     started_at: Option<i64>,
 }
@@ -386,7 +409,7 @@ async fn read_jobs(path: &Path) -> Result<Vec<Row>> {
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("opening {} read-only", path.display()))?;
         let mut statement =
-            conn.prepare("SELECT caller, sync, created_at, started_at FROM jobs")?;
+            conn.prepare("SELECT caller, sync, created_at, started_at, state FROM jobs")?;
         let rows = statement
             .query_map([], |row| {
                 Ok(Row {
@@ -394,6 +417,7 @@ async fn read_jobs(path: &Path) -> Result<Vec<Row>> {
                     sync: row.get(1)?,
                     created_at: row.get(2)?,
                     started_at: row.get(3)?,
+                    state: row.get(4)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -433,6 +457,22 @@ fn report(
             scale.backlog
         ),
     );
+    for pass in [on, off] {
+        let label = format!("contention fair share {}", setting(pass.fair));
+        targets.committed(&label, pass.answered_rows, pass.answered);
+        targets.check(
+            &format!("every submitted job durably queued ({label})"),
+            pass.accepted_rows as f64,
+            Comparison::Equal,
+            pass.accepted as f64,
+            "rows",
+            Scale::Independent,
+            format!(
+                "{} rows of the flooding key's jobs in the database after foreman exited, {} submissions answered 202",
+                pass.accepted_rows, pass.accepted
+            ),
+        );
+    }
     let loads_of = |fair: bool| loads.iter().find(|l| l.fair == fair).expect("both ran");
     let (loads_on, loads_off) = (loads_of(true), loads_of(false));
     let ratio = loads_on.loads as f64 / loads_off.loads.max(1) as f64;

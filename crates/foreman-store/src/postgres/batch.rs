@@ -305,7 +305,7 @@ impl PgStore {
             ));
         }
         let accepted_by = self.instance.as_deref();
-        self.transaction(async |tx| {
+        let created = self.transaction(async |tx| {
             let mut created = Vec::new();
             for job in &jobs {
                 let id = job.id.expect("checked above");
@@ -318,6 +318,11 @@ impl PgStore {
                 .await?;
             Ok(created)
         })
-        .await
+        .await?;
+        if let Some(first) = created.first() {
+            // One announcement wakes the runners for the whole chunk.
+            self.announce_new(first.id).await;
+        }
+        Ok(created)
     }
 }

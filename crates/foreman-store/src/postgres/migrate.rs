@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "batch_callers",
         sql: include_str!("migrations/0011_batch_callers.sql"),
     },
+    Migration {
+        version: 12,
+        name: "new_work_after_commit",
+        sql: include_str!("migrations/0012_new_work_after_commit.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

@@ -282,8 +282,45 @@ impl PgStore {
     }
 
     /// See [`Store::enqueue`](crate::Store::enqueue) and
-    /// [`Store::enqueue_within`](crate::Store::enqueue_within).
+    /// [`Store::enqueue_within`](crate::Store::enqueue_within). A new job is announced
+    /// (`new:ID`) once it has committed.
     pub async fn enqueue(
+        &self,
+        new_job: NewJob,
+        now: i64,
+        max_queued: Option<u64>,
+    ) -> Result<Enqueued> {
+        let enqueued = self.enqueue_committed(new_job, now, max_queued).await?;
+        if enqueued.created {
+            self.announce_new(enqueued.job.id).await;
+        }
+        Ok(enqueued)
+    }
+
+    /// Tells every instance's listener that `id` is queued, after the commit that queued
+    /// it: `new:ID` on `foreman_jobs`, in a statement of its own that commits
+    /// asynchronously. Inside the enqueue's transaction the NOTIFY would hold
+    /// PostgreSQL's cluster-wide notify lock through that commit's WAL flush, so
+    /// concurrent enqueues would be flushed one at a time; here it holds it for no flush.
+    /// A failure is left alone: the job is committed, and runners look at the queue every
+    /// 250 ms when idle, announced or not.
+    pub(super) async fn announce_new(&self, id: JobId) {
+        let payload = format!("new:{id}");
+        let _ = self
+            .single(async |client| {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT pg_notify('foreman_jobs', $1),
+                                set_config('synchronous_commit', 'off', true)",
+                    )
+                    .await?;
+                client.execute(&statement, &[&payload]).await?;
+                Ok(())
+            })
+            .await;
+    }
+
+    async fn enqueue_committed(
         &self,
         new_job: NewJob,
         now: i64,

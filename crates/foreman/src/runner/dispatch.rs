@@ -55,6 +55,9 @@ pub struct Assignment {
     pub reason: Reason,
     /// More jobs of the same load key are queued behind it.
     pub more_queued: bool,
+    /// A model to ask the target to unload before the job goes: the key the policy
+    /// gave up for this one, when it ran nothing (see `unload`).
+    pub unload: Option<String>,
     /// The lease owner: instance, target and slot.
     pub owner: String,
     /// Stops the job (a cancel call, or its caller leaving).
@@ -130,7 +133,8 @@ impl Dispatcher {
             poll_interval: settings.poll_interval,
             state: Mutex::new(Scheduling {
                 policy: Policy::new(settings.max_wait.as_millis() as i64)
-                    .with_fair_share(settings.fair_share),
+                    .with_fair_share(settings.fair_share)
+                    .with_protection(settings.protect_window.as_millis() as i64),
                 seen: vec![u64::MAX; capacity.targets.len()],
                 held: vec![true; capacity.targets.len()],
                 inherited_read: vec![None; capacity.targets.len()],
@@ -197,6 +201,17 @@ impl Dispatcher {
             };
             let state = &mut capacity.targets[target];
             let load = !state.is_resident(&decision.key);
+            let unload = decision
+                .evict
+                .as_ref()
+                .filter(|evicted| {
+                    state.running_of(evicted) == 0
+                        && !state.resident().any(|other| {
+                            *other != **evicted && other.model == evicted.model
+                        })
+                        && evicted.model != decision.key.model
+                })
+                .map(|evicted| evicted.model.clone());
             self.metrics
                 .dispatched(name, &decision.key.to_string(), &job, load, now);
             dispatched.insert(
@@ -217,6 +232,7 @@ impl Dispatcher {
                 key: decision.key,
                 reason: decision.reason,
                 more_queued: decision.more_queued,
+                unload,
                 owner,
                 cancel,
             }));

@@ -15,6 +15,7 @@ mod attempt;
 mod dispatch;
 mod keep_alive;
 mod running;
+mod unload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct RunnerSettings {
     pub max_wait: Duration,
     /// Callers take turns by weight within a load key (`FOREMAN_FAIR_SHARE`).
     pub fair_share: bool,
+    /// Models higher work used this recently are not unloaded for lower work.
+    pub protect_window: Duration,
     pub lease: Duration,
     /// How often the targets' inventories poll (see the dispatcher).
     pub poll_interval: Duration,
@@ -58,6 +61,7 @@ impl RunnerSettings {
             instance: config.instance_id.clone(),
             max_wait: config.max_wait,
             fair_share: config.fair_share,
+            protect_window: config.protect_window,
             lease: config.lease,
             poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,
@@ -206,11 +210,15 @@ impl Runner {
             key,
             reason,
             more_queued,
+            unload,
             owner,
             cancel,
         } = assignment;
         tracing::debug!(job = %job.id, key = %key, target = %self.target.name, ?reason, attempt = job.attempts, "running");
         let inventory = &self.target.inventory;
+        if let Some(model) = &unload {
+            unload::unload(&self.target.upstream, model).await;
+        }
         inventory.job_started();
         // A caller here streamed part of an earlier run on another instance, cut off
         // there, hears so instead of this run's output after it.

@@ -46,6 +46,9 @@ const FORECAST_NEW_MS: i64 = 100;
 /// How often a target with inherited jobs (another instance's runs still going there)
 /// is read again for them, at most.
 const INHERITED_RECHECK_MS: i64 = 250;
+
+/// How often [`Dispatcher::until_idle`] looks again without a job's end ringing.
+const IDLE_RECHECK: Duration = Duration::from_millis(250);
 use crate::targets::{TargetLoad, Targets};
 
 /// A claimed job, with what the runner needs to run it.
@@ -55,9 +58,9 @@ pub struct Assignment {
     pub reason: Reason,
     /// More jobs of the same load key are queued behind it.
     pub more_queued: bool,
-    /// A model to ask the target to unload before the job goes: the key the policy
-    /// gave up for this one, when it ran nothing (see `unload`).
-    pub unload: Option<String>,
+    /// The key the policy gave up for this one, to be unloaded before the job goes
+    /// (see `unload`).
+    pub unload: Option<LoadKey>,
     /// The lease owner: instance, target and slot.
     pub owner: String,
     /// Stops the job (a cancel call, or its caller leaving).
@@ -201,17 +204,14 @@ impl Dispatcher {
             };
             let state = &mut capacity.targets[target];
             let load = !state.is_resident(&decision.key);
-            let unload = decision
-                .evict
-                .as_ref()
-                .filter(|evicted| {
-                    state.running_of(evicted) == 0
-                        && !state.resident().any(|other| {
-                            *other != **evicted && other.model == evicted.model
-                        })
-                        && evicted.model != decision.key.model
-                })
-                .map(|evicted| evicted.model.clone());
+            // A model is unloaded by name: not when the job's own key (or another
+            // loaded key) shares it, as a reload replaces it anyway.
+            let unload = decision.evict.clone().filter(|evicted| {
+                evicted.model != decision.key.model
+                    && !state
+                        .resident()
+                        .any(|other| other != evicted && other.model == evicted.model)
+            });
             self.metrics
                 .dispatched(name, &decision.key.to_string(), &job, load, now);
             dispatched.insert(
@@ -236,6 +236,22 @@ impl Dispatcher {
                 owner,
                 cancel,
             }));
+        }
+    }
+
+    /// Returns once no job of `key` runs on `target` (this instance's or inherited):
+    /// the policy gave `key` up there, so none starts, and those running end.
+    pub async fn until_idle(&self, target: usize, key: &LoadKey) {
+        loop {
+            let ended = self.wake.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let running = self.state.lock().await.capacity.targets[target].running_of(key);
+            if running == 0 {
+                return;
+            }
+            // Rung by every job's end; the timeout only guards against a missed ring.
+            let _ = tokio::time::timeout(IDLE_RECHECK, ended).await;
         }
     }
 

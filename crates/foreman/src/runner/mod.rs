@@ -216,9 +216,6 @@ impl Runner {
         } = assignment;
         tracing::debug!(job = %job.id, key = %key, target = %self.target.name, ?reason, attempt = job.attempts, "running");
         let inventory = &self.target.inventory;
-        if let Some(model) = &unload {
-            unload::unload(&self.target.upstream, model).await;
-        }
         inventory.job_started();
         // A caller here streamed part of an earlier run on another instance, cut off
         // there, hears so instead of this run's output after it.
@@ -246,6 +243,15 @@ impl Runner {
             shared.settings.lease,
             lost.clone(),
         );
+        if let Some(evicted) = &unload {
+            // The target unloads an idle model only: while the one given up still runs
+            // requests, it would pick an idle one (perhaps one live traffic uses).
+            tokio::select! {
+                _ = shared.dispatcher.until_idle(self.index, evicted) => {}
+                _ = cancel.cancelled() => {}
+            }
+            unload::unload(&self.target.upstream, &evicted.model).await;
+        }
         let grace_over = async {
             shutdown.cancelled().await;
             tokio::time::sleep(shared.settings.shutdown_grace).await;

@@ -4,14 +4,16 @@
 //! Ollama (and the simulator modelled on it) unloads an idle model with the shortest
 //! keep-alive, ties broken by the model's path, whatever foreman meant. The policy's
 //! choice (`Decision::evict`: never a model that work of a higher priority used within
-//! the protection window) would then be a wish, and a batch's load could unload the
-//! model live traffic is about to use. So when the policy gives up a loaded model that
-//! runs nothing, the runner first asks the target to unload it (`keep_alive: 0` with
+//! the protection window) would then be only a wish, and a batch's load could unload the
+//! model live traffic is about to use. So when the policy gives up a loaded model, the
+//! runner first asks the target to unload it (`keep_alive: 0` with
 //! nothing to generate, which Ollama answers at once); the place is free when the job's
 //! own request arrives, and the target loads into it without choosing anything.
 //!
-//! A model that still runs requests is not asked: Ollama would unload it only when they
-//! end, and meanwhile pick an idle model for the load anyway.
+//! A model given up while it still runs requests (the bound's forced load) is asked
+//! only once they have ended ([`Dispatcher::until_idle`](super::Dispatcher::until_idle)):
+//! the policy starts no more of its jobs, but until they end Ollama would answer the
+//! load by unloading some idle model instead, perhaps the one live traffic uses next.
 
 use std::time::Duration;
 

@@ -907,6 +907,7 @@ mod tests {
         let config = Config::for_upstream("http://127.0.0.1:1", "x.db");
         assert_eq!(config.token, None);
         assert_eq!(config.max_wait, Duration::from_secs(60));
+        assert_eq!(config.protect_window, Duration::from_secs(60));
         assert_eq!(config.lease, Duration::from_secs(30));
         assert_eq!(config.addr, "127.0.0.1:11435".parse().unwrap());
         assert_eq!(config.database, "x.db");

@@ -61,6 +61,8 @@ pub struct Assignment {
     /// The key the policy gave up for this one, to be unloaded before the job goes
     /// (see `unload`).
     pub unload: Option<LoadKey>,
+    /// Another job of this key is to unload what it replaces: this one waits for that.
+    pub after_unload: bool,
     /// The lease owner: instance, target and slot.
     pub owner: String,
     /// Stops the job (a cancel call, or its caller leaving).
@@ -79,6 +81,10 @@ struct Scheduling {
     inherited_read: Vec<Option<i64>>,
     /// The jobs dispatched and not yet ended.
     dispatched: HashMap<JobId, RunningJob>,
+    /// Per target and loading key, the key it replaces while its unload is not yet
+    /// sent: every job of the loading key waits for it (see `unload`), or the target
+    /// would answer the first of them by unloading a model of its own choosing.
+    unloading: HashMap<(usize, LoadKey), LoadKey>,
     durations: Durations,
 }
 
@@ -143,6 +149,7 @@ impl Dispatcher {
                 inherited_read: vec![None; capacity.targets.len()],
                 capacity,
                 dispatched: HashMap::new(),
+                unloading: HashMap::new(),
                 durations: Durations::default(),
             }),
             forecast: Mutex::new(None),
@@ -172,6 +179,7 @@ impl Dispatcher {
                 policy,
                 capacity,
                 dispatched,
+                unloading,
                 ..
             } = &mut *scheduling;
             let Some(decision) = policy.decide(&heads, capacity, target, now) else {
@@ -212,6 +220,11 @@ impl Dispatcher {
                         .resident()
                         .any(|other| other != evicted && other.model == evicted.model)
             });
+            let pending = (target, decision.key.clone());
+            let after_unload = unload.is_none() && unloading.contains_key(&pending);
+            if let Some(evicted) = &unload {
+                unloading.insert(pending, evicted.clone());
+            }
             self.metrics
                 .dispatched(name, &decision.key.to_string(), &job, load, now);
             dispatched.insert(
@@ -233,6 +246,7 @@ impl Dispatcher {
                 reason: decision.reason,
                 more_queued: decision.more_queued,
                 unload,
+                after_unload,
                 owner,
                 cancel,
             }));
@@ -252,6 +266,31 @@ impl Dispatcher {
             }
             // Rung by every job's end; the timeout only guards against a missed ring.
             let _ = tokio::time::timeout(IDLE_RECHECK, ended).await;
+        }
+    }
+
+    /// The unload `key`'s load on `target` waited for has been sent: its next jobs go
+    /// straight to the target.
+    pub async fn unloaded(&self, target: usize, key: &LoadKey) {
+        self.state
+            .lock()
+            .await
+            .unloading
+            .remove(&(target, key.clone()));
+        self.wake.notify_waiters();
+    }
+
+    /// Returns once the unload `key`'s load on `target` waits for has been sent.
+    pub async fn until_unloaded(&self, target: usize, key: &LoadKey) {
+        let pending = (target, key.clone());
+        loop {
+            let rung = self.wake.notified();
+            tokio::pin!(rung);
+            rung.as_mut().enable();
+            if !self.state.lock().await.unloading.contains_key(&pending) {
+                return;
+            }
+            let _ = tokio::time::timeout(IDLE_RECHECK, rung).await;
         }
     }
 

@@ -211,6 +211,7 @@ impl Runner {
             reason,
             more_queued,
             unload,
+            after_unload,
             owner,
             cancel,
         } = assignment;
@@ -251,6 +252,12 @@ impl Runner {
                 _ = cancel.cancelled() => {}
             }
             unload::unload(&self.target.upstream, &evicted.model).await;
+            shared.dispatcher.unloaded(self.index, &key).await;
+        } else if after_unload {
+            tokio::select! {
+                _ = shared.dispatcher.until_unloaded(self.index, &key) => {}
+                _ = cancel.cancelled() => {}
+            }
         }
         let grace_over = async {
             shutdown.cancelled().await;

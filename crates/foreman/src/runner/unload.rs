@@ -14,6 +14,10 @@
 //! only once they have ended ([`Dispatcher::until_idle`](super::Dispatcher::until_idle)):
 //! the policy starts no more of its jobs, but until they end Ollama would answer the
 //! load by unloading some idle model instead, perhaps the one live traffic uses next.
+//!
+//! Jobs of the loading key that other runners take meanwhile wait until that unload has
+//! been sent ([`Dispatcher::until_unloaded`](super::Dispatcher::until_unloaded)): the
+//! first of them to reach the target would otherwise make it choose a victim itself.
 
 use std::time::Duration;
 

@@ -375,9 +375,9 @@ impl Policy {
         state
             .resident()
             .filter(|key| {
-                self.used.get(*key).is_some_and(|used| {
-                    used.priority > priority && now - used.at < self.protect_ms
-                })
+                self.used
+                    .get(*key)
+                    .is_some_and(|used| used.priority > priority && now - used.at < self.protect_ms)
             })
             .cloned()
             .collect()

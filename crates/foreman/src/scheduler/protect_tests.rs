@@ -155,11 +155,8 @@ fn play(jobs: &[Job], max_wait: i64, protect: i64, window: i64, limit: i64) -> O
                 if decision.reason == Reason::Starving {
                     outcome.forced += 1;
                 }
-                let recent = |key: &LoadKey| {
-                    live_used
-                        .get(key)
-                        .is_some_and(|used| now - used < window)
-                };
+                let recent =
+                    |key: &LoadKey| live_used.get(key).is_some_and(|used| now - used < window);
                 if let Some(victim) = &decision.evict {
                     // An idle victim is unloaded as foreman asks; a busy one leaves the
                     // choice to the target, which could take any idle model.
@@ -252,7 +249,10 @@ fn the_bound_moves_a_batch_between_its_own_models() {
     assert_eq!(outcome.unfinished, 0, "the batch completes");
     assert_eq!(outcome.live_evictions, Vec::<String>::new());
     assert_eq!(total(&outcome.loads, &["alpha", "delta"]), 0, "{outcome:?}");
-    assert!(outcome.forced >= 1, "the bound placed batch models: {outcome:?}");
+    assert!(
+        outcome.forced >= 1,
+        "the bound placed batch models: {outcome:?}"
+    );
     // One load per batch model, and at most one more each time the bound hands the
     // place over (once per `max_wait` of the batch's run).
     let batch_loads = total(&outcome.loads, &["beta", "gamma"]);

@@ -476,9 +476,11 @@ async fn low_priority_loads_never_unload_a_model_live_traffic_uses() {
         "qwen2.5:0.5b,load=20ms,tps=4000",
         "phi3:mini,load=20ms,tps=4000",
     );
-    let foreman =
-        TestForeman::start_targets(vec![("gpu", sim_with(&[live, first, second], 1, 2))], |_| {})
-            .await;
+    let foreman = TestForeman::start_targets(
+        vec![("gpu", sim_with(&[live, first, second], 1, 2))],
+        |_| {},
+    )
+    .await;
     let client = client();
     let chat = |model: &'static str, priority: &'static str| {
         let (client, url) = (client.clone(), foreman.url.clone());
@@ -496,7 +498,11 @@ async fn low_priority_loads_never_unload_a_model_live_traffic_uses() {
     };
     assert_eq!(chat("llama3.2:3b", "10").await, 200);
     let low = (0..6).map(|i| {
-        let model = if i % 2 == 0 { "qwen2.5:0.5b" } else { "phi3:mini" };
+        let model = if i % 2 == 0 {
+            "qwen2.5:0.5b"
+        } else {
+            "phi3:mini"
+        };
         chat(model, "-10")
     });
     let statuses = join_all(low).await;
@@ -511,6 +517,9 @@ async fn low_priority_loads_never_unload_a_model_live_traffic_uses() {
     // How many loads the low models take depends on how their requests interleave on
     // arrival; each of them is a load into a free place.
     assert!(stats.models["qwen2.5:0.5b"].loads >= 1 && stats.models["phi3:mini"].loads >= 1);
-    assert_eq!(stats.swaps_total, 0, "foreman chose what the target unloaded");
+    assert_eq!(
+        stats.swaps_total, 0,
+        "foreman chose what the target unloaded"
+    );
     foreman.stop().await;
 }

@@ -158,8 +158,9 @@ fn play(jobs: &[Job], max_wait: i64, protect: i64, window: i64, limit: i64) -> O
                 let recent =
                     |key: &LoadKey| live_used.get(key).is_some_and(|used| now - used < window);
                 if let Some(victim) = &decision.evict {
-                    // An idle victim is unloaded as foreman asks; a busy one leaves the
-                    // choice to the target, which could take any idle model.
+                    // An idle victim is unloaded as foreman asks. A busy one is too, once
+                    // its jobs end (the runner waits); counting every idle model the
+                    // target could take instead is stricter than that.
                     let could_go: Vec<&LoadKey> = if state.running_of(victim) == 0 {
                         vec![victim]
                     } else {

@@ -37,6 +37,13 @@
 //! oldest). Either way the key itself is chosen as above, so fair share never makes a
 //! load.
 //!
+//! **Protection** ([`Policy::with_protection`], `FOREMAN_PROTECT_WINDOW`): a key that
+//! work of some priority was chosen for within the window is never the victim of a load
+//! for lower work, neither in rule 3 nor in rule 1 until the lower key has waited
+//! `max_wait` plus the window. Lower work keeps free places, its own loaded keys and keys
+//! last used by work no higher than its own; so a batch beside live traffic never makes
+//! a live request wait for its model's load.
+//!
 //! With one target of one slot and one place, this is the policy foreman had before it
 //! used several: drain the resident model, switch to the deepest queue of the top
 //! priority, load a starving model and give it a batch.

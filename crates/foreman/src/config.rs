@@ -95,6 +95,11 @@ pub struct ServeArgs {
         value_parser = boolean
     )]
     pub fair_share: bool,
+    /// How long a model used by work of some priority is kept from being unloaded to
+    /// load a model for lower work (a batch): live traffic finds its model loaded.
+    /// 0 protects nothing.
+    #[arg(long, env = "FOREMAN_PROTECT_WINDOW", default_value = "60s", value_parser = duration)]
+    pub protect_window: Duration,
     /// Queued jobs before new requests get 503.
     #[arg(long, env = "FOREMAN_MAX_QUEUE", default_value_t = 10_000, value_parser = at_least_one)]
     pub max_queue: u64,
@@ -406,6 +411,8 @@ pub struct Config {
     pub max_wait: Duration,
     /// Callers take turns by weight within a load key (see `scheduler::fair_share`).
     pub fair_share: bool,
+    /// Keeps models used by higher work from loads for lower work (see `scheduler::policy`).
+    pub protect_window: Duration,
     pub max_queue: u64,
     pub max_body: usize,
     pub retry_base: Duration,
@@ -683,6 +690,7 @@ impl ServeArgs {
             poll_interval: self.poll_interval,
             max_wait: self.max_wait,
             fair_share: self.fair_share,
+            protect_window: self.protect_window,
             max_queue: self.max_queue,
             max_body: self.max_body,
             retry_base: self.retry_base,
@@ -899,6 +907,7 @@ mod tests {
         let config = Config::for_upstream("http://127.0.0.1:1", "x.db");
         assert_eq!(config.token, None);
         assert_eq!(config.max_wait, Duration::from_secs(60));
+        assert_eq!(config.protect_window, Duration::from_secs(60));
         assert_eq!(config.lease, Duration::from_secs(30));
         assert_eq!(config.addr, "127.0.0.1:11435".parse().unwrap());
         assert_eq!(config.database, "x.db");

@@ -79,6 +79,7 @@ pub fn log_start(config: &Config, database: &str) {
         model_management = if config.allow_model_management { "on" } else { "off" },
         max_wait = %humantime::format_duration(config.max_wait),
         fair_share = if config.fair_share { "on" } else { "off" },
+        protect_window = %humantime::format_duration(config.protect_window),
         max_queue = config.max_queue,
         shutdown_grace = %humantime::format_duration(config.shutdown_grace),
         "foreman serving"

@@ -46,6 +46,9 @@ const FORECAST_NEW_MS: i64 = 100;
 /// How often a target with inherited jobs (another instance's runs still going there)
 /// is read again for them, at most.
 const INHERITED_RECHECK_MS: i64 = 250;
+
+/// How often [`Dispatcher::until_idle`] looks again without a job's end ringing.
+const IDLE_RECHECK: Duration = Duration::from_millis(250);
 use crate::targets::{TargetLoad, Targets};
 
 /// A claimed job, with what the runner needs to run it.
@@ -55,6 +58,11 @@ pub struct Assignment {
     pub reason: Reason,
     /// More jobs of the same load key are queued behind it.
     pub more_queued: bool,
+    /// The key the policy gave up for this one, to be unloaded before the job goes
+    /// (see `unload`).
+    pub unload: Option<LoadKey>,
+    /// Another job of this key is to unload what it replaces: this one waits for that.
+    pub after_unload: bool,
     /// The lease owner: instance, target and slot.
     pub owner: String,
     /// Stops the job (a cancel call, or its caller leaving).
@@ -73,6 +81,10 @@ struct Scheduling {
     inherited_read: Vec<Option<i64>>,
     /// The jobs dispatched and not yet ended.
     dispatched: HashMap<JobId, RunningJob>,
+    /// Per target and loading key, the key it replaces while its unload is not yet
+    /// sent: every job of the loading key waits for it (see `unload`), or the target
+    /// would answer the first of them by unloading a model of its own choosing.
+    unloading: HashMap<(usize, LoadKey), LoadKey>,
     durations: Durations,
 }
 
@@ -130,12 +142,14 @@ impl Dispatcher {
             poll_interval: settings.poll_interval,
             state: Mutex::new(Scheduling {
                 policy: Policy::new(settings.max_wait.as_millis() as i64)
-                    .with_fair_share(settings.fair_share),
+                    .with_fair_share(settings.fair_share)
+                    .with_protection(settings.protect_window.as_millis() as i64),
                 seen: vec![u64::MAX; capacity.targets.len()],
                 held: vec![true; capacity.targets.len()],
                 inherited_read: vec![None; capacity.targets.len()],
                 capacity,
                 dispatched: HashMap::new(),
+                unloading: HashMap::new(),
                 durations: Durations::default(),
             }),
             forecast: Mutex::new(None),
@@ -165,6 +179,7 @@ impl Dispatcher {
                 policy,
                 capacity,
                 dispatched,
+                unloading,
                 ..
             } = &mut *scheduling;
             let Some(decision) = policy.decide(&heads, capacity, target, now) else {
@@ -197,6 +212,19 @@ impl Dispatcher {
             };
             let state = &mut capacity.targets[target];
             let load = !state.is_resident(&decision.key);
+            // A model is unloaded by name: not when the job's own key (or another
+            // loaded key) shares it, as a reload replaces it anyway.
+            let unload = decision.evict.clone().filter(|evicted| {
+                evicted.model != decision.key.model
+                    && !state
+                        .resident()
+                        .any(|other| other != evicted && other.model == evicted.model)
+            });
+            let pending = (target, decision.key.clone());
+            let after_unload = unload.is_none() && unloading.contains_key(&pending);
+            if let Some(evicted) = &unload {
+                unloading.insert(pending, evicted.clone());
+            }
             self.metrics
                 .dispatched(name, &decision.key.to_string(), &job, load, now);
             dispatched.insert(
@@ -217,9 +245,52 @@ impl Dispatcher {
                 key: decision.key,
                 reason: decision.reason,
                 more_queued: decision.more_queued,
+                unload,
+                after_unload,
                 owner,
                 cancel,
             }));
+        }
+    }
+
+    /// Returns once no job of `key` runs on `target` (this instance's or inherited):
+    /// the policy gave `key` up there, so none starts, and those running end.
+    pub async fn until_idle(&self, target: usize, key: &LoadKey) {
+        loop {
+            let ended = self.wake.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let running = self.state.lock().await.capacity.targets[target].running_of(key);
+            if running == 0 {
+                return;
+            }
+            // Rung by every job's end; the timeout only guards against a missed ring.
+            let _ = tokio::time::timeout(IDLE_RECHECK, ended).await;
+        }
+    }
+
+    /// The unload `key`'s load on `target` waited for has been sent: its next jobs go
+    /// straight to the target.
+    pub async fn unloaded(&self, target: usize, key: &LoadKey) {
+        self.state
+            .lock()
+            .await
+            .unloading
+            .remove(&(target, key.clone()));
+        self.wake.notify_waiters();
+    }
+
+    /// Returns once the unload `key`'s load on `target` waits for has been sent.
+    pub async fn until_unloaded(&self, target: usize, key: &LoadKey) {
+        let pending = (target, key.clone());
+        loop {
+            let rung = self.wake.notified();
+            tokio::pin!(rung);
+            rung.as_mut().enable();
+            if !self.state.lock().await.unloading.contains_key(&pending) {
+                return;
+            }
+            let _ = tokio::time::timeout(IDLE_RECHECK, rung).await;
         }
     }
 

@@ -15,6 +15,7 @@ mod attempt;
 mod dispatch;
 mod keep_alive;
 mod running;
+mod unload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct RunnerSettings {
     pub max_wait: Duration,
     /// Callers take turns by weight within a load key (`FOREMAN_FAIR_SHARE`).
     pub fair_share: bool,
+    /// Models higher work used this recently are not unloaded for lower work.
+    pub protect_window: Duration,
     pub lease: Duration,
     /// How often the targets' inventories poll (see the dispatcher).
     pub poll_interval: Duration,
@@ -58,6 +61,7 @@ impl RunnerSettings {
             instance: config.instance_id.clone(),
             max_wait: config.max_wait,
             fair_share: config.fair_share,
+            protect_window: config.protect_window,
             lease: config.lease,
             poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,
@@ -206,6 +210,8 @@ impl Runner {
             key,
             reason,
             more_queued,
+            unload,
+            after_unload,
             owner,
             cancel,
         } = assignment;
@@ -238,6 +244,21 @@ impl Runner {
             shared.settings.lease,
             lost.clone(),
         );
+        if let Some(evicted) = &unload {
+            // The target unloads an idle model only: while the one given up still runs
+            // requests, it would pick an idle one (perhaps one live traffic uses).
+            tokio::select! {
+                _ = shared.dispatcher.until_idle(self.index, evicted) => {}
+                _ = cancel.cancelled() => {}
+            }
+            unload::unload(&self.target.upstream, &evicted.model).await;
+            shared.dispatcher.unloaded(self.index, &key).await;
+        } else if after_unload {
+            tokio::select! {
+                _ = shared.dispatcher.until_unloaded(self.index, &key) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
         let grace_over = async {
             shutdown.cancelled().await;
             tokio::time::sleep(shared.settings.shutdown_grace).await;

@@ -20,6 +20,8 @@ pub mod forecast;
 pub mod load_key;
 pub mod policy;
 #[cfg(test)]
+mod protect_tests;
+#[cfg(test)]
 mod tests;
 
 pub use capacity::{Capacity, TargetState};

@@ -37,6 +37,13 @@
 //! oldest). Either way the key itself is chosen as above, so fair share never makes a
 //! load.
 //!
+//! **Protection** ([`Policy::with_protection`], `FOREMAN_PROTECT_WINDOW`): a key that
+//! work of some priority was chosen for within the window is never the victim of a load
+//! for lower work, neither in rule 3 nor in rule 1 until the lower key has waited
+//! `max_wait` plus the window. Lower work keeps free places, its own loaded keys and keys
+//! last used by work no higher than its own; so a batch beside live traffic never makes
+//! a live request wait for its model's load.
+//!
 //! With one target of one slot and one place, this is the policy foreman had before it
 //! used several: drain the resident model, switch to the deepest queue of the top
 //! priority, load a starving model and give it a batch.
@@ -86,10 +93,22 @@ struct Batch {
     started: i64,
 }
 
+/// The highest priority a key served lately: `priority` was chosen for it at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Use {
+    priority: i32,
+    at: i64,
+}
+
 /// The policy with its memory between decisions.
 #[derive(Debug, Clone)]
 pub struct Policy {
     max_wait_ms: i64,
+    /// How long a key chosen for work of some priority stays protected from loads for
+    /// lower work (see [`Policy::with_protection`]); 0 protects nothing.
+    protect_ms: i64,
+    /// Key → the highest priority chosen for it within the protection window.
+    used: HashMap<LoadKey, Use>,
     /// Key → the last decision time at which it was chosen, or unloaded.
     served: HashMap<LoadKey, i64>,
     batch: Option<Batch>,
@@ -102,10 +121,20 @@ impl Policy {
     pub fn new(max_wait_ms: i64) -> Policy {
         Policy {
             max_wait_ms,
+            protect_ms: 0,
+            used: HashMap::new(),
             served: HashMap::new(),
             batch: None,
             fair: Some(FairShare::default()),
         }
+    }
+
+    /// The same policy protecting keys that work of a higher priority used less than
+    /// `protect_ms` ago: a load for lower work never unloads them (neither by rule 3
+    /// nor by the bound, until the lower key has waited `max_wait + protect_ms`).
+    pub fn with_protection(mut self, protect_ms: i64) -> Policy {
+        self.protect_ms = protect_ms.max(0);
+        self
     }
 
     /// The same policy with fair share between callers on or off.
@@ -137,6 +166,9 @@ impl Policy {
             fair.charge(head, job);
         }
         self.served.insert(decision.key.clone(), now);
+        if let Some(head) = heads.iter().find(|head| decision.key.is_of(head)) {
+            self.note_use(&decision.key, head.best.priority, now);
+        }
         if let Some(evicted) = &decision.evict {
             // Its wait restarts from when it was last used, not from its oldest job.
             let used = state.last_used(evicted).unwrap_or(now);
@@ -218,7 +250,9 @@ impl Policy {
                     && other.may_serve(&key.model)
                     && other.has_free_place()
             });
-            if !free_place_elsewhere && let Some(victim) = idle_victim(state, heads, Some(top), &[])
+            let protected = self.protected_from(state, top, now);
+            if !free_place_elsewhere
+                && let Some(victim) = idle_victim(state, heads, Some(top), &protected)
             {
                 return Some(pick(head, key, Reason::Load, Some(victim)));
             }
@@ -294,7 +328,7 @@ impl Policy {
                 .filter(|_| batch_start > i64::MIN)
                 .map(|batch| batch.key.clone()),
         );
-        for (_, _, head, key) in starving {
+        for (clock, _, head, key) in starving {
             if !state.has_free_slot_for(key) {
                 continue;
             }
@@ -303,6 +337,15 @@ impl Policy {
             }
             if state.has_free_place() {
                 return Some(pick(head, key, Reason::Starving, None));
+            }
+            // Keys higher work used within the window stay, until this key has waited
+            // the bound and the window on top of it.
+            let mut keep = keep.clone();
+            let mut keep_busy = keep_busy.clone();
+            if now - clock < self.max_wait_ms.saturating_add(self.protect_ms) {
+                let protected = self.protected_from(state, head.best.priority, now);
+                keep.extend(protected.iter().cloned());
+                keep_busy.extend(protected);
             }
             if let Some(victim) = idle_victim(state, heads, None, &keep) {
                 return Some(pick(head, key, Reason::Starving, Some(victim)));
@@ -315,6 +358,36 @@ impl Policy {
             }
         }
         None
+    }
+
+    /// Remembers that work of `priority` was chosen for `key` at `now`: it replaces what
+    /// was remembered unless that was of a higher priority and still within the window.
+    fn note_use(&mut self, key: &LoadKey, priority: i32, now: i64) {
+        if self.protect_ms == 0 {
+            return;
+        }
+        let window = self.protect_ms;
+        let kept = self
+            .used
+            .get(key)
+            .is_some_and(|used| used.priority > priority && now - used.at < window);
+        if !kept {
+            self.used.insert(key.clone(), Use { priority, at: now });
+        }
+    }
+
+    /// The keys loaded on `state` that a load for work of `priority` must not unload:
+    /// work of a higher priority was chosen for them less than the window ago.
+    fn protected_from(&self, state: &TargetState, priority: i32, now: i64) -> Vec<LoadKey> {
+        state
+            .resident()
+            .filter(|key| {
+                self.used
+                    .get(*key)
+                    .is_some_and(|used| used.priority > priority && now - used.at < self.protect_ms)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Whether `key`, loaded on `state`, is still within its turn: loaded less than the
@@ -370,6 +443,8 @@ impl Policy {
     /// whose last service is older than the bound. Its next job arrives later than
     /// that service, so its wait counts from the arrival anyway.
     fn forget_idle(&mut self, heads: &[QueueHead], now: i64) {
+        let window = self.protect_ms;
+        self.used.retain(|_, used| now - used.at < window);
         if self.served.len() <= heads.len() {
             return;
         }

@@ -305,20 +305,21 @@ impl PgStore {
             ));
         }
         let accepted_by = self.instance.as_deref();
-        let created = self.transaction(async |tx| {
-            let mut created = Vec::new();
-            for job in &jobs {
-                let id = job.id.expect("checked above");
-                let enqueued = insert_job(tx, job, id, now, accepted_by).await?;
-                if enqueued.created {
-                    created.push(enqueued.job);
+        let created = self
+            .transaction(async |tx| {
+                let mut created = Vec::new();
+                for job in &jobs {
+                    let id = job.id.expect("checked above");
+                    let enqueued = insert_job(tx, job, id, now, accepted_by).await?;
+                    if enqueued.created {
+                        created.push(enqueued.job);
+                    }
                 }
-            }
-            tx.execute(&sql::postgres(sql::SET_ENQUEUED), &[&batch_id, &enqueued])
-                .await?;
-            Ok(created)
-        })
-        .await?;
+                tx.execute(&sql::postgres(sql::SET_ENQUEUED), &[&batch_id, &enqueued])
+                    .await?;
+                Ok(created)
+            })
+            .await?;
         if let Some(first) = created.first() {
             // One announcement wakes the runners for the whole chunk.
             self.announce_new(first.id).await;

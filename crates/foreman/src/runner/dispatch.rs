@@ -143,7 +143,10 @@ impl Dispatcher {
             state: Mutex::new(Scheduling {
                 policy: Policy::new(settings.max_wait.as_millis() as i64)
                     .with_fair_share(settings.fair_share)
-                    .with_protection(settings.protect_window.as_millis() as i64),
+                    .with_protection(
+                        settings.protect_window.as_millis() as i64,
+                        settings.protect_loads_at_most,
+                    ),
                 seen: vec![u64::MAX; capacity.targets.len()],
                 held: vec![true; capacity.targets.len()],
                 inherited_read: vec![None; capacity.targets.len()],

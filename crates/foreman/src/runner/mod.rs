@@ -47,6 +47,9 @@ pub struct RunnerSettings {
     pub fair_share: bool,
     /// Models higher work used this recently are not unloaded for lower work.
     pub protect_window: Duration,
+    /// Protection holds back loads for work of this priority or lower: a batch's lines
+    /// (`FOREMAN_BATCH_PRIORITY`).
+    pub protect_loads_at_most: i32,
     pub lease: Duration,
     /// How often the targets' inventories poll (see the dispatcher).
     pub poll_interval: Duration,
@@ -62,6 +65,7 @@ impl RunnerSettings {
             max_wait: config.max_wait,
             fair_share: config.fair_share,
             protect_window: config.protect_window,
+            protect_loads_at_most: config.batch.priority,
             lease: config.lease,
             poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,

@@ -39,7 +39,7 @@
 //!
 //! **Protection** ([`Policy::with_protection`], `FOREMAN_PROTECT_WINDOW`): a key that
 //! work of some priority was chosen for within the window is never the victim of a load
-//! for lower work, neither in rule 3 nor in rule 1 until the lower key has waited
+//! for lower work at the batch priority or below (`FOREMAN_BATCH_PRIORITY`), neither in rule 3 nor in rule 1 until the lower key has waited
 //! `max_wait` plus the window. Lower work keeps free places, its own loaded keys and keys
 //! last used by work no higher than its own; so a batch beside live traffic never makes
 //! a live request wait for its model's load.
@@ -107,6 +107,9 @@ pub struct Policy {
     /// How long a key chosen for work of some priority stays protected from loads for
     /// lower work (see [`Policy::with_protection`]); 0 protects nothing.
     protect_ms: i64,
+    /// Only loads for work of this priority or lower (batch work) are held back by
+    /// protection; higher work loads as without it.
+    protect_loads_at_most: i32,
     /// Key → the highest priority chosen for it within the protection window.
     used: HashMap<LoadKey, Use>,
     /// Key → the last decision time at which it was chosen, or unloaded.
@@ -122,6 +125,7 @@ impl Policy {
         Policy {
             max_wait_ms,
             protect_ms: 0,
+            protect_loads_at_most: i32::MIN,
             used: HashMap::new(),
             served: HashMap::new(),
             batch: None,
@@ -130,10 +134,14 @@ impl Policy {
     }
 
     /// The same policy protecting keys that work of a higher priority used less than
-    /// `protect_ms` ago: a load for lower work never unloads them (neither by rule 3
-    /// nor by the bound, until the lower key has waited `max_wait + protect_ms`).
-    pub fn with_protection(mut self, protect_ms: i64) -> Policy {
+    /// `protect_ms` ago from loads for work of priority `loads_at_most` or lower (a
+    /// batch's): such a load never unloads them (neither by rule 3 nor by the bound,
+    /// until the lower key has waited `max_wait + protect_ms`). Loads for work above
+    /// `loads_at_most` (async jobs, live requests) are not held back, so a lone async
+    /// job on an idle GPU does not wait a window for a model a live request used.
+    pub fn with_protection(mut self, protect_ms: i64, loads_at_most: i32) -> Policy {
         self.protect_ms = protect_ms.max(0);
+        self.protect_loads_at_most = loads_at_most;
         self
     }
 
@@ -379,6 +387,9 @@ impl Policy {
     /// The keys loaded on `state` that a load for work of `priority` must not unload:
     /// work of a higher priority was chosen for them less than the window ago.
     fn protected_from(&self, state: &TargetState, priority: i32, now: i64) -> Vec<LoadKey> {
+        if priority > self.protect_loads_at_most {
+            return Vec::new();
+        }
         state
             .resident()
             .filter(|key| {

@@ -113,7 +113,7 @@ struct Outcome {
 /// job ended or `limit` passed. `window` is how recent a live use must be for its
 /// model's loss to a batch load to count in [`Outcome::live_evictions`].
 fn play(jobs: &[Job], max_wait: i64, protect: i64, window: i64, limit: i64) -> Outcome {
-    let mut policy = Policy::new(max_wait).with_protection(protect);
+    let mut policy = Policy::new(max_wait).with_protection(protect, BATCH);
     let mut target = TargetState::new("gpu", 2, 3);
     target.seed(key("alpha"), 0);
     target.seed(key("delta"), 0);
@@ -284,7 +284,7 @@ fn protection_ends_with_the_window() {
 /// models live traffic keeps using waits `max_wait + window`, then is placed over one.
 #[test]
 fn the_bound_overrides_protection_after_the_window() {
-    let mut policy = Policy::new(1_000).with_protection(2_000);
+    let mut policy = Policy::new(1_000).with_protection(2_000, BATCH);
     let mut target = TargetState::new("gpu", 1, 2);
     target.seed(key("alpha"), 0);
     target.seed(key("delta"), 0);
@@ -318,4 +318,40 @@ fn the_bound_overrides_protection_after_the_window() {
         (3_000..3_200).contains(&at),
         "placed once it waited the bound and the window (3 s), not before: {at}"
     );
+}
+
+/// Protection holds back only work at the batch priority or below: an async job (above
+/// it) alone in the queue loads its model over one a live request has just used, as
+/// without protection, instead of waiting out the window on an idle GPU.
+#[test]
+fn work_above_the_batch_priority_is_not_held_back() {
+    const ASYNC: i32 = 0;
+    let mut policy = Policy::new(1_000).with_protection(60_000, BATCH);
+    let mut target = TargetState::new("gpu", 1, 1);
+    target.seed(key("alpha"), 0);
+    let mut capacity = Capacity::new(vec![target]);
+    let live = heads_of(&[&job("alpha", 0, LIVE, 50)]);
+    let decision = policy
+        .decide(&live, &capacity, 0, 0)
+        .expect("a free runner");
+    capacity.targets[0].start(&decision.key, decision.evict.as_ref(), 0);
+    capacity.targets[0].finish(&decision.key, 50);
+
+    let lone = heads_of(&[&job("beta", 100, ASYNC, 100)]);
+    let decision = policy
+        .decide(&lone, &capacity, 0, 100)
+        .expect("the async job runs at once");
+    assert_eq!(decision.key, key("beta"));
+    assert_eq!(decision.evict, Some(key("alpha")));
+
+    // The same job at the batch priority waits: alpha is protected.
+    let mut held = Policy::new(1_000).with_protection(60_000, BATCH);
+    let mut target = TargetState::new("gpu", 1, 1);
+    target.seed(key("alpha"), 0);
+    let mut capacity = Capacity::new(vec![target]);
+    let decision = held.decide(&live, &capacity, 0, 0).expect("a free runner");
+    capacity.targets[0].start(&decision.key, decision.evict.as_ref(), 0);
+    capacity.targets[0].finish(&decision.key, 50);
+    let batch = heads_of(&[&job("beta", 100, BATCH, 100)]);
+    assert!(held.decide(&batch, &capacity, 0, 100).is_none());
 }

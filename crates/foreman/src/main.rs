@@ -130,6 +130,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // The handlers are in place before the banner: a supervisor that stops foreman
+        // as soon as it has read the address gets a graceful shutdown, not the default
+        // action of SIGTERM.
+        let mut signals = Signals::new();
         let address = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -156,7 +160,6 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            let mut signals = Signals::new();
             signals.next().await;
             // `foreman::serve` says what the shutdown waits for.
             signal.cancel();

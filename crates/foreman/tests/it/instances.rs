@@ -96,13 +96,22 @@ struct Pair {
 
 impl Pair {
     async fn start(signals: SignalMode, sim: ollama_sim::SimConfig) -> Pair {
+        Pair::start_with(signals, sim, |_| {}).await
+    }
+
+    /// [`Pair::start`], with `adjust` given both instances' settings last.
+    async fn start_with(
+        signals: SignalMode,
+        sim: ollama_sim::SimConfig,
+        adjust: impl Fn(&mut Config),
+    ) -> Pair {
         let db = TestDatabase::create().await;
         let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), sim)
             .await
             .unwrap();
         let data = tempfile::tempdir().unwrap();
-        let a = Instance::start("it-a", &sim, &db.url, data.path(), signals).await;
-        let b = Instance::start("it-b", &sim, &db.url, data.path(), signals).await;
+        let a = Instance::start_with("it-a", &sim, &db.url, data.path(), signals, &adjust).await;
+        let b = Instance::start_with("it-b", &sim, &db.url, data.path(), signals, &adjust).await;
         let store = Store::open(&db.url).await.unwrap();
         Pair {
             db,
@@ -465,15 +474,15 @@ async fn sync_chats_cross_instances_by_polling_too() {
 /// on with the output of the job's next run (which here runs on the caller's instance,
 /// once it takes the target over). The job itself is not lost: it runs again.
 async fn a_cut_off_run_ends_the_relayed_stream(signals: SignalMode) {
-    let db = TestDatabase::create().await;
-    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), slow_sim())
-        .await
-        .unwrap();
-    let data = tempfile::tempdir().unwrap();
     let short_grace = |config: &mut Config| config.shutdown_grace = Duration::from_millis(300);
-    let a = Instance::start_with("it-a", &sim, &db.url, data.path(), signals, short_grace).await;
-    let b = Instance::start_with("it-b", &sim, &db.url, data.path(), signals, short_grace).await;
-    let store = Store::open(&db.url).await.unwrap();
+    let Pair {
+        db,
+        sim,
+        a,
+        b,
+        store,
+        _data,
+    } = Pair::start_with(signals, slow_sim(), short_grace).await;
     let name = foreman::targets::TargetSpec::single(&sim.url())
         .unwrap()
         .name;
@@ -752,34 +761,18 @@ async fn a_starting_instance_leaves_other_instances_sync_jobs_alone() {
 /// (held on the target by the other instance) stopped there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sync_jobs_of_an_instance_gone_are_abandoned_by_the_janitor() {
-    let db = TestDatabase::create().await;
-    let sim = ollama_sim::spawn("127.0.0.1:0".parse().unwrap(), fast_sim())
-        .await
-        .unwrap();
-    let data = tempfile::tempdir().unwrap();
     let quick = |config: &mut Config| {
         config.lease_ttl = Duration::from_secs(1);
         config.janitor_interval = Duration::from_millis(200);
     };
-    let a = Instance::start_with(
-        "it-a",
-        &sim,
-        &db.url,
-        data.path(),
-        SignalMode::Notify,
-        quick,
-    )
-    .await;
-    let b = Instance::start_with(
-        "it-b",
-        &sim,
-        &db.url,
-        data.path(),
-        SignalMode::Notify,
-        quick,
-    )
-    .await;
-    let store = Store::open(&db.url).await.unwrap();
+    let Pair {
+        db,
+        sim,
+        a,
+        b,
+        store,
+        _data,
+    } = Pair::start_with(SignalMode::Notify, fast_sim(), quick).await;
     let name = foreman::targets::TargetSpec::single(&sim.url())
         .unwrap()
         .name;

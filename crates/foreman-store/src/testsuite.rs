@@ -262,7 +262,9 @@ async fn enqueue(store: &Store, new_job: NewJob, now: i64) -> Job {
     enqueued.job
 }
 
-async fn claim(store: &Store, id: JobId, owner: &str, now: i64) -> Job {
+/// Claims a queued job for `owner` on target `t` with a 30 s lease; panics if it is not
+/// claimable. The backends' own tests use it too.
+pub async fn claim(store: &Store, id: JobId, owner: &str, now: i64) -> Job {
     store
         .claim(ClaimParams {
             id,

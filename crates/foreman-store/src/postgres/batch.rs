@@ -56,12 +56,7 @@ fn batch_from_row(row: &Row) -> Result<Batch> {
         output_file_id: row.get(22),
         error_file_id: row.get(23),
         webhook_done: row.get(24),
-        caller: row
-            .get::<_, Option<String>>(25)
-            .map(|name| crate::JobCaller {
-                name,
-                weight: u32::try_from(row.get::<_, i32>(26)).unwrap_or(1).max(1),
-            }),
+        caller: super::row::caller_from_row(row).map_err(&corrupt)?,
         id,
     })
 }

@@ -57,13 +57,7 @@ fn batch_from_row(row: &Row<'_>) -> Result<Batch> {
         output_file_id: row.get(22)?,
         error_file_id: row.get(23)?,
         webhook_done: row.get::<_, i64>(24)? != 0,
-        caller: match row.get::<_, Option<String>>(25)? {
-            Some(name) => Some(crate::JobCaller {
-                name,
-                weight: u32::try_from(row.get::<_, i64>(26)?).unwrap_or(1).max(1),
-            }),
-            None => None,
-        },
+        caller: super::row::caller_from_row(row).map_err(&corrupt)?,
         id,
     })
 }

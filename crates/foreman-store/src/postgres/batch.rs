@@ -147,10 +147,8 @@ impl PgStore {
     /// See [`Store::insert_batch`](crate::Store::insert_batch).
     pub async fn insert_batch(&self, batch: Batch) -> Result<()> {
         crate::batch::check_batch(&batch)?;
-        let caller_name = batch.caller.as_ref().map(|caller| caller.name.clone());
-        let caller_weight = batch.caller.as_ref().map_or(1, |caller| {
-            i32::try_from(caller.weight.max(1)).unwrap_or(i32::MAX)
-        });
+        let (caller, caller_weight) = crate::job::caller_columns(batch.caller.as_ref());
+        let caller_weight = i32::try_from(caller_weight).unwrap_or(i32::MAX);
         self.single(async |client| {
             client
                 .execute(
@@ -181,7 +179,7 @@ impl PgStore {
                         &batch.output_file_id,
                         &batch.error_file_id,
                         &batch.webhook_done,
-                        &caller_name,
+                        &caller,
                         &caller_weight,
                     ],
                 )

@@ -156,6 +156,7 @@ impl SqliteStore {
     pub async fn insert_batch(&self, batch: Batch) -> Result<()> {
         crate::batch::check_batch(&batch)?;
         self.write(Durability::Durable, move |conn, _| {
+            let (caller, caller_weight) = crate::job::caller_columns(batch.caller.as_ref());
             conn.prepare_cached(sql::INSERT_BATCH)?
                 .execute(rusqlite::params![
                     batch.id,
@@ -183,11 +184,8 @@ impl SqliteStore {
                     batch.output_file_id,
                     batch.error_file_id,
                     batch.webhook_done,
-                    batch.caller.as_ref().map(|caller| caller.name.clone()),
-                    batch
-                        .caller
-                        .as_ref()
-                        .map_or(1, |caller| i64::from(caller.weight.max(1)))
+                    caller,
+                    i64::from(caller_weight)
                 ])?;
             Ok(())
         })

@@ -988,6 +988,7 @@ fn insert_job(
     now: i64,
     accepted_by: Option<&str>,
 ) -> Result<Enqueued> {
+    let (caller, caller_weight) = crate::job::caller_columns(new_job.caller.as_ref());
     let inserted = first_job(
         conn,
         queries::INSERT_JOB,
@@ -1005,13 +1006,8 @@ fn insert_job(
             new_job.load_options,
             new_job.sync,
             accepted_by,
-            new_job.caller.as_ref().map(|caller| caller.name.as_str()),
-            i64::from(
-                new_job
-                    .caller
-                    .as_ref()
-                    .map_or(1, |caller| caller.weight.max(1))
-            )
+            caller,
+            i64::from(caller_weight)
         ],
     )?;
     if let Some(job) = inserted {

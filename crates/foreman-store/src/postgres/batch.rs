@@ -289,14 +289,7 @@ impl PgStore {
         enqueued: i64,
         now: i64,
     ) -> Result<Vec<crate::Job>> {
-        if jobs
-            .iter()
-            .any(|job| job.id.is_none() || job.max_attempts == 0)
-        {
-            return Err(Error::InvalidInput(
-                "a batch line's job needs its own id and at least one attempt".to_owned(),
-            ));
-        }
+        crate::batch::check_lines(&jobs)?;
         let accepted_by = self.instance.as_deref();
         let created = self
             .transaction(async |tx| {

@@ -284,14 +284,7 @@ impl SqliteStore {
         enqueued: i64,
         now: i64,
     ) -> Result<Vec<crate::Job>> {
-        if jobs
-            .iter()
-            .any(|job| job.id.is_none() || job.max_attempts == 0)
-        {
-            return Err(Error::InvalidInput(
-                "a batch line's job needs its own id and at least one attempt".to_owned(),
-            ));
-        }
+        crate::batch::check_lines(&jobs)?;
         let batch_id = batch_id.to_owned();
         let accepted_by = self.instance.clone();
         self.write(Durability::Durable, move |conn, mirror| {

@@ -208,6 +208,20 @@ pub(crate) fn check_batch(batch: &Batch) -> crate::Result<()> {
     Ok(())
 }
 
+/// Checks the jobs of a batch's lines before they are enqueued: each needs its own id
+/// (the line's job is found again by it) and at least one attempt.
+pub(crate) fn check_lines(jobs: &[crate::NewJob]) -> crate::Result<()> {
+    if jobs
+        .iter()
+        .any(|job| job.id.is_none() || job.max_attempts == 0)
+    {
+        return Err(crate::Error::InvalidInput(
+            "a batch line's job needs its own id and at least one attempt".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// The Batch API's calls on either backend.
 impl crate::Store {
     /// Records a file whose bytes are already on disk (synced). Recording an id again

@@ -239,6 +239,15 @@ pub struct JobCaller {
     pub weight: u32,
 }
 
+/// The `caller` and `caller_weight` columns that store a job's or a batch's caller: no
+/// name and weight 1 without one, and never a weight below 1 (the columns' CHECK).
+pub(crate) fn caller_columns(caller: Option<&JobCaller>) -> (Option<&str>, u32) {
+    match caller {
+        Some(caller) => (Some(caller.name.as_str()), caller.weight.max(1)),
+        None => (None, 1),
+    }
+}
+
 /// Why an attempt (or the whole job) failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobFailure {

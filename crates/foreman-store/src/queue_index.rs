@@ -39,15 +39,19 @@ type QueueKey = (String, String);
 impl QueuedJob {
     /// The index entry of `job`, if it is queued.
     pub(crate) fn of(job: &Job) -> Option<QueuedJob> {
-        (job.state == JobState::Queued).then(|| QueuedJob {
+        if job.state != JobState::Queued {
+            return None;
+        }
+        let (caller, caller_weight) = crate::job::caller_columns(job.caller.as_ref());
+        Some(QueuedJob {
             id: job.id,
             model: job.model.clone(),
             load_options: job.load_options.clone(),
             priority: job.priority,
             created_at: job.created_at,
             run_after: job.run_after,
-            caller: job.caller.as_ref().map(|caller| caller.name.clone()),
-            caller_weight: job.caller.as_ref().map_or(1, |caller| caller.weight.max(1)),
+            caller: caller.map(str::to_owned),
+            caller_weight,
         })
     }
 }

@@ -189,7 +189,7 @@ async fn an_unreachable_server_fails_the_open() {
 /// hears what follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signals_cross_handles_at_commit() {
-    use foreman_store::{ClaimParams, JobFailure, Signal};
+    use foreman_store::{JobFailure, Signal};
     let db = TestDatabase::create().await;
     let writer = Store::open(&db.url).await.expect("open writer");
     let listener = Store::open(&db.url).await.expect("open listener");
@@ -211,17 +211,7 @@ async fn signals_cross_handles_at_commit() {
         .expect("enqueue")
         .job;
     assert_eq!(next(&mut signals).await, Signal::NewWork(job.id));
-    let claimed = writer
-        .claim(ClaimParams {
-            id: job.id,
-            owner: "a/t/0".to_owned(),
-            target: "t".to_owned(),
-            now: T0 + 1,
-            lease_for_ms: 30_000,
-        })
-        .await
-        .expect("claim")
-        .expect("claimable");
+    let claimed = testsuite::claim(&writer, job.id, "a/t/0", T0 + 1).await;
     // Neither a claim nor a heartbeat sends anything (migration 10), so the next signals
     // heard are those of the requeue that follows: its run was cut off, and there is work.
     assert!(
@@ -237,17 +227,7 @@ async fn signals_cross_handles_at_commit() {
         .expect("requeued");
     assert_eq!(next(&mut signals).await, Signal::Changed(job.id));
     assert_eq!(next(&mut signals).await, Signal::NewWork(job.id));
-    let claimed = writer
-        .claim(ClaimParams {
-            id: job.id,
-            owner: "a/t/0".to_owned(),
-            target: "t".to_owned(),
-            now: T0 + 2,
-            lease_for_ms: 30_000,
-        })
-        .await
-        .expect("claim again")
-        .expect("claimable again");
+    let claimed = testsuite::claim(&writer, job.id, "a/t/0", T0 + 2).await;
     let reason = JobFailure {
         status: 499,
         message: "cancelled".to_owned(),
@@ -283,7 +263,7 @@ async fn signals_cross_handles_at_commit() {
 /// Once the job is finished, `prune_output` deletes its batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn output_batches_cross_handles_in_order() {
-    use foreman_store::{ClaimParams, Error, OutputBatch, Signal};
+    use foreman_store::{Error, OutputBatch, Signal};
     let db = TestDatabase::create().await;
     let writer = Store::open(&db.url).await.expect("open writer");
     let reader = Store::open(&db.url).await.expect("open reader");
@@ -292,17 +272,7 @@ async fn output_batches_cross_handles_in_order() {
         .await
         .expect("enqueue")
         .job;
-    let claimed = writer
-        .claim(ClaimParams {
-            id: job.id,
-            owner: "a/t/0".to_owned(),
-            target: "t".to_owned(),
-            now: T0 + 1,
-            lease_for_ms: 30_000,
-        })
-        .await
-        .expect("claim")
-        .expect("claimable");
+    let claimed = testsuite::claim(&writer, job.id, "a/t/0", T0 + 1).await;
     let mut signals = reader
         .listen()
         .await
@@ -404,17 +374,7 @@ async fn an_outcome_whose_delivery_cannot_be_written_is_not_recorded() {
     let mut hooked = new_job("m", 0);
     hooked.webhook_url = Some("http://hooks.example/in".to_owned());
     let job = store.enqueue(hooked, T0).await.expect("enqueue").job;
-    store
-        .claim(foreman_store::ClaimParams {
-            id: job.id,
-            owner: "w".to_owned(),
-            target: "t".to_owned(),
-            now: T0 + 1,
-            lease_for_ms: 30_000,
-        })
-        .await
-        .expect("claim")
-        .expect("claimable");
+    testsuite::claim(&store, job.id, "w", T0 + 1).await;
     let client = raw(&db.url).await;
     client
         .batch_execute("ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_away")

@@ -224,8 +224,16 @@ async fn an_outcome_reaches_the_disk_soon_without_another_write() {
         .await
         .unwrap();
     assert_eq!(done.map(|j| j.state), Some(JobState::Succeeded));
-    // Idle: nothing but the writer's own sync can carry the outcome to the disk.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Idle: nothing but the writer's own sync can carry the outcome to the disk. Its
+    // commit is the next one counted (the outcome's was counted before it answered).
+    let outcome_committed = store.commit_times().count;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while store.commit_times().count == outcome_committed {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the writer syncs the outcome by itself");
 
     disk.power_cut(store).await;
 

@@ -401,17 +401,7 @@ async fn relaxed_writes_give_full_sync_back() {
         .await
         .expect("enqueue")
         .job;
-    let claimed = store
-        .claim(foreman_store::ClaimParams {
-            id: job.id,
-            owner: "w".to_owned(),
-            target: "t".to_owned(),
-            now: T0 + 1,
-            lease_for_ms: 30_000,
-        })
-        .await
-        .expect("claim")
-        .expect("claimed");
+    let claimed = testsuite::claim(&store, job.id, "w", T0 + 1).await;
     assert!(
         store
             .heartbeat(job.id, claimed.attempts, "w", T0 + 2, 30_000)
@@ -481,17 +471,7 @@ async fn an_outcome_whose_delivery_cannot_be_written_is_not_recorded() {
     let mut hooked = new_job("m", 0);
     hooked.webhook_url = Some("http://hooks.example/in".to_owned());
     let job = store.enqueue(hooked, T0).await.expect("enqueue").job;
-    store
-        .claim(foreman_store::ClaimParams {
-            id: job.id,
-            owner: "w".to_owned(),
-            target: "t".to_owned(),
-            now: T0 + 1,
-            lease_for_ms: 30_000,
-        })
-        .await
-        .expect("claim")
-        .expect("claimable");
+    testsuite::claim(&store, job.id, "w", T0 + 1).await;
     let raw = raw_connection(&db.path);
     raw.execute_batch("ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_away")
         .expect("rename");

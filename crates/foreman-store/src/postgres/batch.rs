@@ -56,12 +56,7 @@ fn batch_from_row(row: &Row) -> Result<Batch> {
         output_file_id: row.get(22),
         error_file_id: row.get(23),
         webhook_done: row.get(24),
-        caller: row
-            .get::<_, Option<String>>(25)
-            .map(|name| crate::JobCaller {
-                name,
-                weight: u32::try_from(row.get::<_, i32>(26)).unwrap_or(1).max(1),
-            }),
+        caller: super::row::caller_from_row(row).map_err(&corrupt)?,
         id,
     })
 }
@@ -152,10 +147,8 @@ impl PgStore {
     /// See [`Store::insert_batch`](crate::Store::insert_batch).
     pub async fn insert_batch(&self, batch: Batch) -> Result<()> {
         crate::batch::check_batch(&batch)?;
-        let caller_name = batch.caller.as_ref().map(|caller| caller.name.clone());
-        let caller_weight = batch.caller.as_ref().map_or(1, |caller| {
-            i32::try_from(caller.weight.max(1)).unwrap_or(i32::MAX)
-        });
+        let (caller, caller_weight) = crate::job::caller_columns(batch.caller.as_ref());
+        let caller_weight = i32::try_from(caller_weight).unwrap_or(i32::MAX);
         self.single(async |client| {
             client
                 .execute(
@@ -186,7 +179,7 @@ impl PgStore {
                         &batch.output_file_id,
                         &batch.error_file_id,
                         &batch.webhook_done,
-                        &caller_name,
+                        &caller,
                         &caller_weight,
                     ],
                 )
@@ -296,14 +289,7 @@ impl PgStore {
         enqueued: i64,
         now: i64,
     ) -> Result<Vec<crate::Job>> {
-        if jobs
-            .iter()
-            .any(|job| job.id.is_none() || job.max_attempts == 0)
-        {
-            return Err(Error::InvalidInput(
-                "a batch line's job needs its own id and at least one attempt".to_owned(),
-            ));
-        }
+        crate::batch::check_lines(&jobs)?;
         let accepted_by = self.instance.as_deref();
         let created = self
             .transaction(async |tx| {

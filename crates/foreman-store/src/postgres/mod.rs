@@ -1271,6 +1271,7 @@ async fn insert_job<C: GenericClient>(
     now: i64,
     accepted_by: Option<&str>,
 ) -> Result<Enqueued> {
+    let (caller, caller_weight) = crate::job::caller_columns(new_job.caller.as_ref());
     let inserted = first_job(
         client,
         &queries::INSERT_JOB,
@@ -1288,14 +1289,8 @@ async fn insert_job<C: GenericClient>(
             &new_job.load_options,
             &new_job.sync,
             &accepted_by,
-            &new_job.caller.as_ref().map(|caller| caller.name.as_str()),
-            &i32::try_from(
-                new_job
-                    .caller
-                    .as_ref()
-                    .map_or(1, |caller| caller.weight.max(1)),
-            )
-            .unwrap_or(i32::MAX),
+            &caller,
+            &i32::try_from(caller_weight).unwrap_or(i32::MAX),
         ],
     )
     .await?;

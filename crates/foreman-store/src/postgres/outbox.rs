@@ -14,11 +14,17 @@ pub(super) async fn record_if_finished<C: deadpool_postgres::GenericClient>(
     let Some(delivery) = crate::outbox::delivery_for(job) else {
         return Ok(());
     };
-    client
-        .execute(
+    // Prepared once per connection: it runs inside the outcome's transaction.
+    let statement = client
+        .prepare_cached(
             "INSERT INTO webhook_deliveries
                  (id, job_id, url, payload, state, next_attempt_at, created_at)
              VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
             &[
                 &delivery.id,
                 &delivery.job_id,

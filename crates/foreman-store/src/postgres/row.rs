@@ -39,6 +39,19 @@ fn to_u32(value: i32, column: &str) -> Result<u32, String> {
     u32::try_from(value).map_err(|_| format!("{column} {value} is out of range"))
 }
 
+/// The caller a `jobs` or `batches` row records (its `caller` and `caller_weight`), or none.
+pub(super) fn caller_from_row(row: &Row) -> Result<Option<JobCaller>, String> {
+    let name: Option<String> = row.try_get("caller").map_err(|e| e.to_string())?;
+    let weight: i32 = row.try_get("caller_weight").map_err(|e| e.to_string())?;
+    Ok(match name {
+        Some(name) => Some(JobCaller {
+            name,
+            weight: to_u32(weight, "caller_weight")?,
+        }),
+        None => None,
+    })
+}
+
 /// Reads one `jobs` row selected with [`JOB_COLUMNS`].
 pub(super) fn job_from_row(row: &Row) -> Result<Job> {
     let id_text: String = row.try_get("id")?;
@@ -93,13 +106,7 @@ pub(super) fn job_from_row(row: &Row) -> Result<Job> {
         webhook_url: row.try_get("webhook_url")?,
         metadata: row.try_get("metadata")?,
         artifacts: row.try_get("artifacts")?,
-        caller: match row.try_get::<_, Option<String>>("caller")? {
-            Some(name) => Some(JobCaller {
-                name,
-                weight: to_u32(row.try_get("caller_weight")?, "caller_weight").map_err(&corrupt)?,
-            }),
-            None => None,
-        },
+        caller: caller_from_row(row).map_err(&corrupt)?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         accepted_by: row.try_get("accepted_by")?,

@@ -57,13 +57,7 @@ fn batch_from_row(row: &Row<'_>) -> Result<Batch> {
         output_file_id: row.get(22)?,
         error_file_id: row.get(23)?,
         webhook_done: row.get::<_, i64>(24)? != 0,
-        caller: match row.get::<_, Option<String>>(25)? {
-            Some(name) => Some(crate::JobCaller {
-                name,
-                weight: u32::try_from(row.get::<_, i64>(26)?).unwrap_or(1).max(1),
-            }),
-            None => None,
-        },
+        caller: super::row::caller_from_row(row).map_err(&corrupt)?,
         id,
     })
 }
@@ -162,6 +156,7 @@ impl SqliteStore {
     pub async fn insert_batch(&self, batch: Batch) -> Result<()> {
         crate::batch::check_batch(&batch)?;
         self.write(Durability::Durable, move |conn, _| {
+            let (caller, caller_weight) = crate::job::caller_columns(batch.caller.as_ref());
             conn.prepare_cached(sql::INSERT_BATCH)?
                 .execute(rusqlite::params![
                     batch.id,
@@ -189,11 +184,8 @@ impl SqliteStore {
                     batch.output_file_id,
                     batch.error_file_id,
                     batch.webhook_done,
-                    batch.caller.as_ref().map(|caller| caller.name.clone()),
-                    batch
-                        .caller
-                        .as_ref()
-                        .map_or(1, |caller| i64::from(caller.weight.max(1)))
+                    caller,
+                    i64::from(caller_weight)
                 ])?;
             Ok(())
         })
@@ -292,14 +284,7 @@ impl SqliteStore {
         enqueued: i64,
         now: i64,
     ) -> Result<Vec<crate::Job>> {
-        if jobs
-            .iter()
-            .any(|job| job.id.is_none() || job.max_attempts == 0)
-        {
-            return Err(Error::InvalidInput(
-                "a batch line's job needs its own id and at least one attempt".to_owned(),
-            ));
-        }
+        crate::batch::check_lines(&jobs)?;
         let batch_id = batch_id.to_owned();
         let accepted_by = self.instance.clone();
         self.write(Durability::Durable, move |conn, mirror| {

@@ -284,23 +284,6 @@ impl SqliteStore {
         .await
     }
 
-    /// A durable write that returns how many rows it changed. With `requeues`, rows may
-    /// have gone back to the queue, and the mirror is reloaded.
-    async fn change_rows<P>(&self, sql: &'static str, params: P, requeues: bool) -> Result<u64>
-    where
-        P: Params + Send + 'static,
-    {
-        self.write(Durability::Durable, move |conn, mirror| {
-            let changed = conn.prepare_cached(sql)?.execute(params)? as u64;
-            if requeues && changed > 0 {
-                mirror.reload(conn)?;
-            }
-            Ok(changed)
-        })
-        .await
-    }
-
-    /// See [`Store::enqueue`](crate::Store::enqueue).
     /// See [`Store::enqueue`](crate::Store::enqueue) and
     /// [`Store::enqueue_within`](crate::Store::enqueue_within).
     pub async fn enqueue(
@@ -710,8 +693,13 @@ impl SqliteStore {
 
     /// See [`Store::prune_finished`](crate::Store::prune_finished).
     pub async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64> {
-        self.change_rows(queries::PRUNE_FINISHED, (before, i64::from(limit)), false)
-            .await
+        // Only finished rows go, so the queue and its mirror are untouched.
+        self.write(Durability::Durable, move |conn, _| {
+            Ok(conn
+                .prepare_cached(queries::PRUNE_FINISHED)?
+                .execute((before, i64::from(limit)))? as u64)
+        })
+        .await
     }
 
     /// See [`Store::acquire_lease`](crate::Store::acquire_lease). A relaxed write: a lease
@@ -1000,6 +988,7 @@ fn insert_job(
     now: i64,
     accepted_by: Option<&str>,
 ) -> Result<Enqueued> {
+    let (caller, caller_weight) = crate::job::caller_columns(new_job.caller.as_ref());
     let inserted = first_job(
         conn,
         queries::INSERT_JOB,
@@ -1017,13 +1006,8 @@ fn insert_job(
             new_job.load_options,
             new_job.sync,
             accepted_by,
-            new_job.caller.as_ref().map(|caller| caller.name.as_str()),
-            i64::from(
-                new_job
-                    .caller
-                    .as_ref()
-                    .map_or(1, |caller| caller.weight.max(1))
-            )
+            caller,
+            i64::from(caller_weight)
         ],
     )?;
     if let Some(job) = inserted {

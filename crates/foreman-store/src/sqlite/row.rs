@@ -74,8 +74,8 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
     })
 }
 
-/// The job's caller: its name and weight, or none.
-fn caller_from_row(row: &Row<'_>) -> Result<Option<JobCaller>, String> {
+/// The caller a `jobs` or `batches` row records (its `caller` and `caller_weight`), or none.
+pub(super) fn caller_from_row(row: &Row<'_>) -> Result<Option<JobCaller>, String> {
     let name: Option<String> = row.get("caller").map_err(|e| e.to_string())?;
     let weight: i64 = row.get("caller_weight").map_err(|e| e.to_string())?;
     Ok(match name {

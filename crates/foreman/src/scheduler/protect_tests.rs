@@ -6,11 +6,11 @@
 //! batch needs is one per batch model not loaded (two). Loads take a second here, as
 //! in the `batch` benchmark.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use foreman_store::{JobId, JobRef, QueueHead};
 
+use super::tests::heads_from;
 use super::{Capacity, LoadKey, Policy, Reason, TargetState};
 
 const LIVE: i32 = 10;
@@ -65,31 +65,14 @@ fn workload(from: i64, until: i64) -> Vec<Job> {
 
 /// The queue's heads as the store reports them.
 fn heads_of(queued: &[&Job]) -> Vec<QueueHead> {
-    let mut by_key: BTreeMap<&LoadKey, Vec<&Job>> = BTreeMap::new();
-    for job in queued {
-        by_key.entry(&job.key).or_default().push(job);
-    }
-    by_key
-        .into_iter()
-        .map(|(key, jobs)| {
-            let best = jobs
-                .iter()
-                .min_by_key(|job| (Reverse(job.priority), job.arrival, job.id))
-                .expect("a key with a head has jobs");
-            QueueHead {
-                model: key.model.clone(),
-                load_options: key.options.clone(),
-                best: JobRef {
-                    id: best.id,
-                    priority: best.priority,
-                    created_at: best.arrival,
-                },
-                oldest_created_at: jobs.iter().map(|job| job.arrival).min().unwrap(),
-                depth: jobs.len() as u64,
-                callers: Vec::new(),
-            }
-        })
-        .collect()
+    heads_from(queued.iter().map(|job| {
+        let rank = JobRef {
+            id: job.id,
+            priority: job.priority,
+            created_at: job.arrival,
+        };
+        (&job.key, rank)
+    }))
 }
 
 /// What a run of the simulation showed.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use foreman_store::{JobId, JobRef, QueueHead};
+use foreman_store::{JobId, QueueHead};
 
 use super::tests::heads_from;
 use super::{Capacity, LoadKey, Policy, Reason, TargetState};
@@ -65,14 +65,11 @@ fn workload(from: i64, until: i64) -> Vec<Job> {
 
 /// The queue's heads as the store reports them.
 fn heads_of(queued: &[&Job]) -> Vec<QueueHead> {
-    heads_from(queued.iter().map(|job| {
-        let rank = JobRef {
-            id: job.id,
-            priority: job.priority,
-            created_at: job.arrival,
-        };
-        (&job.key, rank)
-    }))
+    heads_from(
+        queued
+            .iter()
+            .map(|job| (&job.key, job.id, job.priority, job.arrival)),
+    )
 }
 
 /// What a run of the simulation showed.

@@ -182,15 +182,19 @@ mod single_slot {
     }
 }
 
-/// The queue's heads as the store reports them, from each queued job's key and rank:
-/// per key, the job first by (priority, age, id), the oldest arrival and the depth.
-/// Shared by the simulations here and in `protect_tests`.
+/// The queue's heads as the store reports them, from each queued job's key, id,
+/// priority and arrival: per key, the job first by (priority, age, id), the oldest
+/// arrival and the depth. Shared by the simulations here and in `protect_tests`.
 pub(super) fn heads_from<'a>(
-    queued: impl IntoIterator<Item = (&'a LoadKey, JobRef)>,
+    queued: impl IntoIterator<Item = (&'a LoadKey, JobId, i32, i64)>,
 ) -> Vec<QueueHead> {
     let mut by_key: BTreeMap<&LoadKey, Vec<JobRef>> = BTreeMap::new();
-    for (key, job) in queued {
-        by_key.entry(key).or_default().push(job);
+    for (key, id, priority, created_at) in queued {
+        by_key.entry(key).or_default().push(JobRef {
+            id,
+            priority,
+            created_at,
+        });
     }
     by_key
         .into_iter()
@@ -534,14 +538,11 @@ mod simulation {
 
     /// The queue's heads as the store reports them.
     fn heads_of(queued: &[&SimJob]) -> Vec<QueueHead> {
-        heads_from(queued.iter().map(|job| {
-            let rank = JobRef {
-                id: job.id,
-                priority: job.priority,
-                created_at: job.arrival,
-            };
-            (&job.key, rank)
-        }))
+        heads_from(
+            queued
+                .iter()
+                .map(|job| (&job.key, job.id, job.priority, job.arrival)),
+        )
     }
 
     /// Runs every job on the given targets from `start`: whenever a job ends or one

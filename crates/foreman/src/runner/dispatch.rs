@@ -47,7 +47,8 @@ const FORECAST_NEW_MS: i64 = 100;
 /// is read again for them, at most.
 const INHERITED_RECHECK_MS: i64 = 250;
 
-/// How often [`Dispatcher::until_idle`] looks again without a job's end ringing.
+/// How often [`Dispatcher::until_idle`] and [`Dispatcher::until_unloaded`] look again
+/// without a ring.
 const IDLE_RECHECK: Duration = Duration::from_millis(250);
 use crate::targets::{TargetLoad, Targets};
 
@@ -259,17 +260,8 @@ impl Dispatcher {
     /// Returns once no job of `key` runs on `target` (this instance's or inherited):
     /// the policy gave `key` up there, so none starts, and those running end.
     pub async fn until_idle(&self, target: usize, key: &LoadKey) {
-        loop {
-            let ended = self.wake.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            let running = self.state.lock().await.capacity.targets[target].running_of(key);
-            if running == 0 {
-                return;
-            }
-            // Rung by every job's end; the timeout only guards against a missed ring.
-            let _ = tokio::time::timeout(IDLE_RECHECK, ended).await;
-        }
+        self.wait_until(|scheduling| scheduling.capacity.targets[target].running_of(key) == 0)
+            .await;
     }
 
     /// The unload `key`'s load on `target` waited for has been sent: its next jobs go
@@ -286,11 +278,19 @@ impl Dispatcher {
     /// Returns once the unload `key`'s load on `target` waits for has been sent.
     pub async fn until_unloaded(&self, target: usize, key: &LoadKey) {
         let pending = (target, key.clone());
+        self.wait_until(|scheduling| !scheduling.unloading.contains_key(&pending))
+            .await;
+    }
+
+    /// Returns once `ready` holds of the scheduling state, looked at again whenever
+    /// `wake` rings (a job's end, an unload sent) and at least every [`IDLE_RECHECK`]:
+    /// an inherited job's end on another instance rings nothing here.
+    async fn wait_until(&self, ready: impl Fn(&Scheduling) -> bool) {
         loop {
             let rung = self.wake.notified();
             tokio::pin!(rung);
             rung.as_mut().enable();
-            if !self.state.lock().await.unloading.contains_key(&pending) {
+            if ready(&*self.state.lock().await) {
                 return;
             }
             let _ = tokio::time::timeout(IDLE_RECHECK, rung).await;

@@ -166,17 +166,16 @@ impl Policy {
             return None;
         }
         let mut decision = self.choose(heads, capacity, target, now)?;
-        if let Some(fair) = self.fair.as_mut()
-            && let Some(head) = heads.iter().find(|head| decision.key.is_of(head))
-        {
-            let job = fair.pick(head);
-            decision.job = job.id;
-            fair.charge(head, job);
-        }
-        self.served.insert(decision.key.clone(), now);
-        if let Some(head) = heads.iter().find(|head| decision.key.is_of(head)) {
+        let head = heads.iter().find(|head| decision.key.is_of(head));
+        if let Some(head) = head {
+            if let Some(fair) = self.fair.as_mut() {
+                let job = fair.pick(head);
+                decision.job = job.id;
+                fair.charge(head, job);
+            }
             self.note_use(&decision.key, head.best.priority, now);
         }
+        self.served.insert(decision.key.clone(), now);
         if let Some(evicted) = &decision.evict {
             // Its wait restarts from when it was last used, not from its oldest job.
             let used = state.last_used(evicted).unwrap_or(now);

@@ -6,11 +6,11 @@
 //! batch needs is one per batch model not loaded (two). Loads take a second here, as
 //! in the `batch` benchmark.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use foreman_store::{JobId, JobRef, QueueHead};
+use foreman_store::{JobId, QueueHead};
 
+use super::tests::heads_from;
 use super::{Capacity, LoadKey, Policy, Reason, TargetState};
 
 const LIVE: i32 = 10;
@@ -65,31 +65,11 @@ fn workload(from: i64, until: i64) -> Vec<Job> {
 
 /// The queue's heads as the store reports them.
 fn heads_of(queued: &[&Job]) -> Vec<QueueHead> {
-    let mut by_key: BTreeMap<&LoadKey, Vec<&Job>> = BTreeMap::new();
-    for job in queued {
-        by_key.entry(&job.key).or_default().push(job);
-    }
-    by_key
-        .into_iter()
-        .map(|(key, jobs)| {
-            let best = jobs
-                .iter()
-                .min_by_key(|job| (Reverse(job.priority), job.arrival, job.id))
-                .expect("a key with a head has jobs");
-            QueueHead {
-                model: key.model.clone(),
-                load_options: key.options.clone(),
-                best: JobRef {
-                    id: best.id,
-                    priority: best.priority,
-                    created_at: best.arrival,
-                },
-                oldest_created_at: jobs.iter().map(|job| job.arrival).min().unwrap(),
-                depth: jobs.len() as u64,
-                callers: Vec::new(),
-            }
-        })
-        .collect()
+    heads_from(
+        queued
+            .iter()
+            .map(|job| (&job.key, job.id, job.priority, job.arrival)),
+    )
 }
 
 /// What a run of the simulation showed.
@@ -265,18 +245,52 @@ fn the_bound_moves_a_batch_between_its_own_models() {
 }
 
 /// Once live traffic has been quiet longer than the window, its models are fair game:
-/// the batch takes their places when it needs them.
+/// a batch key whose only way in is over a live model is placed as soon as the window
+/// has passed since that model's last live use, long before the bound would place it.
 #[test]
 fn protection_ends_with_the_window() {
-    // Live traffic stops at 2 s; the window is 3 s.
-    let jobs = workload(0, 2_000);
-    let outcome = play(&jobs, 60_000, 3_000, 3_000, 600_000);
-    assert_eq!(outcome.unfinished, 0);
-    assert_eq!(outcome.live_evictions, Vec::<String>::new());
-    let stale = play(&jobs, 60_000, 3_000, 0, 600_000);
+    let mut policy = Policy::new(60_000).with_protection(3_000, BATCH);
+    let mut target = TargetState::new("gpu", 1, 2);
+    target.seed(key("alpha"), 0);
+    target.seed(key("delta"), 0);
+    let mut capacity = Capacity::new(vec![target]);
+    let batch = job("beta", 0, BATCH, 100);
+    let mut run = |heads: &[QueueHead], now: i64| {
+        let decision = policy.decide(heads, &capacity, 0, now)?;
+        capacity.targets[0].start(&decision.key, decision.evict.as_ref(), now);
+        capacity.targets[0].finish(&decision.key, now + 50);
+        (decision.key == key("beta")).then_some(decision.reason)
+    };
+    // Live chats of both models every 100 ms until 2 s; each ends before the next.
+    let mut now = 0;
+    let mut placed = None;
+    while now <= 10_000 && placed.is_none() {
+        let live: &[&str] = if now < 2_000 {
+            &["alpha", "delta"]
+        } else {
+            &[]
+        };
+        for model in live {
+            let mut heads = heads_of(&[&job(model, now, LIVE, 50)]);
+            heads.extend(heads_of(&[&batch]));
+            if let Some(reason) = run(&heads, now) {
+                placed = Some((now, reason));
+            }
+        }
+        if placed.is_none() {
+            placed = run(&heads_of(&[&batch]), now).map(|reason| (now, reason));
+        }
+        now += 100;
+    }
+    let (at, reason) = placed.expect("the batch key is placed once the window passed");
+    assert_ne!(
+        reason,
+        Reason::Starving,
+        "placed by the window's end, not the bound"
+    );
     assert!(
-        stale.loads.values().sum::<usize>() >= 2,
-        "the batch loads its models: {stale:?}"
+        (4_900..=5_000).contains(&at),
+        "placed 3 s after the last live chat (1.9 s), not before: {at}"
     );
 }
 

@@ -182,6 +182,39 @@ mod single_slot {
     }
 }
 
+/// The queue's heads as the store reports them, from each queued job's key, id,
+/// priority and arrival: per key, the job first by (priority, age, id), the oldest
+/// arrival and the depth. Shared by the simulations here and in `protect_tests`.
+pub(super) fn heads_from<'a>(
+    queued: impl IntoIterator<Item = (&'a LoadKey, JobId, i32, i64)>,
+) -> Vec<QueueHead> {
+    let mut by_key: BTreeMap<&LoadKey, Vec<JobRef>> = BTreeMap::new();
+    for (key, id, priority, created_at) in queued {
+        by_key.entry(key).or_default().push(JobRef {
+            id,
+            priority,
+            created_at,
+        });
+    }
+    by_key
+        .into_iter()
+        .map(|(key, jobs)| {
+            let best = *jobs
+                .iter()
+                .min_by_key(|job| (Reverse(job.priority), job.created_at, job.id))
+                .expect("a key with a head has jobs");
+            QueueHead {
+                model: key.model.clone(),
+                load_options: key.options.clone(),
+                best,
+                oldest_created_at: jobs.iter().map(|job| job.created_at).min().unwrap(),
+                depth: jobs.len() as u64,
+                callers: Vec::new(),
+            }
+        })
+        .collect()
+}
+
 /// A head for `model` (no load options) whose best job has `priority` and was created
 /// at `created`, and whose oldest job was created at `oldest`.
 fn head(model: &str, priority: i32, created: i64, oldest: i64) -> QueueHead {
@@ -505,31 +538,11 @@ mod simulation {
 
     /// The queue's heads as the store reports them.
     fn heads_of(queued: &[&SimJob]) -> Vec<QueueHead> {
-        let mut by_key: BTreeMap<&LoadKey, Vec<&SimJob>> = BTreeMap::new();
-        for job in queued {
-            by_key.entry(&job.key).or_default().push(job);
-        }
-        by_key
-            .into_iter()
-            .map(|(key, jobs)| {
-                let best = jobs
-                    .iter()
-                    .min_by_key(|job| (Reverse(job.priority), job.arrival, job.id))
-                    .expect("a key with a head has jobs");
-                QueueHead {
-                    model: key.model.clone(),
-                    load_options: key.options.clone(),
-                    best: JobRef {
-                        id: best.id,
-                        priority: best.priority,
-                        created_at: best.arrival,
-                    },
-                    oldest_created_at: jobs.iter().map(|job| job.arrival).min().unwrap(),
-                    depth: jobs.len() as u64,
-                    callers: Vec::new(),
-                }
-            })
-            .collect()
+        heads_from(
+            queued
+                .iter()
+                .map(|job| (&job.key, job.id, job.priority, job.arrival)),
+        )
     }
 
     /// Runs every job on the given targets from `start`: whenever a job ends or one

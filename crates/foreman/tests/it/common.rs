@@ -55,10 +55,12 @@ pub struct TestForeman {
     dir: TempDir,
 }
 
-type ServeTask = JoinHandle<Result<(), foreman::ServeError>>;
+pub type ServeTask = JoinHandle<Result<(), foreman::ServeError>>;
 
 /// Starts foreman on a free port and waits until it answers.
-async fn launch(config: &Config) -> (String, CancellationToken, ServeTask) {
+/// `foreman::serve` with `config` on a free loopback port, once it answers `/healthz`:
+/// its URL, its shutdown token and its task.
+pub async fn launch(config: &Config) -> (String, CancellationToken, ServeTask) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();

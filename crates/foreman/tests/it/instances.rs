@@ -57,19 +57,7 @@ impl Instance {
         config.signals = signals;
         config.signal_poll_interval = Duration::from_millis(200);
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(foreman::serve(listener, config, shutdown.clone()));
-        let probe = client();
-        eventually("the instance to be ready", async || {
-            probe
-                .get(format!("{url}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        let (url, shutdown, task) = launch(&config).await;
         Instance {
             id,
             url,

@@ -882,29 +882,12 @@ async fn instance(
     sim: &ollama_sim::SimHandle,
     database: &str,
     data: &std::path::Path,
-) -> (
-    String,
-    tokio_util::sync::CancellationToken,
-    tokio::task::JoinHandle<Result<(), foreman::ServeError>>,
-) {
+) -> (String, tokio_util::sync::CancellationToken, ServeTask) {
     let mut config = test_config(&sim.url(), "unused.db");
     config.database = database.to_owned();
     config.data_dir = data.join(id);
     config.instance_id = id.to_owned();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(foreman::serve(listener, config, shutdown.clone()));
-    let probe = client();
-    eventually("the instance to be ready", async || {
-        probe
-            .get(format!("{url}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    (url, shutdown, task)
+    launch(&config).await
 }
 
 /// Two instances on one PostgreSQL database: a key's job accepted by one and run by

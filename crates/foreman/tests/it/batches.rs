@@ -1284,3 +1284,35 @@ async fn a_keys_batch_keeps_to_its_models_and_is_booked_to_it() {
     .await;
     foreman.stop().await;
 }
+
+/// A line the target refuses lands in the error file with the target's status, and its
+/// body's error type is the one the live `/v1` routes give that status.
+#[tokio::test]
+async fn a_refused_line_is_in_the_error_file_with_its_status() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    foreman
+        .sim
+        .set_faults(&ollama_sim::FaultsUpdate {
+            error_rate: Some(1.0),
+            error_status: Some(403),
+            ..Default::default()
+        })
+        .unwrap();
+    let lines = [chat_line("refused", CHAT, "no")];
+    let (_, id) = start_chat_batch(&client, &foreman.url, &lines).await;
+    let done = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(done["request_counts"]["failed"], 1, "{done}");
+    assert!(done["output_file_id"].is_null(), "{done}");
+    let errors = content(&client, &foreman.url, &done["error_file_id"]).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let line = &errors[0];
+    assert_eq!(line["custom_id"], "refused");
+    assert_eq!(line["response"]["status_code"], 403, "{line}");
+    assert_eq!(
+        line["response"]["body"]["error"]["type"], "permission_error",
+        "{line}"
+    );
+    assert_eq!(line["error"]["code"], "http_403", "{line}");
+    foreman.stop().await;
+}

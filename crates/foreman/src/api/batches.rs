@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::body::JsonBody;
-use super::error::Flavor;
+use super::files::{list_page, openai};
 use super::query::{Path, Query};
 use super::{ApiError, AppState};
 use crate::batch::{Endpoint, ids};
@@ -35,10 +35,6 @@ const MAX_METADATA_KEY: usize = 64;
 const MAX_METADATA_VALUE: usize = 512;
 const DEFAULT_PAGE: u32 = 20;
 const MAX_PAGE: u32 = 100;
-
-fn openai(outcome: Result<Response, ApiError>) -> Response {
-    outcome.unwrap_or_else(|error| error.render(Flavor::OpenAi))
-}
 
 fn seconds(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |ms| json!(ms / 1000))
@@ -259,20 +255,11 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
     openai(
         async {
             let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-            let mut batches = state
+            let batches = state
                 .store
                 .list_batches(query.after.clone(), limit + 1)
                 .await?;
-            let has_more = batches.len() > limit as usize;
-            batches.truncate(limit as usize);
-            Ok(Json(json!({
-                "object": "list",
-                "data": batches.iter().map(batch_object).collect::<Vec<_>>(),
-                "first_id": batches.first().map(|b| b.id.clone()),
-                "last_id": batches.last().map(|b| b.id.clone()),
-                "has_more": has_more,
-            }))
-            .into_response())
+            Ok(Json(list_page(batches, limit, batch_object, |b| &b.id)).into_response())
         }
         .await,
     )

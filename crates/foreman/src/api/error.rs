@@ -315,6 +315,18 @@ impl Flavor {
     }
 }
 
+/// OpenAI's error type for a status: the `/v1` answers' and a batch's error lines'.
+pub fn openai_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
 /// Anthropic's error type for a status, as `anthropic.NewError` maps it.
 fn anthropic_error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
@@ -360,16 +372,7 @@ impl ApiError {
         let body = match flavor {
             Flavor::Ollama => json!({ "error": self.to_string() }),
             Flavor::OpenAi => {
-                let kind = match status {
-                    StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
-                        "invalid_request_error"
-                    }
-                    StatusCode::NOT_FOUND => "not_found_error",
-                    StatusCode::UNAUTHORIZED => "authentication_error",
-                    StatusCode::FORBIDDEN => "permission_error",
-                    StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-                    _ => "api_error",
-                };
+                let kind = openai_error_type(status.as_u16());
                 json!({"error": {"message": self.to_string(), "type": kind, "param": null, "code": null}})
             }
             Flavor::Anthropic => json!({

@@ -51,7 +51,26 @@ pub fn file_object(file: &StoredFile) -> Value {
     })
 }
 
-fn openai(outcome: Result<Response, ApiError>) -> Response {
+/// OpenAI's list shape of a page read with one item more than `limit` (which tells
+/// whether there is more).
+pub(super) fn list_page<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    object: impl Fn(&T) -> Value,
+    id: impl Fn(&T) -> &str,
+) -> Value {
+    let has_more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    json!({
+        "object": "list",
+        "data": items.iter().map(object).collect::<Vec<_>>(),
+        "first_id": items.first().map(&id),
+        "last_id": items.last().map(&id),
+        "has_more": has_more,
+    })
+}
+
+pub(super) fn openai(outcome: Result<Response, ApiError>) -> Response {
     outcome.unwrap_or_else(|error| error.render(Flavor::OpenAi))
 }
 
@@ -224,7 +243,7 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
                     )));
                 }
             };
-            let mut files = state
+            let files = state
                 .store
                 .list_files(FileListParams {
                     purpose: query.purpose.clone(),
@@ -233,16 +252,7 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
                     ascending,
                 })
                 .await?;
-            let has_more = files.len() > limit as usize;
-            files.truncate(limit as usize);
-            Ok(Json(json!({
-                "object": "list",
-                "data": files.iter().map(file_object).collect::<Vec<_>>(),
-                "first_id": files.first().map(|f| f.id.clone()),
-                "last_id": files.last().map(|f| f.id.clone()),
-                "has_more": has_more,
-            }))
-            .into_response())
+            Ok(Json(list_page(files, limit, file_object, |f| &f.id)).into_response())
         }
         .await,
     )

@@ -61,6 +61,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use batches::{batch_object, check_line_body};
 pub use error::ApiError;
+pub use error::openai_error_type;
 pub use jobs::ASYNC_PRIORITY;
 
 use crate::config::Config;

@@ -375,6 +375,13 @@ impl Driver {
         let room = |tracked: &Tracked| {
             (self.config.batch.queued as usize).saturating_sub(tracked.pending.len())
         };
+        if batch.enqueued >= batch.total || room(tracked) == 0 {
+            return Ok(());
+        }
+        // The lines are the creator's work, looked up once for every chunk of this
+        // step; a key revoked since is no longer booked (its lines were admitted when
+        // the batch was).
+        let key = self.creator(batch).await.ok().flatten();
         while batch.enqueued < batch.total && room(tracked) > 0 {
             if tracked.cursor.is_none() {
                 let path = storage::path(&self.config.data_dir, &batch.input_file_id);
@@ -425,9 +432,6 @@ impl Driver {
                 .await
             {
                 Ok(created) => {
-                    // The lines are the creator's work; a key revoked since is no
-                    // longer booked (its lines were admitted when the batch was).
-                    let key = self.creator(batch).await.ok().flatten();
                     for job in &created {
                         self.metrics.enqueued(job);
                         if let Some(key) = &key {

@@ -197,7 +197,7 @@ fn failure_line(job: &Job, custom_id: &str) -> Value {
         "response": {
             "status_code": status,
             "request_id": job.id.to_string(),
-            "body": {"error": {"message": message, "type": error_type(status), "param": null, "code": null}},
+            "body": {"error": {"message": message, "type": crate::api::openai_error_type(status), "param": null, "code": null}},
         },
         "error": {"code": format!("http_{status}"), "message": message},
     })
@@ -220,13 +220,4 @@ fn not_run_line(job: Option<&Job>, custom_id: &str, ending: BatchStatus) -> Valu
         "response": null,
         "error": {"code": code, "message": message},
     })
-}
-
-/// OpenAI's error type for a status.
-fn error_type(status: u16) -> &'static str {
-    match status {
-        400 | 413 | 422 => "invalid_request_error",
-        404 => "not_found_error",
-        _ => "api_error",
-    }
 }

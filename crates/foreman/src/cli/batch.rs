@@ -101,11 +101,7 @@ pub struct BatchOutputArgs {
 
 /// Runs one `foreman batch` command.
 pub async fn run(args: BatchArgs) -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match execute(args, &mut Output::stdout()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => error.report(),
-    }
+    super::exit_code(execute(args, &mut Output::stdout())).await
 }
 
 /// The daemon's OpenAI-compatible routes, with the connection's URL and token.
@@ -121,19 +117,7 @@ impl OpenAi {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<reqwest::RequestBuilder, CliError> {
-        let mut url = reqwest::Url::parse(&format!(
-            "{}{path}",
-            self.connection.url.trim_end_matches('/')
-        ))
-        .map_err(|e| CliError::usage(format!("--url {}: {e}", self.connection.url)))?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        let mut request = self.client.request(method, url);
-        if let Some(token) = &self.connection.token {
-            request = request.bearer_auth(token);
-        }
-        Ok(request)
+        self.connection.request(&self.client, method, path, query)
     }
 
     /// Sends the request; an answer of 400 or more becomes the error it carries.

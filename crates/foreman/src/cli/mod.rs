@@ -44,6 +44,37 @@ pub struct Connection {
     pub json: bool,
 }
 
+impl Connection {
+    /// A request to the daemon's `path` with `query`, carrying the token when one is set.
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<reqwest::RequestBuilder, CliError> {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.url.trim_end_matches('/')))
+            .map_err(|e| CliError::usage(format!("--url {}: {e}", self.url)))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let request = client.request(method, url);
+        Ok(match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        })
+    }
+}
+
+/// Runs one client command to its exit code (its error reported on standard error).
+async fn exit_code(command: impl Future<Output = Result<(), CliError>>) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match command.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => error.report(),
+    }
+}
+
 /// `foreman jobs <command>`.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
@@ -119,11 +150,7 @@ pub struct ListArgs {
 
 /// Runs one `foreman jobs` command.
 pub async fn run(args: JobsArgs) -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match execute(args, &mut Output::stdout()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => error.report(),
-    }
+    exit_code(execute(args, &mut Output::stdout())).await
 }
 
 struct Api {
@@ -140,18 +167,7 @@ impl Api {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<(u16, Value), CliError> {
-        let mut url = reqwest::Url::parse(&format!(
-            "{}{path}",
-            self.connection.url.trim_end_matches('/')
-        ))
-        .map_err(|e| CliError::usage(format!("--url {}: {e}", self.connection.url)))?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        let mut request = self.client.request(method, url);
-        if let Some(token) = &self.connection.token {
-            request = request.bearer_auth(token);
-        }
+        let mut request = self.connection.request(&self.client, method, path, query)?;
         for (name, value) in headers {
             request = request.header(*name, value);
         }

@@ -80,6 +80,23 @@ fn batch_body(file: &str) -> Value {
     json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
 }
 
+/// Uploads `lines` and creates a `/v1/chat/completions` batch of them: (file id, batch id).
+async fn start_chat_batch(
+    client: &reqwest::Client,
+    url: &str,
+    lines: &[String],
+) -> (String, String) {
+    let file = upload(client, url, &lines.join("\n")).await;
+    let created = create(client, url, batch_body(&file)).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    (file, id)
+}
+
+/// Waits until the simulator holds one line of a batch (see [`hold`]).
+async fn a_line_held(sim: &ollama_sim::SimHandle) {
+    eventually("a line held at the target", async || sim.stats().held == 1).await;
+}
+
 async fn batch(client: &reqwest::Client, url: &str, id: &str) -> Value {
     let (status, batch) = get_json(client, format!("{url}/v1/batches/{id}")).await;
     assert_eq!(status, 200, "{batch}");
@@ -203,10 +220,8 @@ async fn invalid_lines_fail_the_batch_with_errors_by_line() {
         String::new(),
         chat_line("ok", CHAT2, "fine too"),
     ];
-    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
-    let created = create(&client, &foreman.url, batch_body(&file)).await;
-    let id = created["id"].as_str().unwrap();
-    let failed = until(&client, &foreman.url, id, "failed").await;
+    let (_, id) = start_chat_batch(&client, &foreman.url, &lines).await;
+    let failed = until(&client, &foreman.url, &id, "failed").await;
     assert!(failed["failed_at"].is_i64());
     assert_eq!(failed["errors"]["object"], "list");
     let errors: Vec<(String, i64, Value)> = failed["errors"]["data"]
@@ -354,14 +369,9 @@ async fn a_cancelled_batch_stops_what_has_not_run() {
     let lines: Vec<String> = (0..20)
         .map(|i| chat_line(&format!("c{i}"), CHAT, &format!("line {i}")))
         .collect();
-    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
     hold(&foreman.sim, true);
-    let created = create(&client, &foreman.url, batch_body(&file)).await;
-    let id = created["id"].as_str().unwrap().to_string();
-    eventually("a line held at the target", async || {
-        foreman.sim.stats().held == 1
-    })
-    .await;
+    let (file, id) = start_chat_batch(&client, &foreman.url, &lines).await;
+    a_line_held(&foreman.sim).await;
     // Its input cannot go while the batch still reads it.
     let response = client
         .delete(format!("{}/v1/files/{file}", foreman.url))
@@ -437,10 +447,8 @@ async fn a_batch_past_its_window_expires_with_what_ran() {
     let lines: Vec<String> = (0..10)
         .map(|i| chat_line(&format!("e{i}"), CHAT, &format!("line {i}")))
         .collect();
-    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
     hold(&foreman.sim, true);
-    let created = create(&client, &foreman.url, batch_body(&file)).await;
-    let id = created["id"].as_str().unwrap().to_string();
+    let (_, id) = start_chat_batch(&client, &foreman.url, &lines).await;
     let expired = until(&client, &foreman.url, &id, "expired").await;
     hold(&foreman.sim, false);
     assert!(expired["expired_at"].is_i64());
@@ -562,9 +570,7 @@ async fn a_batch_survives_sigkills_while_running_and_finalising() {
             chat_line(&format!("k{i}"), model, &format!("line {i}"))
         })
         .collect();
-    let file = upload(&client, &url, &lines.join("\n")).await;
-    let created = create(&client, &url, batch_body(&file)).await;
-    let id = created["id"].as_str().unwrap().to_string();
+    let (_, id) = start_chat_batch(&client, &url, &lines).await;
     let mut url = url;
     let files = dir.path().join("data").join("files");
     // Kill when these many lines are done (the last ones at or past the end, when the
@@ -651,14 +657,9 @@ async fn a_batch_runs_on_postgres_under_its_lease() {
             )
         })
         .collect();
-    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
     hold(&foreman.sim, true);
-    let created = create(&client, &foreman.url, batch_body(&file)).await;
-    let id = created["id"].as_str().unwrap().to_string();
-    eventually("a line held at the target", async || {
-        foreman.sim.stats().held == 1
-    })
-    .await;
+    let (_, id) = start_chat_batch(&client, &foreman.url, &lines).await;
+    a_line_held(&foreman.sim).await;
     let other = Store::open(&db.url).await.unwrap();
     let holder = other
         .lease_holder(foreman_store::Lease::Batch(&id))
@@ -787,9 +788,7 @@ async fn a_batch_is_drained_by_model() {
             )
         })
         .collect();
-    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
-    let created = create(&client, &foreman.url, batch_body(&file)).await;
-    let id = created["id"].as_str().unwrap().to_string();
+    let (_, id) = start_chat_batch(&client, &foreman.url, &lines).await;
     let finished = until(&client, &foreman.url, &id, "completed").await;
     assert_eq!(finished["request_counts"]["completed"], 100);
     let loads = foreman.sim.stats().loads_total;
@@ -806,14 +805,9 @@ async fn live_requests_run_before_waiting_batch_lines() {
     let lines: Vec<String> = (0..10)
         .map(|i| chat_line(&format!("l{i}"), CHAT, &format!("line {i}")))
         .collect();
-    let file = upload(&client, &foreman.url, &lines.join("\n")).await;
     hold(&foreman.sim, true);
-    let created = create(&client, &foreman.url, batch_body(&file)).await;
-    let id = created["id"].as_str().unwrap().to_string();
-    eventually("a line held at the target", async || {
-        foreman.sim.stats().held == 1
-    })
-    .await;
+    let (_, id) = start_chat_batch(&client, &foreman.url, &lines).await;
+    a_line_held(&foreman.sim).await;
     let live = spawn_chat(&client, &foreman.url, CHAT, "live");
     eventually("the live request queued", async || {
         foreman
@@ -867,10 +861,8 @@ async fn a_batch_killed_while_validating_goes_on_after_the_restart() {
     let lines: Vec<String> = (0..total)
         .map(|i| chat_line(&format!("v{i}"), CHAT, &format!("line {i}")))
         .collect();
-    let file = upload(&client, &url, &lines.join("\n")).await;
     hold(&sim, true);
-    let created = create(&client, &url, batch_body(&file)).await;
-    let id = created["id"].as_str().unwrap().to_string();
+    let (_, id) = start_chat_batch(&client, &url, &lines).await;
     let seen = batch(&client, &url, &id).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
@@ -1085,10 +1077,7 @@ async fn batch_files_expire_and_the_janitor_removes_them() {
     hold(&foreman.sim, true);
     let held = create(&client, &foreman.url, batch_body(&held_input)).await;
     let held_id = held["id"].as_str().unwrap().to_string();
-    eventually("a line held at the target", async || {
-        foreman.sim.stats().held == 1
-    })
-    .await;
+    a_line_held(&foreman.sim).await;
     let later = upload(&client, &foreman.url, &chat_line("l", CHAT, "later")).await;
     eventually("the later file expired and removed", async || {
         gone(&later).await
@@ -1145,9 +1134,7 @@ async fn a_batch_killed_while_writing_its_output_files_writes_them_again() {
                 .to_string()
             })
             .collect();
-        let file = upload(&client, &url, &lines.join("\n")).await;
-        let created = create(&client, &url, batch_body(&file)).await;
-        let id = created["id"].as_str().unwrap().to_string();
+        let (_, id) = start_chat_batch(&client, &url, &lines).await;
         let partial = files.join(format!(
             "{}.partial",
             foreman::batch::ids::output_file_id(&id)
@@ -1295,5 +1282,37 @@ async fn a_keys_batch_keeps_to_its_models_and_is_booked_to_it() {
         usage["keys"][0]["completion_tokens"] == json!(completion)
     })
     .await;
+    foreman.stop().await;
+}
+
+/// A line the target refuses lands in the error file with the target's status, and its
+/// body's error type is the one the live `/v1` routes give that status.
+#[tokio::test]
+async fn a_refused_line_is_in_the_error_file_with_its_status() {
+    let foreman = TestForeman::start(fast_sim()).await;
+    let client = client();
+    foreman
+        .sim
+        .set_faults(&ollama_sim::FaultsUpdate {
+            error_rate: Some(1.0),
+            error_status: Some(403),
+            ..Default::default()
+        })
+        .unwrap();
+    let lines = [chat_line("refused", CHAT, "no")];
+    let (_, id) = start_chat_batch(&client, &foreman.url, &lines).await;
+    let done = until(&client, &foreman.url, &id, "completed").await;
+    assert_eq!(done["request_counts"]["failed"], 1, "{done}");
+    assert!(done["output_file_id"].is_null(), "{done}");
+    let errors = content(&client, &foreman.url, &done["error_file_id"]).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let line = &errors[0];
+    assert_eq!(line["custom_id"], "refused");
+    assert_eq!(line["response"]["status_code"], 403, "{line}");
+    assert_eq!(
+        line["response"]["body"]["error"]["type"], "permission_error",
+        "{line}"
+    );
+    assert_eq!(line["error"]["code"], "http_403", "{line}");
     foreman.stop().await;
 }

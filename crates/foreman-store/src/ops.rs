@@ -9,6 +9,11 @@ pub struct Enqueued {
     pub job: Job,
     /// False when the idempotency key matched an existing job, which is returned unchanged.
     pub created: bool,
+    /// The new job's place in the queue (jobs ahead of it) as its enqueue's transaction
+    /// saw it, when the store learnt it there: PostgreSQL's group commit ranks a whole
+    /// group in one pass, where a later `queue_position` per job would count the queue
+    /// once each. `None` otherwise; ask `queue_position`.
+    pub position: Option<u64>,
 }
 
 /// Arguments of `Store::claim`.

@@ -35,6 +35,8 @@ macro_rules! store_cases {
             case_claim_records_its_target,
             case_queue_heads_respect_run_after,
             case_queue_depth_and_position,
+            case_an_enqueue_knows_its_place_when_it_says_so,
+            case_a_bad_enqueue_among_concurrent_ones_fails_alone,
             case_claim_takes_a_lease_once,
             case_concurrent_claims_have_one_winner,
             case_heartbeat_is_fenced,
@@ -334,7 +336,7 @@ pub async fn case_enqueue_get_round_trip(store: &Store) {
             weight: 3,
         }),
     };
-    let Enqueued { job, created } = store.enqueue(submitted, T0).await.expect("enqueue");
+    let Enqueued { job, created, .. } = store.enqueue(submitted, T0).await.expect("enqueue");
     assert!(created);
     assert_eq!(job.kind, JobKind::OpenAiChat);
     assert_eq!(job.model, "llama3");
@@ -755,6 +757,60 @@ pub async fn case_queue_depth_and_position(store: &Store) {
     assert_eq!(position(low_same_time.id).await, Some(2));
     assert_eq!(store.queue_depth().await.expect("depth"), 3);
     assert_eq!(position(JobId::generate()).await, None);
+}
+
+/// The place an enqueue returns ([`Enqueued::position`]) is the one `queue_position`
+/// gives for the job right after; PostgreSQL's group commit always gives it.
+pub async fn case_an_enqueue_knows_its_place_when_it_says_so(store: &Store) {
+    for (i, priority) in [0, 5, 0, -3, 5, 9, 0].into_iter().enumerate() {
+        let now = T0 + 100 - 10 * i as i64;
+        let enqueued = store
+            .enqueue_within(new_job("m", priority), now, 100)
+            .await
+            .expect("enqueue");
+        if let Some(position) = enqueued.position {
+            assert_eq!(
+                store
+                    .queue_position(enqueued.job.id)
+                    .await
+                    .expect("position"),
+                Some(position),
+                "job {i}"
+            );
+        }
+        if matches!(store, Store::Postgres(_)) {
+            assert!(enqueued.position.is_some(), "job {i}");
+        }
+    }
+}
+
+/// An enqueue that cannot be made (its caller-chosen id is taken) fails on its own: the
+/// enqueues made at the same moment are all made, whatever group they shared.
+pub async fn case_a_bad_enqueue_among_concurrent_ones_fails_alone(store: &Store) {
+    let taken = enqueue(store, new_job("m", 0), T0).await.id;
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let store = store.clone();
+            let new_job = NewJob {
+                id: (i % 8 == 3).then_some(taken),
+                ..new_job("m", 0)
+            };
+            tokio::spawn(async move { store.enqueue_within(new_job, T0 + i, 1_000).await })
+        })
+        .collect();
+    let (mut made, mut failed) = (0, 0);
+    for task in tasks {
+        match task.await.expect("the task ran") {
+            Ok(enqueued) => {
+                assert!(enqueued.created);
+                assert_ne!(enqueued.job.id, taken);
+                made += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!((made, failed), (21, 3));
+    assert_eq!(store.queue_depth().await.expect("depth"), 22);
 }
 
 pub async fn case_claim_takes_a_lease_once(store: &Store) {

@@ -22,6 +22,7 @@
 
 mod async_commit;
 mod batch;
+mod group_commit;
 mod keys;
 mod migrate;
 mod outbox;
@@ -74,6 +75,9 @@ pub struct PgStore {
     commit_times: Arc<CommitTimes>,
     /// Recorded as `accepted_by` on every job this handle enqueues.
     instance: Option<Arc<str>>,
+    /// The writer that commits plain enqueues in groups; `None` in the writer's own
+    /// handle.
+    group_commit: Option<group_commit::GroupCommit>,
 }
 
 impl fmt::Debug for PgStore {
@@ -124,15 +128,26 @@ impl PgStore {
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             commit_times: Arc::new(CommitTimes::default()),
             instance: None,
+            group_commit: None,
         };
         let mut client = store.client().await?;
         migrate::run(&mut client).await?;
-        Ok(store)
+        drop(client);
+        Ok(store.with_group_commit())
+    }
+
+    /// This handle with a group-commit writer of its own, which writes through a copy of
+    /// the handle as it is now (the instance recorded as `accepted_by` included).
+    fn with_group_commit(mut self) -> PgStore {
+        self.group_commit = None;
+        self.group_commit = Some(group_commit::GroupCommit::start(self.clone()));
+        self
     }
 
     /// This handle, recording `instance` as `accepted_by` on the jobs it enqueues.
     pub fn with_instance(mut self, instance: &str) -> PgStore {
         self.instance = Some(Arc::from(instance));
+        self = self.with_group_commit();
         self
     }
 
@@ -283,13 +298,41 @@ impl PgStore {
 
     /// See [`Store::enqueue`](crate::Store::enqueue) and
     /// [`Store::enqueue_within`](crate::Store::enqueue_within). A new job is announced
-    /// (`new:ID`) once it has committed.
+    /// (`new:ID`) once it has committed. An enqueue without an idempotency key goes to
+    /// the group commit (see [`group_commit`]), which announces each group once; the
+    /// others, and any the group leaves alone, are made here one by one.
     pub async fn enqueue(
         &self,
         new_job: NewJob,
         now: i64,
         max_queued: Option<u64>,
     ) -> Result<Enqueued> {
+        if new_job.max_attempts == 0 {
+            return Err(Error::InvalidInput(
+                "max_attempts must be at least 1".to_owned(),
+            ));
+        }
+        if !(0..=MAX_ULID_MS).contains(&now) {
+            return Err(Error::InvalidInput(format!(
+                "enqueue time {now} is outside the range of a job id"
+            )));
+        }
+        let new_job = match (&self.group_commit, &new_job.idempotency_key) {
+            (Some(group), None) => {
+                let id = new_job.id.unwrap_or_else(|| self.next_id(now));
+                match group.enqueue(new_job, id, now, max_queued).await? {
+                    group_commit::Answer::Inserted(enqueued) => return Ok(*enqueued),
+                    group_commit::Answer::Full { limit } => {
+                        return Err(Error::QueueFull { limit });
+                    }
+                    group_commit::Answer::Alone(new_job) => NewJob {
+                        id: Some(id),
+                        ..*new_job
+                    },
+                }
+            }
+            _ => new_job,
+        };
         let enqueued = self.enqueue_committed(new_job, now, max_queued).await?;
         if enqueued.created {
             self.announce_new(enqueued.job.id).await;
@@ -308,12 +351,7 @@ impl PgStore {
         let payload = format!("new:{id}");
         let _ = self
             .single(async |client| {
-                let statement = client
-                    .prepare_cached(
-                        "SELECT pg_notify('foreman_jobs', $1),
-                                set_config('synchronous_commit', 'off', true)",
-                    )
-                    .await?;
+                let statement = client.prepare_cached(queries::ANNOUNCE_NEW).await?;
                 client.execute(&statement, &[&payload]).await?;
                 Ok(())
             })
@@ -326,20 +364,10 @@ impl PgStore {
         now: i64,
         max_queued: Option<u64>,
     ) -> Result<Enqueued> {
-        if new_job.max_attempts == 0 {
-            return Err(Error::InvalidInput(
-                "max_attempts must be at least 1".to_owned(),
-            ));
-        }
-        if !(0..=MAX_ULID_MS).contains(&now) {
-            return Err(Error::InvalidInput(format!(
-                "enqueue time {now} is outside the range of a job id"
-            )));
-        }
         let id = new_job.id.unwrap_or_else(|| self.next_id(now));
         let accepted_by = self.instance.as_deref();
         if max_queued.is_none() && new_job.idempotency_key.is_none() {
-            // The common case, one INSERT: it needs no transaction of its own.
+            // One INSERT (the group commit left it alone): no transaction of its own.
             return self
                 .single(async |client| insert_job(client, &new_job, id, now, accepted_by).await)
                 .await;
@@ -376,6 +404,7 @@ impl PgStore {
                 return Ok(Enqueued {
                     job,
                     created: false,
+                    position: None,
                 });
             }
             let count = tx.prepare_cached(queries::COUNT_QUEUED).await?;
@@ -1295,7 +1324,11 @@ async fn insert_job<C: GenericClient>(
     )
     .await?;
     if let Some(job) = inserted {
-        return Ok(Enqueued { job, created: true });
+        return Ok(Enqueued {
+            job,
+            created: true,
+            position: None,
+        });
     }
     // ON CONFLICT waited for the other inserter's commit, so its row is visible now.
     let existing = existing_for_key(client, new_job).await?;
@@ -1305,6 +1338,7 @@ async fn insert_job<C: GenericClient>(
     Ok(Enqueued {
         job,
         created: false,
+        position: None,
     })
 }
 
@@ -1417,6 +1451,41 @@ mod queries {
 
     /// The admission lock of bounded enqueues: $1 its key.
     pub(super) const ADMISSION_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
+    /// The places in the queue of the jobs whose ids are in $1 (the jobs ahead of each, in
+    /// the order of `queue_position`), in one pass over the queued jobs.
+    /// With each, the number of queued jobs.
+    pub(super) const QUEUE_POSITIONS: &str = "SELECT id, position, queued
+         FROM (SELECT id, row_number() OVER (ORDER BY priority DESC, created_at, id) - 1
+                   AS position,
+                      count(*) OVER () AS queued
+               FROM jobs WHERE state = 'queued') AS ranked
+         WHERE id = ANY($1)";
+
+    /// `new:ID` ($1) on `foreman_jobs`, committed asynchronously (see `announce_new`).
+    pub(super) const ANNOUNCE_NEW: &str = "SELECT pg_notify('foreman_jobs', $1),
+                set_config('synchronous_commit', 'off', true)";
+
+    /// Jobs of a group refused after its insert: $1 their ids.
+    pub(super) const DELETE_JOBS: &str = "DELETE FROM jobs WHERE id = ANY($1)";
+
+    /// A group of plain enqueues (no idempotency key), one array per column.
+    pub(super) static INSERT_JOBS: LazyLock<String> = LazyLock::new(|| {
+        with_columns(
+            "INSERT INTO jobs (id, kind, model, payload, state, priority, attempts, max_attempts,
+                               run_after, webhook_url, metadata, created_at, load_options, sync,
+                               accepted_by, caller, caller_weight)
+             SELECT id, kind, model, payload, 'queued', priority, 0, max_attempts, at,
+                    webhook_url, metadata, at, load_options, sync, accepted_by, caller,
+                    caller_weight
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[],
+                         $6::int4[], $7::int8[], $8::text[], $9::text[], $10::text[],
+                         $11::bool[], $12::text[], $13::text[], $14::int4[])
+                  AS given (id, kind, model, payload, priority, max_attempts, at, webhook_url,
+                            metadata, load_options, sync, accepted_by, caller, caller_weight)
+             RETURNING {COLUMNS}",
+        )
+    });
 
     /// The admission lock taken shared, far from the limit: $1 its key.
     pub(super) const ADMISSION_LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";

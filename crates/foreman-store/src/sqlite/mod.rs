@@ -314,6 +314,7 @@ impl SqliteStore {
                     return Ok(Enqueued {
                         job,
                         created: false,
+                        position: None,
                     });
                 }
                 if mirror.queued(conn)? as u64 >= limit {
@@ -1011,7 +1012,11 @@ fn insert_job(
         ],
     )?;
     if let Some(job) = inserted {
-        return Ok(Enqueued { job, created: true });
+        return Ok(Enqueued {
+            job,
+            created: true,
+            position: None,
+        });
     }
     let existing = first_job(
         conn,
@@ -1024,6 +1029,7 @@ fn insert_job(
     Ok(Enqueued {
         job,
         created: false,
+        position: None,
     })
 }
 

@@ -206,8 +206,20 @@ impl JobView {
 /// forecast when `forecast` (not for a submission or a cancel, whose answers are about
 /// acceptance, and which a burst must not pay a forecast each for).
 async fn view(state: &AppState, job: &Job, forecast: bool) -> Result<JobView, ApiError> {
-    let position = match job.state {
-        JobState::Queued => state.store.queue_position(job.id).await?,
+    view_placed(state, job, forecast, None).await
+}
+
+/// [`view`], with the job's place in the queue when the caller already has it (the
+/// store gives it with some enqueues), so it is not counted again.
+async fn view_placed(
+    state: &AppState,
+    job: &Job,
+    forecast: bool,
+    known_position: Option<u64>,
+) -> Result<JobView, ApiError> {
+    let position = match (job.state, known_position) {
+        (JobState::Queued, Some(position)) => Some(position),
+        (JobState::Queued, None) => state.store.queue_position(job.id).await?,
         _ => None,
     };
     let mut view = JobView::new(job, position, now_ms());
@@ -400,7 +412,7 @@ pub async fn submit(
     state.wake.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,
-        Json(view(&state, &enqueued.job, false).await?),
+        Json(view_placed(&state, &enqueued.job, false, enqueued.position).await?),
     )
         .into_response())
 }

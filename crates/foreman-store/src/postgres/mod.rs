@@ -779,8 +779,9 @@ impl PgStore {
             // it again: the cut run's batches go (its readers elsewhere are told it was
             // cut off), and a reader who joins later sees the next run's only.
             self.single(async |client| {
+                let statement = client.prepare_cached(&queries::DELETE_RERUN_OUTPUT).await?;
                 Ok(client
-                    .execute(&*queries::DELETE_RERUN_OUTPUT, &[&id.to_string(), &attempt])
+                    .execute(&statement, &[&id.to_string(), &attempt])
                     .await?)
             })
             .await?;

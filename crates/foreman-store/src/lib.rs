@@ -17,6 +17,7 @@
 mod batch;
 mod commit_times;
 mod error;
+mod finished_tally;
 mod job;
 mod keys;
 mod lease;
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 pub use batch::{Batch, BatchStatus, FileListParams, StoredFile};
 pub use commit_times::{COMMIT_BUCKETS, CommitTimes, CommitTimesSnapshot};
 pub use error::{Error, Result};
+pub use finished_tally::FinishedTally;
 pub use job::{CallerHead, JobCaller};
 pub use job::{
     Job, JobFailure, JobId, JobKind, JobRef, JobState, NewJob, ParseError, QueueGroup, QueueHead,
@@ -247,6 +249,17 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.commit_times(),
             Store::Postgres(store) => store.commit_times(),
+        }
+    }
+
+    /// The jobs this handle's store finished by itself (recovery, rescue, abandoned sync
+    /// jobs), per (kind, outcome): see [`FinishedTally`].
+    pub fn finished_by_store(
+        &self,
+    ) -> std::collections::BTreeMap<(&'static str, &'static str), u64> {
+        match self {
+            Store::Sqlite(store) => store.finished_by_store.snapshot(),
+            Store::Postgres(store) => store.finished_by_store.snapshot(),
         }
     }
 

@@ -1611,6 +1611,10 @@ pub async fn case_interruptions_spend_no_attempts_but_are_bounded(store: &Store)
             "job interrupted by restarts or lost leases too many times"
         ))
     );
+    assert_eq!(
+        store.finished_by_store(),
+        std::collections::BTreeMap::from([(("chat", "failed"), 1)])
+    );
 }
 
 /// At startup, the unfinished jobs of synchronous callers are cancelled with their
@@ -1643,6 +1647,11 @@ pub async fn case_abandon_sync_jobs(store: &Store) {
     assert_eq!(get(store, finished.id).await.state, JobState::Succeeded);
     assert_eq!(get(store, asynchronous.id).await.state, JobState::Queued);
     assert_eq!(store.queue_heads(T0 + 10).await.expect("heads").len(), 1);
+    // No caller saw these two end: the store counts them for the metrics.
+    assert_eq!(
+        store.finished_by_store(),
+        std::collections::BTreeMap::from([(("chat", "cancelled"), 2)])
+    );
 }
 
 pub async fn case_rescue_expired_touches_only_expired_leases(store: &Store) {
@@ -1716,6 +1725,12 @@ pub async fn case_rescue_expired_touches_only_expired_leases(store: &Store) {
     );
     assert_eq!(get(store, alive.id).await.state, JobState::Running);
     assert_eq!(get(store, at_boundary.id).await.state, JobState::Queued);
+    // Of the rescued, only the one whose cancel was asked for finished: the store counts
+    // it for the metrics (the requeued ones are not finished).
+    assert_eq!(
+        store.finished_by_store(),
+        std::collections::BTreeMap::from([(("chat", "cancelled"), 1)])
+    );
 }
 
 pub async fn case_prune_respects_limit_and_cutoff(store: &Store) {

@@ -75,6 +75,8 @@ pub struct PgStore {
     commit_times: Arc<CommitTimes>,
     /// Recorded as `accepted_by` on every job this handle enqueues.
     instance: Option<Arc<str>>,
+    /// The jobs finished by the bulk changes (recovery, rescue, abandon).
+    pub(crate) finished_by_store: Arc<crate::FinishedTally>,
     /// The writer that commits plain enqueues in groups; `None` in the writer's own
     /// handle.
     group_commit: Option<group_commit::GroupCommit>,
@@ -128,6 +130,7 @@ impl PgStore {
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             commit_times: Arc::new(CommitTimes::default()),
             instance: None,
+            finished_by_store: Arc::default(),
             group_commit: None,
         };
         let mut client = store.client().await?;
@@ -285,15 +288,20 @@ impl PgStore {
 
     /// A change of many jobs (recovery, rescue), with the deliveries of those it finished.
     async fn change_jobs(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        self.transaction(async |tx| {
-            let rows = tx.query(sql, params).await?;
-            for row in &rows {
-                let job = job_from_row(row)?;
-                outbox::record_if_finished(tx, &job).await?;
-            }
-            Ok(rows.len() as u64)
-        })
-        .await
+        let jobs = self
+            .transaction(async |tx| {
+                let rows = tx.query(sql, params).await?;
+                let mut jobs = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let job = job_from_row(row)?;
+                    outbox::record_if_finished(tx, &job).await?;
+                    jobs.push(job);
+                }
+                Ok(jobs)
+            })
+            .await?;
+        self.finished_by_store.record(&jobs);
+        Ok(jobs.len() as u64)
     }
 
     /// See [`Store::enqueue`](crate::Store::enqueue) and

@@ -77,6 +77,8 @@ pub struct SqliteStore {
     commit_times: Arc<CommitTimes>,
     /// Recorded as `accepted_by` on every job this handle enqueues.
     instance: Option<Arc<str>>,
+    /// The jobs finished by the bulk changes (recovery, rescue, abandon).
+    pub(crate) finished_by_store: Arc<crate::FinishedTally>,
 }
 
 /// The connection settings the store depends on, as SQLite reports them on the writer.
@@ -126,6 +128,7 @@ impl SqliteStore {
             writer,
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             commit_times,
+            finished_by_store: Arc::default(),
             instance: None,
         })
     }
@@ -271,17 +274,20 @@ impl SqliteStore {
     where
         P: Params + Send + 'static,
     {
-        self.write(Durability::Durable, move |conn, mirror| {
-            let jobs = all_rows(conn, sql, params, job_from_row)?;
-            for job in &jobs {
-                outbox::record_if_finished(conn, job)?;
-            }
-            if !jobs.is_empty() {
-                mirror.reload(conn)?;
-            }
-            Ok(jobs.len() as u64)
-        })
-        .await
+        let jobs = self
+            .write(Durability::Durable, move |conn, mirror| {
+                let jobs = all_rows(conn, sql, params, job_from_row)?;
+                for job in &jobs {
+                    outbox::record_if_finished(conn, job)?;
+                }
+                if !jobs.is_empty() {
+                    mirror.reload(conn)?;
+                }
+                Ok(jobs)
+            })
+            .await?;
+        self.finished_by_store.record(&jobs);
+        Ok(jobs.len() as u64)
     }
 
     /// See [`Store::enqueue`](crate::Store::enqueue) and

@@ -35,6 +35,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         queue: &queue,
         targets: &state.targets,
         commit_times: state.store.commit_times(),
+        finished_by_store: state.store.finished_by_store(),
     });
     let mut response = (StatusCode::OK, page).into_response();
     response.headers_mut().insert(

@@ -138,6 +138,9 @@ pub struct Scrape<'a> {
     pub queue: &'a [QueueGroup],
     pub targets: &'a Targets,
     pub commit_times: CommitTimesSnapshot,
+    /// Jobs the store finished by itself (startup recovery, lease rescue, abandoned sync
+    /// jobs), per (kind, outcome): no hook saw them end.
+    pub finished_by_store: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
@@ -316,7 +319,7 @@ impl Metrics {
     /// The Prometheus page (text format 0.0.4).
     pub fn render(&self, scrape: &Scrape<'_>) -> String {
         let mut page = Page::default();
-        self.write_jobs(&mut page);
+        self.write_jobs(&mut page, &scrape.finished_by_store);
         write_queue(&mut page, scrape);
         write_targets(&mut page, scrape.targets);
         self.write_loads(&mut page);
@@ -343,7 +346,11 @@ impl Metrics {
         page.finish()
     }
 
-    fn write_jobs(&self, page: &mut Page) {
+    fn write_jobs(
+        &self,
+        page: &mut Page,
+        finished_by_store: &BTreeMap<(&'static str, &'static str), u64>,
+    ) {
         let recorded = self.lock();
         page.family(
             "foreman_jobs_enqueued_total",
@@ -369,7 +376,11 @@ impl Metrics {
                     .finished
                     .get(&(kind, outcome))
                     .copied()
-                    .unwrap_or(0);
+                    .unwrap_or(0)
+                    + finished_by_store
+                        .get(&(kind, outcome))
+                        .copied()
+                        .unwrap_or(0);
                 page.sample(
                     "foreman_jobs_finished_total",
                     &[("kind", kind), ("outcome", outcome)],
@@ -697,6 +708,7 @@ mod tests {
                     count: 0,
                     sum_seconds: 0.0,
                 },
+                finished_by_store: BTreeMap::new(),
             })
         }
     }

@@ -520,3 +520,46 @@ async fn cancelled_jobs_and_webhooks_are_counted_and_metrics_public_opens_the_pa
     receiver.abort();
     foreman.stop().await;
 }
+
+/// Jobs the store finishes by itself are counted too: a synchronous job left queued by
+/// the last process is cancelled at the start (its caller's connection is gone), and
+/// `foreman_jobs_finished_total` says so, though no request of this process saw it end.
+#[tokio::test]
+async fn a_sync_job_abandoned_at_the_start_is_counted_as_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("left-behind.db");
+    let db = db.to_str().unwrap().to_string();
+    {
+        let store = foreman_store::Store::open(&db).await.unwrap();
+        let left = foreman_store::NewJob {
+            id: None,
+            kind: foreman_store::JobKind::Chat,
+            model: CHAT.to_string(),
+            load_options: String::new(),
+            payload: json!({"model": CHAT, "messages": []}).to_string(),
+            sync: true,
+            priority: 10,
+            max_attempts: 3,
+            idempotency_key: None,
+            webhook_url: None,
+            metadata: None,
+            caller: None,
+        };
+        store.enqueue(left, 1_700_000_000_000).await.unwrap();
+        store.close().await;
+    }
+    let foreman = TestForeman::start_with(fast_sim(), |config| config.database = db).await;
+    let (status, _, page) = scrape(&client(), &foreman.url, None).await;
+    assert_eq!(status, 200);
+    let families = parse(&page).await;
+    let finished = "foreman_jobs_finished_total";
+    assert_eq!(
+        families.value(
+            finished,
+            finished,
+            &[("kind", "chat"), ("outcome", "cancelled")]
+        ),
+        1.0
+    );
+    assert_eq!(families.sum(finished, finished), 1.0);
+}

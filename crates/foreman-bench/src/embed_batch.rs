@@ -21,7 +21,9 @@ use crate::batch::{fetch_output, sim_stats, submit, until_ended};
 use crate::driver::Driver;
 use crate::ledger::Ledger;
 use crate::targets::{Comparison, Scale, Targets};
-use crate::workloads::{Bench, EXIT_WITHIN, SimSetup, WorkloadReport, args, round2, targets_spec, unique};
+use crate::workloads::{
+    Bench, EXIT_WITHIN, SimSetup, WorkloadReport, args, round2, targets_spec, unique,
+};
 
 /// The embedding model.
 const MODEL: &str = "nomic-embed-text";
@@ -74,7 +76,10 @@ impl Bench {
                 run.calls as usize,
             );
             targets.check(
-                &format!("{}: output lines whose custom_id is not exactly once", label(run.group)),
+                &format!(
+                    "{}: output lines whose custom_id is not exactly once",
+                    label(run.group)
+                ),
                 run.misplaced as f64,
                 Comparison::Equal,
                 0.0,
@@ -206,8 +211,14 @@ impl Bench {
             until_ended(&http, &foreman.url, &id, &clock, &progress, within).await?;
         progress.finish();
         let after = sim_stats(&http, &sim.url).await?;
-        let output = fetch_output(&self.binaries, &foreman.url, &id, self.scratch.path(), lines)
-            .await?;
+        let output = fetch_output(
+            &self.binaries,
+            &foreman.url,
+            &id,
+            self.scratch.path(),
+            lines,
+        )
+        .await?;
         foreman
             .terminate(EXIT_WITHIN)
             .await
@@ -259,7 +270,11 @@ fn write_input(path: &Path, lines: usize) -> Result<usize> {
     let mut inputs = 0;
     for i in 0..lines {
         let input = match i % 5 {
-            0 => json!((0..3).map(|p| format!("passage {i}.{p}: the queue drains by model")).collect::<Vec<_>>()),
+            0 => json!(
+                (0..3)
+                    .map(|p| format!("passage {i}.{p}: the queue drains by model"))
+                    .collect::<Vec<_>>()
+            ),
             _ => json!(format!("passage {i}: ") + &"embedded in groups ".repeat(1 + i % 4)),
         };
         inputs += input.as_array().map_or(1, Vec::len);

@@ -10,11 +10,11 @@
 //! `/healthz` answering through stalled connections); CI runs it so.
 
 mod batch;
-mod embed_batch;
 mod capacity;
 mod chart;
 mod database;
 mod driver;
+mod embed_batch;
 mod eta;
 mod hostile;
 mod instances;

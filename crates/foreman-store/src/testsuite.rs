@@ -3260,14 +3260,23 @@ pub async fn case_batch_lines_are_enqueued_once(store: &Store) {
 /// `get_many` returns, in one read, every job among the ids that exists, each once and
 /// as `get` reads it; ids without a job (never enqueued, pruned) are simply absent.
 pub async fn case_get_many_reads_the_jobs_that_exist(store: &Store) {
-    assert_eq!(store.get_many(&[]).await.expect("no ids"), Vec::<Job>::new());
+    assert_eq!(
+        store.get_many(&[]).await.expect("no ids"),
+        Vec::<Job>::new()
+    );
     let mut made = Vec::new();
     for n in 0..600 {
         made.push(enqueue(store, new_job(&format!("m{}", n % 3), 0), T0 + n).await);
     }
     let finished = claim(store, made[1].id, "w", T0 + 1_000).await;
     store
-        .complete(finished.id, finished.attempts, "w", r#"{"ok":true}"#.to_owned(), T0 + 1_001)
+        .complete(
+            finished.id,
+            finished.attempts,
+            "w",
+            r#"{"ok":true}"#.to_owned(),
+            T0 + 1_001,
+        )
         .await
         .expect("complete")
         .expect("its run's outcome");

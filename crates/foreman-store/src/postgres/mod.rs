@@ -1052,8 +1052,9 @@ impl PgStore {
     /// See [`Store::get_many`](crate::Store::get_many): one prepared statement, the ids
     /// as one array parameter.
     pub async fn get_many(&self, ids: &[JobId]) -> Result<Vec<Job>> {
-        static SELECT_MANY: std::sync::LazyLock<String> =
-            std::sync::LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1)"));
+        static SELECT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1)")
+        });
         let ids: Vec<String> = ids.iter().map(JobId::to_string).collect();
         let client = self.client().await?;
         let statement = client.prepare_cached(&SELECT_MANY).await?;

@@ -185,7 +185,10 @@ async fn lines_of(
     match job.state {
         JobState::Succeeded if members.len() == 1 => {
             let body = result_body(driver, job).await;
-            vec![(success_line(members[0].id, &members[0].custom_id, job, body), Ended::Completed)]
+            vec![(
+                success_line(members[0].id, &members[0].custom_id, job, body),
+                Ended::Completed,
+            )]
         }
         JobState::Succeeded => {
             let body = result_body(driver, job).await;
@@ -205,7 +208,10 @@ async fn lines_of(
                     .iter()
                     .zip(answers)
                     .map(|(member, body)| {
-                        (success_line(member.id, &member.custom_id, job, body), Ended::Completed)
+                        (
+                            success_line(member.id, &member.custom_id, job, body),
+                            Ended::Completed,
+                        )
                     })
                     .collect(),
                 Err(message) => {
@@ -222,7 +228,12 @@ async fn lines_of(
         }
         JobState::Failed => members
             .iter()
-            .map(|member| (failure_line(member, job, job.failure.as_ref()), Ended::Failed))
+            .map(|member| {
+                (
+                    failure_line(member, job, job.failure.as_ref()),
+                    Ended::Failed,
+                )
+            })
             .collect(),
         _ => members
             .iter()

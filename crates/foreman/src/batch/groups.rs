@@ -43,8 +43,7 @@ pub fn text_inputs(body: &Map<String, Value>) -> Option<Vec<&str>> {
 /// Whether two bodies are equal apart from `input`.
 fn same_but_input(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .all(|(key, value)| key == "input" || b.get(key) == Some(value))
 }
 
@@ -224,7 +223,11 @@ mod tests {
         let job = job(&settings, 40, &group);
         assert_eq!(
             job.id,
-            Some(super::super::ids::line_job_id("batch_G", 1_700_000_000_000, 40))
+            Some(super::super::ids::line_job_id(
+                "batch_G",
+                1_700_000_000_000,
+                40
+            ))
         );
         assert_eq!(job.idempotency_key.as_deref(), Some("batch:batch_G:40"));
         let body: Value = serde_json::from_str(&job.payload).expect("json");

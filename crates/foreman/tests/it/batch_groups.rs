@@ -34,7 +34,8 @@ fn text_input(i: usize) -> Value {
         0 => json!(format!("Document {i}: ") + &"queues hold work ".repeat(1 + i % 7)),
         _ => json!(
             (0..=i % 4)
-                .map(|part| format!("Document {i} part {part}: ") + &"drained by model ".repeat(1 + part))
+                .map(|part| format!("Document {i} part {part}: ")
+                    + &"drained by model ".repeat(1 + part))
                 .collect::<Vec<_>>()
         ),
     }
@@ -217,7 +218,10 @@ async fn run_batch(endpoint: &str, group: u64) -> (HashMap<String, u64>, usize) 
         let (first, count) = span(job);
         assert_eq!(line["response"]["status_code"], 200, "{line}");
         assert_eq!(line["response"]["request_id"], job.id.to_string());
-        assert!(ids.insert(line["id"].as_str().unwrap().to_string()), "ids differ");
+        assert!(
+            ids.insert(line["id"].as_str().unwrap().to_string()),
+            "ids differ"
+        );
         if index == first {
             assert_eq!(line["id"], format!("batch_req_{}", job.id));
         }
@@ -241,7 +245,11 @@ async fn run_batch(endpoint: &str, group: u64) -> (HashMap<String, u64>, usize) 
             );
         }
         if count == 1 {
-            assert_eq!(usage(body), usage(&direct), "{custom_id}: the target's own count");
+            assert_eq!(
+                usage(body),
+                usage(&direct),
+                "{custom_id}: the target's own count"
+            );
         }
         let sum = sums.entry(first).or_default();
         let (prompt, total) = usage(body);
@@ -350,7 +358,10 @@ async fn a_grouped_embeddings_batch_survives_sigkills() {
         hold(&sim, false);
         (child, url) = start_foreman_binary(&db, &settings, false).await;
     }
-    assert!(held_kills > 0, "at least one kill with a group's call under way");
+    assert!(
+        held_kills > 0,
+        "at least one kill with a group's call under way"
+    );
     let finished = until(&client, &url, &id, "completed").await;
     assert_eq!(
         finished["request_counts"],
@@ -359,14 +370,20 @@ async fn a_grouped_embeddings_batch_survives_sigkills() {
     let output = content(&client, &url, &finished["output_file_id"]).await;
     let seen = custom_ids(&output);
     assert_eq!(seen.len(), total as usize);
-    assert!(seen.values().all(|&n| n == 1), "each custom id exactly once");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "each custom id exactly once"
+    );
     for line in &output {
         let index: usize = line["custom_id"].as_str().unwrap()[1..].parse().unwrap();
         let want = match &lines[index]["input"] {
             Value::Array(parts) => parts.len(),
             _ => 1,
         };
-        assert_eq!(line["response"]["body"]["data"].as_array().unwrap().len(), want);
+        assert_eq!(
+            line["response"]["body"]["data"].as_array().unwrap().len(),
+            want
+        );
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();

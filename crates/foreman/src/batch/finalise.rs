@@ -195,7 +195,7 @@ async fn lines_of(
             let chars: Vec<u64> = members.iter().map(|member| member.chars).collect();
             let answers = match groups::input_counts(job) {
                 Some(counts) if counts.len() == members.len() => {
-                    split::split(job.kind, &body, &counts, &chars).map_err(|e| e.to_string())
+                    split::split(job.kind, body, &counts, &chars).map_err(|e| e.to_string())
                 }
                 _ => Err(format!(
                     "job {} does not say how its {} lines' inputs are counted",

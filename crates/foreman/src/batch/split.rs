@@ -52,19 +52,22 @@ pub fn apportion(total: u64, weights: &[u64]) -> Vec<u64> {
 
 /// Splits `answer`, the target's answer to a grouped call of job kind `kind`, into one
 /// answer per line: `inputs[i]` embeddings for line `i`, its usage apportioned by
-/// `chars[i]`, the characters of its inputs.
+/// `chars[i]`, the characters of its inputs. The embeddings are moved, not copied: an
+/// answer of 2,048 vectors is megabytes.
 pub fn split(
     kind: JobKind,
-    answer: &Value,
+    answer: Value,
     inputs: &[usize],
     chars: &[u64],
 ) -> Result<Vec<Value>, SplitError> {
     let openai = kind == JobKind::OpenAiEmbedding;
     let list_name = if openai { "data" } else { "embeddings" };
-    let list = answer
-        .get(list_name)
-        .and_then(Value::as_array)
-        .ok_or(SplitError::NoList(list_name))?;
+    let Value::Object(mut fields) = answer else {
+        return Err(SplitError::NoList(list_name));
+    };
+    let Some(Value::Array(list)) = fields.remove(list_name) else {
+        return Err(SplitError::NoList(list_name));
+    };
     let expected: usize = inputs.iter().sum();
     if list.len() != expected {
         return Err(SplitError::Count {
@@ -72,35 +75,26 @@ pub fn split(
             expected,
         });
     }
-    let Value::Object(fields) = answer else {
-        return Err(SplitError::NoList(list_name));
-    };
     let counted = |field: Option<&Value>| field.and_then(Value::as_u64);
     let usage = fields.get("usage");
     let prompt = apportion_field(counted(usage.and_then(|u| u.get("prompt_tokens"))), chars);
     let total = apportion_field(counted(usage.and_then(|u| u.get("total_tokens"))), chars);
     let eval = apportion_field(counted(fields.get("prompt_eval_count")), chars);
+    let mut entries = list.into_iter();
     let mut answers = Vec::with_capacity(inputs.len());
-    let mut from = 0usize;
     for (at, count) in inputs.iter().enumerate() {
-        let slice = &list[from..from + count];
-        from += count;
         let mut own: Map<String, Value> = fields.clone();
-        let slice: Vec<Value> = if openai {
-            slice
-                .iter()
-                .enumerate()
-                .map(|(index, entry)| {
-                    let mut entry = entry.clone();
-                    if let Some(entry) = entry.as_object_mut() {
-                        entry.insert("index".into(), Value::from(index));
-                    }
-                    entry
-                })
-                .collect()
-        } else {
-            slice.to_vec()
-        };
+        let slice: Vec<Value> = entries
+            .by_ref()
+            .take(*count)
+            .enumerate()
+            .map(|(index, mut entry)| {
+                if openai && let Some(entry) = entry.as_object_mut() {
+                    entry.insert("index".into(), Value::from(index));
+                }
+                entry
+            })
+            .collect();
         own.insert(list_name.into(), Value::Array(slice));
         if let Some(Value::Object(usage)) = own.get_mut("usage") {
             if let Some(prompt) = &prompt {
@@ -171,7 +165,7 @@ mod tests {
             ],
             "usage": {"prompt_tokens": 10, "total_tokens": 10},
         });
-        let lines = split(JobKind::OpenAiEmbedding, &answer, &[1, 2], &[3, 7]).expect("splits");
+        let lines = split(JobKind::OpenAiEmbedding, answer, &[1, 2], &[3, 7]).expect("splits");
         assert_eq!(
             lines[0],
             json!({"object": "list", "model": "e",
@@ -193,7 +187,7 @@ mod tests {
             "model": "e", "embeddings": [[1.0], [2.0], [3.0]],
             "total_duration": 5, "load_duration": 1, "prompt_eval_count": 5,
         });
-        let lines = split(JobKind::Embed, &answer, &[1, 1, 1], &[1, 1, 1]).expect("splits");
+        let lines = split(JobKind::Embed, answer.clone(), &[1, 1, 1], &[1, 1, 1]).expect("splits");
         let counts: Vec<u64> = lines
             .iter()
             .map(|l| l["prompt_eval_count"].as_u64().unwrap())
@@ -202,14 +196,14 @@ mod tests {
         assert_eq!(lines[2]["embeddings"], json!([[3.0]]));
         assert_eq!(lines[2]["total_duration"], 5);
         assert_eq!(
-            split(JobKind::Embed, &answer, &[1, 1], &[1, 1]),
+            split(JobKind::Embed, answer.clone(), &[1, 1], &[1, 1]),
             Err(SplitError::Count {
                 got: 3,
                 expected: 2
             })
         );
         assert_eq!(
-            split(JobKind::OpenAiEmbedding, &answer, &[3], &[1]),
+            split(JobKind::OpenAiEmbedding, answer, &[3], &[1]),
             Err(SplitError::NoList("data"))
         );
     }

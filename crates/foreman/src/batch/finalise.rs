@@ -6,9 +6,11 @@
 //! succeeded lines in the output file (`response.status_code` 200, the body the target
 //! returned with `"stream": false`), failed lines in the error file with the target's
 //! status and words, and lines that never ran (the batch was cancelled or expired first)
-//! in the error file with `error.code` `batch_cancelled` or `batch_expired`. The files'
-//! ids are fixed per batch, so a finalisation done again after a crash writes them again
-//! and records them once.
+//! in the error file with `error.code` `batch_cancelled` or `batch_expired`. A job that
+//! covers several embedding lines (see `groups.rs`) gives each of them its own output
+//! line, its slice of the answer (`split.rs`), or its own line in the error file. The
+//! files' ids are fixed per batch, so a finalisation done again after a crash writes
+//! them again and records them once.
 
 use foreman_store::{Batch, BatchStatus, Job, JobFailure, JobId, JobState, StoredFile};
 use serde_json::{Value, json};

@@ -2,7 +2,8 @@
 //! official `openai` client's flow on both embedding endpoints, with lines that cannot
 //! share a call in the middle; the calls counted at the simulator; each line's answer
 //! as the simulator gives it directly; usage split so that a group adds up to what the
-//! target reported; grouping off; and a real `foreman` SIGKILLed during a grouped batch.
+//! target reported; grouping off; a cancel while a group runs; and a real `foreman`
+//! SIGKILLed during a grouped batch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -405,4 +406,75 @@ async fn a_grouped_embeddings_batch_survives_sigkills() {
         "at most FOREMAN_BATCH_EMBED_GROUP lines a group"
     );
     store.close().await;
+}
+
+/// A grouped embeddings batch cancelled while its first group's call is held at the
+/// target: the running group is stopped and the queued ones cancelled, a job at a time,
+/// and every line of every group lands once in the error file as `batch_cancelled`,
+/// under its own id.
+#[tokio::test]
+async fn a_cancelled_grouped_batch_ends_each_line_once() {
+    let foreman = TestForeman::start_with(embedders(), |config| config.batch.embed_group = 8).await;
+    let client = client();
+    let lines: Vec<Value> = (0..60)
+        .map(|i| json!({"model": EMBED, "input": text_input(i)}))
+        .collect();
+    hold(&foreman.sim, true);
+    let file = upload(&client, &foreman.url, &jsonl("/api/embed", &lines)).await;
+    let created = create(
+        &client,
+        &foreman.url,
+        json!({"input_file_id": file, "endpoint": "/api/embed", "completion_window": "24h"}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    eventually("a group's call held at the target", async || {
+        foreman.sim.stats().held == 1
+    })
+    .await;
+    let (status, _, _) = post(
+        &client,
+        format!("{}/v1/batches/{id}/cancel", foreman.url),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cancelled = until(&client, &foreman.url, &id, "cancelled").await;
+    hold(&foreman.sim, false);
+    assert_eq!(
+        cancelled["request_counts"],
+        json!({"total": 60, "completed": 0, "failed": 0})
+    );
+    assert!(cancelled["output_file_id"].is_null());
+    let errors = content(&client, &foreman.url, &cancelled["error_file_id"]).await;
+    let seen = custom_ids(&errors);
+    assert_eq!(seen.len(), 60);
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|line| line["error"]["code"] == "batch_cancelled"),
+        "{errors:?}"
+    );
+    let ids: std::collections::HashSet<&str> = errors
+        .iter()
+        .map(|line| line["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 60, "each line its own id");
+    let jobs = foreman.jobs().await;
+    let spans = tiles(&jobs, 60);
+    assert!(
+        spans.values().all(|&lines| lines == 8 || lines == 4),
+        "{spans:?}"
+    );
+    assert!(
+        jobs.iter()
+            .all(|job| job.state == foreman_store::JobState::Cancelled)
+    );
+    assert_eq!(
+        jobs.iter().filter(|job| job.started_at.is_some()).count(),
+        1,
+        "only the held group started"
+    );
+    foreman.stop().await;
 }

@@ -20,9 +20,9 @@
 //! meanwhile wins. Nothing a step knows is only in memory: after a crash the next driver
 //! re-reads the row, recounts the lines' jobs (walking the enqueued lines through the
 //! jobs' metadata: a job says how many lines it covers) and enqueues from the stored
-//! count (a group's job is found again by its first line's key, never made twice). On PostgreSQL, a batch is
-//! driven by the instance holding its lease (`Lease::Batch`), taken for `FOREMAN_LEASE_TTL`
-//! and renewed at every step.
+//! count (a group's job is found again by its first line's key, never made twice). On
+//! PostgreSQL, a batch is driven by the instance holding its lease (`Lease::Batch`),
+//! taken for `FOREMAN_LEASE_TTL` and renewed at every step.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

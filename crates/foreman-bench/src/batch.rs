@@ -132,7 +132,7 @@ impl Bench {
             tokio::spawn(async move { driver.open_loop(plan).await })
         };
         let submitted_ms = beside_driver.now_ms();
-        let batch = submit(&self.binaries, &foreman.url, &input).await?;
+        let batch = submit(&self.binaries, &foreman.url, &input, "/v1/chat/completions").await?;
         let id = batch["id"]
             .as_str()
             .context("the submitted batch has no id")?
@@ -432,20 +432,21 @@ async fn foreman_cli(binaries: &Binaries, url: &str, args: &[&str]) -> Result<St
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-async fn submit(binaries: &Binaries, url: &str, input: &Path) -> Result<Value> {
+/// `foreman batch submit INPUT --endpoint ENDPOINT`: the batch created.
+pub(crate) async fn submit(
+    binaries: &Binaries,
+    url: &str,
+    input: &Path,
+    endpoint: &str,
+) -> Result<Value> {
     let path = input.to_string_lossy();
-    let out = foreman_cli(
-        binaries,
-        url,
-        &["submit", &path, "--endpoint", "/v1/chat/completions"],
-    )
-    .await?;
+    let out = foreman_cli(binaries, url, &["submit", &path, "--endpoint", endpoint]).await?;
     serde_json::from_str(out.trim()).context("the submitted batch's JSON")
 }
 
 /// Polls the batch until it ends; answers it and when it was seen ended, on the
 /// driver's clock.
-async fn until_ended(
+pub(crate) async fn until_ended(
     http: &reqwest::Client,
     url: &str,
     id: &str,
@@ -479,7 +480,7 @@ async fn until_ended(
     }
 }
 
-async fn sim_stats(http: &reqwest::Client, sim: &str) -> Result<Value> {
+pub(crate) async fn sim_stats(http: &reqwest::Client, sim: &str) -> Result<Value> {
     Ok(http
         .get(format!("{sim}/sim/stats"))
         .send()
@@ -490,16 +491,18 @@ async fn sim_stats(http: &reqwest::Client, sim: &str) -> Result<Value> {
 }
 
 /// What the batch's output file holds.
-struct OutputCheck {
-    lines: usize,
-    distinct: usize,
-    ok: usize,
+pub(crate) struct OutputCheck {
+    pub lines: usize,
+    pub distinct: usize,
+    pub ok: usize,
     /// Output lines beyond the first of their `custom_id`, input lines missing and
     /// `custom_id`s that were not in the input.
-    misplaced: usize,
+    pub misplaced: usize,
 }
 
-async fn fetch_output(
+/// Fetches a batch's output with `foreman batch output` and checks that each of the
+/// `expected` lines (custom ids `line-0`...) is in it once.
+pub(crate) async fn fetch_output(
     binaries: &Binaries,
     url: &str,
     id: &str,

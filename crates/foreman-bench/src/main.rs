@@ -14,6 +14,7 @@ mod capacity;
 mod chart;
 mod database;
 mod driver;
+mod embed_batch;
 mod eta;
 mod hostile;
 mod instances;
@@ -45,8 +46,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Workloads to run (overhead, interleaved, bursty, stream, memory, parallel,
-    /// places, parallel-places, targets, drift, pollers, stalled, tenants, batch); all by
-    /// default.
+    /// places, parallel-places, targets, drift, pollers, stalled, tenants, batch,
+    /// embed-batch); all by default.
     #[arg(long = "workload")]
     workloads: Vec<String>,
     /// Where report.md, results.json and the charts go.

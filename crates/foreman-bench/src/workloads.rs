@@ -18,7 +18,7 @@ use crate::procs::{Binaries, resident_bytes};
 use crate::targets::{Comparison, Scale, Target, Targets};
 
 /// The names, in the order `--all` runs them.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "overhead",
     "interleaved",
     "bursty",
@@ -33,6 +33,7 @@ pub const NAMES: [&str; 14] = [
     "stalled",
     "tenants",
     "batch",
+    "embed-batch",
 ];
 
 /// One simulator of a pass: its flags, and the capacity foreman is told it has
@@ -234,6 +235,7 @@ impl Bench {
             "relay" => self.relay().await,
             "takeover" => self.takeover().await,
             "batch" => self.batch().await,
+            "embed-batch" => self.embed_batch().await,
             other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
         }
     }

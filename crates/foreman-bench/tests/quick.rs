@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::Value;
 
 /// Every workload, in the order the suite runs them.
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 15] = [
     "overhead",
     "interleaved",
     "bursty",
@@ -26,6 +26,7 @@ const NAMES: [&str; 14] = [
     "stalled",
     "tenants",
     "batch",
+    "embed-batch",
 ];
 
 #[tokio::test]

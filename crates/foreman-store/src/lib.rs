@@ -601,6 +601,19 @@ impl Store {
         }
     }
 
+    /// The jobs with these ids, in one query, in no particular order; an id with no job
+    /// (never enqueued, or pruned) is simply absent. Meant for a reader of many known
+    /// jobs at once (a batch's lines): a few hundred ids per call.
+    pub async fn get_many(&self, ids: &[JobId]) -> Result<Vec<Job>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Sqlite(store) => store.get_many(ids).await,
+            Store::Postgres(store) => store.get_many(ids).await,
+        }
+    }
+
     /// Jobs matching every given filter, newest (highest id) first, at most `limit`.
     pub async fn list(&self, params: ListParams) -> Result<Vec<Job>> {
         match self {

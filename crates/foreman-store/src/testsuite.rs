@@ -72,6 +72,7 @@ macro_rules! store_cases {
             case_expired_files_are_found_soonest_first,
             case_batch_saves_are_guarded_by_the_status_read,
             case_batch_lines_are_enqueued_once,
+            case_get_many_reads_the_jobs_that_exist,
         }
     };
 }
@@ -3325,4 +3326,49 @@ pub async fn case_batch_lines_are_enqueued_once(store: &Store) {
             .await,
         Err(crate::Error::InvalidInput(_))
     ));
+}
+
+/// `get_many` returns, in one read, every job among the ids that exists, each once and
+/// as `get` reads it; ids without a job (never enqueued, pruned) are simply absent.
+pub async fn case_get_many_reads_the_jobs_that_exist(store: &Store) {
+    assert_eq!(
+        store.get_many(&[]).await.expect("no ids"),
+        Vec::<Job>::new()
+    );
+    let mut made = Vec::new();
+    for n in 0..600 {
+        made.push(enqueue(store, new_job(&format!("m{}", n % 3), 0), T0 + n).await);
+    }
+    let finished = claim(store, made[1].id, "w", T0 + 1_000).await;
+    store
+        .complete(
+            finished.id,
+            finished.attempts,
+            "w",
+            r#"{"ok":true}"#.to_owned(),
+            T0 + 1_001,
+        )
+        .await
+        .expect("complete")
+        .expect("its run's outcome");
+    let missing = JobId::generate();
+    let mut wanted: Vec<JobId> = made.iter().map(|job| job.id).collect();
+    wanted.insert(300, missing);
+    wanted.push(made[5].id);
+    let mut read = store.get_many(&wanted).await.expect("get_many");
+    read.sort_by_key(|job| job.id);
+    let mut expected = Vec::new();
+    for job in &made {
+        expected.push(get(store, job.id).await);
+    }
+    expected.sort_by_key(|job| job.id);
+    assert_eq!(read.len(), 600, "each job once, the missing id absent");
+    assert_eq!(read, expected);
+    let done = read.iter().find(|job| job.id == made[1].id).expect("read");
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result.as_deref(), Some(r#"{"ok":true}"#));
+    assert_eq!(
+        store.get_many(&[missing]).await.expect("only missing"),
+        Vec::<Job>::new()
+    );
 }

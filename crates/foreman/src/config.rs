@@ -1296,6 +1296,12 @@ pub struct BatchArgs {
     /// `expires_at`), as OpenAI's do after 30 days, and the janitor removes them.
     #[arg(long, env = "FOREMAN_BATCH_FILES_TTL", default_value = "30d", value_parser = positive_duration)]
     pub batch_files_ttl: Duration,
+    /// Most lines of an embeddings batch (/v1/embeddings, /api/embed) sent to the target
+    /// as one call: consecutive lines equal but for their text `input` are grouped, and
+    /// the answer is split back per line (usage apportioned by characters). 1 sends each
+    /// line alone, with the target's own token count.
+    #[arg(long, env = "FOREMAN_BATCH_EMBED_GROUP", default_value_t = 32, value_parser = at_least_one)]
+    pub batch_embed_group: u64,
 }
 
 /// [`BatchArgs`], checked.
@@ -1307,6 +1313,7 @@ pub struct BatchSettings {
     pub window: Duration,
     pub queued: u64,
     pub files_ttl: Duration,
+    pub embed_group: u64,
 }
 
 impl BatchArgs {
@@ -1329,6 +1336,7 @@ impl BatchArgs {
             window: self.batch_window,
             queued: self.batch_queued,
             files_ttl: self.batch_files_ttl,
+            embed_group: self.batch_embed_group,
         })
     }
 }
@@ -1350,6 +1358,7 @@ mod batch_settings_tests {
         assert_eq!(config.batch.priority, -10);
         assert_eq!(config.batch.window, Duration::from_secs(24 * 3600));
         assert_eq!(config.batch.files_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(config.batch.embed_group, 32);
     }
 
     #[test]

@@ -1087,6 +1087,19 @@ impl PgStore {
         first_job(&client, &queries::SELECT_BY_ID, &[&id.to_string()]).await
     }
 
+    /// See [`Store::get_many`](crate::Store::get_many): one prepared statement, the ids
+    /// as one array parameter.
+    pub async fn get_many(&self, ids: &[JobId]) -> Result<Vec<Job>> {
+        static SELECT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1)")
+        });
+        let ids: Vec<String> = ids.iter().map(JobId::to_string).collect();
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&SELECT_MANY).await?;
+        let rows = client.query(&statement, &[&ids]).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
     /// See [`Store::list`](crate::Store::list).
     pub async fn list(&self, params: ListParams) -> Result<Vec<Job>> {
         // Only fixed SQL fragments are appended; every value is a bound parameter.

@@ -770,6 +770,30 @@ impl SqliteStore {
             .await
     }
 
+    /// See [`Store::get_many`](crate::Store::get_many). The ids go as one JSON array, so
+    /// one prepared statement serves any number of them.
+    pub async fn get_many(&self, ids: &[JobId]) -> Result<Vec<Job>> {
+        let list = serde_json::Value::from(
+            ids.iter()
+                .map(|id| serde_json::Value::String(id.to_string()))
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        self.readers
+            .read(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
+                )?;
+                let mut rows = statement.query([list])?;
+                let mut jobs = Vec::new();
+                while let Some(row) = rows.next()? {
+                    jobs.push(job_from_row(row)?);
+                }
+                Ok(jobs)
+            })
+            .await
+    }
+
     /// See [`Store::list`](crate::Store::list).
     pub async fn list(&self, params: ListParams) -> Result<Vec<Job>> {
         // Only fixed SQL fragments are appended; every value is a bound parameter.

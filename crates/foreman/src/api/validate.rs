@@ -929,8 +929,22 @@ fn ollama_embed(body: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
+/// Token ids as `/v1/embeddings` takes them: a non-empty list of integers.
+fn is_token_array(input: &Value) -> bool {
+    matches!(input, Value::Array(tokens) if !tokens.is_empty() && tokens.iter().all(|t| t.is_u64() || t.is_i64()))
+}
+
+/// `/v1/embeddings`' `input`: text as `/api/embed` takes it, one token array, or a list
+/// of token arrays and strings.
+fn openai_embed_input(input: &Value) -> bool {
+    embed_input_is_text(input)
+        || is_token_array(input)
+        || matches!(input, Value::Array(items) if items.iter().all(|item| item.is_string() || is_token_array(item)))
+}
+
 /// The OpenAI-compatible `EmbedRequest` (`/v1/embeddings`): `input` is required, a
-/// string or a list of strings, and `encoding_format` is `float` or `base64`.
+/// string, a list of strings or token arrays (as Ollama's OpenAI layer takes them), and
+/// `encoding_format` is `float` or `base64`.
 fn openai_embedding(body: &Map<String, Value>) -> Result<(), ApiError> {
     members(
         &At::root("EmbedRequest"),
@@ -945,7 +959,7 @@ fn openai_embedding(body: &Map<String, Value>) -> Result<(), ApiError> {
     )?;
     match body.get("input") {
         None | Some(Value::Null) => return Err(ApiError::BadRequest("invalid input".into())),
-        Some(input) if embed_input_is_text(input) => {}
+        Some(input) if openai_embed_input(input) => {}
         Some(_) => return Err(ApiError::BadRequest("invalid input".into())),
     }
     match body.get("encoding_format").and_then(Value::as_str) {

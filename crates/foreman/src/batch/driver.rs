@@ -5,7 +5,10 @@
 //!   `failed` with them by line, else it goes `in_progress` with its total.
 //! - `in_progress`: lines are enqueued a chunk per commit, at most `FOREMAN_BATCH_QUEUED`
 //!   of them unfinished at once, so the batch neither fills the queue live requests need
-//!   nor holds the store's writer; the lines' jobs are read to count what finished. Past
+//!   nor holds the store's writer; the lines' jobs are read to count what finished. An
+//!   embeddings batch's consecutive lines that can share a call are one job
+//!   ([`groups`], at most `FOREMAN_BATCH_EMBED_GROUP` lines, never across a chunk), so
+//!   the stored count of enqueued lines always ends a group. Past
 //!   `expires_at` the batch is finalised as `expired`; with every line finished, as
 //!   `completed`.
 //! - `cancelling` (a cancel call) and `finalizing` towards `expired`: the lines still
@@ -15,22 +18,25 @@
 //!
 //! Every write of a step is guarded by the status the step read, so a cancel that lands
 //! meanwhile wins. Nothing a step knows is only in memory: after a crash the next driver
-//! re-reads the row, recounts the lines' jobs and enqueues from the stored count (a
-//! line's job is found again by its key, never made twice). On PostgreSQL, a batch is
-//! driven by the instance holding its lease (`Lease::Batch`), taken for `FOREMAN_LEASE_TTL`
-//! and renewed at every step.
+//! re-reads the row, recounts the lines' jobs (walking the enqueued lines through the
+//! jobs' metadata: a job says how many lines it covers) and enqueues from the stored
+//! count (a group's job is found again by its first line's key, never made twice). On
+//! PostgreSQL, a batch is driven by the instance holding its lease (`Lease::Batch`),
+//! taken for `FOREMAN_LEASE_TTL` and renewed at every step.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foreman_store::{Batch, BatchStatus, CancelOutcome, JobFailure, JobState, Lease, Store};
+use foreman_store::{
+    Batch, BatchStatus, CancelOutcome, Job, JobFailure, JobId, JobState, Lease, Store,
+};
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::lines::{self, Checked, JobSettings, Reader};
-use super::{Endpoint, finalise, ids, notify, storage};
+use super::{Endpoint, finalise, groups, ids, notify, storage};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::hub::{Hub, Outcome};
@@ -45,8 +51,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// After a job ends, how long the driver lets others end before it counts them: at most
 /// a few passes over the pending lines a second.
 const SETTLE: Duration = Duration::from_millis(250);
-/// Jobs read at once while counting or finalising.
-pub(super) const READS_AT_ONCE: usize = 16;
+/// Jobs read in one query while counting, stopping or finalising.
+pub(super) const READS_AT_ONCE: usize = 500;
 
 /// Everything the driver reads and wakes.
 #[derive(Clone)]
@@ -70,16 +76,40 @@ pub struct Driver {
 /// What the driver keeps between steps of one batch; all of it can be rebuilt from the store.
 #[derive(Default)]
 struct Tracked {
-    /// Enqueued lines whose jobs have not been seen ending.
-    pending: BTreeSet<u64>,
+    /// Enqueued jobs not seen ending: each job's first line and the lines it covers.
+    pending: BTreeMap<u64, u64>,
+    /// The lines the jobs of `pending` cover (`FOREMAN_BATCH_QUEUED` counts lines).
+    pending_lines: u64,
     /// Whether `pending` was filled from the stored count of enqueued lines.
     loaded: bool,
     completed: i64,
     failed: i64,
     /// Where the next line to enqueue is read from, and its index.
     cursor: Option<(Reader, u64)>,
-    /// Jobs already asked to stop (asked once).
+    /// Jobs (by first line) already asked to stop (asked once).
     stopped: HashSet<u64>,
+}
+
+impl Tracked {
+    fn track(&mut self, first: u64, lines: u64) {
+        if self.pending.insert(first, lines).is_none() {
+            self.pending_lines += lines;
+        }
+    }
+
+    /// Counts the `lines` of the job at `first` as ended in `state` (`None`: the job was
+    /// pruned, its lines failed) and stops tracking it.
+    fn ended(&mut self, first: u64, lines: u64, state: Option<JobState>) {
+        if let Some(tracked) = self.pending.remove(&first) {
+            self.pending_lines -= tracked;
+        }
+        let lines = lines as i64;
+        match state {
+            Some(JobState::Succeeded) => self.completed += lines,
+            Some(JobState::Failed) | None => self.failed += lines,
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +284,7 @@ impl Driver {
             batch.finalizing_at = Some(now);
             return Ok(true);
         }
-        self.load(batch, tracked);
+        self.load(batch, tracked).await?;
         let before = (batch.completed, batch.failed, batch.enqueued);
         self.count(batch, tracked).await?;
         self.enqueue(batch, tracked).await?;
@@ -271,7 +301,7 @@ impl Driver {
     /// run), wait for every line's job to end, write the output and end the batch.
     async fn finish(&self, batch: &mut Batch, tracked: &mut Tracked) -> Result<bool, StepError> {
         let ending = batch.ending.unwrap_or(BatchStatus::Completed);
-        self.load(batch, tracked);
+        self.load(batch, tracked).await?;
         let before = (batch.completed, batch.failed);
         self.count(batch, tracked).await?;
         if ending != BatchStatus::Completed {
@@ -298,48 +328,81 @@ impl Driver {
         Ok(true)
     }
 
-    /// Fills `pending` with every enqueued line, once per tracking (after a restart, the
-    /// lines' jobs are read again from the first).
-    fn load(&self, batch: &Batch, tracked: &mut Tracked) {
-        if !tracked.loaded {
-            tracked.pending = (0..batch.enqueued.max(0) as u64).collect();
-            tracked.completed = 0;
-            tracked.failed = 0;
-            tracked.loaded = true;
+    /// Fills `pending` from the store, once per tracking (after a restart too): walks the
+    /// enqueued lines from the first, each job found saying how many lines it covers;
+    /// a line without a job is one pruned line (failed), and the walk goes on at the
+    /// next. Jobs that already ended are counted rather than tracked.
+    async fn load(&self, batch: &Batch, tracked: &mut Tracked) -> Result<(), StepError> {
+        if tracked.loaded {
+            return Ok(());
         }
+        tracked.pending.clear();
+        tracked.pending_lines = 0;
+        tracked.completed = 0;
+        tracked.failed = 0;
+        let end = batch.enqueued.max(0) as u64;
+        let mut jobs = Window::default();
+        let mut line = 0u64;
+        while line < end {
+            match jobs.take(self, batch, line, end).await? {
+                Some(job) => {
+                    let covers = groups::covered(&job).min(end - line);
+                    tracked.track(line, covers);
+                    if job.state.is_terminal() {
+                        tracked.ended(line, covers, Some(job.state));
+                    }
+                    line += covers;
+                }
+                None => {
+                    tracked.track(line, 1);
+                    tracked.ended(line, 1, None);
+                    line += 1;
+                }
+            }
+        }
+        tracked.loaded = true;
+        Ok(())
     }
 
-    /// Reads the jobs of pending lines; those that ended leave `pending` and are counted.
+    /// Reads the pending jobs, a query per [`READS_AT_ONCE`]; those that ended leave
+    /// `pending` and their lines are counted.
     async fn count(&self, batch: &mut Batch, tracked: &mut Tracked) -> Result<(), StepError> {
-        let lines: Vec<u64> = tracked.pending.iter().copied().collect();
-        for chunk in lines.chunks(READS_AT_ONCE) {
-            let reads = chunk.iter().map(|&line| {
-                let id = ids::line_job_id(&batch.id, batch.created_at, line);
-                async move { (line, self.store.get(id).await) }
-            });
-            for (line, job) in futures::future::join_all(reads).await {
-                match job? {
-                    Some(job) if job.state.is_terminal() => {
-                        tracked.pending.remove(&line);
-                        match job.state {
-                            JobState::Succeeded => tracked.completed += 1,
-                            JobState::Failed => tracked.failed += 1,
-                            _ => {}
-                        }
-                    }
-                    Some(_) => {}
-                    // Pruned before the batch ended: it counts as failed, and its line
-                    // says so in the error file.
-                    None => {
-                        tracked.pending.remove(&line);
-                        tracked.failed += 1;
-                    }
+        let firsts: Vec<u64> = tracked.pending.keys().copied().collect();
+        for chunk in firsts.chunks(READS_AT_ONCE) {
+            let found = self.read_lines(batch, chunk).await?;
+            for &first in chunk {
+                let covers = tracked.pending.get(&first).copied().unwrap_or(1);
+                match found.get(&first) {
+                    Some(job) if !job.state.is_terminal() => {}
+                    // Pruned before the batch ended (`None`): its lines count as failed,
+                    // and say so in the error file.
+                    job => tracked.ended(first, covers, job.map(|job| job.state)),
                 }
             }
         }
         batch.completed = tracked.completed;
         batch.failed = tracked.failed;
         Ok(())
+    }
+
+    /// The jobs whose first line is among `firsts`, in one read, by first line.
+    async fn read_lines(
+        &self,
+        batch: &Batch,
+        firsts: &[u64],
+    ) -> Result<HashMap<u64, Job>, StepError> {
+        let by_id: HashMap<JobId, u64> = firsts
+            .iter()
+            .map(|&line| (ids::line_job_id(&batch.id, batch.created_at, line), line))
+            .collect();
+        let ids: Vec<JobId> = by_id.keys().copied().collect();
+        Ok(self
+            .store
+            .get_many(&ids)
+            .await?
+            .into_iter()
+            .filter_map(|job| by_id.get(&job.id).map(|&line| (line, job)))
+            .collect())
     }
 
     /// The live key that created `batch`: `None` when foreman ran open (no caller), an
@@ -369,11 +432,16 @@ impl Driver {
     /// Enqueues lines until `FOREMAN_BATCH_QUEUED` are unfinished or all are in, a
     /// chunk per commit.
     async fn enqueue(&self, batch: &mut Batch, tracked: &mut Tracked) -> Result<(), StepError> {
-        let Some(kind) = Endpoint::parse(&batch.endpoint).map(Endpoint::job_kind) else {
+        let Some(endpoint) = Endpoint::parse(&batch.endpoint) else {
             return Ok(());
         };
+        let kind = endpoint.job_kind();
+        let group = match groups::groups(endpoint) {
+            true => self.config.batch.embed_group as usize,
+            false => 1,
+        };
         let room = |tracked: &Tracked| {
-            (self.config.batch.queued as usize).saturating_sub(tracked.pending.len())
+            (self.config.batch.queued as usize).saturating_sub(tracked.pending_lines as usize)
         };
         if batch.enqueued >= batch.total || room(tracked) == 0 {
             return Ok(());
@@ -402,9 +470,9 @@ impl Driver {
                 pins: &self.config.pins,
                 caller: batch.caller.as_ref(),
             };
-            let mut jobs = Vec::with_capacity(take);
+            let mut read = Vec::with_capacity(take);
             let first = *next;
-            while jobs.len() < take && (*next as i64) < batch.total {
+            while read.len() < take && (*next as i64) < batch.total {
                 let Some((number, text)) = reader.next().await? else {
                     break;
                 };
@@ -414,16 +482,27 @@ impl Driver {
                         batch.input_file_id
                     ))
                 })?;
-                jobs.push(lines::job(&settings, *next, &line));
+                read.push(line);
                 *next += 1;
             }
-            if jobs.is_empty() {
+            if read.is_empty() {
                 // The file ended early: it changed under the batch.
                 return Err(std::io::Error::other(format!(
                     "input file {} has fewer lines than validated",
                     batch.input_file_id
                 ))
                 .into());
+            }
+            // Groups end at the chunk's end, so the stored count of enqueued lines
+            // (`upto`) is always where a group ends.
+            let mut spans = Vec::new();
+            let mut jobs = Vec::new();
+            let mut at = 0usize;
+            for size in groups::plan(&read, group) {
+                let line = first + at as u64;
+                jobs.push(groups::job(&settings, line, &read[at..at + size]));
+                spans.push((line, size as u64));
+                at += size;
             }
             let upto = *next;
             match self
@@ -444,7 +523,9 @@ impl Driver {
                     return Err(error.into());
                 }
             }
-            tracked.pending.extend(first..upto);
+            for (line, size) in spans {
+                tracked.track(line, size);
+            }
             batch.enqueued = upto as i64;
             self.wake.notify_waiters();
         }
@@ -459,21 +540,25 @@ impl Driver {
             Some(BatchStatus::Expired) => "the batch expired before this request ran",
             _ => "the batch was cancelled before this request ran",
         };
-        let lines: Vec<u64> = tracked
+        let firsts: Vec<u64> = tracked
             .pending
-            .iter()
+            .keys()
             .copied()
             .filter(|line| !tracked.stopped.contains(line))
             .collect();
         let mut running = Vec::new();
-        for line in lines {
-            let id = ids::line_job_id(&batch.id, batch.created_at, line);
-            match self.store.get(id).await? {
-                Some(job) if job.state == JobState::Queued => self.cancel(id, reason).await?,
-                Some(job) if job.state == JobState::Running => running.push(id),
-                _ => {}
+        for chunk in firsts.chunks(READS_AT_ONCE) {
+            let found = self.read_lines(batch, chunk).await?;
+            for first in chunk {
+                match found.get(first) {
+                    Some(job) if job.state == JobState::Queued => {
+                        self.cancel(job.id, reason).await?
+                    }
+                    Some(job) if job.state == JobState::Running => running.push(job.id),
+                    _ => {}
+                }
+                tracked.stopped.insert(*first);
             }
-            tracked.stopped.insert(line);
         }
         for id in running {
             self.cancel(id, reason).await?;
@@ -561,4 +646,42 @@ fn fail(batch: &mut Batch, errors: Vec<Value>, now: i64) {
     batch.status = BatchStatus::Failed;
     batch.failed_at = Some(now);
     batch.errors = Some(Value::Array(errors).to_string());
+}
+
+/// The jobs of a run of consecutive lines, read a query at a time while a walk over the
+/// enqueued lines goes forward (a grouped job's other lines have no job of their own).
+#[derive(Default)]
+pub(super) struct Window {
+    jobs: HashMap<JobId, Job>,
+    /// The lines `jobs` was read for end here.
+    end: u64,
+}
+
+impl Window {
+    /// The job whose first line is `line` (`None`: there is none), reading the jobs of
+    /// the next [`READS_AT_ONCE`] lines (up to `last`, excluded) when `line` is past
+    /// those read.
+    pub(super) async fn take(
+        &mut self,
+        driver: &Driver,
+        batch: &Batch,
+        line: u64,
+        last: u64,
+    ) -> Result<Option<Job>, StepError> {
+        let id = ids::line_job_id(&batch.id, batch.created_at, line);
+        if line >= self.end {
+            self.end = (line + READS_AT_ONCE as u64).min(last).max(line + 1);
+            let ids: Vec<JobId> = (line..self.end)
+                .map(|line| ids::line_job_id(&batch.id, batch.created_at, line))
+                .collect();
+            self.jobs = driver
+                .store
+                .get_many(&ids)
+                .await?
+                .into_iter()
+                .map(|job| (job.id, job))
+                .collect();
+        }
+        Ok(self.jobs.remove(&id))
+    }
 }

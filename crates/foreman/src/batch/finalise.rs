@@ -6,16 +6,18 @@
 //! succeeded lines in the output file (`response.status_code` 200, the body the target
 //! returned with `"stream": false`), failed lines in the error file with the target's
 //! status and words, and lines that never ran (the batch was cancelled or expired first)
-//! in the error file with `error.code` `batch_cancelled` or `batch_expired`. The files'
-//! ids are fixed per batch, so a finalisation done again after a crash writes them again
-//! and records them once.
+//! in the error file with `error.code` `batch_cancelled` or `batch_expired`. A job that
+//! covers several embedding lines (see `groups.rs`) gives each of them its own output
+//! line, its slice of the answer (`split.rs`), or its own line in the error file. The
+//! files' ids are fixed per batch, so a finalisation done again after a crash writes
+//! them again and records them once.
 
-use foreman_store::{Batch, BatchStatus, Job, JobState, StoredFile};
+use foreman_store::{Batch, BatchStatus, Job, JobFailure, JobId, JobState, StoredFile};
 use serde_json::{Value, json};
 
-use super::driver::{Driver, READS_AT_ONCE, StepError};
+use super::driver::{Driver, StepError, Window};
 use super::lines::{self, Reader};
-use super::{ids, storage};
+use super::{groups, ids, split, storage};
 use crate::clock::now_ms;
 
 /// What finalisation wrote.
@@ -47,63 +49,50 @@ pub async fn write(
         .map_err(into_step)?;
     let (mut completed, mut failed) = (0i64, 0i64);
     let mut reader = Reader::open(&storage::path(data_dir, &batch.input_file_id)).await?;
+    let enqueued = batch.enqueued.max(0) as u64;
+    let mut jobs = Window::default();
     let mut index = 0u64;
-    loop {
-        let mut chunk = Vec::with_capacity(READS_AT_ONCE);
-        while chunk.len() < READS_AT_ONCE {
-            let Some((_, text)) = reader.next().await? else {
-                break;
-            };
-            let custom_id = lines::parse(&text)
-                .map(|line| line.custom_id)
-                .unwrap_or_default();
-            chunk.push((index, custom_id));
-            index += 1;
-        }
-        if chunk.is_empty() {
-            break;
-        }
-        let reads = chunk.iter().map(|(line, _)| {
-            let enqueued = (*line as i64) < batch.enqueued;
-            let id = ids::line_job_id(&batch.id, batch.created_at, *line);
-            async move {
-                match enqueued {
-                    true => driver.store.get(id).await,
-                    false => Ok(None),
+    while let Some((_, text)) = reader.next().await? {
+        let first = Member::of(batch, index, &text);
+        let job = match index < enqueued {
+            true => jobs.take(driver, batch, index, enqueued).await?,
+            false => None,
+        };
+        let mut members = vec![first];
+        let written = match job {
+            None if index < enqueued => vec![(pruned_line(&members[0]), Ended::Failed)],
+            None => vec![(
+                not_run_line(None, &members[0].custom_id, ending),
+                Ended::NotRun,
+            )],
+            Some(job) => {
+                let covers = groups::covered(&job).min(enqueued - index);
+                for at in index + 1..index + covers {
+                    let Some((_, text)) = reader.next().await? else {
+                        return Err(std::io::Error::other(format!(
+                            "input file {} has fewer lines than its job {} covers",
+                            batch.input_file_id, job.id
+                        ))
+                        .into());
+                    };
+                    members.push(Member::of(batch, at, &text));
                 }
+                lines_of(driver, &job, &members, ending).await
             }
-        });
-        let jobs = futures::future::join_all(reads).await;
-        for ((line, custom_id), job) in chunk.into_iter().zip(jobs) {
-            let job = job?;
-            let enqueued = (line as i64) < batch.enqueued;
-            let (text, ok) = match job {
-                Some(job) if job.state == JobState::Succeeded => {
-                    completed += 1;
-                    (success_line(driver, &job, &custom_id).await, true)
-                }
-                Some(job) if job.state == JobState::Failed => {
-                    failed += 1;
-                    (failure_line(&job, &custom_id), false)
-                }
-                Some(job) => (not_run_line(Some(&job), &custom_id, ending), false),
-                None if enqueued => {
-                    failed += 1;
-                    (
-                        json!({
-                            "id": format!("batch_req_{}", ids::line_job_id(&batch.id, batch.created_at, line)),
-                            "custom_id": custom_id,
-                            "response": null,
-                            "error": {"code": "job_pruned", "message": "the request's job was pruned (FOREMAN_JOB_TTL) before the batch ended"},
-                        }),
-                        false,
-                    )
-                }
-                None => (not_run_line(None, &custom_id, ending), false),
-            };
+        };
+        index += members.len() as u64;
+        for (text, ended) in written {
+            match ended {
+                Ended::Completed => completed += 1,
+                Ended::Failed => failed += 1,
+                Ended::NotRun => {}
+            }
             let mut bytes = text.to_string().into_bytes();
             bytes.push(b'\n');
-            let file = if ok { &mut output } else { &mut errors };
+            let file = match ended {
+                Ended::Completed => &mut output,
+                _ => &mut errors,
+            };
             file.write(&bytes).await.map_err(into_step)?;
         }
     }
@@ -156,10 +145,114 @@ fn into_step(error: storage::WriteError) -> StepError {
     }
 }
 
-async fn success_line(driver: &Driver, job: &Job, custom_id: &str) -> Value {
-    let body = match &job.result {
+/// How a line ended, as OpenAI's `request_counts` count it: a line that never ran is in
+/// `total` only.
+#[derive(Clone, Copy)]
+enum Ended {
+    Completed,
+    Failed,
+    NotRun,
+}
+
+/// One input line, as finalisation needs it.
+struct Member {
+    /// The line's own job id (a grouped line's is not a job, but names its output line).
+    id: JobId,
+    custom_id: String,
+    /// The characters of its text inputs: its weight in a group's usage.
+    chars: u64,
+}
+
+impl Member {
+    fn of(batch: &Batch, index: u64, text: &str) -> Member {
+        let line = lines::parse(text);
+        Member {
+            id: ids::line_job_id(&batch.id, batch.created_at, index),
+            chars: line
+                .as_ref()
+                .and_then(|line| groups::text_inputs(&line.body))
+                .map_or(0, |inputs| split::characters(&inputs)),
+            custom_id: line.map(|line| line.custom_id).unwrap_or_default(),
+        }
+    }
+}
+
+/// The output lines of `job`'s lines (`members`, in order), each with how it ended.
+async fn lines_of(
+    driver: &Driver,
+    job: &Job,
+    members: &[Member],
+    ending: BatchStatus,
+) -> Vec<(Value, Ended)> {
+    match job.state {
+        JobState::Succeeded if members.len() == 1 => {
+            let body = result_body(driver, job).await;
+            vec![(
+                success_line(members[0].id, &members[0].custom_id, job, body),
+                Ended::Completed,
+            )]
+        }
+        JobState::Succeeded => {
+            let body = result_body(driver, job).await;
+            let chars: Vec<u64> = members.iter().map(|member| member.chars).collect();
+            let answers = match groups::input_counts(job) {
+                Some(counts) if counts.len() == members.len() => {
+                    split::split(job.kind, body, &counts, &chars).map_err(|e| e.to_string())
+                }
+                _ => Err(format!(
+                    "job {} does not say how its {} lines' inputs are counted",
+                    job.id,
+                    members.len()
+                )),
+            };
+            match answers {
+                Ok(answers) => members
+                    .iter()
+                    .zip(answers)
+                    .map(|(member, body)| {
+                        (
+                            success_line(member.id, &member.custom_id, job, body),
+                            Ended::Completed,
+                        )
+                    })
+                    .collect(),
+                Err(message) => {
+                    let failure = JobFailure {
+                        status: 502,
+                        message,
+                    };
+                    members
+                        .iter()
+                        .map(|member| (failure_line(member, job, Some(&failure)), Ended::Failed))
+                        .collect()
+                }
+            }
+        }
+        JobState::Failed => members
+            .iter()
+            .map(|member| {
+                (
+                    failure_line(member, job, job.failure.as_ref()),
+                    Ended::Failed,
+                )
+            })
+            .collect(),
+        _ => members
+            .iter()
+            .map(|member| {
+                (
+                    not_run_line(Some(member.id), &member.custom_id, ending),
+                    Ended::NotRun,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// A job's answer: its result, or the artifact holding a result too large for the row.
+async fn result_body(driver: &Driver, job: &Job) -> Value {
+    match &job.result {
         Some(text) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
-        // A result too large for the row is the job's artifact.
         None => {
             let path = crate::artifacts::path(
                 &driver.config.data_dir,
@@ -175,25 +268,25 @@ async fn success_line(driver: &Driver, job: &Job, custom_id: &str) -> Value {
                 None => Value::Null,
             }
         }
-    };
+    }
+}
+
+fn success_line(id: JobId, custom_id: &str, job: &Job, body: Value) -> Value {
     json!({
-        "id": format!("batch_req_{}", job.id),
+        "id": format!("batch_req_{id}"),
         "custom_id": custom_id,
         "response": {"status_code": 200, "request_id": job.id.to_string(), "body": body},
         "error": null,
     })
 }
 
-fn failure_line(job: &Job, custom_id: &str) -> Value {
-    let (status, message) = job
-        .failure
-        .as_ref()
-        .map_or((500, "the request failed".to_owned()), |f| {
-            (f.status, f.message.clone())
-        });
+fn failure_line(member: &Member, job: &Job, failure: Option<&JobFailure>) -> Value {
+    let (status, message) = failure.map_or((500, "the request failed".to_owned()), |f| {
+        (f.status, f.message.clone())
+    });
     json!({
-        "id": format!("batch_req_{}", job.id),
-        "custom_id": custom_id,
+        "id": format!("batch_req_{}", member.id),
+        "custom_id": member.custom_id,
         "response": {
             "status_code": status,
             "request_id": job.id.to_string(),
@@ -203,7 +296,16 @@ fn failure_line(job: &Job, custom_id: &str) -> Value {
     })
 }
 
-fn not_run_line(job: Option<&Job>, custom_id: &str, ending: BatchStatus) -> Value {
+fn pruned_line(member: &Member) -> Value {
+    json!({
+        "id": format!("batch_req_{}", member.id),
+        "custom_id": member.custom_id,
+        "response": null,
+        "error": {"code": "job_pruned", "message": "the request's job was pruned (FOREMAN_JOB_TTL) before the batch ended"},
+    })
+}
+
+fn not_run_line(id: Option<JobId>, custom_id: &str, ending: BatchStatus) -> Value {
     let (code, message) = match ending {
         BatchStatus::Expired => (
             "batch_expired",
@@ -215,7 +317,7 @@ fn not_run_line(job: Option<&Job>, custom_id: &str, ending: BatchStatus) -> Valu
         ),
     };
     json!({
-        "id": job.map(|job| format!("batch_req_{}", job.id)),
+        "id": id.map(|id| format!("batch_req_{id}")),
         "custom_id": custom_id,
         "response": null,
         "error": {"code": code, "message": message},

@@ -12,9 +12,11 @@
 pub mod driver;
 pub mod expiry;
 pub mod finalise;
+pub mod groups;
 pub mod ids;
 pub mod lines;
 pub mod notify;
+pub mod split;
 pub mod storage;
 
 use foreman_store::JobKind;

@@ -64,13 +64,13 @@ async fn upload_as(
     (status, response.json().await.unwrap())
 }
 
-async fn upload(client: &reqwest::Client, url: &str, content: &str) -> String {
+pub(crate) async fn upload(client: &reqwest::Client, url: &str, content: &str) -> String {
     let (status, file) = upload_as(client, url, content, "batch").await;
     assert_eq!(status, 200, "{file}");
     file["id"].as_str().unwrap().to_string()
 }
 
-async fn create(client: &reqwest::Client, url: &str, body: Value) -> Value {
+pub(crate) async fn create(client: &reqwest::Client, url: &str, body: Value) -> Value {
     let (status, _, batch) = post(client, format!("{url}/v1/batches"), &body).await;
     assert_eq!(status, 200, "{batch}");
     serde_json::from_str(&batch).unwrap()
@@ -97,14 +97,14 @@ async fn a_line_held(sim: &ollama_sim::SimHandle) {
     eventually("a line held at the target", async || sim.stats().held == 1).await;
 }
 
-async fn batch(client: &reqwest::Client, url: &str, id: &str) -> Value {
+pub(crate) async fn batch(client: &reqwest::Client, url: &str, id: &str) -> Value {
     let (status, batch) = get_json(client, format!("{url}/v1/batches/{id}")).await;
     assert_eq!(status, 200, "{batch}");
     batch
 }
 
 /// Polls the batch until it is in `status`.
-async fn until(client: &reqwest::Client, url: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn until(client: &reqwest::Client, url: &str, id: &str, status: &str) -> Value {
     let mut last = Value::Null;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while tokio::time::Instant::now() < deadline {
@@ -118,7 +118,7 @@ async fn until(client: &reqwest::Client, url: &str, id: &str, status: &str) -> V
 }
 
 /// The lines of a file's content (empty for no file).
-async fn content(client: &reqwest::Client, url: &str, file: &Value) -> Vec<Value> {
+pub(crate) async fn content(client: &reqwest::Client, url: &str, file: &Value) -> Vec<Value> {
     let Some(id) = file.as_str() else {
         return Vec::new();
     };
@@ -138,7 +138,7 @@ async fn content(client: &reqwest::Client, url: &str, file: &Value) -> Vec<Value
 }
 
 /// Each custom id of the output and error files together, with how often it appears.
-fn custom_ids(lines: &[Value]) -> HashMap<String, usize> {
+pub(crate) fn custom_ids(lines: &[Value]) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
     for line in lines {
         *seen
@@ -149,7 +149,7 @@ fn custom_ids(lines: &[Value]) -> HashMap<String, usize> {
 }
 
 /// The repository root.
-fn repo_root() -> std::path::PathBuf {
+pub(crate) fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -883,13 +883,14 @@ async fn a_batch_killed_while_validating_goes_on_after_the_restart() {
     child.wait().await.unwrap();
 }
 
-/// The official `openai` client runs a `/v1/embeddings` batch: every line once, each
-/// with the vectors and the `usage` the simulator gives the same request asked directly.
-/// The lines ran as queued `openai_embedding` jobs at the batch priority, one call to the
-/// target each.
+/// The official `openai` client runs a `/v1/embeddings` batch with grouping off
+/// (`FOREMAN_BATCH_EMBED_GROUP=1`): every line once, each with the vectors and the
+/// `usage` the simulator gives the same request asked directly. The lines ran as queued
+/// `openai_embedding` jobs at the batch priority, one call to the target each (grouped
+/// batches: `batch_groups.rs`).
 #[tokio::test]
 async fn the_official_openai_client_runs_an_embeddings_batch() {
-    let foreman = TestForeman::start(fast_sim()).await;
+    let foreman = TestForeman::start_with(fast_sim(), |config| config.batch.embed_group = 1).await;
     let python = repo_root().join(".venv/bin/python");
     let script = repo_root().join("tests/python/openai_batch_embeddings.py");
     let before = foreman.sim.stats();
@@ -939,12 +940,12 @@ async fn the_official_openai_client_runs_an_embeddings_batch() {
     foreman.stop().await;
 }
 
-/// A batch on Ollama's `/api/embed` (foreman's extension): its lines run as queued
-/// `embed` jobs, and each output line carries the answer the simulator gives the same
-/// request directly, its own `prompt_eval_count` included.
+/// A batch on Ollama's `/api/embed` (foreman's extension) with grouping off: its lines
+/// run as queued `embed` jobs, and each output line carries the answer the simulator
+/// gives the same request directly, its own `prompt_eval_count` included.
 #[tokio::test]
 async fn a_native_embed_batch_answers_each_line_as_the_target_does() {
-    let foreman = TestForeman::start(fast_sim()).await;
+    let foreman = TestForeman::start_with(fast_sim(), |config| config.batch.embed_group = 1).await;
     let client = client();
     let bodies: Vec<Value> = (0..12)
         .map(|i| {

@@ -5,6 +5,7 @@ mod admission;
 mod answered;
 mod auth;
 mod batch_cli;
+mod batch_groups;
 mod batches;
 mod browser;
 mod capacity;

@@ -186,10 +186,7 @@ pub async fn serve(
         let dispatcher = webhook::Dispatcher {
             store: store.clone(),
             key,
-            policy: webhook::AddressPolicy {
-                allowed_private: config.webhook_allow_private_nets.clone(),
-                resolver: config.webhook_resolver.clone(),
-            },
+            policy: webhook::AddressPolicy::from_config(&config),
             retry_base: config.webhook_retry_base,
             retry_max: config.webhook_retry_max,
             max_attempts: config.webhook_max_attempts,

@@ -252,6 +252,15 @@ pub enum UrlError {
 }
 
 impl AddressPolicy {
+    /// The policy the settings give (`FOREMAN_WEBHOOK_ALLOW_PRIVATE_NETS`, the resolver),
+    /// the one every webhook check and send uses.
+    pub fn from_config(config: &crate::config::Config) -> AddressPolicy {
+        AddressPolicy {
+            allowed_private: config.webhook_allow_private_nets.clone(),
+            resolver: config.webhook_resolver.clone(),
+        }
+    }
+
     pub fn allows(&self, ip: IpAddr) -> bool {
         self.refusal(ip).is_none()
     }

@@ -335,11 +335,10 @@ pub async fn submit(
                     "webhooks are off: foreman needs FOREMAN_WEBHOOK_SECRET to sign them".into(),
                 ));
             }
-            let policy = AddressPolicy {
-                allowed_private: state.config.webhook_allow_private_nets.clone(),
-                resolver: state.config.webhook_resolver.clone(),
-            };
-            policy.check(url).await.map_err(ApiError::BadRequest)?;
+            AddressPolicy::from_config(&state.config)
+                .check(url)
+                .await
+                .map_err(ApiError::BadRequest)?;
             Some(url.clone())
         }
         Some(_) => return Err(ApiError::BadRequest("webhook must be a URL string".into())),

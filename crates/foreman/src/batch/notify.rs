@@ -30,10 +30,7 @@ impl Notifier {
     pub fn from_config(config: &Config, key: Vec<u8>) -> Notifier {
         Notifier {
             key,
-            policy: AddressPolicy {
-                allowed_private: config.webhook_allow_private_nets.clone(),
-                resolver: config.webhook_resolver.clone(),
-            },
+            policy: AddressPolicy::from_config(config),
             timeout: config.webhook_timeout,
             max_attempts: config.webhook_max_attempts,
             retry_base: config.webhook_retry_base,

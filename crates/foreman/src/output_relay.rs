@@ -208,10 +208,15 @@ impl BatchWriter {
 /// Fills the feeds read here but run elsewhere from the store's batches (see the module
 /// doc); one per process, driven by the signal relay, and asked by this process's runners
 /// before they run a job (see [`Pull::cut_before_rerun`]).
+///
+/// Each job's pulls take turns on that job's own lock, so batches reach its feed once
+/// each and in order, while the pulls of different jobs (each a store read or two) run
+/// side by side.
 #[derive(Default)]
 pub struct Pull {
-    /// Where each relayed feed is in its job's output, and which run fed it.
-    feeds: Mutex<HashMap<JobId, Relayed>>,
+    /// Per job pulled here: where its relayed feed is in the job's output and which run
+    /// fed it (`None` until a batch was relayed), behind the lock its pulls take turns on.
+    feeds: std::sync::Mutex<HashMap<JobId, Arc<Mutex<Option<Relayed>>>>>,
 }
 
 /// A feed that has taken output relayed from the store.
@@ -242,13 +247,31 @@ impl Pull {
     /// of a shutdown grace, rescued after its lease lapsed, claimed again), the feed is
     /// cut (see [`cut_off`]). Batches of another attempt than the one relayed cut it too.
     pub async fn pull(&self, store: &Store, hub: &Hub, id: JobId, check_row: bool) {
-        // One pull at a time: batches reach a feed once each, and in order.
-        let mut feeds = self.feeds.lock().await;
         if !hub.relayed(id) {
-            feeds.remove(&id);
+            self.forget(id);
             return;
         }
-        let relayed = feeds.get(&id).cloned();
+        let slot = self.slot(id);
+        let mut feed = slot.lock().await;
+        self.pull_locked(store, hub, id, check_row, &mut feed).await;
+        let done = feed.is_none();
+        drop(feed);
+        if done {
+            self.release(id, slot);
+        }
+    }
+
+    /// [`Pull::pull`] with the job's turn taken; `feed` is its relayed feed, left `None`
+    /// when the feed ended here or took nothing yet.
+    async fn pull_locked(
+        &self,
+        store: &Store,
+        hub: &Hub,
+        id: JobId,
+        check_row: bool,
+        feed: &mut Option<Relayed>,
+    ) {
+        let relayed = feed.clone();
         // The first batch's run is learned from the row.
         let row = if check_row || relayed.is_none() {
             match store.get(id).await {
@@ -265,7 +288,7 @@ impl Pull {
             && !job.state.is_terminal()
             && !relayed.same_run(job)
         {
-            feeds.remove(&id);
+            *feed = None;
             cut(hub, id);
             return;
         }
@@ -282,18 +305,18 @@ impl Pull {
         };
         let mut ended_in_stream = false;
         for batch in batches {
-            if let Some(relayed) = feeds.get(&id)
+            if let Some(relayed) = feed.as_ref()
                 && batch.attempt != relayed.cursor.attempt
             {
                 // Another run's output after this one's was cut off.
-                feeds.remove(&id);
+                *feed = None;
                 cut(hub, id);
                 return;
             }
             if batch.last && ended.is_none() {
                 break;
             }
-            match feeds.get_mut(&id) {
+            match feed.as_mut() {
                 Some(relayed) => relayed.cursor = batch.cursor(),
                 None => {
                     hub.start(id, &batch.content_type);
@@ -303,13 +326,10 @@ impl Pull {
                             job.state == JobState::Running && job.attempts == batch.attempt
                         })
                         .and_then(|job| job.lease_owner.clone());
-                    feeds.insert(
-                        id,
-                        Relayed {
-                            cursor: batch.cursor(),
-                            run,
-                        },
-                    );
+                    *feed = Some(Relayed {
+                        cursor: batch.cursor(),
+                        run,
+                    });
                 }
             }
             ended_in_stream |= batch.last;
@@ -318,7 +338,7 @@ impl Pull {
             }
         }
         if let Some(job) = ended {
-            feeds.remove(&id);
+            *feed = None;
             hub.finish(id, outcome(job.state, job.failure.clone(), ended_in_stream));
         }
     }
@@ -327,7 +347,7 @@ impl Pull {
     /// have been missed, and at every poll).
     pub async fn pull_all(&self, store: &Store, hub: &Hub) {
         let relayed = hub.relayed_feeds();
-        self.feeds.lock().await.retain(|id, _| relayed.contains(id));
+        self.map().retain(|id, _| relayed.contains(id));
         for id in relayed {
             self.pull(store, hub, id, true).await;
         }
@@ -337,8 +357,41 @@ impl Pull {
     /// relayed from an earlier run elsewhere, that run was cut off, and the feed ends
     /// (see [`cut_off`]) before this run's output could follow it.
     pub async fn cut_before_rerun(&self, hub: &Hub, id: JobId) {
-        if self.feeds.lock().await.remove(&id).is_some() {
+        let Some(slot) = self.map().get(&id).cloned() else {
+            return;
+        };
+        let relayed = slot.lock().await.take();
+        self.release(id, slot);
+        if relayed.is_some() {
             cut(hub, id);
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<Mutex<Option<Relayed>>>>> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Job `id`'s turn lock and feed, made when it has none.
+    fn slot(&self, id: JobId) -> Arc<Mutex<Option<Relayed>>> {
+        self.map().entry(id).or_default().clone()
+    }
+
+    /// Drops job `id`'s entry, whatever it holds (its feed is not relayed here any more).
+    fn forget(&self, id: JobId) {
+        self.map().remove(&id);
+    }
+
+    /// Drops job `id`'s entry once its feed is empty and no other pull holds or waits
+    /// for its turn (`slot` is the caller's handle on it): a later pull starts afresh.
+    fn release(&self, id: JobId, slot: Arc<Mutex<Option<Relayed>>>) {
+        let mut map = self.map();
+        let idle = map.get(&id).is_some_and(|held| {
+            Arc::ptr_eq(held, &slot)
+                && Arc::strong_count(held) == 2
+                && held.try_lock().is_ok_and(|feed| feed.is_none())
+        });
+        if idle {
+            map.remove(&id);
         }
     }
 }

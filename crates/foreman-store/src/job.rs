@@ -241,6 +241,22 @@ pub struct JobCaller {
 
 /// The `caller` and `caller_weight` columns that store a job's or a batch's caller: no
 /// name and weight 1 without one, and never a weight below 1 (the columns' CHECK).
+/// What both backends refuse before an enqueue touches the database: no attempt allowed,
+/// or a time no job id can carry.
+pub(crate) fn check_enqueue(new_job: &NewJob, now: i64) -> crate::error::Result<()> {
+    if new_job.max_attempts == 0 {
+        return Err(crate::Error::InvalidInput(
+            "max_attempts must be at least 1".to_owned(),
+        ));
+    }
+    if !(0..=crate::sqlite::MAX_ULID_MS).contains(&now) {
+        return Err(crate::Error::InvalidInput(format!(
+            "enqueue time {now} is outside the range of a job id"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn caller_columns(caller: Option<&JobCaller>) -> (Option<&str>, u32) {
     match caller {
         Some(caller) => (Some(caller.name.as_str()), caller.weight.max(1)),

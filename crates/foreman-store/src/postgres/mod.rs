@@ -49,8 +49,8 @@ use crate::ops::{CancelOutcome, ClaimParams, Enqueued, ListParams};
 use crate::output::{OutputBatch, OutputCursor};
 use crate::queue_index::QueuedJob;
 use crate::sqlite::{
-    LEASE_EXHAUSTED, LEASE_REQUEUED, MAX_ULID_MS, RESTART_EXHAUSTED, RESTART_REQUEUED,
-    SYNC_ABANDONED, SYNC_ORPHANED, lease_expiry,
+    LEASE_EXHAUSTED, LEASE_REQUEUED, RESTART_EXHAUSTED, RESTART_REQUEUED, SYNC_ABANDONED,
+    SYNC_ORPHANED, lease_expiry,
 };
 use crate::webhook::{AttemptOutcome, WebhookAttempt, WebhookDelivery};
 use row::{JOB_COLUMNS, attempt_from_row, delivery_from_row, job_from_row};
@@ -315,16 +315,7 @@ impl PgStore {
         now: i64,
         max_queued: Option<u64>,
     ) -> Result<Enqueued> {
-        if new_job.max_attempts == 0 {
-            return Err(Error::InvalidInput(
-                "max_attempts must be at least 1".to_owned(),
-            ));
-        }
-        if !(0..=MAX_ULID_MS).contains(&now) {
-            return Err(Error::InvalidInput(format!(
-                "enqueue time {now} is outside the range of a job id"
-            )));
-        }
+        crate::job::check_enqueue(&new_job, now)?;
         let new_job = match (&self.group_commit, &new_job.idempotency_key) {
             (Some(group), None) => {
                 let id = new_job.id.unwrap_or_else(|| self.next_id(now));

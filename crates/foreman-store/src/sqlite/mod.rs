@@ -298,16 +298,7 @@ impl SqliteStore {
         now: i64,
         max_queued: Option<u64>,
     ) -> Result<Enqueued> {
-        if new_job.max_attempts == 0 {
-            return Err(Error::InvalidInput(
-                "max_attempts must be at least 1".to_owned(),
-            ));
-        }
-        if !(0..=MAX_ULID_MS).contains(&now) {
-            return Err(Error::InvalidInput(format!(
-                "enqueue time {now} is outside the range of a job id"
-            )));
-        }
+        crate::job::check_enqueue(&new_job, now)?;
         let id = new_job.id.unwrap_or_else(|| self.next_id(now));
         let accepted_by = self.instance.clone();
         // The insert and the fallback read of a duplicate key share one write, so the

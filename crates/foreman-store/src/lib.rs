@@ -282,6 +282,24 @@ impl Store {
         }
     }
 
+    /// [`Store::claim`], then the queue heads as they are after it
+    /// ([`Store::queue_heads`] at `params.now`), for a caller that decides again soon: on
+    /// PostgreSQL both in one round trip. The heads are `None` when their read failed
+    /// after the claim (the claim's outcome stands); an error means the claim failed.
+    pub async fn claim_and_read_heads(
+        &self,
+        params: ClaimParams,
+    ) -> Result<(Option<Job>, Option<Vec<QueueHead>>)> {
+        match self {
+            Store::Sqlite(store) => {
+                let now = params.now;
+                let claimed = store.claim(params).await?;
+                Ok((claimed, store.queue_heads(now).await.ok()))
+            }
+            Store::Postgres(store) => store.claim_and_read_heads(params).await,
+        }
+    }
+
     /// Takes or renews `lease` for `owner` (an instance id) until `now + ttl_ms`, in one
     /// statement: it is this owner's afterwards if it was free, already this owner's, or
     /// expired at `now`. True when `owner` holds it; false when another owner's lease runs.

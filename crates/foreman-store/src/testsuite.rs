@@ -38,6 +38,7 @@ macro_rules! store_cases {
             case_an_enqueue_knows_its_place_when_it_says_so,
             case_a_bad_enqueue_among_concurrent_ones_fails_alone,
             case_claim_takes_a_lease_once,
+            case_a_claim_with_the_heads_after_it,
             case_concurrent_claims_have_one_winner,
             case_heartbeat_is_fenced,
             case_stale_attempt_is_fenced_after_reclaim,
@@ -812,6 +813,38 @@ pub async fn case_a_bad_enqueue_among_concurrent_ones_fails_alone(store: &Store)
     }
     assert_eq!((made, failed), (21, 3));
     assert_eq!(store.queue_depth().await.expect("depth"), 22);
+}
+
+/// `claim_and_read_heads` claims as `claim` does and gives the heads as `queue_heads`
+/// gives them after the claim; a claim that loses gives `None` and the heads all the same.
+pub async fn case_a_claim_with_the_heads_after_it(store: &Store) {
+    let first = enqueue(store, new_job("a", 0), T0).await;
+    let second = enqueue(store, new_job("a", 0), T0 + 1).await;
+    let other = enqueue(store, new_job("b", 5), T0 + 2).await;
+    let params = |id: JobId| ClaimParams {
+        id,
+        owner: "i/t/0".to_owned(),
+        target: "t".to_owned(),
+        now: T0 + 10,
+        lease_for_ms: 30_000,
+    };
+    let (claimed, heads) = store
+        .claim_and_read_heads(params(first.id))
+        .await
+        .expect("claim");
+    let claimed = claimed.expect("the first claim wins");
+    assert_eq!((claimed.id, claimed.state), (first.id, JobState::Running));
+    let heads = heads.expect("heads read");
+    assert_eq!(heads, store.queue_heads(T0 + 10).await.expect("heads"));
+    let bests: Vec<JobId> = heads.iter().map(|head| head.best.id).collect();
+    assert_eq!(bests, [second.id, other.id]);
+
+    let (again, heads) = store
+        .claim_and_read_heads(params(first.id))
+        .await
+        .expect("claim");
+    assert_eq!(again, None);
+    assert_eq!(heads.expect("heads read").len(), 2);
 }
 
 pub async fn case_claim_takes_a_lease_once(store: &Store) {

@@ -469,63 +469,44 @@ impl PgStore {
     /// caller's jobs within each load key; a key's own head is the best of its callers'.
     pub async fn queue_heads(&self, now: i64) -> Result<Vec<QueueHead>> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT DISTINCT ON (model, load_options, caller)
-                        model, load_options, caller, caller_weight, id, priority, created_at,
-                        min(created_at) OVER per_caller AS oldest,
-                        count(*) OVER per_caller AS depth
-                 FROM jobs
-                 WHERE state = 'queued' AND run_after <= $1
-                 WINDOW per_caller AS (PARTITION BY model, load_options, caller)
-                 ORDER BY model, load_options, caller, priority DESC, created_at, id",
-            )
-            .await?;
+        let statement = client.prepare_cached(queries::QUEUE_HEADS).await?;
         let rows = client.query(&statement, &[&now]).await?;
-        let mut heads: Vec<QueueHead> = Vec::new();
-        for row in &rows {
-            let id: String = row.get("id");
-            let model: String = row.get("model");
-            let load_options: String = row.get("load_options");
-            let best = JobRef {
-                id: row::parse_id(&id)?,
-                priority: row.get("priority"),
-                created_at: row.get("created_at"),
-            };
-            let oldest: i64 = row.get("oldest");
-            let depth = row::count(row.get("depth"));
-            let caller = CallerHead {
-                caller: row.get("caller"),
-                weight: u32::try_from(row.get::<_, i32>("caller_weight")).unwrap_or(1),
-                best,
-                depth,
-            };
-            match heads.last_mut() {
-                Some(head) if head.model == model && head.load_options == load_options => {
-                    let rank =
-                        |job: &JobRef| (std::cmp::Reverse(job.priority), job.created_at, job.id);
-                    if rank(&best) < rank(&head.best) {
-                        head.best = best;
-                    }
-                    head.oldest_created_at = head.oldest_created_at.min(oldest);
-                    head.depth += depth;
-                    head.callers.push(caller);
-                }
-                _ => heads.push(QueueHead {
-                    model,
-                    load_options,
-                    best,
-                    oldest_created_at: oldest,
-                    depth,
-                    callers: vec![caller],
-                }),
-            }
-        }
-        // Jobs without a caller first, as the SQLite backend orders them.
-        for head in &mut heads {
-            head.callers.sort_by(|a, b| a.caller.cmp(&b.caller));
-        }
-        Ok(heads)
+        heads_from_rows(&rows)
+    }
+
+    /// See [`Store::claim_and_read_heads`](crate::Store::claim_and_read_heads): the claim
+    /// and the heads read are sent together on one connection, so the server runs the
+    /// read after the claim (which commits by itself) in the same round trip.
+    pub async fn claim_and_read_heads(
+        &self,
+        params: ClaimParams,
+    ) -> Result<(Option<Job>, Option<Vec<QueueHead>>)> {
+        let lease_expires_at = lease_expiry(params.now, params.lease_for_ms)?;
+        let id = params.id.to_string();
+        let client = self.client().await?;
+        let (claim, heads) = tokio::try_join!(
+            client.prepare_cached(&queries::CLAIM),
+            client.prepare_cached(queries::QUEUE_HEADS),
+        )?;
+        let claim_parameters: [&(dyn ToSql + Sync); 5] = [
+            &id,
+            &params.owner,
+            &lease_expires_at,
+            &params.now,
+            &params.target,
+        ];
+        let heads_parameters: [&(dyn ToSql + Sync); 1] = [&params.now];
+        let started = Instant::now();
+        // Polled in this order, so sent in this order.
+        let (claimed, rows) = tokio::join!(
+            client.query_opt(&claim, &claim_parameters),
+            client.query(&heads, &heads_parameters),
+        );
+        self.commit_times.record(started.elapsed());
+        let claimed = claimed?.map(|row| job_from_row(&row)).transpose()?;
+        // A read that failed after a claim that held is only a missed shortcut.
+        let heads = rows.ok().map(|rows| heads_from_rows(&rows)).transpose()?;
+        Ok((claimed, heads))
     }
 
     /// See [`Store::queued_jobs`](crate::Store::queued_jobs).
@@ -1280,6 +1261,54 @@ pub(crate) fn describe(config: &tokio_postgres::Config) -> String {
     }
 }
 
+/// The queue heads from the rows of `QUEUE_HEADS`: the head of each caller's jobs
+/// within each load key, folded into one head per key.
+fn heads_from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<QueueHead>> {
+    let mut heads: Vec<QueueHead> = Vec::new();
+    for row in rows {
+        let id: String = row.get("id");
+        let model: String = row.get("model");
+        let load_options: String = row.get("load_options");
+        let best = JobRef {
+            id: row::parse_id(&id)?,
+            priority: row.get("priority"),
+            created_at: row.get("created_at"),
+        };
+        let oldest: i64 = row.get("oldest");
+        let depth = row::count(row.get("depth"));
+        let caller = CallerHead {
+            caller: row.get("caller"),
+            weight: u32::try_from(row.get::<_, i32>("caller_weight")).unwrap_or(1),
+            best,
+            depth,
+        };
+        match heads.last_mut() {
+            Some(head) if head.model == model && head.load_options == load_options => {
+                let rank = |job: &JobRef| (std::cmp::Reverse(job.priority), job.created_at, job.id);
+                if rank(&best) < rank(&head.best) {
+                    head.best = best;
+                }
+                head.oldest_created_at = head.oldest_created_at.min(oldest);
+                head.depth += depth;
+                head.callers.push(caller);
+            }
+            _ => heads.push(QueueHead {
+                model,
+                load_options,
+                best,
+                oldest_created_at: oldest,
+                depth,
+                callers: vec![caller],
+            }),
+        }
+    }
+    // Jobs without a caller first, as the SQLite backend orders them.
+    for head in &mut heads {
+        head.callers.sort_by(|a, b| a.caller.cmp(&b.caller));
+    }
+    Ok(heads)
+}
+
 fn attempt_i32(attempt: u32) -> Result<i32> {
     i32::try_from(attempt)
         .map_err(|_| Error::InvalidInput(format!("attempt {attempt} is out of range")))
@@ -1467,6 +1496,16 @@ mod queries {
 
     /// The places in the queue of the jobs whose ids are in $1 (the jobs ahead of each, in
     /// the order of `queue_position`), in one pass over the queued jobs.
+    /// The head of every caller's jobs within each load key: $1 now.
+    pub(super) const QUEUE_HEADS: &str = "SELECT DISTINCT ON (model, load_options, caller)
+                        model, load_options, caller, caller_weight, id, priority, created_at,
+                        min(created_at) OVER per_caller AS oldest,
+                        count(*) OVER per_caller AS depth
+                 FROM jobs
+                 WHERE state = 'queued' AND run_after <= $1
+                 WINDOW per_caller AS (PARTITION BY model, load_options, caller)
+                 ORDER BY model, load_options, caller, priority DESC, created_at, id";
+
     /// With each, the number of queued jobs.
     pub(super) const QUEUE_POSITIONS: &str = "SELECT id, position, queued
          FROM (SELECT id, row_number() OVER (ORDER BY priority DESC, created_at, id) - 1

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foreman_store::{ClaimParams, Job, JobId, Store};
+use foreman_store::{ClaimParams, Job, JobId, QueueHead, Store};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +50,14 @@ const INHERITED_RECHECK_MS: i64 = 250;
 /// How often [`Dispatcher::until_idle`] and [`Dispatcher::until_unloaded`] look again
 /// without a ring.
 const IDLE_RECHECK: Duration = Duration::from_millis(250);
+
+/// On a shared store, how long the queue heads read right after a claim serve the next
+/// decision instead of a read of its own: a job that ends within it (a short answer) is
+/// followed without the heads read's round trip. What may have changed meanwhile costs
+/// at most this long: a job claimed or cancelled elsewhere fails the claim, and the
+/// decision is made again on a fresh read; work queued since waits at most this much
+/// longer to be seen.
+const HEADS_REUSE_MS: i64 = 20;
 use crate::targets::{TargetLoad, Targets};
 
 /// A claimed job, with what the runner needs to run it.
@@ -87,6 +95,9 @@ struct Scheduling {
     /// would answer the first of them by unloading a model of its own choosing.
     unloading: HashMap<(usize, LoadKey), LoadKey>,
     durations: Durations,
+    /// On a shared store: the queue heads read right after the last claim, and the time
+    /// they are of (see [`HEADS_REUSE_MS`]); taken by the next decision.
+    recent_heads: Option<(i64, Vec<QueueHead>)>,
 }
 
 /// The policy and capacity shared by every runner.
@@ -155,6 +166,7 @@ impl Dispatcher {
                 dispatched: HashMap::new(),
                 unloading: HashMap::new(),
                 durations: Durations::default(),
+                recent_heads: None,
             }),
             forecast: Mutex::new(None),
             wake,
@@ -178,30 +190,49 @@ impl Dispatcher {
                 return Ok(None);
             }
             self.read_inherited(&mut scheduling, now).await?;
-            let heads = self.store.queue_heads(now).await?;
+            let (heads, reused) = match scheduling.recent_heads.take() {
+                Some((at, heads)) if now - at <= HEADS_REUSE_MS => (heads, true),
+                _ => (self.store.queue_heads(now).await?, false),
+            };
             let Scheduling {
                 policy,
                 capacity,
                 dispatched,
                 unloading,
+                recent_heads,
                 ..
             } = &mut *scheduling;
             let Some(decision) = policy.decide(&heads, capacity, target, now) else {
+                if reused {
+                    // Nothing to run by heads read before the work that woke this
+                    // runner was queued: read them again.
+                    continue;
+                }
                 return Ok(None);
             };
             let name = &self.targets.all()[target].name;
             let owner = format!("{}/{}/{}", self.instance, name, slot);
             let cancel = self.running.insert(decision.job);
-            let claimed = self
-                .store
-                .claim(ClaimParams {
-                    id: decision.job,
-                    owner: owner.clone(),
-                    target: name.clone(),
-                    now,
-                    lease_for_ms: self.lease.as_millis() as i64,
-                })
-                .await;
+            let params = ClaimParams {
+                id: decision.job,
+                owner: owner.clone(),
+                target: name.clone(),
+                now,
+                lease_for_ms: self.lease.as_millis() as i64,
+            };
+            let claimed = if self.store.is_shared() {
+                // The heads after the claim come in the same round trip, for the next
+                // decision (see HEADS_REUSE_MS).
+                self.store
+                    .claim_and_read_heads(params)
+                    .await
+                    .map(|(job, heads)| {
+                        *recent_heads = heads.map(|heads| (now, heads));
+                        job
+                    })
+            } else {
+                self.store.claim(params).await
+            };
             let job = match claimed {
                 Ok(Some(job)) => job,
                 // Cancelled or taken meanwhile: decide again.

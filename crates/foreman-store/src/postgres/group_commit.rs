@@ -12,8 +12,9 @@
 //!
 //! The queue limit stays exact: a group with a bounded enqueue in it holds the admission
 //! lock exclusively (as the one-by-one path does near the limit), counts the queued jobs
-//! and admits its bounded enqueues in arrival order while they fit, so the count and the
-//! inserts are one step across every instance. Enqueues with an idempotency key keep the
+//! (the ranking below gives the count) and admits its bounded enqueues in arrival order
+//! while they fit, deleting the rows of those refused before the commit, so the count
+//! and the inserts are one step across every instance. Enqueues with an idempotency key keep the
 //! one-by-one path (the unique index decides between them). When the group's statement
 //! fails, each of its enqueues is made again on its own, so one bad row never fails the
 //! others, and each gets its own error.

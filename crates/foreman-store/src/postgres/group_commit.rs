@@ -156,8 +156,7 @@ async fn in_transaction(
     client: &deadpool_postgres::Object,
     requests: &[Request],
 ) -> Result<Vec<Answer>> {
-    let all: Vec<&Request> = requests.iter().collect();
-    let columns = Columns::of(&all, store.instance.as_deref())?;
+    let columns = Columns::of(requests, store.instance.as_deref())?;
     let (lock, insert, rank, announce) = tokio::try_join!(
         client.prepare_cached(super::queries::ADMISSION_LOCK),
         client.prepare_cached(&super::queries::INSERT_JOBS),
@@ -257,25 +256,26 @@ fn place(
     Ok(queued)
 }
 
-/// A group's requests as one array per column, for `UNNEST`.
-struct Columns {
+/// A group's requests as one array per column, for `UNNEST`, borrowing the requests'
+/// text (a payload may be megabytes of images: it is not copied).
+struct Columns<'a> {
     ids: Vec<String>,
     kinds: Vec<&'static str>,
-    models: Vec<String>,
-    payloads: Vec<String>,
+    models: Vec<&'a str>,
+    payloads: Vec<&'a str>,
     priorities: Vec<i32>,
     max_attempts: Vec<i32>,
     times: Vec<i64>,
-    webhook_urls: Vec<Option<String>>,
-    metadata: Vec<Option<String>>,
-    load_options: Vec<String>,
+    webhook_urls: Vec<Option<&'a str>>,
+    metadata: Vec<Option<&'a str>>,
+    load_options: Vec<&'a str>,
     sync: Vec<bool>,
-    accepted_by: Vec<Option<String>>,
-    callers: Vec<Option<String>>,
+    accepted_by: Vec<Option<&'a str>>,
+    callers: Vec<Option<&'a str>>,
     caller_weights: Vec<i32>,
 }
 
-impl Columns {
+impl<'a> Columns<'a> {
     /// The parameters of `INSERT_JOBS`, in its order.
     fn parameters(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 14] {
         [
@@ -296,7 +296,7 @@ impl Columns {
         ]
     }
 
-    fn of(requests: &[&Request], accepted_by: Option<&str>) -> Result<Columns> {
+    fn of(requests: &'a [Request], accepted_by: Option<&'a str>) -> Result<Columns<'a>> {
         let n = requests.len();
         let mut columns = Columns {
             ids: Vec::with_capacity(n),
@@ -319,19 +319,19 @@ impl Columns {
             let (caller, weight) = crate::job::caller_columns(job.caller.as_ref());
             columns.ids.push(request.id.to_string());
             columns.kinds.push(job.kind.as_str());
-            columns.models.push(job.model.clone());
-            columns.payloads.push(job.payload.clone());
+            columns.models.push(&job.model);
+            columns.payloads.push(&job.payload);
             columns.priorities.push(job.priority);
             columns
                 .max_attempts
                 .push(super::attempt_i32(job.max_attempts)?);
             columns.times.push(request.now);
-            columns.webhook_urls.push(job.webhook_url.clone());
-            columns.metadata.push(job.metadata.clone());
-            columns.load_options.push(job.load_options.clone());
+            columns.webhook_urls.push(job.webhook_url.as_deref());
+            columns.metadata.push(job.metadata.as_deref());
+            columns.load_options.push(&job.load_options);
             columns.sync.push(job.sync);
-            columns.accepted_by.push(accepted_by.map(str::to_owned));
-            columns.callers.push(caller.map(str::to_owned));
+            columns.accepted_by.push(accepted_by);
+            columns.callers.push(caller);
             columns
                 .caller_weights
                 .push(i32::try_from(weight).unwrap_or(i32::MAX));

@@ -9,7 +9,8 @@
 //! - a claim locks its row with `FOR UPDATE SKIP LOCKED`, so two claimers never wait on
 //!   each other and never both win;
 //! - bounded enqueues (`enqueue_within`) take a transaction-level advisory lock, so the
-//!   count and the insert are one step across every instance;
+//!   count and the insert are one step across every instance (plain enqueues are
+//!   committed in groups that take it too, `group_commit`);
 //! - idempotency keys are a unique index, never a read-then-insert;
 //! - a webhook delivery is inserted by this code (the body built in Rust) in the
 //!   transaction whose UPDATE finished the job, and deliveries are claimed with a lease
@@ -365,18 +366,14 @@ impl PgStore {
     ) -> Result<Enqueued> {
         let id = new_job.id.unwrap_or_else(|| self.next_id(now));
         let accepted_by = self.instance.as_deref();
-        if max_queued.is_none() && new_job.idempotency_key.is_none() {
+        match (max_queued, &new_job.idempotency_key) {
+            (Some(limit), _) => self.enqueue_exclusive(&new_job, id, now, limit).await,
             // One INSERT (the group commit left it alone): no transaction of its own.
-            return self
-                .single(async |client| insert_job(client, &new_job, id, now, accepted_by).await)
-                .await;
-        }
-        if let (Some(limit), None) = (max_queued, &new_job.idempotency_key) {
-            return self.enqueue_bounded(&new_job, id, now, limit).await;
-        }
-        match max_queued {
-            Some(limit) => self.enqueue_exclusive(&new_job, id, now, limit).await,
-            None => {
+            (None, None) => {
+                self.single(async |client| insert_job(client, &new_job, id, now, accepted_by).await)
+                    .await
+            }
+            (None, Some(_)) => {
                 self.transaction(async |tx| insert_job(tx, &new_job, id, now, accepted_by).await)
                     .await
             }
@@ -393,8 +390,8 @@ impl PgStore {
         limit: u64,
     ) -> Result<Enqueued> {
         self.transaction(async |tx| {
-            // Every exclusive enqueue of every instance holds this lock from here to its
-            // commit (and waits for the shared holders of the path above), and under
+            // Every bounded enqueue of every instance (and every group commit with one)
+            // holds this lock from here to its commit, and under
             // READ COMMITTED the count below sees every job a previous holder inserted:
             // the count and the insert are one step.
             let lock = tx.prepare_cached(queries::ADMISSION_LOCK).await?;
@@ -414,54 +411,6 @@ impl PgStore {
             insert_job(tx, new_job, id, now, self.instance.as_deref()).await
         })
         .await
-    }
-
-    /// A bounded enqueue without an idempotency key, the daemon's every request.
-    ///
-    /// Far from the limit it takes the admission lock *shared* and counts the queued
-    /// jobs (the two pipelined), then inserts if they plus the server's
-    /// `max_connections` stay within the limit: four round trips (BEGIN, the pair, the
-    /// insert, COMMIT), and concurrent enqueues neither wait for each other nor commit
-    /// one by one, so PostgreSQL flushes their commits together. Exact all the same: a job not yet committed is invisible to the count,
-    /// but each one is an open transaction on a connection of its own, so at most
-    /// `max_connections` are unseen by any count (the last of them to take its snapshot
-    /// sees every other committed or in flight); and the exclusive lock of the path
-    /// below waits for every shared holder. Near the limit (no room by that count)
-    /// that transaction ends and the general path decides, under the exclusive lock,
-    /// with an exact count.
-    async fn enqueue_bounded(
-        &self,
-        new_job: &NewJob,
-        id: JobId,
-        now: i64,
-        limit: u64,
-    ) -> Result<Enqueued> {
-        let inserted = self
-            .transaction(async |tx| {
-                let (lock, count) = tokio::try_join!(
-                    tx.prepare_cached(queries::ADMISSION_LOCK_SHARED),
-                    tx.prepare_cached(queries::COUNT_QUEUED_AND_UNSEEN),
-                )?;
-                // Both futures are polled in this order, so the lock's messages are sent
-                // first and the server runs the count (and takes its snapshot) after
-                // granting it.
-                let (_, row) = tokio::try_join!(
-                    tx.execute(&lock, &[&ADMISSION_LOCK]),
-                    tx.query_one(&count, &[]),
-                )?;
-                let at_most: i64 = row.get(0);
-                if u64::try_from(at_most).unwrap_or(0) > limit {
-                    return Ok(None);
-                }
-                insert_job(tx, new_job, id, now, self.instance.as_deref())
-                    .await
-                    .map(Some)
-            })
-            .await?;
-        match inserted {
-            Some(enqueued) => Ok(enqueued),
-            None => self.enqueue_exclusive(new_job, id, now, limit).await,
-        }
     }
 
     /// See [`Store::queue_heads`](crate::Store::queue_heads): one pass over the queue-heads
@@ -1539,16 +1488,7 @@ mod queries {
         )
     });
 
-    /// The admission lock taken shared, far from the limit: $1 its key.
-    pub(super) const ADMISSION_LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
-
     pub(super) const COUNT_QUEUED: &str = "SELECT count(*) FROM jobs WHERE state = 'queued'";
-
-    /// The queued jobs plus `max_connections`: the most inserts that may be in flight
-    /// unseen by this count.
-    pub(super) const COUNT_QUEUED_AND_UNSEEN: &str =
-        "SELECT count(*) + current_setting('max_connections')::bigint
-         FROM jobs WHERE state = 'queued'";
 
     /// $4 result, $5 now, $6 artifacts.
     pub(super) static COMPLETE: LazyLock<Change> = LazyLock::new(|| {

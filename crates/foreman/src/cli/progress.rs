@@ -53,7 +53,7 @@ pub fn status_key(job: &Value) -> String {
 }
 
 /// A duration as a person reads an estimate: `12s`, `4m`, `2h10m`.
-fn rough(left: Duration) -> String {
+pub(super) fn rough(left: Duration) -> String {
     let seconds = left.as_secs_f64().round() as u64;
     match seconds {
         0..90 => format!("{seconds}s"),

@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::cli::progress::rough;
+
 /// How wide the bar is, in characters.
 const BAR_WIDTH: usize = 24;
 
@@ -102,18 +104,6 @@ fn bar(done: u64, total: u64) -> String {
     bar
 }
 
-/// A duration as a person reads an estimate: `12s`, `4m`, `2h10m`.
-fn rough(left: Duration) -> String {
-    let seconds = left.as_secs_f64().round() as u64;
-    match seconds {
-        0..90 => format!("{seconds}s"),
-        90..5400 => format!("{}m", (seconds + 30) / 60),
-        _ => {
-            let minutes = (seconds + 30) / 60;
-            format!("{}h{}m", minutes / 60, minutes % 60)
-        }
-    }
-}
 
 /// When standard error is not a terminal, which of the polled states is worth a
 /// line of its own: a new status at once, new counts at most every `every` (a
@@ -241,12 +231,5 @@ mod tests {
         ] {
             assert_eq!(has_ended(&batch(status, 1, 0, 0)), ended, "{status}");
         }
-    }
-
-    #[test]
-    fn estimates_are_rounded_as_people_say_them() {
-        assert_eq!(rough(Duration::from_millis(11_600)), "12s");
-        assert_eq!(rough(Duration::from_secs(90)), "2m");
-        assert_eq!(rough(Duration::from_secs(7800)), "2h10m");
     }
 }

@@ -21,6 +21,7 @@ use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
 
 use super::Connection;
+use super::daemon::Daemon;
 use super::output::{CliError, Output};
 
 /// `foreman batch <command>`.
@@ -104,85 +105,16 @@ pub async fn run(args: BatchArgs) -> ExitCode {
     super::exit_code(execute(args, &mut Output::stdout())).await
 }
 
-/// The daemon's OpenAI-compatible routes, with the connection's URL and token.
-struct OpenAi {
-    client: reqwest::Client,
-    connection: Connection,
-}
-
-impl OpenAi {
-    fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<reqwest::RequestBuilder, CliError> {
-        self.connection.request(&self.client, method, path, query)
-    }
-
-    /// Sends the request; an answer of 400 or more becomes the error it carries.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
-        let response = request.send().await.map_err(|e| {
-            CliError::failed(format!(
-                "cannot reach foreman at {}: {e}",
-                self.connection.url
-            ))
-        })?;
-        let status = response.status().as_u16();
-        if status < 400 {
-            return Ok(response);
-        }
-        let text = response.text().await.unwrap_or_default();
-        Err(CliError::failed(format!(
-            "{} (HTTP {status})",
-            error_message(&text)
-        )))
-    }
-
-    async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value, CliError> {
-        let response = self.send(request).await?;
-        let status = response.status().as_u16();
-        response
-            .json()
-            .await
-            .map_err(|e| CliError::failed(format!("foreman answered {status} with no JSON: {e}")))
-    }
-
+impl Daemon {
+    /// The batch `id`, as `GET /v1/batches/{id}` answers it.
     async fn batch(&self, id: &str) -> Result<Value, CliError> {
         self.json(self.request(reqwest::Method::GET, &batch_path(id), &[])?)
             .await
     }
 }
 
-/// The message of an error body: OpenAI's `{"error":{"message"}}` under `/v1`,
-/// Ollama's `{"error":"..."}` elsewhere (a proxy or an auth layer), else the text.
-fn error_message(body: &str) -> String {
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let from_json = parsed.as_ref().and_then(|value| {
-        value["error"]["message"]
-            .as_str()
-            .or_else(|| value["error"].as_str())
-            .map(str::to_string)
-    });
-    from_json.unwrap_or_else(|| {
-        let text = body.trim();
-        if text.is_empty() {
-            "unknown error".to_string()
-        } else {
-            text.chars().take(200).collect()
-        }
-    })
-}
-
 async fn execute<W: std::io::Write>(args: BatchArgs, out: &mut Output<W>) -> Result<(), CliError> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    let api = OpenAi {
-        client,
-        connection: args.connection,
-    };
+    let api = Daemon::new(args.connection)?;
     let json_output = api.connection.json;
     match args.command {
         BatchCommand::Submit(submit) => submit_batch(&api, submit, out, json_output).await?,
@@ -244,7 +176,7 @@ async fn execute<W: std::io::Write>(args: BatchArgs, out: &mut Output<W>) -> Res
 }
 
 async fn submit_batch<W: std::io::Write>(
-    api: &OpenAi,
+    api: &Daemon,
     submit: BatchSubmitArgs,
     out: &mut Output<W>,
     json_output: bool,
@@ -351,7 +283,7 @@ fn first_line_url(path: &Path) -> Result<String, CliError> {
 
 /// `POST /v1/files` with `purpose=batch`: a multipart body whose file part is read
 /// from disk as it is sent.
-async fn upload(api: &OpenAi, path: &Path) -> Result<Value, CliError> {
+async fn upload(api: &Daemon, path: &Path) -> Result<Value, CliError> {
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
@@ -430,7 +362,7 @@ impl Multipart {
 /// ([`progress::batch_line`]) on a terminal; when standard error is not a terminal,
 /// a line is written there for each new status and, now and then, new counts.
 /// `--json` shows neither.
-async fn wait(api: &OpenAi, id: &str, poll: Duration, quiet: bool) -> Result<Value, CliError> {
+async fn wait(api: &Daemon, id: &str, poll: Duration, quiet: bool) -> Result<Value, CliError> {
     use std::io::IsTerminal as _;
     let on_terminal = std::io::stderr().is_terminal();
     let spinner = if quiet || !on_terminal {
@@ -460,7 +392,7 @@ async fn wait(api: &OpenAi, id: &str, poll: Duration, quiet: bool) -> Result<Val
 
 /// Streams the batch's output (or error) file to standard output or `-o FILE`.
 async fn write_output<W: std::io::Write>(
-    api: &OpenAi,
+    api: &Daemon,
     args: BatchOutputArgs,
     out: &mut Output<W>,
     json_output: bool,
@@ -706,19 +638,6 @@ mod tests {
         assert_eq!(error.exit_code(), 2, "{error}");
         let error = super::metadata(&["=x".to_string()]).unwrap_err();
         assert_eq!(error.exit_code(), 2, "{error}");
-    }
-
-    #[test]
-    fn errors_read_in_either_shape() {
-        assert_eq!(
-            error_message(
-                r#"{"error":{"message":"No such batch","type":"invalid_request_error"}}"#
-            ),
-            "No such batch"
-        );
-        assert_eq!(error_message(r#"{"error":"unauthorized"}"#), "unauthorized");
-        assert_eq!(error_message("Bad Gateway"), "Bad Gateway");
-        assert_eq!(error_message(""), "unknown error");
     }
 
     #[test]

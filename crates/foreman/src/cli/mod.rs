@@ -10,6 +10,7 @@
 //! `foreman completions` and `foreman man` live here too ([`generate`]).
 
 pub mod batch;
+mod daemon;
 mod generate;
 mod output;
 mod progress;
@@ -22,6 +23,7 @@ use std::io::Write as _;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use daemon::Daemon;
 pub use generate::{CompletionsArgs, completions, man};
 use output::{CliError, Output};
 
@@ -153,54 +155,8 @@ pub async fn run(args: JobsArgs) -> ExitCode {
     exit_code(execute(args, &mut Output::stdout())).await
 }
 
-struct Api {
-    client: reqwest::Client,
-    connection: Connection,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
-        headers: &[(&str, String)],
-    ) -> Result<(u16, Value), CliError> {
-        let mut request = self.connection.request(&self.client, method, path, query)?;
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|e| {
-            CliError::failed(format!(
-                "cannot reach foreman at {}: {e}",
-                self.connection.url
-            ))
-        })?;
-        let status = response.status().as_u16();
-        let value: Value = response.json().await.map_err(|e| {
-            CliError::failed(format!("foreman answered {status} with no JSON: {e}"))
-        })?;
-        if status >= 400 {
-            let message = value["error"].as_str().unwrap_or("unknown error");
-            return Err(CliError::failed(format!("{message} (HTTP {status})")));
-        }
-        Ok((status, value))
-    }
-}
-
 async fn execute<W: std::io::Write>(args: JobsArgs, out: &mut Output<W>) -> Result<(), CliError> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    let api = Api {
-        client,
-        connection: args.connection,
-    };
+    let api = Daemon::new(args.connection)?;
     let json_output = api.connection.json;
     match args.command {
         JobsCommand::Submit(submit) => {
@@ -365,7 +321,7 @@ fn submit_body(submit: SubmitArgs) -> Result<(Value, Option<String>), CliError> 
 /// ([`progress::wait_line`]) on a terminal; when standard error is not a terminal
 /// (a log, a CI job), each new status is written there as a line of its own.
 /// `--json` shows neither.
-async fn wait(api: &Api, id: &str, timeout: Duration, quiet: bool) -> Result<Value, CliError> {
+async fn wait(api: &Daemon, id: &str, timeout: Duration, quiet: bool) -> Result<Value, CliError> {
     use std::io::IsTerminal as _;
     let on_terminal = std::io::stderr().is_terminal();
     let spinner = if quiet || !on_terminal {

@@ -104,7 +104,6 @@ fn bar(done: u64, total: u64) -> String {
     bar
 }
 
-
 /// When standard error is not a terminal, which of the polled states is worth a
 /// line of its own: a new status at once, new counts at most every `every` (a
 /// batch of thousands of lines would otherwise log a line per poll).

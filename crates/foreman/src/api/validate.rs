@@ -934,12 +934,20 @@ fn is_token_array(input: &Value) -> bool {
     matches!(input, Value::Array(tokens) if !tokens.is_empty() && tokens.iter().all(|t| t.is_u64() || t.is_i64()))
 }
 
-/// `/v1/embeddings`' `input`: text as `/api/embed` takes it, one token array, or a list
-/// of token arrays and strings.
+/// `/v1/embeddings`' `input`: a string, one token array, or a non-empty list of strings
+/// and token arrays (Ollama answers an empty list `invalid input`).
 fn openai_embed_input(input: &Value) -> bool {
-    embed_input_is_text(input)
-        || is_token_array(input)
-        || matches!(input, Value::Array(items) if items.iter().all(|item| item.is_string() || is_token_array(item)))
+    match input {
+        Value::String(_) => true,
+        Value::Array(items) => {
+            is_token_array(input)
+                || (!items.is_empty()
+                    && items
+                        .iter()
+                        .all(|item| item.is_string() || is_token_array(item)))
+        }
+        _ => false,
+    }
 }
 
 /// The OpenAI-compatible `EmbedRequest` (`/v1/embeddings`): `input` is required, a
@@ -965,7 +973,7 @@ fn openai_embedding(body: &Map<String, Value>) -> Result<(), ApiError> {
     match body.get("encoding_format").and_then(Value::as_str) {
         None | Some("" | "float" | "base64") => Ok(()),
         Some(other) => Err(ApiError::BadRequest(format!(
-            "invalid encoding_format {other:?}: use float or base64"
+            "Invalid value for 'encoding_format' = {other}. Supported values: ['float', 'base64']."
         ))),
     }
 }
@@ -1158,6 +1166,48 @@ mod tests {
         queued_request(kind, &fields)
             .err()
             .map(|error| (error.status().as_u16(), error.to_string()))
+    }
+
+    #[test]
+    fn openai_embedding_inputs_are_those_ollama_takes() {
+        let body = |input: Value| json!({"model": "e", "input": input});
+        for good in [
+            json!("text"),
+            json!(""),
+            json!(["a", "b"]),
+            json!([1, 2, 3]),
+            json!([[1, 2], "b"]),
+        ] {
+            assert_eq!(
+                refused(JobKind::OpenAiEmbedding, body(good.clone())),
+                None,
+                "{good}"
+            );
+        }
+        for bad in [
+            json!(null),
+            json!([]),
+            json!([[]]),
+            json!([1, "a"]),
+            json!(3),
+        ] {
+            assert_eq!(
+                refused(JobKind::OpenAiEmbedding, body(bad.clone())),
+                Some((400, "invalid input".to_string())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            refused(
+                JobKind::OpenAiEmbedding,
+                json!({"model": "e", "input": "x", "encoding_format": "int8"})
+            ),
+            Some((
+                400,
+                "Invalid value for 'encoding_format' = int8. Supported values: ['float', 'base64']."
+                    .to_string()
+            ))
+        );
     }
 
     #[test]

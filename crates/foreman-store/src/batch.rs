@@ -188,6 +188,47 @@ pub(crate) mod sql {
     }
 }
 
+impl Batch {
+    /// A batch just created: `validating`, no line counted, nothing written; the caller
+    /// sets what the request carried (`metadata`, `webhook_url`, `caller`).
+    pub fn validating(
+        id: String,
+        endpoint: String,
+        input_file_id: String,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Batch {
+        Batch {
+            id,
+            endpoint,
+            input_file_id,
+            completion_window: "24h".to_owned(),
+            status: BatchStatus::Validating,
+            ending: None,
+            metadata: None,
+            webhook_url: None,
+            created_at,
+            expires_at,
+            in_progress_at: None,
+            finalizing_at: None,
+            completed_at: None,
+            failed_at: None,
+            expired_at: None,
+            cancelling_at: None,
+            cancelled_at: None,
+            total: 0,
+            completed: 0,
+            failed: 0,
+            enqueued: 0,
+            errors: None,
+            output_file_id: None,
+            error_file_id: None,
+            webhook_done: false,
+            caller: None,
+        }
+    }
+}
+
 /// Checks what a batch row may hold before it is written.
 pub(crate) fn check_batch(batch: &Batch) -> crate::Result<()> {
     if batch.id.is_empty() || batch.input_file_id.is_empty() {

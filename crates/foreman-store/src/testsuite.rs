@@ -3051,32 +3051,14 @@ fn stored_file(id: &str, purpose: &str, created_at: i64) -> crate::StoredFile {
 
 fn new_batch(id: &str) -> crate::Batch {
     crate::Batch {
-        id: id.to_owned(),
-        endpoint: "/v1/chat/completions".to_owned(),
-        input_file_id: "file-in".to_owned(),
-        completion_window: "24h".to_owned(),
-        status: crate::BatchStatus::Validating,
-        ending: None,
         metadata: Some(r#"{"k":"v"}"#.to_owned()),
-        webhook_url: None,
-        created_at: T0,
-        expires_at: T0 + 86_400_000,
-        in_progress_at: None,
-        finalizing_at: None,
-        completed_at: None,
-        failed_at: None,
-        expired_at: None,
-        cancelling_at: None,
-        cancelled_at: None,
-        total: 0,
-        completed: 0,
-        failed: 0,
-        enqueued: 0,
-        errors: None,
-        output_file_id: None,
-        error_file_id: None,
-        webhook_done: false,
-        caller: None,
+        ..crate::Batch::validating(
+            id.to_owned(),
+            "/v1/chat/completions".to_owned(),
+            "file-in".to_owned(),
+            T0,
+            T0 + 86_400_000,
+        )
     }
 }
 

@@ -177,32 +177,16 @@ async fn create_batch(
     let now = now_ms();
     let window = i64::try_from(state.config.batch.window.as_millis()).unwrap_or(i64::MAX);
     let batch = Batch {
-        id: ids::new_batch_id(),
-        endpoint: endpoint.path().to_owned(),
-        input_file_id: input_file_id.to_owned(),
-        completion_window: "24h".to_owned(),
-        status: BatchStatus::Validating,
-        ending: None,
         metadata,
         webhook_url,
-        created_at: now,
-        expires_at: now.saturating_add(window),
-        in_progress_at: None,
-        finalizing_at: None,
-        completed_at: None,
-        failed_at: None,
-        expired_at: None,
-        cancelling_at: None,
-        cancelled_at: None,
-        total: 0,
-        completed: 0,
-        failed: 0,
-        enqueued: 0,
-        errors: None,
-        output_file_id: None,
-        error_file_id: None,
-        webhook_done: false,
         caller,
+        ..Batch::validating(
+            ids::new_batch_id(),
+            endpoint.path().to_owned(),
+            input_file_id.to_owned(),
+            now,
+            now.saturating_add(window),
+        )
     };
     state.store.insert_batch(batch.clone()).await?;
     state.batch_kick.notify_one();

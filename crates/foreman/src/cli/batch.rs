@@ -365,13 +365,7 @@ impl Multipart {
 async fn wait(api: &Daemon, id: &str, poll: Duration, quiet: bool) -> Result<Value, CliError> {
     use std::io::IsTerminal as _;
     let on_terminal = std::io::stderr().is_terminal();
-    let spinner = if quiet || !on_terminal {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let spinner = indicatif::ProgressBar::new_spinner();
-        spinner.enable_steady_tick(Duration::from_millis(120));
-        spinner
-    };
+    let spinner = crate::cli::progress::spinner(quiet, on_terminal);
     let mut throttle = progress::LogThrottle::new(Duration::from_secs(10));
     let started = tokio::time::Instant::now();
     loop {

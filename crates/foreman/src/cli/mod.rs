@@ -324,13 +324,7 @@ fn submit_body(submit: SubmitArgs) -> Result<(Value, Option<String>), CliError> 
 async fn wait(api: &Daemon, id: &str, timeout: Duration, quiet: bool) -> Result<Value, CliError> {
     use std::io::IsTerminal as _;
     let on_terminal = std::io::stderr().is_terminal();
-    let spinner = if quiet || !on_terminal {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let spinner = indicatif::ProgressBar::new_spinner();
-        spinner.enable_steady_tick(Duration::from_millis(120));
-        spinner
-    };
+    let spinner = progress::spinner(quiet, on_terminal);
     let mut last_status = String::new();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

@@ -52,6 +52,18 @@ pub fn status_key(job: &Value) -> String {
     )
 }
 
+/// The live line a waiting command keeps on standard error: a spinner on a terminal,
+/// nothing when `quiet` (`--json`) or when standard error is a log (it gets lines of
+/// their own instead).
+pub(super) fn spinner(quiet: bool, on_terminal: bool) -> indicatif::ProgressBar {
+    if quiet || !on_terminal {
+        return indicatif::ProgressBar::hidden();
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner
+}
+
 /// A duration as a person reads an estimate: `12s`, `4m`, `2h10m`.
 pub(super) fn rough(left: Duration) -> String {
     let seconds = left.as_secs_f64().round() as u64;

@@ -27,7 +27,6 @@ use super::query::{Path, Query};
 use super::{ApiError, AppState};
 use crate::batch::{Endpoint, ids};
 use crate::clock::now_ms;
-use crate::webhook::AddressPolicy;
 
 /// OpenAI's limits on `metadata`.
 const MAX_METADATA_PAIRS: usize = 16;
@@ -155,22 +154,8 @@ async fn create_batch(
         }
         Some(_) => return Err(bad("metadata must be an object of strings".into())),
     };
-    let webhook_url = match body.fields.get("webhook") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(url)) => {
-            if state.config.webhook_key.is_none() {
-                return Err(bad(
-                    "webhooks are off: foreman needs FOREMAN_WEBHOOK_SECRET to sign them".into(),
-                ));
-            }
-            AddressPolicy::from_config(&state.config)
-                .check(url)
-                .await
-                .map_err(ApiError::BadRequest)?;
-            Some(url.clone())
-        }
-        Some(_) => return Err(bad("webhook must be a URL string".into())),
-    };
+    let webhook_url =
+        super::job_control::requested_webhook(state, body.fields.get("webhook")).await?;
     if state.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
     }

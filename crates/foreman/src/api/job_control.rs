@@ -39,6 +39,31 @@ pub(crate) fn caller_of(extensions: &Extensions) -> Option<JobCaller> {
     })
 }
 
+/// The `webhook` field of a request that queues work (a job, a batch): absent or null,
+/// or a URL the webhook address policy allows, and only when foreman can sign
+/// deliveries (`FOREMAN_WEBHOOK_SECRET`).
+pub(super) async fn requested_webhook(
+    state: &AppState,
+    field: Option<&Value>,
+) -> Result<Option<String>, ApiError> {
+    match field {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(url)) => {
+            if state.config.webhook_key.is_none() {
+                return Err(ApiError::BadRequest(
+                    "webhooks are off: foreman needs FOREMAN_WEBHOOK_SECRET to sign them".into(),
+                ));
+            }
+            crate::webhook::AddressPolicy::from_config(&state.config)
+                .check(url)
+                .await
+                .map_err(ApiError::BadRequest)?;
+            Ok(Some(url.clone()))
+        }
+        Some(_) => Err(ApiError::BadRequest("webhook must be a URL string".into())),
+    }
+}
+
 /// What a job is queued with: its payload and its load options (see
 /// [`load_key`](crate::scheduler::load_key)). A pin for the model
 /// (`FOREMAN_PIN_OPTIONS`) rewrites the client's runner options first; otherwise the

@@ -42,7 +42,6 @@ use crate::clock::now_ms;
 use crate::hub::{CancelReason, FeedEvent, Outcome, Subscription};
 use crate::model_name::model_key;
 use crate::scheduler::forecast::waiting_for;
-use crate::webhook::AddressPolicy;
 
 /// Priority of async jobs that do not ask for one: below interactive requests.
 pub const ASYNC_PRIORITY: i32 = 0;
@@ -327,22 +326,7 @@ pub async fn submit(
             "request is required: the Ollama request body, as an object".into(),
         ));
     };
-    let webhook_url = match body.fields.get("webhook") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(url)) => {
-            if state.config.webhook_key.is_none() {
-                return Err(ApiError::BadRequest(
-                    "webhooks are off: foreman needs FOREMAN_WEBHOOK_SECRET to sign them".into(),
-                ));
-            }
-            AddressPolicy::from_config(&state.config)
-                .check(url)
-                .await
-                .map_err(ApiError::BadRequest)?;
-            Some(url.clone())
-        }
-        Some(_) => return Err(ApiError::BadRequest("webhook must be a URL string".into())),
-    };
+    let webhook_url = job_control::requested_webhook(&state, body.fields.get("webhook")).await?;
     let model = match request.get("model") {
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
         _ => return Err(ApiError::BadRequest("request.model is required".into())),
